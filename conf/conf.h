@@ -1,0 +1,227 @@
+/* conf.h: Gatehouse configuration: JSON text in, validated typed structs out.
+ *
+ * Pure code: no I/O beyond reading the file (and checking that referenced
+ * files exist and are readable), no globals. Every problem found is
+ * reported, each naming the file, the JSON path and what was expected, e.g.
+ *
+ *   gatehouse.json: sites[2].upstreams[0]: expected "host:port", got "x"
+ *
+ * The schema is documented in README.md ("Configuration"). Durations are
+ * strings such as "500ms", "30s", "5m", "12h", "7d"; sizes are integers
+ * (bytes) or strings such as "16k", "1m". All durations below are stored in
+ * milliseconds. */
+#ifndef GH_CONF_H
+#define GH_CONF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef struct cJSON cJSON;
+
+/* conf_addr_t is a listen or upstream address. |host| is the text before the
+ * port ("" for a wildcard listen address such as ":443", "127.0.0.1",
+ * "::1" without brackets, or a DNS name for upstreams). */
+typedef struct {
+  char *text; /* as written in the config, e.g. "[::1]:8443" */
+  char *host;
+  uint16_t port;
+} conf_addr_t;
+
+typedef enum {
+  CONF_BALANCE_ROUND_ROBIN = 0,
+  CONF_BALANCE_LEAST_CONN = 1,
+} conf_balance_t;
+
+typedef struct {
+  char *path;            /* GET this path; NULL = no active health check */
+  uint64_t interval_ms;  /* default 10s */
+  uint64_t timeout_ms;   /* default 2s */
+} conf_health_t;
+
+/* An upstream group: where a site or route forwards to. */
+typedef struct {
+  conf_addr_t *addrs;
+  size_t num_addrs;
+  conf_balance_t balance;
+  conf_health_t health;
+  uint64_t fail_backoff_ms; /* passive health: skip a failed upstream this long; default 10s */
+  size_t max_idle;          /* idle keep-alive connections kept per worker; default 64 */
+  uint64_t idle_timeout_ms; /* default 60s */
+} conf_upstream_group_t;
+
+typedef struct {
+  char *path_prefix; /* begins with '/' */
+  conf_upstream_group_t group;
+} conf_route_t;
+
+typedef struct {
+  char **hosts; /* lower-case; exact names or "*.example.com" */
+  size_t num_hosts;
+  conf_upstream_group_t group; /* used when no route matches */
+  conf_route_t *routes;        /* longest prefix wins */
+  size_t num_routes;
+  char *cert_file; /* static certificate chain (PEM); NULL = ACME-managed */
+  char *key_file;
+  int is_default; /* served for unknown SNI names / Host headers */
+  uint64_t hsts_max_age_s; /* 0 = no HSTS header */
+  int hsts_include_subdomains;
+} conf_site_t;
+
+typedef enum {
+  CONF_KEY_P256 = 0,
+  CONF_KEY_P384 = 1,
+  CONF_KEY_RSA2048 = 2,
+} conf_key_type_t;
+
+typedef enum {
+  CONF_CHALLENGE_TLS_ALPN_01 = 0,
+  CONF_CHALLENGE_HTTP_01 = 1,
+  CONF_CHALLENGE_DNS_01 = 2,
+} conf_challenge_t;
+
+typedef struct {
+  char *directory; /* ACME directory URL; NULL = ACME off */
+  char *email;
+  char **ca_roots; /* extra PEM files trusted for the directory's HTTPS */
+  size_t num_ca_roots;
+  char *eab_key_id; /* external account binding; both NULL or both set */
+  char *eab_hmac_key; /* base64url, as CAs hand it out */
+  conf_challenge_t challenges[3]; /* in order of preference */
+  size_t num_challenges;          /* default: tls-alpn-01, http-01 */
+  conf_key_type_t key_type;
+  int reuse_key;        /* keep the certificate key across renewals */
+  char *dns_hook;       /* executable for dns-01: present|cleanup FQDN VALUE */
+  uint64_t dns_propagation_timeout_ms; /* default 2m */
+  char *preferred_chain; /* issuer common name of the preferred alternate chain */
+} conf_acme_t;
+
+/* A token bucket: |count| events per |per_ms|; count 0 = unlimited. */
+typedef struct {
+  uint32_t count;
+  uint64_t per_ms;
+} conf_rate_t;
+
+typedef struct {
+  int enabled;      /* set when the "on_demand" object is present */
+  char **allow;     /* exact names or "*.example.com" or "*" */
+  size_t num_allow;
+  char *ask;        /* URL; NULL = no ask endpoint */
+  uint64_t ask_timeout_ms;     /* default 3s */
+  uint64_t ask_cache_ttl_ms;   /* positive answers; default 1h */
+  uint64_t ask_negative_ttl_ms; /* refusals and failures; default 5m */
+  int allow_ip;                /* IP-literal SNI names; default off */
+  unsigned max_labels;         /* default 10 */
+  conf_rate_t rate_global;        /* new orders, all names; default 300/3h */
+  conf_rate_t rate_per_domain;    /* per registered domain; default 10/1h */
+  conf_rate_t rate_per_client_ip; /* per client IP; default 20/1h */
+  char **public_suffixes; /* extra suffixes ("co.example") for the per-domain limit */
+  size_t num_public_suffixes;
+  size_t max_pending_names;       /* names in flight at once; default 100 */
+  size_t max_paused_handshakes;   /* default 10000 */
+  uint64_t wait_budget_ms;        /* default 30s */
+  size_t cache_capacity;          /* in-memory certificates; default 10000 */
+  uint64_t negative_ttl_ms;       /* refused names remembered; default 5m */
+} conf_on_demand_t;
+
+typedef struct {
+  uint64_t handshake_ms;         /* default 10s */
+  uint64_t header_read_ms;       /* default 10s */
+  uint64_t idle_ms;              /* client keep-alive; default 60s */
+  uint64_t upstream_connect_ms;  /* default 5s */
+  uint64_t upstream_response_ms; /* default 60s */
+  uint64_t drain_ms;             /* graceful shutdown; default 30s */
+} conf_timeouts_t;
+
+typedef struct {
+  size_t max_header_bytes; /* request head; default 16k */
+  size_t max_headers;      /* default 100 */
+  size_t max_uri_bytes;    /* default 8k */
+  size_t write_queue_bytes; /* back-pressure threshold per side; default 256k */
+  size_t max_connections;  /* per worker; 0 = unlimited */
+} conf_limits_t;
+
+typedef enum {
+  CONF_ACCESS_OFF = 0,
+  CONF_ACCESS_JSON = 1,
+  CONF_ACCESS_COMBINED = 2,
+} conf_access_log_t;
+
+typedef struct {
+  int resumption;            /* session tickets; default on */
+  uint64_t ticket_rotate_ms; /* default 12h */
+} conf_tls_t;
+
+typedef struct {
+  char *file; /* the path the config was read from ("<args>" for quick mode) */
+  conf_addr_t *https;  /* listen addresses; may be empty */
+  size_t num_https;
+  conf_addr_t *http;
+  size_t num_http;
+  unsigned workers;    /* 0 in the file ("auto") is resolved to the core count */
+  conf_site_t *sites;
+  size_t num_sites;
+  conf_tls_t tls;
+  conf_acme_t acme;
+  conf_on_demand_t on_demand;
+  char *storage;       /* default "./gatehouse-data" */
+  conf_addr_t *admin;  /* NULL = admin API off */
+  char *admin_token;   /* optional bearer token */
+  conf_timeouts_t timeouts;
+  conf_limits_t limits;
+  int log_level;       /* gh_log_level_t; default info */
+  int log_format;      /* gh_log_format_t; default text */
+  conf_access_log_t access_log; /* default json */
+} conf_t;
+
+/* conf_parse parses and validates the JSON document |text| (|text_len|
+ * bytes) read from |file| (used in messages only). On success it returns a
+ * new conf_t, which the caller frees with conf_free. On failure it returns
+ * NULL and sets |*out_err| to a newly allocated, newline-separated list of
+ * every problem found, which the caller frees. */
+conf_t *conf_parse(char **out_err, const char *file, const char *text, size_t text_len);
+
+/* conf_load reads |path| and calls conf_parse. Same contract. */
+conf_t *conf_load(char **out_err, const char *path);
+
+/* conf_free frees |conf| and everything it owns. conf_free(NULL) does
+ * nothing. */
+void conf_free(conf_t *conf);
+
+/* conf_to_json returns the effective configuration, defaults included, as
+ * a new cJSON object (caller frees with cJSON_Delete). Feeding its printed
+ * form back to conf_parse yields an equal configuration. */
+cJSON *conf_to_json(const conf_t *conf);
+
+/* conf_parse_duration parses "250ms", "30s", "5m", "2h", "7d" into
+ * milliseconds. Returns 0 on success, -1 if |s| is not a duration. */
+int conf_parse_duration(const char *s, uint64_t *out_ms);
+
+/* conf_parse_addr parses "host:port", ":port", "[v6]:port". |need_host|
+ * rejects ":port". Returns 0 on success (filling |out|, caller frees with
+ * conf_addr_cleanup) or -1. */
+int conf_parse_addr(conf_addr_t *out, const char *s, int need_host);
+void conf_addr_cleanup(conf_addr_t *addr);
+
+/* conf_host_pattern_valid reports whether |s| is a valid lower-case host
+ * name or "*.name" pattern (LDH labels of 1-63 bytes, 253 bytes total).
+ * Returns 1 or 0. */
+int conf_host_pattern_valid(const char *s);
+
+/* conf_host_match reports whether host |name| (lower-case) matches
+ * |pattern|: exact, "*.example.com" (exactly one label in place of '*'), or
+ * "*" (anything). Returns 1 or 0. */
+int conf_host_match(const char *pattern, const char *name, size_t name_len);
+
+/* conf_quick_json builds the configuration document for quick mode
+ * (`gatehouse proxy --to ADDR ...`) from the arguments after "proxy". It
+ * returns a new cJSON object that conf_parse accepts when printed (so quick
+ * mode and files go through one validator), or NULL with |*out_err| set to a
+ * message naming the bad flag. |*out_print_config| is set when
+ * --print-config was given. Flags: --to ADDR (repeatable, required),
+ * --from NAME (repeatable), --https ADDR, --http ADDR, --cert FILE,
+ * --key FILE, --workers N, --no-resumption, --access-log json|combined|off,
+ * --log-level L. */
+cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **argv);
+
+#endif

@@ -1,0 +1,140 @@
+/* main.c: the gatehouse command line. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "common/log.h"
+#include "conf/conf.h"
+#include "proxy/proxy.h"
+
+static const char usage[] =
+    "usage: gatehouse <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run -c FILE         serve the configuration in FILE\n"
+    "  validate -c FILE    check FILE; prints OK or every error (exit 2)\n"
+    "     [--print]        and print the effective configuration as JSON\n"
+    "  proxy --to ADDR ... quick mode: a proxy with no config file\n"
+    "     [--from NAME]... [--https ADDR] [--http ADDR] [--cert F --key F]\n"
+    "     [--workers N] [--no-resumption] [--access-log json|combined|off]\n"
+    "     [--log-level L] [--print-config]\n"
+    "  version             print the version\n"
+    "  help                print this text\n";
+
+/* find_config returns the value of -c/--config in argv, or NULL. */
+static const char *find_config(int argc, char **argv) {
+  for (int i = 0; i + 1 < argc; i++) {
+    if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) return argv[i + 1];
+  }
+  return NULL;
+}
+
+static int has_flag(int argc, char **argv, const char *flag) {
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], flag) == 0) return 1;
+  }
+  return 0;
+}
+
+static void print_json(const conf_t *conf) {
+  cJSON *j = conf_to_json(conf);
+  char *s = cJSON_Print(j);
+  printf("%s\n", s);
+  cJSON_free(s);
+  cJSON_Delete(j);
+}
+
+static int cmd_validate(int argc, char **argv) {
+  const char *path = find_config(argc, argv);
+  if (path == NULL) {
+    fprintf(stderr, "gatehouse validate: missing -c FILE\n");
+    return 2;
+  }
+  char *err = NULL;
+  conf_t *conf = conf_load(&err, path);
+  if (conf == NULL) {
+    fprintf(stderr, "%s", err);
+    if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
+    gh_free(err);
+    return 2;
+  }
+  if (has_flag(argc, argv, "--print")) {
+    print_json(conf);
+  } else {
+    printf("OK\n");
+  }
+  conf_free(conf);
+  return 0;
+}
+
+static int serve(conf_t *conf, const char *path) {
+  gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
+  return px_run(conf, path) == 0 ? 0 : 1;
+}
+
+static int cmd_run(int argc, char **argv) {
+  const char *path = find_config(argc, argv);
+  if (path == NULL) {
+    fprintf(stderr, "gatehouse run: missing -c FILE\n");
+    return 2;
+  }
+  char *err = NULL;
+  conf_t *conf = conf_load(&err, path);
+  if (conf == NULL) {
+    fprintf(stderr, "%s", err);
+    if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
+    gh_free(err);
+    return 2;
+  }
+  return serve(conf, path);
+}
+
+static int cmd_proxy(int argc, char **argv) {
+  char *err = NULL;
+  int print = 0;
+  cJSON *doc = conf_quick_json(&err, &print, argc, argv);
+  if (doc == NULL) {
+    fprintf(stderr, "gatehouse proxy: %s\n", err);
+    gh_free(err);
+    return 2;
+  }
+  char *text = cJSON_Print(doc);
+  cJSON_Delete(doc);
+  conf_t *conf = conf_parse(&err, "<command line>", text, strlen(text));
+  cJSON_free(text);
+  if (conf == NULL) {
+    fprintf(stderr, "%s", err);
+    if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
+    gh_free(err);
+    return 2;
+  }
+  if (print) {
+    print_json(conf);
+    conf_free(conf);
+    return 0;
+  }
+  return serve(conf, NULL);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
+  if (strcmp(cmd, "validate") == 0) return cmd_validate(argc - 2, argv + 2);
+  if (strcmp(cmd, "proxy") == 0) return cmd_proxy(argc - 2, argv + 2);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("gatehouse %s\n", GATEHOUSE_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  fprintf(stderr, "gatehouse: unknown command \"%s\"\n\n%s", cmd, usage);
+  return 2;
+}

@@ -1,0 +1,13 @@
+/* proxy.h: the data plane. */
+#ifndef GH_PROXY_H
+#define GH_PROXY_H
+
+#include "conf/conf.h"
+
+/* px_run serves |conf| until SIGTERM/SIGINT (graceful drain, returns 0) and
+ * re-reads |config_path| on SIGHUP (NULL in quick mode: SIGHUP is then
+ * ignored). Takes ownership of |conf|. Returns 0 on a clean stop, or
+ * non-zero if it could not start (the reason has been logged). */
+int px_run(conf_t *conf, const char *config_path);
+
+#endif

@@ -1,0 +1,30 @@
+/* tls.h: TLS termination settings shared by every worker.
+ *
+ * px_tls_ctx_new builds one SSL_CTX from the configuration: TLS 1.2 and
+ * 1.3 only, AEAD-only ECDHE suites in server preference order, groups
+ * X25519/P-256/P-384, ALPN "http/1.1" (and "acme-tls/1" for challenges),
+ * session tickets from a process-wide key ring (so every worker, and every
+ * SSL_CTX built by a reload, resumes the others' sessions), and certificate
+ * choice in the select-certificate callback: SNI exact, then wildcard, then
+ * the default site; otherwise the handshake fails with unrecognized_name.
+ *
+ * The certificate table lives in the SSL_CTX's ex_data and is freed with
+ * it, so connections that started under an older configuration keep theirs
+ * until they close. */
+#ifndef GH_PROXY_TLS_H
+#define GH_PROXY_TLS_H
+
+#include <openssl/ssl.h>
+
+#include "acme/certs.h"
+#include "conf/conf.h"
+
+/* px_tls_ctx_new returns a new SSL_CTX (caller frees with SSL_CTX_free), or
+ * NULL with |*out_err| set (caller frees), e.g. when a certificate file is
+ * unreadable or its key does not match. */
+SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf);
+
+/* px_tls_ctx_table returns the certificate table of |ctx| (owned by ctx). */
+acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
+
+#endif
