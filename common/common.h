@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define GH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))

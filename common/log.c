@@ -58,9 +58,8 @@ void gh_log(gh_log_level_t level, const char *component, const char *fmt, ...) {
   struct tm tm;
   gmtime_r(&tv.tv_sec, &tm);
   char ts[40];
-  snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-           (int)(tv.tv_usec / 1000));
+  size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(ts + tl, sizeof(ts) - tl, ".%03dZ", (int)(tv.tv_usec / 1000) % 1000);
 
   char line[4096];
   size_t n;

@@ -1,0 +1,66 @@
+/* accesslog.c: one line per request, JSON or combined format, written
+ * with a single write(2) to stderr. */
+#include <stdio.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "proxy/internal.h"
+
+/* esc copies |s| into |out| escaped for a JSON string (and safe inside a
+ * quoted combined-format field); returns the bytes written. */
+static size_t esc(char *out, size_t cap, const char *s, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  size_t o = 0;
+  for (size_t i = 0; i < len && o + 7 < cap; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch == '"' || ch == '\\') {
+      out[o++] = '\\';
+      out[o++] = (char)ch;
+    } else if (ch < 0x20 || ch >= 0x7f) {
+      memcpy(out + o, "\\u00", 4);
+      out[o + 4] = hex[ch >> 4];
+      out[o + 5] = hex[ch & 15];
+      o += 6;
+    } else {
+      out[o++] = (char)ch;
+    }
+  }
+  out[o] = '\0';
+  return o;
+}
+
+void px_access_log(px_exchange_t *ex) {
+  const conf_t *conf = ex->gen->conf;
+  if (conf->access_log == CONF_ACCESS_OFF) return;
+  px_conn_t *c = ex->conn;
+  char path[1024], host[300], ts[40];
+  esc(path, sizeof(path), ex->req.buf ? ex->req.buf : "", ex->url_len);
+  esc(host, sizeof(host), ex->host ? ex->host : "", ex->host ? strlen(ex->host) : 0);
+  const char *method = ex->req.buf ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
+  uint64_t dur = uv_now(&c->w->loop) - ex->start_ms;
+  const char *up = ex->up && ex->up->addr ? ex->up->addr->conf->text
+                 : ex->addr ? ex->addr->conf->text : "-";
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  struct tm tm;
+  char line[2048];
+  int n;
+  if (conf->access_log == CONF_ACCESS_JSON) {
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    n = snprintf(line, sizeof(line),
+                 "{\"ts\":\"%s.%03dZ\",\"level\":\"info\",\"component\":\"access\","
+                 "\"client\":\"%s\",\"host\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
+                 "\"status\":%d,\"bytes\":%llu,\"duration_ms\":%llu,\"upstream\":\"%s\"}\n",
+                 ts, (int)(tv.tv_usec / 1000), c->client_ip, host, method, path, ex->status,
+                 (unsigned long long)ex->resp_bytes, (unsigned long long)dur, up);
+  } else {
+    localtime_r(&tv.tv_sec, &tm);
+    strftime(ts, sizeof(ts), "%d/%b/%Y:%H:%M:%S %z", &tm);
+    n = snprintf(line, sizeof(line), "%s - - [%s] \"%s %s HTTP/1.%d\" %d %llu \"%s\" %llums %s\n",
+                 c->client_ip, ts, method, path, ex->http_minor, ex->status,
+                 (unsigned long long)ex->resp_bytes, host, (unsigned long long)dur, up);
+  }
+  if (n > 0) gh_log_raw(line, (unsigned)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
+}

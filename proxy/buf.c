@@ -1,0 +1,109 @@
+/* buf.c: the growable byte buffer and the header store. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "proxy/internal.h"
+
+void px_buf_append(px_buf_t *b, const void *p, size_t len) {
+  if (len == 0) return;
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    while (cap < b->len + len) cap *= 2;
+    b->p = gh_realloc(b->p, cap);
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, p, len);
+  b->len += len;
+}
+
+void px_buf_appendf(px_buf_t *b, const char *fmt, ...) {
+  char tmp[512];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n < sizeof(tmp)) {
+    px_buf_append(b, tmp, (size_t)n);
+    return;
+  }
+  char *big = gh_malloc((size_t)n + 1);
+  va_start(ap, fmt);
+  vsnprintf(big, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  px_buf_append(b, big, (size_t)n);
+  gh_free(big);
+}
+
+void px_buf_consume(px_buf_t *b, size_t len) {
+  if (len >= b->len) {
+    b->len = 0;
+    return;
+  }
+  memmove(b->p, b->p + len, b->len - len);
+  b->len -= len;
+}
+
+void px_buf_free(px_buf_t *b) {
+  gh_free(b->p);
+  b->p = NULL;
+  b->len = b->cap = 0;
+}
+
+void px_hdrs_reset(px_hdrs_t *hs) {
+  hs->len = 0;
+  hs->num = 0;
+  hs->in_value = 0;
+}
+
+void px_hdrs_cleanup(px_hdrs_t *hs) {
+  gh_free(hs->buf);
+  gh_free(hs->h);
+  memset(hs, 0, sizeof(*hs));
+}
+
+static void store(px_hdrs_t *hs, const char *p, size_t len) {
+  if (hs->len + len > hs->cap) {
+    size_t cap = hs->cap ? hs->cap * 2 : 1024;
+    while (cap < hs->len + len) cap *= 2;
+    hs->buf = gh_realloc(hs->buf, cap);
+    hs->cap = cap;
+  }
+  memcpy(hs->buf + hs->len, p, len);
+  hs->len += len;
+}
+
+size_t px_hdrs_name(px_hdrs_t *hs, const char *p, size_t len) {
+  if (hs->num == 0 || hs->in_value) {
+    if (hs->num == hs->cap_h) {
+      hs->cap_h = hs->cap_h ? hs->cap_h * 2 : 16;
+      hs->h = gh_realloc(hs->h, hs->cap_h * sizeof(px_hdr_t));
+    }
+    px_hdr_t *h = &hs->h[hs->num++];
+    h->name_off = (uint32_t)hs->len;
+    h->name_len = 0;
+    h->val_off = (uint32_t)hs->len;
+    h->val_len = 0;
+    hs->in_value = 0;
+  }
+  store(hs, p, len);
+  hs->h[hs->num - 1].name_len += (uint32_t)len;
+  hs->h[hs->num - 1].val_off = (uint32_t)hs->len;
+  return hs->len;
+}
+
+size_t px_hdrs_value(px_hdrs_t *hs, const char *p, size_t len) {
+  if (hs->num == 0) return hs->len;
+  if (!hs->in_value) {
+    hs->in_value = 1;
+    hs->h[hs->num - 1].val_off = (uint32_t)hs->len;
+  }
+  store(hs, p, len);
+  hs->h[hs->num - 1].val_len += (uint32_t)len;
+  return hs->len;
+}
+
+size_t px_hdrs_raw(px_hdrs_t *hs, const char *p, size_t len) {
+  store(hs, p, len);
+  return hs->len;
+}

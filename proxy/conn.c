@@ -1,0 +1,343 @@
+/* conn.c: a downstream connection: accept, TLS through a custom BIO, reads,
+ * writes, timers and close.
+ *
+ * libuv does the socket I/O; the SSL object never touches the socket. Its
+ * BIO reads ciphertext straight out of the worker's read buffer (no copy)
+ * and writes records into the worker's output buffer, which is flushed
+ * with uv_try_write once per event; only what the kernel does not take at
+ * once is copied into a uv_write request. An idle connection therefore
+ * holds no I/O buffers at all. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+
+#include "common/log.h"
+#include "proxy/internal.h"
+
+void px_worker_conn_gone(px_worker_t *w);
+
+typedef struct {
+  uv_write_t req;
+  px_conn_t *conn;
+  size_t len;
+  char data[];
+} px_write_t;
+
+/* ---- the BIO ---- */
+
+static int bio_read(BIO *b, char *out, int len) {
+  px_conn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (c->in_len == 0) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  size_t n = (size_t)len < c->in_len ? (size_t)len : c->in_len;
+  memcpy(out, c->in_ptr, n);
+  c->in_ptr += n;
+  c->in_len -= n;
+  return (int)n;
+}
+
+static void obuf_append(px_conn_t *c, const void *data, size_t len) {
+  px_worker_t *w = c->w;
+  if (w->obuf_owner != c && w->obuf_len > 0) px_conn_flush(w->obuf_owner);
+  w->obuf_owner = c;
+  if (w->obuf_len + len > w->obuf_cap) {
+    size_t cap = w->obuf_cap ? w->obuf_cap : 64 * 1024;
+    while (cap < w->obuf_len + len) cap *= 2;
+    w->obuf = gh_realloc(w->obuf, cap);
+    w->obuf_cap = cap;
+  }
+  memcpy(w->obuf + w->obuf_len, data, len);
+  w->obuf_len += len;
+}
+
+static int bio_write(BIO *b, const char *data, int len) {
+  px_conn_t *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  obuf_append(c, data, (size_t)len);
+  return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)b, (void)num, (void)ptr;
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static int bio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+void px_worker_bio_init(px_worker_t *w) {
+  w->bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gatehouse");
+  BIO_meth_set_write(w->bio_method, bio_write);
+  BIO_meth_set_read(w->bio_method, bio_read);
+  BIO_meth_set_ctrl(w->bio_method, bio_ctrl);
+  BIO_meth_set_create(w->bio_method, bio_create);
+}
+
+/* ---- lifetime ---- */
+
+static void handle_closed(uv_handle_t *h) {
+  px_conn_t *c = h->data;
+  if (--c->handles_open > 0) return;
+  px_worker_t *w = c->w;
+  if (w->obuf_owner == c) {
+    w->obuf_owner = NULL;
+    w->obuf_len = 0;
+  }
+  px_list_remove(&c->link);
+  w->num_conns--;
+  SSL_free(c->ssl);
+  c->ssl = NULL;
+  px_buf_free(&c->pending);
+  gh_free(c);
+  px_worker_conn_gone(w);
+}
+
+void px_conn_close(px_conn_t *c) {
+  if (c->state == PX_CONN_CLOSING) return;
+  if (c->in_parser) {
+    /* Inside llhttp_execute: http.c closes once it returns. */
+    c->close_deferred = 1;
+    return;
+  }
+  c->state = PX_CONN_CLOSING;
+  px_http_conn_closed(c);
+  if (c->w->obuf_owner == c) {
+    c->w->obuf_owner = NULL;
+    c->w->obuf_len = 0;
+  }
+  uv_close((uv_handle_t *)&c->timer, handle_closed);
+  uv_close((uv_handle_t *)&c->tcp, handle_closed);
+}
+
+static void on_timer(uv_timer_t *t) {
+  px_conn_t *c = t->data;
+  if (c->state == PX_CONN_HANDSHAKE) {
+    GH_DEBUG("tls", "%s: handshake timeout", c->client_ip);
+    px_conn_close(c);
+    return;
+  }
+  px_http_on_timeout(c);
+}
+
+void px_conn_set_timer(px_conn_t *c, uint64_t ms) {
+  if (ms == 0) {
+    uv_timer_stop(&c->timer);
+  } else {
+    uv_timer_start(&c->timer, on_timer, ms, 0);
+  }
+}
+
+/* ---- writes ---- */
+
+size_t px_conn_write_queue(px_conn_t *c) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  px_write_t *wr = (px_write_t *)req;
+  px_conn_t *c = wr->conn;
+  gh_free(wr);
+  if (c->state == PX_CONN_CLOSING) return;
+  if (status < 0) {
+    GH_DEBUG("proxy", "%s: write: %s", c->client_ip, uv_strerror(status));
+    px_conn_close(c);
+    return;
+  }
+  if (c->close_when_flushed && px_conn_write_queue(c) == 0) {
+    px_conn_close(c);
+    return;
+  }
+  if (px_conn_write_queue(c) < c->w->gen->conf->limits.write_queue_bytes) {
+    px_http_on_client_drained(c);
+  }
+}
+
+void px_conn_send(px_conn_t *c, const void *data, size_t len) {
+  if (c->state == PX_CONN_CLOSING || len == 0) return;
+  if (c->ssl == NULL) {
+    obuf_append(c, data, len);
+    return;
+  }
+  ERR_clear_error();
+  /* The BIO never refuses a write, so SSL_write takes everything. */
+  if (SSL_write(c->ssl, data, (int)len) <= 0) {
+    GH_DEBUG("tls", "%s: SSL_write failed", c->client_ip);
+    px_conn_close(c);
+  }
+}
+
+void px_conn_flush(px_conn_t *c) {
+  px_worker_t *w = c->w;
+  if (w->obuf_owner != c || w->obuf_len == 0) return;
+  size_t len = w->obuf_len, off = 0;
+  w->obuf_len = 0;
+  w->obuf_owner = NULL;
+  if (c->state == PX_CONN_CLOSING) return;
+  if (px_conn_write_queue(c) == 0) {
+    uv_buf_t b = uv_buf_init(w->obuf, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+    if (n > 0) off = (size_t)n;
+    else if (n < 0 && n != UV_EAGAIN) {
+      GH_DEBUG("proxy", "%s: write: %s", c->client_ip, uv_strerror(n));
+      px_conn_close(c);
+      return;
+    }
+  }
+  if (off == len) {
+    if (c->close_when_flushed && px_conn_write_queue(c) == 0) px_conn_close(c);
+    return;
+  }
+  px_write_t *wr = gh_malloc(sizeof(*wr) + (len - off));
+  wr->conn = c;
+  wr->len = len - off;
+  memcpy(wr->data, w->obuf + off, len - off);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+  int rc = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (rc != 0) {
+    gh_free(wr);
+    px_conn_close(c);
+  }
+}
+
+/* ---- reads ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  px_conn_t *c = h->data;
+  buf->base = c->w->rbuf;
+  buf->len = sizeof(c->w->rbuf);
+}
+
+static int handshake(px_conn_t *c) {
+  ERR_clear_error();
+  int r = SSL_do_handshake(c->ssl);
+  if (r == 1) {
+    c->state = PX_CONN_HEAD;
+    px_http_conn_ready(c);
+    return 0;
+  }
+  int err = SSL_get_error(c->ssl, r);
+  if (err == SSL_ERROR_WANT_READ) return 0;
+  if (gh_log_enabled(GH_LOG_DEBUG)) {
+    char msg[160];
+    ERR_error_string_n(ERR_peek_error(), msg, sizeof(msg));
+    GH_DEBUG("tls", "%s: handshake failed: %s", c->client_ip, msg);
+  }
+  px_conn_flush(c); /* the alert, if any */
+  px_conn_close(c);
+  return -1;
+}
+
+static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
+  c->in_ptr = (const uint8_t *)data;
+  c->in_len = len;
+  if (c->state == PX_CONN_HANDSHAKE && handshake(c) != 0) return;
+  while (c->state != PX_CONN_HANDSHAKE && c->state != PX_CONN_CLOSING) {
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, c->w->pbuf, sizeof(c->w->pbuf));
+    if (n > 0) {
+      px_http_on_plain(c, c->w->pbuf, (size_t)n);
+      continue;
+    }
+    int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      GH_DEBUG("tls", "%s: close_notify", c->client_ip);
+    } else {
+      GH_DEBUG("tls", "%s: read failed (%d)", c->client_ip, err);
+    }
+    px_conn_flush(c);
+    px_conn_close(c);
+    return;
+  }
+  c->in_len = 0;
+  if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  px_conn_t *c = s->data;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (c->state == PX_CONN_HANDSHAKE) GH_DEBUG("tls", "%s: closed during handshake", c->client_ip);
+    px_conn_close(c);
+    return;
+  }
+  if (c->ssl) {
+    on_tls_read(c, buf->base, (size_t)nread);
+  } else {
+    px_http_on_plain(c, buf->base, (size_t)nread);
+    if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
+  }
+}
+
+void px_conn_read_start(px_conn_t *c) {
+  if (c->reading || c->state == PX_CONN_CLOSING) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = 1;
+}
+
+void px_conn_read_stop(px_conn_t *c) {
+  if (!c->reading) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+void px_conn_accept(px_listener_t *l) {
+  px_worker_t *w = l->w;
+  px_conn_t *c = gh_calloc(1, sizeof(*c));
+  c->w = w;
+  uv_tcp_init(&w->loop, &c->tcp);
+  c->tcp.data = c;
+  c->handles_open = 1;
+  px_list_insert(&w->conns, &c->link);
+  w->num_conns++;
+  if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
+    c->state = PX_CONN_CLOSING;
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+    return;
+  }
+  uv_timer_init(&w->loop, &c->timer);
+  c->timer.data = c;
+  c->handles_open = 2;
+  size_t max = w->gen->conf->limits.max_connections;
+  if (w->draining || (max && w->num_conns > max)) {
+    px_conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int sl = sizeof(ss);
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+      if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->client_ip, sizeof(c->client_ip));
+      } else {
+        inet_ntop(AF_INET6, &s6->sin6_addr, c->client_ip, sizeof(c->client_ip));
+      }
+    } else {
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)&ss)->sin_addr, c->client_ip,
+                sizeof(c->client_ip));
+    }
+  }
+  if (l->is_tls) {
+    c->is_tls = 1;
+    c->ssl = SSL_new(w->gen->ssl_ctx);
+    BIO *bio = BIO_new(w->bio_method);
+    BIO_set_data(bio, c);
+    SSL_set_bio(c->ssl, bio, bio);
+    SSL_set_accept_state(c->ssl);
+    /* After the handshake, drop what only the handshake needed. */
+    SSL_set_shed_handshake_config(c->ssl, 1);
+    c->state = PX_CONN_HANDSHAKE;
+    px_conn_set_timer(c, w->gen->conf->timeouts.handshake_ms);
+  } else {
+    c->state = PX_CONN_HEAD;
+    px_http_conn_ready(c);
+  }
+  px_conn_read_start(c);
+}

@@ -1,0 +1,178 @@
+/* gen.c: a configuration generation: the config, its SSL_CTX, and the
+ * routing and upstream state built from it, shared read-mostly by every
+ * worker and reference-counted so a reload can replace it while requests
+ * started under the old one finish. */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "proxy/internal.h"
+#include "proxy/tls.h"
+
+/* resolve fills |a| from its configured host and port. Upstream names are
+ * resolved once per generation (at start and on reload). */
+static int resolve(px_addr_t *a, char **out_err) {
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char port[8];
+  snprintf(port, sizeof(port), "%u", a->conf->port);
+  const char *host = a->conf->host[0] ? a->conf->host : "127.0.0.1";
+  int rc = getaddrinfo(host, port, &hints, &res);
+  if (rc != 0 || res == NULL) {
+    *out_err = gh_asprintf("upstream %s: cannot resolve: %s", a->conf->text, gai_strerror(rc));
+    return -1;
+  }
+  memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+  a->sa_len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+static int prefix_cmp(const void *x, const void *y) {
+  const px_route_t *a = x, *b = y;
+  return (a->prefix_len < b->prefix_len) - (a->prefix_len > b->prefix_len);
+}
+
+static size_t count_groups(const conf_t *conf, size_t *out_addrs) {
+  size_t groups = 0, addrs = 0;
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    groups++;
+    addrs += conf->sites[i].group.num_addrs;
+    for (size_t j = 0; j < conf->sites[i].num_routes; j++) {
+      groups++;
+      addrs += conf->sites[i].routes[j].group.num_addrs;
+    }
+  }
+  *out_addrs = addrs;
+  return groups;
+}
+
+static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ai,
+                               const conf_upstream_group_t *cg, char **out_err) {
+  px_group_t *g = &gen->groups[(*gi)++];
+  g->conf = cg;
+  g->num_addrs = cg->num_addrs;
+  g->addrs = gh_calloc(cg->num_addrs, sizeof(px_addr_t *));
+  atomic_init(&g->rr, 0);
+  for (size_t k = 0; k < cg->num_addrs; k++) {
+    px_addr_t *a = &gen->addrs[*ai];
+    a->index = (*ai)++;
+    a->conf = &cg->addrs[k];
+    a->group = g;
+    atomic_init(&a->down_until_ms, 0);
+    atomic_init(&a->unhealthy, 0);
+    atomic_init(&a->active, 0);
+    if (resolve(a, out_err) != 0) return NULL;
+    g->addrs[k] = a;
+  }
+  return g;
+}
+
+px_gen_t *px_gen_new(char **out_err, conf_t *conf) {
+  SSL_CTX *ctx = px_tls_ctx_new(out_err, conf);
+  if (ctx == NULL) return NULL;
+  px_gen_t *gen = gh_calloc(1, sizeof(*gen));
+  atomic_init(&gen->refs, 1);
+  gen->conf = conf;
+  gen->ssl_ctx = ctx;
+  gen->num_groups = count_groups(conf, &gen->num_addrs);
+  gen->groups = gh_calloc(gen->num_groups, sizeof(px_group_t));
+  gen->addrs = gh_calloc(gen->num_addrs, sizeof(px_addr_t));
+  gen->num_sites = conf->num_sites;
+  gen->sites = gh_calloc(conf->num_sites, sizeof(px_site_t));
+  size_t gi = 0, ai = 0;
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    const conf_site_t *cs = &conf->sites[i];
+    px_site_t *s = &gen->sites[i];
+    s->conf = cs;
+    if ((s->group = build_group(gen, &gi, &ai, &cs->group, out_err)) == NULL) goto fail;
+    s->num_routes = cs->num_routes;
+    s->routes = gh_calloc(cs->num_routes, sizeof(px_route_t));
+    for (size_t j = 0; j < cs->num_routes; j++) {
+      s->routes[j].prefix = cs->routes[j].path_prefix;
+      s->routes[j].prefix_len = strlen(cs->routes[j].path_prefix);
+      if ((s->routes[j].group = build_group(gen, &gi, &ai, &cs->routes[j].group, out_err)) == NULL)
+        goto fail;
+    }
+    qsort(s->routes, s->num_routes, sizeof(px_route_t), prefix_cmp);
+    if (cs->hsts_max_age_s) {
+      s->hsts_header = gh_asprintf("Strict-Transport-Security: max-age=%llu%s\r\n",
+                                   (unsigned long long)cs->hsts_max_age_s,
+                                   cs->hsts_include_subdomains ? "; includeSubDomains" : "");
+    }
+    if (cs->is_default) gen->default_site = s;
+  }
+  uint16_t port = conf->num_https ? conf->https[0].port : 443;
+  gen->https_port_suffix = port == 443 ? gh_strdup("") : gh_asprintf(":%u", port);
+  return gen;
+fail:
+  px_gen_unref(gen);
+  return NULL;
+}
+
+px_gen_t *px_gen_ref(px_gen_t *gen) {
+  atomic_fetch_add(&gen->refs, 1);
+  return gen;
+}
+
+void px_gen_unref(px_gen_t *gen) {
+  if (gen == NULL || atomic_fetch_sub(&gen->refs, 1) != 1) return;
+  for (size_t i = 0; i < gen->num_sites; i++) {
+    gh_free(gen->sites[i].routes);
+    gh_free(gen->sites[i].hsts_header);
+  }
+  for (size_t i = 0; i < gen->num_groups; i++) gh_free(gen->groups[i].addrs);
+  gh_free(gen->sites);
+  gh_free(gen->groups);
+  gh_free(gen->addrs);
+  gh_free(gen->https_port_suffix);
+  SSL_CTX_free(gen->ssl_ctx);
+  conf_free(gen->conf);
+  gh_free(gen);
+}
+
+px_site_t *px_gen_site(px_gen_t *gen, const char *host, size_t host_len) {
+  char name[256];
+  /* Strip the port; "[v6]:port" keeps its brackets out too. */
+  if (host_len && host[0] == '[') {
+    const char *end = memchr(host, ']', host_len);
+    host_len = end ? (size_t)(end - host) + 1 : host_len;
+  } else {
+    const char *colon = memchr(host, ':', host_len);
+    if (colon) host_len = (size_t)(colon - host);
+  }
+  if (host_len && host[host_len - 1] == '.') host_len--; /* absolute form */
+  if (host_len == 0 || host_len >= sizeof(name)) return gen->default_site;
+  for (size_t i = 0; i < host_len; i++) {
+    char ch = host[i];
+    name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
+  }
+  name[host_len] = '\0';
+  px_site_t *wild = NULL, *any = NULL;
+  for (size_t i = 0; i < gen->num_sites; i++) {
+    const conf_site_t *cs = gen->sites[i].conf;
+    for (size_t j = 0; j < cs->num_hosts; j++) {
+      const char *p = cs->hosts[j];
+      if (p[0] == '*' && p[1] == '\0') {
+        if (any == NULL) any = &gen->sites[i];
+      } else if (p[0] == '*') {
+        if (wild == NULL && conf_host_match(p, name, host_len)) wild = &gen->sites[i];
+      } else if (strcmp(p, name) == 0) {
+        return &gen->sites[i];
+      }
+    }
+  }
+  if (wild) return wild;
+  if (any) return any;
+  return gen->default_site;
+}
+
+px_group_t *px_site_route(px_site_t *site, const char *path, size_t path_len) {
+  for (size_t i = 0; i < site->num_routes; i++) {
+    const px_route_t *r = &site->routes[i];
+    if (path_len >= r->prefix_len && memcmp(path, r->prefix, r->prefix_len) == 0) return r->group;
+  }
+  return site->group;
+}

@@ -1,0 +1,302 @@
+/* server.c: process lifecycle: worker threads, signals, reload, drain.
+ *
+ * The main thread runs a small loop that only handles signals. SIGHUP
+ * re-reads the config file; a file that fails validation is refused (its
+ * errors logged) and the running generation keeps serving. SIGTERM/SIGINT
+ * stop accepting and let in-flight requests finish, bounded by
+ * timeouts.drain. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "proxy/internal.h"
+#include "proxy/proxy.h"
+
+typedef struct {
+  uv_loop_t loop;
+  uv_signal_t sig_term, sig_int, sig_hup;
+  px_worker_t **workers;
+  unsigned num_workers;
+  const char *config_path;
+  px_gen_t *gen;
+  int stopping;
+} px_server_t;
+
+int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, char **out_err);
+
+static void worker_close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void listener_closed(uv_handle_t *h) {
+  px_listener_t *l = h->data;
+  l->w->num_listeners_open--;
+}
+
+static void close_listeners(px_worker_t *w) {
+  for (size_t i = 0; i < w->num_listeners; i++) {
+    uv_handle_t *h = (uv_handle_t *)&w->listeners[i].tcp;
+    if (h->data && !uv_is_closing(h)) uv_close(h, listener_closed);
+  }
+}
+
+/* maybe_finish stops the loop once draining and no connection is left. */
+static void maybe_finish(px_worker_t *w) {
+  if (!w->draining || w->num_conns > 0) return;
+  px_worker_pools_close(w);
+  uv_stop(&w->loop);
+}
+
+void px_worker_conn_gone(px_worker_t *w) { maybe_finish(w); }
+
+static void drain_timeout(uv_timer_t *t) {
+  px_worker_t *w = t->data;
+  GH_WARN("proxy", "worker %u: drain timeout, closing %zu connection(s)", w->id, w->num_conns);
+  px_link_t *l = w->conns.next;
+  while (l != &w->conns) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    l = l->next;
+    px_conn_close(c);
+  }
+}
+
+static void begin_drain(px_worker_t *w) {
+  if (w->draining) return;
+  w->draining = 1;
+  close_listeners(w);
+  uv_timer_stop(&w->health_timer);
+  /* Idle keep-alive connections go now; busy ones after their response. */
+  px_link_t *l = w->conns.next;
+  while (l != &w->conns) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    l = l->next;
+    if (c->state == PX_CONN_HEAD && !c->head_started && c->pending.len == 0) {
+      px_conn_close(c);
+    } else {
+      c->close_after = 1;
+    }
+  }
+  uv_timer_start(&w->drain_timer, drain_timeout, w->gen->conf->timeouts.drain_ms, 0);
+  maybe_finish(w);
+}
+
+static void adopt_gen(px_worker_t *w, px_gen_t *gen) {
+  px_worker_pools_close(w);
+  gh_free(w->pools);
+  px_gen_t *old = w->gen;
+  w->gen = gen;
+  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
+  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  px_gen_unref(old);
+  if (w->id == 0) px_health_start(w);
+}
+
+static void worker_async(uv_async_t *a) {
+  px_worker_t *w = a->data;
+  pthread_mutex_lock(&w->mu);
+  px_gen_t *next = w->next_gen;
+  w->next_gen = NULL;
+  int stop = w->stop_requested;
+  pthread_mutex_unlock(&w->mu);
+  if (next) adopt_gen(w, next);
+  if (stop) begin_drain(w);
+}
+
+static void worker_main(void *arg) {
+  px_worker_t *w = arg;
+  const conf_t *conf = w->gen->conf;
+  char *err = NULL;
+  w->num_listeners = conf->num_https + conf->num_http;
+  w->listeners = gh_calloc(w->num_listeners ? w->num_listeners : 1, sizeof(px_listener_t));
+  size_t k = 0;
+  for (size_t i = 0; i < conf->num_https + conf->num_http; i++, k++) {
+    int is_tls = i < conf->num_https;
+    const conf_addr_t *addr = is_tls ? &conf->https[i] : &conf->http[i - conf->num_https];
+    px_listener_t *l = &w->listeners[k];
+    l->w = w;
+    l->is_tls = is_tls;
+    if (px_listen_open(l, &w->loop, addr, &err) != 0) {
+      if (w->id == 0) GH_ERROR("proxy", "%s", err);
+      gh_free(err);
+      w->start_err = 1;
+      break;
+    }
+    w->num_listeners_open++;
+  }
+  uv_sem_post(w->started);
+  if (w->start_err) {
+    close_listeners(w);
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+    return;
+  }
+  if (w->id == 0) px_health_start(w);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
+  px_worker_t *w = gh_calloc(1, sizeof(*w));
+  w->id = id;
+  uv_loop_init(&w->loop);
+  uv_async_init(&w->loop, &w->async, worker_async);
+  w->async.data = w;
+  uv_timer_init(&w->loop, &w->drain_timer);
+  w->drain_timer.data = w;
+  uv_timer_init(&w->loop, &w->health_timer);
+  w->health_timer.data = w;
+  pthread_mutex_init(&w->mu, NULL);
+  px_list_init(&w->conns);
+  px_list_init(&w->upconns);
+  w->gen = px_gen_ref(gen);
+  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
+  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  w->started = started;
+  px_http_init_settings(w);
+  px_exchange_init_settings(w);
+  px_worker_bio_init(w);
+  return w;
+}
+
+static void worker_free(px_worker_t *w) {
+  /* Close whatever is left (async, timers, stray handles) and run the loop
+   * until every close callback has fired. */
+  uv_walk(&w->loop, worker_close_walk, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&w->loop) != 0) GH_WARN("proxy", "worker %u: loop not empty at exit", w->id);
+  px_gen_unref(w->gen);
+  px_gen_unref(w->next_gen);
+  gh_free(w->pools);
+  gh_free(w->listeners);
+  gh_free(w->obuf);
+  BIO_meth_free(w->bio_method);
+  pthread_mutex_destroy(&w->mu);
+  gh_free(w);
+}
+
+static void post_to_workers(px_server_t *s, px_gen_t *gen, int stop) {
+  for (unsigned i = 0; i < s->num_workers; i++) {
+    px_worker_t *w = s->workers[i];
+    pthread_mutex_lock(&w->mu);
+    if (gen) {
+      px_gen_unref(w->next_gen);
+      w->next_gen = px_gen_ref(gen);
+    }
+    if (stop) w->stop_requested = 1;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+  }
+}
+
+static void reload(px_server_t *s) {
+  if (s->config_path == NULL) {
+    GH_WARN("proxy", "SIGHUP ignored: quick mode has no config file to re-read");
+    return;
+  }
+  char *err = NULL;
+  conf_t *conf = conf_load(&err, s->config_path);
+  if (conf == NULL) {
+    GH_ERROR("proxy", "reload refused, still serving the previous configuration:");
+    char *line = err, *save = NULL;
+    for (line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+      GH_ERROR("conf", "%s", line);
+    }
+    gh_free(err);
+    return;
+  }
+  px_gen_t *gen = px_gen_new(&err, conf);
+  if (gen == NULL) {
+    GH_ERROR("proxy", "reload refused, still serving the previous configuration: %s", err);
+    gh_free(err);
+    conf_free(conf);
+    return;
+  }
+  if (conf->workers != s->gen->conf->workers || conf->num_https != s->gen->conf->num_https ||
+      conf->num_http != s->gen->conf->num_http) {
+    GH_WARN("proxy", "reload: listener and worker changes take effect at the next restart");
+  }
+  gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
+  post_to_workers(s, gen, 0);
+  px_gen_unref(s->gen);
+  s->gen = gen;
+  GH_INFO("proxy", "configuration reloaded from %s", s->config_path);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  px_server_t *s = h->data;
+  if (signum == SIGHUP) {
+    reload(s);
+    return;
+  }
+  if (s->stopping) {
+    GH_WARN("proxy", "second stop signal: exiting now");
+    _exit(1);
+  }
+  s->stopping = 1;
+  GH_INFO("proxy", "%s: draining (up to %llums)", strsignal(signum),
+          (unsigned long long)s->gen->conf->timeouts.drain_ms);
+  post_to_workers(s, NULL, 1);
+  uv_close((uv_handle_t *)&s->sig_term, NULL);
+  uv_close((uv_handle_t *)&s->sig_int, NULL);
+  uv_close((uv_handle_t *)&s->sig_hup, NULL);
+}
+
+int px_run(conf_t *conf, const char *config_path) {
+  signal(SIGPIPE, SIG_IGN);
+  char *err = NULL;
+  px_server_t s = {0};
+  s.config_path = config_path;
+  s.gen = px_gen_new(&err, conf);
+  if (s.gen == NULL) {
+    GH_ERROR("proxy", "%s", err);
+    gh_free(err);
+    conf_free(conf);
+    return 1;
+  }
+  uv_loop_init(&s.loop);
+  s.num_workers = conf->workers ? conf->workers : 1;
+  s.workers = gh_calloc(s.num_workers, sizeof(px_worker_t *));
+  uv_sem_t started;
+  uv_sem_init(&started, 0);
+  int failed = 0;
+  for (unsigned i = 0; i < s.num_workers; i++) {
+    s.workers[i] = worker_new(i, s.gen, &started);
+  }
+  for (unsigned i = 0; i < s.num_workers; i++) {
+    uv_thread_create(&s.workers[i]->thread, worker_main, s.workers[i]);
+  }
+  for (unsigned i = 0; i < s.num_workers; i++) uv_sem_wait(&started);
+  for (unsigned i = 0; i < s.num_workers; i++) failed |= s.workers[i]->start_err;
+  uv_sem_destroy(&started);
+
+  if (!failed) {
+    uv_signal_init(&s.loop, &s.sig_term);
+    uv_signal_init(&s.loop, &s.sig_int);
+    uv_signal_init(&s.loop, &s.sig_hup);
+    s.sig_term.data = s.sig_int.data = s.sig_hup.data = &s;
+    uv_signal_start(&s.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s.sig_int, on_signal, SIGINT);
+    uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
+    for (size_t i = 0; i < conf->num_https; i++)
+      GH_INFO("proxy", "listening on %s (https)", conf->https[i].text);
+    for (size_t i = 0; i < conf->num_http; i++)
+      GH_INFO("proxy", "listening on %s (http)", conf->http[i].text);
+    GH_INFO("proxy", "gatehouse %s ready: %u worker(s), %zu site(s)", GATEHOUSE_VERSION,
+            s.num_workers, conf->num_sites);
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+  } else {
+    post_to_workers(&s, NULL, 1);
+  }
+  for (unsigned i = 0; i < s.num_workers; i++) {
+    uv_thread_join(&s.workers[i]->thread);
+    worker_free(s.workers[i]);
+  }
+  gh_free(s.workers);
+  uv_walk(&s.loop, worker_close_walk, NULL);
+  uv_run(&s.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&s.loop);
+  px_gen_unref(s.gen);
+  if (!failed) GH_INFO("proxy", "stopped");
+  return failed ? 1 : 0;
+}

@@ -1,0 +1,281 @@
+/* upstream.c: choosing an upstream, dialing it, keeping idle connections
+ * per worker, and health (passive back-off shared by all workers, plus an
+ * optional active check run by worker 0). */
+#include <stdio.h>
+
+#include "common/log.h"
+#include "proxy/internal.h"
+
+static uint64_t now_ms(void) { return gh_now_ms(); }
+
+static int usable(px_addr_t *a, uint64_t now) {
+  return atomic_load(&a->down_until_ms) <= now && !atomic_load(&a->unhealthy);
+}
+
+px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid) {
+  uint64_t now = now_ms();
+  unsigned start = atomic_fetch_add(&g->rr, 1);
+  px_addr_t *best = NULL;
+  for (size_t k = 0; k < g->num_addrs; k++) {
+    px_addr_t *a = g->addrs[(start + k) % g->num_addrs];
+    if (a == avoid || !usable(a, now)) continue;
+    if (g->conf->balance == CONF_BALANCE_ROUND_ROBIN) return a;
+    if (best == NULL || atomic_load(&a->active) < atomic_load(&best->active)) best = a;
+  }
+  if (best) return best;
+  /* Everything is marked down: try the one that failed longest ago rather
+   * than refusing outright, so recovery is noticed. */
+  for (size_t k = 0; k < g->num_addrs; k++) {
+    px_addr_t *a = g->addrs[k];
+    if (a == avoid && g->num_addrs > 1) continue;
+    if (best == NULL || atomic_load(&a->down_until_ms) < atomic_load(&best->down_until_ms)) best = a;
+  }
+  return best;
+}
+
+void px_upstream_mark_failed(px_gen_t *gen, px_addr_t *a) {
+  (void)gen;
+  atomic_store(&a->down_until_ms, now_ms() + a->group->conf->fail_backoff_ms);
+}
+
+/* ---- connections ---- */
+
+static void up_closed(uv_handle_t *h) {
+  px_upconn_t *u = h->data;
+  if (--u->handles_open > 0) return;
+  px_list_remove(&u->all);
+  px_gen_unref(u->gen);
+  gh_free(u);
+}
+
+void px_upconn_close(px_upconn_t *u) {
+  if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  if (u->idle) {
+    px_list_remove(&u->link);
+    u->w->pools[u->addr->index].num_idle--;
+    u->idle = 0;
+  }
+  u->ex = NULL;
+  uv_close((uv_handle_t *)&u->timer, up_closed);
+  uv_close((uv_handle_t *)&u->tcp, up_closed);
+}
+
+px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
+  px_upconn_t *u = gh_calloc(1, sizeof(*u));
+  u->w = w;
+  u->addr = a;
+  uv_tcp_init(&w->loop, &u->tcp);
+  uv_timer_init(&w->loop, &u->timer);
+  u->tcp.data = u->timer.data = u->connect_req.data = u;
+  u->handles_open = 2;
+  px_list_insert(&w->upconns, &u->all);
+  int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&a->sa, cb);
+  if (rc != 0) {
+    GH_WARN("proxy", "upstream %s: connect: %s", a->conf->text, uv_strerror(rc));
+    px_upconn_close(u);
+    return NULL;
+  }
+  return u;
+}
+
+px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a) {
+  px_pool_t *pool = &w->pools[a->index];
+  if (px_list_empty(&pool->idle)) return NULL;
+  px_upconn_t *u = GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link);
+  px_list_remove(&u->link);
+  pool->num_idle--;
+  u->idle = 0;
+  u->reused = 1;
+  uv_timer_stop(&u->timer);
+  return u;
+}
+
+static void on_idle_timeout(uv_timer_t *t) { px_upconn_close(t->data); }
+
+void px_upconn_release(px_upconn_t *u, int reusable) {
+  px_worker_t *w = u->w;
+  u->ex = NULL;
+  uv_timer_stop(&u->timer);
+  const conf_upstream_group_t *g = u->addr->group->conf;
+  if (!reusable || u->gen != w->gen || w->draining || !u->connected ||
+      w->pools[u->addr->index].num_idle >= g->max_idle) {
+    px_upconn_close(u);
+    return;
+  }
+  px_pool_t *pool = &w->pools[u->addr->index];
+  px_list_insert(&pool->idle, &u->link);
+  pool->num_idle++;
+  u->idle = 1;
+  uv_timer_start(&u->timer, on_idle_timeout, g->idle_timeout_ms, 0);
+}
+
+typedef struct {
+  uv_write_t req;
+  px_upconn_t *u;
+  char data[];
+} up_write_t;
+
+void px_http_upstream_drained(px_conn_t *c);
+
+static void on_up_write(uv_write_t *req, int status) {
+  up_write_t *wr = (up_write_t *)req;
+  px_upconn_t *u = wr->u;
+  gh_free(wr);
+  if (status == UV_ECANCELED || uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  px_exchange_t *ex = u->ex;
+  if (status < 0) {
+    /* The read side sees the reset too and reports it. */
+    GH_DEBUG("proxy", "upstream %s: write: %s", u->addr->conf->text, uv_strerror(status));
+    return;
+  }
+  if (ex && ex->conn && px_upconn_write_queue(u) < ex->gen->conf->limits.write_queue_bytes) {
+    px_http_upstream_drained(ex->conn);
+  }
+}
+
+size_t px_upconn_write_queue(px_upconn_t *u) {
+  return uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp);
+}
+
+void px_upconn_write(px_upconn_t *u, const void *p, size_t len) {
+  if (len == 0 || uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  size_t off = 0;
+  if (px_upconn_write_queue(u) == 0) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&u->tcp, &b, 1);
+    if (n > 0) off = (size_t)n;
+  }
+  if (off == len) return;
+  up_write_t *wr = gh_malloc(sizeof(*wr) + (len - off));
+  wr->u = u;
+  memcpy(wr->data, (const char *)p + off, len - off);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)(len - off));
+  if (uv_write(&wr->req, (uv_stream_t *)&u->tcp, &b, 1, on_up_write) != 0) gh_free(wr);
+}
+
+void px_worker_pools_close(px_worker_t *w) {
+  if (w->gen == NULL || w->pools == NULL) return;
+  for (size_t i = 0; i < w->gen->num_addrs; i++) {
+    px_pool_t *pool = &w->pools[i];
+    while (!px_list_empty(&pool->idle)) {
+      px_upconn_close(GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link));
+    }
+  }
+}
+
+/* ---- active health checks (worker 0) ---- */
+
+typedef struct {
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  uv_timer_t timer;
+  uv_write_t wreq;
+  int handles_open;
+  px_addr_t *addr;
+  px_gen_t *gen;
+  char *req;
+  char resp[16];
+  size_t resp_len;
+  int done;
+} px_check_t;
+
+static void check_closed(uv_handle_t *h) {
+  px_check_t *k = h->data;
+  if (--k->handles_open > 0) return;
+  px_gen_unref(k->gen);
+  gh_free(k->req);
+  gh_free(k);
+}
+
+static void check_done(px_check_t *k, int healthy, const char *why) {
+  if (k->done) return;
+  k->done = 1;
+  int was = !atomic_load(&k->addr->unhealthy);
+  atomic_store(&k->addr->unhealthy, healthy ? 0 : 1);
+  if (was != healthy) {
+    if (healthy) GH_INFO("health", "upstream %s is healthy again", k->addr->conf->text);
+    else GH_WARN("health", "upstream %s is unhealthy: %s", k->addr->conf->text, why);
+  }
+  uv_close((uv_handle_t *)&k->tcp, check_closed);
+  uv_close((uv_handle_t *)&k->timer, check_closed);
+}
+
+static void check_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+  (void)s;
+  px_check_t *k = h->data;
+  b->base = k->resp + k->resp_len;
+  b->len = sizeof(k->resp) - k->resp_len;
+}
+
+static void check_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  px_check_t *k = s->data;
+  if (n < 0) {
+    check_done(k, 0, "closed before answering");
+    return;
+  }
+  k->resp_len += (size_t)n;
+  if (k->resp_len >= 12) {
+    /* "HTTP/1.x NNN" */
+    int ok = memcmp(k->resp, "HTTP/1.", 7) == 0 && (k->resp[9] == '2' || k->resp[9] == '3');
+    char why[32];
+    snprintf(why, sizeof(why), "status %.3s", k->resp + 9);
+    check_done(k, ok, why);
+  }
+}
+
+static void check_write(uv_write_t *w, int status) {
+  px_check_t *k = w->data;
+  if (status < 0) check_done(k, 0, uv_strerror(status));
+}
+
+static void check_connect(uv_connect_t *r, int status) {
+  px_check_t *k = r->data;
+  if (status < 0) {
+    if (status != UV_ECANCELED) check_done(k, 0, uv_strerror(status));
+    return;
+  }
+  uv_buf_t b = uv_buf_init(k->req, (unsigned)strlen(k->req));
+  k->wreq.data = k;
+  uv_write(&k->wreq, (uv_stream_t *)&k->tcp, &b, 1, check_write);
+  uv_read_start((uv_stream_t *)&k->tcp, check_alloc, check_read);
+}
+
+static void check_timeout(uv_timer_t *t) { check_done(t->data, 0, "timeout"); }
+
+static void check_start(px_worker_t *w, px_gen_t *gen, px_group_t *g, px_addr_t *a) {
+  px_check_t *k = gh_calloc(1, sizeof(*k));
+  k->addr = a;
+  k->gen = px_gen_ref(gen);
+  k->req = gh_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gatehouse-health\r\n"
+                       "Connection: close\r\n\r\n", g->conf->health.path, a->conf->text);
+  uv_tcp_init(&w->loop, &k->tcp);
+  uv_timer_init(&w->loop, &k->timer);
+  k->tcp.data = k->timer.data = k->creq.data = k;
+  k->handles_open = 2;
+  uv_timer_start(&k->timer, check_timeout, g->conf->health.timeout_ms, 0);
+  if (uv_tcp_connect(&k->creq, &k->tcp, (const struct sockaddr *)&a->sa, check_connect) != 0)
+    check_done(k, 0, "connect failed");
+}
+
+static void health_tick(uv_timer_t *t) {
+  px_worker_t *w = t->data;
+  px_gen_t *gen = w->gen;
+  uint64_t now = uv_now(&w->loop);
+  for (size_t i = 0; i < gen->num_groups; i++) {
+    px_group_t *g = &gen->groups[i];
+    if (g->conf->health.path == NULL) continue;
+    if (now < g->next_check_ms) continue;
+    g->next_check_ms = now + (g->conf->health.interval_ms ? g->conf->health.interval_ms : 10000);
+    for (size_t k = 0; k < g->num_addrs; k++) check_start(w, gen, g, g->addrs[k]);
+  }
+}
+
+void px_health_start(px_worker_t *w) {
+  int any = 0;
+  for (size_t i = 0; i < w->gen->num_groups; i++) {
+    if (w->gen->groups[i].conf->health.path) any = 1;
+  }
+  uv_timer_stop(&w->health_timer);
+  if (any && !w->draining) uv_timer_start(&w->health_timer, health_tick, 0, 1000);
+}
