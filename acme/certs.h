@@ -29,7 +29,7 @@ typedef struct acme_cert {
   char **sans;       /* DNS names from subjectAltName, lower-case */
   size_t num_sans;
   /* private */
-  int refs_;
+  _Atomic int refs_;
 } acme_cert_t;
 
 /* acme_cert_from_pem parses a PEM chain (leaf first) and a PEM private key
