@@ -39,8 +39,7 @@ void px_access_log(px_exchange_t *ex) {
   esc(host, sizeof(host), ex->host ? ex->host : "", ex->host ? strlen(ex->host) : 0);
   const char *method = ex->req.buf ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
   uint64_t dur = uv_now(&c->w->loop) - ex->start_ms;
-  const char *up = ex->up && ex->up->addr ? ex->up->addr->conf->text
-                 : ex->addr ? ex->addr->conf->text : "-";
+  const char *up = ex->upstream_name ? ex->upstream_name : "-";
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;

@@ -110,6 +110,10 @@ void px_conn_close(px_conn_t *c) {
     c->w->obuf_owner = NULL;
     c->w->obuf_len = 0;
   }
+  if (c->w->pout_owner == c) {
+    c->w->pout_owner = NULL;
+    c->w->pout.len = 0;
+  }
   uv_close((uv_handle_t *)&c->timer, handle_closed);
   uv_close((uv_handle_t *)&c->tcp, handle_closed);
 }
@@ -157,22 +161,51 @@ static void on_write(uv_write_t *req, int status) {
   }
 }
 
-void px_conn_send(px_conn_t *c, const void *data, size_t len) {
-  if (c->state == PX_CONN_CLOSING || len == 0) return;
-  if (c->ssl == NULL) {
-    obuf_append(c, data, len);
-    return;
-  }
+/* encrypt hands |len| plaintext bytes to SSL_write; the records land in
+ * the output buffer. The BIO never refuses a write, so SSL_write takes
+ * everything. */
+static void encrypt(px_conn_t *c, const void *data, size_t len) {
   ERR_clear_error();
-  /* The BIO never refuses a write, so SSL_write takes everything. */
   if (SSL_write(c->ssl, data, (int)len) <= 0) {
     GH_DEBUG("tls", "%s: SSL_write failed", c->client_ip);
     px_conn_close(c);
   }
 }
 
+/* encrypt_staged turns the plaintext staged for |c| into records. */
+static void encrypt_staged(px_conn_t *c) {
+  px_worker_t *w = c->w;
+  if (w->pout_owner != c) return;
+  w->pout_owner = NULL;
+  if (w->pout.len == 0) return;
+  size_t len = w->pout.len;
+  w->pout.len = 0;
+  if (c->state != PX_CONN_CLOSING) encrypt(c, w->pout.p, len);
+}
+
+/* px_conn_send queues |len| bytes for the client. Small pieces (a response
+ * head is many) are staged and encrypted together at the next flush, so
+ * one response becomes one TLS record rather than dozens. */
+void px_conn_send(px_conn_t *c, const void *data, size_t len) {
+  if (c->state == PX_CONN_CLOSING || len == 0) return;
+  if (c->ssl == NULL) {
+    obuf_append(c, data, len);
+    return;
+  }
+  px_worker_t *w = c->w;
+  if (w->pout_owner != c && w->pout_owner != NULL) px_conn_flush(w->pout_owner);
+  if (len >= 8192) {
+    encrypt_staged(c);
+    encrypt(c, data, len);
+    return;
+  }
+  w->pout_owner = c;
+  px_buf_append(&w->pout, data, len);
+}
+
 void px_conn_flush(px_conn_t *c) {
   px_worker_t *w = c->w;
+  encrypt_staged(c);
   if (w->obuf_owner != c || w->obuf_len == 0) return;
   size_t len = w->obuf_len, off = 0;
   w->obuf_len = 0;

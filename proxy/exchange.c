@@ -149,6 +149,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   ex->tries++;
   px_addr_t *a = px_upstream_pick(g, avoid);
   ex->addr = a;
+  ex->upstream_name = a->conf->text;
   atomic_fetch_add(&a->active, 1);
   px_worker_t *w = ex->conn->w;
   px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;

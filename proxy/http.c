@@ -332,15 +332,21 @@ static int on_headers_complete(llhttp_t *p) {
   px_conn_set_timer(c, 0);
   if (p->http_major != 1 || p->http_minor > 1) return fail(c, 505, "unsupported HTTP version");
   gh_str_t host = {NULL, 0};
-  int num_host = 0;
+  int num_host = 0, has_te = 0;
   for (size_t i = 0; i < hs->num; i++) {
     gh_str_t name = px_hdr_name(hs, i);
     if (!valid_token(name)) return fail(c, 400, "invalid header name");
     if (gh_str_ieq(name, GH_STR("host"))) {
       host = px_hdr_value(hs, i);
       num_host++;
+    } else if (gh_str_ieq(name, GH_STR("transfer-encoding"))) {
+      has_te = 1;
     }
   }
+  /* RFC 9112 6.3: a request whose Transfer-Encoding does not end in
+   * chunked has no reliable length; neither does one sent by HTTP/1.0. */
+  if (has_te && (!(p->flags & F_CHUNKED) || p->http_minor == 0))
+    return fail(c, 400, "Transfer-Encoding without final chunked");
   if (num_host > 1) return fail(c, 400, "more than one Host header");
   if (num_host == 0 && p->http_minor == 1) return fail(c, 400, "missing Host header");
   if (num_host && !valid_host(host)) return fail(c, 400, "invalid Host header");
@@ -485,7 +491,8 @@ static size_t feed(px_conn_t *c, const char *p, size_t len) {
     return (size_t)(llhttp_get_error_pos(&c->parser) - p);
   }
   if (c->state == PX_CONN_CLOSING) return len;
-  if (e == HPE_USER && c->ex && c->ex->reject_status) {
+  /* A callback's refusal surfaces as HPE_USER or as HPE_CB_*, by callback. */
+  if (c->ex && c->ex->reject_status) {
     px_http_error(c, c->ex->reject_status, "rejected");
   } else if (e == HPE_INVALID_VERSION) {
     px_http_error(c, 505, "unsupported HTTP version");
@@ -584,8 +591,10 @@ static void reset_for_next(px_conn_t *c) {
   }
   c->requests++;
   if (c->close_after || c->w->draining) {
-    c->close_when_flushed = 1;
+    px_conn_flush(c); /* staged plaintext goes before close_notify */
+    if (c->state == PX_CONN_CLOSING) return;
     if (c->ssl) SSL_shutdown(c->ssl);
+    c->close_when_flushed = 1;
     px_conn_flush(c);
     if (c->state != PX_CONN_CLOSING && px_conn_write_queue(c) == 0) px_conn_close(c);
     return;

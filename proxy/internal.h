@@ -26,6 +26,12 @@ typedef struct px_conn px_conn_t;
 typedef struct px_upconn px_upconn_t;
 typedef struct px_exchange px_exchange_t;
 
+/* ---- growable byte buffer ---- */
+typedef struct {
+  char *p;
+  size_t len, cap;
+} px_buf_t;
+
 /* ---- intrusive doubly-linked list ---- */
 typedef struct px_link {
   struct px_link *prev, *next;
@@ -144,6 +150,8 @@ struct px_worker {
   char pbuf[32 * 1024];  /* decrypted plaintext */
   char *obuf;            /* output being assembled (see conn.c) */
   px_conn_t *obuf_owner;
+  px_buf_t pout;         /* plaintext staged for one TLS write */
+  px_conn_t *pout_owner;
   size_t obuf_len, obuf_cap;
   BIO_METHOD *bio_method;
 };
@@ -176,11 +184,6 @@ static inline gh_str_t px_hdr_value(const px_hdrs_t *hs, size_t i) {
   return (gh_str_t){hs->buf + hs->h[i].val_off, hs->h[i].val_len};
 }
 
-/* ---- growable byte buffer ---- */
-typedef struct {
-  char *p;
-  size_t len, cap;
-} px_buf_t;
 void px_buf_append(px_buf_t *b, const void *p, size_t len);
 void px_buf_appendf(px_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void px_buf_consume(px_buf_t *b, size_t len);
@@ -267,6 +270,7 @@ struct px_exchange {
   int upgrade;
   unsigned tries;
   px_addr_t *addr;   /* counted in addr->active while set */
+  const char *upstream_name; /* last upstream tried, for the access log */
   int up_reusable;
   int orphan;        /* the client left while the upstream parser ran */
   int retried_stale;

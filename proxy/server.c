@@ -170,6 +170,7 @@ static void worker_free(px_worker_t *w) {
   gh_free(w->pools);
   gh_free(w->listeners);
   gh_free(w->obuf);
+  px_buf_free(&w->pout);
   BIO_meth_free(w->bio_method);
   pthread_mutex_destroy(&w->mu);
   gh_free(w);
