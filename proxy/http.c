@@ -158,9 +158,10 @@ static int on_message_begin(llhttp_t *p) {
 static int on_url(llhttp_t *p, const char *at, size_t len) {
   px_conn_t *c = conn_of(p);
   px_exchange_t *ex = c->ex;
-  ex->url_len += len;
-  if (ex->url_len > conf_of(c)->limits.max_uri_bytes) return fail(c, 414, "request target too long");
+  if (ex->url_len + len > conf_of(c)->limits.max_uri_bytes)
+    return fail(c, 414, "request target too long");
   px_hdrs_raw(&ex->req, at, len);
+  ex->url_len += len;
   return 0;
 }
 
