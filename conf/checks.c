@@ -1,0 +1,259 @@
+/* checks.c: rules that span keys, run by the walk once an object's keys
+ * are parsed (the tables in schema.c name them). Each check is careful not
+ * to repeat a problem that a key's own check already reported: where a key
+ * was given but is invalid, its field is empty, so the rules look at
+ * whether the key is present in the JSON rather than at the field. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "conf/conf.h"
+#include "conf/internal.h"
+
+static int has_key(const cJSON *obj, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
+}
+
+void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_health_t *h = (const conf_health_t *)(const void *)base;
+  if (obj == NULL || h->interval_ms == 0 || h->timeout_ms == 0) return;
+  if (h->timeout_ms >= h->interval_ms) {
+    char interval[32], timeout[32];
+    conf__format_duration(interval, sizeof(interval), h->interval_ms);
+    conf__format_duration(timeout, sizeof(timeout), h->timeout_ms);
+    size_t mark = conf__path_key(ctx, "timeout");
+    conf__error(ctx, "expected less than \"interval\" (%s), got \"%s\"", interval, timeout);
+    conf__path_pop(ctx, mark);
+  }
+}
+
+void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_site_t *site = (const conf_site_t *)(const void *)base;
+  if (obj == NULL) return;
+  /* Requests that match no route go to the site's upstreams: without them
+   * a route must catch everything. */
+  const cJSON *routes = cJSON_GetObjectItemCaseSensitive(obj, "routes");
+  if (!has_key(obj, "upstreams") && (routes == NULL || cJSON_IsArray(routes))) {
+    int catch_all = 0;
+    for (const cJSON *r = routes ? routes->child : NULL; r != NULL; r = r->next) {
+      const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "path");
+      catch_all |= cJSON_IsString(p) && strcmp(p->valuestring, "/") == 0;
+    }
+    if (!catch_all) {
+      conf__error(ctx, "missing required key \"upstreams\" (needed unless a route has path \"/\")");
+    }
+  }
+  for (size_t j = 0; j < site->num_routes; j++) {
+    for (size_t i = 0; i < j; i++) {
+      const char *a = site->routes[i].path_prefix, *b = site->routes[j].path_prefix;
+      if (a == NULL || b == NULL || strcmp(a, b) != 0) continue;
+      size_t mark = conf__path_key(ctx, "routes");
+      conf__path_index(ctx, j);
+      conf__path_key(ctx, "path");
+      char *q = conf__quote(b);
+      conf__error(ctx, "%s is also the path of routes[%zu]", q, i);
+      gh_free(q);
+      conf__path_pop(ctx, mark);
+      break;
+    }
+  }
+}
+
+void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_acme_t *acme = (const conf_acme_t *)(const void *)base;
+  if (obj == NULL || has_key(obj, "dns_hook")) return;
+  for (size_t i = 0; i < acme->num_challenges; i++) {
+    if (acme->challenges[i] == CONF_CHALLENGE_DNS_01) {
+      conf__error(ctx, "missing \"dns_hook\", which \"dns-01\" in \"challenges\" needs to publish "
+                       "its TXT records");
+      return;
+    }
+  }
+}
+
+void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_on_demand_t *od = (const conf_on_demand_t *)(const void *)base;
+  if (obj == NULL || has_key(obj, "ask") || has_key(obj, "allow") || od->num_allow > 0) return;
+  conf__error(ctx, "needs \"allow\" or \"ask\": without either, any name could get a certificate");
+}
+
+void conf__check_admin(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_t *conf = (const conf_t *)(const void *)base;
+  if (obj == NULL || conf->admin == NULL || has_key(obj, "token")) return;
+  if (!conf__is_loopback(conf->admin->host)) {
+    char *q = conf__quote(conf->admin->text);
+    conf__error(ctx, "missing \"token\", which is required when \"listen\" is not a loopback "
+                     "address (got %s)", q);
+    gh_free(q);
+  }
+}
+
+void conf__check_listen(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_t *conf = (const conf_t *)(const void *)base;
+  if (obj == NULL || conf->num_https + conf->num_http > 0) return;
+  const cJSON *https = cJSON_GetObjectItemCaseSensitive(obj, "https");
+  const cJSON *http = cJSON_GetObjectItemCaseSensitive(obj, "http");
+  if ((https != NULL && !cJSON_IsArray(https)) || (http != NULL && !cJSON_IsArray(http))) {
+    return; /* already reported as the wrong type */
+  }
+  conf__error(ctx, "expected at least one address in \"https\" or \"http\", got none");
+}
+
+/* --- across the whole document --- */
+
+typedef struct {
+  const conf_addr_t *addr;
+  char *path;
+} listener_t;
+
+/* check_ports reports listeners that would compete for one port: the same
+ * address twice, or a wildcard and any address on the same port. */
+static void check_ports(conf__ctx_t *ctx, const conf_t *conf) {
+  size_t n = conf->num_https + conf->num_http + (conf->admin != NULL), k = 0;
+  listener_t *ls = gh_calloc(n, sizeof(*ls));
+  for (size_t i = 0; i < conf->num_https; i++, k++) {
+    ls[k] = (listener_t){&conf->https[i], gh_asprintf("listen.https[%zu]", i)};
+  }
+  for (size_t i = 0; i < conf->num_http; i++, k++) {
+    ls[k] = (listener_t){&conf->http[i], gh_asprintf("listen.http[%zu]", i)};
+  }
+  if (conf->admin != NULL) ls[k++] = (listener_t){conf->admin, gh_strdup("admin.listen")};
+  for (size_t j = 0; j < n; j++) {
+    const conf_addr_t *b = ls[j].addr;
+    for (size_t i = 0; i < j && b->text != NULL; i++) {
+      const conf_addr_t *a = ls[i].addr;
+      if (a->text == NULL || a->port != b->port) continue;
+      if (strcmp(a->host, b->host) != 0 && a->host[0] != '\0' && b->host[0] != '\0') continue;
+      char *qa = conf__quote(a->text), *qb = conf__quote(b->text);
+      conf__error_at(ctx, ls[j].path, "%s uses the same port as %s (%s)", qb, ls[i].path, qa);
+      gh_free(qa);
+      gh_free(qb);
+      break;
+    }
+  }
+  for (size_t i = 0; i < n; i++) gh_free(ls[i].path);
+  gh_free(ls);
+}
+
+typedef struct {
+  const char *host;
+  size_t site, idx;
+  size_t first_site, first_idx; /* for duplicates: where the name appeared first */
+} host_ref_t;
+
+static int by_host(const void *a, const void *b) {
+  const host_ref_t *x = a, *y = b;
+  int c = strcmp(x->host, y->host);
+  if (c != 0) return c;
+  if (x->site != y->site) return x->site < y->site ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static int by_place(const void *a, const void *b) {
+  const host_ref_t *x = a, *y = b;
+  if (x->site != y->site) return x->site < y->site ? -1 : 1;
+  return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* check_duplicate_hosts reports every name listed more than once, within
+ * a site or across sites, in file order. Sorting keeps large name lists
+ * cheap. */
+static void check_duplicate_hosts(conf__ctx_t *ctx, const conf_t *conf) {
+  size_t n = 0;
+  for (size_t s = 0; s < conf->num_sites; s++) n += conf->sites[s].num_hosts;
+  host_ref_t *refs = gh_calloc(n, sizeof(*refs));
+  size_t k = 0;
+  for (size_t s = 0; s < conf->num_sites; s++) {
+    for (size_t h = 0; h < conf->sites[s].num_hosts; h++) {
+      if (conf->sites[s].hosts[h] != NULL) refs[k++] = (host_ref_t){conf->sites[s].hosts[h], s, h, 0, 0};
+    }
+  }
+  qsort(refs, k, sizeof(*refs), by_host);
+  size_t num_dups = 0;
+  for (size_t i = 0, first = 0; i < k; i++) {
+    if (i == 0 || strcmp(refs[i].host, refs[first].host) != 0) {
+      first = i;
+      continue;
+    }
+    host_ref_t dup = refs[i];
+    dup.first_site = refs[first].site;
+    dup.first_idx = refs[first].idx;
+    refs[num_dups++] = dup; /* num_dups <= i: never overwrites what is still to be read */
+  }
+  qsort(refs, num_dups, sizeof(*refs), by_place);
+  for (size_t i = 0; i < num_dups; i++) {
+    char *path = gh_asprintf("sites[%zu].hosts[%zu]", refs[i].site, refs[i].idx);
+    char *q = conf__quote(refs[i].host);
+    conf__error_at(ctx, path, "%s is already in sites[%zu].hosts[%zu]", q, refs[i].first_site,
+                   refs[i].first_idx);
+    gh_free(q);
+    gh_free(path);
+  }
+  gh_free(refs);
+}
+
+/* check_certificates reports sites whose names no certificate can cover. */
+static void check_certificates(conf__ctx_t *ctx, const conf_t *conf, const cJSON *sites,
+                               int acme_on) {
+  int dns01 = 0;
+  for (size_t i = 0; i < conf->acme.num_challenges; i++) {
+    dns01 |= conf->acme.challenges[i] == CONF_CHALLENGE_DNS_01;
+  }
+  size_t s = 0;
+  for (const cJSON *so = sites->child; so != NULL && s < conf->num_sites; so = so->next, s++) {
+    if (!cJSON_IsObject(so) || has_key(so, "tls")) continue;
+    const conf_site_t *site = &conf->sites[s];
+    if (!acme_on) {
+      char *path = gh_asprintf("sites[%zu]", s);
+      conf__error_at(ctx, path, "no certificate for its names: add \"tls\" with \"cert\" and "
+                                "\"key\", or an \"acme\" section with a \"directory\"");
+      gh_free(path);
+      continue;
+    }
+    if (conf->on_demand.enabled) continue; /* names are issued one by one at first sight */
+    for (size_t h = 0; h < site->num_hosts; h++) {
+      const char *host = site->hosts[h];
+      if (host == NULL || host[0] != '*' || (host[1] == '.' && dns01)) continue;
+      char *path = gh_asprintf("sites[%zu].hosts[%zu]", s, h);
+      char *q = conf__quote(host);
+      if (host[1] == '\0') {
+        conf__error_at(ctx, path, "\"*\" without a static certificate (\"tls\") needs "
+                                  "\"on_demand\": the names are not known in advance");
+      } else {
+        conf__error_at(ctx, path, "wildcard %s without a static certificate (\"tls\") needs "
+                                  "\"dns-01\" in acme.challenges (wildcard certificates require "
+                                  "DNS-01), or \"on_demand\"", q);
+      }
+      gh_free(q);
+      gh_free(path);
+    }
+  }
+}
+
+void conf__check_root(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_t *conf = (const conf_t *)(const void *)base;
+  const cJSON *acme = cJSON_GetObjectItemCaseSensitive(obj, "acme");
+  int acme_on = cJSON_IsObject(acme) && has_key(acme, "directory");
+
+  size_t first_default = SIZE_MAX;
+  for (size_t s = 0; s < conf->num_sites; s++) {
+    if (!conf->sites[s].is_default) continue;
+    if (first_default == SIZE_MAX) {
+      first_default = s;
+      continue;
+    }
+    char *path = gh_asprintf("sites[%zu].default", s);
+    conf__error_at(ctx, path, "sites[%zu] is already the default; at most one site may be",
+                   first_default);
+    gh_free(path);
+  }
+  check_duplicate_hosts(ctx, conf);
+  const cJSON *sites = cJSON_GetObjectItemCaseSensitive(obj, "sites");
+  if (cJSON_IsArray(sites)) check_certificates(ctx, conf, sites, acme_on);
+  if (conf->on_demand.enabled && !acme_on) {
+    conf__error_at(ctx, "on_demand", "needs an \"acme\" section with a \"directory\" to obtain "
+                                     "certificates");
+  }
+  check_ports(ctx, conf);
+}

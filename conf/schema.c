@@ -1,0 +1,234 @@
+/* schema.c: the configuration schema as tables, one per JSON object (see
+ * internal.h). README.md ("Configuration") documents the same keys and
+ * defaults; change both together. A row reads: key, type, where it is
+ * stored, then its default (JSON text, the same syntax as in a file),
+ * flags, range and type argument. */
+#include <stddef.h>
+
+#include "common/common.h"
+#include "common/log.h"
+#include "conf/conf.h"
+#include "conf/internal.h"
+
+/* FLD names a scalar field; LIST a pointer and its element count. */
+#define FLD(st, f) .off = offsetof(st, f), .size = sizeof(((st *)0)->f)
+#define LIST(st, f, n) .off = offsetof(st, f), .num_off = offsetof(st, n)
+#define Q(s) "\"" s "\""
+#define TABLE(r, ...) {.rows = r, .num_rows = GH_ARRAY_LEN(r), __VA_ARGS__}
+
+#define REQUIRED CONF__REQUIRED
+#define POSITIVE CONF__POSITIVE
+
+/* The enum tables list names in C enum order: the index is the value. */
+_Static_assert(CONF_BALANCE_LEAST_CONN == 1, "balance names");
+_Static_assert(CONF_KEY_RSA2048 == 2, "key type names");
+_Static_assert(CONF_CHALLENGE_DNS_01 == 2, "challenge names");
+_Static_assert(CONF_ACCESS_COMBINED == 2 && CONF_ACCESS_OFF == 0, "access log names");
+_Static_assert(GH_LOG_ERROR == 3 && GH_LOG_JSON == 1, "log names");
+
+static const char *const balance_names[] = {"round_robin", "least_conn"};
+static const conf__enum_t balance_enum = {balance_names, 2};
+static const char *const key_type_names[] = {"p256", "p384", "rsa2048"};
+static const conf__enum_t key_type_enum = {key_type_names, 3};
+static const char *const challenge_names[] = {"tls-alpn-01", "http-01", "dns-01"};
+static const conf__enum_t challenge_enum = {challenge_names, 3};
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+static const conf__enum_t level_enum = {level_names, 4};
+static const char *const format_names[] = {"text", "json"};
+static const conf__enum_t format_enum = {format_names, 2};
+static const char *const access_names[] = {"off", "json", "combined"};
+static const conf__enum_t access_enum = {access_names, 3};
+
+/* --- sites --- */
+
+static const conf__row_t health_rows[] = {
+    {"path", &conf__t_url_path, FLD(conf_health_t, path), .flags = REQUIRED},
+    {"interval", &conf__t_duration, FLD(conf_health_t, interval_ms), .def = Q("10s"), .flags = POSITIVE},
+    {"timeout", &conf__t_duration, FLD(conf_health_t, timeout_ms), .def = Q("2s"), .flags = POSITIVE},
+};
+static const conf__table_t health_table = TABLE(health_rows, .check = conf__check_health);
+
+static const conf__row_t keepalive_rows[] = {
+    {"max_idle", &conf__t_count, FLD(conf_upstream_group_t, max_idle), .def = "64", .max = 100000},
+    {"idle_timeout", &conf__t_duration, FLD(conf_upstream_group_t, idle_timeout_ms), .def = Q("60s"),
+     .flags = POSITIVE},
+};
+static const conf__table_t keepalive_table = TABLE(keepalive_rows);
+
+/* The keys of an upstream group, shared by sites and routes. */
+#define GROUP_ROWS(st, g, upstream_flags)                                                       \
+  {"upstreams", &conf__t_addr_list, LIST(st, g.addrs, g.num_addrs),                             \
+   .flags = CONF__NONEMPTY | (upstream_flags)},                                                 \
+      {"balance", &conf__t_enum, FLD(st, g.balance), .def = Q("round_robin"), .arg = &balance_enum}, \
+      {"health_check", &conf__t_object, .off = offsetof(st, g.health), .arg = &health_table},   \
+      {"fail_backoff", &conf__t_duration, FLD(st, g.fail_backoff_ms), .def = Q("10s")},         \
+      {"keepalive", &conf__t_object, .off = offsetof(st, g), .arg = &keepalive_table}
+
+static const conf__row_t route_rows[] = {
+    {"path", &conf__t_url_path, FLD(conf_route_t, path_prefix), .flags = REQUIRED},
+    GROUP_ROWS(conf_route_t, group, REQUIRED),
+};
+static const conf__table_t route_table = TABLE(route_rows);
+
+static const conf__row_t site_tls_rows[] = {
+    {"cert", &conf__t_file, FLD(conf_site_t, cert_file), .flags = REQUIRED},
+    {"key", &conf__t_file, FLD(conf_site_t, key_file), .flags = REQUIRED},
+};
+static const conf__table_t site_tls_table = TABLE(site_tls_rows);
+
+static const conf__row_t hsts_rows[] = {
+    {"max_age", &conf__t_duration, FLD(conf_site_t, hsts_max_age_s),
+     .flags = REQUIRED | POSITIVE | CONF__SECONDS},
+    {"include_subdomains", &conf__t_bool, FLD(conf_site_t, hsts_include_subdomains), .def = "false"},
+};
+static const conf__table_t hsts_table = TABLE(hsts_rows);
+
+static const conf__row_t site_rows[] = {
+    {"hosts", &conf__t_host_list, LIST(conf_site_t, hosts, num_hosts),
+     .flags = REQUIRED | CONF__NONEMPTY | CONF__ANY_HOST},
+    GROUP_ROWS(conf_site_t, group, 0),
+    {"routes", &conf__t_object_list, LIST(conf_site_t, routes, num_routes),
+     .size = sizeof(conf_route_t), .arg = &route_table},
+    {"tls", &conf__t_object, .off = 0, .arg = &site_tls_table},
+    {"default", &conf__t_bool, FLD(conf_site_t, is_default), .def = "false"},
+    {"hsts", &conf__t_object, .off = 0, .arg = &hsts_table},
+};
+static const conf__table_t site_table = TABLE(site_rows, .check = conf__check_site);
+
+/* --- TLS, ACME, on-demand --- */
+
+static const conf__row_t tls_rows[] = {
+    {"resumption", &conf__t_bool, FLD(conf_tls_t, resumption), .def = "true"},
+    {"ticket_rotation", &conf__t_duration, FLD(conf_tls_t, ticket_rotate_ms), .def = Q("12h"),
+     .flags = POSITIVE},
+};
+static const conf__table_t tls_table = TABLE(tls_rows);
+
+static const conf__row_t eab_rows[] = {
+    {"key_id", &conf__t_string, FLD(conf_acme_t, eab_key_id), .flags = REQUIRED},
+    {"hmac_key", &conf__t_base64url, FLD(conf_acme_t, eab_hmac_key), .flags = REQUIRED},
+};
+static const conf__table_t eab_table = TABLE(eab_rows);
+
+static const conf__row_t acme_rows[] = {
+    {"directory", &conf__t_url, FLD(conf_acme_t, directory), .flags = REQUIRED},
+    {"email", &conf__t_email, FLD(conf_acme_t, email)},
+    {"ca_roots", &conf__t_file_list, LIST(conf_acme_t, ca_roots, num_ca_roots), .def = "[]"},
+    {"eab", &conf__t_object, .off = 0, .arg = &eab_table},
+    {"challenges", &conf__t_enum_list, LIST(conf_acme_t, challenges, num_challenges),
+     .def = "[" Q("tls-alpn-01") "," Q("http-01") "]", .flags = CONF__NONEMPTY,
+     .max = GH_ARRAY_LEN(((conf_acme_t *)0)->challenges), .arg = &challenge_enum},
+    {"key_type", &conf__t_enum, FLD(conf_acme_t, key_type), .def = Q("p256"), .arg = &key_type_enum},
+    {"reuse_key", &conf__t_bool, FLD(conf_acme_t, reuse_key), .def = "false"},
+    {"dns_hook", &conf__t_file, FLD(conf_acme_t, dns_hook), .flags = CONF__EXEC},
+    {"dns_propagation_timeout", &conf__t_duration, FLD(conf_acme_t, dns_propagation_timeout_ms),
+     .def = Q("2m"), .flags = POSITIVE},
+    {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
+};
+static const conf__table_t acme_table = TABLE(acme_rows, .check = conf__check_acme);
+
+static const conf__row_t rate_rows[] = {
+    {"global", &conf__t_rate, FLD(conf_on_demand_t, rate_global), .def = Q("300/3h")},
+    {"per_domain", &conf__t_rate, FLD(conf_on_demand_t, rate_per_domain), .def = Q("10/1h")},
+    {"per_client_ip", &conf__t_rate, FLD(conf_on_demand_t, rate_per_client_ip), .def = Q("20/1h")},
+};
+static const conf__table_t rate_table = TABLE(rate_rows);
+
+static const conf__row_t on_demand_rows[] = {
+    {"allow", &conf__t_host_list, LIST(conf_on_demand_t, allow, num_allow), .def = "[]",
+     .flags = CONF__ANY_HOST},
+    {"ask", &conf__t_url, FLD(conf_on_demand_t, ask)},
+    {"ask_timeout", &conf__t_duration, FLD(conf_on_demand_t, ask_timeout_ms), .def = Q("3s"),
+     .flags = POSITIVE},
+    {"ask_cache_ttl", &conf__t_duration, FLD(conf_on_demand_t, ask_cache_ttl_ms), .def = Q("1h")},
+    {"ask_negative_ttl", &conf__t_duration, FLD(conf_on_demand_t, ask_negative_ttl_ms),
+     .def = Q("5m")},
+    {"allow_ip", &conf__t_bool, FLD(conf_on_demand_t, allow_ip), .def = "false"},
+    {"max_labels", &conf__t_count, FLD(conf_on_demand_t, max_labels), .def = "10", .min = 1,
+     .max = 127},
+    {"rate_limits", &conf__t_object, .off = 0, .arg = &rate_table},
+    {"public_suffixes", &conf__t_host_list, LIST(conf_on_demand_t, public_suffixes, num_public_suffixes),
+     .def = "[]", .flags = CONF__NO_WILDCARD},
+    {"max_pending_names", &conf__t_count, FLD(conf_on_demand_t, max_pending_names), .def = "100",
+     .min = 1, .max = 1000000},
+    {"max_paused_handshakes", &conf__t_count, FLD(conf_on_demand_t, max_paused_handshakes),
+     .def = "10000", .min = 1, .max = 10000000},
+    {"wait_budget", &conf__t_duration, FLD(conf_on_demand_t, wait_budget_ms), .def = Q("30s"),
+     .flags = POSITIVE},
+    {"cache_capacity", &conf__t_count, FLD(conf_on_demand_t, cache_capacity), .def = "10000",
+     .min = 1, .max = 100000000},
+    {"negative_ttl", &conf__t_duration, FLD(conf_on_demand_t, negative_ttl_ms), .def = Q("5m")},
+};
+static const conf__table_t on_demand_table =
+    TABLE(on_demand_rows, .has_present = 1, .present_off = offsetof(conf_on_demand_t, enabled),
+          .check = conf__check_on_demand);
+
+/* --- the rest of the top level --- */
+
+static const conf__row_t listen_rows[] = {
+    {"https", &conf__t_addr_list, LIST(conf_t, https, num_https),
+     .flags = CONF__LISTENER | CONF__ONE_OR_LIST},
+    {"http", &conf__t_addr_list, LIST(conf_t, http, num_http),
+     .flags = CONF__LISTENER | CONF__ONE_OR_LIST},
+};
+static const conf__table_t listen_table = TABLE(listen_rows, .check = conf__check_listen);
+
+static const conf__row_t admin_rows[] = {
+    {"listen", &conf__t_addr, .off = offsetof(conf_t, admin), .flags = REQUIRED | CONF__LISTENER},
+    {"token", &conf__t_string, FLD(conf_t, admin_token)},
+};
+static const conf__table_t admin_table = TABLE(admin_rows, .check = conf__check_admin);
+
+static const conf__row_t timeouts_rows[] = {
+    {"handshake", &conf__t_duration, FLD(conf_timeouts_t, handshake_ms), .def = Q("10s"),
+     .flags = POSITIVE},
+    {"header_read", &conf__t_duration, FLD(conf_timeouts_t, header_read_ms), .def = Q("10s"),
+     .flags = POSITIVE},
+    {"idle", &conf__t_duration, FLD(conf_timeouts_t, idle_ms), .def = Q("60s"), .flags = POSITIVE},
+    {"upstream_connect", &conf__t_duration, FLD(conf_timeouts_t, upstream_connect_ms),
+     .def = Q("5s"), .flags = POSITIVE},
+    {"upstream_response", &conf__t_duration, FLD(conf_timeouts_t, upstream_response_ms),
+     .def = Q("60s"), .flags = POSITIVE},
+    {"drain", &conf__t_duration, FLD(conf_timeouts_t, drain_ms), .def = Q("30s")},
+};
+static const conf__table_t timeouts_table = TABLE(timeouts_rows);
+
+static const conf__row_t limits_rows[] = {
+    {"max_header_bytes", &conf__t_size, FLD(conf_limits_t, max_header_bytes), .def = Q("16k"),
+     .min = 1024, .max = 16u << 20},
+    {"max_headers", &conf__t_count, FLD(conf_limits_t, max_headers), .def = "100", .min = 1,
+     .max = 10000},
+    {"max_uri_bytes", &conf__t_size, FLD(conf_limits_t, max_uri_bytes), .def = Q("8k"), .min = 256,
+     .max = 16u << 20},
+    {"write_queue_bytes", &conf__t_size, FLD(conf_limits_t, write_queue_bytes), .def = Q("256k"),
+     .min = 4096, .max = 1u << 30},
+    {"max_connections", &conf__t_count, FLD(conf_limits_t, max_connections), .def = "0",
+     .max = 10000000},
+};
+static const conf__table_t limits_table = TABLE(limits_rows);
+
+static const conf__row_t log_rows[] = {
+    {"level", &conf__t_enum, FLD(conf_t, log_level), .def = Q("info"), .arg = &level_enum},
+    {"format", &conf__t_enum, FLD(conf_t, log_format), .def = Q("text"), .arg = &format_enum},
+    {"access", &conf__t_enum, FLD(conf_t, access_log), .def = Q("json"), .arg = &access_enum},
+};
+static const conf__table_t log_table = TABLE(log_rows);
+
+static const conf__row_t root_rows[] = {
+    /* The listen defaults apply only when "listen" is absent: a file that
+     * lists only "https" gets no plain-HTTP listener. */
+    {"listen", &conf__t_object, .off = 0,
+     .def = "{" Q("https") ":[" Q(":443") "]," Q("http") ":[" Q(":80") "]}", .arg = &listen_table},
+    {"workers", &conf__t_workers, FLD(conf_t, workers), .def = Q("auto"), .min = 1, .max = 256},
+    {"sites", &conf__t_object_list, LIST(conf_t, sites, num_sites), .size = sizeof(conf_site_t),
+     .flags = REQUIRED | CONF__NONEMPTY, .arg = &site_table},
+    {"tls", &conf__t_object, .off = offsetof(conf_t, tls), .arg = &tls_table},
+    {"acme", &conf__t_object, .off = offsetof(conf_t, acme), .arg = &acme_table},
+    {"on_demand", &conf__t_object, .off = offsetof(conf_t, on_demand), .arg = &on_demand_table},
+    {"storage", &conf__t_string, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
+    {"admin", &conf__t_object, .off = 0, .arg = &admin_table},
+    {"timeouts", &conf__t_object, .off = offsetof(conf_t, timeouts), .arg = &timeouts_table},
+    {"limits", &conf__t_object, .off = offsetof(conf_t, limits), .arg = &limits_table},
+    {"log", &conf__t_object, .off = 0, .arg = &log_table},
+};
+const conf__table_t conf__root_table = TABLE(root_rows, .check = conf__check_root);

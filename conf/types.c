@@ -1,0 +1,640 @@
+/* types.c: the row types of the schema. Each knows how to check and store
+ * one kind of JSON value, how to emit it again, how to free it and whether
+ * it is empty. Every check reports through conf__expected or conf__error,
+ * naming what was expected and what was found; values are stored even when
+ * a later, softer check fails (an unreadable file), so that cross-field
+ * checks do not pile up follow-on errors. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "conf/conf.h"
+#include "conf/internal.h"
+
+#define FIELD(base, row, type) ((type *)(void *)((base) + (row)->off))
+#define CFIELD(base, row, type) ((type const *)(const void *)((base) + (row)->off))
+#define NUM(base, row) ((size_t *)(void *)((base) + (row)->num_off))
+#define CNUM(base, row) (*(const size_t *)(const void *)((base) + (row)->num_off))
+
+/* Durations beyond a century are typos, and keep "now + d" from overflowing. */
+#define MAX_DURATION_MS (36500ull * 86400 * 1000)
+
+static void store_uint(void *p, size_t size, uint64_t v) {
+  if (size == sizeof(uint32_t)) {
+    uint32_t u = (uint32_t)v;
+    memcpy(p, &u, sizeof(u));
+  } else {
+    memcpy(p, &v, sizeof(v));
+  }
+}
+
+static uint64_t load_uint(const void *p, size_t size) {
+  if (size == sizeof(uint32_t)) {
+    uint32_t u;
+    memcpy(&u, p, sizeof(u));
+    return u;
+  }
+  uint64_t v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+/* json_uint reads a JSON number that is a whole number. */
+static int json_uint(const cJSON *v, uint64_t *out) {
+  if (!cJSON_IsNumber(v)) return -1;
+  double d = v->valuedouble;
+  if (!(d >= 0) || d > 9007199254740992.0 || d != (double)(uint64_t)d) return -1;
+  *out = (uint64_t)d;
+  return 0;
+}
+
+static int plain_text(const char *s) {
+  for (; *s; s++) {
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return 0;
+  }
+  return 1;
+}
+
+/* get_text returns the non-empty string in |val| or reports that |what|
+ * was expected. */
+static const char *get_text(conf__ctx_t *ctx, const char *what, const cJSON *val) {
+  if (!cJSON_IsString(val)) {
+    conf__expected(ctx, what, val, NULL);
+    return NULL;
+  }
+  if (val->valuestring[0] == '\0') {
+    conf__expected(ctx, what, val, "empty");
+    return NULL;
+  }
+  if (!plain_text(val->valuestring)) {
+    conf__expected(ctx, what, val, "contains a control character");
+    return NULL;
+  }
+  return val->valuestring;
+}
+
+/* --- strings --- */
+
+typedef const char *(*text_check_fn)(const char *s);
+
+static void parse_text(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base,
+                       const char *what, text_check_fn check) {
+  const char *s = get_text(ctx, what, val);
+  if (s == NULL) return;
+  const char *why = check ? check(s) : NULL;
+  if (why != NULL) {
+    conf__expected(ctx, what, val, why);
+    return;
+  }
+  char **f = FIELD(base, row, char *);
+  gh_free(*f);
+  *f = gh_strdup(s);
+}
+
+static cJSON *emit_string(const conf__row_t *row, const char *base) {
+  return cJSON_CreateString(*CFIELD(base, row, char *));
+}
+
+static void free_string(const conf__row_t *row, char *base) {
+  char **f = FIELD(base, row, char *);
+  gh_free(*f);
+  *f = NULL;
+}
+
+static int string_empty(const conf__row_t *row, const char *base) {
+  return *CFIELD(base, row, char *) == NULL;
+}
+
+#define TEXT_TYPE(name, what, check)                                                         \
+  static void parse_##name(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,      \
+                           char *base) {                                                     \
+    parse_text(ctx, row, val, base, what, check);                                            \
+  }                                                                                          \
+  const conf__type_t conf__t_##name = {parse_##name, emit_string, free_string, string_empty, 0}
+
+static const char *check_url_path(const char *s) {
+  if (s[0] != '/') return "must begin with \"/\"";
+  if (strchr(s, ' ') != NULL) return "contains a space";
+  return NULL;
+}
+
+static const char *check_base64url(const char *s) {
+  size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+  if (n == 0) return "no base64url characters";
+  if (strspn(s + n, "=") != strlen(s + n)) return "only letters, digits, \"-\" and \"_\"";
+  return NULL;
+}
+
+TEXT_TYPE(string, "a non-empty string", NULL);
+TEXT_TYPE(url, "an http:// or https:// URL", conf__url_check);
+TEXT_TYPE(email, "an e-mail address", conf__email_check);
+TEXT_TYPE(url_path, "a path such as \"/api/\"", check_url_path);
+TEXT_TYPE(base64url, "a base64url string", check_base64url);
+
+/* --- files --- */
+
+/* parse_file_into checks that the file |val| names (relative to the
+ * configuration file) is a readable, or executable, regular file, and
+ * stores the resolved name in |*slot| either way. */
+static void parse_file_into(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char **slot) {
+  const char *s = get_text(ctx, "a file name", val);
+  if (s == NULL) return;
+  char *path = conf__resolve(ctx, s);
+  int exec = (row->flags & CONF__EXEC) != 0;
+  const char *problem = NULL;
+  struct stat st;
+  if (stat(path, &st) != 0) {
+    problem = strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    problem = S_ISDIR(st.st_mode) ? "it is a directory" : "not a regular file";
+  } else if (access(path, exec ? X_OK : R_OK) != 0) {
+    problem = strerror(errno);
+  }
+  if (problem != NULL) {
+    char *q = conf__quote(path);
+    conf__error(ctx, "cannot %s %s: %s", exec ? "execute" : "read", q, problem);
+    gh_free(q);
+  }
+  gh_free(*slot);
+  *slot = path;
+}
+
+static void parse_file(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  parse_file_into(ctx, row, val, FIELD(base, row, char *));
+}
+
+const conf__type_t conf__t_file = {parse_file, emit_string, free_string, string_empty, 0};
+
+/* --- lists --- */
+
+typedef void (*elem_fn)(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot);
+
+/* parse_list checks that |val| is a list of |what| (or one string, with
+ * CONF__ONE_OR_LIST) and calls |fn| on each element with its path. It
+ * returns a new array of |*out_num| elements of |elem_size| bytes: an
+ * element that fails its check stays zero, so indexes match the file. */
+static void *parse_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                        const char *what, size_t elem_size, elem_fn fn, size_t *out_num) {
+  *out_num = 0;
+  int single = cJSON_IsString(val) && (row->flags & CONF__ONE_OR_LIST);
+  if (!single && !cJSON_IsArray(val)) {
+    conf__expected(ctx, what, val, NULL);
+    return NULL;
+  }
+  size_t n = single ? 1 : (size_t)cJSON_GetArraySize(val);
+  if (n == 0 && (row->flags & CONF__NONEMPTY)) {
+    conf__error(ctx, "expected %s, got an empty list", what);
+    return NULL;
+  }
+  if (row->max != 0 && n > row->max) {
+    conf__error(ctx, "expected at most %llu entries, got %zu", (unsigned long long)row->max, n);
+    return NULL;
+  }
+  char *arr = n ? gh_calloc(n, elem_size) : NULL;
+  if (single) {
+    fn(ctx, row, val, arr);
+  } else {
+    size_t i = 0;
+    for (const cJSON *item = val->child; item != NULL && i < n; item = item->next, i++) {
+      size_t mark = conf__path_index(ctx, i);
+      fn(ctx, row, item, arr + i * elem_size);
+      conf__path_pop(ctx, mark);
+    }
+  }
+  *out_num = n;
+  return arr;
+}
+
+static int list_empty(const conf__row_t *row, const char *base) { return CNUM(base, row) == 0; }
+
+static void free_string_list(const conf__row_t *row, char *base) {
+  char ***f = FIELD(base, row, char **);
+  size_t *num = NUM(base, row);
+  for (size_t i = 0; i < *num && *f != NULL; i++) gh_free((*f)[i]);
+  gh_free(*f);
+  *f = NULL;
+  *num = 0;
+}
+
+static cJSON *emit_string_list(const conf__row_t *row, const char *base) {
+  char *const *list = *CFIELD(base, row, char **);
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < CNUM(base, row); i++) cJSON_AddItemToArray(arr, cJSON_CreateString(list[i]));
+  return arr;
+}
+
+static void store_list(const conf__row_t *row, char *base, void *arr, size_t n) {
+  *FIELD(base, row, void *) = arr;
+  *NUM(base, row) = n;
+}
+
+static void file_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  parse_file_into(ctx, row, item, slot);
+}
+
+static void parse_file_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  size_t n;
+  void *arr = parse_list(ctx, row, val, "a list of file names", sizeof(char *), file_elem, &n);
+  store_list(row, base, arr, n);
+}
+
+const conf__type_t conf__t_file_list = {parse_file_list, emit_string_list, free_string_list,
+                                         list_empty, 0};
+
+static const char *host_what(unsigned flags) {
+  if (flags & CONF__NO_WILDCARD) return "a lower-case host name";
+  if (flags & CONF__ANY_HOST) return "a lower-case host name, \"*.name\" pattern or \"*\"";
+  return "a lower-case host name or \"*.name\" pattern";
+}
+
+static void host_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  const char *what = host_what(row->flags);
+  if (!cJSON_IsString(item)) {
+    conf__expected(ctx, what, item, NULL);
+    return;
+  }
+  const char *why = conf__host_check(item->valuestring, row->flags);
+  if (why != NULL) {
+    conf__expected(ctx, what, item, why);
+    return;
+  }
+  *(char **)slot = gh_strdup(item->valuestring);
+}
+
+static void parse_host_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  size_t n;
+  const char *what = (row->flags & CONF__NO_WILDCARD) ? "a list of host names"
+                                                      : "a list of host names and patterns";
+  void *arr = parse_list(ctx, row, val, what, sizeof(char *), host_elem, &n);
+  store_list(row, base, arr, n);
+}
+
+const conf__type_t conf__t_host_list = {parse_host_list, emit_string_list, free_string_list,
+                                         list_empty, 0};
+
+/* --- addresses --- */
+
+static const char *addr_what(unsigned flags) {
+  return (flags & CONF__LISTENER) ? "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\""
+                                  : "an address \"host:port\"";
+}
+
+static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  const char *what = addr_what(row->flags);
+  if (!cJSON_IsString(item)) {
+    conf__expected(ctx, what, item, NULL);
+    return;
+  }
+  unsigned flags = (row->flags & CONF__LISTENER) ? CONF__ADDR_IP_ONLY : CONF__ADDR_NEED_HOST;
+  const char *why = conf__addr_parse(slot, item->valuestring, flags);
+  if (why != NULL) conf__expected(ctx, what, item, why);
+}
+
+static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  size_t n;
+  const char *what = (row->flags & CONF__LISTENER) ? "a list of listen addresses"
+                                                   : "a list of addresses \"host:port\"";
+  void *arr = parse_list(ctx, row, val, what, sizeof(conf_addr_t), addr_elem, &n);
+  store_list(row, base, arr, n);
+}
+
+static cJSON *emit_addr_list(const conf__row_t *row, const char *base) {
+  const conf_addr_t *list = *CFIELD(base, row, conf_addr_t *);
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < CNUM(base, row); i++) {
+    cJSON_AddItemToArray(arr, cJSON_CreateString(list[i].text));
+  }
+  return arr;
+}
+
+static void free_addr_list(const conf__row_t *row, char *base) {
+  conf_addr_t **f = FIELD(base, row, conf_addr_t *);
+  size_t *num = NUM(base, row);
+  for (size_t i = 0; i < *num && *f != NULL; i++) conf_addr_cleanup(&(*f)[i]);
+  gh_free(*f);
+  *f = NULL;
+  *num = 0;
+}
+
+const conf__type_t conf__t_addr_list = {parse_addr_list, emit_addr_list, free_addr_list,
+                                         list_empty, 0};
+
+/* A single, optional address held by pointer (admin.listen). */
+static void parse_addr(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  conf_addr_t addr;
+  memset(&addr, 0, sizeof(addr));
+  addr_elem(ctx, row, val, &addr);
+  if (addr.text == NULL) return;
+  conf_addr_t **f = FIELD(base, row, conf_addr_t *);
+  *f = gh_malloc(sizeof(**f));
+  **f = addr;
+}
+
+static cJSON *emit_addr(const conf__row_t *row, const char *base) {
+  return cJSON_CreateString((*CFIELD(base, row, conf_addr_t *))->text);
+}
+
+static void free_addr(const conf__row_t *row, char *base) {
+  conf_addr_t **f = FIELD(base, row, conf_addr_t *);
+  conf_addr_cleanup(*f);
+  gh_free(*f);
+  *f = NULL;
+}
+
+static int addr_empty(const conf__row_t *row, const char *base) {
+  return *CFIELD(base, row, conf_addr_t *) == NULL;
+}
+
+const conf__type_t conf__t_addr = {parse_addr, emit_addr, free_addr, addr_empty, 0};
+
+/* --- scalars --- */
+
+static void parse_bool(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  if (!cJSON_IsBool(val)) {
+    conf__expected(ctx, "true or false", val, NULL);
+    return;
+  }
+  *FIELD(base, row, int) = cJSON_IsTrue(val);
+}
+
+static cJSON *emit_bool(const conf__row_t *row, const char *base) {
+  return cJSON_CreateBool(*CFIELD(base, row, int));
+}
+
+const conf__type_t conf__t_bool = {parse_bool, emit_bool, NULL, NULL, 0};
+
+#define DURATION_WHAT "a duration such as \"30s\", \"5m\", \"500ms\""
+
+static void parse_duration(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                           char *base) {
+  uint64_t ms;
+  if (!cJSON_IsString(val) || conf_parse_duration(val->valuestring, &ms) != 0) {
+    conf__expected(ctx, DURATION_WHAT, val, NULL);
+    return;
+  }
+  const char *why = NULL;
+  if (ms == 0 && (row->flags & CONF__POSITIVE)) {
+    why = "must be more than 0";
+  } else if (ms > MAX_DURATION_MS) {
+    why = "at most 36500d";
+  } else if ((row->flags & CONF__SECONDS) && ms % 1000 != 0) {
+    why = "whole seconds only";
+  }
+  if (why != NULL) {
+    conf__expected(ctx, DURATION_WHAT, val, why);
+    return;
+  }
+  *FIELD(base, row, uint64_t) = (row->flags & CONF__SECONDS) ? ms / 1000 : ms;
+}
+
+static cJSON *emit_duration(const conf__row_t *row, const char *base) {
+  uint64_t v = *CFIELD(base, row, uint64_t);
+  char buf[32];
+  conf__format_duration(buf, sizeof(buf), (row->flags & CONF__SECONDS) ? v * 1000 : v);
+  return cJSON_CreateString(buf);
+}
+
+/* Zero counts as empty: a required duration (hsts.max_age) must be
+ * positive, so zero means that its object was not given. */
+static int duration_empty(const conf__row_t *row, const char *base) {
+  return *CFIELD(base, row, uint64_t) == 0;
+}
+
+const conf__type_t conf__t_duration = {parse_duration, emit_duration, NULL, duration_empty, 0};
+
+static void parse_size(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  static const char what[] = "a size such as 16384 or \"16k\"";
+  uint64_t n;
+  int ok = cJSON_IsString(val) ? conf__parse_size(val->valuestring, &n) == 0
+                               : json_uint(val, &n) == 0;
+  if (!ok) {
+    conf__expected(ctx, what, val, NULL);
+    return;
+  }
+  if (n < row->min || n > row->max) {
+    char lo[32], hi[32], why[80];
+    conf__format_size(lo, sizeof(lo), row->min);
+    conf__format_size(hi, sizeof(hi), row->max);
+    snprintf(why, sizeof(why), "must be from %s to %s", lo, hi);
+    conf__expected(ctx, what, val, why);
+    return;
+  }
+  store_uint(base + row->off, row->size, n);
+}
+
+static cJSON *emit_uint(const conf__row_t *row, const char *base) {
+  return cJSON_CreateNumber((double)load_uint(base + row->off, row->size));
+}
+
+const conf__type_t conf__t_size = {parse_size, emit_uint, NULL, NULL, 0};
+
+/* check_count stores the whole number in |val| if it is within the row's
+ * range; |alt| names what else would have done ("\"auto\" or "). */
+static void check_count(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base,
+                        const char *alt) {
+  uint64_t n;
+  if (json_uint(val, &n) != 0 || n < row->min || n > row->max) {
+    char what[96];
+    snprintf(what, sizeof(what), "%sa whole number from %llu to %llu", alt,
+             (unsigned long long)row->min, (unsigned long long)row->max);
+    conf__expected(ctx, what, val, NULL);
+    return;
+  }
+  store_uint(base + row->off, row->size, n);
+}
+
+static void parse_count(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                        char *base) {
+  check_count(ctx, row, val, base, "");
+}
+
+const conf__type_t conf__t_count = {parse_count, emit_uint, NULL, NULL, 0};
+
+/* "auto" is resolved here, to the online CPUs within the row's range. */
+static void parse_workers(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                          char *base) {
+  if (!cJSON_IsString(val) || strcmp(val->valuestring, "auto") != 0) {
+    check_count(ctx, row, val, base, "\"auto\" or ");
+    return;
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  uint64_t n = cpus < 0 ? 0 : (uint64_t)cpus;
+  store_uint(base + row->off, row->size, n < row->min ? row->min : n > row->max ? row->max : n);
+}
+
+const conf__type_t conf__t_workers = {parse_workers, emit_uint, NULL, NULL, 0};
+
+static void parse_rate(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  static const char what[] = "a rate \"COUNT/DURATION\" such as \"10/1h\", or \"0\"";
+  if (!cJSON_IsString(val)) {
+    conf__expected(ctx, what, val, NULL);
+    return;
+  }
+  conf_rate_t rate;
+  const char *why = conf__parse_rate(val->valuestring, &rate);
+  if (why == NULL && rate.per_ms > MAX_DURATION_MS) why = "at most 36500d";
+  if (why != NULL) {
+    conf__expected(ctx, what, val, why);
+    return;
+  }
+  *FIELD(base, row, conf_rate_t) = rate;
+}
+
+static cJSON *emit_rate(const conf__row_t *row, const char *base) {
+  const conf_rate_t *r = CFIELD(base, row, conf_rate_t);
+  if (r->count == 0) return cJSON_CreateString("0");
+  char dur[32], buf[64];
+  conf__format_duration(dur, sizeof(dur), r->per_ms);
+  snprintf(buf, sizeof(buf), "%u/%s", (unsigned)r->count, dur);
+  return cJSON_CreateString(buf);
+}
+
+const conf__type_t conf__t_rate = {parse_rate, emit_rate, NULL, NULL, 0};
+
+/* --- enumerations --- */
+
+/* enum_value returns the index of |val| among the row's names, or reports
+ * the names and the closest one and returns -1. */
+static int enum_value(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val) {
+  const conf__enum_t *e = row->arg;
+  if (cJSON_IsString(val)) {
+    for (size_t i = 0; i < e->num; i++) {
+      if (strcmp(val->valuestring, e->names[i]) == 0) return (int)i;
+    }
+  }
+  char *what = gh_strdup("one of");
+  for (size_t i = 0; i < e->num; i++) {
+    char *next = gh_asprintf("%s%s \"%s\"", what, i ? "," : "", e->names[i]);
+    gh_free(what);
+    what = next;
+  }
+  const char *near = cJSON_IsString(val) ? conf__closest(val->valuestring, e->names, e->num) : NULL;
+  char *why = near ? gh_asprintf("did you mean \"%s\"?", near) : NULL;
+  conf__expected(ctx, what, val, why);
+  gh_free(why);
+  gh_free(what);
+  return -1;
+}
+
+static void parse_enum(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  int v = enum_value(ctx, row, val);
+  if (v >= 0) *FIELD(base, row, int) = v;
+}
+
+static cJSON *emit_enum(const conf__row_t *row, const char *base) {
+  const conf__enum_t *e = row->arg;
+  int v = *CFIELD(base, row, int);
+  return cJSON_CreateString(v >= 0 && (size_t)v < e->num ? e->names[v] : "?");
+}
+
+const conf__type_t conf__t_enum = {parse_enum, emit_enum, NULL, NULL, 0};
+
+/* An enum list is stored in a fixed array of row->max ints at row->off,
+ * with its count at row->num_off (acme.challenges). */
+static void enum_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  *(int *)slot = enum_value(ctx, row, item);
+}
+
+static void parse_enum_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  size_t n;
+  int *vals = parse_list(ctx, row, val, "a list of names", sizeof(int), enum_elem, &n);
+  int *out = FIELD(base, row, int);
+  size_t kept = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (vals[i] < 0) continue;
+    int dup = 0;
+    for (size_t j = 0; j < kept; j++) dup |= out[j] == vals[i];
+    if (dup) {
+      size_t mark = conf__path_index(ctx, i);
+      conf__error(ctx, "\"%s\" is listed twice", ((const conf__enum_t *)row->arg)->names[vals[i]]);
+      conf__path_pop(ctx, mark);
+      continue;
+    }
+    out[kept++] = vals[i];
+  }
+  gh_free(vals);
+  *NUM(base, row) = kept;
+}
+
+static cJSON *emit_enum_list(const conf__row_t *row, const char *base) {
+  const conf__enum_t *e = row->arg;
+  const int *vals = CFIELD(base, row, int);
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < CNUM(base, row); i++) {
+    cJSON_AddItemToArray(arr, cJSON_CreateString(e->names[vals[i]]));
+  }
+  return arr;
+}
+
+const conf__type_t conf__t_enum_list = {parse_enum_list, emit_enum_list, NULL, list_empty, 0};
+
+/* --- objects --- */
+
+static void parse_object(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                         char *base) {
+  if (val != NULL && !cJSON_IsObject(val)) {
+    conf__expected(ctx, "an object", val, NULL);
+    val = NULL; /* still apply the defaults, so that checks see sane values */
+  }
+  conf__walk(ctx, row->arg, val, base + row->off);
+}
+
+static cJSON *emit_object(const conf__row_t *row, const char *base) {
+  return conf__emit_walk(row->arg, base + row->off);
+}
+
+static void free_object(const conf__row_t *row, char *base) {
+  conf__free_walk(row->arg, base + row->off);
+}
+
+static int object_empty(const conf__row_t *row, const char *base) {
+  return conf__table_absent(row->arg, base + row->off);
+}
+
+const conf__type_t conf__t_object = {parse_object, emit_object, free_object, object_empty, 1};
+
+/* An object list holds row->size-byte elements (sites, routes). */
+static void object_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item,
+                        void *slot) {
+  if (!cJSON_IsObject(item)) {
+    conf__expected(ctx, "an object", item, NULL);
+    return;
+  }
+  conf__walk(ctx, row->arg, item, slot);
+}
+
+static void parse_object_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                              char *base) {
+  size_t n;
+  void *arr = parse_list(ctx, row, val, "a list of objects", row->size, object_elem, &n);
+  store_list(row, base, arr, n);
+}
+
+static cJSON *emit_object_list(const conf__row_t *row, const char *base) {
+  const char *arr = *CFIELD(base, row, char *);
+  cJSON *out = cJSON_CreateArray();
+  for (size_t i = 0; i < CNUM(base, row); i++) {
+    cJSON_AddItemToArray(out, conf__emit_walk(row->arg, arr + i * row->size));
+  }
+  return out;
+}
+
+static void free_object_list(const conf__row_t *row, char *base) {
+  char **f = FIELD(base, row, char *);
+  size_t *num = NUM(base, row);
+  for (size_t i = 0; i < *num && *f != NULL; i++) conf__free_walk(row->arg, *f + i * row->size);
+  gh_free(*f);
+  *f = NULL;
+  *num = 0;
+}
+
+const conf__type_t conf__t_object_list = {parse_object_list, emit_object_list, free_object_list,
+                                           list_empty, 0};

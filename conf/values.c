@@ -1,0 +1,399 @@
+/* values.c: the syntax of single values: durations, sizes, rates,
+ * addresses, host names and patterns, URLs, e-mail addresses; and the
+ * "did you mean" suggestion. Every function takes a NUL-terminated string
+ * that came from a parsed JSON document and never reads past its end. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/common.h"
+#include "conf/conf.h"
+#include "conf/internal.h"
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_lower(char c) { return c >= 'a' && c <= 'z'; }
+static int is_upper(char c) { return c >= 'A' && c <= 'Z'; }
+
+/* parse_uint reads the decimal digits at |*p|, advancing it. Returns -1 if
+ * there are none or the value exceeds |max|. */
+static int parse_uint(const char **p, uint64_t max, uint64_t *out) {
+  const char *s = *p;
+  uint64_t n = 0;
+  if (!is_digit(*s)) return -1;
+  for (; is_digit(*s); s++) {
+    uint64_t d = (uint64_t)(*s - '0');
+    if (n > (max - d) / 10) return -1;
+    n = n * 10 + d;
+  }
+  *p = s;
+  *out = n;
+  return 0;
+}
+
+static const struct {
+  const char *suffix;
+  uint64_t ms;
+} duration_units[] = {
+    {"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1},
+};
+
+int conf_parse_duration(const char *s, uint64_t *out_ms) {
+  uint64_t n;
+  if (s == NULL || parse_uint(&s, UINT64_MAX, &n) != 0) return -1;
+  if (*s == '\0') {
+    /* A bare number is ambiguous, except zero. */
+    if (n != 0) return -1;
+    *out_ms = 0;
+    return 0;
+  }
+  for (size_t i = 0; i < GH_ARRAY_LEN(duration_units); i++) {
+    if (strcmp(s, duration_units[i].suffix) != 0) continue;
+    if (n > UINT64_MAX / duration_units[i].ms) return -1;
+    *out_ms = n * duration_units[i].ms;
+    return 0;
+  }
+  return -1;
+}
+
+void conf__format_duration(char *buf, size_t buf_len, uint64_t ms) {
+  if (ms == 0) {
+    snprintf(buf, buf_len, "0s");
+    return;
+  }
+  for (size_t i = 0; i < GH_ARRAY_LEN(duration_units); i++) {
+    if (ms % duration_units[i].ms == 0) {
+      snprintf(buf, buf_len, "%llu%s", (unsigned long long)(ms / duration_units[i].ms),
+               duration_units[i].suffix);
+      return;
+    }
+  }
+}
+
+int conf__parse_size(const char *s, uint64_t *out) {
+  uint64_t n, mult = 1;
+  if (parse_uint(&s, UINT64_MAX, &n) != 0) return -1;
+  if (*s == 'k' || *s == 'K') {
+    mult = 1024;
+    s++;
+  } else if (*s == 'm' || *s == 'M') {
+    mult = 1024 * 1024;
+    s++;
+  }
+  if (*s != '\0' || n > UINT64_MAX / mult) return -1;
+  *out = n * mult;
+  return 0;
+}
+
+void conf__format_size(char *buf, size_t buf_len, uint64_t n) {
+  if (n != 0 && n % (1024 * 1024) == 0) {
+    snprintf(buf, buf_len, "%llum", (unsigned long long)(n / (1024 * 1024)));
+  } else if (n != 0 && n % 1024 == 0) {
+    snprintf(buf, buf_len, "%lluk", (unsigned long long)(n / 1024));
+  } else {
+    snprintf(buf, buf_len, "%llu", (unsigned long long)n);
+  }
+}
+
+const char *conf__parse_rate(const char *s, conf_rate_t *out) {
+  uint64_t count, per;
+  if (strcmp(s, "0") == 0) {
+    out->count = 0;
+    out->per_ms = 0;
+    return NULL;
+  }
+  const char *slash = strchr(s, '/');
+  if (slash == NULL) return "missing \"/\"";
+  if (parse_uint(&s, UINT32_MAX, &count) != 0 || s != slash) return "bad count";
+  if (count == 0) return "use \"0\" for no limit";
+  if (conf_parse_duration(slash + 1, &per) != 0) return "bad duration";
+  if (per == 0) return "the duration must be positive";
+  out->count = (uint32_t)count;
+  out->per_ms = per;
+  return NULL;
+}
+
+/* check_port parses the port at |s| (to the end of the string). */
+static const char *check_port(const char *s, uint16_t *out) {
+  uint64_t port;
+  if (*s == '\0') return "missing port";
+  if (parse_uint(&s, 99999, &port) != 0 || *s != '\0' || port < 1 || port > 65535) {
+    return "port must be 1-65535";
+  }
+  *out = (uint16_t)port;
+  return NULL;
+}
+
+/* check_dns_name checks |len| bytes at |s| as a DNS name for a connection:
+ * letters of either case, digits, '-' and '_' (service names), labels of
+ * 1-63 bytes, 253 bytes in all. */
+static const char *check_dns_name(const char *s, size_t len) {
+  if (len > 253) return "host name longer than 253 bytes";
+  size_t label = 0;
+  for (size_t i = 0; i <= len; i++) {
+    if (i == len || s[i] == '.') {
+      if (label == 0) return "empty label in host name";
+      if (label > 63) return "host name label longer than 63 bytes";
+      label = 0;
+      continue;
+    }
+    char c = s[i];
+    if (!is_lower(c) && !is_upper(c) && !is_digit(c) && c != '-' && c != '_') {
+      return "invalid character in host name";
+    }
+    label++;
+  }
+  return NULL;
+}
+
+/* looks_ipv4 reports whether |s| is digits and dots only: a name that
+ * looks like that is meant as an IPv4 address and must be one. */
+static int looks_ipv4(const char *s, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (!is_digit(s[i]) && s[i] != '.') return 0;
+  }
+  return len > 0;
+}
+
+/* check_host checks the host part of an address or URL (without brackets;
+ * |bracketed| says whether it had them). */
+static const char *check_host(const char *s, size_t len, int bracketed, unsigned flags) {
+  char ip[64];
+  if (bracketed || looks_ipv4(s, len)) {
+    if (len >= sizeof(ip)) return bracketed ? "not an IPv6 address" : "not an IPv4 address";
+    memcpy(ip, s, len);
+    ip[len] = '\0';
+    unsigned char bin[16];
+    if (inet_pton(bracketed ? AF_INET6 : AF_INET, ip, bin) != 1) {
+      return bracketed ? "not an IPv6 address" : "not an IPv4 address";
+    }
+    return NULL;
+  }
+  if (flags & CONF__ADDR_IP_ONLY) return "a listener needs an IP address, not a name";
+  return check_dns_name(s, len);
+}
+
+const char *conf__addr_parse(conf_addr_t *out, const char *s, unsigned flags) {
+  const char *host, *port_text;
+  size_t host_len;
+  int bracketed = 0;
+  memset(out, 0, sizeof(*out));
+  if (s[0] == '[') {
+    const char *close = strchr(s, ']');
+    if (close == NULL) return "missing \"]\"";
+    if (close[1] != ':') return "missing port";
+    host = s + 1;
+    host_len = (size_t)(close - host);
+    port_text = close + 2;
+    bracketed = 1;
+  } else {
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL) return "missing port";
+    host = s;
+    host_len = (size_t)(colon - s);
+    if (memchr(host, ':', host_len) != NULL) {
+      return "an IPv6 address needs brackets, as in \"[::1]:8080\"";
+    }
+    port_text = colon + 1;
+  }
+  if (host_len == 0) {
+    if (bracketed) return "not an IPv6 address";
+    if (flags & CONF__ADDR_NEED_HOST) return "missing host; \":port\" is for listeners only";
+  } else {
+    const char *why = check_host(host, host_len, bracketed, flags);
+    if (why != NULL) return why;
+  }
+  uint16_t port;
+  const char *why = check_port(port_text, &port);
+  if (why != NULL) return why;
+  out->text = gh_strdup(s);
+  out->host = gh_strndup(host, host_len);
+  out->port = port;
+  return NULL;
+}
+
+int conf_parse_addr(conf_addr_t *out, const char *s, int need_host) {
+  if (out == NULL || s == NULL) return -1;
+  return conf__addr_parse(out, s, need_host ? CONF__ADDR_NEED_HOST : 0) == NULL ? 0 : -1;
+}
+
+void conf_addr_cleanup(conf_addr_t *addr) {
+  if (addr == NULL) return;
+  gh_free(addr->text);
+  addr->text = NULL;
+  gh_free(addr->host);
+  addr->host = NULL;
+  addr->port = 0;
+}
+
+int conf__is_loopback(const char *host) {
+  unsigned char bin[16];
+  if (strcmp(host, "::1") == 0) return 1;
+  return inet_pton(AF_INET, host, bin) == 1 && bin[0] == 127;
+}
+
+const char *conf__host_check(const char *s, unsigned flags) {
+  size_t len = strlen(s);
+  if (len == 0) return "empty name";
+  if (strcmp(s, "*") == 0) {
+    return (flags & CONF__ANY_HOST) ? NULL : "\"*\" (any name) is not allowed here";
+  }
+  for (size_t i = 0; i < len; i++) {
+    if (is_upper(s[i])) return "use lower case";
+  }
+  if (len > 253) return "longer than 253 bytes";
+  const char *p = s;
+  if (s[0] == '*' && s[1] == '.') {
+    if (flags & CONF__NO_WILDCARD) return "wildcards are not allowed here";
+    p += 2;
+  }
+  const char *label = p;
+  for (;; p++) {
+    if (*p == '.' || *p == '\0') {
+      size_t n = (size_t)(p - label);
+      if (n == 0) return "empty label";
+      if (n > 63) return "label longer than 63 bytes";
+      if (label[0] == '-' || p[-1] == '-') return "a label may not begin or end with \"-\"";
+      if (*p == '\0') return NULL;
+      label = p + 1;
+    } else if (*p == '*') {
+      return "\"*\" may only be the whole first label, as in \"*.example.com\"";
+    } else if (!is_lower(*p) && !is_digit(*p) && *p != '-') {
+      return "only letters, digits, \"-\" and \".\" are allowed";
+    }
+  }
+}
+
+int conf_host_pattern_valid(const char *s) {
+  return s != NULL && conf__host_check(s, 0) == NULL;
+}
+
+static int lower(int c) { return is_upper((char)c) ? c + 32 : c; }
+
+/* ieq compares |len| bytes ignoring ASCII case. */
+static int ieq(const char *a, const char *b, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (lower((unsigned char)a[i]) != lower((unsigned char)b[i])) return 0;
+  }
+  return 1;
+}
+
+int conf_host_match(const char *pattern, const char *name, size_t name_len) {
+  if (pattern == NULL || name == NULL || name_len == 0) return 0;
+  if (strcmp(pattern, "*") == 0) return 1;
+  size_t pat_len = strlen(pattern);
+  if (pattern[0] == '*' && pattern[1] == '.') {
+    /* "*.example.com": |name| is one non-empty label, then ".example.com". */
+    const char *suffix = pattern + 1;
+    size_t suffix_len = pat_len - 1;
+    if (name_len <= suffix_len) return 0;
+    size_t label_len = name_len - suffix_len;
+    if (memchr(name, '.', label_len) != NULL) return 0;
+    return ieq(name + label_len, suffix, suffix_len);
+  }
+  return pat_len == name_len && ieq(pattern, name, name_len);
+}
+
+const char *conf__url_check(const char *s) {
+  const char *rest;
+  if (strncmp(s, "https://", 8) == 0) {
+    rest = s + 8;
+  } else if (strncmp(s, "http://", 7) == 0) {
+    rest = s + 7;
+  } else {
+    return "the scheme must be http:// or https://";
+  }
+  for (const char *p = s; *p; p++) {
+    if ((unsigned char)*p <= ' ' || *p == 0x7f) return "contains a space or control character";
+  }
+  size_t auth_len = strcspn(rest, "/?#");
+  if (auth_len == 0) return "missing host";
+  if (memchr(rest, '@', auth_len) != NULL) return "a user name or password does not belong in it";
+  /* Split "host[:port]" or "[v6][:port]" within the authority. */
+  const char *host = rest, *port = NULL;
+  size_t host_len = auth_len;
+  int bracketed = 0;
+  if (rest[0] == '[') {
+    const char *close = memchr(rest, ']', auth_len);
+    if (close == NULL) return "missing \"]\"";
+    host = rest + 1;
+    host_len = (size_t)(close - host);
+    bracketed = 1;
+    if (close + 1 < rest + auth_len) {
+      if (close[1] != ':') return "junk after \"]\"";
+      port = close + 2;
+    }
+  } else {
+    const char *colon = memchr(rest, ':', auth_len);
+    if (colon != NULL) {
+      host_len = (size_t)(colon - rest);
+      port = colon + 1;
+    }
+  }
+  if (host_len == 0) return "missing host";
+  const char *why = check_host(host, host_len, bracketed, 0);
+  if (why != NULL) return why;
+  if (port != NULL) {
+    char buf[8];
+    size_t port_len = (size_t)(rest + auth_len - port);
+    if (port_len >= sizeof(buf)) return "port must be 1-65535";
+    memcpy(buf, port, port_len);
+    buf[port_len] = '\0';
+    uint16_t unused;
+    if (check_port(buf, &unused) != NULL) return "port must be 1-65535";
+  }
+  return NULL;
+}
+
+const char *conf__email_check(const char *s) {
+  const char *at = strchr(s, '@');
+  if (at == NULL || at == s) return "missing \"user@\"";
+  for (const char *p = s; p < at; p++) {
+    if ((unsigned char)*p <= ' ' || *p == 0x7f || strchr("<>(),;:\"[]\\", *p) != NULL) {
+      return "invalid character before \"@\"";
+    }
+  }
+  if (at[1] == '\0') return "missing domain after \"@\"";
+  if (check_dns_name(at + 1, strlen(at + 1)) != NULL) return "invalid domain after \"@\"";
+  return NULL;
+}
+
+/* edit_distance is the Levenshtein distance, ignoring ASCII case, of two
+ * strings of at most 64 bytes (longer ones count as far apart). */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a), lb = strlen(b);
+  if (la > 64 || lb > 64) return SIZE_MAX;
+  size_t row[65];
+  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  for (size_t i = 1; i <= la; i++) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t up = row[j];
+      size_t cost = lower((unsigned char)a[i - 1]) == lower((unsigned char)b[j - 1]) ? 0 : 1;
+      size_t best = diag + cost;
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[lb];
+}
+
+const char *conf__closest(const char *word, const char *const *cands, size_t num_cands) {
+  /* A third of the word may be wrong, at least one character: "upstream"
+   * finds "upstreams", "helth_check" finds "health_check", "x" finds
+   * nothing worth suggesting. */
+  size_t limit = strlen(word) / 3;
+  if (limit < 1) limit = 1;
+  const char *best = NULL;
+  size_t best_d = SIZE_MAX;
+  for (size_t i = 0; i < num_cands; i++) {
+    size_t d = edit_distance(word, cands[i]);
+    if (d < best_d && d < strlen(cands[i])) {
+      best_d = d;
+      best = cands[i];
+    }
+  }
+  return best_d <= limit ? best : NULL;
+}

@@ -1,0 +1,965 @@
+/* test_conf.c: the configuration module: the examples validate and round
+ * trip through conf_to_json; invalid documents report every problem with
+ * its JSON path and reason; syntax errors carry the right line and column;
+ * value parsers; quick mode. */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "conf/conf.h"
+#include "test.h"
+
+#define EXAMPLES GH_SOURCE_DIR "/conf/examples/"
+#define CERT EXAMPLES "certs/example.crt"
+#define KEY EXAMPLES "certs/example.key"
+#define TLS "'tls': {'cert': '" CERT "', 'key': '" KEY "'}"
+#define SITE(extra) "{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:8080'], " TLS extra "}"
+#define ONE_SITE(extra) "'sites': [" SITE(extra) "]"
+#define ACME "'acme': {'directory': 'https://ca.test/dir'}"
+
+/* json turns a document written with single quotes (readable in C) into
+ * JSON. The result is a static buffer, valid until the next call. */
+static const char *json(const char *s) {
+  static char buf[8192];
+  size_t n = strlen(s);
+  if (n >= sizeof(buf)) abort();
+  for (size_t i = 0; i <= n; i++) buf[i] = s[i] == '\'' ? '"' : s[i];
+  return buf;
+}
+
+static conf_t *parse(char **err, const char *doc) {
+  const char *text = json(doc);
+  return conf_parse(err, "t.json", text, strlen(text));
+}
+
+/* parse_err returns the error text for a document that must not parse. */
+static char *parse_err(const char *doc) {
+  char *err = NULL;
+  conf_t *conf = parse(&err, doc);
+  if (conf != NULL) {
+    conf_free(conf);
+    return gh_strdup("(parsed without error)");
+  }
+  return err;
+}
+
+static size_t count_lines(const char *s) {
+  size_t n = 0;
+  for (; *s; s++) n += *s == '\n';
+  return n;
+}
+
+/* --- deep comparison, field by field, for the round trip --- */
+
+static int str_eq(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb) {
+  if (na != nb) return 0;
+  for (size_t i = 0; i < na; i++) {
+    if (!str_eq(a[i], b[i])) return 0;
+  }
+  return 1;
+}
+
+static int addr_eq(const conf_addr_t *a, const conf_addr_t *b) {
+  if (a == NULL || b == NULL) return a == b;
+  return str_eq(a->text, b->text) && str_eq(a->host, b->host) && a->port == b->port;
+}
+
+static int addrs_eq(const conf_addr_t *a, size_t na, const conf_addr_t *b, size_t nb) {
+  if (na != nb) return 0;
+  for (size_t i = 0; i < na; i++) {
+    if (!addr_eq(&a[i], &b[i])) return 0;
+  }
+  return 1;
+}
+
+static int group_eq(const conf_upstream_group_t *a, const conf_upstream_group_t *b) {
+  return addrs_eq(a->addrs, a->num_addrs, b->addrs, b->num_addrs) && a->balance == b->balance &&
+         str_eq(a->health.path, b->health.path) && a->health.interval_ms == b->health.interval_ms &&
+         a->health.timeout_ms == b->health.timeout_ms && a->fail_backoff_ms == b->fail_backoff_ms &&
+         a->max_idle == b->max_idle && a->idle_timeout_ms == b->idle_timeout_ms;
+}
+
+static int site_eq(const conf_site_t *a, const conf_site_t *b) {
+  if (!strs_eq(a->hosts, a->num_hosts, b->hosts, b->num_hosts) || !group_eq(&a->group, &b->group) ||
+      a->num_routes != b->num_routes || !str_eq(a->cert_file, b->cert_file) ||
+      !str_eq(a->key_file, b->key_file) || a->is_default != b->is_default ||
+      a->hsts_max_age_s != b->hsts_max_age_s ||
+      a->hsts_include_subdomains != b->hsts_include_subdomains) {
+    return 0;
+  }
+  for (size_t i = 0; i < a->num_routes; i++) {
+    if (!str_eq(a->routes[i].path_prefix, b->routes[i].path_prefix) ||
+        !group_eq(&a->routes[i].group, &b->routes[i].group)) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static int rate_eq(conf_rate_t a, conf_rate_t b) { return a.count == b.count && a.per_ms == b.per_ms; }
+
+static int acme_eq(const conf_acme_t *a, const conf_acme_t *b) {
+  if (a->num_challenges != b->num_challenges) return 0;
+  for (size_t i = 0; i < a->num_challenges; i++) {
+    if (a->challenges[i] != b->challenges[i]) return 0;
+  }
+  return str_eq(a->directory, b->directory) && str_eq(a->email, b->email) &&
+         strs_eq(a->ca_roots, a->num_ca_roots, b->ca_roots, b->num_ca_roots) &&
+         str_eq(a->eab_key_id, b->eab_key_id) && str_eq(a->eab_hmac_key, b->eab_hmac_key) &&
+         a->key_type == b->key_type && a->reuse_key == b->reuse_key &&
+         str_eq(a->dns_hook, b->dns_hook) &&
+         a->dns_propagation_timeout_ms == b->dns_propagation_timeout_ms &&
+         str_eq(a->preferred_chain, b->preferred_chain);
+}
+
+static int on_demand_eq(const conf_on_demand_t *a, const conf_on_demand_t *b) {
+  return a->enabled == b->enabled && strs_eq(a->allow, a->num_allow, b->allow, b->num_allow) &&
+         str_eq(a->ask, b->ask) && a->ask_timeout_ms == b->ask_timeout_ms &&
+         a->ask_cache_ttl_ms == b->ask_cache_ttl_ms &&
+         a->ask_negative_ttl_ms == b->ask_negative_ttl_ms && a->allow_ip == b->allow_ip &&
+         a->max_labels == b->max_labels && rate_eq(a->rate_global, b->rate_global) &&
+         rate_eq(a->rate_per_domain, b->rate_per_domain) &&
+         rate_eq(a->rate_per_client_ip, b->rate_per_client_ip) &&
+         strs_eq(a->public_suffixes, a->num_public_suffixes, b->public_suffixes,
+                 b->num_public_suffixes) &&
+         a->max_pending_names == b->max_pending_names &&
+         a->max_paused_handshakes == b->max_paused_handshakes &&
+         a->wait_budget_ms == b->wait_budget_ms && a->cache_capacity == b->cache_capacity &&
+         a->negative_ttl_ms == b->negative_ttl_ms;
+}
+
+static int conf_eq(const conf_t *a, const conf_t *b) {
+  if (a->num_sites != b->num_sites) return 0;
+  for (size_t i = 0; i < a->num_sites; i++) {
+    if (!site_eq(&a->sites[i], &b->sites[i])) return 0;
+  }
+  return addrs_eq(a->https, a->num_https, b->https, b->num_https) &&
+         addrs_eq(a->http, a->num_http, b->http, b->num_http) && a->workers == b->workers &&
+         a->tls.resumption == b->tls.resumption &&
+         a->tls.ticket_rotate_ms == b->tls.ticket_rotate_ms && acme_eq(&a->acme, &b->acme) &&
+         on_demand_eq(&a->on_demand, &b->on_demand) && str_eq(a->storage, b->storage) &&
+         addr_eq(a->admin, b->admin) && str_eq(a->admin_token, b->admin_token) &&
+         memcmp(&a->timeouts, &b->timeouts, sizeof(a->timeouts)) == 0 &&
+         memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && a->log_level == b->log_level &&
+         a->log_format == b->log_format && a->access_log == b->access_log;
+}
+
+/* round_trip checks that conf_parse(conf_to_json(conf)) equals |conf| and
+ * that emitting it again prints the same text; it frees |conf| and says
+ * what (|name|) failed. */
+static int round_trip(conf_t *conf, const char *name) {
+  cJSON *j = conf_to_json(conf);
+  char *text = cJSON_Print(j);
+  cJSON_Delete(j);
+  char *err = NULL;
+  conf_t *again = conf_parse(&err, "printed.json", text, strlen(text));
+  int ok = again != NULL && conf_eq(conf, again);
+  if (again != NULL) {
+    cJSON *j2 = conf_to_json(again);
+    char *text2 = cJSON_Print(j2);
+    ok = ok && strcmp(text, text2) == 0;
+    cJSON_free(text2);
+    cJSON_Delete(j2);
+  }
+  if (!ok) fprintf(stderr, "%s does not round-trip: %s\n%s\n", name, err ? err : "", text);
+  gh_free(err);
+  conf_free(again);
+  conf_free(conf);
+  cJSON_free(text);
+  return ok;
+}
+
+/* --- the examples --- */
+
+static const char *const examples[] = {"minimal.json", "static.json", "on-demand.json", "full.json"};
+
+static void test_examples_validate_and_round_trip(void) {
+  for (size_t i = 0; i < GH_ARRAY_LEN(examples); i++) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s%s", EXAMPLES, examples[i]);
+    char *err = NULL;
+    conf_t *conf = conf_load(&err, path);
+    if (conf == NULL) fprintf(stderr, "%s:\n", examples[i]);
+    ASSERT_NULL(err);
+    ASSERT_NOT_NULL(conf);
+    ASSERT_STR_EQ(conf->file, path);
+    ASSERT_TRUE(round_trip(conf, examples[i]));
+  }
+}
+
+static void test_full_example_matches_readme(void) {
+  /* README's "complete example" and full.json are one document. */
+  char *err = NULL;
+  FILE *f = fopen(GH_SOURCE_DIR "/README.md", "r");
+  ASSERT_NOT_NULL(f);
+  static char readme[65536];
+  size_t n = fread(readme, 1, sizeof(readme) - 1, f);
+  fclose(f);
+  readme[n] = '\0';
+  const char *start = strstr(readme, "A complete example");
+  ASSERT_NOT_NULL(start);
+  start = strstr(start, "```json\n");
+  ASSERT_NOT_NULL(start);
+  start += 8;
+  const char *end = strstr(start, "```");
+  ASSERT_NOT_NULL(end);
+  cJSON *from_readme = cJSON_ParseWithLength(start, (size_t)(end - start));
+  f = fopen(EXAMPLES "full.json", "r");
+  ASSERT_NOT_NULL(f);
+  static char full[65536];
+  n = fread(full, 1, sizeof(full) - 1, f);
+  fclose(f);
+  full[n] = '\0';
+  cJSON *from_file = cJSON_Parse(full);
+  int same = cJSON_Compare(from_readme, from_file, 1);
+  cJSON_Delete(from_readme);
+  cJSON_Delete(from_file);
+  ASSERT_TRUE(same);
+  /* And full.json really has every key: the effective config adds none. */
+  conf_t *conf = conf_load(&err, EXAMPLES "full.json");
+  ASSERT_NOT_NULL(conf);
+  cJSON *eff = conf_to_json(conf);
+  cJSON *given = cJSON_Parse(full);
+  int every = 1;
+  for (cJSON *k = eff->child; k != NULL; k = k->next) {
+    every &= cJSON_GetObjectItemCaseSensitive(given, k->string) != NULL;
+  }
+  cJSON *acme = cJSON_GetObjectItemCaseSensitive(given, "acme");
+  for (cJSON *k = cJSON_GetObjectItemCaseSensitive(eff, "acme")->child; k; k = k->next) {
+    every &= cJSON_GetObjectItemCaseSensitive(acme, k->string) != NULL;
+  }
+  cJSON *od = cJSON_GetObjectItemCaseSensitive(given, "on_demand");
+  for (cJSON *k = cJSON_GetObjectItemCaseSensitive(eff, "on_demand")->child; k; k = k->next) {
+    every &= cJSON_GetObjectItemCaseSensitive(od, k->string) != NULL;
+  }
+  cJSON_Delete(eff);
+  cJSON_Delete(given);
+  conf_free(conf);
+  ASSERT_TRUE(every);
+}
+
+static void test_full_example_values(void) {
+  char *err = NULL;
+  conf_t *c = conf_load(&err, EXAMPLES "full.json");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_sites, 2);
+  ASSERT_EQ(c->sites[0].group.balance, CONF_BALANCE_LEAST_CONN);
+  ASSERT_STR_EQ(c->sites[0].group.health.path, "/healthz");
+  ASSERT_UEQ(c->sites[0].group.health.timeout_ms, 2000);
+  ASSERT_EQ(c->sites[0].num_routes, 1);
+  ASSERT_STR_EQ(c->sites[0].routes[0].path_prefix, "/api/");
+  ASSERT_EQ(c->sites[0].routes[0].group.num_addrs, 1);
+  ASSERT_EQ(c->sites[0].routes[0].group.addrs[0].port, 9000);
+  ASSERT_UEQ(c->sites[0].hsts_max_age_s, 365ull * 86400);
+  ASSERT_NULL(c->sites[0].cert_file);
+  /* Relative file names are resolved against the file's directory. */
+  ASSERT_STR_EQ(c->sites[1].cert_file, CERT);
+  ASSERT_STR_EQ(c->sites[1].key_file, KEY);
+  ASSERT_STR_EQ(c->acme.dns_hook, EXAMPLES "dns-hook.sh");
+  ASSERT_TRUE(c->sites[1].is_default);
+  ASSERT_STR_EQ(c->sites[1].hosts[0], "*.static.example");
+  ASSERT_STR_EQ(c->acme.eab_key_id, "kid-1");
+  ASSERT_EQ(c->acme.num_challenges, 2);
+  ASSERT_EQ(c->acme.challenges[0], CONF_CHALLENGE_TLS_ALPN_01);
+  ASSERT_TRUE(c->on_demand.enabled);
+  ASSERT_EQ(c->on_demand.rate_global.count, 300);
+  ASSERT_UEQ(c->on_demand.rate_global.per_ms, 3ull * 3600 * 1000);
+  ASSERT_NOT_NULL(c->admin);
+  ASSERT_STR_EQ(c->admin->host, "127.0.0.1");
+  ASSERT_EQ(c->admin->port, 2019);
+  ASSERT_STR_EQ(c->admin_token, "secret");
+  ASSERT_STR_EQ(c->storage, "/var/lib/gatehouse");
+  ASSERT_EQ(c->limits.max_header_bytes, 16384);
+  conf_free(c);
+}
+
+static void test_relative_config_path(void) {
+  /* A relative config path still yields absolute file names. */
+  char *cwd = getcwd(NULL, 0);
+  ASSERT_NOT_NULL(cwd);
+  ASSERT_EQ(chdir(GH_SOURCE_DIR "/conf"), 0);
+  char *err = NULL;
+  conf_t *c = conf_load(&err, "./examples/static.json");
+  int chdir_back = chdir(cwd);
+  free(cwd);
+  ASSERT_EQ(chdir_back, 0);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->sites[0].cert_file, CERT);
+  ASSERT_STR_EQ(c->file, "./examples/static.json");
+  /* "listen" strings stand for lists of one. */
+  ASSERT_EQ(c->num_https, 1);
+  ASSERT_STR_EQ(c->https[0].host, "");
+  ASSERT_EQ(c->https[0].port, 8443);
+  ASSERT_STR_EQ(c->sites[0].group.addrs[1].host, "::1");
+  conf_free(c);
+}
+
+static void test_defaults(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{" ONE_SITE("") "}");
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_https, 1);
+  ASSERT_STR_EQ(c->https[0].text, ":443");
+  ASSERT_EQ(c->num_http, 1);
+  ASSERT_STR_EQ(c->http[0].text, ":80");
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  ASSERT_EQ(c->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+  const conf_upstream_group_t *g = &c->sites[0].group;
+  ASSERT_EQ(g->balance, CONF_BALANCE_ROUND_ROBIN);
+  ASSERT_NULL(g->health.path);
+  ASSERT_UEQ(g->health.interval_ms, 10000);
+  ASSERT_UEQ(g->health.timeout_ms, 2000);
+  ASSERT_UEQ(g->fail_backoff_ms, 10000);
+  ASSERT_EQ(g->max_idle, 64);
+  ASSERT_UEQ(g->idle_timeout_ms, 60000);
+  ASSERT_FALSE(c->sites[0].is_default);
+  ASSERT_UEQ(c->sites[0].hsts_max_age_s, 0);
+  ASSERT_TRUE(c->tls.resumption);
+  ASSERT_UEQ(c->tls.ticket_rotate_ms, 12ull * 3600 * 1000);
+  ASSERT_NULL(c->acme.directory);
+  ASSERT_EQ(c->acme.num_challenges, 2);
+  ASSERT_EQ(c->acme.challenges[0], CONF_CHALLENGE_TLS_ALPN_01);
+  ASSERT_EQ(c->acme.challenges[1], CONF_CHALLENGE_HTTP_01);
+  ASSERT_EQ(c->acme.key_type, CONF_KEY_P256);
+  ASSERT_UEQ(c->acme.dns_propagation_timeout_ms, 120000);
+  ASSERT_FALSE(c->on_demand.enabled);
+  ASSERT_UEQ(c->on_demand.ask_timeout_ms, 3000);
+  ASSERT_UEQ(c->on_demand.ask_cache_ttl_ms, 3600000);
+  ASSERT_UEQ(c->on_demand.ask_negative_ttl_ms, 300000);
+  ASSERT_EQ(c->on_demand.max_labels, 10);
+  ASSERT_EQ(c->on_demand.rate_per_domain.count, 10);
+  ASSERT_UEQ(c->on_demand.rate_per_domain.per_ms, 3600000);
+  ASSERT_EQ(c->on_demand.rate_per_client_ip.count, 20);
+  ASSERT_EQ(c->on_demand.max_pending_names, 100);
+  ASSERT_EQ(c->on_demand.max_paused_handshakes, 10000);
+  ASSERT_UEQ(c->on_demand.wait_budget_ms, 30000);
+  ASSERT_EQ(c->on_demand.cache_capacity, 10000);
+  ASSERT_UEQ(c->on_demand.negative_ttl_ms, 300000);
+  ASSERT_STR_EQ(c->storage, "./gatehouse-data");
+  ASSERT_NULL(c->admin);
+  ASSERT_UEQ(c->timeouts.handshake_ms, 10000);
+  ASSERT_UEQ(c->timeouts.header_read_ms, 10000);
+  ASSERT_UEQ(c->timeouts.idle_ms, 60000);
+  ASSERT_UEQ(c->timeouts.upstream_connect_ms, 5000);
+  ASSERT_UEQ(c->timeouts.upstream_response_ms, 60000);
+  ASSERT_UEQ(c->timeouts.drain_ms, 30000);
+  ASSERT_EQ(c->limits.max_header_bytes, 16384);
+  ASSERT_EQ(c->limits.max_headers, 100);
+  ASSERT_EQ(c->limits.max_uri_bytes, 8192);
+  ASSERT_EQ(c->limits.write_queue_bytes, 262144);
+  ASSERT_EQ(c->limits.max_connections, 0);
+  ASSERT_EQ(c->log_level, 1);
+  ASSERT_EQ(c->log_format, 0);
+  ASSERT_EQ(c->access_log, CONF_ACCESS_JSON);
+  ASSERT_TRUE(round_trip(c, "the defaults"));
+}
+
+static void test_listen_defaults_only_when_absent(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'listen': {'https': '127.0.0.1:8443'}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_https, 1);
+  ASSERT_EQ(c->num_http, 0);
+  ASSERT_EQ(c->https[0].port, 8443);
+  ASSERT_TRUE(round_trip(c, "listen"));
+}
+
+static void test_valid_variants(void) {
+  /* Documents that must parse: each exercises a rule's permitted side. */
+  static const char *const docs[] = {
+      /* Without site upstreams, a route for "/" catches every request. */
+      "{'sites': [{'hosts': ['a.test'], " TLS ", 'routes': [{'path': '/', 'upstreams': "
+      "['127.0.0.1:1']}]}]}",
+      /* Wildcards under ACME with dns-01, and "*" with on_demand. */
+      "{'sites': [{'hosts': ['*.a.test'], 'upstreams': ['b.test:80']}], 'acme': {'directory': "
+      "'https://ca.test/dir', 'challenges': ['dns-01'], 'dns_hook': '" EXAMPLES "dns-hook.sh'}}",
+      "{'sites': [{'hosts': ['*'], 'upstreams': ['b.test:80']}], " ACME ", 'on_demand': "
+      "{'allow': ['*']}}",
+      /* Loopback admin without a token; IPv6 listeners; zero durations
+       * where zero means "none". */
+      "{'admin': {'listen': '[::1]:2019'}, 'listen': {'https': ['[::]:8443'], 'http': []}, "
+      "'timeouts': {'drain': '0s'}, " ONE_SITE(", 'fail_backoff': '0'") "}",
+      /* Non-loopback admin with a token; sizes as numbers and strings. */
+      "{'admin': {'listen': '0.0.0.0:2019', 'token': 't'}, 'limits': {'max_header_bytes': 2048, "
+      "'write_queue_bytes': '1m', 'max_connections': 5}, " ONE_SITE("") "}",
+      /* Upper-case upstream host names are fine (DNS is case-blind). */
+      "{'sites': [{'hosts': ['a.test'], 'upstreams': ['Backend_1.internal:8080'], " TLS "}]}",
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(docs); i++) {
+    char *err = NULL;
+    conf_t *c = parse(&err, docs[i]);
+    if (c == NULL) fprintf(stderr, "case %zu: %s\n", i, json(docs[i]));
+    ASSERT_NULL(err);
+    ASSERT_NOT_NULL(c);
+    ASSERT_TRUE(round_trip(c, json(docs[i])));
+  }
+}
+
+/* --- invalid documents: each names the path and the reason --- */
+
+typedef struct {
+  const char *doc;
+  const char *want; /* "PATH: message" (or part of it) */
+  const char *also; /* a second substring, or NULL */
+} bad_case_t;
+
+static const bad_case_t bad_cases[] = {
+    /* Structure. */
+    {"[]", "t.json: expected a JSON object at the top level, got a list", NULL},
+    {"{}", "t.json: missing required key \"sites\"", NULL},
+    {"{'sites': []}", "t.json: sites: expected a list of objects, got an empty list", NULL},
+    {"{'sites': 'nope'}", "t.json: sites: expected a list of objects, got \"nope\"", NULL},
+    {"{'sites': [5]}", "sites[0]: expected an object, got 5", NULL},
+    {"{'tiemouts': {}, " ONE_SITE("") "}",
+     "t.json: unknown key \"tiemouts\"; did you mean \"timeouts\"?", NULL},
+    {"{'zzz': 1, " ONE_SITE("") "}", "t.json: unknown key \"zzz\"\n", NULL},
+    {"{'sites': [{'hosts': ['a.test'], 'upstream': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0]: unknown key \"upstream\"; did you mean \"upstreams\"?",
+     "sites[0]: missing required key \"upstreams\""},
+    {"{'workers': 2, 'workers': 3, " ONE_SITE("") "}", "t.json: duplicate key \"workers\"", NULL},
+    {"{'timeouts': [], " ONE_SITE("") "}", "timeouts: expected an object, got a list", NULL},
+    /* Addresses. */
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1', 'localhost'], " TLS "}]}",
+     "t.json: sites[0].upstreams[1]: expected an address \"host:port\", got \"localhost\"",
+     "(missing port)"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': [':8080'], " TLS "}]}",
+     "sites[0].upstreams[0]: expected an address \"host:port\", got \":8080\"", "missing host"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['a.test:0'], " TLS "}]}",
+     "sites[0].upstreams[0]:", "port must be 1-65535"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['a.test:65536'], " TLS "}]}",
+     "sites[0].upstreams[0]:", "port must be 1-65535"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['::1:80'], " TLS "}]}",
+     "sites[0].upstreams[0]:", "needs brackets"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['[::zz]:80'], " TLS "}]}",
+     "sites[0].upstreams[0]:", "not an IPv6 address"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['999.1.1.1:80'], " TLS "}]}",
+     "sites[0].upstreams[0]:", "not an IPv4 address"},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': [], " TLS "}]}",
+     "sites[0].upstreams: expected a list of addresses \"host:port\", got an empty list", NULL},
+    {"{'listen': {'https': ['localhost:443']}, " ONE_SITE("") "}",
+     "listen.https[0]: expected a listen address", "a listener needs an IP address, not a name"},
+    {"{'listen': {}, " ONE_SITE("") "}",
+     "t.json: listen: expected at least one address in \"https\" or \"http\", got none", NULL},
+    {"{'listen': {'https': ':8443', 'http': ['127.0.0.1:8443']}, " ONE_SITE("") "}",
+     "listen.http[0]: \"127.0.0.1:8443\" uses the same port as listen.https[0] (\":8443\")",
+     NULL},
+    /* Host names and patterns. */
+    {"{'sites': [{'hosts': ['Example.com'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]: expected a lower-case host name", "(use lower case)"},
+    {"{'sites': [{'hosts': ['a.*.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]:", "\"*\" may only be the whole first label"},
+    {"{'sites': [{'hosts': ['aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.test'], "
+     "'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]:", "label longer than 63 bytes"},
+    {"{'sites': [{'hosts': ['-a.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]:", "may not begin or end with \"-\""},
+    {"{'sites': [{'hosts': ['a..test'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]:", "(empty label)"},
+    {"{'sites': [{'hosts': ['a_b.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts[0]:", "only letters, digits"},
+    {"{'sites': [{'hosts': 'a.test', 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0].hosts: expected a list of host names and patterns, got \"a.test\"", NULL},
+    {"{'sites': [{'upstreams': ['127.0.0.1:1'], " TLS "}]}",
+     "sites[0]: missing required key \"hosts\"", NULL},
+    /* Durations, sizes, counts, rates. */
+    {"{'timeouts': {'idle': 'soon'}, " ONE_SITE("") "}",
+     "t.json: timeouts.idle: expected a duration such as \"30s\", \"5m\", \"500ms\", got \"soon\"",
+     NULL},
+    {"{'timeouts': {'idle': '0s'}, " ONE_SITE("") "}", "timeouts.idle:", "(must be more than 0)"},
+    {"{'timeouts': {'handshake': 30}, " ONE_SITE("") "}",
+     "timeouts.handshake: expected a duration", "got 30"},
+    {"{'limits': {'max_header_bytes': '16q'}, " ONE_SITE("") "}",
+     "limits.max_header_bytes: expected a size such as 16384 or \"16k\", got \"16q\"", NULL},
+    {"{'limits': {'max_header_bytes': 10}, " ONE_SITE("") "}",
+     "limits.max_header_bytes:", "(must be from 1k to 16m)"},
+    {"{'limits': {'max_headers': 1.5}, " ONE_SITE("") "}",
+     "limits.max_headers: expected a whole number from 1 to 10000, got 1.5", NULL},
+    {"{'limits': {'max_connections': -1}, " ONE_SITE("") "}",
+     "limits.max_connections: expected a whole number", "got -1"},
+    {"{'sites': [" SITE(", 'hsts': {'max_age': '1500ms'}") "]}", "sites[0].hsts.max_age:",
+     "whole seconds only"},
+    {"{'workers': 0, " ONE_SITE("") "}",
+     "workers: expected \"auto\" or a whole number from 1 to 256, got 0", NULL},
+    {"{'workers': 'many', " ONE_SITE("") "}", "workers: expected \"auto\"", "got \"many\""},
+    {"{" ACME ", 'on_demand': {'ask': 'http://127.0.0.1:1/', 'rate_limits': {'global': "
+     "'ten/1h'}}, " ONE_SITE("") "}",
+     "on_demand.rate_limits.global: expected a rate \"COUNT/DURATION\"", "got \"ten/1h\""},
+    {"{" ACME ", 'on_demand': {'ask': 'http://127.0.0.1:1/', 'rate_limits': {'per_domain': "
+     "'0/1h'}}, " ONE_SITE("") "}",
+     "on_demand.rate_limits.per_domain:", "use \"0\" for no limit"},
+    {"{" ACME ", 'on_demand': {'allow': ['*'], 'max_labels': 0}, " ONE_SITE("") "}",
+     "on_demand.max_labels: expected a whole number from 1 to 127, got 0", NULL},
+    /* Enumerations and booleans. */
+    {"{'sites': [" SITE(", 'balance': 'leastconn'") "]}",
+     "sites[0].balance: expected one of \"round_robin\", \"least_conn\", got \"leastconn\"",
+     "did you mean \"least_conn\"?"},
+    {"{'acme': {'directory': 'https://ca.test/', 'key_type': 'rsa4096'}, " ONE_SITE("") "}",
+     "acme.key_type: expected one of \"p256\", \"p384\", \"rsa2048\", got \"rsa4096\"", NULL},
+    {"{'log': {'level': 'verbose'}, " ONE_SITE("") "}",
+     "log.level: expected one of \"debug\", \"info\", \"warn\", \"error\", got \"verbose\"", NULL},
+    {"{'log': {'format': 'xml', 'access': 'common'}, " ONE_SITE("") "}",
+     "log.format: expected one of \"text\", \"json\", got \"xml\"",
+     "log.access: expected one of \"off\", \"json\", \"combined\", got \"common\""},
+    {"{'sites': [" SITE(", 'default': 'yes'") "]}",
+     "sites[0].default: expected true or false, got \"yes\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['http-01', 'http-01']}, " ONE_SITE(
+         "") "}",
+     "acme.challenges[1]: \"http-01\" is listed twice", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': []}, " ONE_SITE("") "}",
+     "acme.challenges: expected a list of names, got an empty list", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01']}, " ONE_SITE("") "}",
+     "t.json: acme: missing \"dns_hook\", which \"dns-01\" in \"challenges\" needs", NULL},
+    /* Sites across the document. */
+    {"{'sites': [" SITE(", 'default': true") ", {'hosts': ['b.test'], 'upstreams': "
+     "['127.0.0.1:1'], " TLS ", 'default': true}]}",
+     "sites[1].default: sites[0] is already the default; at most one site may be", NULL},
+    {"{'sites': [" SITE("") ", {'hosts': ['b.test', 'a.test'], 'upstreams': ['127.0.0.1:1'], " TLS
+     "}]}",
+     "sites[1].hosts[1]: \"a.test\" is already in sites[0].hosts[0]", NULL},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], 'tls': {'cert': '" CERT
+     "'}}]}",
+     "sites[0].tls: missing required key \"key\"", NULL},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], 'tls': {'cert': "
+     "'/nonexistent/x.crt', 'key': '" KEY "'}}]}",
+     "sites[0].tls.cert: cannot read \"/nonexistent/x.crt\": No such file or directory", NULL},
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], 'tls': {'cert': '" EXAMPLES
+     "', 'key': '" KEY "'}}]}",
+     "sites[0].tls.cert: cannot read", "it is a directory"},
+    {"{'sites': [{'hosts': ['a.test'], " TLS "}]}",
+     "sites[0]: missing required key \"upstreams\" (needed unless a route has path \"/\")", NULL},
+    {"{'sites': [{'hosts': ['a.test'], " TLS ", 'routes': [{'path': '/api/', 'upstreams': "
+     "['127.0.0.1:1']}]}]}",
+     "sites[0]: missing required key \"upstreams\"", NULL},
+    {"{'sites': [" SITE(", 'routes': [{'path': 'api', 'upstreams': ['127.0.0.1:1']}]") "]}",
+     "sites[0].routes[0].path: expected a path such as \"/api/\", got \"api\" (must begin with \"/\")", NULL},
+    {"{'sites': [" SITE(", 'routes': [{'path': '/api/'}]") "]}",
+     "sites[0].routes[0]: missing required key \"upstreams\"", NULL},
+    {"{'sites': [" SITE(", 'routes': [{'path': '/a/', 'upstreams': ['127.0.0.1:1']}, {'path': "
+                        "'/a/', 'upstreams': ['127.0.0.1:2']}]") "]}",
+     "sites[0].routes[1].path: \"/a/\" is also the path of routes[0]", NULL},
+    {"{'sites': [" SITE(", 'health_check': {'path': '/h', 'interval': '5s', 'timeout': '5s'}") "]}",
+     "sites[0].health_check.timeout: expected less than \"interval\" (5s), got \"5s\"", NULL},
+    {"{'sites': [" SITE(", 'health_check': {'interval': '5s'}") "]}",
+     "sites[0].health_check: missing required key \"path\"", NULL},
+    /* Certificates: static, ACME, wildcards. */
+    {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1']}]}",
+     "sites[0]: no certificate for its names", NULL},
+    {"{'sites': [{'hosts': ['*.a.test'], 'upstreams': ['127.0.0.1:1']}], " ACME "}",
+     "sites[0].hosts[0]: wildcard \"*.a.test\" without a static certificate",
+     "(wildcard certificates require DNS-01)"},
+    {"{'sites': [{'hosts': ['*'], 'upstreams': ['127.0.0.1:1']}], " ACME "}",
+     "sites[0].hosts[0]: \"*\" without a static certificate (\"tls\") needs \"on_demand\"", NULL},
+    /* ACME. */
+    {"{'acme': {'email': 'a@b.test'}, " ONE_SITE("") "}",
+     "t.json: acme: missing required key \"directory\"", NULL},
+    {"{'acme': {'directory': 'ftp://ca.test/'}, " ONE_SITE("") "}",
+     "acme.directory: expected an http:// or https:// URL, got \"ftp://ca.test/\"",
+     "(the scheme must be http:// or https://)"},
+    {"{'acme': {'directory': 'https:///dir'}, " ONE_SITE("") "}", "acme.directory:",
+     "(missing host)"},
+    {"{'acme': {'directory': 'https://ca.test/', 'email': 'ops'}, " ONE_SITE("") "}",
+     "acme.email: expected an e-mail address, got \"ops\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'eab': {'key_id': 'k'}}, " ONE_SITE("") "}",
+     "acme.eab: missing required key \"hmac_key\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'eab': {'key_id': 'k', 'hmac_key': 'a+b/c'}}, " ONE_SITE(
+         "") "}",
+     "acme.eab.hmac_key: expected a base64url string, got \"a+b/c\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'ca_roots': ['/nonexistent/ca.pem']}, " ONE_SITE(
+         "") "}",
+     "acme.ca_roots[0]: cannot read \"/nonexistent/ca.pem\": No such file or directory", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01'], 'dns_hook': '" KEY
+     "'}, " ONE_SITE("") "}",
+     "acme.dns_hook: cannot execute \"" KEY "\": Permission denied", NULL},
+    /* On-demand and admin. */
+    {"{'on_demand': {'allow': ['*.a.test']}, " ONE_SITE("") "}",
+     "t.json: on_demand: needs an \"acme\" section with a \"directory\"", NULL},
+    {"{" ACME ", 'on_demand': {'max_labels': 5}, " ONE_SITE("") "}",
+     "t.json: on_demand: needs \"allow\" or \"ask\"", NULL},
+    {"{" ACME ", 'on_demand': {'allow': ['Shop.test']}, " ONE_SITE("") "}",
+     "on_demand.allow[0]:", "(use lower case)"},
+    {"{" ACME ", 'on_demand': {'allow': ['*'], 'public_suffixes': ['*.co.test']}, " ONE_SITE("") "}",
+     "on_demand.public_suffixes[0]: expected a lower-case host name, got \"*.co.test\"",
+     "(wildcards are not allowed here)"},
+    {"{'admin': {'listen': '0.0.0.0:2019'}, " ONE_SITE("") "}",
+     "t.json: admin: missing \"token\", which is required when \"listen\" is not a loopback",
+     NULL},
+    {"{'admin': {'token': 'x'}, " ONE_SITE("") "}", "t.json: admin: missing required key \"listen\"",
+     NULL},
+    {"{'admin': {'listen': '127.0.0.1:443'}, " ONE_SITE("") "}",
+     "admin.listen: \"127.0.0.1:443\" uses the same port as listen.https[0] (\":443\")", NULL},
+    /* Strings. */
+    {"{'storage': 'a\\nb', " ONE_SITE("") "}", "storage: expected a non-empty string",
+     "(contains a control character)"},
+    {"{'storage': '', " ONE_SITE("") "}", "storage: expected a non-empty string, got \"\" (empty)",
+     NULL},
+};
+
+static void test_invalid_documents(void) {
+  for (size_t i = 0; i < GH_ARRAY_LEN(bad_cases); i++) {
+    char *err = parse_err(bad_cases[i].doc);
+    int ok = strstr(err, bad_cases[i].want) != NULL &&
+             (bad_cases[i].also == NULL || strstr(err, bad_cases[i].also) != NULL);
+    if (!ok) {
+      fprintf(stderr, "bad case %zu: %s\nwant: %s%s%s\n", i, json(bad_cases[i].doc),
+              bad_cases[i].want, bad_cases[i].also ? "\nand:  " : "",
+              bad_cases[i].also ? bad_cases[i].also : "");
+    }
+    char *copy = gh_strdup(err);
+    gh_free(err);
+    ASSERT_CONTAINS(copy, bad_cases[i].want);
+    if (bad_cases[i].also != NULL) ASSERT_CONTAINS(copy, bad_cases[i].also);
+    /* Every line has the shape "t.json: ...". */
+    for (const char *line = copy; *line; line = strchr(line, '\n') + 1) {
+      ASSERT_TRUE(strncmp(line, "t.json: ", 8) == 0);
+      ASSERT_NOT_NULL(strchr(line, '\n'));
+    }
+    gh_free(copy);
+  }
+  ASSERT_TRUE(GH_ARRAY_LEN(bad_cases) >= 35);
+}
+
+static void test_every_error_is_reported(void) {
+  char *err = parse_err(
+      "{'listen': {'https': ['localhost:443']},"
+      " 'sites': [{'hosts': ['A.test'], 'upstreams': ['127.0.0.1:1', 'localhost'], " TLS "},"
+      "           {'hosts': ['b.test'], 'upstreams': ['127.0.0.1:2'], 'balanse': 'x', " TLS "}],"
+      " 'timeouts': {'idle': 'soon', 'drain': 'later'},"
+      " 'log': {'level': 'loud'}}");
+  ASSERT_CONTAINS(err, "t.json: listen.https[0]: expected a listen address");
+  ASSERT_CONTAINS(err, "t.json: sites[0].hosts[0]: expected a lower-case host name");
+  ASSERT_CONTAINS(err, "t.json: sites[0].upstreams[1]: expected an address \"host:port\"");
+  ASSERT_CONTAINS(err, "t.json: sites[1]: unknown key \"balanse\"; did you mean \"balance\"?");
+  ASSERT_CONTAINS(err, "t.json: timeouts.idle: expected a duration");
+  ASSERT_CONTAINS(err, "t.json: timeouts.drain: expected a duration");
+  ASSERT_CONTAINS(err, "t.json: log.level: expected one of");
+  /* Exactly those: no follow-on errors from the bad values. */
+  ASSERT_EQ(count_lines(err), 7);
+  /* In document order. */
+  ASSERT_TRUE(strstr(err, "listen.https[0]") < strstr(err, "sites[0].hosts[0]"));
+  ASSERT_TRUE(strstr(err, "sites[1]") < strstr(err, "timeouts.idle"));
+  gh_free(err);
+}
+
+/* --- JSON syntax errors --- */
+
+static void expect_syntax(const char *text, const char *want) {
+  char *err = NULL;
+  conf_t *c = conf_parse(&err, "s.json", text, strlen(text));
+  ASSERT_NULL(c);
+  ASSERT_NOT_NULL(err);
+  if (strcmp(err, want) != 0) fprintf(stderr, "for %s", text);
+  ASSERT_STR_EQ(err, want);
+  gh_free(err);
+}
+
+static void test_syntax_errors(void) {
+  /* The second ',' on line 4 is column 26. */
+  expect_syntax("{\n  \"workers\": 2,\n  \"sites\": [\n    {\"hosts\": [\"a.test\"],,}\n  ]\n}\n",
+                "s.json:4:26: JSON syntax error (expected a key in double quotes)\n");
+  /* A trailing comma is reported at the bracket that follows it. */
+  expect_syntax("{\n  \"a\": 1,\n}\n", "s.json:3:1: JSON syntax error (trailing comma)\n");
+  expect_syntax("[1,\n ]", "s.json:2:2: JSON syntax error (trailing comma)\n");
+  expect_syntax("{a: 1}", "s.json:1:2: JSON syntax error (expected a key in double quotes)\n");
+  expect_syntax("{\"a\" 1}", "s.json:1:6: JSON syntax error (expected \":\")\n");
+  expect_syntax("{\"a\": 1 \"b\": 2}",
+                "s.json:1:9: JSON syntax error (expected \",\" or \"}\")\n");
+  expect_syntax("{\"a\": tru}", "s.json:1:7: JSON syntax error (expected a value)\n");
+  expect_syntax("{\"a\": 01}", "s.json:1:8: JSON syntax error (bad number (leading zero))\n");
+  expect_syntax("{\"a\": 1.}", "s.json:1:9: JSON syntax error (bad number)\n");
+  expect_syntax("{\n\"a\": 1\n} x", "s.json:3:3: JSON syntax error (more text after the document)\n");
+  /* Columns count characters, not bytes: "\u00e9" is one. */
+  expect_syntax("{\"\xc3\xa9\": 1,}", "s.json:1:9: JSON syntax error (trailing comma)\n");
+  expect_syntax("", "s.json:1:1: JSON syntax error (unexpected end of input)\n");
+  expect_syntax("{\n  \"a\": [1, 2\n", "s.json:3:1: JSON syntax error (unexpected end of input)\n");
+  expect_syntax("{\"a\": \"abc", "s.json:1:7: JSON syntax error (unterminated string)\n");
+  expect_syntax("{\"a\": \"x\\qy\"}", "s.json:1:9: JSON syntax error (bad escape)\n");
+  expect_syntax("{\"a\": \"x\\u12G4\"}", "s.json:1:9: JSON syntax error (bad \\u escape)\n");
+  expect_syntax("{\"a\": \"x\ty\"}",
+                "s.json:1:9: JSON syntax error (control character in a string; escape it)\n");
+  expect_syntax("{\"storage\": \"a\\u0000b\"}",
+                "s.json:1:15: JSON syntax error (\\u0000 in a string)\n");
+  /* Nesting beyond 512 levels is refused before cJSON sees it. */
+  static char deep[1100];
+  memset(deep, '[', 600);
+  deep[600] = '\0';
+  expect_syntax(deep, "s.json:1:513: JSON syntax error (nested too deeply)\n");
+  /* An embedded NUL byte is an error, not the end of the document. */
+  char *err = NULL;
+  conf_t *c = conf_parse(&err, "s.json", "{}\0{", 4);
+  ASSERT_NULL(c);
+  ASSERT_STR_EQ(err, "s.json:1:3: JSON syntax error (more text after the document)\n");
+  gh_free(err);
+  /* Text need not be NUL-terminated, and a byte-order mark is skipped. */
+  const char *doc = json("\xef\xbb\xbf{" ONE_SITE("") "}");
+  char *copy = gh_malloc(strlen(doc));
+  memcpy(copy, doc, strlen(doc));
+  c = conf_parse(&err, "s.json", copy, strlen(doc));
+  gh_free(copy);
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  conf_free(c);
+}
+
+static void test_load_errors(void) {
+  char *err = NULL;
+  conf_t *c = conf_load(&err, "/nonexistent/gatehouse.json");
+  ASSERT_NULL(c);
+  ASSERT_STR_EQ(err, "/nonexistent/gatehouse.json: cannot read: No such file or directory\n");
+  gh_free(err);
+  c = conf_load(&err, GH_SOURCE_DIR "/conf");
+  ASSERT_NULL(c);
+  ASSERT_CONTAINS(err, "cannot read: Is a directory");
+  gh_free(err);
+  ASSERT_NULL(conf_to_json(NULL));
+  conf_free(NULL);
+}
+
+/* --- value parsers --- */
+
+static void test_durations(void) {
+  static const struct {
+    const char *s;
+    uint64_t ms;
+  } good[] = {
+      {"500ms", 500}, {"30s", 30000}, {"5m", 300000}, {"2h", 7200000}, {"7d", 604800000},
+      {"0", 0},       {"0s", 0},      {"1ms", 1},     {"90s", 90000},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(good); i++) {
+    uint64_t ms = 1;
+    ASSERT_EQ(conf_parse_duration(good[i].s, &ms), 0);
+    ASSERT_UEQ(ms, good[i].ms);
+  }
+  static const char *const bad[] = {"",   "s",    "5",   "-1s",  "1.5s", " 1s",
+                                    "1s ", "1sec", "5M",  "1h30m", "ms",  "99999999999999999999d",
+                                    "9999999999999999999d"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+    uint64_t ms = 7;
+    if (conf_parse_duration(bad[i], &ms) == 0) fprintf(stderr, "accepted \"%s\"\n", bad[i]);
+    ASSERT_EQ(conf_parse_duration(bad[i], &ms), -1);
+    ASSERT_UEQ(ms, 7);
+  }
+  ASSERT_EQ(conf_parse_duration(NULL, NULL), -1);
+}
+
+static void test_addresses(void) {
+  conf_addr_t a;
+  ASSERT_EQ(conf_parse_addr(&a, "127.0.0.1:8080", 1), 0);
+  ASSERT_STR_EQ(a.text, "127.0.0.1:8080");
+  ASSERT_STR_EQ(a.host, "127.0.0.1");
+  ASSERT_EQ(a.port, 8080);
+  conf_addr_cleanup(&a);
+  ASSERT_NULL(a.text);
+  ASSERT_EQ(conf_parse_addr(&a, ":443", 0), 0);
+  ASSERT_STR_EQ(a.host, "");
+  ASSERT_EQ(a.port, 443);
+  conf_addr_cleanup(&a);
+  ASSERT_EQ(conf_parse_addr(&a, "[::1]:8443", 1), 0);
+  ASSERT_STR_EQ(a.host, "::1");
+  ASSERT_STR_EQ(a.text, "[::1]:8443");
+  ASSERT_EQ(a.port, 8443);
+  conf_addr_cleanup(&a);
+  ASSERT_EQ(conf_parse_addr(&a, "backend.internal:65535", 1), 0);
+  ASSERT_STR_EQ(a.host, "backend.internal");
+  ASSERT_EQ(a.port, 65535);
+  conf_addr_cleanup(&a);
+  static const char *const bad[] = {
+      ":443",     "x",       "x:",      "x:0",      "x:65536", "x:8o",   "[::1]",  "[::1]:",
+      "[::1:80",  "::1:80",  "[1.2.3.4]:80", "1.2.3:80", "a b:80",  "a..b:80", "x:+80", "[]:80",
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+    if (conf_parse_addr(&a, bad[i], 1) == 0) fprintf(stderr, "accepted \"%s\"\n", bad[i]);
+    ASSERT_EQ(conf_parse_addr(&a, bad[i], 1), -1);
+    ASSERT_NULL(a.text);
+  }
+  conf_addr_cleanup(NULL);
+}
+
+static void test_host_patterns(void) {
+  char label63[64], long_name[260];
+  memset(label63, 'a', 63);
+  label63[63] = '\0';
+  /* 4 labels of 63 and dots: 255 bytes, over the limit of 253. */
+  snprintf(long_name, sizeof(long_name), "%s.%s.%s.%s", label63, label63, label63, label63);
+  static const char *const good[] = {"example.com", "*.example.com", "a-b.c", "xn--80ak6aa92e.com",
+                                     "localhost",   "1.example",     "*.com"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(good); i++) ASSERT_EQ(conf_host_pattern_valid(good[i]), 1);
+  ASSERT_EQ(conf_host_pattern_valid(label63), 1);
+  const char *bad[] = {"*",   "",      "Example.com", "*.*.com", "a*.com", "*a.com", "-a.com",
+                       "a-.com", "a..b", ".a",        "a.",      "a b",    "a_b",    "*.",
+                       long_name, NULL};
+  char label64[66];
+  memset(label64, 'a', 64);
+  label64[64] = '\0';
+  bad[GH_ARRAY_LEN(bad) - 1] = label64;
+  for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+    if (conf_host_pattern_valid(bad[i])) fprintf(stderr, "accepted \"%s\"\n", bad[i]);
+    ASSERT_EQ(conf_host_pattern_valid(bad[i]), 0);
+  }
+  ASSERT_EQ(conf_host_pattern_valid(NULL), 0);
+}
+
+static int match(const char *pattern, const char *name) {
+  return conf_host_match(pattern, name, strlen(name));
+}
+
+static void test_host_match(void) {
+  ASSERT_EQ(match("example.com", "example.com"), 1);
+  ASSERT_EQ(match("example.com", "www.example.com"), 0);
+  ASSERT_EQ(match("example.com", "example.co"), 0);
+  ASSERT_EQ(match("*.example.com", "www.example.com"), 1);
+  ASSERT_EQ(match("*.example.com", "example.com"), 0);
+  ASSERT_EQ(match("*.example.com", "a.b.example.com"), 0);
+  ASSERT_EQ(match("*.example.com", ".example.com"), 0);
+  ASSERT_EQ(match("*.example.com", "wwwexample.com"), 0);
+  ASSERT_EQ(match("*", "anything.at.all"), 1);
+  ASSERT_EQ(match("*", ""), 0);
+  /* Only |name_len| bytes count. */
+  ASSERT_EQ(conf_host_match("a.test", "a.test.evil", 6), 1);
+  ASSERT_EQ(conf_host_match("a.test", "a.tes", 5), 0);
+  ASSERT_EQ(conf_host_match(NULL, "a", 1), 0);
+}
+
+/* --- quick mode --- */
+
+/* quick_parse runs |args| through quick mode and then the validator, as
+ * `gatehouse proxy` does. Returns the configuration, or NULL with |*err|
+ * set by whichever step failed. */
+static conf_t *quick_parse(const char *const *args, int argc, int *print, char **err) {
+  cJSON *doc = conf_quick_json(err, print, argc, (char **)args);
+  if (doc == NULL) return NULL;
+  char *text = cJSON_Print(doc);
+  cJSON_Delete(doc);
+  conf_t *c = conf_parse(err, "<command line>", text, strlen(text));
+  cJSON_free(text);
+  return c;
+}
+
+static void test_quick_full(void) {
+  const char *args[] = {"--to", "127.0.0.1:9001", "--to=127.0.0.1:9002", "--from", "a.test",
+                        "--from", "b.test", "--https", "127.0.0.1:8443", "--http",
+                        "127.0.0.1:8080", "--cert", CERT, "--key", KEY, "--workers", "3",
+                        "--no-resumption", "--access-log", "off", "--log-level", "debug",
+                        "--print-config"};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse(args, (int)GH_ARRAY_LEN(args), &print, &err);
+  ASSERT_NULL(err);
+  ASSERT_EQ(print, 1);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_sites, 1);
+  ASSERT_EQ(c->sites[0].num_hosts, 2);
+  ASSERT_STR_EQ(c->sites[0].hosts[1], "b.test");
+  ASSERT_FALSE(c->sites[0].is_default);
+  ASSERT_EQ(c->sites[0].group.num_addrs, 2);
+  ASSERT_EQ(c->sites[0].group.addrs[1].port, 9002);
+  ASSERT_STR_EQ(c->sites[0].cert_file, CERT);
+  ASSERT_EQ(c->num_https, 1);
+  ASSERT_EQ(c->https[0].port, 8443);
+  ASSERT_EQ(c->num_http, 1);
+  ASSERT_EQ(c->http[0].port, 8080);
+  ASSERT_EQ(c->workers, 3);
+  ASSERT_FALSE(c->tls.resumption);
+  ASSERT_EQ(c->access_log, CONF_ACCESS_OFF);
+  ASSERT_EQ(c->log_level, 0);
+  conf_free(c);
+}
+
+static void test_quick_defaults(void) {
+  const char *args[] = {"--to", "127.0.0.1:9001", "--cert", CERT, "--key", KEY};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse(args, (int)GH_ARRAY_LEN(args), &print, &err);
+  ASSERT_NULL(err);
+  ASSERT_EQ(print, 0);
+  ASSERT_NOT_NULL(c);
+  /* No --from: one default site that answers any name. */
+  ASSERT_EQ(c->sites[0].num_hosts, 1);
+  ASSERT_STR_EQ(c->sites[0].hosts[0], "*");
+  ASSERT_TRUE(c->sites[0].is_default);
+  ASSERT_STR_EQ(c->https[0].text, ":443");
+  ASSERT_STR_EQ(c->http[0].text, ":80");
+  ASSERT_TRUE(c->tls.resumption);
+  conf_free(c);
+  /* Only --https given: --http keeps its own default. */
+  const char *args2[] = {"--to", "127.0.0.1:9001", "--cert", CERT, "--key", KEY,
+                         "--https", "[::1]:8443", "--workers", "auto"};
+  c = quick_parse(args2, (int)GH_ARRAY_LEN(args2), &print, &err);
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->https[0].host, "::1");
+  ASSERT_STR_EQ(c->http[0].text, ":80");
+  conf_free(c);
+}
+
+static void test_quick_errors(void) {
+  static const struct {
+    const char *args[6];
+    int argc;
+    const char *want;
+  } cases[] = {
+      {{"--to", "127.0.0.1:1", "--form", "a.test"}, 4,
+       "unknown flag \"--form\"; did you mean \"--from\"?"},
+      {{"--to", "127.0.0.1:1", "--bogus-flag"}, 3, "unknown flag \"--bogus-flag\""},
+      {{"--to"}, 1, "--to needs a value (ADDR)"},
+      {{"--to", "127.0.0.1:1", "--log-level"}, 3, "--log-level needs a value"},
+      {{"--from", "a.test"}, 2, "--to ADDR is required"},
+      {{"--to", "127.0.0.1:1", "--workers", "2", "--workers", "3"}, 6, "--workers given twice"},
+      {{"--to", "127.0.0.1:1", "--no-resumption=yes"}, 3, "--no-resumption takes no value"},
+      {{"--to", "127.0.0.1:1", "stray"}, 3, "unexpected argument \"stray\""},
+      {{"--to", "127.0.0.1:1", "--cert", "c.pem"}, 4, "--cert FILE needs --key FILE"},
+      {{"--to", "127.0.0.1:1", "--key", "k.pem"}, 4, "--key FILE needs --cert FILE"},
+      {{"--to", "127.0.0.1:1"}, 2, "--cert FILE and --key FILE are required"},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+    char *err = NULL;
+    int print = -1;
+    conf_t *c = quick_parse(cases[i].args, cases[i].argc, &print, &err);
+    ASSERT_NULL(c);
+    ASSERT_NOT_NULL(err);
+    if (strstr(err, cases[i].want) == NULL) fprintf(stderr, "quick case %zu\n", i);
+    char *copy = gh_strdup(err);
+    gh_free(err);
+    ASSERT_CONTAINS(copy, cases[i].want);
+    gh_free(copy);
+  }
+  /* Bad values get through the flags and are caught by the validator. */
+  const char *args[] = {"--to", "localhost", "--from", "A.test", "--cert", CERT, "--key", KEY,
+                        "--workers", "0", "--access-log", "xml"};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse(args, (int)GH_ARRAY_LEN(args), &print, &err);
+  ASSERT_NULL(c);
+  ASSERT_CONTAINS(err, "<command line>: sites[0].upstreams[0]: expected an address");
+  ASSERT_CONTAINS(err, "<command line>: sites[0].hosts[0]:");
+  ASSERT_CONTAINS(err, "<command line>: workers: expected \"auto\"");
+  ASSERT_CONTAINS(err, "<command line>: log.access: expected one of");
+  gh_free(err);
+}
+
+int main(void) {
+  RUN(test_examples_validate_and_round_trip);
+  RUN(test_full_example_matches_readme);
+  RUN(test_full_example_values);
+  RUN(test_relative_config_path);
+  RUN(test_defaults);
+  RUN(test_listen_defaults_only_when_absent);
+  RUN(test_valid_variants);
+  RUN(test_invalid_documents);
+  RUN(test_every_error_is_reported);
+  RUN(test_syntax_errors);
+  RUN(test_load_errors);
+  RUN(test_durations);
+  RUN(test_addresses);
+  RUN(test_host_patterns);
+  RUN(test_host_match);
+  RUN(test_quick_full);
+  RUN(test_quick_defaults);
+  RUN(test_quick_errors);
+  TEST_EXIT();
+}
