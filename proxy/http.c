@@ -202,15 +202,39 @@ static int valid_token(gh_str_t s) {
   return 1;
 }
 
+/* valid_host checks a Host value (RFC 9112 3.2): a reg-name or an IPv4
+ * address, or an IPv6 literal in brackets, then an optional ":" and port
+ * digits (at most 65535). */
 static int valid_host(gh_str_t s) {
   if (s.len == 0 || s.len > 260) return 0;
-  for (size_t i = 0; i < s.len; i++) {
-    unsigned char ch = (unsigned char)s.ptr[i];
-    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-          ch == '-' || ch == '.' || ch == ':' || ch == '[' || ch == ']' || ch == '_'))
-      return 0;
+  size_t i = 0;
+  if (s.ptr[0] == '[') {
+    for (i = 1; i < s.len && s.ptr[i] != ']'; i++) {
+      unsigned char ch = (unsigned char)s.ptr[i];
+      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F') ||
+            ch == ':' || ch == '.'))
+        return 0;
+    }
+    if (i == s.len || i == 1) return 0;
+    i++;
+  } else {
+    for (; i < s.len && s.ptr[i] != ':'; i++) {
+      unsigned char ch = (unsigned char)s.ptr[i];
+      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+            ch == '-' || ch == '.' || ch == '_'))
+        return 0;
+    }
+    if (i == 0) return 0;
   }
-  return 1;
+  if (i == s.len) return 1;
+  if (s.ptr[i] != ':') return 0;
+  unsigned long port = 0;
+  size_t digits = 0;
+  for (i++; i < s.len; i++, digits++) {
+    if (s.ptr[i] < '0' || s.ptr[i] > '9' || digits >= 5) return 0;
+    port = port * 10 + (unsigned long)(s.ptr[i] - '0');
+  }
+  return port <= 65535;
 }
 
 /* in_list reports whether |name| appears in the comma-separated |list|. */
