@@ -582,5 +582,75 @@ def test_passive_health_skips_dead_upstream():
     h.eq(cnt.requests(), statuses.count(200), "requests at the live upstream")
 
 
+
+class _FlakyBackend:
+    """A stdlib HTTP server that answers /healthz with 503 while |sick| is
+    set and every other path with 200 "flaky"; counts the other requests."""
+
+    def __init__(self):
+        import http.server
+        outer = self
+        self.sick = True
+        self.served = 0
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                if self.path == "/healthz":
+                    code, body = (503, b"sick") if outer.sick else (200, b"ok")
+                else:
+                    outer.served += 1
+                    code, body = 200, b"flaky"
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def test_active_health_check():
+    """A running upstream whose health check fails gets no traffic (passive
+    health cannot see that); once it passes again, it gets traffic again."""
+    e = h.start_echo()
+    fb = _FlakyBackend()
+    try:
+        g = h.start_gatehouse([
+            h.site(["hc.test"], [e, "127.0.0.1:%d" % fb.port], balance="round_robin",
+                   health_check={"path": "/healthz", "interval": "1s", "timeout": "500ms"}),
+        ], workers=1)
+
+        def only_echo():
+            fb.served = 0
+            for i in range(6):
+                if g.get("hc.test", "/hc/%d" % i).status != 200:
+                    return False
+            return fb.served == 0
+        h.wait_until(only_echo, 10, "the failing upstream to be taken out of rotation",
+                     interval=0.2)
+        fb.sick = False
+
+        def both():
+            fb.served = 0
+            for i in range(6):
+                g.get("hc.test", "/hc/%d" % i)
+            return fb.served >= 2
+        h.wait_until(both, 10, "the recovered upstream to get traffic again", interval=0.2)
+        h.contains(g.log(), "is unhealthy", "log line for the failing upstream")
+        h.contains(g.log(), "is healthy again", "log line for the recovered upstream")
+    finally:
+        fb.close()
+
+
 if __name__ == "__main__":
     h.main()
