@@ -1,0 +1,759 @@
+#!/usr/bin/env python3
+"""bench.py: Gatehouse against nginx, HAProxy and Caddy, interleaved.
+
+Run through bench/run, which builds the binaries and passes their paths.
+Every target terminates TLS with the same ECDSA P-256 certificate in front
+of the same gh_echo backend, each from a config generated in a temp dir on
+its own loopback port. For each round, each target (order rotated) gets:
+
+  2 workers, not pinned: idle RSS, RSS with N idle TLS connections,
+                         keep-alive req/s (wrk), full handshakes/s (hsload)
+  1 worker, proxy on CPU 0, load and backend on CPU 1:
+                         keep-alive req/s, full handshakes/s
+
+Medians over rounds go to a Markdown table on stdout; every raw figure goes
+to bench/results/<timestamp>.json. A target that does not start (or does
+not answer through to the backend) is "n/a" for that round.
+
+Only the Python standard library; only 127.0.0.1.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PEERS = ("nginx", "haproxy", "caddy")
+ALL_TARGETS = ("gatehouse",) + PEERS
+SNI = "bench.local"
+
+
+def log(msg):
+    print("[bench] " + msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- /proc accounting -------------------------------------------------------
+
+def proc_tree(root):
+    """Returns root and all its descendants (pids)."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(pids):
+    """utime + stime of every process in pids (each covers all its threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def machine_busy_seconds():
+    """CPU time spent by everything on the machine (all CPUs, not idle)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK  # minus idle and iowait
+
+
+QUIET_BUDGET = [90.0]  # seconds a whole run may spend waiting for quiet
+
+
+def wait_quiet(env, run, limit=15.0):
+    """Waits (at most |limit| s, and within QUIET_BUDGET) until processes
+    other than ours use less than 0.2 of a core; returns the seconds waited.
+    Other sessions' builds and tests share these two cores."""
+    ours = run.pids() + [env.backend_pid]
+    start = time.time()
+    while QUIET_BUDGET[0] > 0 and time.time() - start < limit:
+        m0, o0, t0 = machine_busy_seconds(), cpu_seconds(ours), time.time()
+        time.sleep(0.5)
+        other = (machine_busy_seconds() - m0 - (cpu_seconds(ours) - o0)) / (time.time() - t0)
+        if other < 0.2:
+            break
+        QUIET_BUDGET[0] -= time.time() - t0
+    return time.time() - start
+
+
+class Meter:
+    """CPU used around one measurement: by the proxy, by the load generator
+    (our waited-for children), and by everything else on the machine
+    (other people's builds and tests make a run noisy; this says how much)."""
+
+    def __init__(self, env, run):
+        self.waited = wait_quiet(env, run)
+        self.env, self.pids = env, run.pids()
+        self.t0, self.p0 = time.time(), cpu_seconds(self.pids)
+        self.c0, self.m0 = children_cpu(), machine_busy_seconds()
+        self.b0 = cpu_seconds([env.backend_pid])
+
+    def stop(self, res):
+        wall = time.time() - self.t0
+        proxy = cpu_seconds(self.pids) - self.p0
+        client = children_cpu() - self.c0
+        backend = cpu_seconds([self.env.backend_pid]) - self.b0
+        other = machine_busy_seconds() - self.m0 - proxy - client - backend
+        res.update({"cpu_s": proxy, "client_cpu_share": client / wall,
+                    "backend_cpu_share": backend / wall,
+                    "other_cpu_share": max(0.0, other / wall), "wall_s": wall,
+                    "waited_for_quiet_s": self.waited})
+        return proxy, client
+
+
+def children_cpu():
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def rss_bytes(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+# --- targets -----------------------------------------------------------------
+
+class Env:
+    """What every target needs: paths, the backend port, the certificate."""
+
+    def __init__(self, args, tmp, backend_port, backend_pid):
+        self.args = args
+        self.backend_pid = backend_pid
+        self.tmp = tmp
+        self.backend = "127.0.0.1:%d" % backend_port
+        self.cert = os.path.join(tmp, "cert.pem")
+        self.key = os.path.join(tmp, "key.pem")
+        self.combined = os.path.join(tmp, "combined.pem")
+
+
+def nginx_cmd(env, d, port, workers):
+    tmpdir = os.path.join(d, "tmp")
+    os.makedirs(tmpdir, exist_ok=True)
+    os.chmod(tmpdir, 0o777)
+    conf = f"""
+worker_processes {workers};
+worker_rlimit_nofile 20000;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  keepalive_timeout 300s;
+  keepalive_requests 1000000;
+  client_body_temp_path {tmpdir}/body;
+  proxy_temp_path {tmpdir}/proxy;
+  fastcgi_temp_path {tmpdir}/fastcgi;
+  uwsgi_temp_path {tmpdir}/uwsgi;
+  scgi_temp_path {tmpdir}/scgi;
+  upstream backend {{
+    server {env.backend};
+    keepalive 512;
+  }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {env.cert};
+    ssl_certificate_key {env.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_ecdh_curve X25519:prime256v1;
+    ssl_session_tickets off;
+    ssl_session_cache off;
+    ssl_conf_command NumTickets 0;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")], {}
+
+
+def haproxy_cmd(env, d, port, workers):
+    conf = f"""
+global
+  nbthread {workers}
+  maxconn 9000
+  tune.ssl.cachesize 0
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout http-keep-alive 300s
+  timeout http-request 300s
+
+frontend fe
+  bind 127.0.0.1:{port} ssl crt {env.combined} no-tls-tickets alpn http/1.1 curves X25519:P-256
+  default_backend be
+
+backend be
+  http-reuse always
+  server echo {env.backend}
+"""
+    path = os.path.join(d, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(conf)
+    # no-tls-tickets alone still lets OpenSSL send (useless, stateful) TLS 1.3
+    # tickets; HAProxy 2.6 has no NumTickets knob, OpenSSL's config file does.
+    ossl = os.path.join(d, "openssl.cnf")
+    with open(ossl, "w") as f:
+        f.write("openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_module\n"
+                "[ssl_module]\nsystem_default = ssl_defaults\n[ssl_defaults]\nNumTickets = 0\n")
+    return ["haproxy", "-db", "-f", path], {"OPENSSL_CONF": ossl}
+
+
+def caddy_cmd(env, d, port, workers):
+    conf = {
+        "admin": {"disabled": True, "config": {"persist": False}},
+        "logging": {"logs": {"default": {"level": "ERROR"}}},
+        "storage": {"module": "file_system", "root": os.path.join(d, "data")},
+        "apps": {
+            "tls": {
+                "certificates": {"load_files": [
+                    {"certificate": env.cert, "key": env.key, "tags": ["bench"]}]},
+                "session_tickets": {"disabled": True},
+            },
+            "http": {
+                "servers": {
+                    "bench": {
+                        "listen": ["127.0.0.1:%d" % port],
+                        "idle_timeout": "5m",
+                        "protocols": ["h1"],
+                        "automatic_https": {"disable": True},
+                        "tls_connection_policies": [{
+                            "certificate_selection": {"any_tag": ["bench"]},
+                            "default_sni": SNI,
+                            "alpn": ["http/1.1"],
+                        }],
+                        "routes": [{"handle": [{
+                            "handler": "reverse_proxy",
+                            "upstreams": [{"dial": env.backend}],
+                            "transport": {
+                                "protocol": "http",
+                                "keep_alive": {"max_idle_conns_per_host": 512},
+                            },
+                        }]}],
+                    }
+                }
+            },
+        },
+    }
+    path = os.path.join(d, "caddy.json")
+    with open(path, "w") as f:
+        json.dump(conf, f, indent=1)
+    extra = {"GOMAXPROCS": str(workers), "XDG_DATA_HOME": d, "XDG_CONFIG_HOME": d, "HOME": d}
+    return ["caddy", "run", "--config", path], extra
+
+
+def gatehouse_cmd(env, d, port, workers):
+    return [env.args.gatehouse, "proxy",
+            "--https", "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % free_port(),
+            "--to", env.backend, "--cert", env.cert, "--key", env.key,
+            "--workers", str(workers), "--access-log", "off", "--log-level", "warn",
+            "--no-resumption"], {}
+
+
+COMMANDS = {"nginx": nginx_cmd, "haproxy": haproxy_cmd, "caddy": caddy_cmd,
+            "gatehouse": gatehouse_cmd}
+
+
+class Running:
+    def __init__(self, name, proc, port, d):
+        self.name, self.proc, self.port, self.dir = name, proc, port, d
+
+    def pids(self):
+        return proc_tree(self.proc.pid)
+
+    def stop(self):
+        pids = self.pids()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # Workers of ours that outlived their master (never anything else).
+        for pid in pids[1:]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def probe(env, port, tries_until):
+    """A real request through the proxy to the backend; True on 2xx."""
+    while True:
+        r = subprocess.run([env.args.hsload, "probe", "--connect", "127.0.0.1:%d" % port,
+                            "--sni", SNI], capture_output=True, text=True)
+        if r.returncode == 0:
+            return True
+        if time.time() > tries_until:
+            return False
+        time.sleep(0.2)
+
+
+def start_target(env, name, workers, pinned, tag):
+    d = os.path.join(env.tmp, "%s-%s" % (name, tag))
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    argv, extra = COMMANDS[name](env, d, port, workers)
+    if pinned:
+        argv = ["taskset", "-c", "0"] + argv
+    penv = dict(os.environ)
+    penv.update(extra)
+    logf = open(os.path.join(d, "output.log"), "w")
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                env=penv, cwd=d, start_new_session=True)
+    except OSError as e:
+        logf.close()
+        return None, "cannot start: %s" % e
+    logf.close()
+    run = Running(name, proc, port, d)
+    deadline = time.time() + 15
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    if proc.poll() is not None or not probe(env, port, deadline):
+        run.stop()
+        with open(os.path.join(d, "output.log"), errors="replace") as f:
+            tail = f.read()[-600:].strip()
+        return None, "did not serve a request through to the backend (exit %s): %s" % (
+            proc.poll(), tail)
+    time.sleep(0.5)
+    return run, None
+
+
+# --- measurements -----------------------------------------------------------
+
+def load_prefix(pinned):
+    return ["taskset", "-c", "1"] if pinned else []
+
+
+def parse_wrk(out):
+    def num(pattern, default=None):
+        m = re.search(pattern, out)
+        return m.group(1) if m else default
+
+    def ms(value, unit):
+        return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}[unit]
+
+    res = {"requests": int(num(r"(\d+) requests in", "0")),
+           "rps": float(num(r"Requests/sec:\s+([\d.]+)", "0"))}
+    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
+    res["p99_ms"] = ms(m.group(1), m.group(2)) if m else None
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    res["non_2xx"] = int(num(r"Non-2xx or 3xx responses: (\d+)", "0"))
+    return res
+
+
+def run_keepalive(env, run, pinned, seconds):
+    url = "https://127.0.0.1:%d/" % run.port
+    base = load_prefix(pinned) + ["wrk", "-c", str(env.args.connections), "-t", "1", "--latency"]
+    subprocess.run(base + ["-d", "1s", url], capture_output=True, timeout=60)  # warm-up
+    meter = Meter(env, run)
+    r = subprocess.run(base + ["-d", "%ds" % seconds, url], capture_output=True, text=True,
+                       timeout=seconds + 60)
+    res = parse_wrk(r.stdout)
+    proxy, _ = meter.stop(res)
+    ok = res["requests"] - res["non_2xx"]
+    res["cpu_us_per_req"] = proxy * 1e6 / ok if ok > 0 else None
+    if ok <= 0:
+        res["error"] = (r.stdout + r.stderr)[-400:]
+    return res
+
+
+def run_handshakes(env, run, pinned, seconds):
+    cmd = load_prefix(pinned) + [env.args.hsload, "handshake", "--connect",
+                                 "127.0.0.1:%d" % run.port, "--sni", SNI, "--duration",
+                                 str(seconds), "--concurrency", str(env.args.hs_concurrency)]
+    meter = Meter(env, run)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    try:
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "hsload: " + (r.stdout + r.stderr)[-400:]}
+    proxy, client = meter.stop(res)
+    ok = res["ok"]
+    res["cpu_us_per_hs"] = proxy * 1e6 / ok if ok > 0 else None
+    res["client_cpu_us_per_hs"] = client * 1e6 / ok if ok > 0 else None
+    return res
+
+
+def run_idle_memory(env, run):
+    for _ in range(3):
+        probe(env, run.port, 0)
+    time.sleep(1.0)
+    pids = run.pids()
+    idle = rss_bytes(pids)
+    cmd = [env.args.hsload, "idle", "--connect", "127.0.0.1:%d" % run.port, "--sni", SNI,
+           "--conns", str(env.args.idle_conns), "--concurrency", "64", "--hold", "180"]
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        first = p.stdout.readline()
+        res = json.loads(first)
+        time.sleep(2.0)  # let the proxies settle (and Go's GC run)
+        loaded = rss_bytes(run.pids())
+        p.stdin.close()
+        second = p.stdout.readline()
+        res.update(json.loads(second) if second.strip() else {})
+        p.wait(timeout=30)
+    except (ValueError, subprocess.TimeoutExpired) as e:
+        p.kill()
+        p.wait()
+        return {"error": "hsload idle: %s" % e, "rss_idle": idle}
+    res["rss_idle"] = idle
+    res["rss_loaded"] = loaded
+    held = res["ok"] - res.get("dropped", 0)
+    res["bytes_per_conn"] = (loaded - idle) / res["ok"] if res["ok"] > 0 else None
+    res["held"] = held
+    time.sleep(1.0)  # let the proxy notice the closes before the next phase
+    return res
+
+
+def measure(env, name, rnd, out, workers, pinned, phases):
+    """Starts |name| with |workers| workers, runs each (key, label, fn) of
+    |phases| into out[key], stops it. A target that does not start leaves
+    its reason in out["error"] (or out["error_pinned"])."""
+    mode = "%d worker%s%s" % (workers, "s" if workers > 1 else "", " pinned" if pinned else "")
+    run, err = start_target(env, name, workers, pinned, "r%d-w%d" % (rnd, workers))
+    if run is None:
+        log("%s (%s): n/a: %s" % (name, mode, err))
+        out["error_pinned" if pinned else "error"] = err
+        return
+    try:
+        for key, label, fn in phases:
+            log("%s: %s, %s" % (name, label, mode))
+            out[key] = fn(env, run)
+    finally:
+        run.stop()
+
+
+def bench_target(env, name, rnd):
+    """All measurements of one target in one round."""
+    a = env.args
+
+    def ka(pinned):
+        return lambda e, r: run_keepalive(e, r, pinned, a.ka_seconds)
+
+    def hs(pinned):
+        return lambda e, r: run_handshakes(e, r, pinned, a.hs_seconds)
+
+    out = {}
+    measure(env, name, rnd, out, 2, False, [
+        ("memory", "RSS with %d idle connections" % a.idle_conns, run_idle_memory),
+        ("ka2", "keep-alive", ka(False)), ("hs2", "full handshakes", hs(False))])
+    # One worker, proxy on CPU 0, wrk/hsload and the backend on CPU 1.
+    os.sched_setaffinity(env.backend_pid, {1})
+    try:
+        measure(env, name, rnd, out, 1, True, [
+            ("ka1", "keep-alive", ka(True)), ("hs1", "full handshakes", hs(True))])
+    finally:
+        os.sched_setaffinity(env.backend_pid, set(range(os.cpu_count() or 1)))
+    return out
+
+
+# --- report ------------------------------------------------------------------
+
+# (key, label, higher_is_better, format) of each phase's figures.
+KA_METRICS = [("rps", "keep-alive req/s", True, "{:,.0f}"),
+              ("p99_ms", "p99 ms", False, "{:.2f}"),
+              ("cpu_us_per_req", "CPU µs/req", False, "{:.1f}")]
+HS_METRICS = [("rate", "full handshakes/s", True, "{:,.0f}"),
+              ("cpu_us_per_hs", "CPU µs/handshake", False, "{:.0f}")]
+MEM_METRICS = [("rss_idle", "RSS idle MiB", False, "{:.1f}"),
+               ("bytes_per_conn", "bytes/idle TLS conn", False, "{:,.0f}")]
+METRICS = [(phase,) + m for phase, ms in (("ka2", KA_METRICS), ("hs2", HS_METRICS),
+                                          ("memory", MEM_METRICS), ("ka1", KA_METRICS),
+                                          ("hs1", HS_METRICS)) for m in ms]
+
+
+def medians(rounds, targets):
+    med = {}
+    for t in targets:
+        med[t] = {}
+        for phase, key, _, _, _ in METRICS:
+            vals = []
+            for r in rounds:
+                v = r["results"].get(t, {}).get(phase, {}).get(key)
+                if isinstance(v, (int, float)):
+                    vals.append(v)
+            med[t]["%s.%s" % (phase, key)] = statistics.median(vals) if vals else None
+    return med
+
+
+def best_peer(med, mkey, higher):
+    vals = [med[p][mkey] for p in PEERS if p in med and med[p][mkey] is not None]
+    if not vals:
+        return None
+    return max(vals) if higher else min(vals)
+
+
+def table(med, targets, phases, title):
+    cols = [m for m in METRICS if m[0] in phases]
+    lines = ["### " + title, ""]
+    head = ["target"]
+    for _, key, label, higher, _ in cols:
+        head.append(label)
+        if key != "p99_ms" and key != "rss_idle":
+            head.append("vs best peer")
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for t in targets:
+        row = [t]
+        for phase, key, _, higher, fmt in cols:
+            mkey = "%s.%s" % (phase, key)
+            v = med[t][mkey]
+            row.append(fmt.format(v / 2**20 if key == "rss_idle" else v) if v is not None
+                       else "n/a")
+            if key != "p99_ms" and key != "rss_idle":
+                b = best_peer(med, mkey, higher)
+                row.append("%.2fx" % (v / b) if v is not None and b else "n/a")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    return lines
+
+
+def goals(med):
+    g = med.get("gatehouse")
+    if not g:
+        return []
+    out = ["### Gatehouse against the issue's targets", ""]
+
+    def line(label, value, ref, limit, refname):
+        if value is None or ref is None:
+            out.append("- %s: n/a" % label)
+            return
+        ratio = value / ref
+        out.append("- %s: %.2fx %s (target at most %.1fx): %s" % (
+            label, ratio, refname, limit, "met" if ratio <= limit else "NOT met"))
+
+    for phase, mode in (("ka1", "1 worker pinned"), ("ka2", "2 workers")):
+        line("CPU per keep-alive request, %s" % mode, g[phase + ".cpu_us_per_req"],
+             best_peer(med, phase + ".cpu_us_per_req", False), 0.8, "of the best peer")
+    for phase, mode in (("hs1", "1 worker pinned"), ("hs2", "2 workers")):
+        line("CPU per full handshake, %s" % mode, g[phase + ".cpu_us_per_hs"],
+             med.get("nginx", {}).get(phase + ".cpu_us_per_hs"), 0.6, "of nginx")
+    line("memory per idle TLS connection", g["memory.bytes_per_conn"],
+         med.get("nginx", {}).get("memory.bytes_per_conn"), 0.5, "of nginx")
+    out.append("")
+    return out
+
+
+def problems(rounds, targets):
+    """Failures worth a reader's attention, one line each."""
+    out, noisy, saturated = [], [], []
+    for r in rounds:
+        for t in targets:
+            res = r["results"].get(t, {})
+            for k in ("error", "error_pinned"):
+                if k in res:
+                    out.append("- round %d, %s: n/a (%s)" % (r["round"], t, res[k][:200]))
+            for phase in ("ka2", "ka1"):
+                p = res.get(phase, {})
+                if p.get("socket_errors") or p.get("non_2xx") or p.get("error"):
+                    out.append("- round %d, %s %s: %s socket errors, %s non-2xx %s" % (
+                        r["round"], t, phase, p.get("socket_errors"), p.get("non_2xx"),
+                        p.get("error", "")[:200]))
+            for phase in ("ka2", "ka1", "hs2", "hs1"):
+                p = res.get(phase, {})
+                if p.get("other_cpu_share", 0) > 0.15:
+                    noisy.append("r%d %s %s %.2f" % (r["round"], t, phase, p["other_cpu_share"]))
+                if phase.endswith("1") and p.get("client_cpu_share", 0) > 0.9:
+                    saturated.append("r%d %s %s" % (r["round"], t, phase))
+            for phase in ("hs2", "hs1", "memory"):
+                p = res.get(phase, {})
+                bad = {k: p[k] for k in ("fail", "reused", "wrong_params", "tickets",
+                                         "bad_status", "dropped") if p.get(k)}
+                if bad or p.get("error"):
+                    out.append("- round %d, %s %s: %s %s" % (r["round"], t, phase, bad,
+                                                           p.get("error", "")[:200]))
+    if noisy:
+        out.append("- other processes used more than 0.15 of a core during (round, target, "
+                   "run, cores): %s. Rates there are unreliable; CPU per request much less so."
+                   % "; ".join(noisy))
+    if saturated:
+        out.append("- the load generator used a whole core (so the rate is its limit, not the "
+                   "proxy's) in: %s" % "; ".join(saturated))
+    return out
+
+
+def versions(args):
+    def first_line(cmd):
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return None
+    return {"nginx": first_line(["nginx", "-v"]), "haproxy": first_line(["haproxy", "-v"]),
+            "caddy": first_line(["caddy", "version"]),
+            "gatehouse": first_line([args.gatehouse, "version"]),
+            "wrk": first_line(["wrk", "--version"]), "kernel": platform.release(),
+            "cpus": os.cpu_count()}
+
+
+def make_cert(tmp):
+    cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=" + SNI,
+                    "-addext", "subjectAltName=DNS:%s,IP:127.0.0.1" % SNI],
+                   check=True, capture_output=True)
+    with open(os.path.join(tmp, "combined.pem"), "w") as f:
+        f.write(open(cert).read() + open(key).read())
+    os.chmod(key, 0o644)  # nginx and haproxy workers may drop privileges
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gatehouse", required=True)
+    ap.add_argument("--echo", required=True)
+    ap.add_argument("--hsload", required=True)
+    ap.add_argument("--results-dir", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ka-seconds", type=int, default=8)
+    ap.add_argument("--hs-seconds", type=int, default=5)
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--hs-concurrency", type=int, default=16)
+    ap.add_argument("--idle-conns", type=int, default=5000)
+    ap.add_argument("--body-size", type=int, default=64)
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS))
+    args = ap.parse_args()
+    targets = [t for t in args.targets.split(",") if t]
+    for t in targets:
+        if t not in COMMANDS:
+            sys.exit("bench.py: unknown target %s" % t)
+
+    started = datetime.datetime.now()
+    tmp = tempfile.mkdtemp(prefix="gh-bench-")
+    os.chmod(tmp, 0o755)
+    make_cert(tmp)
+    backend_port_file = os.path.join(tmp, "echo.port")
+    echo_log = open(os.path.join(tmp, "echo.log"), "w")
+    echo = subprocess.Popen([args.echo, "--listen", "127.0.0.1:0", "--body-size",
+                             str(args.body_size), "--ready-file", backend_port_file],
+                            stdin=subprocess.DEVNULL, stdout=echo_log, stderr=echo_log,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 10
+        while not os.path.exists(backend_port_file):
+            if time.time() > deadline or echo.poll() is not None:
+                sys.exit("bench.py: gh_echo did not start (see %s/echo.log)" % tmp)
+            time.sleep(0.05)
+        env = Env(args, tmp, int(open(backend_port_file).read()), echo.pid)
+        log("backend gh_echo on %s, body %d bytes; temp dir %s" % (env.backend, args.body_size,
+                                                                   tmp))
+        rounds = []
+        for rnd in range(args.rounds):
+            order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+            log("round %d/%d: %s" % (rnd + 1, args.rounds, ", ".join(order)))
+            results = {}
+            for name in order:
+                if echo.poll() is not None:
+                    sys.exit("bench.py: gh_echo died (see %s/echo.log)" % tmp)
+                results[name] = bench_target(env, name, rnd)
+            rounds.append({"round": rnd + 1, "order": order, "results": results})
+    finally:
+        echo.send_signal(signal.SIGTERM)
+        try:
+            echo.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            echo.kill()
+        echo_log.close()
+
+    med = medians(rounds, targets)
+    n = len(rounds)
+    report = ["## Gatehouse benchmark, %s" % started.strftime("%Y-%m-%d %H:%M"), "",
+              "Medians of %d round(s); TLS 1.3, X25519, ECDSA P-256; backend gh_echo with %d-byte "
+              "bodies. \"vs best peer\" divides by the best of nginx, HAProxy and Caddy "
+              "(for req/s and handshakes/s higher is better, for CPU and memory lower)." % (
+                  n, args.body_size), ""]
+    report += table(med, targets, ("ka2", "hs2"),
+                    "2 workers each, not pinned (wrk -c %d -t 1, %d s; hsload -c %d, %d s)" % (
+                        args.connections, args.ka_seconds, args.hs_concurrency,
+                        args.hs_seconds))
+    report += table(med, targets, ("memory",),
+                    "Memory: VmRSS of all proxy processes, idle and with %d idle TLS connections "
+                    "(2 workers)" % args.idle_conns)
+    report += table(med, targets, ("ka1", "hs1"),
+                    "1 worker each, proxy pinned to CPU 0, load generator and backend on CPU 1")
+    report += goals(med) if "gatehouse" in targets else []
+    probs = problems(rounds, targets)
+    if probs:
+        report += ["### Problems", ""] + probs + [""]
+    text = "\n".join(report)
+    print(text)
+
+    os.makedirs(args.results_dir, exist_ok=True)
+    path = os.path.join(args.results_dir, started.strftime("%Y%m%d-%H%M%S") + ".json")
+    with open(path, "w") as f:
+        json.dump({"started": started.isoformat(), "versions": versions(args),
+                   "settings": {k: v for k, v in vars(args).items()},
+                   "rounds": rounds, "medians": med, "report": text}, f, indent=1)
+    log("raw results: %s" % path)
+    if any(line.startswith("- round") for line in probs):  # a failure, not just noise
+        log("configs and logs kept in %s" % tmp)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
