@@ -120,6 +120,7 @@ void px_conn_close(px_conn_t *c) {
 
 static void on_timer(uv_timer_t *t) {
   px_conn_t *c = t->data;
+  if (!px_lazy_expired(t, &c->tl, on_timer)) return;
   if (c->state == PX_CONN_HANDSHAKE) {
     GH_DEBUG("tls", "%s: handshake timeout", c->client_ip);
     px_conn_close(c);
@@ -129,11 +130,7 @@ static void on_timer(uv_timer_t *t) {
 }
 
 void px_conn_set_timer(px_conn_t *c, uint64_t ms) {
-  if (ms == 0) {
-    uv_timer_stop(&c->timer);
-  } else {
-    uv_timer_start(&c->timer, on_timer, ms, 0);
-  }
+  px_lazy_set(&c->timer, &c->tl, on_timer, ms);
 }
 
 /* ---- writes ---- */

@@ -78,8 +78,9 @@ void px_ex_tunnel_client_data(px_exchange_t *ex, const char *p, size_t len) {
 
 /* ---- timers ---- */
 
-static void on_up_timer(uv_timer_t *t) {
+void px_upconn_on_timer(uv_timer_t *t) {
   px_upconn_t *u = t->data;
+  if (!px_lazy_expired(t, &u->tl, px_upconn_on_timer)) return;
   px_exchange_t *ex = u->ex;
   if (ex == NULL) { /* idle in the pool too long */
     px_upconn_close(u);
@@ -101,7 +102,7 @@ static void on_up_timer(uv_timer_t *t) {
 }
 
 static void arm_response_timer(px_upconn_t *u) {
-  uv_timer_start(&u->timer, on_up_timer, conf_of(u->ex)->timeouts.upstream_response_ms, 0);
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, conf_of(u->ex)->timeouts.upstream_response_ms);
 }
 
 /* ---- connecting ---- */
@@ -169,7 +170,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   }
   u->gen = px_gen_ref(ex->gen);
   attach(ex, u);
-  uv_timer_start(&u->timer, on_up_timer, conf_of(ex)->timeouts.upstream_connect_ms, 0);
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, conf_of(ex)->timeouts.upstream_connect_ms);
 }
 
 void px_ex_start(px_exchange_t *ex) { connect_next(ex, NULL); }
@@ -240,14 +241,24 @@ static int r_headers_complete(llhttp_t *p) {
   px_conn_t *c = ex->conn;
   if (c == NULL) return -1;
   int status = p->status_code;
+  /* "HTTP/1.1 NNN reason\r\n"; llhttp guarantees a 3-digit status and
+   * r_status caps the reason at 256 bytes. */
   char line[320];
-  int n = snprintf(line, sizeof(line), "HTTP/1.1 %d %.*s\r\n", status, (int)ex->status_len,
-                   ex->resp.buf ? ex->resp.buf : "");
+  memcpy(line, "HTTP/1.1 ", 9);
+  line[9] = (char)('0' + status / 100 % 10);
+  line[10] = (char)('0' + status / 10 % 10);
+  line[11] = (char)('0' + status % 10);
+  line[12] = ' ';
+  size_t n = 13;
+  if (ex->status_len) memcpy(line + n, ex->resp.buf, ex->status_len);
+  n += ex->status_len;
+  line[n++] = '\r';
+  line[n++] = '\n';
   if (status >= 100 && status < 200 && status != 101) {
     /* Interim responses (100 Continue, 103 Early Hints) go through as is
      * to HTTP/1.1 clients. */
     if (ex->http_minor >= 1) {
-      px_conn_send(c, line, (size_t)n);
+      px_conn_send(c, line, n);
       send_headers(c, &ex->resp, 1);
       px_conn_send(c, "\r\n", 2);
     }
@@ -257,7 +268,7 @@ static int r_headers_complete(llhttp_t *p) {
   ex->in_resp_trailers = 1;
   if (status == 101) {
     if (!ex->upgrade) return -1;
-    px_conn_send(c, line, (size_t)n);
+    px_conn_send(c, line, n);
     send_headers(c, &ex->resp, 1);
     for (size_t i = 0; i < ex->resp.num; i++) {
       if (gh_str_ieq(px_hdr_name(&ex->resp, i), GH_STR("upgrade"))) {
@@ -276,7 +287,7 @@ static int r_headers_complete(llhttp_t *p) {
   int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
   int keep = ex->client_keepalive && !c->close_after && !c->w->draining;
   if (!ex->req_done) keep = 0; /* an early response: the rest of the body is unread */
-  px_conn_send(c, line, (size_t)n);
+  px_conn_send(c, line, n);
   send_headers(c, &ex->resp, 1);
   if (!no_body) {
     if (chunked || !has_length) {
@@ -307,8 +318,8 @@ static int r_body(llhttp_t *p, const char *at, size_t len) {
   if (c == NULL) return -1;
   if (ex->resp_chunked_out) {
     char size[24];
-    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-    px_conn_send(c, size, (size_t)n);
+    size_t n = px_chunk_head(size, len);
+    px_conn_send(c, size, n);
     px_conn_send(c, at, len);
     px_conn_send(c, "\r\n", 2);
   } else {
@@ -450,14 +461,14 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     const char *pos = llhttp_get_error_pos(&u->parser);
     size_t rest = (size_t)(buf->base + nread - pos);
     if (ex->status == 101) {
-      uv_timer_stop(&u->timer);
+      px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
       if (rest) px_conn_send(c, pos, rest);
       px_conn_flush(c);
       px_http_tunnel(c);
       return;
     }
     ex->up_reusable = llhttp_should_keep_alive(&u->parser) && rest == 0 && ex->req_done;
-    uv_timer_stop(&u->timer);
+    px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
     detach(ex, ex->up_reusable);
     px_conn_flush(c);
     px_http_exchange_done(c);
@@ -477,16 +488,74 @@ void px_ex_client_gone(px_exchange_t *ex) {
   px_ex_free(ex);
 }
 
-void px_ex_free(px_exchange_t *ex) {
-  if (ex == NULL) return;
-  detach(ex, ex->up_reusable && ex->resp_done && ex->req_done);
+/* Exchanges are recycled per worker with their buffers, so a keep-alive
+ * request costs no allocation in the steady state. Buffers that grew large
+ * (a big request head) are not kept. */
+enum { EX_CACHE_MAX = 64, EX_KEEP_BYTES = 16 * 1024 };
+
+static int small_hdrs(const px_hdrs_t *hs) { return hs->cap <= EX_KEEP_BYTES && hs->cap_h <= 128; }
+
+px_exchange_t *px_ex_new(px_conn_t *c) {
+  px_worker_t *w = c->w;
+  px_exchange_t *ex = w->ex_cache;
+  if (ex) {
+    w->ex_cache = ex->next_free;
+    w->num_ex_cache--;
+    px_hdrs_t req = ex->req, resp = ex->resp, req_tr = ex->req_tr, resp_tr = ex->resp_tr;
+    px_buf_t up_out = ex->up_out, up_head = ex->up_head;
+    memset(ex, 0, sizeof(*ex));
+    ex->req = req, ex->resp = resp, ex->req_tr = req_tr, ex->resp_tr = resp_tr;
+    px_hdrs_reset(&ex->req);
+    px_hdrs_reset(&ex->resp);
+    px_hdrs_reset(&ex->req_tr);
+    px_hdrs_reset(&ex->resp_tr);
+    ex->up_out = up_out, ex->up_head = up_head;
+    ex->up_out.len = ex->up_head.len = 0;
+  } else {
+    ex = gh_calloc(1, sizeof(*ex));
+  }
+  ex->w = w;
+  ex->conn = c;
+  ex->gen = px_gen_ref(w->gen);
+  ex->start_ms = uv_now(&w->loop);
+  return ex;
+}
+
+static void ex_release_buffers(px_exchange_t *ex) {
   px_hdrs_cleanup(&ex->req);
   px_hdrs_cleanup(&ex->resp);
   px_hdrs_cleanup(&ex->req_tr);
   px_hdrs_cleanup(&ex->resp_tr);
   px_buf_free(&ex->up_out);
   px_buf_free(&ex->up_head);
+}
+
+void px_ex_free(px_exchange_t *ex) {
+  if (ex == NULL) return;
+  detach(ex, ex->up_reusable && ex->resp_done && ex->req_done);
   gh_free(ex->host);
+  ex->host = NULL;
   px_gen_unref(ex->gen);
+  ex->gen = NULL;
+  px_worker_t *w = ex->w;
+  if (w->num_ex_cache < EX_CACHE_MAX && small_hdrs(&ex->req) && small_hdrs(&ex->resp) &&
+      small_hdrs(&ex->req_tr) && small_hdrs(&ex->resp_tr) && ex->up_out.cap <= EX_KEEP_BYTES &&
+      ex->up_head.cap <= EX_KEEP_BYTES) {
+    ex->next_free = w->ex_cache;
+    w->ex_cache = ex;
+    w->num_ex_cache++;
+    return;
+  }
+  ex_release_buffers(ex);
   gh_free(ex);
+}
+
+void px_ex_cache_free(px_worker_t *w) {
+  while (w->ex_cache) {
+    px_exchange_t *ex = w->ex_cache;
+    w->ex_cache = ex->next_free;
+    ex_release_buffers(ex);
+    gh_free(ex);
+  }
+  w->num_ex_cache = 0;
 }

@@ -66,12 +66,7 @@ void px_http_error(px_conn_t *c, int status, const char *why) {
   char body[64];
   snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
   c->close_after = 1;
-  if (c->ex == NULL) {
-    c->ex = gh_calloc(1, sizeof(px_exchange_t));
-    c->ex->conn = c;
-    c->ex->gen = px_gen_ref(c->w->gen);
-    c->ex->start_ms = uv_now(&c->w->loop);
-  }
+  if (c->ex == NULL) c->ex = px_ex_new(c);
   respond(c, status, NULL, body, 0);
   finish_exchange(c);
 }
@@ -147,11 +142,7 @@ static int fail(px_conn_t *c, int status, const char *why) {
 
 static int on_message_begin(llhttp_t *p) {
   px_conn_t *c = conn_of(p);
-  px_exchange_t *ex = gh_calloc(1, sizeof(*ex));
-  ex->conn = c;
-  ex->gen = px_gen_ref(c->w->gen);
-  ex->start_ms = uv_now(&c->w->loop);
-  c->ex = ex;
+  c->ex = px_ex_new(c);
   return 0;
 }
 
@@ -414,8 +405,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   if (!c->is_tls) return 0;
   if (ex->req_chunked) {
     char size[24];
-    int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-    px_ex_send_body(ex, size, (size_t)n);
+    size_t n = px_chunk_head(size, len);
+    px_ex_send_body(ex, size, n);
     px_ex_send_body(ex, at, len);
     px_ex_send_body(ex, "\r\n", 2);
   } else {

@@ -32,6 +32,40 @@ typedef struct {
   size_t len, cap;
 } px_buf_t;
 
+/* ---- lazily re-armed timers ----
+ * Moving a deadline later costs no timer-heap work: the timer fires at the
+ * earlier due time and re-arms itself for the rest. Connections move their
+ * deadlines on every request, so this keeps the heap out of the hot path. */
+typedef struct {
+  uint64_t deadline; /* UINT64_MAX: none */
+  uint64_t due;      /* when the uv timer will fire, while active */
+} px_lazy_t;
+
+static inline void px_lazy_set(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb, uint64_t ms) {
+  if (ms == 0) {
+    l->deadline = UINT64_MAX;
+    return;
+  }
+  l->deadline = uv_now(t->loop) + ms;
+  if (!uv_is_active((uv_handle_t *)t) || l->due > l->deadline) {
+    uv_timer_start(t, cb, ms, 0);
+    l->due = l->deadline;
+  }
+}
+
+/* px_lazy_expired is called first thing in the timer callback: it returns
+ * 1 when the deadline has really passed, else re-arms and returns 0. */
+static inline int px_lazy_expired(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb) {
+  if (l->deadline == UINT64_MAX) return 0;
+  uint64_t now = uv_now(t->loop);
+  if (now < l->deadline) {
+    uv_timer_start(t, cb, l->deadline - now, 0);
+    l->due = l->deadline;
+    return 0;
+  }
+  return 1;
+}
+
 /* ---- intrusive doubly-linked list ---- */
 typedef struct px_link {
   struct px_link *prev, *next;
@@ -154,7 +188,25 @@ struct px_worker {
   px_conn_t *pout_owner;
   size_t obuf_len, obuf_cap;
   BIO_METHOD *bio_method;
+  px_exchange_t *ex_cache; /* freed exchanges, buffers kept (see exchange.c) */
+  size_t num_ex_cache;
 };
+
+/* px_chunk_head writes "<hex len>\r\n" into |out| (at least 20 bytes) and
+ * returns its length: the chunked-encoding prefix, without printf. */
+static inline size_t px_chunk_head(char *out, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  char tmp[16];
+  size_t n = 0;
+  do {
+    tmp[n++] = hex[len & 15];
+    len >>= 4;
+  } while (len);
+  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  out[n] = '\r';
+  out[n + 1] = '\n';
+  return n + 2;
+}
 
 /* ---- header store: names/values as offsets into one buffer ---- */
 typedef struct {
@@ -201,6 +253,7 @@ typedef enum {
 struct px_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  px_lazy_t tl;
   int handles_open;
   px_worker_t *w;
   px_link_t link;
@@ -230,6 +283,7 @@ struct px_upconn {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
   uv_timer_t timer;
+  px_lazy_t tl;
   int handles_open;
   px_worker_t *w;
   px_gen_t *gen;
@@ -246,6 +300,8 @@ struct px_upconn {
 
 /* ---- one request/response exchange ---- */
 struct px_exchange {
+  px_worker_t *w;
+  px_exchange_t *next_free; /* in the worker's cache */
   px_conn_t *conn;
   px_gen_t *gen;
   px_site_t *site;
@@ -314,6 +370,9 @@ int px_http_hop_by_hop(const px_hdrs_t *hs, gh_str_t name);
 void px_exchange_init_settings(px_worker_t *w);
 
 /* exchange.c: the upstream half of an exchange */
+px_exchange_t *px_ex_new(px_conn_t *c);
+void px_ex_cache_free(px_worker_t *w);
+void px_upconn_on_timer(uv_timer_t *t);
 void px_ex_start(px_exchange_t *ex);
 void px_ex_send_body(px_exchange_t *ex, const char *p, size_t len);
 void px_ex_request_done(px_exchange_t *ex);

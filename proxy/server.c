@@ -165,6 +165,7 @@ static void worker_free(px_worker_t *w) {
   uv_walk(&w->loop, worker_close_walk, NULL);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&w->loop) != 0) GH_WARN("proxy", "worker %u: loop not empty at exit", w->id);
+  px_ex_cache_free(w);
   px_gen_unref(w->gen);
   px_gen_unref(w->next_gen);
   gh_free(w->pools);

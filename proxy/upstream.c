@@ -86,16 +86,13 @@ px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a) {
   pool->num_idle--;
   u->idle = 0;
   u->reused = 1;
-  uv_timer_stop(&u->timer);
   return u;
 }
-
-static void on_idle_timeout(uv_timer_t *t) { px_upconn_close(t->data); }
 
 void px_upconn_release(px_upconn_t *u, int reusable) {
   px_worker_t *w = u->w;
   u->ex = NULL;
-  uv_timer_stop(&u->timer);
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
   const conf_upstream_group_t *g = u->addr->group->conf;
   if (!reusable || u->gen != w->gen || w->draining || !u->connected ||
       w->pools[u->addr->index].num_idle >= g->max_idle) {
@@ -106,7 +103,7 @@ void px_upconn_release(px_upconn_t *u, int reusable) {
   px_list_insert(&pool->idle, &u->link);
   pool->num_idle++;
   u->idle = 1;
-  uv_timer_start(&u->timer, on_idle_timeout, g->idle_timeout_ms, 0);
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, g->idle_timeout_ms);
 }
 
 typedef struct {
