@@ -1,0 +1,92 @@
+/* acme.h: the certificate plane's public API, as the data plane and the
+ * command line see it.
+ *
+ * Two pieces:
+ *
+ *  - The challenge table (acme_challenges_t): the answers to pending
+ *    TLS-ALPN-01 and HTTP-01 challenges. The control thread writes it; every
+ *    worker reads it (under a read lock, never blocking on the network).
+ *
+ *  - The engine (acme_engine_t): an asynchronous ACME client (RFC 8555) on
+ *    one libuv loop, the control thread's. "Get a certificate for these
+ *    names, call me back." It keeps its account and certificates in the
+ *    storage directory and puts challenge answers in the table while an
+ *    order is validated. Like libuv: if a function that takes a callback
+ *    fails, the callback is never called. */
+#ifndef GH_ACME_H
+#define GH_ACME_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "acme/certs.h"
+#include "conf/conf.h"
+
+/* ---- challenge table ---- */
+
+typedef struct acme_challenges acme_challenges_t;
+
+acme_challenges_t *acme_challenges_new(void);
+void acme_challenges_free(acme_challenges_t *table);
+
+/* acme_challenges_put_tlsalpn makes |cert| (a TLS-ALPN-01 certificate for
+ * |name|, see acme__tlsalpn_cert) the answer for |name|, taking a new
+ * reference; NULL removes it. */
+void acme_challenges_put_tlsalpn(acme_challenges_t *table, const char *name, acme_cert_t *cert);
+
+/* acme_challenges_put_http01 makes |keyauth| the answer for
+ * /.well-known/acme-challenge/|token|; NULL removes it. Copies both. */
+void acme_challenges_put_http01(acme_challenges_t *table, const char *token, const char *keyauth);
+
+/* acme_challenges_get_tlsalpn returns a new reference to the TLS-ALPN-01
+ * certificate for the lower-case |name| (caller unrefs), or NULL. */
+acme_cert_t *acme_challenges_get_tlsalpn(acme_challenges_t *table, const char *name,
+                                         size_t name_len);
+
+/* acme_challenges_get_http01 returns a newly allocated copy of the key
+ * authorization for |token| (caller frees with gh_free), or NULL. */
+char *acme_challenges_get_http01(acme_challenges_t *table, const char *token, size_t token_len);
+
+/* ---- engine ---- */
+
+typedef struct acme_engine acme_engine_t;
+
+/* acme_engine_new creates an engine for |conf|'s acme and storage settings
+ * on |loop|, writing challenge answers into |challenges| (not owned; must
+ * outlive the engine). |conf| must outlive the engine. Returns NULL with
+ * |*out_err| set (caller frees) if, e.g., the storage directory or a CA
+ * root file cannot be used. Nothing touches the network until the first
+ * request. */
+acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *conf,
+                               acme_challenges_t *challenges);
+
+/* acme_engine_free stops the engine: orders in flight end with their
+ * callbacks called with UV_ECANCELED (from the loop, after this returns).
+ * acme_engine_free(NULL) does nothing. */
+void acme_engine_free(acme_engine_t *engine);
+
+/* acme_obtain_cb receives the outcome of acme_engine_obtain: |status| 0 and
+ * |cert|, already written to storage (borrowed: take a reference with
+ * acme_cert_ref to keep it); or a negative status and |err|, a message
+ * naming the CA URL and the problem type and detail (RFC 8555 problem
+ * document), valid during the call. */
+typedef void (*acme_obtain_cb)(void *arg, int status, const char *err, acme_cert_t *cert);
+
+/* acme_engine_obtain orders one certificate covering |names| (lower-case,
+ * the first is the storage name) through the configured CA: account (found
+ * or created), newOrder, authorizations and challenges by the configured
+ * preference, finalize with a CSR, download, store. Returns 0 (the
+ * callback will be called exactly once) or a negative error (it will not). */
+int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t num_names,
+                       acme_obtain_cb cb, void *arg);
+
+/* acme_revoke_cb receives the outcome of acme_engine_revoke. */
+typedef void (*acme_revoke_cb)(void *arg, int status, const char *err);
+
+/* acme_engine_revoke revokes |cert| (RFC 8555 7.6) with CRL reason
+ * |reason| (0-10 except 7), signed by the account key. Same contract as
+ * acme_engine_obtain. */
+int acme_engine_revoke(acme_engine_t *engine, acme_cert_t *cert, int reason, acme_revoke_cb cb,
+                       void *arg);
+
+#endif
