@@ -139,7 +139,7 @@ px_site_t *px_gen_site(px_gen_t *gen, const char *host, size_t host_len) {
   if (host_len && host[0] == '[') {
     const char *end = memchr(host, ']', host_len);
     host_len = end ? (size_t)(end - host) + 1 : host_len;
-  } else {
+  } else if (host_len) { /* an HTTP/1.0 request without Host has host NULL */
     const char *colon = memchr(host, ':', host_len);
     if (colon) host_len = (size_t)(colon - host);
   }

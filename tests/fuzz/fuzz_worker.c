@@ -1,0 +1,190 @@
+/* fuzz_worker.c: see fuzz_worker.h. */
+#include "tests/fuzz/fuzz_worker.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "tests/unit/testcert.h"
+
+/* Small limits, so the fuzzer reaches them; the route and the wildcard
+ * host give routing something to choose. */
+static const char conf_template[] =
+    "{\"listen\": {\"https\": \"127.0.0.1:8443\"},"
+    " \"workers\": 1,"
+    " \"sites\": [{\"hosts\": [\"a.test\", \"*.b.test\"], \"upstreams\": [\"%s\"],"
+    "   \"routes\": [{\"path\": \"/r/\", \"upstreams\": [\"%s\"]}],"
+    "   \"tls\": {\"cert\": \"%s\", \"key\": \"%s\"},"
+    "   \"hsts\": {\"max_age\": \"1d\"}, \"default\": true}],"
+    " \"limits\": {\"max_header_bytes\": 1024, \"max_headers\": 16, \"max_uri_bytes\": 256,"
+    "   \"write_queue_bytes\": 4096},"
+    " \"log\": {\"level\": \"error\", \"access\": \"off\"}}";
+
+enum { MAX_PEERS = 16 };
+
+static px_worker_t *g_w;
+static tc_dir_t g_dir;
+static int g_peers[MAX_PEERS]; /* the far ends of the socketpairs */
+static size_t g_num_peers;
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void worker_teardown(void) {
+  px_worker_t *w = g_w;
+  fw_finish(w);
+  uv_walk(&w->loop, close_walk, NULL);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+  if (uv_loop_close(&w->loop) != 0) {
+    fprintf(stderr, "fuzz worker: loop not empty at exit\n");
+    abort();
+  }
+  px_ex_cache_free(w);
+  px_gen_unref(w->gen);
+  gh_free(w->pools);
+  gh_free(w->obuf);
+  px_buf_free(&w->pout);
+  BIO_meth_free(w->bio_method);
+  gh_free(w);
+  g_w = NULL;
+  tc_dir_cleanup(&g_dir);
+}
+
+px_worker_t *fw_worker(const char *upstream) {
+  if (g_w) return g_w;
+  signal(SIGPIPE, SIG_IGN);
+  gh_log_setup(GH_LOG_ERROR, GH_LOG_TEXT);
+  const char *cert, *key;
+  tc_dir_init(&g_dir);
+  tc_issue(&g_dir, "site", "a.test", "a.test,*.b.test", 0, &cert, &key);
+  char *json = gh_asprintf(conf_template, upstream, upstream, cert, key);
+  char *err = NULL;
+  conf_t *conf = conf_parse(&err, "fuzz.json", json, strlen(json));
+  gh_free(json);
+  px_gen_t *gen = conf ? px_gen_new(&err, conf) : NULL;
+  if (gen == NULL) {
+    fprintf(stderr, "fuzz worker: %s\n", err);
+    abort();
+  }
+  /* As server.c's worker_new, less the threads, async and timers. */
+  px_worker_t *w = gh_calloc(1, sizeof(*w));
+  if (uv_loop_init(&w->loop) != 0) abort();
+  px_list_init(&w->conns);
+  px_list_init(&w->upconns);
+  w->gen = gen;
+  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
+  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  px_http_init_settings(w);
+  px_exchange_init_settings(w);
+  px_worker_bio_init(w);
+  g_w = w;
+  atexit(worker_teardown);
+  return w;
+}
+
+px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
+  int sv[2];
+  if (g_num_peers == MAX_PEERS || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    abort();
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  g_peers[g_num_peers++] = sv[1];
+  px_conn_t *c = gh_calloc(1, sizeof(*c));
+  c->w = w;
+  uv_tcp_init(&w->loop, &c->tcp);
+  /* libuv's stream code does not care that the socket is AF_UNIX. */
+  if (uv_tcp_open(&c->tcp, sv[0]) != 0) abort();
+  c->tcp.data = c;
+  uv_timer_init(&w->loop, &c->timer);
+  c->timer.data = c;
+  c->handles_open = 2;
+  px_list_insert(&w->conns, &c->link);
+  w->num_conns++;
+  snprintf(c->client_ip, sizeof(c->client_ip), "192.0.2.1");
+  /* The TLS listener's connection after its handshake, minus the SSL. */
+  c->is_tls = proxy;
+  c->state = PX_CONN_HEAD;
+  px_http_conn_ready(c);
+  px_conn_read_start(c);
+  return c;
+}
+
+int fw_alive(px_worker_t *w, px_conn_t *c) {
+  for (px_link_t *l = w->conns.next; l != &w->conns; l = l->next) {
+    if (l == &c->link) return c->state != PX_CONN_CLOSING;
+  }
+  return 0;
+}
+
+int fw_feed(px_worker_t *w, px_conn_t *c, const char *data, size_t len) {
+  if (!fw_alive(w, c)) return -1;
+  /* What conn.c's on_read does with plaintext. */
+  px_http_on_plain(c, data, len);
+  if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
+  return fw_alive(w, c) ? 0 : -1;
+}
+
+/* drain_peers reads what the clients were sent; GH_FUZZ_ECHO=1 in the
+ * environment copies it to stderr, for checking what a seed does. */
+static void drain_peers(void) {
+  static int echo = -1;
+  if (echo < 0) echo = getenv("GH_FUZZ_ECHO") != NULL;
+  char buf[4096];
+  ssize_t n;
+  for (size_t i = 0; i < g_num_peers; i++) {
+    while ((n = read(g_peers[i], buf, sizeof(buf))) > 0) {
+      if (echo && write(2, buf, (size_t)n) < 0) echo = 0;
+    }
+  }
+}
+
+void fw_spin(px_worker_t *w, int rounds) {
+  for (int i = 0; i < rounds; i++) {
+    drain_peers();
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  }
+}
+
+void fw_finish(px_worker_t *w) {
+  for (px_link_t *l = w->conns.next; l != &w->conns;) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    l = l->next;
+    px_conn_close(c);
+  }
+  px_worker_pools_close(w);
+  /* Close callbacks, cancelled writes and connects: a few rounds at most.
+   * Anything still holding the loop after many is a leaked handle. */
+  for (int i = 0; i < 1000 && uv_loop_alive(&w->loop); i++) fw_spin(w, 1);
+  if (uv_loop_alive(&w->loop) || w->num_conns != 0 || !px_list_empty(&w->upconns)) {
+    fprintf(stderr, "fuzz worker: %zu connection(s) or upstream connections left open\n",
+            w->num_conns);
+    abort();
+  }
+  for (size_t i = 0; i < g_num_peers; i++) close(g_peers[i]);
+  g_num_peers = 0;
+  w->draining = 0;
+  /* The next input starts from the same state: no upstream marked down,
+   * round robin at its start. */
+  for (size_t i = 0; i < w->gen->num_addrs; i++) atomic_store(&w->gen->addrs[i].down_until_ms, 0);
+  for (size_t i = 0; i < w->gen->num_groups; i++) atomic_store(&w->gen->groups[i].rr, 0);
+}
+
+size_t fw_split(size_t len, unsigned slices, uint8_t f1, uint8_t f2, size_t off[4]) {
+  size_t n = 0;
+  off[n++] = 0;
+  if (slices >= 2) off[n++] = len * f1 / 256;
+  if (slices >= 3) off[n] = off[n - 1] + (len - off[n - 1]) * f2 / 256, n++;
+  off[n] = len;
+  return n;
+}
+
+void fw_set_access_log(px_worker_t *w, unsigned bits) {
+  static const conf_access_log_t modes[] = {CONF_ACCESS_OFF, CONF_ACCESS_JSON,
+                                            CONF_ACCESS_COMBINED, CONF_ACCESS_OFF};
+  w->gen->conf->access_log = modes[bits & 3];
+}
