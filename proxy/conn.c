@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "proxy/internal.h"
+#include "proxy/tls.h"
 
 void px_worker_conn_gone(px_worker_t *w);
 
@@ -247,6 +248,17 @@ static int handshake(px_conn_t *c) {
   ERR_clear_error();
   int r = SSL_do_handshake(c->ssl);
   if (r == 1) {
+    if (px_tls_is_challenge(c->ssl)) {
+      /* RFC 8737 3: a TLS-ALPN-01 validation ends with the handshake. */
+      const char *sni = SSL_get_servername(c->ssl, TLSEXT_NAMETYPE_host_name);
+      GH_INFO("acme", "%s: served the tls-alpn-01 challenge for %s", c->client_ip,
+              sni ? sni : "-");
+      SSL_shutdown(c->ssl);
+      c->close_when_flushed = 1;
+      px_conn_flush(c);
+      if (c->state != PX_CONN_CLOSING && px_conn_write_queue(c) == 0) px_conn_close(c);
+      return -1;
+    }
     c->state = PX_CONN_HEAD;
     px_http_conn_ready(c);
     return 0;

@@ -535,6 +535,8 @@ void px_ex_free(px_exchange_t *ex) {
   detach(ex, ex->up_reusable && ex->resp_done && ex->req_done);
   gh_free(ex->host);
   ex->host = NULL;
+  gh_free(ex->http01_answer);
+  ex->http01_answer = NULL;
   px_gen_unref(ex->gen);
   ex->gen = NULL;
   px_worker_t *w = ex->w;

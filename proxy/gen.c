@@ -70,13 +70,15 @@ static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ai,
   return g;
 }
 
-px_gen_t *px_gen_new(char **out_err, conf_t *conf) {
+px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges) {
   SSL_CTX *ctx = px_tls_ctx_new(out_err, conf);
   if (ctx == NULL) return NULL;
+  px_tls_ctx_set_challenges(ctx, challenges);
   px_gen_t *gen = gh_calloc(1, sizeof(*gen));
   atomic_init(&gen->refs, 1);
   gen->conf = conf;
   gen->ssl_ctx = ctx;
+  gen->challenges = challenges;
   gen->num_groups = count_groups(conf, &gen->num_addrs);
   gen->groups = gh_calloc(gen->num_groups, sizeof(px_group_t));
   gen->addrs = gh_calloc(gen->num_addrs, sizeof(px_addr_t));

@@ -268,7 +268,15 @@ static int handle_redirect(px_conn_t *c, gh_str_t host, gh_str_t target) {
   ex->status = 0;
   if (target.len >= sizeof(acme_prefix) - 1 &&
       memcmp(target.ptr, acme_prefix, sizeof(acme_prefix) - 1) == 0) {
-    ex->status = 404;
+    /* HTTP-01 (RFC 8555 8.3): the token is the rest of the path. */
+    const char *token = target.ptr + sizeof(acme_prefix) - 1;
+    size_t token_len = target.len - (sizeof(acme_prefix) - 1);
+    gh_free(ex->http01_answer);
+    ex->http01_answer = token_len && ex->gen->challenges
+                            ? acme_challenges_get_http01(ex->gen->challenges, token, token_len)
+                            : NULL;
+    ex->status = ex->http01_answer ? 200 : 404;
+    if (ex->http01_answer) GH_INFO("acme", "%s: served an http-01 challenge", c->client_ip);
     return 0;
   }
   if (host.len == 0) return fail(c, 400, "missing Host");
@@ -431,6 +439,8 @@ static int on_message_complete(llhttp_t *p) {
       snprintf(extra, sizeof(extra), "Location: https://%s%s%.*s\r\n", ex->host,
                ex->gen->https_port_suffix, (int)tlen, target);
       respond(c, 308, extra, "", ex->client_keepalive && !c->close_after);
+    } else if (ex->status == 200) {
+      respond(c, 200, NULL, ex->http01_answer, ex->client_keepalive && !c->close_after);
     } else {
       respond(c, 404, NULL, "404 Not Found\n", ex->client_keepalive && !c->close_after);
     }

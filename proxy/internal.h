@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "acme/acme.h"
 #include "common/common.h"
 #include "conf/conf.h"
 
@@ -134,9 +135,10 @@ typedef struct px_gen {
   px_addr_t *addrs; /* every upstream address of every group */
   size_t num_addrs;
   char *https_port_suffix; /* ":8443" for redirects, "" for 443 */
+  acme_challenges_t *challenges; /* the server's; outlives every generation */
 } px_gen_t;
 
-px_gen_t *px_gen_new(char **out_err, conf_t *conf);
+px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges);
 px_gen_t *px_gen_ref(px_gen_t *gen);
 void px_gen_unref(px_gen_t *gen);
 /* px_gen_site finds the site for a Host header value (port stripped,
@@ -342,6 +344,7 @@ struct px_exchange {
   uint64_t resp_bytes;
   uint64_t start_ms;
   char *host; /* lower-case host from the Host header */
+  char *http01_answer; /* plain listener: key authorization being served */
 };
 
 /* conn.c */

@@ -21,6 +21,7 @@ typedef struct {
   unsigned num_workers;
   const char *config_path;
   px_gen_t *gen;
+  acme_challenges_t *challenges;
   int stopping;
 } px_server_t;
 
@@ -207,7 +208,7 @@ static void reload(px_server_t *s) {
     gh_free(err);
     return;
   }
-  px_gen_t *gen = px_gen_new(&err, conf);
+  px_gen_t *gen = px_gen_new(&err, conf, s->challenges);
   if (gen == NULL) {
     GH_ERROR("proxy", "reload refused, still serving the previous configuration: %s", err);
     gh_free(err);
@@ -249,11 +250,13 @@ int px_run(conf_t *conf, const char *config_path) {
   char *err = NULL;
   px_server_t s = {0};
   s.config_path = config_path;
-  s.gen = px_gen_new(&err, conf);
+  s.challenges = acme_challenges_new();
+  s.gen = px_gen_new(&err, conf, s.challenges);
   if (s.gen == NULL) {
     GH_ERROR("proxy", "%s", err);
     gh_free(err);
     conf_free(conf);
+    acme_challenges_free(s.challenges);
     return 1;
   }
   uv_loop_init(&s.loop);
@@ -299,6 +302,7 @@ int px_run(conf_t *conf, const char *config_path) {
   uv_run(&s.loop, UV_RUN_DEFAULT);
   uv_loop_close(&s.loop);
   px_gen_unref(s.gen);
+  acme_challenges_free(s.challenges);
   if (!failed) GH_INFO("proxy", "stopped");
   return failed ? 1 : 0;
 }

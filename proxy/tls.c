@@ -77,6 +77,7 @@ typedef struct {
   uint64_t ticket_rotate_ms;
   tls_miss_fn on_miss; /* NULL for now; see above */
   void *on_miss_arg;
+  acme_challenges_t *challenges; /* not owned; NULL: no TLS-ALPN-01 */
 } tls_state_t;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -100,6 +101,13 @@ static void index_init(void) {
 static tls_state_t *state_of(const SSL *ssl) {
   return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
 }
+
+void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges) {
+  tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
+  if (st) st->challenges = challenges;
+}
+
+int px_tls_is_challenge(const SSL *ssl) { return SSL_get_ex_data(ssl, challenge_index) != NULL; }
 
 acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx) {
   tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
@@ -149,6 +157,23 @@ static size_t sni_name(char *out, const CBS *host) {
   return len;
 }
 
+/* offers_acme_tls reports whether the ClientHello's ALPN list is exactly
+ * "acme-tls/1", as an ACME validator sends it (RFC 8737 3); a browser that
+ * happened to list it among others still gets the site's certificate. */
+static int offers_acme_tls(const SSL_CLIENT_HELLO *hello) {
+  static const char acme_tls[] = "acme-tls/1";
+  const uint8_t *ext;
+  size_t ext_len;
+  if (!SSL_early_callback_ctx_extension_get(hello, TLSEXT_TYPE_application_layer_protocol_negotiation,
+                                            &ext, &ext_len))
+    return 0;
+  CBS cbs, list, proto;
+  CBS_init(&cbs, ext, ext_len);
+  return CBS_get_u16_length_prefixed(&cbs, &list) && CBS_len(&cbs) == 0 &&
+         CBS_get_u8_length_prefixed(&list, &proto) && CBS_len(&list) == 0 &&
+         CBS_mem_equal(&proto, (const uint8_t *)acme_tls, sizeof(acme_tls) - 1);
+}
+
 static enum ssl_select_cert_result_t reject(SSL *ssl, uint8_t alert) {
   /* The first alert sent wins: BoringSSL's own handshake_failure after an
    * ssl_select_cert_error is then refused. */
@@ -171,10 +196,22 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
     name_len = sni_name(name, &host);
   }
 
-  /* HOOK (TLS-ALPN-01, DESIGN.md flow 3): a ClientHello offering only
-   * "acme-tls/1" will be answered here from the challenge table, setting
-   * challenge_index so that alpn_select picks "acme-tls/1". */
+  /* TLS-ALPN-01 (RFC 8737, DESIGN.md flow 3): a ClientHello that offers
+   * "acme-tls/1" for a name with a pending challenge gets the challenge
+   * certificate, and alpn_select then picks "acme-tls/1". Any other
+   * ClientHello for the same name is unaffected. */
   acme_cert_t *cert = NULL;
+  if (name_len != 0 && st->challenges != NULL && offers_acme_tls(hello)) {
+    cert = acme_challenges_get_tlsalpn(st->challenges, name, name_len);
+    if (cert != NULL) {
+      SSL_set_ex_data(ssl, challenge_index, (void *)1);
+      int ok = SSL_set_chain_and_key(ssl, cert->chain, cert->num_chain, cert->key, NULL);
+      acme_cert_unref(cert);
+      if (!ok) return reject(ssl, SSL_AD_INTERNAL_ERROR);
+      SSL_set_shed_handshake_config(ssl, 1);
+      return ssl_select_cert_success;
+    }
+  }
   if (name_len != 0) {
     cert = acme_cert_table_get(st->table, name, name_len);
     /* HOOK (on demand, DESIGN.md flow 2): see tls_miss_fn. */
@@ -201,7 +238,7 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
 
 /* alpn_select picks "http/1.1" if offered. "acme-tls/1" (RFC 8737) is chosen
  * only for a handshake that was served a challenge certificate (flagged in
- * the SSL's ex_data by select_cert; challenge handling is a later issue).
+ * the SSL's ex_data by select_cert).
  * With no protocol in common the handshake fails with
  * no_application_protocol (RFC 7301 3.2): in particular a validator
  * offering only acme-tls/1 for a name with no challenge. A client that

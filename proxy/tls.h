@@ -16,6 +16,7 @@
 
 #include <openssl/ssl.h>
 
+#include "acme/acme.h"
 #include "acme/certs.h"
 #include "conf/conf.h"
 
@@ -26,5 +27,14 @@ SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf);
 
 /* px_tls_ctx_table returns the certificate table of |ctx| (owned by ctx). */
 acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
+
+/* px_tls_ctx_set_challenges makes |ctx| answer TLS-ALPN-01 validations from
+ * |challenges| (not owned; must outlive |ctx|). */
+void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges);
+
+/* px_tls_is_challenge reports whether the handshake on |ssl| was a
+ * TLS-ALPN-01 validation (served a challenge certificate). Such a
+ * connection is closed once the handshake is done (RFC 8737 3). */
+int px_tls_is_challenge(const SSL *ssl);
 
 #endif

@@ -8,7 +8,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "acme/acme.h"
 #include "acme/certs.h"
+#include "acme/csr.h"
 #include "common/common.h"
 #include "conf/conf.h"
 #include "proxy/tls.h"
@@ -460,6 +462,62 @@ static SSL_SESSION *take_session(void) {
   return s;
 }
 
+/* TLS-ALPN-01: a ClientHello offering only acme-tls/1 for a name with a
+ * pending challenge gets the challenge certificate and acme-tls/1; other
+ * clients of that name are unaffected; without the challenge, such a
+ * ClientHello fails with no_application_protocol. */
+static void test_tlsalpn_challenge(void) {
+  SSL_CTX *s = site_server(1), *cl = default_client();
+  acme_challenges_t *ch = acme_challenges_new();
+  px_tls_ctx_set_challenges(s, ch);
+  char *err = NULL;
+  acme_cert_t *chal = acme__tlsalpn_cert(&err, "a.example.com", "token.thumbprint");
+  ASSERT_NOT_NULL(chal);
+  acme_challenges_put_tlsalpn(ch, "a.example.com", chal);
+  acme_cert_unref(chal);
+
+  conn_t c;
+  conn_open(&c, s, cl, "a.example.com", "\x0a" "acme-tls/1", NULL);
+  ASSERT_TRUE(conn_handshake(&c));
+  const uint8_t *proto;
+  unsigned len;
+  SSL_get0_alpn_selected(c.client, &proto, &len);
+  ASSERT_EQ(len, 10);
+  ASSERT_TRUE(memcmp(proto, "acme-tls/1", 10) == 0);
+  ASSERT_TRUE(px_tls_is_challenge(c.server));
+  /* The served leaf carries the critical id-pe-acmeIdentifier extension. */
+  const STACK_OF(CRYPTO_BUFFER) *bufs = SSL_get0_peer_certificates(c.client);
+  ASSERT_NOT_NULL(bufs);
+  const CRYPTO_BUFFER *leaf = sk_CRYPTO_BUFFER_value(bufs, 0);
+  const uint8_t *der = CRYPTO_BUFFER_data(leaf);
+  X509 *x = d2i_X509(NULL, &der, (long)CRYPTO_BUFFER_len(leaf));
+  ASSERT_NOT_NULL(x);
+  ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1);
+  int idx = X509_get_ext_by_OBJ(x, oid, -1);
+  ASSERT_TRUE(idx >= 0);
+  ASSERT_TRUE(X509_EXTENSION_get_critical(X509_get_ext(x, idx)));
+  ASN1_OBJECT_free(oid);
+  X509_free(x);
+  conn_close(&c);
+
+  /* A normal client of the same name gets the site's certificate. */
+  ASSERT_STR_EQ(connect_cn(s, cl, "a.example.com"), "a.example.com");
+  conn_open(&c, s, cl, "a.example.com", "\x08http/1.1", NULL);
+  ASSERT_TRUE(conn_handshake(&c));
+  ASSERT_FALSE(px_tls_is_challenge(c.server));
+  conn_close(&c);
+
+  /* No challenge any more: the validator's ClientHello fails. */
+  acme_challenges_put_tlsalpn(ch, "a.example.com", NULL);
+  conn_open(&c, s, cl, "a.example.com", "\x0a" "acme-tls/1", NULL);
+  ASSERT_FALSE(conn_handshake(&c));
+  ASSERT_EQ(client_alert, SSL_AD_NO_APPLICATION_PROTOCOL);
+  conn_close(&c);
+  SSL_CTX_free(s);
+  SSL_CTX_free(cl);
+  acme_challenges_free(ch);
+}
+
 static void test_resumption_across_ctxs(void) {
   /* Two workers, or the old and the new configuration around a reload. */
   SSL_CTX *s1 = site_server(1), *s2 = site_server(1);
@@ -661,6 +719,7 @@ int main(void) {
   RUN(test_tls12_ciphers);
   RUN(test_groups);
   RUN(test_alpn);
+  RUN(test_tlsalpn_challenge);
   RUN(test_resumption_across_ctxs);
   RUN(test_no_tickets_when_off);
   RUN(test_ticket_rotation);
