@@ -27,6 +27,7 @@ static const char conf_template[] =
 enum { MAX_PEERS = 16 };
 
 static px_worker_t *g_w;
+static acme_challenges_t *g_challenges; /* one HTTP-01 answer: token "tok" */
 static tc_dir_t g_dir;
 static int g_peers[MAX_PEERS]; /* the far ends of the socketpairs */
 static size_t g_num_peers;
@@ -47,6 +48,7 @@ static void worker_teardown(void) {
   }
   px_ex_cache_free(w);
   px_gen_unref(w->gen);
+  acme_challenges_free(g_challenges);
   gh_free(w->pools);
   gh_free(w->obuf);
   px_buf_free(&w->pout);
@@ -67,7 +69,9 @@ px_worker_t *fw_worker(const char *upstream) {
   char *err = NULL;
   conf_t *conf = conf_parse(&err, "fuzz.json", json, strlen(json));
   gh_free(json);
-  px_gen_t *gen = conf ? px_gen_new(&err, conf) : NULL;
+  g_challenges = acme_challenges_new();
+  acme_challenges_put_http01(g_challenges, "tok", "tok.fuzz-thumbprint");
+  px_gen_t *gen = conf ? px_gen_new(&err, conf, g_challenges) : NULL;
   if (gen == NULL) {
     fprintf(stderr, "fuzz worker: %s\n", err);
     abort();
