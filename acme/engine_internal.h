@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 /* ---- problem documents (RFC 7807, RFC 8555 section 6.7) ---- */
 
 #define ACME_ERR_PREFIX "urn:ietf:params:acme:error:"
@@ -67,5 +69,140 @@ char *acme__nonce_pop(acme_nonce_pool_t *pool);
 
 /* acme__nonce_cleanup frees every nonce in |pool|. */
 void acme__nonce_cleanup(acme_nonce_pool_t *pool);
+
+/* ---- the engine's jobs (engine.c drives them, order.c holds the order
+ * states' halves) ---- */
+
+#include <uv.h>
+#include <openssl/base.h>
+
+#include "acme/acme.h"
+#include "acme/httpc.h"
+#include "acme/storage.h"
+
+/* The states of a job. Each state that talks to the CA has a request half
+ * (what to send) and a response half (what the answer means and which state
+ * comes next); job_process() in engine.c runs the request halves and
+ * job_on_http() decides, in one place, whether a response is retried
+ * (transport errors, badNonce, serverInternal, rateLimited) or handed to the
+ * response half. */
+typedef enum {
+  ACME_JOB_DIRECTORY = 0, /* GET the directory, unless cached */
+  ACME_JOB_ACCOUNT,       /* POST newAccount: find (onlyReturnExisting) or create */
+  ACME_JOB_ACCOUNT_WAIT,  /* another job is creating the account: no request */
+  ACME_JOB_NEW_ORDER,     /* POST newOrder */
+  ACME_JOB_AUTHZ,         /* POST-as-GET authorizations[authz_i], choose a challenge */
+  ACME_JOB_PRESENT,       /* dns-01: the hook's "present" runs: no request */
+  ACME_JOB_RESPOND,       /* POST {} to the chosen challenge */
+  ACME_JOB_AUTHZ_POLL,    /* POST-as-GET the authorization until valid/invalid */
+  ACME_JOB_ORDER_POLL,    /* POST-as-GET the order until ready/valid/invalid */
+  ACME_JOB_FINALIZE,      /* POST the CSR */
+  ACME_JOB_CERT,          /* POST-as-GET the certificate chain */
+  ACME_JOB_ALT_CERT,      /* POST-as-GET alternate chain alt_i (preferred_chain) */
+  ACME_JOB_REVOKE,        /* POST revokeCert */
+  ACME_JOB_DONE,
+} acme_job_state_t;
+
+typedef enum {
+  ACME_CHALL_NONE = -1,
+  ACME_CHALL_TLS_ALPN_01 = CONF_CHALLENGE_TLS_ALPN_01,
+  ACME_CHALL_HTTP_01 = CONF_CHALLENGE_HTTP_01,
+  ACME_CHALL_DNS_01 = CONF_CHALLENGE_DNS_01,
+} acme_chall_type_t;
+
+typedef struct acme_job acme_job_t;
+
+struct acme_engine {
+  uv_loop_t *loop;
+  const conf_t *conf;
+  const conf_acme_t *acme;
+  acme_challenges_t *challenges;
+  acme_httpc_t *httpc;
+  acme_storage_t *storage;
+  char *account_id;
+  /* the directory, once fetched */
+  int have_directory;
+  char *url_new_nonce, *url_new_account, *url_new_order, *url_revoke;
+  acme_nonce_pool_t nonces;
+  /* the account, once found or created */
+  EVP_PKEY *account_key;
+  char *thumbprint;
+  char *kid;
+  int account_busy; /* a job is finding or creating the account */
+  acme_job_t *jobs; /* not yet finished */
+  size_t num_jobs;  /* not yet freed */
+  int closing;
+};
+
+struct acme_job {
+  acme_engine_t *engine;
+  acme_job_t *next;
+  acme_job_state_t state;
+  int is_revoke;
+  acme_obtain_cb obtain_cb;
+  acme_revoke_cb revoke_cb;
+  void *arg;
+  char **names;
+  size_t num_names;
+  uint64_t started_ms;
+  acme_storage_lock_t *lock;
+  uv_timer_t timer;
+  int timer_action; /* what the timer does when it fires (engine.c) */
+  int timer_closed;
+  unsigned in_flight; /* HTTP requests and processes that will call back */
+  int done;           /* the user's callback has been called */
+  int fail_status;    /* with fail_msg: failure to deliver from the loop */
+  char *fail_msg;
+
+  /* the request in progress, kept to re-sign it on a retry */
+  const char *method;
+  char *url;
+  char *payload; /* NULL: unsigned; "" POST-as-GET */
+  int use_jwk;
+  size_t max_body;
+  int fetching_nonce;
+  unsigned attempts, nonce_retries, rate_retries;
+
+  int account_lookup; /* ACCOUNT: onlyReturnExisting */
+  int account_owner;  /* this job finds or creates the engine's account */
+
+  /* the order */
+  char *order_url, *finalize_url, *cert_url;
+  char **authz_urls;
+  size_t num_authz, authz_i;
+  int finalized;
+  uint64_t poll_delay_ms, poll_deadline_ms;
+  /* the challenge being validated */
+  acme_chall_type_t chall_type;
+  int presented;
+  char *chall_url, *chall_token, *chall_name, *keyauth, *dns_fqdn, *dns_value;
+  /* the certificate */
+  EVP_PKEY *cert_key;
+  char *chain_pem;
+  char **alt_urls;
+  size_t num_alt, alt_i;
+
+  /* revocation */
+  char *revoke_der_b64;
+  int reason;
+};
+
+/* engine.c, for order.c */
+void acme__job_request(acme_job_t *job, const char *method, const char *url,
+                       const char *payload, size_t max_body);
+void acme__job_goto(acme_job_t *job, acme_job_state_t state);
+void acme__job_wait(acme_job_t *job, acme_job_state_t state, uint64_t delay_ms);
+void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void acme__job_succeed(acme_job_t *job, acme_cert_t *cert);
+const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field);
+uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms);
+int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const char *value);
+
+/* order.c */
+void acme__order_request(acme_job_t *job);
+void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json);
+void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal);
+void acme__order_cleanup(acme_job_t *job);
 
 #endif

@@ -1,0 +1,817 @@
+/* engine.c: the ACME engine (RFC 8555) — its lifecycle, the job driver, the
+ * one place where responses are retried, and the states that are not about
+ * an order: directory, account and revocation. order.c holds the order's
+ * states.
+ *
+ * A job is one acme_engine_obtain or acme_engine_revoke. It moves through
+ * the explicit states of acme_job_state_t: job_process() runs the request
+ * half of its state, job_on_http() receives every response, keeps its
+ * Replay-Nonce, and decides whether to send the same request again
+ * (connection errors and timeouts, badNonce, serverInternal and 5xx,
+ * rateLimited with a short Retry-After: bounded, with exponential back-off
+ * and jitter) or to hand it to the response half, which picks the next
+ * state. Everything runs on the engine's loop; nothing blocks but the
+ * storage calls (small local files) and key generation. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/mem.h>
+#include <openssl/pool.h>
+#include <openssl/rand.h>
+
+#include "acme/csr.h"
+#include "acme/engine_internal.h"
+#include "acme/jws.h"
+#include "common/b64.h"
+#include "common/common.h"
+#include "common/log.h"
+
+#define JSON_MAX_BODY (256u * 1024u)
+#define MAX_ATTEMPTS 5        /* transport errors and 5xx, per request */
+#define MAX_NONCE_RETRIES 5   /* badNonce, per request */
+#define MAX_RATE_RETRIES 2    /* rateLimited with a short Retry-After */
+#define RATE_WAIT_CAP_MS 60000u
+#define BACKOFF_BASE_MS 250u
+#define BACKOFF_CAP_MS 30000u
+#define LOCK_TTL_S 900u
+#define MAX_NAMES 100
+
+enum { TIMER_PROCESS = 0, TIMER_SEND, TIMER_FAIL, TIMER_CANCEL };
+
+static void job_process(acme_job_t *job);
+static void job_send(acme_job_t *job);
+static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t *cert);
+static void engine_destroy(acme_engine_t *e);
+
+/* ---- helpers ---- */
+
+const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
+  if (!cJSON_IsString(v) || v->valuestring == NULL || v->valuestring[0] == '\0') {
+    acme__job_fail(job, UV_EPROTO, "%s %s: the CA's response has no string field \"%s\"",
+                   job->method, job->url, field);
+    return NULL;
+  }
+  return v->valuestring;
+}
+
+uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms) {
+  const char *ra = acme_httpc_header(resp, "Retry-After");
+  uint64_t ms;
+  if (ra == NULL || acme__retry_after_parse(ra, time(NULL), &ms) != 0) return dflt_ms;
+  return ms > cap_ms ? cap_ms : ms;
+}
+
+static uint64_t jitter(uint64_t max) {
+  uint32_t r = 0;
+  RAND_bytes((uint8_t *)&r, sizeof(r));
+  return max ? r % (max + 1) : 0;
+}
+
+/* account_id_from_email derives the storage account id: the e-mail address
+ * in lower case when it is a valid id, else "default". */
+static char *account_id_from_email(const char *email) {
+  if (email == NULL || email[0] == '\0' || strlen(email) > 200) return gh_strdup("default");
+  char *id = gh_strdup(email);
+  for (char *p = id; *p; p++) {
+    *p = (char)tolower((unsigned char)*p);
+    if (!(isalnum((unsigned char)*p) || strchr("._@+-", *p) != NULL)) {
+      gh_free(id);
+      return gh_strdup("default");
+    }
+  }
+  if (!isalnum((unsigned char)id[0])) {
+    gh_free(id);
+    return gh_strdup("default");
+  }
+  return id;
+}
+
+/* ---- job lifecycle ---- */
+
+static void job_free(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  for (size_t i = 0; i < job->num_names; i++) gh_free(job->names[i]);
+  gh_free(job->names);
+  gh_free(job->fail_msg);
+  gh_free(job->url);
+  gh_free(job->payload);
+  gh_free(job->order_url);
+  gh_free(job->finalize_url);
+  gh_free(job->cert_url);
+  for (size_t i = 0; i < job->num_authz; i++) gh_free(job->authz_urls[i]);
+  gh_free(job->authz_urls);
+  gh_free(job->chall_url);
+  gh_free(job->chall_token);
+  gh_free(job->chall_name);
+  gh_free(job->keyauth);
+  gh_free(job->dns_fqdn);
+  gh_free(job->dns_value);
+  EVP_PKEY_free(job->cert_key);
+  gh_free(job->chain_pem);
+  acme__links_free(job->alt_urls, job->num_alt);
+  gh_free(job->revoke_der_b64);
+  gh_free(job);
+  if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
+}
+
+static void job_maybe_free(acme_job_t *job) {
+  if (job->done && job->in_flight == 0 && job->timer_closed) job_free(job);
+}
+
+static void on_timer_close(uv_handle_t *h) {
+  acme_job_t *job = h->data;
+  job->timer_closed = 1;
+  job_maybe_free(job);
+}
+
+static void on_timer(uv_timer_t *t) {
+  acme_job_t *job = t->data;
+  if (job->done) return;
+  switch (job->timer_action) {
+    case TIMER_SEND: job_send(job); break;
+    case TIMER_FAIL: job_finish(job, job->fail_status, job->fail_msg, NULL); break;
+    case TIMER_CANCEL: job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL); break;
+    default: job_process(job); break;
+  }
+}
+
+static void job_timer(acme_job_t *job, int action, uint64_t delay_ms) {
+  job->timer_action = action;
+  uv_timer_start(&job->timer, on_timer, delay_ms, 0);
+}
+
+static acme_job_t *job_new(acme_engine_t *e, const char *const *names, size_t num_names) {
+  acme_job_t *job = gh_calloc(1, sizeof(*job));
+  job->engine = e;
+  job->chall_type = ACME_CHALL_NONE;
+  job->started_ms = gh_now_ms();
+  job->names = gh_calloc(num_names ? num_names : 1, sizeof(char *));
+  for (size_t i = 0; i < num_names; i++) job->names[i] = gh_strdup(names[i]);
+  job->num_names = num_names;
+  uv_timer_init(e->loop, &job->timer);
+  job->timer.data = job;
+  job->next = e->jobs;
+  e->jobs = job;
+  e->num_jobs++;
+  return job;
+}
+
+static void job_unlink(acme_job_t *job) {
+  for (acme_job_t **p = &job->engine->jobs; *p != NULL; p = &(*p)->next) {
+    if (*p == job) {
+      *p = job->next;
+      job->next = NULL;
+      return;
+    }
+  }
+}
+
+/* kick_account_waiters restarts the jobs parked while another one found or
+ * created the account. */
+static void kick_account_waiters(acme_engine_t *e) {
+  for (acme_job_t *j = e->jobs; j != NULL; j = j->next) {
+    if (!j->done && j->state == ACME_JOB_ACCOUNT_WAIT) {
+      j->state = ACME_JOB_ACCOUNT;
+      job_timer(j, TIMER_PROCESS, 0);
+    }
+  }
+}
+
+static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t *cert) {
+  if (job->done) return;
+  acme_engine_t *e = job->engine;
+  job->done = 1;
+  if (job->account_owner) {
+    /* This job was finding or creating the account: let another try. */
+    job->account_owner = 0;
+    e->account_busy = 0;
+    kick_account_waiters(e);
+  }
+  job->state = ACME_JOB_DONE;
+  acme__order_cleanup(job);
+  acme__storage_unlock(job->lock);
+  job->lock = NULL;
+  uint64_t ms = gh_now_ms() - job->started_ms;
+  const char *what = job->is_revoke ? "revocation" : "order";
+  const char *name = job->num_names ? job->names[0] : "?";
+  if (status == 0) {
+    GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms", what, name, job->num_names,
+            (unsigned long long)ms);
+  } else {
+    GH_WARN("acme", "%s for %s (%zu names) failed after %llu ms: %s", what, name,
+            job->num_names, (unsigned long long)ms, err ? err : "unknown error");
+  }
+  job_unlink(job);
+  if (job->is_revoke) {
+    if (job->revoke_cb) job->revoke_cb(job->arg, status, status ? err : NULL);
+  } else if (job->obtain_cb) {
+    job->obtain_cb(job->arg, status, status ? err : NULL, status ? NULL : cert);
+  }
+  uv_timer_stop(&job->timer);
+  uv_close((uv_handle_t *)&job->timer, on_timer_close);
+}
+
+void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  char buf[4096];
+  vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  char *msg = gh_asprintf("acme: %s", buf);
+  job_finish(job, status, msg, NULL);
+  gh_free(msg);
+}
+
+void acme__job_succeed(acme_job_t *job, acme_cert_t *cert) { job_finish(job, 0, NULL, cert); }
+
+/* ---- sending: the request as the state built it, signed anew each try ---- */
+
+static void job_on_http(const acme_httpc_resp_t *resp, void *arg);
+
+void acme__job_request(acme_job_t *job, const char *method, const char *url,
+                       const char *payload, size_t max_body) {
+  if (job->url != url) {
+    gh_free(job->url);
+    job->url = gh_strdup(url);
+  }
+  gh_free(job->payload);
+  job->payload = payload ? gh_strdup(payload) : NULL;
+  job->method = method;
+  job->max_body = max_body ? max_body : JSON_MAX_BODY;
+  job->use_jwk = job->state == ACME_JOB_ACCOUNT;
+  job->attempts = job->nonce_retries = job->rate_retries = 0;
+  job_send(job);
+}
+
+static void job_send(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  if (e->closing) {
+    job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL);
+    return;
+  }
+  acme_httpc_req_t req;
+  memset(&req, 0, sizeof(req));
+  acme_httpc_header_t hdr = {"Content-Type", "application/jose+json"};
+  char *body = NULL;
+  job->fetching_nonce = 0;
+  if (job->payload == NULL) {
+    req.method = job->method;
+    req.url = job->url;
+  } else {
+    char *nonce = acme__nonce_pop(&e->nonces);
+    if (nonce == NULL) {
+      job->fetching_nonce = 1;
+      req.method = "HEAD";
+      req.url = e->url_new_nonce;
+    } else {
+      char *err = NULL;
+      body = acme__jws_sign(&err, e->account_key, job->use_jwk ? NULL : e->kid, nonce, job->url,
+                            job->payload);
+      gh_free(nonce);
+      if (body == NULL) {
+        acme__job_fail(job, UV_EINVAL, "signing POST %s: %s", job->url, err);
+        gh_free(err);
+        return;
+      }
+      req.method = "POST";
+      req.url = job->url;
+      req.headers = &hdr;
+      req.num_headers = 1;
+      req.body = body;
+      req.body_len = strlen(body);
+      req.max_body = job->max_body;
+    }
+  }
+  if (req.max_body == 0) req.max_body = job->max_body ? job->max_body : JSON_MAX_BODY;
+  int rc = acme_httpc_request(e->httpc, &req, job_on_http, job);
+  gh_free(body);
+  if (rc != 0) {
+    acme__job_fail(job, rc, "%s %s: %s", req.method, req.url, uv_strerror(rc));
+    return;
+  }
+  job->in_flight++;
+}
+
+static int transport_retryable(int err) {
+  return err == UV_ETIMEDOUT || err == UV_ECONNREFUSED || err == UV_ECONNRESET ||
+         err == UV_EOF || err == UV_EPIPE || err == UV_EAI_AGAIN || err == UV_ECONNABORTED ||
+         err == UV_EHOSTUNREACH || err == UV_ENETUNREACH;
+}
+
+/* job_backoff is the one place where a failed exchange is tried again:
+ * exponential back-off with jitter, bounded attempts. Returns 1 if a retry
+ * was scheduled. */
+static int job_backoff(acme_job_t *job, uint64_t min_delay_ms) {
+  if (++job->attempts >= MAX_ATTEMPTS) return 0;
+  uint64_t d = (uint64_t)BACKOFF_BASE_MS << (job->attempts - 1);
+  if (d > BACKOFF_CAP_MS) d = BACKOFF_CAP_MS;
+  d = d / 2 + jitter(d / 2);
+  if (d < min_delay_ms) d = min_delay_ms;
+  GH_DEBUG("acme", "retrying %s %s in %llu ms (attempt %u)", job->method, job->url,
+           (unsigned long long)d, job->attempts + 1);
+  job_timer(job, TIMER_SEND, d);
+  return 1;
+}
+
+static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp);
+
+static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
+  acme_job_t *job = arg;
+  acme_engine_t *e = job->engine;
+  job->in_flight--;
+  if (job->done) {
+    job_maybe_free(job);
+    return;
+  }
+  if (e->closing || resp->error == UV_ECANCELED) {
+    job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL);
+    return;
+  }
+  if (resp->error != 0) {
+    if (transport_retryable(resp->error) && job_backoff(job, 0)) return;
+    acme__job_fail(job, resp->error, "%s", resp->error_msg ? resp->error_msg : "request failed");
+    return;
+  }
+  acme__nonce_push(&e->nonces, acme_httpc_header(resp, "Replay-Nonce"));
+  if (job->fetching_nonce) {
+    job->fetching_nonce = 0;
+    if (resp->status >= 500 && job_backoff(job, 0)) return;
+    if (e->nonces.num_nonces == 0) {
+      acme__job_fail(job, UV_EPROTO, "HEAD %s: status %d and no usable Replay-Nonce header",
+                     e->url_new_nonce, resp->status);
+      return;
+    }
+    job_send(job);
+    return;
+  }
+  if (resp->status >= 400) {
+    acme_problem_t p;
+    int have = acme__problem_parse(&p, resp->body, resp->body_len) == 0;
+    const char *what = have ? p.message : "no problem document";
+    if (have && acme__problem_is(&p, "badNonce") && job->nonce_retries++ < MAX_NONCE_RETRIES) {
+      acme__problem_cleanup(&p);
+      job_send(job); /* with the fresh nonce from this very response */
+      return;
+    }
+    if (have && job->state == ACME_JOB_ACCOUNT && job->account_lookup &&
+        acme__problem_is(&p, "accountDoesNotExist")) {
+      acme__problem_cleanup(&p);
+      job->account_lookup = 0;
+      job_process(job); /* the stored key has no account yet: create it */
+      return;
+    }
+    if (have && acme__problem_is(&p, "rateLimited")) {
+      uint64_t wait = acme__retry_after_ms(resp, UINT64_MAX, UINT64_MAX);
+      if (wait <= RATE_WAIT_CAP_MS && job->rate_retries++ < MAX_RATE_RETRIES) {
+        acme__problem_cleanup(&p);
+        GH_WARN("acme", "%s %s: rate limited, retrying in %llu ms", job->method, job->url,
+                (unsigned long long)wait);
+        job_timer(job, TIMER_SEND, wait);
+        return;
+      }
+      char ra[64] = "";
+      if (wait != UINT64_MAX) snprintf(ra, sizeof(ra), " (retry after %llu s)",
+                                       (unsigned long long)(wait / 1000));
+      acme__job_fail(job, UV_EAGAIN, "%s %s: status %d: %s%s", job->method, job->url,
+                     resp->status, what, ra);
+      acme__problem_cleanup(&p);
+      return;
+    }
+    if ((resp->status >= 500 || (have && acme__problem_is(&p, "serverInternal"))) &&
+        job_backoff(job, acme__retry_after_ms(resp, 0, BACKOFF_CAP_MS))) {
+      acme__problem_cleanup(&p);
+      return;
+    }
+    acme__job_fail(job, UV_EPROTO, "%s %s: status %d: %s", job->method, job->url, resp->status,
+                   what);
+    if (have) acme__problem_cleanup(&p);
+    return;
+  }
+  job_response(job, resp);
+}
+
+/* ---- the driver ---- */
+
+void acme__job_goto(acme_job_t *job, acme_job_state_t state) {
+  job->state = state;
+  job_process(job);
+}
+
+void acme__job_wait(acme_job_t *job, acme_job_state_t state, uint64_t delay_ms) {
+  job->state = state;
+  job_timer(job, TIMER_PROCESS, delay_ms);
+}
+
+static void account_request(acme_job_t *job);
+
+static void job_process(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  if (job->done) return;
+  if (e->closing) {
+    job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL);
+    return;
+  }
+  switch (job->state) {
+    case ACME_JOB_DIRECTORY:
+      if (e->have_directory) {
+        acme__job_goto(job, ACME_JOB_ACCOUNT);
+        return;
+      }
+      acme__job_request(job, "GET", e->acme->directory, NULL, JSON_MAX_BODY);
+      return;
+    case ACME_JOB_ACCOUNT:
+      account_request(job);
+      return;
+    case ACME_JOB_ACCOUNT_WAIT:
+    case ACME_JOB_PRESENT:
+    case ACME_JOB_DONE:
+      return; /* woken by someone else */
+    case ACME_JOB_REVOKE: {
+      char *payload = gh_asprintf("{\"certificate\":\"%s\",\"reason\":%d}", job->revoke_der_b64,
+                                  job->reason);
+      acme__job_request(job, "POST", e->url_revoke, payload, JSON_MAX_BODY);
+      gh_free(payload);
+      return;
+    }
+    default:
+      acme__order_request(job);
+      return;
+  }
+}
+
+/* after_account moves a job past the account states. */
+static void after_account(acme_job_t *job) {
+  acme__job_goto(job, job->is_revoke ? ACME_JOB_REVOKE : ACME_JOB_NEW_ORDER);
+}
+
+static int directory_response(acme_job_t *job, const cJSON *json) {
+  acme_engine_t *e = job->engine;
+  const char *nn, *na, *no, *rv;
+  if ((nn = acme__json_str(job, json, "newNonce")) == NULL ||
+      (na = acme__json_str(job, json, "newAccount")) == NULL ||
+      (no = acme__json_str(job, json, "newOrder")) == NULL ||
+      (rv = acme__json_str(job, json, "revokeCert")) == NULL)
+    return -1;
+  if (!e->have_directory) {
+    e->url_new_nonce = gh_strdup(nn);
+    e->url_new_account = gh_strdup(na);
+    e->url_new_order = gh_strdup(no);
+    e->url_revoke = gh_strdup(rv);
+    e->have_directory = 1;
+  }
+  return 0;
+}
+
+/* account_save stores the account key and, once known, its URL. */
+static int account_save(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  char *pem = acme__key_to_pem(e->account_key);
+  if (pem == NULL) {
+    acme__job_fail(job, UV_EINVAL, "cannot encode the account key");
+    return -1;
+  }
+  cJSON *obj = cJSON_CreateObject();
+  if (e->kid) cJSON_AddStringToObject(obj, "url", e->kid);
+  cJSON_AddStringToObject(obj, "key", pem);
+  if (e->acme->email) cJSON_AddStringToObject(obj, "email", e->acme->email);
+  char *text = cJSON_PrintUnformatted(obj);
+  cJSON_Delete(obj);
+  OPENSSL_cleanse(pem, strlen(pem));
+  gh_free(pem);
+  char *err = NULL;
+  int rc = acme_storage_account_save(e->storage, &err, e->acme->directory, e->account_id,
+                                     (gh_str_t){text, strlen(text)});
+  OPENSSL_cleanse(text, strlen(text));
+  free(text);
+  if (rc != 0) {
+    acme__job_fail(job, rc, "saving the account: %s", err);
+    gh_free(err);
+    return -1;
+  }
+  return 0;
+}
+
+/* account_load reads a stored account, if any. Returns 1 when the account
+ * (key and URL) is ready, 0 when a request is needed, -1 on failure. */
+static int account_load(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  char *json = NULL, *err = NULL;
+  int rc = acme_storage_account_load(e->storage, &json, &err, e->acme->directory, e->account_id);
+  if (rc == -ENOENT) {
+    gh_free(err);
+    e->account_key = acme__key_new(CONF_KEY_P256);
+    if (e->account_key == NULL) {
+      acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
+      return -1;
+    }
+    /* Saved before newAccount, so that a crash after the CA created the
+     * account finds it again with onlyReturnExisting. */
+    if (account_save(job) != 0) return -1;
+    job->account_lookup = 0;
+    return 0;
+  }
+  if (rc != 0) {
+    acme__job_fail(job, rc, "loading the account: %s", err);
+    gh_free(err);
+    return -1;
+  }
+  cJSON *obj = cJSON_Parse(json);
+  OPENSSL_cleanse(json, strlen(json));
+  gh_free(json);
+  const cJSON *key = cJSON_GetObjectItemCaseSensitive(obj, "key");
+  const cJSON *url = cJSON_GetObjectItemCaseSensitive(obj, "url");
+  if (!cJSON_IsString(key)) {
+    cJSON_Delete(obj);
+    acme__job_fail(job, UV_EINVAL, "the stored account %s has no \"key\"", e->account_id);
+    return -1;
+  }
+  e->account_key = acme__key_from_pem(&err, key->valuestring, strlen(key->valuestring));
+  if (e->account_key == NULL) {
+    cJSON_Delete(obj);
+    acme__job_fail(job, UV_EINVAL, "the stored account %s: %s", e->account_id, err);
+    gh_free(err);
+    return -1;
+  }
+  int ready = 0;
+  if (cJSON_IsString(url) && url->valuestring[0] != '\0') {
+    e->kid = gh_strdup(url->valuestring);
+    ready = 1;
+  }
+  job->account_lookup = !ready;
+  cJSON_Delete(obj);
+  return ready;
+}
+
+static void account_request(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  if (e->kid != NULL) {
+    after_account(job);
+    return;
+  }
+  if (!job->account_owner) {
+    if (e->account_busy) {
+      job->state = ACME_JOB_ACCOUNT_WAIT; /* kicked when the owner is done */
+      return;
+    }
+    e->account_busy = 1;
+    job->account_owner = 1;
+    if (e->account_key == NULL) {
+      int rc = account_load(job);
+      if (rc < 0) return;
+      if (rc == 1) {
+        e->account_busy = 0;
+        job->account_owner = 0;
+        kick_account_waiters(e);
+        after_account(job);
+        return;
+      }
+    } else {
+      job->account_lookup = 1; /* a key but no URL: a previous attempt failed */
+    }
+  }
+  if (e->thumbprint == NULL) e->thumbprint = acme__jwk_thumbprint(e->account_key);
+  cJSON *p = cJSON_CreateObject();
+  if (job->account_lookup) {
+    cJSON_AddTrueToObject(p, "onlyReturnExisting");
+  } else {
+    cJSON_AddTrueToObject(p, "termsOfServiceAgreed");
+    if (e->acme->email != NULL && e->acme->email[0] != '\0') {
+      cJSON *contact = cJSON_AddArrayToObject(p, "contact");
+      char *mailto = gh_asprintf("mailto:%s", e->acme->email);
+      cJSON_AddItemToArray(contact, cJSON_CreateString(mailto));
+      gh_free(mailto);
+    }
+    if (e->acme->eab_key_id != NULL) {
+      char *err = NULL;
+      cJSON *eab = acme__jws_eab(&err, e->acme->eab_key_id, e->acme->eab_hmac_key,
+                                 e->account_key, e->url_new_account);
+      if (eab == NULL) {
+        cJSON_Delete(p);
+        acme__job_fail(job, UV_EINVAL, "external account binding: %s", err);
+        gh_free(err);
+        return;
+      }
+      cJSON_AddItemToObject(p, "externalAccountBinding", eab);
+    }
+  }
+  char *payload = cJSON_PrintUnformatted(p);
+  cJSON_Delete(p);
+  acme__job_request(job, "POST", e->url_new_account, payload, JSON_MAX_BODY);
+  free(payload);
+}
+
+static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
+  acme_engine_t *e = job->engine;
+  const char *loc = acme_httpc_header(resp, "Location");
+  if (loc == NULL || loc[0] == '\0') {
+    acme__job_fail(job, UV_EPROTO, "POST %s: status %d without a Location header (the account "
+                   "URL)", job->url, resp->status);
+    return;
+  }
+  e->kid = gh_strdup(loc);
+  if (account_save(job) != 0) return;
+  GH_INFO("acme", "account %s at %s: %s", e->account_id, e->acme->directory, e->kid);
+  e->account_busy = 0;
+  job->account_owner = 0;
+  kick_account_waiters(e);
+  after_account(job);
+}
+
+/* job_response is the response half of every state, for responses that
+ * the retry logic let through (status below 400). */
+static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
+  switch (job->state) {
+    case ACME_JOB_DIRECTORY: {
+      cJSON *json = cJSON_ParseWithLength(resp->body, resp->body_len);
+      if (!cJSON_IsObject(json)) {
+        acme__job_fail(job, UV_EPROTO, "GET %s: status %d: the directory is not a JSON object",
+                       job->url, resp->status);
+      } else if (directory_response(job, json) == 0) {
+        acme__job_goto(job, ACME_JOB_ACCOUNT);
+      }
+      cJSON_Delete(json);
+      return;
+    }
+    case ACME_JOB_ACCOUNT:
+      account_response(job, resp);
+      return;
+    case ACME_JOB_REVOKE:
+      acme__job_succeed(job, NULL);
+      return;
+    default:
+      acme__order_response(job, resp, NULL);
+      return;
+  }
+}
+
+/* ---- dns hook ---- */
+
+typedef struct {
+  uv_process_t proc;
+  acme_job_t *job; /* NULL: nobody waits (cleanup) */
+} hook_t;
+
+static void on_hook_close(uv_handle_t *h) { gh_free(h->data); }
+
+static void on_hook_exit(uv_process_t *proc, int64_t exit_status, int term_signal) {
+  hook_t *hook = proc->data;
+  acme_job_t *job = hook->job;
+  uv_close((uv_handle_t *)proc, on_hook_close);
+  if (job == NULL) return;
+  job->in_flight--;
+  if (job->done) {
+    job_maybe_free(job);
+    return;
+  }
+  acme__order_hook_done(job, exit_status, term_signal);
+}
+
+int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const char *value) {
+  acme_engine_t *e = job->engine;
+  hook_t *hook = gh_calloc(1, sizeof(*hook));
+  hook->proc.data = hook;
+  hook->job = strcmp(action, "present") == 0 ? job : NULL;
+  char *args[] = {e->acme->dns_hook, (char *)action, (char *)fqdn, (char *)value, NULL};
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_IGNORE;
+  /* The hook's output goes to our stderr, the log: stdout may be data. */
+  stdio[1].flags = UV_INHERIT_FD;
+  stdio[1].data.fd = 2;
+  stdio[2].flags = UV_INHERIT_FD;
+  stdio[2].data.fd = 2;
+  uv_process_options_t opt;
+  memset(&opt, 0, sizeof(opt));
+  opt.file = e->acme->dns_hook;
+  opt.args = args;
+  opt.exit_cb = on_hook_exit;
+  opt.stdio = stdio;
+  opt.stdio_count = 3;
+  int rc = uv_spawn(e->loop, &hook->proc, &opt);
+  if (rc != 0) {
+    uv_close((uv_handle_t *)&hook->proc, on_hook_close);
+    GH_WARN("acme", "dns hook %s %s %s: %s", e->acme->dns_hook, action, fqdn, uv_strerror(rc));
+    return rc;
+  }
+  if (hook->job != NULL) job->in_flight++;
+  return 0;
+}
+
+/* ---- public API ---- */
+
+acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *conf,
+                               acme_challenges_t *challenges) {
+  *out_err = NULL;
+  if (conf->acme.directory == NULL) {
+    *out_err = gh_strdup("acme: no ACME directory configured");
+    return NULL;
+  }
+  acme_engine_t *e = gh_calloc(1, sizeof(*e));
+  e->loop = loop;
+  e->conf = conf;
+  e->acme = &conf->acme;
+  e->challenges = challenges;
+  e->storage = acme_storage_open(out_err, conf->storage);
+  if (e->storage == NULL) {
+    gh_free(e);
+    return NULL;
+  }
+  e->httpc = acme_httpc_new(out_err, loop, (const char *const *)conf->acme.ca_roots,
+                            conf->acme.num_ca_roots);
+  if (e->httpc == NULL) {
+    acme_storage_free(e->storage);
+    gh_free(e);
+    return NULL;
+  }
+  e->account_id = account_id_from_email(conf->acme.email);
+  return e;
+}
+
+static void engine_destroy(acme_engine_t *e) {
+  acme_storage_free(e->storage);
+  acme__nonce_cleanup(&e->nonces);
+  gh_free(e->url_new_nonce);
+  gh_free(e->url_new_account);
+  gh_free(e->url_new_order);
+  gh_free(e->url_revoke);
+  EVP_PKEY_free(e->account_key);
+  gh_free(e->thumbprint);
+  gh_free(e->kid);
+  gh_free(e->account_id);
+  gh_free(e);
+}
+
+void acme_engine_free(acme_engine_t *engine) {
+  if (engine == NULL) return;
+  engine->closing = 1;
+  acme_httpc_free(engine->httpc); /* requests in flight call back with UV_ECANCELED */
+  engine->httpc = NULL;
+  for (acme_job_t *j = engine->jobs; j != NULL; j = j->next) job_timer(j, TIMER_CANCEL, 0);
+  if (engine->num_jobs == 0) engine_destroy(engine);
+}
+
+/* job_start runs the first state from the loop, or delivers a failure
+ * found while starting (such as a held lock) from the loop, as the
+ * contract wants every callback. */
+static void job_start(acme_job_t *job, int status, char *msg) {
+  if (status != 0) {
+    job->fail_status = status;
+    job->fail_msg = msg;
+    job_timer(job, TIMER_FAIL, 0);
+  } else {
+    job->state = ACME_JOB_DIRECTORY;
+    job_timer(job, TIMER_PROCESS, 0);
+  }
+}
+
+int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t num_names,
+                       acme_obtain_cb cb, void *arg) {
+  if (engine == NULL || engine->closing || cb == NULL) return UV_EINVAL;
+  if (num_names == 0 || num_names > MAX_NAMES) return UV_EINVAL;
+  for (size_t i = 0; i < num_names; i++) {
+    char *err = NULL;
+    if (names[i] == NULL || acme__name_check(&err, "order", names[i], 1) != 0) {
+      gh_free(err);
+      return UV_EINVAL;
+    }
+    for (size_t j = 0; j < i; j++)
+      if (strcmp(names[i], names[j]) == 0) return UV_EINVAL;
+  }
+  acme_job_t *job = job_new(engine, names, num_names);
+  job->obtain_cb = cb;
+  job->arg = arg;
+  GH_INFO("acme", "order for %s (%zu names) started", names[0], num_names);
+  char *err = NULL;
+  int rc = acme__storage_lock(engine->storage, &job->lock, &err, names[0], LOCK_TTL_S);
+  if (rc == ACME_STORAGE_LOCK_ACQUIRED) {
+    job_start(job, 0, NULL);
+  } else if (rc == ACME_STORAGE_LOCK_HELD) {
+    job_start(job, UV_EBUSY,
+              gh_asprintf("acme: %s is locked by another process or order: %s", names[0], err));
+  } else {
+    job_start(job, rc, gh_asprintf("acme: locking %s: %s", names[0], err));
+  }
+  gh_free(err);
+  return 0;
+}
+
+int acme_engine_revoke(acme_engine_t *engine, acme_cert_t *cert, int reason, acme_revoke_cb cb,
+                       void *arg) {
+  if (engine == NULL || engine->closing || cb == NULL || cert == NULL || cert->num_chain == 0)
+    return UV_EINVAL;
+  if (reason < 0 || reason > 10 || reason == 7) return UV_EINVAL;
+  const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn ? cert->subject_cn : "?";
+  acme_job_t *job = job_new(engine, &name, 1);
+  job->is_revoke = 1;
+  job->revoke_cb = cb;
+  job->arg = arg;
+  job->reason = reason;
+  job->revoke_der_b64 = gh_b64url_encode(CRYPTO_BUFFER_data(cert->chain[0]),
+                                         CRYPTO_BUFFER_len(cert->chain[0]));
+  GH_INFO("acme", "revocation for %s started (reason %d)", name, reason);
+  job_start(job, 0, NULL);
+  return 0;
+}
