@@ -106,8 +106,8 @@ acme_httpc_t *acme_httpc_new(char **out_err, uv_loop_t *loop, const char *const 
   acme_httpc_t *client = gh_calloc(1, sizeof(*client));
   client->loop = loop;
   client->ssl_ctx = ctx;
-  httpc_link_init(&client->idle);
-  httpc_link_init(&client->reqs);
+  gh_list_init(&client->idle);
+  gh_list_init(&client->reqs);
   return client;
 }
 
@@ -128,7 +128,7 @@ static void conn_close(httpc_conn_t *conn) {
   if (conn->closing) return;
   conn->closing = 1;
   if (conn->idle) {
-    httpc_link_remove(&conn->link);
+    gh_list_remove(&conn->link);
     conn->client->num_idle--;
     conn->idle = 0;
   }
@@ -144,7 +144,7 @@ static httpc_conn_t *conn_new(acme_httpc_t *client, const char *key, const struc
   httpc_conn_t *conn = gh_calloc(1, sizeof(*conn));
   conn->client = client;
   conn->key = gh_strdup(key);
-  httpc_link_init(&conn->link);
+  gh_list_init(&conn->link);
   /* Neither can fail on Unix: the socket is made by uv_tcp_connect. */
   if (uv_tcp_init(client->loop, &conn->tcp) != 0 || uv_timer_init(client->loop, &conn->timer) != 0)
     abort();
@@ -182,16 +182,16 @@ static void conn_park(httpc_conn_t *conn) {
   }
   conn->idle = 1;
   conn->reused = 1;
-  httpc_link_push(&client->idle, &conn->link);
+  gh_list_insert(&client->idle, &conn->link);
   client->num_idle++;
   uv_timer_start(&conn->timer, on_idle_timeout, IDLE_TIMEOUT_MS, 0);
 }
 
 static httpc_conn_t *pool_take(acme_httpc_t *client, const char *key) {
-  for (httpc_link_t *l = client->idle.next; l != &client->idle; l = l->next) {
+  for (gh_link_t *l = client->idle.next; l != &client->idle; l = l->next) {
     httpc_conn_t *conn = GH_CONTAINER_OF(l, httpc_conn_t, link);
     if (strcmp(conn->key, key) == 0) {
-      httpc_link_remove(l);
+      gh_list_remove(l);
       client->num_idle--;
       conn->idle = 0;
       uv_timer_stop(&conn->timer);
@@ -488,7 +488,7 @@ static void req_on_timer_close(uv_handle_t *h) {
 static void req_finish(httpc_req_t *req, int err, const char *msg) {
   if (req->done) return;
   req->done = 1;
-  httpc_link_remove(&req->link);
+  gh_list_remove(&req->link);
   uv_timer_stop(&req->timer);
   if (req->conn != NULL) conn_close(req->conn); /* a failed exchange */
   if (req->gai_pending) uv_cancel((uv_req_t *)&req->gai);
@@ -606,7 +606,7 @@ void acme_httpc_free(acme_httpc_t *client) {
   while (client->idle.next != &client->idle) {
     conn_close(GH_CONTAINER_OF(client->idle.next, httpc_conn_t, link));
   }
-  for (httpc_link_t *l = client->reqs.next; l != &client->reqs; l = l->next) {
+  for (gh_link_t *l = client->reqs.next; l != &client->reqs; l = l->next) {
     httpc_req_t *req = GH_CONTAINER_OF(l, httpc_req_t, link);
     if (req->cancelled) continue;
     req->cancelled = 1;
@@ -633,7 +633,7 @@ int acme_httpc_request(acme_httpc_t *client, const acme_httpc_req_t *r, acme_htt
   if (client->freed) return UV_ECANCELED;
   httpc_req_t *req = gh_calloc(1, sizeof(*req));
   req->client = client;
-  httpc_link_init(&req->link);
+  gh_list_init(&req->link);
   req->cb = cb;
   req->arg = arg;
   req->method = gh_strdup(r->method);
@@ -658,7 +658,7 @@ int acme_httpc_request(acme_httpc_t *client, const acme_httpc_req_t *r, acme_htt
   uv_timer_init(client->loop, &req->timer);
   req->timer.data = req;
   uv_timer_start(&req->timer, on_timeout, req->timeout_ms, 0);
-  httpc_link_push(&client->reqs, &req->link);
+  gh_list_insert(&client->reqs, &req->link);
   client->num_live++;
   return 0;
 }

@@ -12,28 +12,9 @@
 
 #include "acme/httpc.h"
 #include "common/common.h"
+#include "common/list.h"
 
 #define ACME__HTTPC_READ_BUF_LEN (64 * 1024)
-
-/* An intrusive circular list (the head is a httpc_link_t too). */
-typedef struct httpc_link {
-  struct httpc_link *prev, *next;
-} httpc_link_t;
-
-static inline void httpc_link_init(httpc_link_t *l) { l->prev = l->next = l; }
-
-static inline void httpc_link_push(httpc_link_t *head, httpc_link_t *l) {
-  l->next = head->next;
-  l->prev = head;
-  head->next->prev = l;
-  head->next = l;
-}
-
-static inline void httpc_link_remove(httpc_link_t *l) {
-  l->prev->next = l->next;
-  l->next->prev = l->prev;
-  httpc_link_init(l);
-}
 
 typedef struct {
   char *ptr; /* NUL-terminated when not NULL */
@@ -63,9 +44,9 @@ typedef struct httpc_req httpc_req_t;
 struct acme_httpc {
   uv_loop_t *loop;
   SSL_CTX *ssl_ctx;
-  httpc_link_t idle; /* httpc_conn_t.link, most recently used first */
+  gh_link_t idle; /* httpc_conn_t.link, most recently used first */
   size_t num_idle;
-  httpc_link_t reqs; /* httpc_req_t.link, unfinished requests */
+  gh_link_t reqs; /* httpc_req_t.link, unfinished requests */
   size_t num_live;
   int freed;
   char buf[ACME__HTTPC_READ_BUF_LEN]; /* one loop thread: one read at a time */
@@ -81,7 +62,7 @@ typedef enum {
 
 struct httpc_req {
   acme_httpc_t *client;
-  httpc_link_t link;
+  gh_link_t link;
   acme_httpc_cb cb;
   void *arg;
   char *method, *url, *host, *key;
@@ -112,7 +93,7 @@ struct httpc_req {
 
 struct httpc_conn {
   acme_httpc_t *client;
-  httpc_link_t link; /* in client->idle while idle */
+  gh_link_t link; /* in client->idle while idle */
   char *key;
   char peer[64];
   uv_tcp_t tcp;

@@ -89,7 +89,7 @@ static void handle_closed(uv_handle_t *h) {
     w->obuf_owner = NULL;
     w->obuf_len = 0;
   }
-  px_list_remove(&c->link);
+  gh_list_remove(&c->link);
   w->num_conns--;
   SSL_free(c->ssl);
   c->ssl = NULL;
@@ -335,7 +335,7 @@ void px_conn_accept(px_listener_t *l) {
   uv_tcp_init(&w->loop, &c->tcp);
   c->tcp.data = c;
   c->handles_open = 1;
-  px_list_insert(&w->conns, &c->link);
+  gh_list_insert(&w->conns, &c->link);
   w->num_conns++;
   if (uv_accept((uv_stream_t *)&l->tcp, (uv_stream_t *)&c->tcp) != 0) {
     c->state = PX_CONN_CLOSING;

@@ -20,6 +20,7 @@
 
 #include "acme/acme.h"
 #include "common/common.h"
+#include "common/list.h"
 #include "conf/conf.h"
 
 typedef struct px_worker px_worker_t;
@@ -65,26 +66,6 @@ static inline int px_lazy_expired(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb) {
     return 0;
   }
   return 1;
-}
-
-/* ---- intrusive doubly-linked list ---- */
-typedef struct px_link {
-  struct px_link *prev, *next;
-} px_link_t;
-
-static inline void px_list_init(px_link_t *h) { h->prev = h->next = h; }
-static inline int px_list_empty(const px_link_t *h) { return h->next == h; }
-static inline void px_list_insert(px_link_t *h, px_link_t *n) {
-  n->next = h->next;
-  n->prev = h;
-  h->next->prev = n;
-  h->next = n;
-}
-static inline void px_list_remove(px_link_t *n) {
-  if (n->next == NULL) return;
-  n->prev->next = n->next;
-  n->next->prev = n->prev;
-  n->prev = n->next = NULL;
 }
 
 /* ---- upstreams (shared by workers through the generation) ---- */
@@ -148,7 +129,7 @@ px_group_t *px_site_route(px_site_t *site, const char *path, size_t path_len);
 
 /* ---- per-worker upstream pools ---- */
 typedef struct {
-  px_link_t idle; /* px_upconn_t.link */
+  gh_link_t idle; /* px_upconn_t.link */
   size_t num_idle;
 } px_pool_t;
 
@@ -174,9 +155,9 @@ struct px_worker {
   px_listener_t *listeners;
   size_t num_listeners;
   size_t num_listeners_open;
-  px_link_t conns; /* px_conn_t.link */
+  gh_link_t conns; /* px_conn_t.link */
   size_t num_conns;
-  px_link_t upconns; /* every px_upconn_t, for shutdown */
+  gh_link_t upconns; /* every px_upconn_t, for shutdown */
   int draining;
   int start_err;
   uv_sem_t *started;
@@ -258,7 +239,7 @@ struct px_conn {
   px_lazy_t tl;
   int handles_open;
   px_worker_t *w;
-  px_link_t link;
+  gh_link_t link;
   SSL *ssl; /* NULL on the plain-HTTP listener */
   px_conn_state_t state;
   int is_tls;
@@ -290,8 +271,8 @@ struct px_upconn {
   px_worker_t *w;
   px_gen_t *gen;
   px_addr_t *addr;
-  px_link_t link;     /* pool idle list while idle */
-  px_link_t all;      /* worker->upconns */
+  gh_link_t link;     /* pool idle list while idle */
+  gh_link_t all;      /* worker->upconns */
   px_exchange_t *ex;  /* owner while in use */
   int connected;
   int idle;

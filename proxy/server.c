@@ -56,7 +56,7 @@ void px_worker_conn_gone(px_worker_t *w) { maybe_finish(w); }
 static void drain_timeout(uv_timer_t *t) {
   px_worker_t *w = t->data;
   GH_WARN("proxy", "worker %u: drain timeout, closing %zu connection(s)", w->id, w->num_conns);
-  px_link_t *l = w->conns.next;
+  gh_link_t *l = w->conns.next;
   while (l != &w->conns) {
     px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
     l = l->next;
@@ -70,7 +70,7 @@ static void begin_drain(px_worker_t *w) {
   close_listeners(w);
   uv_timer_stop(&w->health_timer);
   /* Idle keep-alive connections go now; busy ones after their response. */
-  px_link_t *l = w->conns.next;
+  gh_link_t *l = w->conns.next;
   while (l != &w->conns) {
     px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
     l = l->next;
@@ -90,7 +90,7 @@ static void adopt_gen(px_worker_t *w, px_gen_t *gen) {
   px_gen_t *old = w->gen;
   w->gen = gen;
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
   px_gen_unref(old);
   if (w->id == 0) px_health_start(w);
 }
@@ -148,11 +148,11 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   uv_timer_init(&w->loop, &w->health_timer);
   w->health_timer.data = w;
   pthread_mutex_init(&w->mu, NULL);
-  px_list_init(&w->conns);
-  px_list_init(&w->upconns);
+  gh_list_init(&w->conns);
+  gh_list_init(&w->upconns);
   w->gen = px_gen_ref(gen);
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
   w->started = started;
   px_http_init_settings(w);
   px_exchange_init_settings(w);

@@ -43,7 +43,7 @@ void px_upstream_mark_failed(px_gen_t *gen, px_addr_t *a) {
 static void up_closed(uv_handle_t *h) {
   px_upconn_t *u = h->data;
   if (--u->handles_open > 0) return;
-  px_list_remove(&u->all);
+  gh_list_remove(&u->all);
   px_gen_unref(u->gen);
   gh_free(u);
 }
@@ -51,7 +51,7 @@ static void up_closed(uv_handle_t *h) {
 void px_upconn_close(px_upconn_t *u) {
   if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
   if (u->idle) {
-    px_list_remove(&u->link);
+    gh_list_remove(&u->link);
     u->w->pools[u->addr->index].num_idle--;
     u->idle = 0;
   }
@@ -68,7 +68,7 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   uv_timer_init(&w->loop, &u->timer);
   u->tcp.data = u->timer.data = u->connect_req.data = u;
   u->handles_open = 2;
-  px_list_insert(&w->upconns, &u->all);
+  gh_list_insert(&w->upconns, &u->all);
   int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&a->sa, cb);
   if (rc != 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", a->conf->text, uv_strerror(rc));
@@ -80,9 +80,9 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
 
 px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a) {
   px_pool_t *pool = &w->pools[a->index];
-  if (px_list_empty(&pool->idle)) return NULL;
+  if (gh_list_empty(&pool->idle)) return NULL;
   px_upconn_t *u = GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link);
-  px_list_remove(&u->link);
+  gh_list_remove(&u->link);
   pool->num_idle--;
   u->idle = 0;
   u->reused = 1;
@@ -100,7 +100,7 @@ void px_upconn_release(px_upconn_t *u, int reusable) {
     return;
   }
   px_pool_t *pool = &w->pools[u->addr->index];
-  px_list_insert(&pool->idle, &u->link);
+  gh_list_insert(&pool->idle, &u->link);
   pool->num_idle++;
   u->idle = 1;
   px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, g->idle_timeout_ms);
@@ -154,7 +154,7 @@ void px_worker_pools_close(px_worker_t *w) {
   if (w->gen == NULL || w->pools == NULL) return;
   for (size_t i = 0; i < w->gen->num_addrs; i++) {
     px_pool_t *pool = &w->pools[i];
-    while (!px_list_empty(&pool->idle)) {
+    while (!gh_list_empty(&pool->idle)) {
       px_upconn_close(GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link));
     }
   }

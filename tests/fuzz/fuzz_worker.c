@@ -79,11 +79,11 @@ px_worker_t *fw_worker(const char *upstream) {
   /* As server.c's worker_new, less the threads, async and timers. */
   px_worker_t *w = gh_calloc(1, sizeof(*w));
   if (uv_loop_init(&w->loop) != 0) abort();
-  px_list_init(&w->conns);
-  px_list_init(&w->upconns);
+  gh_list_init(&w->conns);
+  gh_list_init(&w->upconns);
   w->gen = gen;
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) px_list_init(&w->pools[i].idle);
+  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
   px_http_init_settings(w);
   px_exchange_init_settings(w);
   px_worker_bio_init(w);
@@ -107,7 +107,7 @@ px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
   uv_timer_init(&w->loop, &c->timer);
   c->timer.data = c;
   c->handles_open = 2;
-  px_list_insert(&w->conns, &c->link);
+  gh_list_insert(&w->conns, &c->link);
   w->num_conns++;
   snprintf(c->client_ip, sizeof(c->client_ip), "192.0.2.1");
   /* The TLS listener's connection after its handshake, minus the SSL. */
@@ -119,7 +119,7 @@ px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
 }
 
 int fw_alive(px_worker_t *w, px_conn_t *c) {
-  for (px_link_t *l = w->conns.next; l != &w->conns; l = l->next) {
+  for (gh_link_t *l = w->conns.next; l != &w->conns; l = l->next) {
     if (l == &c->link) return c->state != PX_CONN_CLOSING;
   }
   return 0;
@@ -155,7 +155,7 @@ void fw_spin(px_worker_t *w, int rounds) {
 }
 
 void fw_finish(px_worker_t *w) {
-  for (px_link_t *l = w->conns.next; l != &w->conns;) {
+  for (gh_link_t *l = w->conns.next; l != &w->conns;) {
     px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
     l = l->next;
     px_conn_close(c);
@@ -164,7 +164,7 @@ void fw_finish(px_worker_t *w) {
   /* Close callbacks, cancelled writes and connects: a few rounds at most.
    * Anything still holding the loop after many is a leaked handle. */
   for (int i = 0; i < 1000 && uv_loop_alive(&w->loop); i++) fw_spin(w, 1);
-  if (uv_loop_alive(&w->loop) || w->num_conns != 0 || !px_list_empty(&w->upconns)) {
+  if (uv_loop_alive(&w->loop) || w->num_conns != 0 || !gh_list_empty(&w->upconns)) {
     fprintf(stderr, "fuzz worker: %zu connection(s) or upstream connections left open\n",
             w->num_conns);
     abort();
