@@ -1,0 +1,304 @@
+"""test_acme_engine.py: the ACME engine (acme/engine.c, acme/order.c)
+against a real Pebble, through the gh_obtain driver (tests/acme/obtain.c,
+from GH_OBTAIN_BIN, else the newest build/*/tests/acme/gh_obtain).
+
+gh_obtain serves the challenge table itself (HTTP-01 on listen.http,
+TLS-ALPN-01 on listen.https), so Pebble validates for real; dns-01 goes
+through acme_dns_hook.sh and pebble-challtestsrv."""
+
+import http.server
+import json
+import os
+import re
+import ssl
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import pebble   # noqa: E402
+
+OBTAIN_BIN = harness._find_bin("GH_OBTAIN_BIN", os.path.join("tests", "acme", "gh_obtain"))
+HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "acme_dns_hook.sh")
+
+_pebble = None
+
+
+def pb():
+    global _pebble
+    if _pebble is None:
+        _pebble = pebble.start(validity_seconds=3600)
+    return _pebble
+
+
+def config(p, storage, challenges, email="ops@example.com", eab=None, directory=None,
+           ca_roots=None, extra=None):
+    acme = {
+        "directory": directory or p.directory_url,
+        "email": email,
+        "ca_roots": ca_roots or [p.ca_file],
+        "challenges": challenges,
+        "dns_hook": HOOK,
+    }
+    if eab:
+        acme["eab"] = eab
+    acme.update(extra or {})
+    cfg = {
+        "listen": {"https": ["127.0.0.1:%d" % p.tls_port], "http": ["127.0.0.1:%d" % p.http_port]},
+        "sites": [{"hosts": ["placeholder.test"], "upstreams": ["127.0.0.1:9"]}],
+        "acme": acme,
+        "storage": storage,
+        "log": {"level": "debug"},
+    }
+    path = os.path.join(harness.tmpdir(), "obtain-%d.json" % harness.free_port())
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def obtain(cfg, *args, p=None, env=None, timeout=120):
+    """Runs gh_obtain; returns (exit code, parsed JSON line, stderr)."""
+    e = dict(os.environ)
+    if p is not None:
+        e["CHALLTESTSRV_URL"] = "http://127.0.0.1:%d" % p.challtestsrv_port
+    e.update(env or {})
+    r = subprocess.run([OBTAIN_BIN, cfg] + list(args), env=e, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    err = r.stderr.decode(errors="replace")
+    for m in harness.SANITIZER_MARKERS:
+        harness.not_contains(err, m, "gh_obtain stderr")
+    out = r.stdout.decode().strip().splitlines()
+    harness.check(out, "gh_obtain printed nothing (exit %d); stderr:\n%s" % (r.returncode, err))
+    return r.returncode, json.loads(out[-1]), err
+
+
+def storage_dir():
+    return os.path.join(harness.tmpdir(), "storage-%d" % harness.free_port())
+
+
+def cert_pem_path(storage, name):
+    return os.path.join(storage, "certs", name.replace("*.", "_wildcard."), "cert.pem")
+
+
+def verify_chain(p, storage, name):
+    d = harness.subdir("verify-%d" % harness.free_port())
+    root = os.path.join(d, "root.pem")
+    with open(root, "w") as f:
+        f.write(p.root_pem(0))
+    inter = os.path.join(d, "inter.pem")
+    with open(inter, "w") as f:
+        f.write(p.intermediate_pem(0))
+    chain = cert_pem_path(storage, name)
+    r = subprocess.run(["openssl", "verify", "-CAfile", root, "-untrusted", chain, chain],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    harness.eq(r.returncode, 0, "openssl verify of %s (%s%s)" % (chain, r.stdout.decode(),
+                                                                r.stderr.decode()))
+    r2 = subprocess.run(["openssl", "verify", "-CAfile", root, "-untrusted", inter, chain],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    harness.eq(r2.returncode, 0, "openssl verify with the management API's intermediate")
+    with open(os.path.join(os.path.dirname(chain), "meta.json")) as f:
+        meta = json.load(f)
+    harness.check(name in meta["names"], "meta.json names %r" % meta)
+    for k in ("issuer", "not_before", "not_after", "order_url", "ca"):
+        harness.check(meta.get(k), "meta.json has %s: %r" % (k, meta))
+
+
+def account_count(p):
+    return len(re.findall(r"There are now \d+ accounts", p.proc.stdout()))
+
+
+_http_storage = None
+
+
+def test_http01():
+    global _http_storage
+    p = pb()
+    _http_storage = storage_dir()
+    cfg = config(p, _http_storage, ["http-01"])
+    rc, out, err = obtain(cfg, "h1.example.com", "h2.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(sorted(out["sans"]), ["h1.example.com", "h2.example.com"], "SANs")
+    harness.eq(out["subject"], "h1.example.com", "subject")
+    harness.check(out["chain"] >= 2, "chain has the intermediate")
+    verify_chain(p, _http_storage, "h1.example.com")
+    harness.contains(err, "order for h1.example.com (2 names) finished in", "log line")
+    harness.eq(account_count(p), 1, "accounts created at Pebble")
+
+
+def test_account_reused():
+    p = pb()
+    before = account_count(p)
+    cfg = config(p, _http_storage, ["http-01"])
+    rc, out, err = obtain(cfg, "h3.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(account_count(p), before, "accounts created at Pebble by the second run")
+    harness.not_contains(err, "account ops@example.com at", "second run created no account")
+
+
+def test_tlsalpn01():
+    p = pb()
+    st = storage_dir()
+    rc, out, err = obtain(config(p, st, ["tls-alpn-01"]), "alpn.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out["sans"], ["alpn.example.com"], "SANs")
+    verify_chain(p, st, "alpn.example.com")
+
+
+def test_dns01_wildcard():
+    p = pb()
+    st = storage_dir()
+    log = os.path.join(harness.tmpdir(), "hook.log")
+    rc, out, err = obtain(config(p, st, ["tls-alpn-01", "dns-01"]), "*.wild.example.com", p=p,
+                          env={"CHALLTESTSRV_LOG": log})
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out["sans"], ["*.wild.example.com"], "SANs")
+    verify_chain(p, st, "*.wild.example.com")
+    with open(log) as f:
+        hook = f.read()
+    harness.contains(hook, "present _acme-challenge.wild.example.com.", "hook present")
+    harness.contains(hook, "cleanup _acme-challenge.wild.example.com.", "hook cleanup")
+
+
+def test_wildcard_without_dns01_fails_clearly():
+    p = pb()
+    rc, out, _ = obtain(config(p, storage_dir(), ["http-01"]), "*.nodns.example.com", p=p)
+    harness.eq(rc, 1, "exit")
+    harness.contains(out["error"], "wildcard needs dns-01", "error")
+
+
+def test_revoke():
+    p = pb()
+    cfg = config(p, _http_storage, ["http-01"])
+    chain = cert_pem_path(_http_storage, "h3.example.com")
+    r = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", chain],
+                       stdout=subprocess.PIPE, check=True, timeout=30)
+    serial = r.stdout.decode().strip()
+    harness.eq(p.cert_status(serial)["Status"], "Valid", "status before")
+    rc, out, err = obtain(cfg, "--revoke", "h3.example.com", "--reason", "1", p=p)
+    harness.eq(rc, 0, "revoke exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out, {"revoked": True}, "output")
+    harness.eq(p.cert_status(serial)["Status"], "Revoked", "status after")
+    rc, out, _ = obtain(cfg, "--revoke", "h3.example.com", "--reason", "1", p=p)
+    harness.eq(rc, 1, "second revocation fails")
+    harness.contains(out["error"], "alreadyRevoked", "error names the problem")
+
+
+def test_bad_nonces():
+    p = pebble.start(nonce_reject=50)
+    try:
+        st = storage_dir()
+        for name in ("n1.example.com", "n2.example.com"):
+            rc, out, err = obtain(config(p, st, ["http-01"]), name, p=p)
+            harness.eq(rc, 0, "gh_obtain exit with 50%% badNonce (%s; %s)" % (out, err[-3000:]))
+            verify_chain(p, st, name)
+    finally:
+        p.stop()
+
+
+def test_eab():
+    hmac = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+    p = pebble.start(eab_keys={"kid-1": hmac})
+    try:
+        rc, out, _ = obtain(config(p, storage_dir(), ["http-01"]), "noeab.example.com", p=p)
+        harness.eq(rc, 1, "exit without EAB")
+        harness.contains(out["error"], "externalAccountRequired", "error without EAB")
+        bad = hmac[:-4] + "AAAA"
+        rc, out, _ = obtain(config(p, storage_dir(), ["http-01"], eab={"key_id": "kid-1",
+                                                                      "hmac_key": bad}),
+                            "badeab.example.com", p=p)
+        harness.eq(rc, 1, "exit with a wrong EAB key")
+        harness.contains(out["error"], "newAccount", "error names the URL") \
+            if "newAccount" in out["error"] else harness.contains(out["error"], "POST https://",
+                                                                 "error names the URL")
+        harness.contains(out["error"], "urn:ietf:params:acme:error:", "error has the type")
+        st = storage_dir()
+        rc, out, err = obtain(config(p, st, ["http-01"], eab={"key_id": "kid-1",
+                                                             "hmac_key": hmac}),
+                              "eab.example.com", p=p)
+        harness.eq(rc, 0, "exit with the right EAB key (%s; %s)" % (out, err[-3000:]))
+        verify_chain(p, st, "eab.example.com")
+    finally:
+        p.stop()
+
+
+class _Garbage(http.server.BaseHTTPRequestHandler):
+    body = b'{"newNonce": "https://localhost/nonce", "newAccount": '
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        try:
+            self.wfile.write(self.body)
+        except OSError:
+            pass  # the client gave up on a body over its limit, as it should
+
+    def log_message(self, *a):
+        pass
+
+
+def _garbage_ca(body):
+    handler = type("H", (_Garbage,), {"body": body})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    crt, key = harness.ca().leaf(["localhost"])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_garbage_ca():
+    p = pb()
+    cases = [
+        (b'{"newNonce": "https://localhost/nonce", "newAccount": ', "not a JSON object"),
+        (b'{"newNonce": 5, "newAccount": "x", "newOrder": "y", "revokeCert": "z"}',
+         'no string field "newNonce"'),
+        (b'{"newNonce": "https://localhost/n", "newOrder": "y", "revokeCert": "z"}',
+         'no string field "newAccount"'),
+        (b"x" * (300 * 1024), "GET https://localhost"),
+    ]
+    for body, want in cases:
+        srv = _garbage_ca(body)
+        try:
+            url = "https://localhost:%d/dir" % srv.server_address[1]
+            cfg = config(p, storage_dir(), ["http-01"], directory=url,
+                         ca_roots=[harness.ca().cert])
+            rc, out, _ = obtain(cfg, "garbage.example.com", p=p, timeout=60)
+            harness.eq(rc, 1, "exit for %r" % body[:40])
+            harness.contains(out["error"], want, "error for %r" % body[:40])
+            harness.contains(out["error"], url if want != "GET https://localhost" else "",
+                             "error names the URL")
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+
+def test_cancel_in_flight():
+    p = pb()
+    rc, out, err = obtain(config(p, storage_dir(), ["http-01"]), "cancel.example.com", p=p,
+                          env={"GH_OBTAIN_CANCEL_MS": "30"})
+    harness.eq(rc, 1, "exit")
+    harness.contains(out["error"], "stopped", "canceled error")
+
+
+def test_lock_held():
+    p = pb()
+    st = storage_dir()
+    os.makedirs(os.path.join(st, "locks"), mode=0o700, exist_ok=True)
+    os.chmod(st, 0o700)
+    lock = os.path.join(st, "locks", "locked.example.com")
+    import fcntl
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        rc, out, _ = obtain(config(p, st, ["http-01"]), "locked.example.com", p=p)
+        harness.eq(rc, 1, "exit")
+        harness.contains(out["error"], "locked by another process", "error")
+    finally:
+        os.close(fd)
+
+
+harness.main()
