@@ -277,11 +277,168 @@ def test_garbage_ca():
 
 
 def test_cancel_in_flight():
+    # The engine is freed at various points of an order: the callback must
+    # come once, with "stopped" (UV_ECANCELED), and nothing may leak (ASan).
     p = pb()
-    rc, out, err = obtain(config(p, storage_dir(), ["http-01"]), "cancel.example.com", p=p,
-                          env={"GH_OBTAIN_CANCEL_MS": "30"})
+    st = storage_dir()
+    for i, ms in enumerate((0, 3, 10, 25, 60, 120)):
+        rc, out, err = obtain(config(p, st, ["http-01"]), "cancel%d.example.com" % i, p=p,
+                              env={"GH_OBTAIN_CANCEL_MS": str(ms)})
+        if rc == 0:
+            continue  # finished before the cancellation: fine
+        harness.eq(rc, 1, "exit")
+        harness.contains(out["error"], "stopped", "canceled error after %d ms" % ms)
+
+
+class _FakeCA(http.server.BaseHTTPRequestHandler):
+    """A scripted ACME CA that checks nothing: |script| maps "METHOD path"
+    to a list of (status, headers, body) answered in turn (the last one
+    repeats); answers to HEAD and POST below 500 carry a fresh Replay-Nonce,
+    so the first signed request needs a HEAD newNonce."""
+    script = {}
+    seen = None
+    base = ""
+
+    def _answer(self):
+        key = "%s %s" % (self.command, self.path)
+        self.seen.append(key)
+        n = self.seen.count(key)
+        answers = self.script.get(key, [(404, {}, "")])
+        status, headers, body = answers[min(n, len(answers)) - 1]
+        body = body.replace("BASE", self.base).encode()
+        self.send_response(status)
+        if self.command != "GET" and status < 500:
+            self.send_header("Replay-Nonce", "nonce%d" % len(self.seen))
+        for k, v in headers.items():
+            self.send_header(k, v.replace("BASE", self.base))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def do_GET(self):
+        self._answer()
+
+    def do_HEAD(self):
+        self._answer()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer()
+
+    def log_message(self, *a):
+        pass
+
+
+def _fake_ca(script):
+    seen = []
+    handler = type("F", (_FakeCA,), {"script": script, "seen": seen})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    handler.base = "https://localhost:%d" % srv.server_address[1]
+    crt, key = harness.ca().leaf(["localhost"])
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, seen
+
+
+FAKE_DIR = json.dumps({"newNonce": "BASE/nonce", "newAccount": "BASE/acct",
+                       "newOrder": "BASE/order", "revokeCert": "BASE/revoke"})
+PROBLEM = {"Content-Type": "application/problem+json"}
+
+
+def _run_fake(script, name):
+    srv, seen = _fake_ca(script)
+    try:
+        url = "https://localhost:%d/dir" % srv.server_address[1]
+        cfg = config(pb(), storage_dir(), ["http-01"], directory=url,
+                     ca_roots=[harness.ca().cert])
+        rc, out, err = obtain(cfg, name, timeout=60)
+        return rc, out, err, seen
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_retries_and_rate_limits():
+    rate = json.dumps({"type": "urn:ietf:params:acme:error:rateLimited",
+                       "detail": "too many new accounts"})
+    internal = json.dumps({"type": "urn:ietf:params:acme:error:serverInternal", "detail": "oops"})
+    # serverInternal / 5xx are retried with back-off; a long rateLimited fails
+    # at once, saying when to come back.
+    rc, out, err, seen = _run_fake({
+        "GET /dir": [(503, {}, "busy"), (200, {}, FAKE_DIR)],
+        "HEAD /nonce": [(500, PROBLEM, internal), (500, PROBLEM, internal), (200, {}, "")],
+        "POST /acct": [(429, dict(PROBLEM, **{"Retry-After": "86400"}), rate)],
+    }, "rate.example.com")
     harness.eq(rc, 1, "exit")
-    harness.contains(out["error"], "stopped", "canceled error")
+    harness.eq(seen.count("GET /dir"), 2, "directory retried after a 503")
+    harness.eq(seen.count("HEAD /nonce"), 3, "newNonce retried after serverInternal")
+    harness.eq(seen.count("POST /acct"), 1, "a day-long rate limit is not waited for")
+    harness.contains(out["error"], "/acct: status 429: urn:ietf:params:acme:error:rateLimited: "
+                     "too many new accounts (retry after 86400 s)", "error")
+
+    # A short rateLimited is waited for; an order refused with subproblems
+    # fails with all of them in the message.
+    order_problem = json.dumps({
+        "type": "urn:ietf:params:acme:error:rejectedIdentifier", "detail": "refused",
+        "subproblems": [{"type": "urn:ietf:params:acme:error:rejectedIdentifier",
+                         "detail": "blocked name",
+                         "identifier": {"type": "dns", "value": "sub.example.com"}}]})
+    rc, out, err, seen = _run_fake({
+        "GET /dir": [(200, {}, FAKE_DIR)],
+        "HEAD /nonce": [(200, {}, "")],
+        "POST /acct": [(429, dict(PROBLEM, **{"Retry-After": "1"}), rate),
+                       (201, {"Location": "BASE/acct/1"}, "{}")],
+        "POST /order": [(400, PROBLEM, order_problem)],
+    }, "sub.example.com")
+    harness.eq(rc, 1, "exit")
+    harness.eq(seen.count("POST /acct"), 2, "a 1 s rate limit is waited for")
+    harness.contains(out["error"], "POST https://localhost:", "error names the URL")
+    harness.contains(out["error"], "urn:ietf:params:acme:error:rejectedIdentifier: refused; "
+                     "subproblems: [sub.example.com: urn:ietf:params:acme:error:"
+                     "rejectedIdentifier: blocked name]", "error has the subproblems")
+
+    # Hostile resources: a field of the wrong type is named.
+    rc, out, err, seen = _run_fake({
+        "GET /dir": [(200, {}, FAKE_DIR)],
+        "HEAD /nonce": [(200, {}, "")],
+        "POST /acct": [(201, {"Location": "BASE/acct/1"}, "{}")],
+        "POST /order": [(201, {"Location": "BASE/order/1"},
+                         json.dumps({"status": "pending", "finalize": "BASE/fin",
+                                     "authorizations": ["BASE/authz/1"]}))],
+        "POST /authz/1": [(200, {}, json.dumps({"status": "pending",
+                                                "identifier": {"type": "dns", "value": 7},
+                                                "challenges": []}))],
+    }, "hostile.example.com")
+    harness.eq(rc, 1, "exit")
+    harness.contains(out["error"], '/authz/1: the CA\'s response has no string field "value"',
+                     "error names the field")
+
+
+def test_preferred_chain():
+    p = pebble.start(env={"PEBBLE_ALTERNATE_ROOTS": "1"})
+    try:
+        def cn(pem):
+            r = subprocess.run(["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253"],
+                               input=pem.encode(), stdout=subprocess.PIPE, check=True, timeout=30)
+            return r.stdout.decode().strip().split("CN=", 1)[1].split(",")[0]
+        alt_root = cn(p.root_pem(1))
+        harness.check(alt_root != cn(p.root_pem(0)), "two different roots")
+        st = storage_dir()
+        rc, out, err = obtain(config(p, st, ["http-01"], extra={"preferred_chain": alt_root}),
+                              "chain.example.com", p=p)
+        harness.eq(rc, 0, "exit (%s; %s)" % (out, err[-3000:]))
+        with open(cert_pem_path(st, "chain.example.com")) as f:
+            pems = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----",
+                              f.read(), re.S)
+        r = subprocess.run(["openssl", "x509", "-noout", "-issuer", "-nameopt", "RFC2253"],
+                           input=pems[-1].encode(), stdout=subprocess.PIPE, check=True,
+                           timeout=30)
+        harness.contains(r.stdout.decode(), "CN=" + alt_root, "top of the stored chain")
+    finally:
+        p.stop()
 
 
 def test_lock_held():
