@@ -1,0 +1,169 @@
+/* storage.h: the ACME storage directory — accounts, certificates and the
+ * per-name locks that keep two processes from ordering the same name.
+ *
+ * Layout under the root (DESIGN.md "Storage layout"):
+ *
+ *   accounts/<ca-host>/<account-id>.json    0600, opaque JSON from the caller
+ *   certs/<name>/current -> v-<time>-<rand>  symlink, switched atomically
+ *   certs/<name>/v-<time>-<rand>/cert.pem    0644, chain, leaf first
+ *                                key.pem     0600
+ *                                meta.json   0644, opaque JSON from the caller
+ *   certs/<name>/cert.pem -> current/cert.pem  (and key.pem, meta.json), so
+ *                                the paths of DESIGN.md work for operators
+ *   locks/<name>                             0600, flock()ed while ordering
+ *
+ * Every directory is created 0700 and existing ones are never loosened.
+ * Every file write is atomic: a temporary ".tmp-<pid>-<hex>" in the same
+ * directory, written, fsync()ed, renamed over the target, and the directory
+ * fsync()ed. A crash leaves the old or the new file, never a torn one.
+ * Temporaries are invisible to readers; acme_storage_open removes those
+ * whose process is gone.
+ *
+ * A certificate is three files that must change together. Each version is a
+ * complete, immutable directory and `current` is a symlink renamed over the
+ * old one (the Kubernetes AtomicWriter scheme): rename(2) is the only step
+ * that publishes, so a reader following `current` sees the old (cert, key,
+ * meta) or the new one, whatever instant a writer crashes at. Renaming
+ * cert.pem and key.pem one after the other could not give that: a crash
+ * between the two renames would pair a new certificate with an old key.
+ *
+ * Names. A certificate name is a lower-case DNS name of LDH labels (at most
+ * 253 characters, labels 1-63, no leading or trailing hyphen), optionally
+ * with a leading "*." for a wildcard. On disk "*." is written "_wildcard."
+ * ('*' is hostile to shells, and '_' cannot occur in an LDH name, so the
+ * mapping is reversible); the stored form must fit NAME_MAX (255), which
+ * limits a wildcard's parent to 245 characters. A CA is named by the host
+ * of its directory URL, "host" or "host_port" when the URL has a port; an
+ * account id is 1-200 of [a-z0-9._@+-] starting with a letter or digit.
+ * Every name is checked before it touches the filesystem, so "..", "/",
+ * NUL, empty and absolute names never reach a path.
+ *
+ * The directory backend serves one host: locks are flock(2) and stray
+ * temporaries are judged by local pids. A fleet shares a different store.
+ *
+ * Functions return 0 on success or a negative errno: -ENOENT when nothing
+ * is stored, -EINVAL for an invalid name, URL or JSON argument, -EBADMSG
+ * for a stored entry that is corrupt, others from the filesystem. Every
+ * failure sets |*out_err| (caller frees) to a message naming the file.
+ * A handle may be used by one thread at a time; several handles, in one
+ * process or several, may share a directory. */
+#ifndef GH_ACME_STORAGE_H
+#define GH_ACME_STORAGE_H
+
+#include <stddef.h>
+
+#include "acme/certs.h"
+#include "common/common.h"
+
+typedef struct acme_storage acme_storage_t;
+
+/* acme_storage_open opens the storage directory |root|, creating it and its
+ * missing parents 0700. It fails if |root| is not a directory, is writable
+ * by others, or is not writable by us. It removes temporaries left by dead
+ * processes. Returns a new handle (free with acme_storage_free), or NULL
+ * with |*out_err| set. */
+acme_storage_t *acme_storage_open(char **out_err, const char *root);
+
+/* acme_storage_free closes |st|. acme_storage_free(NULL) does nothing. */
+void acme_storage_free(acme_storage_t *st);
+
+/* acme_storage_account_save stores |json| (a JSON object: the account URL,
+ * key and whatever else the caller keeps) as the account |account_id| at
+ * the CA whose directory URL is |ca_url|, replacing any previous one
+ * atomically. Returns 0 or a negative errno with |*out_err|. */
+int acme_storage_account_save(acme_storage_t *st, char **out_err, const char *ca_url,
+                              const char *account_id, gh_str_t json);
+
+/* acme_storage_account_load reads the account stored by
+ * acme_storage_account_save. On success |*out_json| is a new NUL-terminated
+ * string (caller frees with gh_free) holding a JSON object. Returns 0,
+ * -ENOENT if there is none, or another negative errno; |*out_err| is set on
+ * every failure. */
+int acme_storage_account_load(acme_storage_t *st, char **out_json, char **out_err,
+                              const char *ca_url, const char *account_id);
+
+/* acme_storage_bundle_t is what is stored for a certificate name. */
+typedef struct {
+  gh_str_t chain_pem; /* leaf first */
+  gh_str_t key_pem;
+  gh_str_t meta_json; /* a JSON object, opaque to storage */
+} acme_storage_bundle_t;
+
+/* acme_storage_cert_save stores |bundle| under |name|, replacing the
+ * previous bundle atomically as a whole. The key must match the leaf and
+ * the meta must be a JSON object, or nothing is written (-EINVAL). Returns
+ * 0 or a negative errno with |*out_err|. */
+int acme_storage_cert_save(acme_storage_t *st, char **out_err, const char *name,
+                           const acme_storage_bundle_t *bundle);
+
+/* acme_storage_cert_load reads the bundle stored under |name|. On success
+ * |*out_cert| holds one reference (caller unrefs) and, if |out_meta| is not
+ * NULL, |*out_meta| is the meta JSON text (caller frees). Returns 0,
+ * -ENOENT if nothing is stored under |name|, -EBADMSG if what is stored is
+ * corrupt, or another negative errno; |*out_err| is set on every failure
+ * and names the file. */
+int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                           char **out_err, const char *name);
+
+/* acme_storage_cert_list returns the names that have a stored bundle, in
+ * their original form ("*.example.com"), sorted. On success |*out_names| is
+ * a new array of |*out_num_names| strings (free with
+ * acme_storage_names_free). Returns 0 or a negative errno with |*out_err|. */
+int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,
+                           char **out_err);
+
+/* acme_storage_names_free frees a list from acme_storage_cert_list. */
+void acme_storage_names_free(char **names, size_t num_names);
+
+/* acme_storage_cert_delete removes every version stored under |name|.
+ * Returns 0, -ENOENT if nothing was stored, or another negative errno with
+ * |*out_err|. */
+int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *name);
+
+/* ---- internal to acme/ ---- */
+
+/* Results of acme__storage_lock besides negative errnos. */
+typedef enum {
+  ACME_STORAGE_LOCK_ACQUIRED = 0,
+  ACME_STORAGE_LOCK_HELD = 1, /* another holder, in this process or another */
+} acme_storage_lock_result_t;
+
+typedef struct acme_storage_lock acme_storage_lock_t;
+
+/* acme__storage_lock takes the lock on |name| without waiting, for the
+ * duration of an order. The lock is flock(2) on locks/<name>: the kernel
+ * drops it when its holder dies, however it dies, so a crashed holder never
+ * leaves a stale lock and no pid or expiry has to be trusted to decide that
+ * a lock may be taken over (two processes that both judged an O_EXCL lock
+ * file stale could both take it over). The file records "pid= host=
+ * expires=" (now + |ttl_s|) for operators and for the message given to a
+ * refused locker; a live holder past its expiry is reported, never
+ * preempted. Holders are open file descriptions: a second call in the same
+ * process is refused too, and a child forked while the lock is held shares
+ * it until the child exits or execs (the descriptor is O_CLOEXEC).
+ *
+ * Returns ACME_STORAGE_LOCK_ACQUIRED with |*out_lock| set (release with
+ * acme__storage_unlock), ACME_STORAGE_LOCK_HELD with |*out_err| naming the
+ * holder, or a negative errno with |*out_err|. */
+int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
+                       const char *name, unsigned ttl_s);
+
+/* acme__storage_unlock releases and frees |lock|. NULL does nothing. */
+void acme__storage_unlock(acme_storage_lock_t *lock);
+
+/* acme__storage_name_encode checks the certificate name |name| and writes
+ * its on-disk form ("*." as "_wildcard.") to |out| (|out_size| bytes, 256
+ * is always enough). Returns 0, or -EINVAL with |*out_err| saying why. */
+int acme__storage_name_encode(char *out, size_t out_size, char **out_err, const char *name);
+
+/* acme__storage_name_decode is the inverse: it checks that |file| is the
+ * on-disk form of a valid name and writes the name to |out|. Returns 0 or
+ * -EINVAL (no message: directory entries that are not names are skipped). */
+int acme__storage_name_decode(char *out, size_t out_size, const char *file);
+
+/* acme__storage_ca_dir maps the CA directory URL |ca_url|
+ * ("https://host[:port]/path") to its directory name, "host" or
+ * "host_port", in |out|. Returns 0, or -EINVAL with |*out_err|. */
+int acme__storage_ca_dir(char *out, size_t out_size, char **out_err, const char *ca_url);
+
+#endif
