@@ -14,6 +14,7 @@
  * storage calls (small local files) and key generation. */
 #include <ctype.h>
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -38,8 +39,14 @@
 #define BACKOFF_CAP_MS 30000u
 #define LOCK_TTL_S 900u
 #define MAX_NAMES 100
+#define HOOK_TIMEOUT_MS 120000u
 
-enum { TIMER_PROCESS = 0, TIMER_SEND, TIMER_FAIL, TIMER_CANCEL };
+enum { TIMER_PROCESS = 0, TIMER_SEND, TIMER_FAIL, TIMER_CANCEL, TIMER_HOOK_TIMEOUT };
+
+typedef struct {
+  uv_process_t proc;
+  acme_job_t *job; /* NULL: nobody waits (cleanup) */
+} hook_t;
 
 static void job_process(acme_job_t *job);
 static void job_send(acme_job_t *job);
@@ -135,6 +142,11 @@ static void on_timer(uv_timer_t *t) {
     case TIMER_SEND: job_send(job); break;
     case TIMER_FAIL: job_finish(job, job->fail_status, job->fail_msg, NULL); break;
     case TIMER_CANCEL: job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL); break;
+    case TIMER_HOOK_TIMEOUT:
+      acme__job_fail(job, UV_ETIMEDOUT, "dns hook %s present %s: no exit after %u s",
+                     job->engine->acme->dns_hook, job->dns_fqdn ? job->dns_fqdn : "?",
+                     HOOK_TIMEOUT_MS / 1000);
+      break;
     default: job_process(job); break;
   }
 }
@@ -192,6 +204,7 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
     kick_account_waiters(e);
   }
   job->state = ACME_JOB_DONE;
+  if (job->hook != NULL) uv_process_kill(&((hook_t *)job->hook)->proc, SIGTERM);
   acme__order_cleanup(job);
   acme__storage_unlock(job->lock);
   job->lock = NULL;
@@ -656,10 +669,6 @@ static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
 
 /* ---- dns hook ---- */
 
-typedef struct {
-  uv_process_t proc;
-  acme_job_t *job; /* NULL: nobody waits (cleanup) */
-} hook_t;
 
 static void on_hook_close(uv_handle_t *h) { gh_free(h->data); }
 
@@ -668,7 +677,9 @@ static void on_hook_exit(uv_process_t *proc, int64_t exit_status, int term_signa
   acme_job_t *job = hook->job;
   uv_close((uv_handle_t *)proc, on_hook_close);
   if (job == NULL) return;
+  job->hook = NULL;
   job->in_flight--;
+  if (!job->done) uv_timer_stop(&job->timer); /* the hook's deadline */
   if (job->done) {
     job_maybe_free(job);
     return;
@@ -702,7 +713,12 @@ int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const 
     GH_WARN("acme", "dns hook %s %s %s: %s", e->acme->dns_hook, action, fqdn, uv_strerror(rc));
     return rc;
   }
-  if (hook->job != NULL) job->in_flight++;
+  if (hook->job != NULL) {
+    /* A hook that hangs must not hold the order (and the lock) forever. */
+    job->hook = hook;
+    job->in_flight++;
+    job_timer(job, TIMER_HOOK_TIMEOUT, HOOK_TIMEOUT_MS);
+  }
   return 0;
 }
 

@@ -176,6 +176,7 @@ struct acme_job {
   acme_chall_type_t chall_type;
   int presented;
   char *chall_url, *chall_token, *chall_name, *keyauth, *dns_fqdn, *dns_value;
+  void *hook; /* the dns hook's "present" while it runs (engine.c) */
   /* the certificate */
   EVP_PKEY *cert_key;
   char *chain_pem;

@@ -326,13 +326,11 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   job->chall_token = gh_strdup(token);
   job->chall_name = gh_strdup(value);
   job->keyauth = keyauth;
-  const cJSON *cst = cJSON_GetObjectItemCaseSensitive(chosen, "status");
   job->poll_delay_ms = POLL_FIRST_MS;
   job->poll_deadline_ms = gh_now_ms() + POLL_DEADLINE_MS +
                           (type == ACME_CHALL_DNS_01 ? e->acme->dns_propagation_timeout_ms : 0);
   GH_DEBUG("acme", "%s: %s for %s", job->url, chall_names[type], value);
-  if (challenge_present(job) != 0) return;
-  (void)cst;
+  challenge_present(job);
 }
 
 static void order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json) {

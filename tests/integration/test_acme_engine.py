@@ -167,6 +167,15 @@ def test_wildcard_without_dns01_fails_clearly():
     harness.contains(out["error"], "wildcard needs dns-01", "error")
 
 
+def test_dns_hook_failure():
+    p = pb()
+    rc, out, _ = obtain(config(p, storage_dir(), ["dns-01"], extra={"dns_hook": "/bin/false"}),
+                        "*.hookfail.example.com", p=p)
+    harness.eq(rc, 1, "exit")
+    harness.contains(out["error"], "dns hook /bin/false present _acme-challenge.hookfail."
+                     "example.com. failed (exit status 1", "error")
+
+
 def test_revoke():
     p = pb()
     cfg = config(p, _http_storage, ["http-01"])
