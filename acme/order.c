@@ -116,18 +116,12 @@ static void challenge_unpresent(acme_job_t *job) {
   }
   job->presented = 0;
   job->chall_type = ACME_CHALL_NONE;
-  gh_free(job->chall_url);
-  job->chall_url = NULL;
-  gh_free(job->chall_token);
-  job->chall_token = NULL;
-  gh_free(job->chall_name);
-  job->chall_name = NULL;
-  gh_free(job->keyauth);
-  job->keyauth = NULL;
-  gh_free(job->dns_fqdn);
-  job->dns_fqdn = NULL;
-  gh_free(job->dns_value);
-  job->dns_value = NULL;
+  char **owned[] = {&job->chall_url, &job->chall_token, &job->chall_name,
+                    &job->keyauth,   &job->dns_fqdn,    &job->dns_value};
+  for (size_t i = 0; i < GH_ARRAY_LEN(owned); i++) {
+    gh_free(*owned[i]);
+    *owned[i] = NULL;
+  }
 }
 
 void acme__order_cleanup(acme_job_t *job) { challenge_unpresent(job); }
