@@ -221,7 +221,10 @@ int conf_host_match(const char *pattern, const char *name, size_t name_len);
  * --print-config was given. Flags: --to ADDR (repeatable, required),
  * --from NAME (repeatable), --https ADDR, --http ADDR, --cert FILE,
  * --key FILE, --workers N, --no-resumption, --access-log json|combined|off,
- * --log-level L. */
+ * --log-level L, --acme-directory URL, --acme-ca-root FILE (repeatable),
+ * --email ADDR, --storage DIR, --challenge NAME (repeatable, in order of
+ * preference). With --acme-directory, --cert/--key may be left out: the
+ * --from names are then ACME-managed. */
 cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **argv);
 
 #endif

@@ -17,7 +17,9 @@
 
 typedef struct {
   cJSON *to, *from, *https, *http; /* string arrays, NULL until given */
+  cJSON *ca_roots, *challenges;
   const char *cert, *key, *workers, *access_log, *log_level;
+  const char *acme_directory, *email, *storage;
   int no_resumption, print_config;
 } quick_t;
 
@@ -48,6 +50,11 @@ static const quick_flag_t quick_flags[] = {
     F("--access-log", "json|combined|off", QUICK_STRING, access_log),
     F("--log-level", "debug|info|warn|error", QUICK_STRING, log_level),
     F("--print-config", NULL, QUICK_SWITCH, print_config),
+    F("--acme-directory", "URL", QUICK_STRING, acme_directory),
+    F("--acme-ca-root", "FILE", QUICK_LIST, ca_roots),
+    F("--email", "ADDR", QUICK_STRING, email),
+    F("--storage", "DIR", QUICK_STRING, storage),
+    F("--challenge", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
 };
 
 #undef F
@@ -145,6 +152,16 @@ static cJSON *build_doc(quick_t *q) {
   }
   cJSON *sites = cJSON_AddArrayToObject(doc, "sites");
   cJSON_AddItemToArray(sites, site);
+  if (q->acme_directory != NULL) {
+    cJSON *acme = cJSON_AddObjectToObject(doc, "acme");
+    cJSON_AddStringToObject(acme, "directory", q->acme_directory);
+    if (q->email != NULL) cJSON_AddStringToObject(acme, "email", q->email);
+    if (q->ca_roots != NULL) cJSON_AddItemToObject(acme, "ca_roots", q->ca_roots);
+    q->ca_roots = NULL;
+    if (q->challenges != NULL) cJSON_AddItemToObject(acme, "challenges", q->challenges);
+    q->challenges = NULL;
+  }
+  if (q->storage != NULL) cJSON_AddStringToObject(doc, "storage", q->storage);
   if (q->no_resumption) {
     cJSON *tls = cJSON_AddObjectToObject(doc, "tls");
     cJSON_AddFalseToObject(tls, "resumption");
@@ -188,9 +205,22 @@ static char *parse_args(quick_t *q, int argc, char **argv) {
   if ((q->cert == NULL) != (q->key == NULL)) {
     return gh_strdup(q->cert ? "--cert FILE needs --key FILE" : "--key FILE needs --cert FILE");
   }
-  if (q->cert == NULL) {
-    return gh_strdup("--cert FILE and --key FILE are required (quick mode cannot obtain "
-                     "certificates yet)");
+  if (q->acme_directory == NULL) {
+    static const char *const needs_acme[] = {"--acme-ca-root", "--email", "--challenge"};
+    const void *given[] = {q->ca_roots, q->email, q->challenges};
+    for (size_t i = 0; i < GH_ARRAY_LEN(needs_acme); i++) {
+      if (given[i] != NULL) return gh_asprintf("%s needs --acme-directory URL", needs_acme[i]);
+    }
+  }
+  if (q->cert == NULL && q->acme_directory == NULL) {
+    return gh_strdup("--cert FILE and --key FILE are required, or --acme-directory URL to "
+                     "obtain certificates for the --from names");
+  }
+  /* Without --cert the --from names are ACME-managed: without them there
+   * is no name to order a certificate for. */
+  if (q->cert == NULL && q->from == NULL) {
+    return gh_strdup("name the hosts with --from: certificates from --acme-directory are "
+                     "ordered for the --from names");
   }
   return NULL;
 }
@@ -212,5 +242,7 @@ cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **a
   cJSON_Delete(q.from);
   cJSON_Delete(q.https);
   cJSON_Delete(q.http);
+  cJSON_Delete(q.ca_roots);
+  cJSON_Delete(q.challenges);
   return doc;
 }

@@ -20,6 +20,12 @@ static const char usage[] =
     "     [--from NAME]... [--https ADDR] [--http ADDR] [--cert F --key F]\n"
     "     [--workers N] [--no-resumption] [--access-log json|combined|off]\n"
     "     [--log-level L] [--print-config]\n"
+    "     [--acme-directory URL [--acme-ca-root FILE]... [--email ADDR]\n"
+    "      [--storage DIR] [--challenge tls-alpn-01|http-01|dns-01]...]\n"
+    "  cert list -c FILE [--json]      certificates in the storage directory\n"
+    "  cert revoke NAME -c FILE [--reason R]\n"
+    "                      revoke a stored certificate at the CA\n"
+    "  cert obtain NAME... -c FILE     not yet: `run` obtains managed names\n"
     "  version             print the version\n"
     "  help                print this text\n";
 
@@ -127,6 +133,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
   if (strcmp(cmd, "validate") == 0) return cmd_validate(argc - 2, argv + 2);
   if (strcmp(cmd, "proxy") == 0) return cmd_proxy(argc - 2, argv + 2);
+  if (strcmp(cmd, "cert") == 0) return px_cert_cmd(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("gatehouse %s\n", GATEHOUSE_VERSION);
     return 0;

@@ -10,4 +10,9 @@
  * non-zero if it could not start (the reason has been logged). */
 int px_run(conf_t *conf, const char *config_path);
 
+/* px_cert_cmd runs `gatehouse cert ARGS...` (|argv| starts after "cert"):
+ * list, revoke or obtain. Returns the process exit status: 0 on success,
+ * 1 when the storage or the CA failed, 2 for a usage error. */
+int px_cert_cmd(int argc, char **argv);
+
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proxy/control.h"
 #include "proxy/internal.h"
 #include "proxy/proxy.h"
 
@@ -22,6 +23,8 @@ typedef struct {
   const char *config_path;
   px_gen_t *gen;
   acme_challenges_t *challenges;
+  px_managed_t managed;  /* certificates of ACME-managed sites */
+  px_control_t *control; /* NULL without acme.directory */
   int stopping;
 } px_server_t;
 
@@ -220,6 +223,9 @@ static void reload(px_server_t *s) {
     GH_WARN("proxy", "reload: listener and worker changes take effect at the next restart");
   }
   gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
+  /* Managed certificates go into the new table before any worker sees it,
+   * so no handshake under the new generation misses them. */
+  px_managed_set_gen(&s->managed, gen);
   post_to_workers(s, gen, 0);
   px_gen_unref(s->gen);
   s->gen = gen;
@@ -240,6 +246,8 @@ static void on_signal(uv_signal_t *h, int signum) {
   GH_INFO("proxy", "%s: draining (up to %llums)", strsignal(signum),
           (unsigned long long)s->gen->conf->timeouts.drain_ms);
   post_to_workers(s, NULL, 1);
+  px_control_stop(s->control);
+  s->control = NULL;
   uv_close((uv_handle_t *)&s->sig_term, NULL);
   uv_close((uv_handle_t *)&s->sig_int, NULL);
   uv_close((uv_handle_t *)&s->sig_hup, NULL);
@@ -274,6 +282,15 @@ int px_run(conf_t *conf, const char *config_path) {
   for (unsigned i = 0; i < s.num_workers; i++) uv_sem_wait(&started);
   for (unsigned i = 0; i < s.num_workers; i++) failed |= s.workers[i]->start_err;
   uv_sem_destroy(&started);
+  px_managed_init(&s.managed, s.gen);
+  if (!failed && conf->acme.directory != NULL) {
+    s.control = px_control_start(&err, s.gen, s.challenges, &s.managed);
+    if (s.control == NULL) {
+      GH_ERROR("acme", "%s", err);
+      gh_free(err);
+      failed = 1;
+    }
+  }
 
   if (!failed) {
     uv_signal_init(&s.loop, &s.sig_term);
@@ -301,6 +318,8 @@ int px_run(conf_t *conf, const char *config_path) {
   uv_walk(&s.loop, worker_close_walk, NULL);
   uv_run(&s.loop, UV_RUN_DEFAULT);
   uv_loop_close(&s.loop);
+  px_control_stop(s.control);
+  px_managed_cleanup(&s.managed);
   px_gen_unref(s.gen);
   acme_challenges_free(s.challenges);
   if (!failed) GH_INFO("proxy", "stopped");

@@ -897,6 +897,27 @@ static void test_quick_defaults(void) {
   conf_free(c);
 }
 
+static void test_quick_acme(void) {
+  const char *args[] = {"--to", "127.0.0.1:1", "--from", "a.test", "--acme-directory",
+                        "https://ca.test/dir", "--acme-ca-root", CERT, "--email", "ops@a.test",
+                        "--storage", "/tmp/gh-quick-store", "--challenge", "http-01",
+                        "--challenge", "tls-alpn-01"};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse(args, (int)GH_ARRAY_LEN(args), &print, &err);
+  if (c == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->acme.directory, "https://ca.test/dir");
+  ASSERT_STR_EQ(c->acme.email, "ops@a.test");
+  ASSERT_EQ(c->acme.num_ca_roots, 1);
+  ASSERT_EQ(c->acme.num_challenges, 2);
+  ASSERT_EQ(c->acme.challenges[0], CONF_CHALLENGE_HTTP_01);
+  ASSERT_EQ(c->acme.challenges[1], CONF_CHALLENGE_TLS_ALPN_01);
+  ASSERT_STR_EQ(c->storage, "/tmp/gh-quick-store");
+  ASSERT_NULL(c->sites[0].cert_file);
+  conf_free(c);
+}
+
 static void test_quick_errors(void) {
   static const struct {
     const char *args[6];
@@ -915,6 +936,9 @@ static void test_quick_errors(void) {
       {{"--to", "127.0.0.1:1", "--cert", "c.pem"}, 4, "--cert FILE needs --key FILE"},
       {{"--to", "127.0.0.1:1", "--key", "k.pem"}, 4, "--key FILE needs --cert FILE"},
       {{"--to", "127.0.0.1:1"}, 2, "--cert FILE and --key FILE are required"},
+      {{"--to", "127.0.0.1:1", "--acme-directory", "https://ca.test/dir"}, 4,
+       "name the hosts with --from"},
+      {{"--to", "127.0.0.1:1", "--email", "a@b.test"}, 4, "--email needs --acme-directory URL"},
   };
   for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
     char *err = NULL;
@@ -961,5 +985,6 @@ int main(void) {
   RUN(test_quick_full);
   RUN(test_quick_defaults);
   RUN(test_quick_errors);
+  RUN(test_quick_acme);
   TEST_EXIT();
 }

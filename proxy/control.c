@@ -1,0 +1,302 @@
+/* control.c: the control thread (DESIGN.md "The three planes") and the
+ * server's list of managed certificates.
+ *
+ * When acme.directory is set, px_run starts one thread with its own loop
+ * running an acme_engine_t. Every site without static certificate files is
+ * "managed": at start the control thread installs its stored certificate
+ * if one is on disk, covers the site's names and has not expired, and
+ * otherwise orders one (names = the site's hosts, the first being the
+ * storage name). A failed order is logged and retried after a backoff that
+ * doubles from 1 minute to 1 hour. Renewal is a later issue.
+ *
+ * "Install" puts the certificate into the certificate table of the current
+ * generation under each of the site's host patterns, and remembers it in
+ * the server's px_managed_t, so that reload() re-installs it into the next
+ * generation's table before any worker sees that generation. The list and
+ * the current generation are under one mutex: the control thread installs
+ * while the main thread may be switching generations.
+ *
+ * The managed sites are those of the configuration the server started
+ * with; a site added by a reload gets its certificate at the next start. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "acme/storage.h"
+#include "common/log.h"
+#include "proxy/control.h"
+#include "proxy/tls.h"
+
+#define BACKOFF_MIN_MS (60 * 1000)
+#define BACKOFF_MAX_MS (60 * 60 * 1000)
+
+/* ---- managed certificates ---- */
+
+struct px_managed_cert {
+  char **hosts; /* the site's host patterns */
+  size_t num_hosts;
+  int is_default;
+  acme_cert_t *cert;
+};
+
+void px_managed_init(px_managed_t *m, px_gen_t *gen) {
+  memset(m, 0, sizeof(*m));
+  pthread_mutex_init(&m->mu, NULL);
+  m->gen = px_gen_ref(gen);
+}
+
+static void entry_cleanup(px_managed_cert_t *e) {
+  for (size_t i = 0; i < e->num_hosts; i++) gh_free(e->hosts[i]);
+  gh_free(e->hosts);
+  e->hosts = NULL;
+  acme_cert_unref(e->cert);
+  e->cert = NULL;
+}
+
+void px_managed_cleanup(px_managed_t *m) {
+  for (size_t i = 0; i < m->num_certs; i++) entry_cleanup(&m->certs[i]);
+  gh_free(m->certs);
+  m->certs = NULL;
+  px_gen_unref(m->gen);
+  m->gen = NULL;
+  pthread_mutex_destroy(&m->mu);
+}
+
+/* put_entry maps |e|'s patterns in |gen|'s table, those that |gen|'s
+ * configuration still manages (a reload may have given a name static
+ * files or dropped it). Called with m->mu held. */
+static void put_entry(px_gen_t *gen, const px_managed_cert_t *e) {
+  acme_cert_table_t *table = px_tls_ctx_table(gen->ssl_ctx);
+  if (table == NULL) return;
+  const conf_t *conf = gen->conf;
+  for (size_t h = 0; h < e->num_hosts; h++) {
+    for (size_t i = 0; i < conf->num_sites; i++) {
+      const conf_site_t *site = &conf->sites[i];
+      if (site->cert_file != NULL) continue;
+      for (size_t k = 0; k < site->num_hosts; k++) {
+        if (strcmp(site->hosts[k], e->hosts[h]) != 0) continue;
+        acme_cert_table_put(table, e->hosts[h], e->cert);
+        /* The same key the TLS code uses for the default certificate. */
+        if (site->is_default) acme_cert_table_put(table, "*", e->cert);
+      }
+    }
+  }
+}
+
+void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *cert) {
+  pthread_mutex_lock(&m->mu);
+  px_managed_cert_t *e = NULL;
+  for (size_t i = 0; i < m->num_certs && e == NULL; i++) {
+    if (m->certs[i].num_hosts > 0 && strcmp(m->certs[i].hosts[0], site->hosts[0]) == 0)
+      e = &m->certs[i];
+  }
+  if (e == NULL) {
+    m->certs = gh_realloc(m->certs, (m->num_certs + 1) * sizeof(*m->certs));
+    e = &m->certs[m->num_certs++];
+    memset(e, 0, sizeof(*e));
+  } else {
+    entry_cleanup(e);
+  }
+  e->hosts = gh_calloc(site->num_hosts, sizeof(char *));
+  for (size_t i = 0; i < site->num_hosts; i++) e->hosts[i] = gh_strdup(site->hosts[i]);
+  e->num_hosts = site->num_hosts;
+  e->is_default = site->is_default;
+  e->cert = acme_cert_ref(cert);
+  put_entry(m->gen, e);
+  pthread_mutex_unlock(&m->mu);
+}
+
+void px_managed_set_gen(px_managed_t *m, px_gen_t *gen) {
+  pthread_mutex_lock(&m->mu);
+  for (size_t i = 0; i < m->num_certs; i++) put_entry(gen, &m->certs[i]);
+  px_gen_t *old = m->gen;
+  m->gen = px_gen_ref(gen);
+  pthread_mutex_unlock(&m->mu);
+  px_gen_unref(old);
+}
+
+/* ---- the control thread ---- */
+
+typedef struct {
+  px_control_t *ctl;
+  const conf_site_t *site;
+  uv_timer_t retry;
+  uint64_t backoff_ms;
+  int ordering; /* an order is in flight */
+} managed_site_t;
+
+struct px_control {
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_async_t async; /* stop, from the main thread */
+  px_gen_t *gen;    /* keeps the configuration the engine reads alive */
+  px_managed_t *managed;
+  acme_engine_t *engine;
+  acme_storage_t *storage;
+  managed_site_t *sites;
+  size_t num_sites;
+  int stopping;
+};
+
+static void obtain(managed_site_t *ms);
+
+static void on_retry(uv_timer_t *t) {
+  managed_site_t *ms = t->data;
+  if (!ms->ctl->stopping) obtain(ms);
+}
+
+static void schedule_retry(managed_site_t *ms) {
+  if (ms->ctl->stopping) return;
+  ms->backoff_ms = ms->backoff_ms == 0 ? BACKOFF_MIN_MS : ms->backoff_ms * 2;
+  if (ms->backoff_ms > BACKOFF_MAX_MS) ms->backoff_ms = BACKOFF_MAX_MS;
+  GH_INFO("acme", "%s: next attempt in %llus", ms->site->hosts[0],
+          (unsigned long long)(ms->backoff_ms / 1000));
+  uv_timer_start(&ms->retry, on_retry, ms->backoff_ms, 0);
+}
+
+static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
+  managed_site_t *ms = arg;
+  ms->ordering = 0;
+  if (status == UV_ECANCELED && ms->ctl->stopping) return;
+  if (status != 0) {
+    GH_ERROR("acme", "%s: %s", ms->site->hosts[0], err ? err : uv_strerror(status));
+    schedule_retry(ms);
+    return;
+  }
+  ms->backoff_ms = 0;
+  px_managed_install(ms->ctl->managed, ms->site, cert);
+  GH_INFO("acme", "%s: certificate from %s installed (valid until %lld)", ms->site->hosts[0],
+          cert->issuer_cn ? cert->issuer_cn : "?", (long long)cert->not_after);
+}
+
+static void obtain(managed_site_t *ms) {
+  if (ms->ordering) return;
+  int rc = acme_engine_obtain(ms->ctl->engine, (const char *const *)ms->site->hosts,
+                              ms->site->num_hosts, on_obtained, ms);
+  if (rc != 0) {
+    GH_ERROR("acme", "%s: cannot start an order: %s", ms->site->hosts[0], uv_strerror(rc));
+    schedule_retry(ms);
+    return;
+  }
+  ms->ordering = 1;
+}
+
+/* covers reports whether |cert| names every host of |site|. */
+static int covers(const acme_cert_t *cert, const conf_site_t *site) {
+  for (size_t i = 0; i < site->num_hosts; i++) {
+    int found = 0;
+    for (size_t j = 0; j < cert->num_sans && !found; j++)
+      found = strcmp(cert->sans[j], site->hosts[i]) == 0;
+    if (!found) return 0;
+  }
+  return 1;
+}
+
+/* start_site installs the stored certificate of |ms| if it is usable, and
+ * otherwise orders one. */
+static void start_site(managed_site_t *ms) {
+  px_control_t *ctl = ms->ctl;
+  const char *name = ms->site->hosts[0];
+  acme_cert_t *cert = NULL;
+  char *err = NULL;
+  int rc = acme_storage_cert_load(ctl->storage, &cert, NULL, &err, name);
+  if (rc == 0) {
+    if (cert->not_after > time(NULL) && covers(cert, ms->site)) {
+      px_managed_install(ctl->managed, ms->site, cert);
+      GH_INFO("acme", "%s: stored certificate installed (valid until %lld)", name,
+              (long long)cert->not_after);
+      acme_cert_unref(cert);
+      return;
+    }
+    GH_INFO("acme", "%s: the stored certificate has expired or misses a name: ordering", name);
+  } else if (rc != -ENOENT) {
+    GH_WARN("acme", "%s: %s: ordering a new certificate", name, err);
+  }
+  gh_free(err);
+  acme_cert_unref(cert);
+  obtain(ms);
+}
+
+static void free_handle(uv_handle_t *h) { gh_free(h); }
+
+static void on_start(uv_timer_t *t) {
+  px_control_t *ctl = t->data;
+  uv_close((uv_handle_t *)t, free_handle);
+  for (size_t i = 0; i < ctl->num_sites && !ctl->stopping; i++) start_site(&ctl->sites[i]);
+}
+
+static void on_stop(uv_async_t *a) {
+  px_control_t *ctl = a->data;
+  ctl->stopping = 1;
+  /* Orders in flight end with UV_ECANCELED, from the loop, and schedule
+   * nothing: on_obtained sees |stopping|. */
+  acme_engine_free(ctl->engine);
+  ctl->engine = NULL;
+  for (size_t i = 0; i < ctl->num_sites; i++)
+    uv_close((uv_handle_t *)&ctl->sites[i].retry, NULL);
+  uv_close((uv_handle_t *)&ctl->async, NULL);
+}
+
+static void control_main(void *arg) {
+  px_control_t *ctl = arg;
+  uv_run(&ctl->loop, UV_RUN_DEFAULT);
+}
+
+static int site_is_managed(const conf_site_t *site) {
+  if (site->cert_file != NULL || site->num_hosts == 0) return 0;
+  /* "*" is for on-demand certificates, which are a later issue. */
+  for (size_t i = 0; i < site->num_hosts; i++) {
+    if (strcmp(site->hosts[i], "*") == 0) return 0;
+  }
+  return 1;
+}
+
+px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                               px_managed_t *managed) {
+  const conf_t *conf = gen->conf;
+  px_control_t *ctl = gh_calloc(1, sizeof(*ctl));
+  uv_loop_init(&ctl->loop);
+  ctl->storage = acme_storage_open(out_err, conf->storage);
+  if (ctl->storage != NULL) ctl->engine = acme_engine_new(out_err, &ctl->loop, conf, challenges);
+  if (ctl->engine == NULL) {
+    acme_storage_free(ctl->storage);
+    uv_run(&ctl->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ctl->loop);
+    gh_free(ctl);
+    return NULL;
+  }
+  ctl->gen = px_gen_ref(gen);
+  ctl->managed = managed;
+  ctl->sites = gh_calloc(conf->num_sites ? conf->num_sites : 1, sizeof(managed_site_t));
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    if (!site_is_managed(&conf->sites[i])) continue;
+    managed_site_t *ms = &ctl->sites[ctl->num_sites++];
+    ms->ctl = ctl;
+    ms->site = &conf->sites[i];
+    uv_timer_init(&ctl->loop, &ms->retry);
+    ms->retry.data = ms;
+  }
+  uv_async_init(&ctl->loop, &ctl->async, on_stop);
+  ctl->async.data = ctl;
+  /* The first orders start from the loop, in the control thread. */
+  uv_timer_t *start = gh_malloc(sizeof(*start));
+  uv_timer_init(&ctl->loop, start);
+  start->data = ctl;
+  uv_timer_start(start, on_start, 0, 0);
+  GH_INFO("acme", "control thread: %zu managed site(s), CA %s", ctl->num_sites,
+          conf->acme.directory);
+  uv_thread_create(&ctl->thread, control_main, ctl);
+  return ctl;
+}
+
+void px_control_stop(px_control_t *ctl) {
+  if (ctl == NULL) return;
+  uv_async_send(&ctl->async);
+  uv_thread_join(&ctl->thread);
+  if (uv_loop_close(&ctl->loop) != 0) GH_WARN("acme", "control thread: loop not empty at exit");
+  acme_storage_free(ctl->storage);
+  gh_free(ctl->sites);
+  px_gen_unref(ctl->gen);
+  gh_free(ctl);
+}

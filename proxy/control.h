@@ -1,0 +1,53 @@
+/* control.h: the control thread, which runs the ACME engine for the
+ * managed sites, and the server's list of managed certificates (see
+ * control.c). */
+#ifndef GH_PROXY_CONTROL_H
+#define GH_PROXY_CONTROL_H
+
+#include <pthread.h>
+
+#include "proxy/internal.h"
+
+typedef struct px_managed_cert px_managed_cert_t;
+
+/* px_managed_t: the certificates the control thread obtained or loaded,
+ * and the generation they are installed in. Shared by the main thread
+ * (reload) and the control thread (install), under |mu|. */
+typedef struct {
+  pthread_mutex_t mu;
+  px_gen_t *gen; /* current generation (a reference) */
+  px_managed_cert_t *certs;
+  size_t num_certs;
+} px_managed_t;
+
+/* px_managed_init starts an empty list installing into |gen| (taking a
+ * reference); px_managed_cleanup releases everything. */
+void px_managed_init(px_managed_t *m, px_gen_t *gen);
+void px_managed_cleanup(px_managed_t *m);
+
+/* px_managed_install remembers |cert| (taking a reference) for |site|,
+ * replacing the previous one, and puts it into the current generation's
+ * certificate table under each of the site's host patterns. Any thread. */
+void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *cert);
+
+/* px_managed_set_gen installs every remembered certificate into |gen|'s
+ * table (for the patterns |gen|'s configuration still manages) and makes
+ * |gen| the current generation. Called by reload() before |gen| is handed
+ * to the workers. */
+void px_managed_set_gen(px_managed_t *m, px_gen_t *gen);
+
+typedef struct px_control px_control_t;
+
+/* px_control_start opens the storage, creates the engine for |gen|'s
+ * configuration (which must have acme.directory) and starts the control
+ * thread, which installs or orders the managed sites' certificates into
+ * |managed|. Returns the thread's handle, or NULL with |*out_err| set
+ * (caller frees). */
+px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                               px_managed_t *managed);
+
+/* px_control_stop tells the control thread to stop (orders in flight are
+ * cancelled), joins it and frees everything. NULL does nothing. */
+void px_control_stop(px_control_t *ctl);
+
+#endif
