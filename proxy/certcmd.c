@@ -6,9 +6,10 @@
  *   cert obtain NAME... -c FILE                (see below)
  *
  * revoke runs an engine on a loop in this process: it needs no listener.
- * obtain would need the CA to reach this process's challenge answers on the
- * configured listeners, which a running gatehouse holds; it is not
- * implemented yet and says so (exit 2). */
+ * obtain needs the CA to reach this process's challenge answers, so it
+ * binds the configured listeners and serves them (px_obtain) until the
+ * order finishes; when they are taken (a gatehouse is running, and it
+ * obtains its managed names itself) it says so and exits 2. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
@@ -230,6 +231,41 @@ static int cert_revoke(const args_t *a) {
   return r.status == 0 ? 0 : 1;
 }
 
+static int cert_obtain(const args_t *a) {
+  if (a->num_names == 0) {
+    fprintf(stderr, "gatehouse cert obtain: name at least one host\n%s", cert_usage);
+    return 2;
+  }
+  for (size_t i = 0; i < a->num_names; i++) {
+    if (!conf_host_pattern_valid(a->names[i])) {
+      fprintf(stderr, "gatehouse cert obtain: \"%s\" is not a lower-case host name\n",
+              a->names[i]);
+      return 2;
+    }
+  }
+  conf_t *conf = load_conf(a->config);
+  if (conf == NULL) return 2;
+  if (conf->acme.directory == NULL) {
+    fprintf(stderr, "gatehouse cert obtain: %s has no acme.directory\n", a->config);
+    conf_free(conf);
+    return 2;
+  }
+  gh_log_setup((gh_log_level_t)conf->log_level, GH_LOG_TEXT);
+  int rc = px_obtain(conf, a->names, a->num_names);
+  if (rc == PX_OBTAIN_LISTEN_FAILED) {
+    fprintf(stderr, "gatehouse cert obtain: cert obtain needs the server's listeners; start "
+                    "`gatehouse run` (it obtains managed names at start)\n");
+    return 2;
+  }
+  if (rc != 0) {
+    fprintf(stderr, "gatehouse cert obtain: no certificate for %s (the reason is logged above)\n",
+            a->names[0]);
+    return 1;
+  }
+  printf("obtained %s\n", a->names[0]);
+  return 0;
+}
+
 int px_cert_cmd(int argc, char **argv) {
   if (argc < 1) {
     fputs(cert_usage, stderr);
@@ -248,9 +284,7 @@ int px_cert_cmd(int argc, char **argv) {
     } else if (strcmp(sub, "revoke") == 0) {
       rc = cert_revoke(&a);
     } else {
-      fprintf(stderr, "gatehouse cert obtain: cert obtain needs the server's listeners; start "
-                      "`gatehouse run` (it obtains managed names at start)\n");
-      rc = 2;
+      rc = cert_obtain(&a);
     }
   }
   gh_free(a.names);

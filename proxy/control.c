@@ -137,6 +137,11 @@ struct px_control {
   managed_site_t *sites;
   size_t num_sites;
   int stopping;
+  /* One-shot mode (px_control_obtain): these names instead of the sites. */
+  const char *const *names;
+  size_t num_names;
+  px_control_done_cb done;
+  void *done_arg;
 };
 
 static void obtain(managed_site_t *ms);
@@ -220,9 +225,28 @@ static void start_site(managed_site_t *ms) {
 
 static void free_handle(uv_handle_t *h) { gh_free(h); }
 
+static void on_oneshot(void *arg, int status, const char *err, acme_cert_t *cert) {
+  px_control_t *ctl = arg;
+  if (status == 0) {
+    GH_INFO("acme", "%s: certificate from %s stored (valid until %lld)", ctl->names[0],
+            cert->issuer_cn ? cert->issuer_cn : "?", (long long)cert->not_after);
+  } else {
+    GH_ERROR("acme", "%s: %s", ctl->names[0], err ? err : uv_strerror(status));
+  }
+  if (!ctl->stopping) ctl->done(ctl->done_arg, status);
+}
+
 static void on_start(uv_timer_t *t) {
   px_control_t *ctl = t->data;
   uv_close((uv_handle_t *)t, free_handle);
+  if (ctl->done != NULL && !ctl->stopping) {
+    int rc = acme_engine_obtain(ctl->engine, ctl->names, ctl->num_names, on_oneshot, ctl);
+    if (rc != 0) {
+      GH_ERROR("acme", "%s: cannot start an order: %s", ctl->names[0], uv_strerror(rc));
+      ctl->done(ctl->done_arg, rc);
+    }
+    return;
+  }
   for (size_t i = 0; i < ctl->num_sites && !ctl->stopping; i++) start_site(&ctl->sites[i]);
 }
 
@@ -252,10 +276,15 @@ static int site_is_managed(const conf_site_t *site) {
   return 1;
 }
 
-px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                               px_managed_t *managed) {
+static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                                 px_managed_t *managed, const char *const *names,
+                                 size_t num_names, px_control_done_cb done, void *done_arg) {
   const conf_t *conf = gen->conf;
   px_control_t *ctl = gh_calloc(1, sizeof(*ctl));
+  ctl->names = names;
+  ctl->num_names = num_names;
+  ctl->done = done;
+  ctl->done_arg = done_arg;
   uv_loop_init(&ctl->loop);
   ctl->storage = acme_storage_open(out_err, conf->storage);
   if (ctl->storage != NULL) ctl->engine = acme_engine_new(out_err, &ctl->loop, conf, challenges);
@@ -269,7 +298,7 @@ px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t 
   ctl->gen = px_gen_ref(gen);
   ctl->managed = managed;
   ctl->sites = gh_calloc(conf->num_sites ? conf->num_sites : 1, sizeof(managed_site_t));
-  for (size_t i = 0; i < conf->num_sites; i++) {
+  for (size_t i = 0; i < conf->num_sites && done == NULL; i++) {
     if (!site_is_managed(&conf->sites[i])) continue;
     managed_site_t *ms = &ctl->sites[ctl->num_sites++];
     ms->ctl = ctl;
@@ -284,10 +313,23 @@ px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t 
   uv_timer_init(&ctl->loop, start);
   start->data = ctl;
   uv_timer_start(start, on_start, 0, 0);
-  GH_INFO("acme", "control thread: %zu managed site(s), CA %s", ctl->num_sites,
-          conf->acme.directory);
+  if (done == NULL) {
+    GH_INFO("acme", "control thread: %zu managed site(s), CA %s", ctl->num_sites,
+            conf->acme.directory);
+  }
   uv_thread_create(&ctl->thread, control_main, ctl);
   return ctl;
+}
+
+px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                               px_managed_t *managed) {
+  return control_new(out_err, gen, challenges, managed, NULL, 0, NULL, NULL);
+}
+
+px_control_t *px_control_obtain(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                                const char *const *names, size_t num_names,
+                                px_control_done_cb done, void *done_arg) {
+  return control_new(out_err, gen, challenges, NULL, names, num_names, done, done_arg);
 }
 
 void px_control_stop(px_control_t *ctl) {

@@ -46,6 +46,18 @@ typedef struct px_control px_control_t;
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
                                px_managed_t *managed);
 
+/* px_control_done_cb receives the outcome of a px_control_obtain order, on
+ * the control thread: 0 or a negative error (already logged). */
+typedef void (*px_control_done_cb)(void *arg, int status);
+
+/* px_control_obtain is px_control_start for one order of |names| (kept
+ * alive by the caller until px_control_stop) instead of the managed sites:
+ * |done| is called once, on the control thread, unless the thread is
+ * stopped first. */
+px_control_t *px_control_obtain(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
+                                const char *const *names, size_t num_names,
+                                px_control_done_cb done, void *done_arg);
+
 /* px_control_stop tells the control thread to stop (orders in flight are
  * cancelled), joins it and frees everything. NULL does nothing. */
 void px_control_stop(px_control_t *ctl);

@@ -22,7 +22,9 @@ static void on_connection(uv_stream_t *server, int status) {
   px_conn_accept(l);
 }
 
-int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, char **out_err) {
+/* bind_socket returns a socket bound to |addr| (SO_REUSEPORT when
+ * |reuseport|), or -1 with |*out_err| set. */
+static int bind_socket(const conf_addr_t *addr, int reuseport, char **out_err) {
   struct addrinfo hints = {0}, *res = NULL;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
@@ -48,7 +50,7 @@ int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, c
   }
   int one = 1, zero = 0;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
     *out_err = gh_asprintf("listen %s: bind: %s", addr->text, strerror(errno));
@@ -57,6 +59,21 @@ int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, c
     return -1;
   }
   freeaddrinfo(res);
+  return fd;
+}
+
+int px_listen_probe(const conf_addr_t *addr, char **out_err) {
+  /* Without SO_REUSEPORT the bind fails while another process listens
+   * there with it, as every gatehouse worker does. */
+  int fd = bind_socket(addr, 0, out_err);
+  if (fd < 0) return -1;
+  close(fd);
+  return 0;
+}
+
+int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, char **out_err) {
+  int rc, fd = bind_socket(addr, 1, out_err);
+  if (fd < 0) return -1;
   uv_tcp_init(loop, &l->tcp);
   l->tcp.data = l;
   if ((rc = uv_tcp_open(&l->tcp, fd)) != 0 ||

@@ -25,7 +25,8 @@ static const char usage[] =
     "  cert list -c FILE [--json]      certificates in the storage directory\n"
     "  cert revoke NAME -c FILE [--reason R]\n"
     "                      revoke a stored certificate at the CA\n"
-    "  cert obtain NAME... -c FILE     not yet: `run` obtains managed names\n"
+    "  cert obtain NAME... -c FILE     order a certificate, serving the challenges\n"
+    "                      on the config's listeners (exit 2 if they are taken)\n"
     "  version             print the version\n"
     "  help                print this text\n";
 

@@ -10,6 +10,16 @@
  * non-zero if it could not start (the reason has been logged). */
 int px_run(conf_t *conf, const char *config_path);
 
+/* px_obtain runs |conf|'s listeners only until one order for |names|
+ * (the first is the storage name) has finished, so that the CA can reach
+ * the challenge answers: the command line's `cert obtain`. Takes ownership
+ * of |conf|. Returns 0 when the certificate is stored, a negative error
+ * when the order failed (logged), PX_OBTAIN_LISTEN_FAILED when a listener
+ * could not be bound (a gatehouse is probably running), or 1 when it could
+ * not start for another reason (logged). */
+#define PX_OBTAIN_LISTEN_FAILED 3
+int px_obtain(conf_t *conf, const char *const *names, size_t num_names);
+
 /* px_cert_cmd runs `gatehouse cert ARGS...` (|argv| starts after "cert"):
  * list, revoke or obtain. Returns the process exit status: 0 on success,
  * 1 when the storage or the CA failed, 2 for a usage error. */

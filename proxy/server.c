@@ -26,9 +26,18 @@ typedef struct {
   px_managed_t managed;  /* certificates of ACME-managed sites */
   px_control_t *control; /* NULL without acme.directory */
   int stopping;
+  /* px_obtain: one order instead of serving; |done| wakes the main loop. */
+  const char *const *names;
+  size_t num_names;
+  uv_async_t done;
+  _Atomic int obtain_status;
+
 } px_server_t;
 
 int px_listen_open(px_listener_t *l, uv_loop_t *loop, const conf_addr_t *addr, char **out_err);
+/* px_listen_probe reports whether |addr| can be bound by a socket without
+ * SO_REUSEPORT: 0, or -1 with |*out_err| set. */
+int px_listen_probe(const conf_addr_t *addr, char **out_err);
 
 static void worker_close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
@@ -232,6 +241,17 @@ static void reload(px_server_t *s) {
   GH_INFO("proxy", "configuration reloaded from %s", s->config_path);
 }
 
+static void stop_server(px_server_t *s) {
+  s->stopping = 1;
+  post_to_workers(s, NULL, 1);
+  px_control_stop(s->control);
+  s->control = NULL;
+  uv_close((uv_handle_t *)&s->sig_term, NULL);
+  uv_close((uv_handle_t *)&s->sig_int, NULL);
+  uv_close((uv_handle_t *)&s->sig_hup, NULL);
+  if (s->names != NULL) uv_close((uv_handle_t *)&s->done, NULL);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
   px_server_t *s = h->data;
   if (signum == SIGHUP) {
@@ -242,22 +262,33 @@ static void on_signal(uv_signal_t *h, int signum) {
     GH_WARN("proxy", "second stop signal: exiting now");
     _exit(1);
   }
-  s->stopping = 1;
   GH_INFO("proxy", "%s: draining (up to %llums)", strsignal(signum),
           (unsigned long long)s->gen->conf->timeouts.drain_ms);
-  post_to_workers(s, NULL, 1);
-  px_control_stop(s->control);
-  s->control = NULL;
-  uv_close((uv_handle_t *)&s->sig_term, NULL);
-  uv_close((uv_handle_t *)&s->sig_int, NULL);
-  uv_close((uv_handle_t *)&s->sig_hup, NULL);
+  stop_server(s);
 }
 
-int px_run(conf_t *conf, const char *config_path) {
+static void on_obtain_done(uv_async_t *a) {
+  px_server_t *s = a->data;
+  if (!s->stopping) stop_server(s);
+}
+
+/* obtain_done runs on the control thread. */
+static void obtain_done(void *arg, int status) {
+  px_server_t *s = arg;
+  atomic_store(&s->obtain_status, status);
+  uv_async_send(&s->done);
+}
+
+/* serve runs px_run, or px_obtain when |names| is set. */
+static int serve(conf_t *conf, const char *config_path, const char *const *names,
+                 size_t num_names) {
   signal(SIGPIPE, SIG_IGN);
   char *err = NULL;
   px_server_t s = {0};
   s.config_path = config_path;
+  s.names = names;
+  s.num_names = num_names;
+  atomic_init(&s.obtain_status, UV_ECANCELED);
   s.challenges = acme_challenges_new();
   s.gen = px_gen_new(&err, conf, s.challenges);
   if (s.gen == NULL) {
@@ -283,7 +314,17 @@ int px_run(conf_t *conf, const char *config_path) {
   for (unsigned i = 0; i < s.num_workers; i++) failed |= s.workers[i]->start_err;
   uv_sem_destroy(&started);
   px_managed_init(&s.managed, s.gen);
-  if (!failed && conf->acme.directory != NULL) {
+  int listen_failed = failed;
+  if (!failed && names != NULL) {
+    uv_async_init(&s.loop, &s.done, on_obtain_done);
+    s.done.data = &s;
+    s.control = px_control_obtain(&err, s.gen, s.challenges, names, num_names, obtain_done, &s);
+    if (s.control == NULL) {
+      GH_ERROR("acme", "%s", err);
+      gh_free(err);
+      failed = 1;
+    }
+  } else if (!failed && conf->acme.directory != NULL) {
     s.control = px_control_start(&err, s.gen, s.challenges, &s.managed);
     if (s.control == NULL) {
       GH_ERROR("acme", "%s", err);
@@ -304,8 +345,10 @@ int px_run(conf_t *conf, const char *config_path) {
       GH_INFO("proxy", "listening on %s (https)", conf->https[i].text);
     for (size_t i = 0; i < conf->num_http; i++)
       GH_INFO("proxy", "listening on %s (http)", conf->http[i].text);
-    GH_INFO("proxy", "gatehouse %s ready: %u worker(s), %zu site(s)", GATEHOUSE_VERSION,
-            s.num_workers, conf->num_sites);
+    if (names == NULL) {
+      GH_INFO("proxy", "gatehouse %s ready: %u worker(s), %zu site(s)", GATEHOUSE_VERSION,
+              s.num_workers, conf->num_sites);
+    }
     uv_run(&s.loop, UV_RUN_DEFAULT);
   } else {
     post_to_workers(&s, NULL, 1);
@@ -322,6 +365,30 @@ int px_run(conf_t *conf, const char *config_path) {
   px_managed_cleanup(&s.managed);
   px_gen_unref(s.gen);
   acme_challenges_free(s.challenges);
+  if (names != NULL) {
+    if (listen_failed) return PX_OBTAIN_LISTEN_FAILED;
+    return failed ? 1 : atomic_load(&s.obtain_status);
+  }
   if (!failed) GH_INFO("proxy", "stopped");
   return failed ? 1 : 0;
+}
+
+int px_run(conf_t *conf, const char *config_path) { return serve(conf, config_path, NULL, 0); }
+
+int px_obtain(conf_t *conf, const char *const *names, size_t num_names) {
+  /* Workers bind with SO_REUSEPORT, which would share the ports with a
+   * running gatehouse and leave the CA's validations to chance: refuse
+   * when any listener is in use. */
+  for (size_t i = 0; i < conf->num_https + conf->num_http; i++) {
+    const conf_addr_t *addr =
+        i < conf->num_https ? &conf->https[i] : &conf->http[i - conf->num_https];
+    char *err = NULL;
+    if (px_listen_probe(addr, &err) != 0) {
+      GH_ERROR("proxy", "%s", err);
+      gh_free(err);
+      conf_free(conf);
+      return PX_OBTAIN_LISTEN_FAILED;
+    }
+  }
+  return serve(conf, NULL, names, num_names);
 }

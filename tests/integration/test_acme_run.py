@@ -182,12 +182,6 @@ def test_cert_list():
     harness.check(doc[0]["issuer"], "issuer is named: %r" % doc[0])
 
 
-def test_cert_obtain_refuses():
-    r = harness.gatehouse_cmd("cert", "obtain", "x.example.com", "-c", _run_conf_path())
-    harness.eq(r.returncode, 2, "cert obtain exit")
-    harness.contains(r.stderr, "start `gatehouse run`", "message")
-
-
 def test_cert_revoke():
     p = pb()
     path = _run_conf_path()
@@ -209,6 +203,30 @@ def test_cert_revoke():
     r = harness.gatehouse_cmd("cert", "revoke", "run1.example.com", "-c", path, "--reason", "7")
     harness.eq(r.returncode, 2, "reason 7 is refused")
 
+
+
+def test_cert_obtain():
+    p = pb()
+    path = _run_conf_path()
+    # A running gatehouse holds the listeners: obtain says so.
+    g = start_run(harness.make_config([harness.site(["busy.example.com"], [echo()])],
+                                      HTTPS_PORT, HTTP_PORT, workers=1))
+    r = harness.gatehouse_cmd("cert", "obtain", "cli1.example.com", "-c", path)
+    harness.eq(r.returncode, 2, "cert obtain exit while the ports are taken (%s)" % r.stderr)
+    harness.contains(r.stderr, "start `gatehouse run`", "message")
+    harness.eq(g.stop(), 0, "exit status after SIGTERM")
+    # Free listeners: it serves the challenges itself until the order ends.
+    r = harness.gatehouse_cmd("cert", "obtain", "cli1.example.com", "cli2.example.com", "-c",
+                              path, timeout=ORDER_TIMEOUT)
+    harness.eq(r.returncode, 0, "cert obtain exit (%s)" % r.stderr[-3000:])
+    harness.contains(r.stdout, "obtained cli1.example.com", "output")
+    r = harness.gatehouse_cmd("cert", "list", "-c", path, "--json")
+    doc = {d["name"]: d for d in json.loads(r.stdout)}
+    harness.eq(doc["cli1.example.com"]["sans"], ["cli1.example.com", "cli2.example.com"], "sans")
+    harness.eq(doc["cli1.example.com"]["status"], "valid", "status")
+    # An invalid name is refused before anything is bound or ordered.
+    r = harness.gatehouse_cmd("cert", "obtain", "bad_name.example.com", "-c", path)
+    harness.eq(r.returncode, 2, "an invalid name is refused before any order")
 
 
 def test_ca_down_static_sites_serve_and_stop_cancels():
