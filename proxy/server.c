@@ -373,22 +373,38 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   return failed ? 1 : 0;
 }
 
-int px_run(conf_t *conf, const char *config_path) { return serve(conf, config_path, NULL, 0); }
-
-int px_obtain(conf_t *conf, const char *const *names, size_t num_names) {
-  /* Workers bind with SO_REUSEPORT, which would share the ports with a
-   * running gatehouse and leave the CA's validations to chance: refuse
-   * when any listener is in use. */
+/* listeners_free reports whether every listener of |conf| can be bound.
+ * Workers bind with SO_REUSEPORT, which would silently share the ports with
+ * another gatehouse already running there (the kernel would split the
+ * connections between the two): probe without it first and refuse. */
+static int listeners_free(const conf_t *conf) {
   for (size_t i = 0; i < conf->num_https + conf->num_http; i++) {
     const conf_addr_t *addr =
         i < conf->num_https ? &conf->https[i] : &conf->http[i - conf->num_https];
     char *err = NULL;
     if (px_listen_probe(addr, &err) != 0) {
-      GH_ERROR("proxy", "%s", err);
+      GH_ERROR("proxy", "%s (is another server running there?)", err);
       gh_free(err);
-      conf_free(conf);
-      return PX_OBTAIN_LISTEN_FAILED;
+      return 0;
     }
+  }
+  return 1;
+}
+
+int px_run(conf_t *conf, const char *config_path) {
+  if (!listeners_free(conf)) {
+    conf_free(conf);
+    return 1;
+  }
+  return serve(conf, config_path, NULL, 0);
+}
+
+int px_obtain(conf_t *conf, const char *const *names, size_t num_names) {
+  /* A running gatehouse would share the ports and leave the CA's
+   * validations to chance. */
+  if (!listeners_free(conf)) {
+    conf_free(conf);
+    return PX_OBTAIN_LISTEN_FAILED;
   }
   return serve(conf, NULL, names, num_names);
 }

@@ -102,6 +102,18 @@ def test_quick_mode_ignores_sighup():
     h.check(q.alive(), "quick mode died of SIGHUP")
 
 
+def test_second_instance_on_same_ports_refused():
+    """SO_REUSEPORT would let a second gatehouse share the ports and split
+    the connections silently; it must refuse to start instead, and the
+    first one must keep serving."""
+    gh, _, _ = setup()
+    r = h.gatehouse_cmd("run", "-c", gh.config_path, timeout=20)
+    h.eq(r.returncode, 1, "exit status of a second instance on the same ports")
+    h.contains(r.stderr, "another server running there",
+               "the refusal names the cause")
+    h.eq(gh.get("app.test", "/still").status, 200, "the first instance still serves")
+
+
 def test_http_listener_redirects_to_https():
     g, _, _ = setup()
     for method, target, host, want_path in (
