@@ -128,6 +128,53 @@ def test_restart_uses_storage():
     harness.eq(g.stop(), 0, "exit status after SIGTERM")
 
 
+def test_corrupt_stored_certificate_is_reobtained():
+    """An unreadable stored certificate is logged and ordered again; the
+    process never crashes on it and serves the new one."""
+    p = pb()
+    version = current_version(_run_storage, "run1.example.com")
+    cert_path = os.path.join(_run_storage, "certs", "run1.example.com", version, "cert.pem")
+    os.chmod(cert_path, 0o644)
+    with open(cert_path, "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\ntruncated garbage\n")
+    g = start_run(_run_conf)
+    peer = served_cert(p, "run1.example.com")
+    harness.eq(dns_sans(peer), ["run1.example.com"], "SANs of the re-obtained certificate")
+    g.wait_log(r"run1\.example\.com: .*cert\.pem.*: ordering a new certificate", timeout=5)
+    harness.check(current_version(_run_storage, "run1.example.com") != version,
+                  "a new version was stored")
+    harness.eq(g.stop(), 0, "exit status after SIGTERM")
+
+
+def test_kill9_during_issuance_then_restart_completes():
+    """kill -9 at several moments of an order: the storage stays readable
+    (`cert list` works) and the next start completes the job."""
+    import signal
+    import time
+    p = pb()
+    storage = os.path.join(harness.tmpdir(), "storage-kill")
+    for i, delay in enumerate((0.0, 0.03, 0.1, 0.2, 0.4)):
+        name = "kill%d.example.com" % i
+        conf = acme_config(p, storage, [name], ["http-01"])
+        g = start_run(conf)
+        g.wait_log(r"order for %s" % re.escape(name), timeout=10)
+        time.sleep(delay)  # where in the order the kill lands, not readiness
+        g.signal(signal.SIGKILL)
+        harness.eq(g.wait_exit(10), -signal.SIGKILL, "exit of the killed gatehouse")
+        harness._procs.remove(g)  # this death is the point of the test
+        path = os.path.join(harness.tmpdir(), "kill-%d.json" % i)
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        r = harness.gatehouse_cmd("cert", "list", "-c", path)
+        harness.eq(r.returncode, 0, "cert list after kill -9 (%s): %s" % (name, r.stderr))
+        g = start_run(conf)
+        peer = served_cert(p, name)
+        harness.eq(dns_sans(peer), [name], "SANs after kill -9 and restart")
+        harness.eq(g.stop(), 0, "exit status after SIGTERM")
+        r = harness.gatehouse_cmd("cert", "list", "-c", path)
+        harness.contains(r.stdout, name, "cert list names the certificate")
+
+
 def test_run_tlsalpn01():
     p = pb()
     storage = os.path.join(harness.tmpdir(), "storage-alpn")
