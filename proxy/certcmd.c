@@ -89,7 +89,7 @@ static int parse_args(args_t *a, int argc, char **argv) {
   return 0;
 }
 
-static conf_t *load_conf(const char *path) {
+conf_t *px_load_conf(const char *path) {
   char *err = NULL;
   conf_t *conf = conf_load(&err, path);
   if (conf == NULL) {
@@ -107,7 +107,7 @@ static void format_time(char *out, size_t out_size, time_t t) {
 }
 
 static int cert_list(const args_t *a) {
-  conf_t *conf = load_conf(a->config);
+  conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
   char *err = NULL;
   acme_storage_t *st = acme_storage_open(&err, conf->storage);
@@ -187,7 +187,7 @@ static int cert_revoke(const args_t *a) {
                     "except 7, or a name such as keyCompromise)\n", a->reason);
     return 2;
   }
-  conf_t *conf = load_conf(a->config);
+  conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
   if (conf->acme.directory == NULL) {
     fprintf(stderr, "gatehouse cert revoke: %s has no acme.directory\n", a->config);
@@ -243,7 +243,7 @@ static int cert_obtain(const args_t *a) {
       return 2;
     }
   }
-  conf_t *conf = load_conf(a->config);
+  conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
   if (conf->acme.directory == NULL) {
     fprintf(stderr, "gatehouse cert obtain: %s has no acme.directory\n", a->config);

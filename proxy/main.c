@@ -59,14 +59,8 @@ static int cmd_validate(int argc, char **argv) {
     fprintf(stderr, "gatehouse validate: missing -c FILE\n");
     return 2;
   }
-  char *err = NULL;
-  conf_t *conf = conf_load(&err, path);
-  if (conf == NULL) {
-    fprintf(stderr, "%s", err);
-    if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
-    gh_free(err);
-    return 2;
-  }
+  conf_t *conf = px_load_conf(path);
+  if (conf == NULL) return 2;
   if (has_flag(argc, argv, "--print")) {
     print_json(conf);
   } else {
@@ -87,14 +81,8 @@ static int cmd_run(int argc, char **argv) {
     fprintf(stderr, "gatehouse run: missing -c FILE\n");
     return 2;
   }
-  char *err = NULL;
-  conf_t *conf = conf_load(&err, path);
-  if (conf == NULL) {
-    fprintf(stderr, "%s", err);
-    if (err[0] && err[strlen(err) - 1] != '\n') fputc('\n', stderr);
-    gh_free(err);
-    return 2;
-  }
+  conf_t *conf = px_load_conf(path);
+  if (conf == NULL) return 2;
   return serve(conf, path);
 }
 

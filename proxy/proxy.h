@@ -25,4 +25,8 @@ int px_obtain(conf_t *conf, const char *const *names, size_t num_names);
  * 1 when the storage or the CA failed, 2 for a usage error. */
 int px_cert_cmd(int argc, char **argv);
 
+/* px_load_conf loads and validates the config file |path|. Returns a new
+ * conf_t, or NULL after printing every error to stderr. */
+conf_t *px_load_conf(const char *path);
+
 #endif
