@@ -89,4 +89,32 @@ typedef void (*acme_revoke_cb)(void *arg, int status, const char *err);
 int acme_engine_revoke(acme_engine_t *engine, acme_cert_t *cert, int reason, acme_revoke_cb cb,
                        void *arg);
 
+/* acme_engine_revoke_by_cert_key is acme_engine_revoke signed by |cert|'s
+ * own private key, its JWK in the protected header (RFC 8555 7.6): it
+ * needs no account, so it also revokes a certificate whose account is
+ * lost. Fails with UV_EINVAL if |cert| has no key. Same contract. */
+int acme_engine_revoke_by_cert_key(acme_engine_t *engine, acme_cert_t *cert, int reason,
+                                   acme_revoke_cb cb, void *arg);
+
+/* acme_account_cb receives the outcome of acme_engine_rollover and
+ * acme_engine_deactivate: |status| 0, or a negative status and |err| (as
+ * for acme_obtain_cb), valid during the call. */
+typedef void (*acme_account_cb)(void *arg, int status, const char *err);
+
+/* acme_engine_rollover replaces the stored account's key with a new P-256
+ * key (RFC 8555 7.3.5). Once the CA accepts, the new key is written to
+ * storage (atomically) before anything is signed with it; if that write
+ * fails the callback says so, and the key lives only in this engine.
+ * Requests of other jobs signed with the old key while the change is in
+ * flight may be refused. Fails (through the callback) with UV_ENOENT if no
+ * account is stored, UV_ENOTSUP if the CA has no keyChange. Returns 0 (the
+ * callback will be called exactly once) or a negative error (it will not). */
+int acme_engine_rollover(acme_engine_t *engine, acme_account_cb cb, void *arg);
+
+/* acme_engine_deactivate deactivates the stored account at the CA (RFC
+ * 8555 7.3.6), which cannot be undone, and marks it deactivated in
+ * storage: the next order creates a new account with a new key. Orders in
+ * flight on the account will fail. Same contract as acme_engine_rollover. */
+int acme_engine_deactivate(acme_engine_t *engine, acme_account_cb cb, void *arg);
+
 #endif

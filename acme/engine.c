@@ -3,7 +3,8 @@
  * an order: directory, account and revocation. order.c holds the order's
  * states.
  *
- * A job is one acme_engine_obtain or acme_engine_revoke. It moves through
+ * A job is one call of the public API: an order, a revocation, an account
+ * key rollover or an account deactivation. It moves through
  * the explicit states of acme_job_state_t: job_process() runs the request
  * half of its state, job_on_http() receives every response, keeps its
  * Replay-Nonce, and decides whether to send the same request again
@@ -121,6 +122,8 @@ static void job_free(acme_job_t *job) {
   gh_free(job->chain_pem);
   acme__links_free(job->alt_urls, job->num_alt);
   gh_free(job->revoke_der_b64);
+  EVP_PKEY_free(job->sign_key);
+  EVP_PKEY_free(job->new_key);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -209,7 +212,8 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   acme__storage_unlock(job->lock);
   job->lock = NULL;
   uint64_t ms = gh_now_ms() - job->started_ms;
-  const char *what = job->is_revoke ? "revocation" : "order";
+  static const char *const whats[] = {"order", "revocation", "key rollover", "deactivation"};
+  const char *what = whats[job->kind];
   const char *name = job->num_names ? job->names[0] : "?";
   if (status == 0) {
     GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms", what, name, job->num_names,
@@ -219,8 +223,8 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
             job->num_names, (unsigned long long)ms, err ? err : "unknown error");
   }
   job_unlink(job);
-  if (job->is_revoke) {
-    if (job->revoke_cb) job->revoke_cb(job->arg, status, status ? err : NULL);
+  if (job->kind != ACME_KIND_OBTAIN) {
+    if (job->status_cb) job->status_cb(job->arg, status, status ? err : NULL);
   } else if (job->obtain_cb) {
     job->obtain_cb(job->arg, status, status ? err : NULL, status ? NULL : cert);
   }
@@ -255,7 +259,7 @@ void acme__job_request(acme_job_t *job, const char *method, const char *url,
   job->payload = payload ? gh_strdup(payload) : NULL;
   job->method = method;
   job->max_body = max_body ? max_body : JSON_MAX_BODY;
-  job->use_jwk = job->state == ACME_JOB_ACCOUNT;
+  job->use_jwk = job->state == ACME_JOB_ACCOUNT || job->sign_key != NULL;
   job->attempts = job->nonce_retries = job->rate_retries = 0;
   job_send(job);
 }
@@ -282,7 +286,8 @@ static void job_send(acme_job_t *job) {
       req.url = e->url_new_nonce;
     } else {
       char *err = NULL;
-      body = acme__jws_sign(&err, e->account_key, job->use_jwk ? NULL : e->kid, nonce, job->url,
+      EVP_PKEY *key = job->sign_key ? job->sign_key : e->account_key;
+      body = acme__jws_sign(&err, key, job->use_jwk ? NULL : e->kid, nonce, job->url,
                             job->payload);
       gh_free(nonce);
       if (body == NULL) {
@@ -420,6 +425,14 @@ void acme__job_wait(acme_job_t *job, acme_job_state_t state, uint64_t delay_ms) 
 }
 
 static void account_request(acme_job_t *job);
+static void key_change_request(acme_job_t *job);
+
+/* after_directory is the state after the directory: the account, except
+ * for a revocation signed by the certificate's key, which needs none. */
+static acme_job_state_t after_directory(const acme_job_t *job) {
+  return job->kind == ACME_KIND_REVOKE && job->sign_key != NULL ? ACME_JOB_REVOKE
+                                                                : ACME_JOB_ACCOUNT;
+}
 
 static void job_process(acme_job_t *job) {
   acme_engine_t *e = job->engine;
@@ -431,7 +444,7 @@ static void job_process(acme_job_t *job) {
   switch (job->state) {
     case ACME_JOB_DIRECTORY:
       if (e->have_directory) {
-        acme__job_goto(job, ACME_JOB_ACCOUNT);
+        acme__job_goto(job, after_directory(job));
         return;
       }
       acme__job_request(job, "GET", e->acme->directory, NULL, JSON_MAX_BODY);
@@ -450,6 +463,12 @@ static void job_process(acme_job_t *job) {
       gh_free(payload);
       return;
     }
+    case ACME_JOB_KEY_CHANGE:
+      key_change_request(job);
+      return;
+    case ACME_JOB_DEACTIVATE:
+      acme__job_request(job, "POST", e->kid, "{\"status\":\"deactivated\"}", JSON_MAX_BODY);
+      return;
     default:
       acme__order_request(job);
       return;
@@ -464,7 +483,9 @@ static void after_account(acme_job_t *job) {
     acme__job_fail(job, UV_EINVAL, "cannot compute the account key's thumbprint");
     return;
   }
-  acme__job_goto(job, job->is_revoke ? ACME_JOB_REVOKE : ACME_JOB_NEW_ORDER);
+  static const acme_job_state_t next[] = {ACME_JOB_NEW_ORDER, ACME_JOB_REVOKE,
+                                          ACME_JOB_KEY_CHANGE, ACME_JOB_DEACTIVATE};
+  acme__job_goto(job, next[job->kind]);
 }
 
 static int directory_response(acme_job_t *job, const cJSON *json) {
@@ -480,7 +501,30 @@ static int directory_response(acme_job_t *job, const cJSON *json) {
     e->url_new_account = gh_strdup(na);
     e->url_new_order = gh_strdup(no);
     e->url_revoke = gh_strdup(rv);
+    /* Optional here: only a key rollover needs it, and says so. */
+    const cJSON *kc = cJSON_GetObjectItemCaseSensitive(json, "keyChange");
+    if (cJSON_IsString(kc) && kc->valuestring[0] != '\0')
+      e->url_key_change = gh_strdup(kc->valuestring);
     e->have_directory = 1;
+  }
+  return 0;
+}
+
+/* account_store replaces the stored account with |obj| (deleted here). */
+static int account_store(acme_job_t *job, cJSON *obj) {
+  acme_engine_t *e = job->engine;
+  if (e->acme->email) cJSON_AddStringToObject(obj, "email", e->acme->email);
+  char *text = cJSON_PrintUnformatted(obj);
+  cJSON_Delete(obj);
+  char *err = NULL;
+  int rc = acme_storage_account_save(e->storage, &err, e->acme->directory, e->account_id,
+                                     (gh_str_t){text, strlen(text)});
+  OPENSSL_cleanse(text, strlen(text));
+  free(text);
+  if (rc != 0) {
+    acme__job_fail(job, rc, "saving the account: %s", err);
+    gh_free(err);
+    return -1;
   }
   return 0;
 }
@@ -496,22 +540,26 @@ static int account_save(acme_job_t *job) {
   cJSON *obj = cJSON_CreateObject();
   if (e->kid) cJSON_AddStringToObject(obj, "url", e->kid);
   cJSON_AddStringToObject(obj, "key", pem);
-  if (e->acme->email) cJSON_AddStringToObject(obj, "email", e->acme->email);
-  char *text = cJSON_PrintUnformatted(obj);
-  cJSON_Delete(obj);
   OPENSSL_cleanse(pem, strlen(pem));
   gh_free(pem);
-  char *err = NULL;
-  int rc = acme_storage_account_save(e->storage, &err, e->acme->directory, e->account_id,
-                                     (gh_str_t){text, strlen(text)});
-  OPENSSL_cleanse(text, strlen(text));
-  free(text);
-  if (rc != 0) {
-    acme__job_fail(job, rc, "saving the account: %s", err);
-    gh_free(err);
-    return -1;
-  }
-  return 0;
+  return account_store(job, obj);
+}
+
+/* account_forget marks the stored account deactivated (its URL kept for
+ * the record, its key dropped) and forgets it in memory: the next order
+ * creates a new account with a new key. */
+static int account_forget(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  cJSON *obj = cJSON_CreateObject();
+  cJSON_AddStringToObject(obj, "deactivated", e->kid);
+  int rc = account_store(job, obj);
+  EVP_PKEY_free(e->account_key);
+  e->account_key = NULL;
+  gh_free(e->kid);
+  e->kid = NULL;
+  gh_free(e->thumbprint);
+  e->thumbprint = NULL;
+  return rc;
 }
 
 /* account_load reads a stored account, if any. Returns 1 when the account
@@ -520,8 +568,24 @@ static int account_load(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   char *json = NULL, *err = NULL;
   int rc = acme_storage_account_load(e->storage, &json, &err, e->acme->directory, e->account_id);
+  cJSON *obj = NULL;
+  if (rc == 0) {
+    obj = cJSON_Parse(json);
+    OPENSSL_cleanse(json, strlen(json));
+    gh_free(json);
+    if (cJSON_GetObjectItemCaseSensitive(obj, "deactivated") != NULL) {
+      rc = -ENOENT; /* what is left of a deactivated account: start afresh */
+      err = gh_strdup("deactivated");
+    }
+  }
   if (rc == -ENOENT) {
     gh_free(err);
+    cJSON_Delete(obj);
+    if (job->kind == ACME_KIND_ROLLOVER || job->kind == ACME_KIND_DEACTIVATE) {
+      acme__job_fail(job, UV_ENOENT, "there is no account %s for %s in the storage",
+                     e->account_id, e->acme->directory);
+      return -1;
+    }
     e->account_key = acme__key_new(CONF_KEY_P256);
     if (e->account_key == NULL) {
       acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
@@ -538,9 +602,6 @@ static int account_load(acme_job_t *job) {
     gh_free(err);
     return -1;
   }
-  cJSON *obj = cJSON_Parse(json);
-  OPENSSL_cleanse(json, strlen(json));
-  gh_free(json);
   const cJSON *key = cJSON_GetObjectItemCaseSensitive(obj, "key");
   const cJSON *url = cJSON_GetObjectItemCaseSensitive(obj, "url");
   if (!cJSON_IsString(key)) {
@@ -640,6 +701,56 @@ static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
   after_account(job);
 }
 
+/* key_change_request is the request half of ACME_JOB_KEY_CHANGE (RFC 8555
+ * section 7.3.5): the outer JWS, signed by the current key with its kid as
+ * every request is, carries the inner one, signed by the new key. The new
+ * key is made once per job, so a retry sends the same inner JWS. */
+static void key_change_request(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  if (e->url_key_change == NULL) {
+    acme__job_fail(job, UV_ENOTSUP, "the directory %s has no keyChange URL", e->acme->directory);
+    return;
+  }
+  if (job->new_key == NULL) job->new_key = acme__key_new(CONF_KEY_P256);
+  if (job->new_key == NULL) {
+    acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
+    return;
+  }
+  char *err = NULL;
+  char *inner = acme__jws_key_change(&err, job->new_key, e->account_key, e->kid,
+                                     e->url_key_change);
+  if (inner == NULL) {
+    acme__job_fail(job, UV_EINVAL, "POST %s: %s", e->url_key_change, err);
+    gh_free(err);
+    return;
+  }
+  acme__job_request(job, "POST", e->url_key_change, inner, JSON_MAX_BODY);
+  gh_free(inner);
+}
+
+/* key_change_response: the CA now knows the account by the new key. It is
+ * stored (atomically) before anything is signed with it, so a crash from
+ * here on finds the key that works. */
+static void key_change_response(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  EVP_PKEY_free(e->account_key);
+  e->account_key = job->new_key;
+  job->new_key = NULL;
+  gh_free(e->thumbprint);
+  e->thumbprint = acme__jwk_thumbprint(e->account_key);
+  if (account_save(job) != 0) return;
+  GH_INFO("acme", "account %s at %s: new key %s", e->account_id, e->acme->directory,
+          e->thumbprint ? e->thumbprint : "?");
+  acme__job_succeed(job, NULL);
+}
+
+static void deactivate_response(acme_job_t *job) {
+  acme_engine_t *e = job->engine;
+  GH_INFO("acme", "account %s at %s deactivated: %s", e->account_id, e->acme->directory, e->kid);
+  if (account_forget(job) != 0) return;
+  acme__job_succeed(job, NULL);
+}
+
 /* job_response is the response half of every state, for responses that
  * the retry logic let through (status below 400). */
 static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
@@ -650,7 +761,7 @@ static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
         acme__job_fail(job, UV_EPROTO, "GET %s: status %d: the directory is not a JSON object",
                        job->url, resp->status);
       } else if (directory_response(job, json) == 0) {
-        acme__job_goto(job, ACME_JOB_ACCOUNT);
+        acme__job_goto(job, after_directory(job));
       }
       cJSON_Delete(json);
       return;
@@ -660,6 +771,12 @@ static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
       return;
     case ACME_JOB_REVOKE:
       acme__job_succeed(job, NULL);
+      return;
+    case ACME_JOB_KEY_CHANGE:
+      key_change_response(job);
+      return;
+    case ACME_JOB_DEACTIVATE:
+      deactivate_response(job);
       return;
     default:
       acme__order_response(job, resp, NULL);
@@ -759,6 +876,7 @@ static void engine_destroy(acme_engine_t *e) {
   gh_free(e->url_new_account);
   gh_free(e->url_new_order);
   gh_free(e->url_revoke);
+  gh_free(e->url_key_change);
   EVP_PKEY_free(e->account_key);
   gh_free(e->thumbprint);
   gh_free(e->kid);
@@ -820,20 +938,61 @@ int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t n
   return 0;
 }
 
-int acme_engine_revoke(acme_engine_t *engine, acme_cert_t *cert, int reason, acme_revoke_cb cb,
-                       void *arg) {
+/* revoke_start is acme_engine_revoke, signed by the account key when
+ * |by_cert_key| is 0 and by the certificate's own key otherwise. */
+static int revoke_start(acme_engine_t *engine, acme_cert_t *cert, int reason, int by_cert_key,
+                        acme_revoke_cb cb, void *arg) {
   if (engine == NULL || engine->closing || cb == NULL || cert == NULL || cert->num_chain == 0)
     return UV_EINVAL;
+  if (by_cert_key && cert->key == NULL) return UV_EINVAL;
   if (reason < 0 || reason > 10 || reason == 7) return UV_EINVAL;
   const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn ? cert->subject_cn : "?";
   acme_job_t *job = job_new(engine, &name, 1);
-  job->is_revoke = 1;
-  job->revoke_cb = cb;
+  job->kind = ACME_KIND_REVOKE;
+  job->status_cb = cb;
   job->arg = arg;
   job->reason = reason;
   job->revoke_der_b64 = gh_b64url_encode(CRYPTO_BUFFER_data(cert->chain[0]),
                                          CRYPTO_BUFFER_len(cert->chain[0]));
-  GH_INFO("acme", "revocation for %s started (reason %d)", name, reason);
+  if (by_cert_key) {
+    EVP_PKEY_up_ref(cert->key);
+    job->sign_key = cert->key;
+  }
+  GH_INFO("acme", "revocation for %s started (reason %d, signed by the %s key)", name, reason,
+          by_cert_key ? "certificate's" : "account");
   job_start(job, 0, NULL);
   return 0;
+}
+
+int acme_engine_revoke(acme_engine_t *engine, acme_cert_t *cert, int reason, acme_revoke_cb cb,
+                       void *arg) {
+  return revoke_start(engine, cert, reason, 0, cb, arg);
+}
+
+int acme_engine_revoke_by_cert_key(acme_engine_t *engine, acme_cert_t *cert, int reason,
+                                   acme_revoke_cb cb, void *arg) {
+  return revoke_start(engine, cert, reason, 1, cb, arg);
+}
+
+/* account_job_start starts a job on the stored account itself. */
+static int account_job_start(acme_engine_t *engine, acme_job_kind_t kind, acme_account_cb cb,
+                             void *arg) {
+  if (engine == NULL || engine->closing || cb == NULL) return UV_EINVAL;
+  acme_job_t *job = job_new(engine, (const char *const *)&engine->account_id, 1);
+  job->kind = kind;
+  job->status_cb = cb;
+  job->arg = arg;
+  GH_INFO("acme", "%s of account %s at %s started",
+          kind == ACME_KIND_ROLLOVER ? "key rollover" : "deactivation", engine->account_id,
+          engine->acme->directory);
+  job_start(job, 0, NULL);
+  return 0;
+}
+
+int acme_engine_rollover(acme_engine_t *engine, acme_account_cb cb, void *arg) {
+  return account_job_start(engine, ACME_KIND_ROLLOVER, cb, arg);
+}
+
+int acme_engine_deactivate(acme_engine_t *engine, acme_account_cb cb, void *arg) {
+  return account_job_start(engine, ACME_KIND_DEACTIVATE, cb, arg);
 }

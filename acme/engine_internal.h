@@ -93,6 +93,7 @@ typedef enum {
   ACME_JOB_NEW_ORDER,     /* POST newOrder */
   ACME_JOB_AUTHZ,         /* POST-as-GET authorizations[authz_i], choose a challenge */
   ACME_JOB_PRESENT,       /* dns-01: the hook's "present" runs: no request */
+  ACME_JOB_PROPAGATE,     /* dns-01: until a resolver has the TXT record: no request */
   ACME_JOB_RESPOND,       /* POST {} to the chosen challenge */
   ACME_JOB_AUTHZ_POLL,    /* POST-as-GET the authorization until valid/invalid */
   ACME_JOB_ORDER_POLL,    /* POST-as-GET the order until ready/valid/invalid */
@@ -100,8 +101,19 @@ typedef enum {
   ACME_JOB_CERT,          /* POST-as-GET the certificate chain */
   ACME_JOB_ALT_CERT,      /* POST-as-GET alternate chain alt_i (preferred_chain) */
   ACME_JOB_REVOKE,        /* POST revokeCert */
+  ACME_JOB_KEY_CHANGE,    /* POST keyChange: the new key's JWS inside the old key's */
+  ACME_JOB_DEACTIVATE,    /* POST {"status":"deactivated"} to the account URL */
   ACME_JOB_DONE,
 } acme_job_state_t;
+
+/* What a job is for: it decides the state after the account and the
+ * callback that reports the outcome. */
+typedef enum {
+  ACME_KIND_OBTAIN = 0, /* acme_engine_obtain */
+  ACME_KIND_REVOKE,     /* acme_engine_revoke, acme_engine_revoke_by_cert_key */
+  ACME_KIND_ROLLOVER,   /* acme_engine_rollover */
+  ACME_KIND_DEACTIVATE, /* acme_engine_deactivate */
+} acme_job_kind_t;
 
 typedef enum {
   ACME_CHALL_NONE = -1,
@@ -123,6 +135,7 @@ struct acme_engine {
   /* the directory, once fetched */
   int have_directory;
   char *url_new_nonce, *url_new_account, *url_new_order, *url_revoke;
+  char *url_key_change; /* NULL when the CA's directory has none */
   acme_nonce_pool_t nonces;
   /* the account, once found or created */
   EVP_PKEY *account_key;
@@ -138,9 +151,9 @@ struct acme_job {
   acme_engine_t *engine;
   acme_job_t *next;
   acme_job_state_t state;
-  int is_revoke;
+  acme_job_kind_t kind;
   acme_obtain_cb obtain_cb;
-  acme_revoke_cb revoke_cb;
+  acme_revoke_cb status_cb; /* every kind but ACME_KIND_OBTAIN */
   void *arg;
   char **names;
   size_t num_names;
@@ -159,6 +172,7 @@ struct acme_job {
   char *url;
   char *payload; /* NULL: unsigned; "" POST-as-GET */
   int use_jwk;
+  EVP_PKEY *sign_key; /* NULL: the account key; else signs with its "jwk" */
   size_t max_body;
   int fetching_nonce;
   unsigned attempts, nonce_retries, rate_retries;
@@ -177,6 +191,7 @@ struct acme_job {
   int presented;
   char *chall_url, *chall_token, *chall_name, *keyauth, *dns_fqdn, *dns_value;
   void *hook; /* the dns hook's "present" while it runs (engine.c) */
+  struct acme_dnscheck *dnscheck; /* ACME_JOB_PROPAGATE (propagation.c) */
   /* the certificate */
   EVP_PKEY *cert_key;
   char *chain_pem;
@@ -186,6 +201,9 @@ struct acme_job {
   /* revocation */
   char *revoke_der_b64;
   int reason;
+
+  /* key rollover: the new account key, until it is the engine's */
+  EVP_PKEY *new_key;
 };
 
 /* engine.c, for order.c */
@@ -205,5 +223,11 @@ void acme__order_request(acme_job_t *job);
 void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json);
 void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal);
 void acme__order_cleanup(acme_job_t *job);
+
+/* propagation.c: acme__order_dns_wait moves a job whose dns hook has
+ * presented the record to ACME_JOB_PROPAGATE and, once a resolver has it,
+ * to ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait. */
+void acme__order_dns_wait(acme_job_t *job);
+void acme__order_dns_cancel(acme_job_t *job);
 
 #endif

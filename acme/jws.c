@@ -333,28 +333,11 @@ static cJSON *flattened(const char *prot, const char *payload, const char *sig) 
   return jws;
 }
 
-char *acme__jws_sign(char **out_err, EVP_PKEY *key, const char *kid, const char *nonce,
-                     const char *url, const char *payload) {
-  const key_info_t *info = key_info(key);
-  if (info == NULL) {
-    *out_err = gh_strdup("JWS: unsupported account key");
-    return NULL;
-  }
-  if (nonce == NULL || nonce[0] == '\0' || url == NULL || url[0] == '\0' || payload == NULL ||
-      (kid != NULL && kid[0] == '\0')) {
-    *out_err = gh_strdup("JWS: missing nonce, URL, kid or payload");
-    return NULL;
-  }
-  cJSON *header = new_object();
-  add_str(header, "alg", info->alg);
-  if (kid != NULL) {
-    add_str(header, "kid", kid);
-  } else {
-    cJSON *jwk = jwk_object(key);
-    if (jwk == NULL || !cJSON_AddItemToObject(header, "jwk", jwk)) abort();
-  }
-  add_str(header, "nonce", nonce);
-  add_str(header, "url", url);
+/* sign_header signs |payload| under the protected |header| (which it
+ * deletes) and returns the flattened JWS as a new string, or NULL with
+ * |*out_err| set. */
+static char *sign_header(char **out_err, EVP_PKEY *key, const key_info_t *info, cJSON *header,
+                         const char *payload) {
   char *header_json = print_json(header);
   cJSON_Delete(header);
   char *prot = b64url_str(header_json);
@@ -375,6 +358,62 @@ char *acme__jws_sign(char **out_err, EVP_PKEY *key, const char *kid, const char 
   gh_free(body);
   gh_free(in);
   gh_free(sig);
+  return out;
+}
+
+/* add_jwk adds |key|'s public JWK to |header| as "jwk". */
+static void add_jwk(cJSON *header, const EVP_PKEY *key) {
+  cJSON *jwk = jwk_object(key);
+  if (jwk == NULL || !cJSON_AddItemToObject(header, "jwk", jwk)) abort();
+}
+
+char *acme__jws_sign(char **out_err, EVP_PKEY *key, const char *kid, const char *nonce,
+                     const char *url, const char *payload) {
+  const key_info_t *info = key_info(key);
+  if (info == NULL) {
+    *out_err = gh_strdup("JWS: unsupported account key");
+    return NULL;
+  }
+  if (nonce == NULL || nonce[0] == '\0' || url == NULL || url[0] == '\0' || payload == NULL ||
+      (kid != NULL && kid[0] == '\0')) {
+    *out_err = gh_strdup("JWS: missing nonce, URL, kid or payload");
+    return NULL;
+  }
+  cJSON *header = new_object();
+  add_str(header, "alg", info->alg);
+  if (kid != NULL) {
+    add_str(header, "kid", kid);
+  } else {
+    add_jwk(header, key);
+  }
+  add_str(header, "nonce", nonce);
+  add_str(header, "url", url);
+  return sign_header(out_err, key, info, header, payload);
+}
+
+char *acme__jws_key_change(char **out_err, EVP_PKEY *new_key, const EVP_PKEY *old_key,
+                           const char *account_url, const char *url) {
+  const key_info_t *info = key_info(new_key);
+  if (info == NULL || key_info(old_key) == NULL) {
+    *out_err = gh_strdup("key change: unsupported account key");
+    return NULL;
+  }
+  if (account_url == NULL || account_url[0] == '\0' || url == NULL || url[0] == '\0') {
+    *out_err = gh_strdup("key change: missing account URL or keyChange URL");
+    return NULL;
+  }
+  cJSON *header = new_object();
+  add_str(header, "alg", info->alg);
+  add_jwk(header, new_key);
+  add_str(header, "url", url);
+  cJSON *payload = new_object();
+  add_str(payload, "account", account_url);
+  cJSON *old_jwk = jwk_object(old_key);
+  if (old_jwk == NULL || !cJSON_AddItemToObject(payload, "oldKey", old_jwk)) abort();
+  char *payload_json = print_json(payload);
+  cJSON_Delete(payload);
+  char *out = sign_header(out_err, new_key, info, header, payload_json);
+  gh_free(payload_json);
   return out;
 }
 

@@ -53,6 +53,16 @@ char *acme__jwk_thumbprint(const EVP_PKEY *key);
 char *acme__jws_sign(char **out_err, EVP_PKEY *key, const char *kid, const char *nonce,
                      const char *url, const char *payload);
 
+/* acme__jws_key_change returns the inner JWS of an account key rollover
+ * (RFC 8555 section 7.3.5), the payload of the outer request to |url| (the
+ * directory's keyChange): signed by |new_key|, protected
+ * {"alg","jwk":new key,"url":|url|} without a nonce, over
+ * {"account":|account_url|,"oldKey":old key's JWK}. Returns the flattened
+ * JWS as a new string (caller frees), or NULL with |*out_err| set (caller
+ * frees). */
+char *acme__jws_key_change(char **out_err, EVP_PKEY *new_key, const EVP_PKEY *old_key,
+                           const char *account_url, const char *url);
+
 /* acme__jws_eab returns the "externalAccountBinding" object of a
  * newAccount payload: a flattened JWS by the CA-issued MAC key, HS256,
  * protected {"alg","kid":|key_id|,"url":|url|} over the public JWK of

@@ -2,7 +2,12 @@
  * integration tests.
  *
  *   gh_obtain CONFIG NAME...                    obtain one certificate
- *   gh_obtain CONFIG --revoke NAME --reason N   revoke the stored one
+ *   gh_obtain CONFIG --revoke NAME --reason N [--cert-key]
+ *                                               revoke the stored one, signed
+ *                                               by the account key or by the
+ *                                               certificate's own key
+ *   gh_obtain CONFIG --rollover                 new key for the stored account
+ *   gh_obtain CONFIG --deactivate               deactivate the stored account
  *
  * CONFIG is a normal Gatehouse configuration (conf_load). So that the CA
  * can validate, the driver serves the challenge table itself, as the proxy
@@ -10,8 +15,9 @@
  * and TLS-ALPN-01 on the first listen.https address (a blocking BoringSSL
  * server in a thread: the table is read-locked, as workers read it).
  *
- * On success it prints {"subject","issuer","not_after","sans"} as JSON and
- * exits 0; on failure it prints {"error": MESSAGE} and exits 1. */
+ * On success it prints {"subject","issuer","not_after","sans"} as JSON
+ * ({"revoked"|"rolled_over"|"deactivated": true} for the other commands)
+ * and exits 0; on failure it prints {"error": MESSAGE} and exits 1. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -230,15 +236,59 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
   stop_all();
 }
 
-static void on_revoked(void *arg, int status, const char *err) {
+/* on_done reports a command without a certificate: |arg| names the member
+ * printed as true on success. */
+static void on_done(void *arg, int status, const char *err) {
   if (status != 0) {
     print_error(err);
   } else {
-    printf("{\"revoked\":true}\n");
+    printf("{\"%s\":true}\n", (const char *)arg);
     fflush(stdout);
     g_status = 0;
   }
   stop_all();
+}
+
+/* start_revoke revokes the certificate stored under argv[3]. */
+static int start_revoke(const conf_t *conf, int argc, char **argv) {
+  int reason = 0, by_cert_key = 0;
+  char *err = NULL;
+  for (int i = 4; i < argc; i++) {
+    if (strcmp(argv[i], "--reason") == 0 && i + 1 < argc) reason = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--cert-key") == 0) by_cert_key = 1;
+  }
+  acme_storage_t *st = argc >= 4 ? acme_storage_open(&err, conf->storage) : NULL;
+  acme_cert_t *cert = NULL;
+  int rc;
+  if (st == NULL || acme_storage_cert_load(st, &cert, NULL, &err, argv[3]) != 0) {
+    print_error(err ? err : "usage: --revoke NAME --reason N [--cert-key]");
+    gh_free(err);
+    rc = -1;
+  } else {
+    rc = by_cert_key ? acme_engine_revoke_by_cert_key(g_engine, cert, reason, on_done, "revoked")
+                     : acme_engine_revoke(g_engine, cert, reason, on_done, "revoked");
+    if (rc != 0) print_error(uv_strerror(rc));
+  }
+  acme_cert_unref(cert);
+  acme_storage_free(st);
+  return rc;
+}
+
+/* start_command starts what argv asks for; returns 0 or a negative error
+ * (already printed). */
+static int start_command(const conf_t *conf, int argc, char **argv) {
+  int rc;
+  if (strcmp(argv[2], "--revoke") == 0) return start_revoke(conf, argc, argv);
+  if (strcmp(argv[2], "--rollover") == 0) {
+    rc = acme_engine_rollover(g_engine, on_done, "rolled_over");
+  } else if (strcmp(argv[2], "--deactivate") == 0) {
+    rc = acme_engine_deactivate(g_engine, on_done, "deactivated");
+  } else {
+    rc = acme_engine_obtain(g_engine, (const char *const *)argv + 2, (size_t)(argc - 2),
+                            on_obtained, NULL);
+  }
+  if (rc != 0) print_error(uv_strerror(rc));
+  return rc;
 }
 
 /* With GH_OBTAIN_CANCEL_MS set, the engine is freed that long after the
@@ -250,7 +300,8 @@ static void on_cancel_timer(uv_timer_t *t) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s CONFIG NAME... | CONFIG --revoke NAME --reason N\n", argv[0]);
+    fprintf(stderr, "usage: %s CONFIG NAME... | CONFIG --revoke NAME --reason N [--cert-key] | "
+            "CONFIG --rollover | CONFIG --deactivate\n", argv[0]);
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -301,25 +352,8 @@ int main(int argc, char **argv) {
     print_error(err);
     gh_free(err);
     rc = -1;
-  } else if (strcmp(argv[2], "--revoke") == 0) {
-    int reason = 0;
-    if (argc >= 6 && strcmp(argv[4], "--reason") == 0) reason = atoi(argv[5]);
-    acme_storage_t *st = argc >= 4 ? acme_storage_open(&err, conf->storage) : NULL;
-    acme_cert_t *cert = NULL;
-    if (st == NULL || acme_storage_cert_load(st, &cert, NULL, &err, argv[3]) != 0) {
-      print_error(err ? err : "usage: --revoke NAME --reason N");
-      gh_free(err);
-      rc = -1;
-    } else {
-      rc = acme_engine_revoke(g_engine, cert, reason, on_revoked, NULL);
-      if (rc != 0) print_error(uv_strerror(rc));
-    }
-    acme_cert_unref(cert);
-    acme_storage_free(st);
   } else {
-    rc = acme_engine_obtain(g_engine, (const char *const *)argv + 2, (size_t)(argc - 2),
-                            on_obtained, NULL);
-    if (rc != 0) print_error(uv_strerror(rc));
+    rc = start_command(conf, argc, argv);
   }
   uv_timer_t cancel_timer;
   const char *cancel = getenv("GH_OBTAIN_CANCEL_MS");

@@ -6,10 +6,13 @@ gh_obtain serves the challenge table itself (HTTP-01 on listen.http,
 TLS-ALPN-01 on listen.https), so Pebble validates for real; dns-01 goes
 through acme_dns_hook.sh and pebble-challtestsrv."""
 
+import glob
 import http.server
 import json
 import os
 import re
+import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -189,6 +192,106 @@ def test_revoke():
     harness.eq(out, {"revoked": True}, "output")
     harness.eq(p.cert_status(serial)["Status"], "Revoked", "status after")
     rc, out, _ = obtain(cfg, "--revoke", "h3.example.com", "--reason", "1", p=p)
+    harness.eq(rc, 1, "second revocation fails")
+    harness.contains(out["error"], "alreadyRevoked", "error names the problem")
+
+
+def account_file(storage, account_id="ops@example.com"):
+    """The stored account JSON (path, parsed)."""
+    files = glob.glob(os.path.join(storage, "accounts", "*", account_id + ".json"))
+    harness.eq(len(files), 1, "stored account files for %s in %s" % (account_id, storage))
+    with open(files[0]) as f:
+        return files[0], json.load(f)
+
+
+def test_rollover():
+    p = pb()
+    st = storage_dir()
+    cfg = config(p, st, ["http-01"])
+    rc, out, err = obtain(cfg, "--rollover", p=p)
+    harness.eq(rc, 1, "rollover without a stored account")
+    harness.contains(out["error"], "there is no account ops@example.com", "error")
+    rc, out, err = obtain(cfg, "roll1.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    path, before = account_file(st)
+    accounts = account_count(p)
+    rc, out, err = obtain(cfg, "--rollover", p=p)
+    harness.eq(rc, 0, "rollover exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out, {"rolled_over": True}, "output")
+    _, after = account_file(st)
+    harness.eq(after["url"], before["url"], "the account URL survives the rollover")
+    harness.check(after["key"] != before["key"], "the stored key changed")
+    harness.eq(oct(os.stat(path).st_mode & 0o777), "0o600", "account file mode")
+    # The stored (new) key works for a new order on the same account.
+    rc, out, err = obtain(cfg, "roll2.example.com", p=p)
+    harness.eq(rc, 0, "order after the rollover (%s; %s)" % (out, err[-3000:]))
+    verify_chain(p, st, "roll2.example.com")
+    harness.not_contains(err, "account ops@example.com at", "no account created")
+    harness.eq(account_count(p), accounts, "accounts created at Pebble")
+    # The old key no longer speaks for the account.
+    old = storage_dir()
+    os.makedirs(os.path.dirname(os.path.join(old, os.path.relpath(path, st))), mode=0o700)
+    with open(os.path.join(old, os.path.relpath(path, st)), "w") as f:
+        json.dump(before, f)
+    os.chmod(os.path.join(old, os.path.relpath(path, st)), 0o600)
+    rc, out, _ = obtain(config(p, old, ["http-01"]), "roll3.example.com", p=p)
+    harness.eq(rc, 1, "order signed by the old key fails")
+    harness.contains(out["error"], "urn:ietf:params:acme:error:", "error has the type")
+
+
+def test_deactivate():
+    p = pb()
+    st = storage_dir()
+    cfg = config(p, st, ["http-01"])
+    rc, out, err = obtain(cfg, "deact1.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    _, before = account_file(st)
+    accounts = account_count(p)
+    rc, out, err = obtain(cfg, "--deactivate", p=p)
+    harness.eq(rc, 0, "deactivate exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out, {"deactivated": True}, "output")
+    _, after = account_file(st)
+    harness.eq(after.get("deactivated"), before["url"], "stored account marked deactivated")
+    harness.check("key" not in after, "the deactivated account's key is dropped")
+    rc, out, _ = obtain(cfg, "--deactivate", p=p)
+    harness.eq(rc, 1, "deactivating again")
+    harness.contains(out["error"], "there is no account", "error")
+    # A fresh engine on the same storage creates a new account.
+    rc, out, err = obtain(cfg, "deact2.example.com", p=p)
+    harness.eq(rc, 0, "order after deactivation (%s; %s)" % (out, err[-3000:]))
+    verify_chain(p, st, "deact2.example.com")
+    harness.eq(account_count(p), accounts + 1, "accounts created at Pebble")
+    _, new = account_file(st)
+    harness.check(new.get("url") and new["url"] != before["url"], "a new account URL: %r" % new)
+    harness.check(new.get("key") and new["key"] != before["key"], "a new account key")
+
+
+def test_revoke_by_cert_key():
+    p = pb()
+    st = storage_dir()
+    rc, out, err = obtain(config(p, st, ["http-01"]), "rk.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    chain = cert_pem_path(st, "rk.example.com")
+    r = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", chain],
+                       stdout=subprocess.PIPE, check=True, timeout=30)
+    serial = r.stdout.decode().strip()
+    harness.eq(p.cert_status(serial)["Status"], "Valid", "status before")
+    # Only the certificate, no account: the certificate's key is enough.
+    bare = storage_dir()
+    os.makedirs(os.path.join(bare, "certs"), mode=0o700)
+    os.chmod(bare, 0o700)
+    shutil.copytree(os.path.join(st, "certs", "rk.example.com"),
+                    os.path.join(bare, "certs", "rk.example.com"), symlinks=True)
+    accounts = account_count(p)
+    cfg = config(p, bare, ["http-01"])
+    rc, out, err = obtain(cfg, "--revoke", "rk.example.com", "--reason", "4", "--cert-key", p=p)
+    harness.eq(rc, 0, "revoke exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out, {"revoked": True}, "output")
+    harness.contains(err, "signed by the certificate's key", "log line")
+    harness.eq(p.cert_status(serial)["Status"], "Revoked", "status after")
+    harness.eq(account_count(p), accounts, "accounts created at Pebble")
+    harness.eq(glob.glob(os.path.join(bare, "accounts", "*", "*.json")), [], "no account stored")
+    rc, out, _ = obtain(cfg, "--revoke", "rk.example.com", "--reason", "4", "--cert-key", p=p)
     harness.eq(rc, 1, "second revocation fails")
     harness.contains(out["error"], "alreadyRevoked", "error names the problem")
 

@@ -451,6 +451,48 @@ static char *replace_member(const char *jws, const char *name, const char *value
   return s;
 }
 
+/* RFC 8555 section 7.3.5: the inner JWS is signed by the new key, carries
+ * its "jwk" and the keyChange URL but no nonce, and names the account and
+ * the old key. */
+static void test_jws_key_change(void) {
+  EVP_PKEY *old_key = acme__key_new(CONF_KEY_P256);
+  EVP_PKEY *new_key = acme__key_new(CONF_KEY_P256);
+  char *err = NULL;
+  char *jws = acme__jws_key_change(&err, new_key, old_key, "https://ca/acct/1",
+                                   "https://ca/key-change");
+  ASSERT_NOT_NULL(jws);
+  cJSON *header = NULL;
+  char *body = NULL;
+  size_t body_len = 0;
+  ASSERT_EQ(acme__jws_verify(&err, &header, &body, &body_len, jws, new_key), 0);
+  ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(header, "nonce"));
+  ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(header, "kid"));
+  ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(header, "url")->valuestring,
+                "https://ca/key-change");
+  char *jwk = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(header, "jwk"));
+  char *want = acme__jwk_json(new_key);
+  ASSERT_STR_EQ(jwk, want);
+  gh_free(jwk);
+  gh_free(want);
+  cJSON *payload = cJSON_Parse(body);
+  ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(payload, "account")->valuestring,
+                "https://ca/acct/1");
+  jwk = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(payload, "oldKey"));
+  want = acme__jwk_json(old_key);
+  ASSERT_STR_EQ(jwk, want);
+  gh_free(jwk);
+  gh_free(want);
+  cJSON_Delete(payload);
+  cJSON_Delete(header);
+  gh_free(body);
+  gh_free(jws);
+  ASSERT_NULL(acme__jws_key_change(&err, new_key, old_key, "", "https://ca/key-change"));
+  ASSERT_CONTAINS(err, "account URL");
+  gh_free(err);
+  EVP_PKEY_free(old_key);
+  EVP_PKEY_free(new_key);
+}
+
 static void test_jws_verify_rejects(void) {
   EVP_PKEY *key = acme__key_new(CONF_KEY_P256);
   EVP_PKEY *other = acme__key_new(CONF_KEY_P256);
@@ -607,6 +649,7 @@ int main(void) {
   RUN(test_jws_es384);
   RUN(test_jws_rs256);
   RUN(test_jws_jwk_header_and_post_as_get);
+  RUN(test_jws_key_change);
   RUN(test_jws_verify_rejects);
   RUN(test_eab);
   RUN(test_key_authorization);
