@@ -10,6 +10,7 @@ import glob
 import http.server
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -17,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -294,6 +296,79 @@ def test_revoke_by_cert_key():
     rc, out, _ = obtain(cfg, "--revoke", "rk.example.com", "--reason", "4", "--cert-key", p=p)
     harness.eq(rc, 1, "second revocation fails")
     harness.contains(out["error"], "alreadyRevoked", "error names the problem")
+
+
+# Where in an order test_kill9_during_issuance kills gh_obtain: the Pebble
+# log line of a request every order makes (then up to 20 ms more). The
+# first kill, on a fresh storage, is always just after newAccount.
+KILL_POINTS = (r"POST /order-plz", r"POST /finalize-order/", r"Issued certificate serial",
+               r"POST /certZ/")
+
+
+def _kill_during_order(p, cfg, name, point, extra_s):
+    """Starts gh_obtain for |name| and SIGKILLs it |extra_s| seconds after
+    Pebble's log shows |point| (counted from the start), unless it ended on
+    its own first. Returns whether it was killed."""
+    start = len(p.proc.stdout())
+    rx = re.compile(point)
+    proc = subprocess.Popen([OBTAIN_BIN, cfg, name], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        harness.wait_until(lambda: proc.poll() is not None or
+                           rx.search(p.proc.stdout()[start:]), 60,
+                           "Pebble's log to show %r" % point, interval=0.001)
+        time.sleep(extra_s)
+        if proc.poll() is not None:
+            return False
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        return proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _check_storage_readable(storage):
+    """Every JSON file parses, and no temporary is left behind."""
+    for root, _, files in os.walk(storage):
+        for f in files:
+            path = os.path.join(root, f)
+            harness.check(not f.startswith(".tmp-"), "temporary left behind: %s" % path)
+            if f.endswith(".json"):
+                with open(path) as fh:
+                    json.load(fh)
+
+
+def test_kill9_during_issuance():
+    # SIGKILL at random points of an order, then the same storage again:
+    # nothing torn, and the next run finishes and stores a valid chain.
+    seed = int.from_bytes(os.urandom(4), "big")
+    print("# kill -9 seed %d" % seed)
+    rnd = random.Random(seed)
+    p = pb()
+    st = storage_dir()
+    cfg = config(p, st, ["http-01"])
+    points = [r"POST /sign-me-up"] + [rnd.choice(KILL_POINTS) for _ in range(3)]
+    kills = 0
+    accounts = account_count(p)
+    for point in points:
+        extra = rnd.choice((0, 0.002, 0.01, 0.02))
+        killed = _kill_during_order(p, cfg, "kill.example.com", point, extra)
+        print("# kill -9 at %r + %g s: %s" % (point, extra, "killed" if killed else "had ended"))
+        kills += killed
+        rc, out, err = obtain(cfg, "kill.example.com", p=p)
+        harness.eq(rc, 0, "run after kill -9 at %r + %g s (killed: %s; %s; %s)"
+                   % (point, extra, killed, out, err[-3000:]))
+        _check_storage_readable(st)
+        verify_chain(p, st, "kill.example.com")
+        _, acct = account_file(st)
+        harness.check(acct.get("url") and acct.get("key"), "stored account %r" % acct)
+    harness.check(kills > 0, "at least one run was killed before it ended")
+    # The key is stored before newAccount: a run killed after it finds the
+    # account again (onlyReturnExisting) instead of making another.
+    harness.eq(account_count(p), accounts + 1, "accounts created at Pebble")
+    harness.contains(err, "order for kill.example.com (1 names) finished", "log line")
 
 
 def test_bad_nonces():
