@@ -93,6 +93,7 @@ typedef enum {
   ACME_JOB_NEW_ORDER,     /* POST newOrder */
   ACME_JOB_AUTHZ,         /* POST-as-GET authorizations[authz_i], choose a challenge */
   ACME_JOB_PRESENT,       /* dns-01: the hook's "present" runs: no request */
+  ACME_JOB_PROPAGATE,     /* dns-01: until a resolver has the TXT record: no request */
   ACME_JOB_RESPOND,       /* POST {} to the chosen challenge */
   ACME_JOB_AUTHZ_POLL,    /* POST-as-GET the authorization until valid/invalid */
   ACME_JOB_ORDER_POLL,    /* POST-as-GET the order until ready/valid/invalid */
@@ -190,6 +191,7 @@ struct acme_job {
   int presented;
   char *chall_url, *chall_token, *chall_name, *keyauth, *dns_fqdn, *dns_value;
   void *hook; /* the dns hook's "present" while it runs (engine.c) */
+  struct acme_dnscheck *dnscheck; /* ACME_JOB_PROPAGATE (propagation.c) */
   /* the certificate */
   EVP_PKEY *cert_key;
   char *chain_pem;
@@ -221,5 +223,11 @@ void acme__order_request(acme_job_t *job);
 void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json);
 void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal);
 void acme__order_cleanup(acme_job_t *job);
+
+/* propagation.c: acme__order_dns_wait moves a job whose dns hook has
+ * presented the record to ACME_JOB_PROPAGATE and, once a resolver has it,
+ * to ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait. */
+void acme__order_dns_wait(acme_job_t *job);
+void acme__order_dns_cancel(acme_job_t *job);
 
 #endif

@@ -60,6 +60,8 @@ void acme__order_request(acme_job_t *job) {
     case ACME_JOB_RESPOND:
       acme__job_request(job, "POST", job->chall_url, "{}", 0);
       return;
+    case ACME_JOB_PROPAGATE:
+      return; /* woken by the DNS check (propagation.c) */
     case ACME_JOB_ORDER_POLL:
       acme__job_request(job, "POST", job->order_url, "", 0);
       return;
@@ -99,6 +101,7 @@ void acme__order_request(acme_job_t *job) {
 /* challenge_unpresent removes the answer of the current challenge. */
 static void challenge_unpresent(acme_job_t *job) {
   acme_engine_t *e = job->engine;
+  acme__order_dns_cancel(job);
   if (job->presented) {
     switch (job->chall_type) {
       case ACME_CHALL_TLS_ALPN_01:
@@ -179,7 +182,7 @@ void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal
                    term_signal);
     return;
   }
-  acme__job_goto(job, ACME_JOB_RESPOND);
+  acme__order_dns_wait(job); /* then ACME_JOB_RESPOND, once the record is visible */
 }
 
 /* problem_text formats an embedded problem object ("error" of a challenge

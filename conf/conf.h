@@ -93,6 +93,9 @@ typedef struct {
   int reuse_key;        /* keep the certificate key across renewals */
   char *dns_hook;       /* executable for dns-01: present|cleanup FQDN VALUE */
   uint64_t dns_propagation_timeout_ms; /* default 2m */
+  conf_addr_t *dns_resolvers; /* asked whether a TXT record is visible; "IP:port" */
+  size_t num_dns_resolvers;   /* default 0: the nameservers of /etc/resolv.conf, read
+                                 by the engine when it checks */
   char *preferred_chain; /* issuer common name of the preferred alternate chain */
 } conf_acme_t;
 

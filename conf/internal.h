@@ -93,6 +93,7 @@ enum {
   CONF__ANY_HOST = 1u << 6,    /* host lists: "*" (any name) allowed */
   CONF__NO_WILDCARD = 1u << 7, /* host lists: plain names only */
   CONF__EXEC = 1u << 8,        /* files: must be executable, not just readable */
+  CONF__IP_HOST = 1u << 9,     /* addresses: "IP:port" only, host required */
 };
 
 struct conf__row {

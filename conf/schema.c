@@ -123,6 +123,8 @@ static const conf__row_t acme_rows[] = {
     {"dns_hook", &conf__t_file, FLD(conf_acme_t, dns_hook), .flags = CONF__EXEC},
     {"dns_propagation_timeout", &conf__t_duration, FLD(conf_acme_t, dns_propagation_timeout_ms),
      .def = Q("2m"), .flags = POSITIVE},
+    {"dns_resolvers", &conf__t_addr_list, LIST(conf_acme_t, dns_resolvers, num_dns_resolvers),
+     .def = "[]", .flags = CONF__IP_HOST, .max = 8},
     {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
 };
 static const conf__table_t acme_table = TABLE(acme_rows, .check = conf__check_acme);

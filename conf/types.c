@@ -281,6 +281,7 @@ const conf__type_t conf__t_host_list = {parse_host_list, emit_string_list, free_
 /* --- addresses --- */
 
 static const char *addr_what(unsigned flags) {
+  if (flags & CONF__IP_HOST) return "an address \"IP:port\" or \"[IPv6]:port\"";
   return (flags & CONF__LISTENER) ? "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\""
                                   : "an address \"host:port\"";
 }
@@ -292,6 +293,7 @@ static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *ite
     return;
   }
   unsigned flags = (row->flags & CONF__LISTENER) ? CONF__ADDR_IP_ONLY : CONF__ADDR_NEED_HOST;
+  if (row->flags & CONF__IP_HOST) flags = CONF__ADDR_IP_ONLY | CONF__ADDR_NEED_HOST;
   const char *why = conf__addr_parse(slot, item->valuestring, flags);
   if (why != NULL) conf__expected(ctx, what, item, why);
 }
@@ -300,7 +302,8 @@ static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSO
                             char *base) {
   size_t n;
   const char *what = (row->flags & CONF__LISTENER) ? "a list of listen addresses"
-                                                   : "a list of addresses \"host:port\"";
+                     : (row->flags & CONF__IP_HOST) ? "a list of addresses \"IP:port\""
+                                                    : "a list of addresses \"host:port\"";
   void *arr = parse_list(ctx, row, val, what, sizeof(conf_addr_t), addr_elem, &n);
   store_list(row, base, arr, n);
 }

@@ -168,7 +168,10 @@ static const char *check_host(const char *s, size_t len, int bracketed, unsigned
     }
     return NULL;
   }
-  if (flags & CONF__ADDR_IP_ONLY) return "a listener needs an IP address, not a name";
+  if (flags & CONF__ADDR_IP_ONLY) {
+    return (flags & CONF__ADDR_NEED_HOST) ? "an IP address is needed here, not a name"
+                                          : "a listener needs an IP address, not a name";
+  }
   return check_dns_name(s, len);
 }
 

@@ -9,7 +9,8 @@
 # where FQDN is "_acme-challenge.<name>." and VALUE the base64url digest
 # the CA expects. Exit 0 on success; anything else fails the challenge,
 # and what the hook wrote to stderr is logged. Gatehouse then waits up to
-# acme.dns_propagation_timeout for the record to be visible.
+# acme.dns_propagation_timeout for the record to be visible at
+# acme.dns_resolvers (default: the nameservers of /etc/resolv.conf).
 #
 # This stub changes nothing: replace it with a call to your DNS provider.
 case "$1" in

@@ -154,8 +154,10 @@ def test_dns01_wildcard():
     p = pb()
     st = storage_dir()
     log = os.path.join(harness.tmpdir(), "hook.log")
-    rc, out, err = obtain(config(p, st, ["tls-alpn-01", "dns-01"]), "*.wild.example.com", p=p,
-                          env={"CHALLTESTSRV_LOG": log})
+    resolver = "127.0.0.1:%d" % p.dns_port  # challtestsrv: the DNS that Pebble asks
+    rc, out, err = obtain(config(p, st, ["tls-alpn-01", "dns-01"],
+                                 extra={"dns_resolvers": [resolver]}),
+                          "*.wild.example.com", p=p, env={"CHALLTESTSRV_LOG": log})
     harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
     harness.eq(out["sans"], ["*.wild.example.com"], "SANs")
     verify_chain(p, st, "*.wild.example.com")
@@ -163,6 +165,33 @@ def test_dns01_wildcard():
         hook = f.read()
     harness.contains(hook, "present _acme-challenge.wild.example.com.", "hook present")
     harness.contains(hook, "cleanup _acme-challenge.wild.example.com.", "hook cleanup")
+    # The propagation check saw the record before the challenge was answered.
+    harness.check(re.search(r"dns-01: _acme-challenge\.wild\.example\.com visible at %s after "
+                            r"\d+ ms" % re.escape(resolver), err),
+                  "propagation log line in:\n%s" % err[-3000:])
+
+
+def test_dns01_record_never_visible():
+    # The hook exits 0 but publishes nothing: the order fails at the
+    # propagation timeout, before the CA is asked, and cleanup still runs.
+    p = pb()
+    log = os.path.join(harness.tmpdir(), "hook-novis.log")
+    resolver = "127.0.0.1:%d" % p.dns_port
+    cfg = config(p, storage_dir(), ["dns-01"],
+                 extra={"dns_resolvers": [resolver], "dns_propagation_timeout": "2s"})
+    start = len(p.proc.stdout())
+    rc, out, err = obtain(cfg, "*.novis.example.com", p=p,
+                          env={"CHALLTESTSRV_LOG": log, "ACME_DNS_HOOK_NO_TXT": "1"})
+    harness.eq(rc, 1, "exit (%s; %s)" % (out, err[-3000:]))
+    for want in ("_acme-challenge.novis.example.com is not visible after 2 s",
+                 "acme.dns_propagation_timeout", resolver):
+        harness.contains(out["error"], want, "error")
+    with open(log) as f:
+        hook = f.read()
+    harness.contains(hook, "present _acme-challenge.novis.example.com.", "hook present")
+    harness.contains(hook, "cleanup _acme-challenge.novis.example.com.", "hook cleanup")
+    harness.not_contains(p.proc.stdout()[start:], "POST /chalZ/",
+                         "Pebble's log: the challenge was never answered")
 
 
 def test_wildcard_without_dns01_fails_clearly():

@@ -114,6 +114,8 @@ static int acme_eq(const conf_acme_t *a, const conf_acme_t *b) {
          a->key_type == b->key_type && a->reuse_key == b->reuse_key &&
          str_eq(a->dns_hook, b->dns_hook) &&
          a->dns_propagation_timeout_ms == b->dns_propagation_timeout_ms &&
+         addrs_eq(a->dns_resolvers, a->num_dns_resolvers, b->dns_resolvers,
+                  b->num_dns_resolvers) &&
          str_eq(a->preferred_chain, b->preferred_chain);
 }
 
@@ -328,6 +330,7 @@ static void test_defaults(void) {
   ASSERT_EQ(c->acme.challenges[1], CONF_CHALLENGE_HTTP_01);
   ASSERT_EQ(c->acme.key_type, CONF_KEY_P256);
   ASSERT_UEQ(c->acme.dns_propagation_timeout_ms, 120000);
+  ASSERT_EQ(c->acme.num_dns_resolvers, 0); /* the engine reads /etc/resolv.conf */
   ASSERT_FALSE(c->on_demand.enabled);
   ASSERT_UEQ(c->on_demand.ask_timeout_ms, 3000);
   ASSERT_UEQ(c->on_demand.ask_cache_ttl_ms, 3600000);
@@ -378,7 +381,8 @@ static void test_valid_variants(void) {
       "['127.0.0.1:1']}]}]}",
       /* Wildcards under ACME with dns-01, and "*" with on_demand. */
       "{'sites': [{'hosts': ['*.a.test'], 'upstreams': ['b.test:80']}], 'acme': {'directory': "
-      "'https://ca.test/dir', 'challenges': ['dns-01'], 'dns_hook': '" EXAMPLES "dns-hook.sh'}}",
+      "'https://ca.test/dir', 'challenges': ['dns-01'], 'dns_hook': '" EXAMPLES "dns-hook.sh', "
+      "'dns_resolvers': ['127.0.0.1:5353', '[::1]:53'], 'dns_propagation_timeout': '2s'}}",
       "{'sites': [{'hosts': ['*'], 'upstreams': ['b.test:80']}], " ACME ", 'on_demand': "
       "{'allow': ['*']}}",
       /* Loopback admin without a token; IPv6 listeners; zero durations
@@ -513,6 +517,12 @@ static const bad_case_t bad_cases[] = {
      "acme.challenges[1]: \"http-01\" is listed twice", NULL},
     {"{'acme': {'directory': 'https://ca.test/', 'challenges': []}, " ONE_SITE("") "}",
      "acme.challenges: expected a list of names, got an empty list", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns_resolvers': ['127.0.0.1:53', "
+     "'ns.example.com:53']}, " ONE_SITE("") "}",
+     "acme.dns_resolvers[1]: expected an address \"IP:port\" or \"[IPv6]:port\", got "
+     "\"ns.example.com:53\"", "an IP address is needed here, not a name"},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns_resolvers': [':53']}, " ONE_SITE("") "}",
+     "acme.dns_resolvers[0]:", "missing host"},
     {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01']}, " ONE_SITE("") "}",
      "t.json: acme: missing \"dns_hook\", which \"dns-01\" in \"challenges\" needs", NULL},
     /* Sites across the document. */

@@ -1,0 +1,602 @@
+/* test_dnscheck.c: acme/dnscheck.c — the query on the wire, the parser of
+ * answers against crafted (and hostile) packets, the resolver list from
+ * the config and from a resolv.conf, and the asynchronous check against a
+ * UDP DNS server in the test's own loop. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include <uv.h>
+
+#include "acme/dnscheck.h"
+#include "common/common.h"
+#include "test.h"
+
+#define NAME "_acme-challenge.a.test."
+#define VALUE "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+
+/* ---- a packet builder ---- */
+
+typedef struct {
+  uint8_t b[8192];
+  size_t n;
+} pkt_t;
+
+static void put8(pkt_t *p, unsigned v) { p->b[p->n++] = (uint8_t)v; }
+static void put16(pkt_t *p, unsigned v) {
+  put8(p, v >> 8);
+  put8(p, v & 0xff);
+}
+static void put32(pkt_t *p, uint32_t v) {
+  put16(p, v >> 16);
+  put16(p, v & 0xffff);
+}
+static void put_bytes(pkt_t *p, const void *d, size_t n) {
+  memcpy(p->b + p->n, d, n);
+  p->n += n;
+}
+/* put_name writes a dotted name uncompressed. */
+static void put_name(pkt_t *p, const char *name) {
+  while (*name) {
+    const char *dot = strchr(name, '.');
+    size_t len = dot ? (size_t)(dot - name) : strlen(name);
+    put8(p, (unsigned)len);
+    put_bytes(p, name, len);
+    name += len + (dot != NULL);
+  }
+  put8(p, 0);
+}
+static void header(pkt_t *p, uint16_t id, unsigned flags, unsigned qd, unsigned an) {
+  p->n = 0;
+  put16(p, id);
+  put16(p, flags);
+  put16(p, qd);
+  put16(p, an);
+  put16(p, 0);
+  put16(p, 0);
+}
+static void question(pkt_t *p, const char *name) {
+  put_name(p, name);
+  put16(p, 16);
+  put16(p, 1);
+}
+/* rr_head writes TYPE, CLASS IN, TTL and RDLENGTH after an owner name. */
+static void rr_head(pkt_t *p, unsigned type, unsigned rdlen) {
+  put16(p, type);
+  put16(p, 1);
+  put32(p, 60);
+  put16(p, rdlen);
+}
+/* txt_rr writes a TXT record owned by the question (pointer 0xc00c). */
+static void txt_rr(pkt_t *p, const char *s) {
+  put16(p, 0xc00c);
+  size_t len = strlen(s);
+  rr_head(p, 16, (unsigned)(len + 1));
+  put8(p, (unsigned)len);
+  put_bytes(p, s, len);
+}
+
+static acme_dns_result_t parse(acme_dns_answer_t *ans, const pkt_t *p, uint16_t id) {
+  return acme__dns_parse_txt(ans, p->b, p->n, id, NAME);
+}
+
+/* ---- the query ---- */
+
+static void test_query(void) {
+  uint8_t q[512];
+  size_t n = 0;
+  ASSERT_EQ(acme__dns_query(q, sizeof(q), &n, 0x1234, "_acme-challenge.A.test."), 0);
+  static const uint8_t want[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
+                                 15, '_', 'a', 'c', 'm', 'e', '-', 'c', 'h', 'a', 'l', 'l', 'e',
+                                 'n', 'g', 'e', 1, 'a', 4, 't', 'e', 's', 't', 0, 0, 16, 0, 1};
+  ASSERT_EQ(n, sizeof(want));
+  ASSERT_EQ(memcmp(q, want, n), 0);
+  /* Without the root dot: the same question. */
+  uint8_t q2[512];
+  size_t n2 = 0;
+  ASSERT_EQ(acme__dns_query(q2, sizeof(q2), &n2, 0x1234, "_acme-challenge.a.test"), 0);
+  ASSERT_EQ(n2, n);
+  ASSERT_EQ(memcmp(q2, want, n), 0);
+  /* Not names, or no room. */
+  char long_label[80];
+  memset(long_label, 'a', 64);
+  strcpy(long_label + 64, ".test");
+  char long_name[300];
+  for (int i = 0; i < 150; i++) memcpy(long_name + 2 * i, "a.", 2);
+  long_name[299] = '\0';
+  long_name[298] = 'a';
+  const char *bad[] = {"", ".", "a..test", ".a.test", long_label, long_name};
+  for (size_t i = 0; i < GH_ARRAY_LEN(bad); i++) {
+    ASSERT_EQ(acme__dns_query(q, sizeof(q), &n, 1, bad[i]), UV_EINVAL);
+  }
+  ASSERT_EQ(acme__dns_query(q, 20, &n, 1, NAME), UV_EINVAL);
+}
+
+/* ---- answers ---- */
+
+static void test_good_answer(void) {
+  pkt_t p;
+  header(&p, 0xbeef, 0x8180, 1, 3);
+  question(&p, NAME);
+  txt_rr(&p, "stale-value");
+  /* One record of two character-strings: they are concatenated. */
+  put16(&p, 0xc00c);
+  rr_head(&p, 16, 1 + 20 + 1 + 23);
+  put8(&p, 20);
+  put_bytes(&p, VALUE, 20);
+  put8(&p, 23);
+  put_bytes(&p, VALUE + 20, 23);
+  /* An A record for the name is skipped. */
+  put16(&p, 0xc00c);
+  rr_head(&p, 1, 4);
+  put32(&p, 0x7f000001);
+  acme_dns_answer_t ans;
+  ASSERT_EQ(parse(&ans, &p, 0xbeef), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, 2);
+  ASSERT_EQ(ans.txts[0].len, 11);
+  ASSERT_STR_EQ(ans.txts[0].data, "stale-value");
+  ASSERT_EQ(ans.txts[1].len, strlen(VALUE));
+  ASSERT_STR_EQ(ans.txts[1].data, VALUE);
+  acme__dns_answer_cleanup(&ans);
+  ASSERT_EQ(ans.num_txts, 0);
+}
+
+static void test_empty_answer_and_case(void) {
+  /* The resolver may echo the question in another case (0x20). */
+  pkt_t p;
+  header(&p, 7, 0x8180, 1, 0);
+  question(&p, "_ACME-Challenge.A.TEST");
+  acme_dns_answer_t ans;
+  ASSERT_EQ(parse(&ans, &p, 7), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, 0);
+  acme__dns_answer_cleanup(&ans);
+  /* An uncompressed owner in another case is ours too; an empty TXT
+   * rdata is an empty record. */
+  header(&p, 7, 0x8180, 1, 2);
+  question(&p, NAME);
+  put_name(&p, "_acme-challenge.A.Test.");
+  rr_head(&p, 16, 4);
+  put8(&p, 3);
+  put_bytes(&p, "abc", 3);
+  put16(&p, 0xc00c);
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 7), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, 2);
+  ASSERT_STR_EQ(ans.txts[0].data, "abc");
+  ASSERT_EQ(ans.txts[1].len, 0);
+  acme__dns_answer_cleanup(&ans);
+}
+
+static void test_cname_chain(void) {
+  /* _acme-challenge.a.test CNAME x.acme.test (target compressed against
+   * the owner of the next record would be forward: use the question). */
+  pkt_t p;
+  header(&p, 9, 0x8180, 1, 3);
+  question(&p, NAME);
+  size_t target_at = p.n + 12; /* the target name's offset in the message */
+  put16(&p, 0xc00c);
+  rr_head(&p, 5, 13);
+  put8(&p, 1);
+  put8(&p, 'x');
+  put8(&p, 4);
+  put_bytes(&p, "acme", 4);
+  put8(&p, 4);
+  put_bytes(&p, "test", 4);
+  put8(&p, 0);
+  /* A TXT record of an unrelated name is not ours. */
+  put_name(&p, "other.test.");
+  rr_head(&p, 16, 6);
+  put8(&p, 5);
+  put_bytes(&p, "wrong", 5);
+  /* The TXT record of the alias target, its owner a pointer to it. */
+  put16(&p, 0xc000 | (unsigned)target_at);
+  rr_head(&p, 16, (unsigned)strlen(VALUE) + 1);
+  put8(&p, (unsigned)strlen(VALUE));
+  put_bytes(&p, VALUE, strlen(VALUE));
+  acme_dns_answer_t ans;
+  ASSERT_EQ(parse(&ans, &p, 9), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, 1);
+  ASSERT_STR_EQ(ans.txts[0].data, VALUE);
+  acme__dns_answer_cleanup(&ans);
+}
+
+static void test_compression_loops(void) {
+  acme_dns_answer_t ans;
+  pkt_t p;
+  /* An owner that points at itself. */
+  header(&p, 1, 0x8180, 1, 1);
+  question(&p, NAME);
+  put16(&p, 0xc000 | (unsigned)p.n);
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  /* Forward pointer. */
+  header(&p, 1, 0x8180, 1, 1);
+  question(&p, NAME);
+  put16(&p, 0xc000 | (unsigned)(p.n + 2));
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  /* Two names pointing at each other: label, then a pointer back to the
+   * start of the first (which is before the current label sequence only
+   * for the first jump). */
+  header(&p, 1, 0x8180, 1, 1);
+  question(&p, NAME);
+  size_t a = p.n;
+  put8(&p, 1);
+  put8(&p, 'x');
+  put16(&p, 0xc000 | (unsigned)a);
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  /* A pointer in the question to beyond the message. */
+  header(&p, 1, 0x8180, 1, 0);
+  put16(&p, 0xffff);
+  put16(&p, 16);
+  put16(&p, 1);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  /* A long chain of backward pointers, each one label: the name grows
+   * past 255 bytes or the jumps past the bound, never a crash. */
+  header(&p, 1, 0x8180, 1, 2);
+  question(&p, NAME);
+  /* The chain hides in the rdata of a record of another type. */
+  put16(&p, 0xc00c);
+  rr_head(&p, 99, 200 * 4);
+  size_t prev = 12;
+  for (int i = 0; i < 200; i++) {
+    size_t here = p.n;
+    put8(&p, 1);
+    put8(&p, 'y');
+    put16(&p, 0xc000 | (unsigned)prev);
+    prev = here;
+  }
+  put16(&p, 0xc000 | (unsigned)prev);
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  /* Obsolete label types 0x40 and 0x80. */
+  header(&p, 1, 0x8180, 1, 1);
+  question(&p, NAME);
+  put8(&p, 0x41);
+  rr_head(&p, 16, 0);
+  ASSERT_EQ(parse(&ans, &p, 1), ACME_DNS_MALFORMED);
+  acme__dns_answer_cleanup(&ans);
+}
+
+static void test_truncated(void) {
+  acme_dns_answer_t ans;
+  pkt_t p;
+  /* TC: "not yet", whatever follows. */
+  header(&p, 3, 0x8380, 1, 5);
+  question(&p, NAME);
+  ASSERT_EQ(parse(&ans, &p, 3), ACME_DNS_TRUNCATED);
+  /* A message cut anywhere is malformed, never read past its end. */
+  header(&p, 3, 0x8180, 1, 1);
+  question(&p, NAME);
+  txt_rr(&p, VALUE);
+  for (size_t cut = 0; cut < p.n; cut++) {
+    acme_dns_result_t r = acme__dns_parse_txt(&ans, p.b, cut, 3, NAME);
+    ASSERT_TRUE(r == ACME_DNS_MALFORMED);
+    ASSERT_EQ(ans.num_txts, 0);
+  }
+  ASSERT_EQ(acme__dns_parse_txt(&ans, p.b, p.n, 3, NAME), ACME_DNS_ANSWER);
+  acme__dns_answer_cleanup(&ans);
+  /* A character-string longer than its rdata. */
+  header(&p, 3, 0x8180, 1, 1);
+  question(&p, NAME);
+  put16(&p, 0xc00c);
+  rr_head(&p, 16, 3);
+  put8(&p, 9);
+  put_bytes(&p, "ab", 2);
+  ASSERT_EQ(parse(&ans, &p, 3), ACME_DNS_MALFORMED);
+}
+
+static void test_not_ours(void) {
+  acme_dns_answer_t ans;
+  pkt_t p;
+  header(&p, 0x1111, 0x8180, 1, 1);
+  question(&p, NAME);
+  txt_rr(&p, VALUE);
+  ASSERT_EQ(parse(&ans, &p, 0x2222), ACME_DNS_MISMATCH); /* wrong id */
+  header(&p, 0x1111, 0x0100, 1, 1); /* a query, not a response */
+  question(&p, NAME);
+  txt_rr(&p, VALUE);
+  ASSERT_EQ(parse(&ans, &p, 0x1111), ACME_DNS_MISMATCH);
+  header(&p, 0x1111, 0x8180, 1, 1); /* another question */
+  question(&p, "_acme-challenge.b.test.");
+  txt_rr(&p, VALUE);
+  ASSERT_EQ(parse(&ans, &p, 0x1111), ACME_DNS_MISMATCH);
+  header(&p, 0x1111, 0x8180, 1, 0); /* another type */
+  put_name(&p, NAME);
+  put16(&p, 1);
+  put16(&p, 1);
+  ASSERT_EQ(parse(&ans, &p, 0x1111), ACME_DNS_MISMATCH);
+  header(&p, 0x1111, 0x8180, 2, 0); /* two questions */
+  question(&p, NAME);
+  question(&p, NAME);
+  ASSERT_EQ(parse(&ans, &p, 0x1111), ACME_DNS_MISMATCH);
+  ASSERT_EQ(acme__dns_parse_txt(&ans, p.b, 5, 0x1111, NAME), ACME_DNS_MALFORMED);
+  acme__dns_answer_cleanup(&ans);
+}
+
+static void test_rcodes(void) {
+  acme_dns_answer_t ans;
+  pkt_t p;
+  header(&p, 5, 0x8183, 1, 0);
+  question(&p, NAME);
+  ASSERT_EQ(parse(&ans, &p, 5), ACME_DNS_NXDOMAIN);
+  ASSERT_EQ(ans.rcode, 3);
+  header(&p, 5, 0x8182, 1, 0);
+  question(&p, NAME);
+  ASSERT_EQ(parse(&ans, &p, 5), ACME_DNS_RCODE);
+  ASSERT_EQ(ans.rcode, 2);
+  header(&p, 5, 0x8181, 0, 0); /* FORMERR without the question */
+  ASSERT_EQ(parse(&ans, &p, 5), ACME_DNS_RCODE);
+  ASSERT_EQ(ans.rcode, 1);
+  acme__dns_answer_cleanup(&ans);
+}
+
+static void test_huge_counts(void) {
+  acme_dns_answer_t ans;
+  pkt_t p;
+  /* 65535 answers announced, one present. */
+  header(&p, 2, 0x8180, 1, 0xffff);
+  question(&p, NAME);
+  txt_rr(&p, VALUE);
+  ASSERT_EQ(parse(&ans, &p, 2), ACME_DNS_MALFORMED);
+  ASSERT_EQ(ans.num_txts, 0);
+  header(&p, 2, 0x8180, 0xffff, 0);
+  question(&p, NAME);
+  ASSERT_EQ(parse(&ans, &p, 2), ACME_DNS_MISMATCH);
+  /* More TXT records than are kept: the first ones are. */
+  header(&p, 2, 0x8180, 1, 100);
+  question(&p, NAME);
+  for (int i = 0; i < 100; i++) txt_rr(&p, i == 99 ? VALUE : "x");
+  ASSERT_EQ(parse(&ans, &p, 2), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, ACME_DNS_MAX_TXTS);
+  acme__dns_answer_cleanup(&ans);
+  /* Long records: 255-byte strings, many of them in one rdata. */
+  header(&p, 2, 0x8180, 1, 1);
+  question(&p, NAME);
+  put16(&p, 0xc00c);
+  rr_head(&p, 16, 20 * 256);
+  for (int i = 0; i < 20; i++) {
+    put8(&p, 255);
+    memset(p.b + p.n, 'z', 255);
+    p.n += 255;
+  }
+  ASSERT_EQ(parse(&ans, &p, 2), ACME_DNS_ANSWER);
+  ASSERT_EQ(ans.num_txts, 1);
+  ASSERT_EQ(ans.txts[0].len, 20 * 255);
+  acme__dns_answer_cleanup(&ans);
+}
+
+/* ---- the resolvers ---- */
+
+static void test_servers(void) {
+  char path[] = "/tmp/gh-resolv-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_TRUE(fd >= 0);
+  static const char text[] = "# generated\nsearch example.com\noptions ndots:2\n"
+                             "nameserver 10.0.0.53\n  nameserver\t::1\nnameserver bogus\n"
+                             "nameserver fe80::1%lo\n";
+  ASSERT_EQ(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
+  close(fd);
+  conf_acme_t acme;
+  memset(&acme, 0, sizeof(acme));
+  char *err = NULL;
+  acme_dns_server_t *s = NULL;
+  size_t n = 0;
+  ASSERT_EQ(acme__dns_servers(&err, &s, &n, &acme, path), 0);
+  ASSERT_NULL(err);
+  ASSERT_EQ(n, 3);
+  ASSERT_STR_EQ(s[0].text, "10.0.0.53:53");
+  ASSERT_EQ(s[0].addr.ss_family, AF_INET);
+  ASSERT_STR_EQ(s[1].text, "[::1]:53");
+  ASSERT_EQ(s[1].addr.ss_family, AF_INET6);
+  ASSERT_STR_EQ(s[2].text, "[fe80::1%lo]:53");
+  gh_free(s);
+  /* The config's list wins over the file. */
+  conf_addr_t addrs[2] = {{"127.0.0.1:5353", "127.0.0.1", 5353}, {"[::1]:53", "::1", 53}};
+  acme.dns_resolvers = addrs;
+  acme.num_dns_resolvers = 2;
+  ASSERT_EQ(acme__dns_servers(&err, &s, &n, &acme, "/nonexistent"), 0);
+  ASSERT_EQ(n, 2);
+  ASSERT_STR_EQ(s[0].text, "127.0.0.1:5353");
+  ASSERT_STR_EQ(s[1].text, "[::1]:53");
+  gh_free(s);
+  /* No nameserver, no file: an error that names the file. */
+  acme.num_dns_resolvers = 0;
+  fd = open(path, O_WRONLY | O_TRUNC);
+  ASSERT_TRUE(fd >= 0);
+  ASSERT_EQ(write(fd, "search x\n", 9), 9);
+  close(fd);
+  ASSERT_EQ(acme__dns_servers(&err, &s, &n, &acme, path), UV_ENOENT);
+  ASSERT_CONTAINS(err, path);
+  ASSERT_CONTAINS(err, "names no nameserver");
+  gh_free(err);
+  unlink(path);
+  ASSERT_TRUE(acme__dns_servers(&err, &s, &n, &acme, path) < 0);
+  ASSERT_CONTAINS(err, path);
+  gh_free(err);
+}
+
+/* ---- the check, against a DNS server in the loop ---- */
+
+typedef struct {
+  uv_loop_t loop;
+  uv_udp_t srv;
+  struct sockaddr_in addr;
+  int queries;
+  int visible_after; /* the value appears in answers from this query on; 0 = never */
+  int mode;          /* 0: NXDOMAIN until visible; 1: silent */
+  uint8_t buf[1024];
+  /* the outcome */
+  int called, status;
+  char server[64], why[512];
+  uint64_t elapsed;
+} fx_t;
+
+static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+  fx_t *fx = h->data;
+  *buf = uv_buf_init((char *)fx->buf, sizeof(fx->buf));
+}
+
+static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
+                     unsigned flags) {
+  fx_t *fx = u->data;
+  if (nread <= 0 || from == NULL) return;
+  fx->queries++;
+  if (fx->mode == 1) return;
+  /* The query is 12 + question bytes; answer with the same id and question. */
+  static pkt_t p;
+  p.n = 0;
+  put_bytes(&p, buf->base, (size_t)nread);
+  int visible = fx->visible_after && fx->queries >= fx->visible_after;
+  p.b[2] = 0x81;
+  p.b[3] = visible ? 0x80 : 0x83;
+  p.b[7] = visible ? 1 : 0;
+  if (visible) {
+    /* First a wrong-id copy, which must be ignored. */
+    static pkt_t bogus;
+    bogus = p;
+    bogus.b[0] ^= 0xff;
+    txt_rr(&bogus, VALUE);
+    uv_buf_t bb = uv_buf_init((char *)bogus.b, (unsigned)bogus.n);
+    uv_udp_try_send(u, &bb, 1, from);
+    txt_rr(&p, VALUE);
+  }
+  uv_buf_t b = uv_buf_init((char *)p.b, (unsigned)p.n);
+  uv_udp_try_send(u, &b, 1, from);
+}
+
+static void fx_init(fx_t *fx, int visible_after, int mode) {
+  memset(fx, 0, sizeof(*fx));
+  uv_loop_init(&fx->loop);
+  uv_udp_init(&fx->loop, &fx->srv);
+  fx->srv.data = fx;
+  uv_ip4_addr("127.0.0.1", 0, &fx->addr);
+  uv_udp_bind(&fx->srv, (const struct sockaddr *)&fx->addr, 0);
+  int len = sizeof(fx->addr);
+  uv_udp_getsockname(&fx->srv, (struct sockaddr *)&fx->addr, &len);
+  uv_udp_recv_start(&fx->srv, srv_alloc, srv_recv);
+  fx->visible_after = visible_after;
+  fx->mode = mode;
+}
+
+static int fx_close(fx_t *fx) {
+  uv_close((uv_handle_t *)&fx->srv, NULL);
+  uv_run(&fx->loop, UV_RUN_DEFAULT);
+  return uv_loop_close(&fx->loop);
+}
+
+static void on_checked(void *arg, int status, const acme_dns_server_t *server, uint64_t elapsed_ms,
+                       const char *why) {
+  fx_t *fx = arg;
+  fx->called++;
+  fx->status = status;
+  fx->elapsed = elapsed_ms;
+  snprintf(fx->server, sizeof(fx->server), "%s", server ? server->text : "");
+  snprintf(fx->why, sizeof(fx->why), "%s", why ? why : "");
+  /* The check is finished: stop the server so that the loop ends. */
+  uv_udp_recv_stop(&fx->srv);
+}
+
+static void fx_server(fx_t *fx, acme_dns_server_t *s) {
+  memset(s, 0, sizeof(*s));
+  memcpy(&s->addr, &fx->addr, sizeof(fx->addr));
+  snprintf(s->text, sizeof(s->text), "127.0.0.1:%u", (unsigned)ntohs(fx->addr.sin_port));
+}
+
+static void test_check_visible(void) {
+  fx_t fx;
+  fx_init(&fx, 3, 0);
+  acme_dns_server_t s[2];
+  fx_server(&fx, &s[1]);
+  /* A first resolver that refuses (nothing listens on port 1). */
+  uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&s[0].addr);
+  snprintf(s[0].text, sizeof(s[0].text), "127.0.0.1:1");
+  acme_dnscheck_t *c = NULL;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000, on_checked, &fx), 0);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(fx.called, 0); /* never from within start */
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.called, 1);
+  ASSERT_EQ(fx.status, 0);
+  ASSERT_STR_EQ(fx.server, s[1].text);
+  ASSERT_EQ(fx.queries, 3);
+  /* Two pauses: 100 ms then 200 ms. */
+  ASSERT_TRUE(fx.elapsed >= 300);
+  ASSERT_TRUE(fx.elapsed < 2000);
+  ASSERT_EQ(fx_close(&fx), 0);
+  ASSERT_EQ(fx.called, 1);
+}
+
+static void test_check_times_out(void) {
+  fx_t fx;
+  fx_init(&fx, 0, 0);
+  acme_dns_server_t s;
+  fx_server(&fx, &s);
+  acme_dnscheck_t *c = NULL;
+  uint64_t t0 = uv_hrtime() / 1000000;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 500, on_checked, &fx), 0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  uint64_t took = uv_hrtime() / 1000000 - t0;
+  ASSERT_EQ(fx.status, UV_ETIMEDOUT);
+  ASSERT_STR_EQ(fx.server, "");
+  char want[128];
+  snprintf(want, sizeof(want), "%s: NXDOMAIN", s.text);
+  ASSERT_STR_EQ(fx.why, want);
+  ASSERT_TRUE(took >= 500 && took < 1500);
+  ASSERT_TRUE(fx.queries >= 3); /* 0, 100, 300 ms: the pauses grow */
+  ASSERT_TRUE(fx.queries <= 5);
+  ASSERT_EQ(fx_close(&fx), 0);
+}
+
+static void test_check_silent_server(void) {
+  /* A server that never answers: each query is given up at the deadline. */
+  fx_t fx;
+  fx_init(&fx, 0, 1);
+  acme_dns_server_t s;
+  fx_server(&fx, &s);
+  acme_dnscheck_t *c = NULL;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 300, on_checked, &fx), 0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.status, UV_ETIMEDOUT);
+  ASSERT_CONTAINS(fx.why, "no answer within");
+  ASSERT_EQ(fx_close(&fx), 0);
+}
+
+static void test_check_cancel(void) {
+  fx_t fx;
+  fx_init(&fx, 0, 1);
+  acme_dns_server_t s;
+  fx_server(&fx, &s);
+  acme_dnscheck_t *c = NULL;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 10000, on_checked, &fx), 0);
+  uv_run(&fx.loop, UV_RUN_NOWAIT);
+  acme__dnscheck_cancel(c);
+  acme__dnscheck_cancel(NULL);
+  ASSERT_EQ(fx_close(&fx), 0);
+  ASSERT_EQ(fx.called, 0);
+  /* Bad arguments: no callback, ever. */
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 0, NAME, VALUE, 100, on_checked, &fx),
+            UV_EINVAL);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, "a..b", VALUE, 100, on_checked, &fx),
+            UV_EINVAL);
+  ASSERT_NULL(c);
+}
+
+int main(void) {
+  RUN(test_query);
+  RUN(test_good_answer);
+  RUN(test_empty_answer_and_case);
+  RUN(test_cname_chain);
+  RUN(test_compression_loops);
+  RUN(test_truncated);
+  RUN(test_not_ours);
+  RUN(test_rcodes);
+  RUN(test_huge_counts);
+  RUN(test_servers);
+  RUN(test_check_visible);
+  RUN(test_check_times_out);
+  RUN(test_check_silent_server);
+  RUN(test_check_cancel);
+  TEST_EXIT();
+}
