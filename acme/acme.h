@@ -102,9 +102,11 @@ int acme_engine_revoke_by_cert_key(acme_engine_t *engine, acme_cert_t *cert, int
 typedef void (*acme_account_cb)(void *arg, int status, const char *err);
 
 /* acme_engine_rollover replaces the stored account's key with a new P-256
- * key (RFC 8555 7.3.5). Once the CA accepts, the new key is written to
- * storage (atomically) before anything is signed with it; if that write
- * fails the callback says so, and the key lives only in this engine.
+ * key (RFC 8555 7.3.5). The new key is stored beside the old one before the
+ * CA hears of it, and alone (atomically) once the CA accepts, before
+ * anything is signed with it; an engine that finds both (the process died
+ * in between) asks the CA which one the account has. If the last write
+ * fails the callback says so.
  * Requests of other jobs signed with the old key while the change is in
  * flight may be refused. Fails (through the callback) with UV_ENOENT if no
  * account is stored, UV_ENOTSUP if the CA has no keyChange. Returns 0 (the

@@ -124,6 +124,7 @@ static void job_free(acme_job_t *job) {
   gh_free(job->revoke_der_b64);
   EVP_PKEY_free(job->sign_key);
   EVP_PKEY_free(job->new_key);
+  EVP_PKEY_free(job->probe_key);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -204,6 +205,13 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
     /* This job was finding or creating the account: let another try. */
     job->account_owner = 0;
     e->account_busy = 0;
+    if (job->probe_key != NULL) {
+      /* An unfinished rollover is still unresolved: load and probe again. */
+      EVP_PKEY_free(e->account_key);
+      e->account_key = NULL;
+      gh_free(e->thumbprint);
+      e->thumbprint = NULL;
+    }
     kick_account_waiters(e);
   }
   job->state = ACME_JOB_DONE;
@@ -286,7 +294,9 @@ static void job_send(acme_job_t *job) {
       req.url = e->url_new_nonce;
     } else {
       char *err = NULL;
-      EVP_PKEY *key = job->sign_key ? job->sign_key : e->account_key;
+      EVP_PKEY *key = job->sign_key    ? job->sign_key
+                      : job->probe_key ? job->probe_key
+                                       : e->account_key;
       body = acme__jws_sign(&err, key, job->use_jwk ? NULL : e->kid, nonce, job->url,
                             job->payload);
       gh_free(nonce);
@@ -378,8 +388,14 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
     if (have && job->state == ACME_JOB_ACCOUNT && job->account_lookup &&
         acme__problem_is(&p, "accountDoesNotExist")) {
       acme__problem_cleanup(&p);
-      job->account_lookup = 0;
-      job_process(job); /* the stored key has no account yet: create it */
+      if (job->probe_key != NULL) {
+        /* The rollover never reached the CA: look up the current key. */
+        EVP_PKEY_free(job->probe_key);
+        job->probe_key = NULL;
+      } else {
+        job->account_lookup = 0; /* the stored key has no account yet: create it */
+      }
+      job_process(job);
       return;
     }
     if (have && acme__problem_is(&p, "rateLimited")) {
@@ -529,21 +545,37 @@ static int account_store(acme_job_t *job, cJSON *obj) {
   return 0;
 }
 
-/* account_save stores the account key and, once known, its URL. */
-static int account_save(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  char *pem = acme__key_to_pem(e->account_key);
+/* add_key adds |key| as PKCS#8 PEM member |name| of |obj|. */
+static int add_key(acme_job_t *job, cJSON *obj, const char *name, const EVP_PKEY *key) {
+  char *pem = acme__key_to_pem(key);
   if (pem == NULL) {
     acme__job_fail(job, UV_EINVAL, "cannot encode the account key");
     return -1;
   }
-  cJSON *obj = cJSON_CreateObject();
-  if (e->kid) cJSON_AddStringToObject(obj, "url", e->kid);
-  cJSON_AddStringToObject(obj, "key", pem);
+  cJSON_AddStringToObject(obj, name, pem);
   OPENSSL_cleanse(pem, strlen(pem));
   gh_free(pem);
+  return 0;
+}
+
+/* account_save_next stores the account key, once known its URL, and with
+ * |next_key| the key a rollover in flight is moving to ("next_key"): if
+ * the process dies before it learns the outcome, the next load asks the
+ * CA which of the two keys the account has (account_load). */
+static int account_save_next(acme_job_t *job, const EVP_PKEY *next_key) {
+  acme_engine_t *e = job->engine;
+  cJSON *obj = cJSON_CreateObject();
+  if (e->kid) cJSON_AddStringToObject(obj, "url", e->kid);
+  if (add_key(job, obj, "key", e->account_key) != 0 ||
+      (next_key != NULL && add_key(job, obj, "next_key", next_key) != 0)) {
+    cJSON_Delete(obj);
+    return -1;
+  }
   return account_store(job, obj);
 }
+
+/* account_save stores the account key and, once known, its URL. */
+static int account_save(acme_job_t *job) { return account_save_next(job, NULL); }
 
 /* account_forget marks the stored account deactivated (its URL kept for
  * the record, its key dropped) and forgets it in memory: the next order
@@ -560,6 +592,27 @@ static int account_forget(acme_job_t *job) {
   gh_free(e->thumbprint);
   e->thumbprint = NULL;
   return rc;
+}
+
+/* account_load_next: a stored "next_key" means a rollover died before
+ * it learned whether the CA took the new key. The account is then looked
+ * up (onlyReturnExisting) with the new key first (job->probe_key): found,
+ * the new key is the account's; accountDoesNotExist, the stored key still
+ * is (job_on_http). Returns 0, or -1 with the job failed. */
+static int account_load_next(acme_job_t *job, const cJSON *obj) {
+  acme_engine_t *e = job->engine;
+  const cJSON *next = cJSON_GetObjectItemCaseSensitive(obj, "next_key");
+  if (!cJSON_IsString(next)) return 0;
+  char *err = NULL;
+  job->probe_key = acme__key_from_pem(&err, next->valuestring, strlen(next->valuestring));
+  if (job->probe_key == NULL) {
+    acme__job_fail(job, UV_EINVAL, "the stored account %s: next_key: %s", e->account_id, err);
+    gh_free(err);
+    return -1;
+  }
+  GH_WARN("acme", "account %s at %s: a key rollover was interrupted; asking the CA which key "
+          "it has", e->account_id, e->acme->directory);
+  return 0;
 }
 
 /* account_load reads a stored account, if any. Returns 1 when the account
@@ -617,11 +670,15 @@ static int account_load(acme_job_t *job) {
     return -1;
   }
   int ready = 0;
-  if (cJSON_IsString(url) && url->valuestring[0] != '\0') {
+  if (account_load_next(job, obj) != 0) {
+    EVP_PKEY_free(e->account_key); /* the next job reads the storage again */
+    e->account_key = NULL;
+    ready = -1;
+  } else if (job->probe_key == NULL && cJSON_IsString(url) && url->valuestring[0] != '\0') {
     e->kid = gh_strdup(url->valuestring);
     ready = 1;
   }
-  job->account_lookup = !ready;
+  job->account_lookup = ready == 0;
   cJSON_Delete(obj);
   return ready;
 }
@@ -693,6 +750,14 @@ static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
     return;
   }
   e->kid = gh_strdup(loc);
+  if (job->probe_key != NULL) {
+    /* The interrupted rollover did reach the CA: the new key is the one. */
+    EVP_PKEY_free(e->account_key);
+    e->account_key = job->probe_key;
+    job->probe_key = NULL;
+    gh_free(e->thumbprint);
+    e->thumbprint = NULL;
+  }
   if (account_save(job) != 0) return;
   GH_INFO("acme", "account %s at %s: %s", e->account_id, e->acme->directory, e->kid);
   e->account_busy = 0;
@@ -711,10 +776,15 @@ static void key_change_request(acme_job_t *job) {
     acme__job_fail(job, UV_ENOTSUP, "the directory %s has no keyChange URL", e->acme->directory);
     return;
   }
-  if (job->new_key == NULL) job->new_key = acme__key_new(CONF_KEY_P256);
   if (job->new_key == NULL) {
-    acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
-    return;
+    job->new_key = acme__key_new(CONF_KEY_P256);
+    if (job->new_key == NULL) {
+      acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
+      return;
+    }
+    /* Stored before the CA hears of it: a crash after the CA switched
+     * keys must not lose the only key that still works. */
+    if (account_save_next(job, job->new_key) != 0) return;
   }
   char *err = NULL;
   char *inner = acme__jws_key_change(&err, job->new_key, e->account_key, e->kid,

@@ -179,6 +179,7 @@ struct acme_job {
 
   int account_lookup; /* ACCOUNT: onlyReturnExisting */
   int account_owner;  /* this job finds or creates the engine's account */
+  EVP_PKEY *probe_key; /* ACCOUNT: an interrupted rollover's key, looked up first */
 
   /* the order */
   char *order_url, *finalize_url, *cert_url;

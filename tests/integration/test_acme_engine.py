@@ -252,6 +252,7 @@ def test_rollover():
     _, after = account_file(st)
     harness.eq(after["url"], before["url"], "the account URL survives the rollover")
     harness.check(after["key"] != before["key"], "the stored key changed")
+    harness.check("next_key" not in after, "no rollover left pending: %r" % list(after))
     harness.eq(oct(os.stat(path).st_mode & 0o777), "0o600", "account file mode")
     # The stored (new) key works for a new order on the same account.
     rc, out, err = obtain(cfg, "roll2.example.com", p=p)
@@ -268,6 +269,38 @@ def test_rollover():
     rc, out, _ = obtain(config(p, old, ["http-01"]), "roll3.example.com", p=p)
     harness.eq(rc, 1, "order signed by the old key fails")
     harness.contains(out["error"], "urn:ietf:params:acme:error:", "error has the type")
+
+
+def test_rollover_interrupted():
+    # A rollover that died after storing "next_key" (before the CA answered,
+    # or after it but before the key was stored): the next run asks the CA
+    # which key the account has, keeps that one, and makes no new account.
+    p = pb()
+    st = storage_dir()
+    cfg = config(p, st, ["http-01"])
+    rc, out, err = obtain(cfg, "ri1.example.com", p=p)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    path, old = account_file(st)
+    accounts = account_count(p)
+    r = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                        "ec_paramgen_curve:P-256"], stdout=subprocess.PIPE, check=True, timeout=30)
+    for case, next_key in (("the CA never saw it", r.stdout.decode()), ("the CA took it", None)):
+        if next_key is None:
+            rc, out, err = obtain(cfg, "--rollover", p=p)
+            harness.eq(rc, 0, "rollover exit (%s; %s)" % (out, err[-3000:]))
+            next_key = account_file(st)[1]["key"]
+        with open(path, "w") as f:
+            json.dump(dict(old, next_key=next_key), f)
+        rc, out, err = obtain(cfg, "ri-%d.example.com" % len(case), p=p)
+        harness.eq(rc, 0, "order after an interrupted rollover, %s (%s; %s)"
+                   % (case, out, err[-3000:]))
+        harness.contains(err, "a key rollover was interrupted", "log line")
+        _, now = account_file(st)
+        want = old["key"] if case == "the CA never saw it" else next_key
+        harness.eq(now["key"], want, "the stored key when %s" % case)
+        harness.check("next_key" not in now, "next_key resolved when %s" % case)
+        harness.eq(now["url"], old["url"], "the account URL")
+    harness.eq(account_count(p), accounts, "accounts created at Pebble")
 
 
 def test_deactivate():
