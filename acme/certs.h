@@ -28,6 +28,8 @@ typedef struct acme_cert {
   char *issuer_cn;   /* may be NULL */
   char **sans;       /* DNS names from subjectAltName, lower-case */
   size_t num_sans;
+  /* Last time (seconds) a handshake used it: on-demand LRU eviction. */
+  _Atomic uint64_t last_used_s_;
   /* private */
   _Atomic int refs_;
 } acme_cert_t;

@@ -17,9 +17,9 @@
 
 typedef struct {
   cJSON *to, *from, *https, *http; /* string arrays, NULL until given */
-  cJSON *ca_roots, *challenges;
+  cJSON *ca_roots, *challenges, *on_demand;
   const char *cert, *key, *workers, *access_log, *log_level;
-  const char *acme_directory, *email, *storage;
+  const char *acme_directory, *email, *storage, *ask;
   int no_resumption, print_config;
 } quick_t;
 
@@ -55,6 +55,8 @@ static const quick_flag_t quick_flags[] = {
     F("--email", "ADDR", QUICK_STRING, email),
     F("--storage", "DIR", QUICK_STRING, storage),
     F("--challenge", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
+    F("--on-demand", "PATTERN", QUICK_LIST, on_demand),
+    F("--ask", "URL", QUICK_STRING, ask),
 };
 
 #undef F
@@ -135,7 +137,15 @@ static cJSON *build_doc(quick_t *q) {
                                               : cJSON_CreateString(q->workers));
   }
   cJSON *site = cJSON_CreateObject();
-  if (q->from != NULL) {
+  if (q->on_demand != NULL || q->ask != NULL) {
+    /* On demand: the site answers any name; the policy decides which get a
+     * certificate at their first handshake. */
+    cJSON *hosts = q->from ? q->from : cJSON_CreateArray();
+    q->from = NULL;
+    cJSON_AddItemToArray(hosts, cJSON_CreateString("*"));
+    cJSON_AddItemToObject(site, "hosts", hosts);
+    cJSON_AddTrueToObject(site, "default");
+  } else if (q->from != NULL) {
     cJSON_AddItemToObject(site, "hosts", q->from);
     q->from = NULL;
   } else {
@@ -160,6 +170,12 @@ static cJSON *build_doc(quick_t *q) {
     q->ca_roots = NULL;
     if (q->challenges != NULL) cJSON_AddItemToObject(acme, "challenges", q->challenges);
     q->challenges = NULL;
+  }
+  if (q->on_demand != NULL || q->ask != NULL) {
+    cJSON *od = cJSON_AddObjectToObject(doc, "on_demand");
+    if (q->on_demand != NULL) cJSON_AddItemToObject(od, "allow", q->on_demand);
+    q->on_demand = NULL;
+    if (q->ask != NULL) cJSON_AddStringToObject(od, "ask", q->ask);
   }
   if (q->storage != NULL) cJSON_AddStringToObject(doc, "storage", q->storage);
   if (q->no_resumption) {
@@ -206,8 +222,9 @@ static char *parse_args(quick_t *q, int argc, char **argv) {
     return gh_strdup(q->cert ? "--cert FILE needs --key FILE" : "--key FILE needs --cert FILE");
   }
   if (q->acme_directory == NULL) {
-    static const char *const needs_acme[] = {"--acme-ca-root", "--email", "--challenge"};
-    const void *given[] = {q->ca_roots, q->email, q->challenges};
+    static const char *const needs_acme[] = {"--acme-ca-root", "--email", "--challenge",
+                                             "--on-demand", "--ask"};
+    const void *given[] = {q->ca_roots, q->email, q->challenges, q->on_demand, q->ask};
     for (size_t i = 0; i < GH_ARRAY_LEN(needs_acme); i++) {
       if (given[i] != NULL) return gh_asprintf("%s needs --acme-directory URL", needs_acme[i]);
     }
@@ -218,7 +235,7 @@ static char *parse_args(quick_t *q, int argc, char **argv) {
   }
   /* Without --cert the --from names are ACME-managed: without them there
    * is no name to order a certificate for. */
-  if (q->cert == NULL && q->from == NULL) {
+  if (q->cert == NULL && q->from == NULL && q->on_demand == NULL && q->ask == NULL) {
     return gh_strdup("name the hosts with --from: certificates from --acme-directory are "
                      "ordered for the --from names");
   }
@@ -244,5 +261,6 @@ cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **a
   cJSON_Delete(q.http);
   cJSON_Delete(q.ca_roots);
   cJSON_Delete(q.challenges);
+  cJSON_Delete(q.on_demand);
   return doc;
 }

@@ -13,6 +13,7 @@
 
 #include "common/log.h"
 #include "proxy/internal.h"
+#include "proxy/ondemand.h"
 #include "proxy/tls.h"
 
 void px_worker_conn_gone(px_worker_t *w);
@@ -106,6 +107,7 @@ void px_conn_close(px_conn_t *c) {
     return;
   }
   c->state = PX_CONN_CLOSING;
+  px_ondemand_conn_gone(c);
   px_http_conn_closed(c);
   if (c->w->obuf_owner == c) {
     c->w->obuf_owner = NULL;
@@ -265,6 +267,15 @@ static int handshake(px_conn_t *c) {
   }
   int err = SSL_get_error(c->ssl, r);
   if (err == SSL_ERROR_WANT_READ) return 0;
+  if (err == SSL_ERROR_PENDING_CERTIFICATE) {
+    /* Paused by ondemand.c until the name's certificate is ready. The
+     * bytes after the ClientHello still sit in the worker's read buffer:
+     * keep them for the resumption. */
+    if (c->in_len) px_buf_append(&c->pending, c->in_ptr, c->in_len);
+    c->in_len = 0;
+    px_conn_flush(c);
+    return -1;
+  }
   if (gh_log_enabled(GH_LOG_DEBUG)) {
     char msg[160];
     ERR_error_string_n(ERR_peek_error(), msg, sizeof(msg));
@@ -276,6 +287,16 @@ static int handshake(px_conn_t *c) {
 }
 
 static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
+  if (c->paused_name != NULL) {
+    /* The handshake waits for a certificate; keep what the client sends
+     * meanwhile (TLS 1.3 clients send ChangeCipherSpec right away). */
+    if (c->pending.len + len > 64 * 1024) {
+      px_conn_close(c);
+      return;
+    }
+    px_buf_append(&c->pending, data, len);
+    return;
+  }
   c->in_ptr = (const uint8_t *)data;
   c->in_len = len;
   if (c->state == PX_CONN_HANDSHAKE && handshake(c) != 0) return;
@@ -299,6 +320,17 @@ static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
   }
   c->in_len = 0;
   if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
+}
+
+/* px_conn_resume_handshake continues a handshake that ondemand.c paused,
+ * with whatever the client sent meanwhile. */
+void px_conn_resume_handshake(px_conn_t *c) {
+  if (c->state != PX_CONN_HANDSHAKE) return;
+  px_buf_t held = c->pending;
+  memset(&c->pending, 0, sizeof(c->pending));
+  px_conn_set_timer(c, c->w->gen->conf->timeouts.handshake_ms);
+  on_tls_read(c, held.p, held.len);
+  px_buf_free(&held);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {

@@ -23,9 +23,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "acme/policy.h"
 #include "acme/storage.h"
 #include "common/log.h"
 #include "proxy/control.h"
+#include "proxy/ondemand.h"
 #include "proxy/tls.h"
 
 #define BACKOFF_MIN_MS (60 * 1000)
@@ -34,9 +36,10 @@
 /* ---- managed certificates ---- */
 
 struct px_managed_cert {
-  char **hosts; /* the site's host patterns */
+  char **hosts; /* the site's host patterns (one name for on-demand) */
   size_t num_hosts;
   int is_default;
+  int on_demand; /* obtained or loaded for a handshake (px_managed_install_name) */
   acme_cert_t *cert;
 };
 
@@ -70,6 +73,10 @@ static void put_entry(px_gen_t *gen, const px_managed_cert_t *e) {
   acme_cert_table_t *table = px_tls_ctx_table(gen->ssl_ctx);
   if (table == NULL) return;
   const conf_t *conf = gen->conf;
+  if (e->on_demand) {
+    if (conf->on_demand.enabled) acme_cert_table_put(table, e->hosts[0], e->cert);
+    return;
+  }
   for (size_t h = 0; h < e->num_hosts; h++) {
     for (size_t i = 0; i < conf->num_sites; i++) {
       const conf_site_t *site = &conf->sites[i];
@@ -88,7 +95,8 @@ void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *c
   pthread_mutex_lock(&m->mu);
   px_managed_cert_t *e = NULL;
   for (size_t i = 0; i < m->num_certs && e == NULL; i++) {
-    if (m->certs[i].num_hosts > 0 && strcmp(m->certs[i].hosts[0], site->hosts[0]) == 0)
+    if (!m->certs[i].on_demand && m->certs[i].num_hosts > 0 &&
+        strcmp(m->certs[i].hosts[0], site->hosts[0]) == 0)
       e = &m->certs[i];
   }
   if (e == NULL) {
@@ -103,6 +111,56 @@ void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *c
   e->num_hosts = site->num_hosts;
   e->is_default = site->is_default;
   e->cert = acme_cert_ref(cert);
+  put_entry(m->gen, e);
+  pthread_mutex_unlock(&m->mu);
+}
+
+/* evict_lru drops the least recently used on-demand certificate from the
+ * list and the table: it reloads from storage at its next handshake.
+ * Called with m->mu held. */
+static void evict_lru(px_managed_t *m) {
+  size_t victim = m->num_certs;
+  uint64_t oldest = UINT64_MAX;
+  for (size_t i = 0; i < m->num_certs; i++) {
+    if (!m->certs[i].on_demand) continue;
+    uint64_t used = atomic_load_explicit(&m->certs[i].cert->last_used_s_, memory_order_relaxed);
+    if (used < oldest) {
+      oldest = used;
+      victim = i;
+    }
+  }
+  if (victim == m->num_certs) return;
+  acme_cert_table_t *table = px_tls_ctx_table(m->gen->ssl_ctx);
+  if (table) acme_cert_table_put(table, m->certs[victim].hosts[0], NULL);
+  GH_DEBUG("ondemand", "%s: evicted from memory (cache_capacity)", m->certs[victim].hosts[0]);
+  entry_cleanup(&m->certs[victim]);
+  m->certs[victim] = m->certs[--m->num_certs];
+}
+
+void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cert,
+                             size_t capacity) {
+  pthread_mutex_lock(&m->mu);
+  px_managed_cert_t *e = NULL;
+  size_t num_on_demand = 0;
+  for (size_t i = 0; i < m->num_certs; i++) {
+    if (!m->certs[i].on_demand) continue;
+    num_on_demand++;
+    if (strcmp(m->certs[i].hosts[0], name) == 0) e = &m->certs[i];
+  }
+  if (e == NULL) {
+    if (capacity && num_on_demand >= capacity) evict_lru(m);
+    m->certs = gh_realloc(m->certs, (m->num_certs + 1) * sizeof(*m->certs));
+    e = &m->certs[m->num_certs++];
+    memset(e, 0, sizeof(*e));
+  } else {
+    entry_cleanup(e);
+  }
+  e->hosts = gh_calloc(1, sizeof(char *));
+  e->hosts[0] = gh_strdup(name);
+  e->num_hosts = 1;
+  e->on_demand = 1;
+  e->cert = acme_cert_ref(cert);
+  atomic_store_explicit(&e->cert->last_used_s_, (uint64_t)time(NULL), memory_order_relaxed);
   put_entry(m->gen, e);
   pthread_mutex_unlock(&m->mu);
 }
@@ -142,6 +200,14 @@ struct px_control {
   size_t num_names;
   px_control_done_cb done;
   void *done_arg;
+  /* On-demand names, posted by workers (px_control_ondemand). */
+  px_ondemand_t *ondemand;
+  acme_policy_t *policy;
+  uv_async_t req_async;
+  pthread_mutex_t req_mu;
+  struct od_req *reqs; /* under req_mu */
+  struct od_job *od_queue; /* waiting for an order slot */
+  unsigned od_inflight;
 };
 
 static void obtain(managed_site_t *ms);
@@ -250,6 +316,170 @@ static void on_start(uv_timer_t *t) {
   for (size_t i = 0; i < ctl->num_sites && !ctl->stopping; i++) start_site(&ctl->sites[i]);
 }
 
+/* ---- on-demand names ---- */
+
+struct od_req {
+  struct od_req *next;
+  char client_ip[64];
+  char name[];
+};
+
+typedef struct od_job {
+  px_control_t *ctl;
+  acme_cert_t *stored; /* a usable stored certificate, or NULL */
+  uint64_t start_ms;
+  int ordering;        /* holds one of the ORDERS_IN_FLIGHT slots */
+  struct od_job *next; /* in ctl->od_queue while waiting for a slot */
+  char name[];
+} od_job_t;
+
+/* On-demand orders in flight at once; more wait in a queue. It keeps a
+ * burst of new names from flooding the CA: Pebble 2.4 deadlocks when
+ * dozens of challenges are answered at the same moment, and a public CA
+ * would rather see a steady stream too. Waiting costs little: an order
+ * takes about 100 ms against a local CA. */
+#define ORDERS_IN_FLIGHT 4
+
+static void od_order_next(px_control_t *ctl);
+
+void px_control_ondemand(px_control_t *ctl, const char *name, size_t name_len,
+                         const char *client_ip) {
+  struct od_req *r = gh_malloc(sizeof(*r) + name_len + 1);
+  memcpy(r->name, name, name_len);
+  r->name[name_len] = '\0';
+  snprintf(r->client_ip, sizeof(r->client_ip), "%s", client_ip);
+  pthread_mutex_lock(&ctl->req_mu);
+  r->next = ctl->reqs;
+  ctl->reqs = r;
+  pthread_mutex_unlock(&ctl->req_mu);
+  uv_async_send(&ctl->req_async);
+}
+
+static void od_done(od_job_t *job, int ok) {
+  px_control_t *ctl = job->ctl;
+  px_ondemand_finish(ctl->ondemand, job->name, ok);
+  acme_cert_unref(job->stored);
+  int freed_slot = job->ordering;
+  gh_free(job);
+  if (freed_slot) {
+    ctl->od_inflight--;
+    od_order_next(ctl);
+  }
+}
+
+static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
+  px_control_t *ctl = job->ctl;
+  px_managed_install_name(ctl->managed, job->name, cert,
+                          ctl->gen->conf->on_demand.cache_capacity);
+  GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %lld)", job->name, how,
+          (unsigned long long)(uv_now(&ctl->loop) - job->start_ms), (long long)cert->not_after);
+}
+
+static void od_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
+  od_job_t *job = arg;
+  if (status != 0) {
+    if (status != UV_ECANCELED)
+      GH_WARN("ondemand", "%s: not obtained: %s", job->name, err ? err : uv_strerror(status));
+    od_done(job, 0);
+    return;
+  }
+  od_install(job, cert, "obtained");
+  od_done(job, 1);
+}
+
+static void od_decided(void *arg, int allowed, const char *reason) {
+  od_job_t *job = arg;
+  px_control_t *ctl = job->ctl;
+  /* ACME_POLICY_ALLOWED, or ACME_POLICY_STORED_ONLY (ask is down and a
+   * stored certificate exists: serve it, order nothing); refused or
+   * cancelled (UV_ECANCELED, the policy is shutting down) otherwise. */
+  if (allowed != ACME_POLICY_ALLOWED && allowed != ACME_POLICY_STORED_ONLY) {
+    if (allowed != UV_ECANCELED)
+      GH_INFO("ondemand", "%s: refused: %s", job->name, reason ? reason : "-");
+    od_done(job, 0);
+    return;
+  }
+  if (job->stored != NULL || allowed == ACME_POLICY_STORED_ONLY) {
+    if (job->stored == NULL) { /* cannot happen: STORED_ONLY needs have_stored */
+      od_done(job, 0);
+      return;
+    }
+    od_install(job, job->stored, "loaded from storage");
+    od_done(job, 1);
+    return;
+  }
+  /* Wait for a slot, in arrival order. */
+  job->next = NULL;
+  od_job_t **tail = &ctl->od_queue;
+  while (*tail) tail = &(*tail)->next;
+  *tail = job;
+  od_order_next(ctl);
+}
+
+/* od_order_next starts queued orders while slots are free. */
+static void od_order_next(px_control_t *ctl) {
+  while (ctl->od_queue != NULL && ctl->od_inflight < ORDERS_IN_FLIGHT) {
+    od_job_t *job = ctl->od_queue;
+    ctl->od_queue = job->next;
+    const char *names[1] = {job->name};
+    int rc = ctl->stopping ? UV_ECANCELED
+                           : acme_engine_obtain(ctl->engine, names, 1, od_obtained, job);
+    if (rc != 0) {
+      if (rc != UV_ECANCELED)
+        GH_WARN("ondemand", "%s: cannot start an order: %s", job->name, uv_strerror(rc));
+      od_done(job, 0);
+      continue;
+    }
+    job->ordering = 1;
+    ctl->od_inflight++;
+  }
+}
+
+/* od_start handles one posted name: a usable stored certificate is loaded
+ * (policy is still checked first, without spending an order from the rate
+ * limits), otherwise the policy decides whether to order one. */
+static void od_start(px_control_t *ctl, const char *name, const char *client_ip) {
+  size_t len = strlen(name);
+  od_job_t *job = gh_calloc(1, sizeof(*job) + len + 1);
+  memcpy(job->name, name, len + 1);
+  job->ctl = ctl;
+  job->start_ms = uv_now(&ctl->loop);
+  if (ctl->stopping || ctl->policy == NULL) {
+    od_done(job, 0);
+    return;
+  }
+  acme_cert_t *cert = NULL;
+  char *err = NULL;
+  int rc = acme_storage_cert_load(ctl->storage, &cert, NULL, &err, name);
+  if (rc == 0 && cert->not_after > time(NULL)) {
+    job->stored = cert;
+  } else {
+    if (rc != 0 && rc != -ENOENT) GH_WARN("ondemand", "%s: %s: ordering a new one", name, err);
+    acme_cert_unref(cert);
+  }
+  gh_free(err);
+  rc = acme_policy_decide(ctl->policy, name, client_ip, job->stored != NULL,
+                          job->stored == NULL, od_decided, job);
+  if (rc != 0) {
+    GH_WARN("ondemand", "%s: policy: %s", name, uv_strerror(rc));
+    od_done(job, 0);
+  }
+}
+
+static void on_requests(uv_async_t *a) {
+  px_control_t *ctl = a->data;
+  pthread_mutex_lock(&ctl->req_mu);
+  struct od_req *list = ctl->reqs;
+  ctl->reqs = NULL;
+  pthread_mutex_unlock(&ctl->req_mu);
+  while (list) {
+    struct od_req *r = list;
+    list = r->next;
+    od_start(ctl, r->name, r->client_ip);
+    gh_free(r);
+  }
+}
+
 static void on_stop(uv_async_t *a) {
   px_control_t *ctl = a->data;
   ctl->stopping = 1;
@@ -257,6 +487,14 @@ static void on_stop(uv_async_t *a) {
    * nothing: on_obtained sees |stopping|. */
   acme_engine_free(ctl->engine);
   ctl->engine = NULL;
+  acme_policy_free(ctl->policy);
+  ctl->policy = NULL;
+  while (ctl->od_queue != NULL) { /* never started: nothing to cancel */
+    od_job_t *job = ctl->od_queue;
+    ctl->od_queue = job->next;
+    od_done(job, 0);
+  }
+  uv_close((uv_handle_t *)&ctl->req_async, NULL);
   for (size_t i = 0; i < ctl->num_sites; i++)
     uv_close((uv_handle_t *)&ctl->sites[i].retry, NULL);
   uv_close((uv_handle_t *)&ctl->async, NULL);
@@ -277,8 +515,9 @@ static int site_is_managed(const conf_site_t *site) {
 }
 
 static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                                 px_managed_t *managed, const char *const *names,
-                                 size_t num_names, px_control_done_cb done, void *done_arg) {
+                                 px_managed_t *managed, px_ondemand_t *ondemand,
+                                 const char *const *names, size_t num_names,
+                                 px_control_done_cb done, void *done_arg) {
   const conf_t *conf = gen->conf;
   px_control_t *ctl = gh_calloc(1, sizeof(*ctl));
   ctl->names = names;
@@ -308,6 +547,20 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   }
   uv_async_init(&ctl->loop, &ctl->async, on_stop);
   ctl->async.data = ctl;
+  pthread_mutex_init(&ctl->req_mu, NULL);
+  uv_async_init(&ctl->loop, &ctl->req_async, on_requests);
+  ctl->req_async.data = ctl;
+  ctl->ondemand = ondemand;
+  if (ondemand != NULL) {
+    char *perr = NULL;
+    ctl->policy = acme_policy_new(&perr, &ctl->loop, &conf->on_demand,
+                                  (const char *const *)conf->acme.ca_roots,
+                                  conf->acme.num_ca_roots);
+    if (ctl->policy == NULL) {
+      GH_ERROR("ondemand", "on-demand certificates are off: %s", perr);
+      gh_free(perr);
+    }
+  }
   /* The first orders start from the loop, in the control thread. */
   uv_timer_t *start = gh_malloc(sizeof(*start));
   uv_timer_init(&ctl->loop, start);
@@ -322,14 +575,16 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
 }
 
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                               px_managed_t *managed) {
-  return control_new(out_err, gen, challenges, managed, NULL, 0, NULL, NULL);
+                               px_managed_t *managed, px_ondemand_t *ondemand) {
+  px_control_t *ctl = control_new(out_err, gen, challenges, managed, ondemand, NULL, 0, NULL, NULL);
+  if (ctl != NULL && ondemand != NULL) px_ondemand_set_control(ondemand, ctl);
+  return ctl;
 }
 
 px_control_t *px_control_obtain(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
                                 const char *const *names, size_t num_names,
                                 px_control_done_cb done, void *done_arg) {
-  return control_new(out_err, gen, challenges, NULL, names, num_names, done, done_arg);
+  return control_new(out_err, gen, challenges, NULL, NULL, names, num_names, done, done_arg);
 }
 
 void px_control_stop(px_control_t *ctl) {
@@ -338,6 +593,12 @@ void px_control_stop(px_control_t *ctl) {
   uv_thread_join(&ctl->thread);
   if (uv_loop_close(&ctl->loop) != 0) GH_WARN("acme", "control thread: loop not empty at exit");
   acme_storage_free(ctl->storage);
+  while (ctl->reqs) {
+    struct od_req *r = ctl->reqs;
+    ctl->reqs = r->next;
+    gh_free(r);
+  }
+  pthread_mutex_destroy(&ctl->req_mu);
   gh_free(ctl->sites);
   px_gen_unref(ctl->gen);
   gh_free(ctl);

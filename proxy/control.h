@@ -36,15 +36,30 @@ void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *c
  * to the workers. */
 void px_managed_set_gen(px_managed_t *m, px_gen_t *gen);
 
+/* px_managed_install_name remembers |cert| (taking a reference) as the
+ * on-demand certificate of |name| and puts it into the current
+ * generation's table; beyond |capacity| on-demand certificates (0: no cap)
+ * the least recently used one leaves memory (it reloads from storage at
+ * its next handshake). Any thread. */
+void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cert,
+                             size_t capacity);
+
 typedef struct px_control px_control_t;
+struct px_ondemand;
 
 /* px_control_start opens the storage, creates the engine for |gen|'s
  * configuration (which must have acme.directory) and starts the control
  * thread, which installs or orders the managed sites' certificates into
- * |managed|. Returns the thread's handle, or NULL with |*out_err| set
- * (caller frees). */
+ * |managed|, and serves the names |ondemand| posts (NULL: none). Returns
+ * the thread's handle, or NULL with |*out_err| set (caller frees). */
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                               px_managed_t *managed);
+                               px_managed_t *managed, struct px_ondemand *ondemand);
+
+/* px_control_ondemand posts |name| (|name_len| bytes) for an on-demand
+ * certificate, from any thread; the answer comes back through
+ * px_ondemand_finish. */
+void px_control_ondemand(px_control_t *ctl, const char *name, size_t name_len,
+                         const char *client_ip);
 
 /* px_control_done_cb receives the outcome of a px_control_obtain order, on
  * the control thread: 0 or a negative error (already logged). */

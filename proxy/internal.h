@@ -173,6 +173,9 @@ struct px_worker {
   BIO_METHOD *bio_method;
   px_exchange_t *ex_cache; /* freed exchanges, buffers kept (see exchange.c) */
   size_t num_ex_cache;
+  struct px_ondemand *ondemand; /* NULL without on_demand */
+  gh_link_t paused;             /* px_conn_t.paused_link: handshakes waiting for a name */
+  struct px_wake *wakes;        /* under mu: names finished by the control thread */
 };
 
 /* px_chunk_head writes "<hex len>\r\n" into |out| (at least 20 bytes) and
@@ -259,6 +262,9 @@ struct px_conn {
   size_t in_len;
   px_exchange_t *ex;
   uint64_t requests;
+  char *paused_name;     /* handshake paused for this name (ondemand.c) */
+  gh_link_t paused_link; /* in w->paused while paused_name is set */
+  int ondemand_failed;
 };
 
 /* ---- upstream connection ---- */

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "proxy/control.h"
 #include "proxy/internal.h"
+#include "proxy/ondemand.h"
 #include "proxy/proxy.h"
 
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
   acme_challenges_t *challenges;
   px_managed_t managed;  /* certificates of ACME-managed sites */
   px_control_t *control; /* NULL without acme.directory */
+  px_ondemand_t *ondemand; /* NULL without on_demand */
   int stopping;
   /* px_obtain: one order instead of serving; |done| wakes the main loop. */
   const char *const *names;
@@ -115,6 +117,7 @@ static void worker_async(uv_async_t *a) {
   int stop = w->stop_requested;
   pthread_mutex_unlock(&w->mu);
   if (next) adopt_gen(w, next);
+  if (w->ondemand) px_ondemand_wakeups(w);
   if (stop) begin_drain(w);
 }
 
@@ -162,6 +165,7 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   pthread_mutex_init(&w->mu, NULL);
   gh_list_init(&w->conns);
   gh_list_init(&w->upconns);
+  gh_list_init(&w->paused);
   w->gen = px_gen_ref(gen);
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
   for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
@@ -179,6 +183,7 @@ static void worker_free(px_worker_t *w) {
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&w->loop) != 0) GH_WARN("proxy", "worker %u: loop not empty at exit", w->id);
   px_ex_cache_free(w);
+  px_ondemand_worker_cleanup(w);
   px_gen_unref(w->gen);
   px_gen_unref(w->next_gen);
   gh_free(w->pools);
@@ -235,6 +240,7 @@ static void reload(px_server_t *s) {
   /* Managed certificates go into the new table before any worker sees it,
    * so no handshake under the new generation misses them. */
   px_managed_set_gen(&s->managed, gen);
+  if (s->ondemand) px_ondemand_attach(s->ondemand, gen->ssl_ctx);
   post_to_workers(s, gen, 0);
   px_gen_unref(s->gen);
   s->gen = gen;
@@ -244,6 +250,7 @@ static void reload(px_server_t *s) {
 static void stop_server(px_server_t *s) {
   s->stopping = 1;
   post_to_workers(s, NULL, 1);
+  if (s->ondemand) px_ondemand_set_control(s->ondemand, NULL);
   px_control_stop(s->control);
   s->control = NULL;
   uv_close((uv_handle_t *)&s->sig_term, NULL);
@@ -307,6 +314,11 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   for (unsigned i = 0; i < s.num_workers; i++) {
     s.workers[i] = worker_new(i, s.gen, &started);
   }
+  if (conf->on_demand.enabled && conf->acme.directory != NULL && names == NULL) {
+    s.ondemand = px_ondemand_new(s.gen, s.workers, s.num_workers);
+    px_ondemand_attach(s.ondemand, s.gen->ssl_ctx);
+    for (unsigned i = 0; i < s.num_workers; i++) s.workers[i]->ondemand = s.ondemand;
+  }
   for (unsigned i = 0; i < s.num_workers; i++) {
     uv_thread_create(&s.workers[i]->thread, worker_main, s.workers[i]);
   }
@@ -325,7 +337,7 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
       failed = 1;
     }
   } else if (!failed && conf->acme.directory != NULL) {
-    s.control = px_control_start(&err, s.gen, s.challenges, &s.managed);
+    s.control = px_control_start(&err, s.gen, s.challenges, &s.managed, s.ondemand);
     if (s.control == NULL) {
       GH_ERROR("acme", "%s", err);
       gh_free(err);
@@ -353,15 +365,18 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   } else {
     post_to_workers(&s, NULL, 1);
   }
-  for (unsigned i = 0; i < s.num_workers; i++) {
-    uv_thread_join(&s.workers[i]->thread);
-    worker_free(s.workers[i]);
-  }
+  for (unsigned i = 0; i < s.num_workers; i++) uv_thread_join(&s.workers[i]->thread);
+  /* The control thread may still wake workers (px_ondemand_finish): stop
+   * it while their async handles exist. */
+  if (s.ondemand) px_ondemand_set_control(s.ondemand, NULL);
+  px_control_stop(s.control);
+  s.control = NULL;
+  for (unsigned i = 0; i < s.num_workers; i++) worker_free(s.workers[i]);
   gh_free(s.workers);
+  px_ondemand_free(s.ondemand);
   uv_walk(&s.loop, worker_close_walk, NULL);
   uv_run(&s.loop, UV_RUN_DEFAULT);
   uv_loop_close(&s.loop);
-  px_control_stop(s.control);
   px_managed_cleanup(&s.managed);
   px_gen_unref(s.gen);
   acme_challenges_free(s.challenges);

@@ -25,6 +25,9 @@
  *    keeps an idle connection's SSL small. */
 #include "proxy/tls.h"
 
+#include <stdatomic.h>
+#include <time.h>
+
 #include <openssl/bytestring.h>
 #include <openssl/cipher.h>
 #include <openssl/digest.h>
@@ -59,23 +62,10 @@ static const char default_key[] = "*";
 
 /* ---- per-SSL_CTX state ---- */
 
-/* tls_miss_fn is the hook for on-demand certificates (DESIGN.md flow 2). It
- * is called when a valid SNI name is in neither the table nor its wildcard,
- * before the default certificate is tried, and returns:
- *  - ssl_select_cert_retry: the name is being obtained; the handshake is
- *    paused and select_cert runs again (from the start) when the worker
- *    retries it, finding the new certificate in the table;
- *  - ssl_select_cert_error: refused; the hook has sent the alert;
- *  - ssl_select_cert_success: not handled; fall back to the default.
- * |name| is only valid during the call: copy it to keep it.
- * It is NULL (no on-demand issuance) until that issue lands. */
-typedef enum ssl_select_cert_result_t (*tls_miss_fn)(void *arg, const SSL_CLIENT_HELLO *hello,
-                                                     const char *name, size_t name_len);
-
 typedef struct {
   acme_cert_table_t *table;
   uint64_t ticket_rotate_ms;
-  tls_miss_fn on_miss; /* NULL for now; see above */
+  px_tls_miss_fn on_miss; /* on-demand certificates (proxy/ondemand.c); may be NULL */
   void *on_miss_arg;
   acme_challenges_t *challenges; /* not owned; NULL: no TLS-ALPN-01 */
 } tls_state_t;
@@ -100,6 +90,13 @@ static void index_init(void) {
 
 static tls_state_t *state_of(const SSL *ssl) {
   return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
+}
+
+void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg) {
+  tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
+  if (st == NULL) return;
+  st->on_miss = fn;
+  st->on_miss_arg = arg;
 }
 
 void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges) {
@@ -201,7 +198,8 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
    * certificate, and alpn_select then picks "acme-tls/1". Any other
    * ClientHello for the same name is unaffected. */
   acme_cert_t *cert = NULL;
-  if (name_len != 0 && st->challenges != NULL && offers_acme_tls(hello)) {
+  const int validator = offers_acme_tls(hello);
+  if (name_len != 0 && st->challenges != NULL && validator) {
     cert = acme_challenges_get_tlsalpn(st->challenges, name, name_len);
     if (cert != NULL) {
       SSL_set_ex_data(ssl, challenge_index, (void *)1);
@@ -214,13 +212,20 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
   }
   if (name_len != 0) {
     cert = acme_cert_table_get(st->table, name, name_len);
-    /* HOOK (on demand, DESIGN.md flow 2): see tls_miss_fn. */
-    if (cert == NULL && st->on_miss != NULL) {
+    /* On demand (DESIGN.md flow 2): see px_tls_miss_fn. */
+    /* Never pause a validator's handshake for an on-demand order: it is
+     * the CA checking a challenge (one we no longer have), and pausing it
+     * would stall the CA's validation workers. */
+    if (cert == NULL && st->on_miss != NULL && !validator) {
       enum ssl_select_cert_result_t r = st->on_miss(st->on_miss_arg, hello, name, name_len);
       if (r != ssl_select_cert_success) return r;
     }
   }
   if (cert == NULL) cert = acme_cert_table_get(st->table, default_key, sizeof(default_key) - 1);
+  if (cert != NULL) {
+    /* For the on-demand cache's least-recently-used eviction. */
+    atomic_store_explicit(&cert->last_used_s_, (uint64_t)time(NULL), memory_order_relaxed);
+  }
   if (cert == NULL) return reject(ssl, SSL_AD_UNRECOGNIZED_NAME);
 
   /* The SSL takes its own references to the buffers and the key, and drops

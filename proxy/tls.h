@@ -28,6 +28,19 @@ SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf);
 /* px_tls_ctx_table returns the certificate table of |ctx| (owned by ctx). */
 acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
 
+/* px_tls_miss_fn is called by the select-certificate callback when a valid
+ * SNI name is in neither the table nor its wildcard, before the default
+ * certificate is tried. It returns ssl_select_cert_retry to pause the
+ * handshake (select_cert runs again from the start when the worker retries
+ * it), ssl_select_cert_error after sending an alert, or
+ * ssl_select_cert_success to fall back to the default certificate (or
+ * unrecognized_name without one). |name| is valid during the call only. */
+typedef enum ssl_select_cert_result_t (*px_tls_miss_fn)(void *arg, const SSL_CLIENT_HELLO *hello,
+                                                        const char *name, size_t name_len);
+
+/* px_tls_ctx_set_miss installs |fn| (with |arg|) as |ctx|'s miss hook. */
+void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg);
+
 /* px_tls_ctx_set_challenges makes |ctx| answer TLS-ALPN-01 validations from
  * |challenges| (not owned; must outlive |ctx|). */
 void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges);

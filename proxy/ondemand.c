@@ -1,0 +1,294 @@
+/* ondemand.c: the worker half of on-demand certificates (see ondemand.h).
+ *
+ * Shared state, under one mutex: the names in flight or recently refused
+ * (a small hash table), and the counts of pending names and paused
+ * handshakes that the caps bound. Each worker keeps its own list of paused
+ * connections, touched only by that worker; the control thread reaches a
+ * worker only by queueing a wake-up under the worker's mutex and sending
+ * its async handle. */
+#include <openssl/err.h>
+#include <stdio.h>
+
+#include "acme/policy.h"
+#include "common/log.h"
+#include "proxy/control.h"
+#include "proxy/ondemand.h"
+#include "proxy/tls.h"
+
+enum { OD_PENDING = 1, OD_REFUSED = 2 };
+enum { NUM_BUCKETS = 1024, MAX_ENTRIES = 100000 };
+
+typedef struct od_name {
+  struct od_name *next;
+  int state;
+  uint64_t expires_ms; /* OD_REFUSED: until then */
+  char name[];
+} od_name_t;
+
+struct px_ondemand {
+  pthread_mutex_t mu;
+  px_gen_t *gen; /* owns the configuration below */
+  const conf_on_demand_t *conf;
+  px_worker_t **workers;
+  unsigned num_workers;
+  px_control_t *ctl;
+  od_name_t *buckets[NUM_BUCKETS];
+  size_t num_entries;
+  size_t num_pending;
+  size_t num_paused;
+  int stopped;              /* the control thread is gone for good */
+  struct early *early;      /* posted before the control thread started */
+};
+
+/* A name posted before the control thread was running (workers accept as
+ * soon as they listen; the control thread starts right after). */
+struct early {
+  struct early *next;
+  char client_ip[64];
+  char name[];
+};
+
+/* A finished name, queued for one worker. */
+struct px_wake {
+  struct px_wake *next;
+  int ok;
+  char name[];
+};
+
+static size_t hash(const char *s, size_t len) {
+  size_t h = 5381;
+  for (size_t i = 0; i < len; i++) h = h * 33 + (unsigned char)s[i];
+  return h % NUM_BUCKETS;
+}
+
+static od_name_t **find(px_ondemand_t *od, const char *name, size_t len) {
+  od_name_t **p = &od->buckets[hash(name, len)];
+  for (; *p; p = &(*p)->next) {
+    if (strlen((*p)->name) == len && memcmp((*p)->name, name, len) == 0) return p;
+  }
+  return p;
+}
+
+static void remove_at(px_ondemand_t *od, od_name_t **p) {
+  od_name_t *e = *p;
+  *p = e->next;
+  gh_free(e);
+  od->num_entries--;
+}
+
+/* sweep drops refusals that have expired; called with the lock held when
+ * the table is full. */
+static void sweep(px_ondemand_t *od, uint64_t now) {
+  for (size_t b = 0; b < NUM_BUCKETS; b++) {
+    od_name_t **p = &od->buckets[b];
+    while (*p) {
+      if ((*p)->state == OD_REFUSED && (*p)->expires_ms <= now) {
+        remove_at(od, p);
+      } else {
+        p = &(*p)->next;
+      }
+    }
+  }
+}
+
+px_ondemand_t *px_ondemand_new(px_gen_t *gen, px_worker_t **workers, unsigned num_workers) {
+  px_ondemand_t *od = gh_calloc(1, sizeof(*od));
+  pthread_mutex_init(&od->mu, NULL);
+  od->gen = px_gen_ref(gen);
+  od->conf = &gen->conf->on_demand;
+  od->workers = workers;
+  od->num_workers = num_workers;
+  return od;
+}
+
+void px_ondemand_free(px_ondemand_t *od) {
+  if (od == NULL) return;
+  while (od->early) {
+    struct early *e = od->early;
+    od->early = e->next;
+    gh_free(e);
+  }
+  for (size_t b = 0; b < NUM_BUCKETS; b++) {
+    while (od->buckets[b]) remove_at(od, &od->buckets[b]);
+  }
+  pthread_mutex_destroy(&od->mu);
+  px_gen_unref(od->gen);
+  gh_free(od);
+}
+
+void px_ondemand_set_control(px_ondemand_t *od, px_control_t *ctl) {
+  pthread_mutex_lock(&od->mu);
+  od->ctl = ctl;
+  if (ctl == NULL) od->stopped = 1;
+  struct early *list = od->early;
+  od->early = NULL;
+  while (list) {
+    struct early *e = list;
+    list = e->next;
+    if (ctl != NULL) px_control_ondemand(ctl, e->name, strlen(e->name), e->client_ip);
+    gh_free(e);
+  }
+  pthread_mutex_unlock(&od->mu);
+}
+
+const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od) { return od->conf; }
+
+static px_conn_t *conn_of_ssl(const SSL *ssl) { return BIO_get_data(SSL_get_rbio(ssl)); }
+
+/* refuse declines to order |name|: the handshake goes on with the default
+ * site's certificate if there is one, and otherwise select_cert fails it at
+ * once with unrecognized_name. */
+static enum ssl_select_cert_result_t refuse(const px_conn_t *c, const char *name, size_t len,
+                                            const char *why) {
+  GH_DEBUG("ondemand", "%s: %.*s: not ordered: %s", c->client_ip, (int)len, name, why);
+  return ssl_select_cert_success;
+}
+
+/* on_miss is the tls_miss_fn (proxy/tls.c) for every generation's SSL_CTX:
+ * |name| has no certificate in the table. */
+static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *hello,
+                                             const char *name, size_t name_len) {
+  px_ondemand_t *od = arg;
+  px_conn_t *c = conn_of_ssl(hello->ssl);
+  if (c == NULL) return ssl_select_cert_success;
+  /* Woken after the name failed, or the certificate went away again. */
+  if (c->ondemand_failed) return refuse(c, name, name_len, "it could not be obtained");
+  const char *why = acme_policy_precheck(od->conf, name, name_len);
+  if (why != NULL) return refuse(c, name, name_len, why);
+  uint64_t now = gh_now_ms();
+  int post = 0;
+  pthread_mutex_lock(&od->mu);
+  od_name_t **p = find(od, name, name_len);
+  if (*p && (*p)->state == OD_REFUSED) {
+    if ((*p)->expires_ms > now) {
+      pthread_mutex_unlock(&od->mu);
+      return refuse(c, name, name_len, "refused recently (negative cache)");
+    }
+    remove_at(od, p);
+    p = find(od, name, name_len);
+  }
+  if (od->num_paused >= od->conf->max_paused_handshakes) {
+    pthread_mutex_unlock(&od->mu);
+    GH_WARN("ondemand", "%.*s: not ordered: %zu handshakes already paused (max_paused_handshakes)",
+            (int)name_len, name, od->conf->max_paused_handshakes);
+    return ssl_select_cert_success;
+  }
+  if (*p == NULL) {
+    if (od->num_pending >= od->conf->max_pending_names || od->stopped) {
+      pthread_mutex_unlock(&od->mu);
+      GH_WARN("ondemand", "%.*s: not ordered: %s", (int)name_len, name,
+              od->stopped ? "shutting down" : "too many names in flight (max_pending_names)");
+      return ssl_select_cert_success;
+    }
+    if (od->num_entries >= MAX_ENTRIES) sweep(od, now);
+    od_name_t *e = gh_malloc(sizeof(*e) + name_len + 1);
+    memcpy(e->name, name, name_len);
+    e->name[name_len] = '\0';
+    e->state = OD_PENDING;
+    e->expires_ms = 0;
+    e->next = NULL;
+    *p = e;
+    od->num_entries++;
+    od->num_pending++;
+    post = 1;
+  }
+  od->num_paused++;
+  /* Posted under the lock: px_ondemand_set_control(NULL) then guarantees
+   * that no worker still uses the control thread it is about to stop. */
+  if (post && od->ctl != NULL) {
+    px_control_ondemand(od->ctl, name, name_len, c->client_ip);
+  } else if (post) {
+    struct early *e = gh_malloc(sizeof(*e) + name_len + 1);
+    memcpy(e->name, name, name_len);
+    e->name[name_len] = '\0';
+    snprintf(e->client_ip, sizeof(e->client_ip), "%s", c->client_ip);
+    e->next = od->early;
+    od->early = e;
+  }
+  pthread_mutex_unlock(&od->mu);
+
+  /* The ClientHello is only valid during this call: keep a copy of the
+   * name, and register the connection on its worker. */
+  c->paused_name = gh_strndup(name, name_len);
+  gh_list_insert(&c->w->paused, &c->paused_link);
+  px_conn_set_timer(c, od->conf->wait_budget_ms);
+  GH_DEBUG("ondemand", "%s: %s: handshake paused%s", c->client_ip, c->paused_name,
+           post ? ", name posted" : ", joining the order in flight");
+  return ssl_select_cert_retry;
+}
+
+void px_ondemand_attach(px_ondemand_t *od, SSL_CTX *ctx) { px_tls_ctx_set_miss(ctx, on_miss, od); }
+
+/* unpause takes |c| off its worker's paused list. */
+static void unpause(px_ondemand_t *od, px_conn_t *c) {
+  gh_list_remove(&c->paused_link);
+  gh_free(c->paused_name);
+  c->paused_name = NULL;
+  pthread_mutex_lock(&od->mu);
+  od->num_paused--;
+  pthread_mutex_unlock(&od->mu);
+}
+
+void px_ondemand_conn_gone(px_conn_t *c) {
+  if (c->paused_name == NULL || c->w->ondemand == NULL) return;
+  GH_DEBUG("ondemand", "%s: %s: client left while waiting", c->client_ip, c->paused_name);
+  unpause(c->w->ondemand, c);
+}
+
+void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok) {
+  size_t len = strlen(name);
+  pthread_mutex_lock(&od->mu);
+  od_name_t **p = find(od, name, len);
+  if (*p && (*p)->state == OD_PENDING) {
+    od->num_pending--;
+    if (ok) {
+      remove_at(od, p);
+    } else {
+      (*p)->state = OD_REFUSED;
+      (*p)->expires_ms = gh_now_ms() + od->conf->negative_ttl_ms;
+    }
+  }
+  pthread_mutex_unlock(&od->mu);
+  for (unsigned i = 0; i < od->num_workers; i++) {
+    px_worker_t *w = od->workers[i];
+    struct px_wake *wk = gh_malloc(sizeof(*wk) + len + 1);
+    memcpy(wk->name, name, len + 1);
+    wk->ok = ok;
+    pthread_mutex_lock(&w->mu);
+    wk->next = w->wakes;
+    w->wakes = wk;
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+  }
+}
+
+void px_conn_resume_handshake(px_conn_t *c);
+
+void px_ondemand_wakeups(px_worker_t *w) {
+  pthread_mutex_lock(&w->mu);
+  struct px_wake *list = w->wakes;
+  w->wakes = NULL;
+  pthread_mutex_unlock(&w->mu);
+  while (list) {
+    struct px_wake *wk = list;
+    list = wk->next;
+    gh_link_t *l = w->paused.next;
+    while (l != &w->paused) {
+      px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, paused_link);
+      l = l->next;
+      if (strcmp(c->paused_name, wk->name) != 0) continue;
+      unpause(w->ondemand, c);
+      if (!wk->ok) c->ondemand_failed = 1;
+      px_conn_resume_handshake(c);
+    }
+    gh_free(wk);
+  }
+}
+
+void px_ondemand_worker_cleanup(px_worker_t *w) {
+  while (w->wakes) {
+    struct px_wake *wk = w->wakes;
+    w->wakes = wk->next;
+    gh_free(wk);
+  }
+}

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""test_ondemand: certificates obtained during the first handshake for a
+name, against a real Pebble: the paused handshake completes with a
+certificate for exactly that name; concurrent first handshakes become one
+order; the allow list, the ask endpoint and the rate limits refuse without
+an order; a client that hangs up while waiting costs nothing; with the CA
+down, waiting handshakes fail within the wait budget.
+
+One Pebble validates (TLS-ALPN-01) on Gatehouse's https port, so the
+instances here run one after the other on one pair of ports."""
+
+import http.server
+import json
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+import pebble  # noqa: E402
+
+HTTPS_PORT = h.free_port()
+HTTP_PORT = h.free_port()
+WAIT = 30
+
+_s = {}
+
+
+def pb():
+    if "pebble" not in _s:
+        _s["pebble"] = pebble.start(http_port=HTTP_PORT, tls_port=HTTPS_PORT)
+    return _s["pebble"]
+
+
+def echo():
+    if "echo" not in _s:
+        _s["echo"] = h.start_echo()
+    return _s["echo"]
+
+
+class AskServer:
+    """The `ask` endpoint: allows names in |allowed|, records queries."""
+
+    def __init__(self, allowed):
+        outer = self
+        self.allowed = set(allowed)
+        self.queries = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                dom = q.get("domain", [""])[0]
+                outer.queries.append((dom, q.get("client_ip", [""])[0]))
+                code = 200 if dom in outer.allowed else 403
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.srv.server_address[1]
+        self.url = "http://127.0.0.1:%d/check" % self.port
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def start(storage, **on_demand):
+    """Starts gatehouse on the shared ports, stopping the previous test's
+    instance first if a failure left it running."""
+    prev = _s.pop("gatehouse", None)
+    if prev is not None and prev.alive():
+        prev.stop()
+    p = pb()
+    od = {"allow": ["*.od.test"], "wait_budget": "20s",
+          "rate_limits": {"global": "1000/1h", "per_domain": "1000/1h",
+                          "per_client_ip": "1000/1h"}}
+    od.update(on_demand)
+    conf = h.make_config(
+        [h.site(["*"], [echo()], cert=None, default=True)], HTTPS_PORT, HTTP_PORT, workers=2,
+        acme={"directory": p.directory_url, "email": "ops@example.com",
+              "ca_roots": [p.ca_file], "challenges": ["tls-alpn-01"]},
+        on_demand=od, storage=storage)
+    name = h._next_name("gatehouse")
+    cwd = h.subdir(name)
+    path = os.path.join(cwd, "gatehouse.json")
+    with open(path, "w") as f:
+        json.dump(conf, f, indent=2)
+    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
+                    config_path=path, config=conf)
+    _s["gatehouse"] = g
+    return g
+
+
+def verified_ctx():
+    """A client context trusting this Pebble's roots (made once: client
+    threads share it)."""
+    if _s.get("ctx_for") is not pb():
+        _s["ctx"] = h.client_context(cafile=pb().write_roots())
+        _s["ctx_for"] = pb()
+    return _s["ctx"]
+
+
+def get(name, timeout=WAIT):
+    """One HTTPS request with SNI |name|, verified against Pebble's roots.
+    Returns (peer certificate dict, response)."""
+    c = h.Conn.tls(HTTPS_PORT, name, ctx=verified_ctx(), timeout=timeout)
+    try:
+        peer = c.sock.getpeercert()
+        return peer, c.request("GET", "/od", name)
+    finally:
+        c.close()
+
+
+def refused(name, timeout=10):
+    """Asserts that a handshake for |name| fails; returns its duration."""
+    t0 = time.monotonic()
+    try:
+        h.Conn.tls(HTTPS_PORT, name, ctx=h.client_context(verify=False), timeout=timeout).close()
+    except (ssl.SSLError, OSError):
+        return time.monotonic() - t0
+    raise h.Fail("a handshake for %s succeeded" % name)
+
+
+def sans(peer):
+    return sorted(v for k, v in peer.get("subjectAltName", ()) if k == "DNS")
+
+
+def orders(g, name):
+    return len(re.findall(r"order for %s \(\d+ names\) started" % re.escape(name), g.log()))
+
+
+def test_first_request_gets_a_certificate_for_exactly_that_name():
+    g = start(os.path.join(h.tmpdir(), "st-first"))
+    t0 = time.monotonic()
+    peer, r = get("new1.od.test")
+    h.eq(r.status, 200, "status of the first request")
+    h.eq(sans(peer), ["new1.od.test"], "SANs")
+    h.check(time.monotonic() - t0 < WAIT, "first request took too long")
+    h.eq(orders(g, "new1.od.test"), 1, "orders")
+    # Later handshakes never wait and make no order.
+    for _ in range(3):
+        h.eq(get("new1.od.test")[1].status, 200, "later request")
+    h.eq(orders(g, "new1.od.test"), 1, "orders after later requests")
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_concurrent_first_handshakes_make_one_order():
+    g = start(os.path.join(h.tmpdir(), "st-conc"))
+    results = []
+
+    def client():
+        try:
+            results.append(get("crowd.od.test")[1].status)
+        except Exception as e:  # noqa: BLE001
+            results.append(repr(e))
+    threads = [threading.Thread(target=client) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT + 10)
+    h.eq(results.count(200), 50, "successful clients (results: %r)" % results[:5])
+    h.eq(orders(g, "crowd.od.test"), 1, "orders for 50 concurrent first handshakes")
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_fifty_new_names_at_once():
+    g = start(os.path.join(h.tmpdir(), "st-fifty"))
+    results = {}
+
+    def client(i):
+        name = "n%d.od.test" % i
+        try:
+            peer, r = get(name)
+            results[name] = (r.status, sans(peer))
+        except Exception as e:  # noqa: BLE001
+            results[name] = repr(e)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT + 10)
+    bad = {n: v for n, v in results.items() if v != (200, [n])}
+    h.check(len(results) == 50 and not bad, "failed names: %r" % dict(list(bad.items())[:5]))
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_allow_list_ask_and_rate_limits_refuse_without_an_order():
+    ask = AskServer(["yes.od.test", "stored.od.test"])
+    storage = os.path.join(h.tmpdir(), "st-policy")
+    try:
+        g = start(storage, ask=ask.url,
+                  rate_limits={"global": "1000/1h", "per_domain": "2/1h",
+                               "per_client_ip": "1000/1h"})
+        # Outside allow: fails at once, no ask query, no order.
+        dt = refused("x.other.test")
+        h.check(dt < 1.0, "refusal outside allow took %.2fs" % dt)
+        h.check(all(q[0] != "x.other.test" for q in ask.queries), "asked about x.other.test")
+        # The ask endpoint refuses: fails, no order; it saw the client IP.
+        dt = refused("no.od.test")
+        h.check(dt < 2.0, "refusal by ask took %.2fs" % dt)
+        h.check(("no.od.test", "127.0.0.1") in ask.queries, "ask queries %r" % ask.queries)
+        h.eq(orders(g, "no.od.test"), 0, "orders for a name ask refused")
+        # Refused names are remembered: no second ask query.
+        n = len(ask.queries)
+        refused("no.od.test")
+        h.eq(len(ask.queries), n, "ask queries after a refused name is retried")
+        # Allowed by ask: obtained.
+        h.eq(get("yes.od.test")[1].status, 200, "name ask allows")
+        h.eq(get("stored.od.test")[1].status, 200, "second name ask allows")
+        # Rate limit per registered domain (od.test: 2 per hour) is spent.
+        ask.allowed.add("third.od.test")
+        refused("third.od.test")
+        h.eq(orders(g, "third.od.test"), 0, "orders beyond the rate limit")
+        h.contains(g.log(), "rate limit", "the log says why")
+        h.eq(g.stop(), 0, "exit status")
+
+        # ask unreachable: stored names keep being served, new names are refused.
+        ask.close()
+        g = start(storage, ask=ask.url)
+        h.eq(get("stored.od.test")[1].status, 200, "stored name with ask down")
+        refused("brandnew.od.test")
+        h.eq(orders(g, "brandnew.od.test"), 0, "orders with ask down")
+        h.eq(g.stop(), 0, "exit status")
+    finally:
+        try:
+            ask.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def test_client_hangs_up_while_waiting():
+    g = start(os.path.join(h.tmpdir(), "st-hangup"))
+    # Send a ClientHello and leave at once, many times, before the order
+    # can finish; the process must stay healthy (ASan checks the rest).
+    ctx = h.client_context(verify=False)
+    for i in range(20):
+        s = socket.create_connection(("127.0.0.1", HTTPS_PORT))
+        tls = ctx.wrap_socket(s, server_hostname="gone.od.test", do_handshake_on_connect=False)
+        tls.setblocking(False)
+        try:
+            tls.do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLError, OSError):
+            pass
+        tls.close()
+    # The name still gets its certificate for a client that waits.
+    h.eq(get("gone.od.test")[1].status, 200, "a patient client after 20 that left")
+    h.check(g.alive(), "gatehouse died")
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_ca_down_fails_within_wait_budget_and_stored_names_serve():
+    storage = os.path.join(h.tmpdir(), "st-down")
+    g = start(storage, wait_budget="3s")
+    h.eq(get("kept.od.test")[1].status, 200, "a name obtained while the CA is up")
+    h.eq(g.stop(), 0, "exit status")
+    p = pb()
+    p.proc.stop()  # the CA goes away (DNS stays)
+    try:
+        g = start(storage, wait_budget="3s")
+        dt = refused("late.od.test", timeout=15)
+        h.check(dt < 6.0, "the waiting handshake failed after %.1fs (wait budget 3s)" % dt)
+        h.eq(get("kept.od.test")[1].status, 200, "a stored name is served with the CA down")
+        h.eq(g.stop(), 0, "exit status")
+    finally:
+        _s.pop("pebble", None)  # the next test gets a fresh Pebble
+
+
+if __name__ == "__main__":
+    h.main()
