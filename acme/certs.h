@@ -28,8 +28,9 @@ typedef struct acme_cert {
   char *issuer_cn;   /* may be NULL */
   char **sans;       /* DNS names from subjectAltName, lower-case */
   size_t num_sans;
-  /* Last time (seconds) a handshake used it: on-demand LRU eviction. */
-  _Atomic uint64_t last_used_s_;
+  /* When a handshake last used it, as a process-wide use sequence number
+   * (ordered, never tied): on-demand LRU eviction. */
+  _Atomic uint64_t last_used_;
   /* private */
   _Atomic int refs_;
 } acme_cert_t;

@@ -123,7 +123,7 @@ static void evict_lru(px_managed_t *m) {
   uint64_t oldest = UINT64_MAX;
   for (size_t i = 0; i < m->num_certs; i++) {
     if (!m->certs[i].on_demand) continue;
-    uint64_t used = atomic_load_explicit(&m->certs[i].cert->last_used_s_, memory_order_relaxed);
+    uint64_t used = atomic_load_explicit(&m->certs[i].cert->last_used_, memory_order_relaxed);
     if (used < oldest) {
       oldest = used;
       victim = i;
@@ -160,7 +160,8 @@ void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cer
   e->num_hosts = 1;
   e->on_demand = 1;
   e->cert = acme_cert_ref(cert);
-  atomic_store_explicit(&e->cert->last_used_s_, (uint64_t)time(NULL), memory_order_relaxed);
+  /* Installing counts as a use: what was just obtained is not evicted first. */
+  atomic_store_explicit(&e->cert->last_used_, px_tls_use_seq(), memory_order_relaxed);
   put_entry(m->gen, e);
   pthread_mutex_unlock(&m->mu);
 }

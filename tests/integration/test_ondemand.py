@@ -239,6 +239,26 @@ def test_allow_list_ask_and_rate_limits_refuse_without_an_order():
             pass
 
 
+def test_memory_bounded_by_cache_capacity():
+    """Beyond on_demand.cache_capacity, the least recently used certificate
+    leaves memory and comes back from storage at its next handshake
+    (without a new order)."""
+    g = start(os.path.join(h.tmpdir(), "st-lru"), cache_capacity=2)
+    for name in ("l1.od.test", "l2.od.test"):
+        h.eq(get(name)[1].status, 200, name)
+    # l1 is used again: l2 is now the least recently used (first in, not
+    # first out).
+    h.eq(get("l1.od.test")[1].status, 200, "l1 again")
+    h.eq(get("l3.od.test")[1].status, 200, "l3")
+    g.wait_log(r"l2\.od\.test: evicted from memory", timeout=5)
+    h.not_contains(g.log(), "l1.od.test: evicted", "l1 was used recently")
+    peer, r = get("l2.od.test")
+    h.eq((r.status, sans(peer)), (200, ["l2.od.test"]), "l2 after its eviction")
+    g.wait_log(r"l2\.od\.test: certificate loaded from storage", timeout=5)
+    h.eq(orders(g, "l2.od.test"), 1, "orders for l2")
+    h.eq(g.stop(), 0, "exit status")
+
+
 def test_client_hangs_up_while_waiting():
     g = start(os.path.join(h.tmpdir(), "st-hangup"))
     # Send a ClientHello and leave at once, many times, before the order
