@@ -259,6 +259,33 @@ def test_memory_bounded_by_cache_capacity():
     h.eq(g.stop(), 0, "exit status")
 
 
+def test_quick_mode_on_demand():
+    """`gatehouse proxy --on-demand PATTERN --ask URL` turns it on from the
+    command line."""
+    prev = _s.pop("gatehouse", None)
+    if prev is not None and prev.alive():
+        prev.stop()
+    p = pb()
+    ask = AskServer(["q1.quick.test"])
+    try:
+        name = h._next_name("gatehouse-quick")
+        cwd = h.subdir(name)
+        argv = [h.GATEHOUSE_BIN, "proxy", "--on-demand", "*.quick.test", "--ask", ask.url,
+                "--to", echo().addr, "--acme-directory", p.directory_url,
+                "--acme-ca-root", p.ca_file, "--storage", os.path.join(cwd, "storage"),
+                "--https", "127.0.0.1:%d" % HTTPS_PORT, "--http", "127.0.0.1:%d" % HTTP_PORT,
+                "--log-level", "debug"]
+        g = h.Gatehouse(argv, name, cwd, HTTPS_PORT, HTTP_PORT)
+        _s["gatehouse"] = g
+        peer, r = get("q1.quick.test")
+        h.eq((r.status, sans(peer)), (200, ["q1.quick.test"]), "quick mode on-demand name")
+        refused("q2.quick.test")  # ask says no
+        refused("q1.elsewhere.test")  # outside --on-demand
+        h.eq(g.stop(), 0, "exit status")
+    finally:
+        ask.close()
+
+
 def test_client_hangs_up_while_waiting():
     g = start(os.path.join(h.tmpdir(), "st-hangup"))
     # Send a ClientHello and leave at once, many times, before the order
