@@ -398,6 +398,20 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
       job_process(job);
       return;
     }
+    if (have && job->kind == ACME_KIND_OBTAIN && job->state != ACME_JOB_ACCOUNT &&
+        acme__problem_is(&p, "accountDoesNotExist") && job->account_resets++ == 0) {
+      /* The CA no longer knows the account we hold (a CA reset, or it was
+       * deactivated elsewhere): forget it, find or create it again, and
+       * carry on with this job. */
+      acme__problem_cleanup(&p);
+      GH_WARN("acme", "account %s at %s: the CA does not know it any more; registering again",
+              e->account_id, e->acme->directory);
+      gh_free(e->kid);
+      e->kid = NULL;
+      job->account_lookup = 1;
+      acme__job_goto(job, ACME_JOB_ACCOUNT);
+      return;
+    }
     if (have && acme__problem_is(&p, "rateLimited")) {
       uint64_t wait = acme__retry_after_ms(resp, UINT64_MAX, UINT64_MAX);
       if (wait <= RATE_WAIT_CAP_MS && job->rate_retries++ < MAX_RATE_RETRIES) {

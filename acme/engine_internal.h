@@ -178,6 +178,7 @@ struct acme_job {
   unsigned attempts, nonce_retries, rate_retries;
 
   int account_lookup; /* ACCOUNT: onlyReturnExisting */
+  int account_resets; /* times the CA forgot the account during this job */
   int account_owner;  /* this job finds or creates the engine's account */
   EVP_PKEY *probe_key; /* ACCOUNT: an interrupted rollover's key, looked up first */
 

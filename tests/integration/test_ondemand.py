@@ -314,10 +314,25 @@ def test_ca_down_fails_within_wait_budget_and_stored_names_serve():
     p = pb()
     p.proc.stop()  # the CA goes away (DNS stays)
     try:
-        g = start(storage, wait_budget="3s")
+        g = start(storage, wait_budget="3s", negative_ttl="1s")
         dt = refused("late.od.test", timeout=15)
         h.check(dt < 6.0, "the waiting handshake failed after %.1fs (wait budget 3s)" % dt)
         h.eq(get("kept.od.test")[1].status, 200, "a stored name is served with the CA down")
+        # The CA comes back (same address, but a new Pebble: new roots, and
+        # it has forgotten our account): a later request succeeds.
+        p.proc = h.Proc(p.proc.name + "-again", p.proc.argv, cwd=p.proc.cwd,
+                        env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
+        p._wait_ready()
+        _s.pop("ctx_for", None)
+
+        def later():
+            try:
+                peer, r = get("late.od.test", timeout=10)
+            except (ssl.SSLError, OSError):
+                return None
+            return (r.status, sans(peer))
+        h.eq(h.wait_until(later, 30, "late.od.test once the CA is back", interval=0.5),
+             (200, ["late.od.test"]), "late.od.test after the CA came back")
         h.eq(g.stop(), 0, "exit status")
     finally:
         _s.pop("pebble", None)  # the next test gets a fresh Pebble
