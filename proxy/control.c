@@ -319,11 +319,34 @@ static void on_start(uv_timer_t *t) {
 
 /* ---- on-demand names ---- */
 
+/* A posted request: an on-demand name, or a function to run (px_control_call). */
 struct od_req {
   struct od_req *next;
+  void (*fn)(px_control_t *ctl, void *arg); /* NULL: on-demand |name| */
+  void *arg;
   char client_ip[64];
   char name[];
 };
+
+static void post(px_control_t *ctl, struct od_req *r) {
+  pthread_mutex_lock(&ctl->req_mu);
+  r->next = ctl->reqs;
+  ctl->reqs = r;
+  pthread_mutex_unlock(&ctl->req_mu);
+  uv_async_send(&ctl->req_async);
+}
+
+void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg), void *arg) {
+  struct od_req *r = gh_calloc(1, sizeof(*r) + 1);
+  r->fn = fn;
+  r->arg = arg;
+  post(ctl, r);
+}
+
+acme_engine_t *px_control_engine(px_control_t *ctl) { return ctl->stopping ? NULL : ctl->engine; }
+acme_storage_t *px_control_storage(px_control_t *ctl) { return ctl->storage; }
+px_managed_t *px_control_managed(px_control_t *ctl) { return ctl->managed; }
+uv_loop_t *px_control_loop(px_control_t *ctl) { return &ctl->loop; }
 
 typedef struct od_job {
   px_control_t *ctl;
@@ -345,15 +368,11 @@ static void od_order_next(px_control_t *ctl);
 
 void px_control_ondemand(px_control_t *ctl, const char *name, size_t name_len,
                          const char *client_ip) {
-  struct od_req *r = gh_malloc(sizeof(*r) + name_len + 1);
+  struct od_req *r = gh_calloc(1, sizeof(*r) + name_len + 1);
   memcpy(r->name, name, name_len);
   r->name[name_len] = '\0';
   snprintf(r->client_ip, sizeof(r->client_ip), "%s", client_ip);
-  pthread_mutex_lock(&ctl->req_mu);
-  r->next = ctl->reqs;
-  ctl->reqs = r;
-  pthread_mutex_unlock(&ctl->req_mu);
-  uv_async_send(&ctl->req_async);
+  post(ctl, r);
 }
 
 static void od_done(od_job_t *job, int ok) {
@@ -473,10 +492,22 @@ static void on_requests(uv_async_t *a) {
   struct od_req *list = ctl->reqs;
   ctl->reqs = NULL;
   pthread_mutex_unlock(&ctl->req_mu);
+  /* The list is newest first: run the requests in the order they came. */
+  struct od_req *ordered = NULL;
   while (list) {
     struct od_req *r = list;
     list = r->next;
-    od_start(ctl, r->name, r->client_ip);
+    r->next = ordered;
+    ordered = r;
+  }
+  while (ordered) {
+    struct od_req *r = ordered;
+    ordered = r->next;
+    if (r->fn != NULL) {
+      r->fn(ctl, r->arg);
+    } else {
+      od_start(ctl, r->name, r->client_ip);
+    }
     gh_free(r);
   }
 }

@@ -77,4 +77,20 @@ px_control_t *px_control_obtain(char **out_err, px_gen_t *gen, acme_challenges_t
  * cancelled), joins it and frees everything. NULL does nothing. */
 void px_control_stop(px_control_t *ctl);
 
+/* px_control_call runs |fn|(|ctl|, |arg|) on the control thread, from any
+ * thread; requests run in the order they were posted. |fn| also runs (and
+ * must cope) while the thread is stopping: px_control_engine then returns
+ * NULL. Requests still queued when the thread has stopped are dropped
+ * without running. */
+void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg), void *arg);
+
+/* Accessors for code running on the control thread (px_control_call):
+ * the engine (NULL while stopping), the storage handle, the managed
+ * certificates, the loop. */
+acme_engine_t *px_control_engine(px_control_t *ctl);
+struct acme_storage;
+struct acme_storage *px_control_storage(px_control_t *ctl);
+px_managed_t *px_control_managed(px_control_t *ctl);
+uv_loop_t *px_control_loop(px_control_t *ctl);
+
 #endif
