@@ -19,7 +19,7 @@ typedef struct {
   cJSON *to, *from, *https, *http; /* string arrays, NULL until given */
   cJSON *ca_roots, *challenges, *on_demand;
   const char *cert, *key, *workers, *access_log, *log_level;
-  const char *acme_directory, *email, *storage, *ask;
+  const char *acme_directory, *email, *storage, *ask, *admin;
   int no_resumption, print_config;
 } quick_t;
 
@@ -57,6 +57,7 @@ static const quick_flag_t quick_flags[] = {
     F("--challenge", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
     F("--on-demand", "PATTERN", QUICK_LIST, on_demand),
     F("--ask", "URL", QUICK_STRING, ask),
+    F("--admin", "ADDR", QUICK_STRING, admin),
 };
 
 #undef F
@@ -178,6 +179,10 @@ static cJSON *build_doc(quick_t *q) {
     if (q->ask != NULL) cJSON_AddStringToObject(od, "ask", q->ask);
   }
   if (q->storage != NULL) cJSON_AddStringToObject(doc, "storage", q->storage);
+  if (q->admin != NULL) {
+    cJSON *admin = cJSON_AddObjectToObject(doc, "admin");
+    cJSON_AddStringToObject(admin, "listen", q->admin);
+  }
   if (q->no_resumption) {
     cJSON *tls = cJSON_AddObjectToObject(doc, "tls");
     cJSON_AddFalseToObject(tls, "resumption");

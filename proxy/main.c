@@ -19,7 +19,7 @@ static const char usage[] =
     "  proxy --to ADDR ... quick mode: a proxy with no config file\n"
     "     [--from NAME]... [--https ADDR] [--http ADDR] [--cert F --key F]\n"
     "     [--workers N] [--no-resumption] [--access-log json|combined|off]\n"
-    "     [--log-level L] [--print-config]\n"
+    "     [--log-level L] [--print-config] [--admin ADDR]\n"
     "     [--acme-directory URL [--acme-ca-root FILE]... [--email ADDR]\n"
     "      [--storage DIR] [--challenge tls-alpn-01|http-01|dns-01]...\n"
     "      [--on-demand PATTERN]... [--ask URL]]\n"
