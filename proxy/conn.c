@@ -92,6 +92,7 @@ static void handle_closed(uv_handle_t *h) {
   }
   gh_list_remove(&c->link);
   w->num_conns--;
+  if (c->listener) PX_STAT_ADD(c->listener->stats.closed, 1);
   SSL_free(c->ssl);
   c->ssl = NULL;
   px_buf_free(&c->pending);
@@ -126,6 +127,7 @@ static void on_timer(uv_timer_t *t) {
   if (!px_lazy_expired(t, &c->tl, on_timer)) return;
   if (c->state == PX_CONN_HANDSHAKE) {
     GH_DEBUG("tls", "%s: handshake timeout", c->client_ip);
+    PX_STAT_ADD(c->w->stats.handshakes[PX_HS_TIMEOUT], 1);
     px_conn_close(c);
     return;
   }
@@ -211,6 +213,7 @@ void px_conn_flush(px_conn_t *c) {
   w->obuf_len = 0;
   w->obuf_owner = NULL;
   if (c->state == PX_CONN_CLOSING) return;
+  PX_STAT_ADD(w->stats.bytes_out, len);
   if (px_conn_write_queue(c) == 0) {
     uv_buf_t b = uv_buf_init(w->obuf, (unsigned)len);
     int n = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
@@ -246,6 +249,19 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(c->w->rbuf);
 }
 
+/* handshake_failure sorts a failed handshake for the metrics, from the
+ * error queue's first error. */
+static px_hs_result_t handshake_failure(const px_conn_t *c) {
+  uint32_t e = ERR_peek_error();
+  if (c->ondemand_failed) return PX_HS_UNKNOWN_NAME;
+  if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
+    int reason = ERR_GET_REASON(e);
+    if (reason >= SSL_AD_REASON_OFFSET) return PX_HS_ALERT;
+    if (reason == SSL_R_CONNECTION_REJECTED) return PX_HS_UNKNOWN_NAME;
+  }
+  return PX_HS_PROTOCOL;
+}
+
 static int handshake(px_conn_t *c) {
   ERR_clear_error();
   int r = SSL_do_handshake(c->ssl);
@@ -261,6 +277,7 @@ static int handshake(px_conn_t *c) {
       if (c->state != PX_CONN_CLOSING && px_conn_write_queue(c) == 0) px_conn_close(c);
       return -1;
     }
+    PX_STAT_ADD(c->w->stats.handshakes[PX_HS_OK], 1);
     c->state = PX_CONN_HEAD;
     px_http_conn_ready(c);
     return 0;
@@ -276,6 +293,7 @@ static int handshake(px_conn_t *c) {
     px_conn_flush(c);
     return -1;
   }
+  PX_STAT_ADD(c->w->stats.handshakes[handshake_failure(c)], 1);
   if (gh_log_enabled(GH_LOG_DEBUG)) {
     char msg[160];
     ERR_error_string_n(ERR_peek_error(), msg, sizeof(msg));
@@ -337,10 +355,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   px_conn_t *c = s->data;
   if (nread == 0) return;
   if (nread < 0) {
-    if (c->state == PX_CONN_HANDSHAKE) GH_DEBUG("tls", "%s: closed during handshake", c->client_ip);
+    if (c->state == PX_CONN_HANDSHAKE) {
+      GH_DEBUG("tls", "%s: closed during handshake", c->client_ip);
+      PX_STAT_ADD(c->w->stats.handshakes[PX_HS_CLOSED], 1);
+    }
     px_conn_close(c);
     return;
   }
+  PX_STAT_ADD(c->w->stats.bytes_in, (uint64_t)nread);
   if (c->ssl) {
     on_tls_read(c, buf->base, (size_t)nread);
   } else {
@@ -377,6 +399,8 @@ void px_conn_accept(px_listener_t *l) {
   uv_timer_init(&w->loop, &c->timer);
   c->timer.data = c;
   c->handles_open = 2;
+  c->listener = l;
+  PX_STAT_ADD(l->stats.accepted, 1);
   size_t max = w->gen->conf->limits.max_connections;
   if (w->draining || (max && w->num_conns > max)) {
     px_conn_close(c);

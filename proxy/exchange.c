@@ -151,6 +151,12 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   px_addr_t *a = px_upstream_pick(g, avoid);
   ex->addr = a;
   ex->upstream_name = a->conf->text;
+  unsigned slot = atomic_load_explicit(&a->stat_slot, memory_order_relaxed);
+  if (slot == 0) {
+    slot = px_metrics_upstream_slot(a->conf->text);
+    atomic_store_explicit(&a->stat_slot, slot, memory_order_relaxed);
+  }
+  ex->up_slot = (uint8_t)slot;
   atomic_fetch_add(&a->active, 1);
   px_worker_t *w = ex->conn->w;
   px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;

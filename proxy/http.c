@@ -609,7 +609,11 @@ void px_http_on_plain(px_conn_t *c, const char *data, size_t len) {
 static void reset_for_next(px_conn_t *c) {
   px_exchange_t *ex = c->ex;
   if (ex) {
-    if (ex->status > 0) px_access_log(ex);
+    if (ex->status > 0) {
+      px_access_log(ex);
+      unsigned cls = ex->status >= 100 && ex->status < 600 ? (unsigned)ex->status / 100 : 0;
+      PX_STAT_ADD(c->w->stats.requests[ex->up_slot][cls], 1);
+    }
     if (!ex->client_keepalive || !ex->req_done || (ex->upgrade && ex->status != 101))
       c->close_after = 1;
     c->ex = NULL;

@@ -22,6 +22,7 @@
 #include "common/common.h"
 #include "common/list.h"
 #include "conf/conf.h"
+#include "proxy/metrics.h"
 
 typedef struct px_worker px_worker_t;
 typedef struct px_conn px_conn_t;
@@ -80,6 +81,7 @@ typedef struct {
   atomic_int unhealthy;               /* active health check result */
   atomic_int active;                  /* requests in flight, all workers */
   size_t index;                       /* into gen->addrs */
+  atomic_uint stat_slot;              /* px_metrics_upstream_slot, 0 until known */
 } px_addr_t;
 
 struct px_group {
@@ -138,6 +140,8 @@ typedef struct {
   uv_tcp_t tcp;
   px_worker_t *w;
   int is_tls;
+  char label[80];            /* "https:ADDR", for metrics */
+  px_listener_stats_t stats; /* this worker's connections on it */
 } px_listener_t;
 
 struct px_worker {
@@ -176,6 +180,7 @@ struct px_worker {
   struct px_ondemand *ondemand; /* NULL without on_demand */
   gh_link_t paused;             /* px_conn_t.paused_link: handshakes waiting for a name */
   struct px_wake *wakes;        /* under mu: names finished by the control thread */
+  px_worker_stats_t stats;      /* written by this worker only (metrics.h) */
 };
 
 /* px_chunk_head writes "<hex len>\r\n" into |out| (at least 20 bytes) and
@@ -242,6 +247,7 @@ struct px_conn {
   px_lazy_t tl;
   int handles_open;
   px_worker_t *w;
+  px_listener_t *listener; /* counts this connection (NULL if never accepted) */
   gh_link_t link;
   SSL *ssl; /* NULL on the plain-HTTP listener */
   px_conn_state_t state;
@@ -328,6 +334,7 @@ struct px_exchange {
   int reject_status; /* set by a parser callback; answered after llhttp returns */
   int local_done;    /* answered here (plain listener); finish after llhttp returns */
   int status;
+  uint8_t up_slot; /* metrics slot of the last upstream tried, 0: none */
   uint64_t resp_bytes;
   uint64_t start_ms;
   char *host; /* lower-case host from the Host header */

@@ -36,6 +36,7 @@ struct px_ondemand {
   size_t num_entries;
   size_t num_pending;
   size_t num_paused;
+  uint64_t num_allowed, num_refused; /* names finished, for metrics */
   int stopped;              /* the control thread is gone for good */
   struct early *early;      /* posted before the control thread started */
 };
@@ -132,6 +133,15 @@ void px_ondemand_set_control(px_ondemand_t *od, px_control_t *ctl) {
 }
 
 const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od) { return od->conf; }
+
+void px_ondemand_stats(px_ondemand_t *od, size_t *out_paused, uint64_t *out_allowed,
+                       uint64_t *out_refused) {
+  pthread_mutex_lock(&od->mu);
+  *out_paused = od->num_paused;
+  *out_allowed = od->num_allowed;
+  *out_refused = od->num_refused;
+  pthread_mutex_unlock(&od->mu);
+}
 
 static px_conn_t *conn_of_ssl(const SSL *ssl) { return BIO_get_data(SSL_get_rbio(ssl)); }
 
@@ -239,6 +249,8 @@ void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok) {
   size_t len = strlen(name);
   pthread_mutex_lock(&od->mu);
   od_name_t **p = find(od, name, len);
+  if (ok) od->num_allowed++;
+  else od->num_refused++;
   if (*p && (*p)->state == OD_PENDING) {
     od->num_pending--;
     if (ok) {

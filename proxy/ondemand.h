@@ -55,4 +55,10 @@ void px_ondemand_conn_gone(px_conn_t *c);
 /* px_ondemand_conf returns the on-demand settings |od| runs with. */
 const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od);
 
+/* px_ondemand_stats reports, for metrics, the handshakes paused now and
+ * the names finished since start, allowed (certificate installed) or
+ * refused. Any thread. */
+void px_ondemand_stats(px_ondemand_t *od, size_t *out_paused, uint64_t *out_allowed,
+                       uint64_t *out_refused);
+
 #endif

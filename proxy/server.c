@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proxy/admin.h"
 #include "proxy/control.h"
 #include "proxy/internal.h"
 #include "proxy/ondemand.h"
@@ -27,6 +28,7 @@ typedef struct {
   px_managed_t managed;  /* certificates of ACME-managed sites */
   px_control_t *control; /* NULL without acme.directory */
   px_ondemand_t *ondemand; /* NULL without on_demand */
+  px_admin_t *admin;       /* NULL without admin.listen */
   int stopping;
   /* px_obtain: one order instead of serving; |done| wakes the main loop. */
   const char *const *names;
@@ -133,6 +135,7 @@ static void worker_main(void *arg) {
     const conf_addr_t *addr = is_tls ? &conf->https[i] : &conf->http[i - conf->num_https];
     px_listener_t *l = &w->listeners[k];
     l->w = w;
+    snprintf(l->label, sizeof(l->label), "%s:%s", is_tls ? "https" : "http", addr->text);
     l->is_tls = is_tls;
     if (px_listen_open(l, &w->loop, addr, &err) != 0) {
       if (w->id == 0) GH_ERROR("proxy", "%s", err);
@@ -209,28 +212,34 @@ static void post_to_workers(px_server_t *s, px_gen_t *gen, int stop) {
   }
 }
 
-static void reload(px_server_t *s) {
+/* reload re-reads the config file (SIGHUP, POST /reload). Returns 0, or
+ * -1 with the errors logged and, if |out_err| is not NULL, copied there
+ * (caller frees). */
+static int reload(px_server_t *s, char **out_err) {
   if (s->config_path == NULL) {
-    GH_WARN("proxy", "SIGHUP ignored: quick mode has no config file to re-read");
-    return;
+    GH_WARN("proxy", "reload ignored: quick mode has no config file to re-read");
+    if (out_err) *out_err = gh_strdup("quick mode has no config file to re-read");
+    return -1;
   }
   char *err = NULL;
   conf_t *conf = conf_load(&err, s->config_path);
   if (conf == NULL) {
+    if (out_err) *out_err = gh_strdup(err);
     GH_ERROR("proxy", "reload refused, still serving the previous configuration:");
     char *line = err, *save = NULL;
     for (line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
       GH_ERROR("conf", "%s", line);
     }
     gh_free(err);
-    return;
+    return -1;
   }
   px_gen_t *gen = px_gen_new(&err, conf, s->challenges);
   if (gen == NULL) {
     GH_ERROR("proxy", "reload refused, still serving the previous configuration: %s", err);
+    if (out_err) *out_err = gh_strdup(err);
     gh_free(err);
     conf_free(conf);
-    return;
+    return -1;
   }
   if (conf->workers != s->gen->conf->workers || conf->num_https != s->gen->conf->num_https ||
       conf->num_http != s->gen->conf->num_http) {
@@ -245,11 +254,17 @@ static void reload(px_server_t *s) {
   px_gen_unref(s->gen);
   s->gen = gen;
   GH_INFO("proxy", "configuration reloaded from %s", s->config_path);
+  return 0;
 }
+
+static int admin_reload(void *arg, char **out_err) { return reload(arg, out_err); }
 
 static void stop_server(px_server_t *s) {
   s->stopping = 1;
   post_to_workers(s, NULL, 1);
+  /* Like the on-demand state, the admin API posts to the control thread:
+   * it stops first. */
+  px_admin_stop(s->admin);
   if (s->ondemand) px_ondemand_set_control(s->ondemand, NULL);
   px_control_stop(s->control);
   s->control = NULL;
@@ -262,7 +277,7 @@ static void stop_server(px_server_t *s) {
 static void on_signal(uv_signal_t *h, int signum) {
   px_server_t *s = h->data;
   if (signum == SIGHUP) {
-    reload(s);
+    reload(s, NULL);
     return;
   }
   if (s->stopping) {
@@ -344,6 +359,17 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
       failed = 1;
     }
   }
+  if (!failed && names == NULL && conf->admin != NULL) {
+    px_admin_env_t env = {.gen = &s.gen, .workers = s.workers, .num_workers = s.num_workers,
+                          .control = &s.control, .ondemand = s.ondemand,
+                          .reload = admin_reload, .reload_arg = &s};
+    s.admin = px_admin_start(&err, &s.loop, &env);
+    if (s.admin == NULL) {
+      GH_ERROR("admin", "%s", err);
+      gh_free(err);
+      failed = 1;
+    }
+  }
 
   if (!failed) {
     uv_signal_init(&s.loop, &s.sig_term);
@@ -368,9 +394,12 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   for (unsigned i = 0; i < s.num_workers; i++) uv_thread_join(&s.workers[i]->thread);
   /* The control thread may still wake workers (px_ondemand_finish): stop
    * it while their async handles exist. */
+  px_admin_stop(s.admin);
   if (s.ondemand) px_ondemand_set_control(s.ondemand, NULL);
   px_control_stop(s.control);
   s.control = NULL;
+  px_admin_free(s.admin);
+  s.admin = NULL;
   for (unsigned i = 0; i < s.num_workers; i++) worker_free(s.workers[i]);
   gh_free(s.workers);
   px_ondemand_free(s.ondemand);

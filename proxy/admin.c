@@ -1,0 +1,1052 @@
+/* admin.c: the admin API server (see admin.h).
+ *
+ * It runs on the main thread's loop, which otherwise only handles signals
+ * and reloads: an admin request never delays a worker, and it reads the
+ * current generation, and reloads, without any lock. What needs the ACME
+ * engine (renew, revoke) runs on the control thread through
+ * px_control_call; the outcome comes back through |async| as a finished
+ * job. The admin server owns its jobs from start to end: one still queued
+ * when the control thread stops is freed by px_admin_free.
+ *
+ * Requests are small and bounded (head 8 KiB, body 64 KiB), answered one at
+ * a time per connection, in order; the parser pauses at the end of each
+ * request until its answer is written. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <netdb.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "acme/storage.h"
+#include "common/log.h"
+#include "proxy/admin.h"
+#include "proxy/metrics.h"
+#include "proxy/tls.h"
+
+#define MAX_HEAD (8 * 1024)
+#define MAX_BODY (64 * 1024)
+
+typedef struct admin_conn admin_conn_t;
+typedef struct admin_job admin_job_t;
+
+typedef enum { JOB_RENEW, JOB_REVOKE } job_kind_t;
+
+/* A request for the control thread. Fields above |status| are written on
+ * the main thread before posting; the control thread writes the outcome,
+ * then hands the job back under admin->mu. */
+struct admin_job {
+  gh_link_t link;          /* admin->jobs; main thread */
+  admin_job_t *next_done;  /* admin->done; under admin->mu */
+  px_admin_t *admin;
+  admin_conn_t *conn;      /* waiting for the answer (revoke); main thread */
+  job_kind_t kind;
+  px_gen_t *gen;           /* keeps |site| alive */
+  const conf_site_t *site; /* renew a managed site; NULL: an on-demand name */
+  char **names;            /* renew: the names to order, the first is the storage name */
+  size_t num_names;
+  acme_cert_t *cert;       /* revoke: the stored certificate */
+  int reason;
+  px_control_t *ctl;       /* control thread only */
+  int status;
+  char *err;
+};
+
+struct admin_conn {
+  uv_tcp_t tcp;
+  px_admin_t *admin;
+  gh_link_t link;
+  llhttp_t parser;
+  px_buf_t in; /* received, not yet parsed */
+  px_buf_t url, body, field, value;
+  char *host, *auth;
+  int in_value;
+  size_t head_bytes;
+  int complete; /* a request is parsed and being answered */
+  int pumping;
+  int closing;
+  int keep_alive;
+  int too_big; /* 431 or 413 */
+  admin_job_t *job;
+};
+
+struct px_admin {
+  uv_loop_t *loop;
+  uv_tcp_t tcp;
+  uv_async_t async;
+  px_admin_env_t env;
+  char *text; /* the listen address as configured */
+  char *host; /* its host part, "" for a wildcard */
+  uint16_t port;
+  int loopback;
+  int stopping;
+  gh_link_t conns;
+  gh_link_t jobs;
+  pthread_mutex_t mu;
+  admin_job_t *done; /* under mu */
+  llhttp_settings_t settings;
+};
+
+/* ---- responses ---- */
+
+typedef struct {
+  uv_write_t req;
+  admin_conn_t *conn;
+  int close;
+  size_t len;
+  char data[];
+} admin_write_t;
+
+static void conn_close(admin_conn_t *c);
+static void pump(admin_conn_t *c);
+
+static const char *reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+  }
+}
+
+static void on_written(uv_write_t *req, int status) {
+  admin_write_t *wr = (admin_write_t *)req;
+  admin_conn_t *c = wr->conn;
+  int close = wr->close || status < 0;
+  gh_free(wr);
+  if (close) conn_close(c);
+}
+
+/* finish_request forgets the answered request and goes on with the next
+ * one, if its bytes are already here. */
+static void finish_request(admin_conn_t *c) {
+  c->url.len = c->body.len = c->field.len = c->value.len = 0;
+  gh_free(c->host);
+  c->host = NULL;
+  gh_free(c->auth);
+  c->auth = NULL;
+  c->in_value = 0;
+  c->head_bytes = 0;
+  c->complete = 0;
+  llhttp_resume(&c->parser);
+  pump(c);
+}
+
+static void respond(admin_conn_t *c, int status, const char *type, const char *body, size_t len) {
+  if (c->closing) return;
+  int close = !c->keep_alive || c->admin->stopping;
+  char head[256];
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                   "Cache-Control: no-store\r\nConnection: %s\r\n\r\n",
+                   status, reason_phrase(status), type, len, close ? "close" : "keep-alive");
+  admin_write_t *wr = gh_malloc(sizeof(*wr) + (size_t)n + len);
+  wr->conn = c;
+  wr->close = close;
+  wr->len = (size_t)n + len;
+  memcpy(wr->data, head, (size_t)n);
+  if (len) memcpy(wr->data + n, body, len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    gh_free(wr);
+    conn_close(c);
+    return;
+  }
+  if (!close) finish_request(c);
+}
+
+/* respond_json answers with |json| (taking it). */
+static void respond_json(admin_conn_t *c, int status, cJSON *json) {
+  char *s = cJSON_PrintUnformatted(json);
+  cJSON_Delete(json);
+  size_t len = strlen(s);
+  char *body = gh_malloc(len + 2);
+  memcpy(body, s, len);
+  body[len] = '\n';
+  cJSON_free(s);
+  respond(c, status, "application/json", body, len + 1);
+  gh_free(body);
+}
+
+static void respond_error(admin_conn_t *c, int status, const char *msg) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "error", msg);
+  respond_json(c, status, o);
+}
+
+/* ---- certificates ---- */
+
+static void rfc3339(char *out, size_t out_size, time_t t) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* serial_hex returns the leaf's serial number in lower-case hex (caller
+ * frees), or NULL. */
+static char *serial_hex(const acme_cert_t *cert) {
+  if (cert->num_chain == 0) return NULL;
+  const uint8_t *p = CRYPTO_BUFFER_data(cert->chain[0]);
+  X509 *x = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(cert->chain[0]));
+  if (x == NULL) return NULL;
+  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+  X509_free(x);
+  if (bn == NULL) return NULL;
+  char *hex = BN_bn2hex(bn);
+  BN_free(bn);
+  if (hex == NULL) return NULL;
+  char *out = gh_strdup(hex);
+  OPENSSL_free(hex);
+  for (char *q = out; *q; q++) {
+    if (*q >= 'A' && *q <= 'F') *q = (char)(*q - 'A' + 'a');
+  }
+  return out;
+}
+
+/* managed_site returns the site of |conf| whose certificate is stored
+ * under |name| (its first host, no static files), or NULL. */
+static const conf_site_t *managed_site(const conf_t *conf, const char *name) {
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    const conf_site_t *s = &conf->sites[i];
+    if (s->cert_file == NULL && s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0 &&
+        strcmp(s->hosts[0], "*") != 0)
+      return s;
+  }
+  return NULL;
+}
+
+static const char *meta_string(const cJSON *meta, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, key);
+  return cJSON_IsString(v) && v->valuestring != NULL ? v->valuestring : NULL;
+}
+
+/* cert_json describes |cert| stored (or configured) as |name|. */
+static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *meta_text,
+                        const char *source) {
+  cJSON *meta = meta_text ? cJSON_Parse(meta_text) : NULL;
+  if (meta != NULL && !cJSON_IsObject(meta)) {
+    cJSON_Delete(meta);
+    meta = NULL;
+  }
+  cJSON *o = cJSON_CreateObject();
+  char t[32];
+  cJSON_AddStringToObject(o, "name", name);
+  cJSON_AddStringToObject(o, "issuer", cert->issuer_cn ? cert->issuer_cn : "");
+  char *serial = serial_hex(cert);
+  cJSON_AddStringToObject(o, "serial", serial ? serial : "");
+  gh_free(serial);
+  rfc3339(t, sizeof(t), cert->not_before);
+  cJSON_AddStringToObject(o, "not_before", t);
+  rfc3339(t, sizeof(t), cert->not_after);
+  cJSON_AddStringToObject(o, "not_after", t);
+  const char *renew = NULL;
+  static const char *const renew_keys[] = {"renewal_time", "renew_at", "renewal_at"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(renew_keys) && renew == NULL; i++)
+    renew = meta_string(meta, renew_keys[i]);
+  if (renew != NULL) {
+    cJSON_AddStringToObject(o, "renewal_time", renew);
+  } else if (strcmp(source, "static") == 0) {
+    cJSON_AddNullToObject(o, "renewal_time");
+  } else {
+    /* A third of the lifetime left; half for certificates under 10 days. */
+    time_t life = cert->not_after - cert->not_before;
+    time_t left = life < 10 * 24 * 3600 ? life / 2 : life / 3;
+    rfc3339(t, sizeof(t), cert->not_after - left);
+    cJSON_AddStringToObject(o, "renewal_time", t);
+  }
+  const char *last_error = meta_string(meta, "last_error");
+  if (last_error != NULL) {
+    cJSON_AddStringToObject(o, "last_error", last_error);
+  } else {
+    cJSON_AddNullToObject(o, "last_error");
+  }
+  cJSON *sans = cJSON_AddArrayToObject(o, "sans");
+  for (size_t k = 0; k < cert->num_sans; k++)
+    cJSON_AddItemToArray(sans, cJSON_CreateString(cert->sans[k]));
+  cJSON_AddStringToObject(o, "source", source);
+  cJSON_Delete(meta);
+  return o;
+}
+
+/* A certificate as the admin API lists it. */
+typedef struct {
+  char *name;
+  acme_cert_t *cert;
+  char *meta;
+  const char *source;
+} entry_t;
+
+typedef struct {
+  entry_t *v;
+  size_t num;
+} entries_t;
+
+static void entries_free(entries_t *es) {
+  for (size_t i = 0; i < es->num; i++) {
+    gh_free(es->v[i].name);
+    acme_cert_unref(es->v[i].cert);
+    gh_free(es->v[i].meta);
+  }
+  gh_free(es->v);
+  es->v = NULL;
+  es->num = 0;
+}
+
+static void entries_add(entries_t *es, const char *name, acme_cert_t *cert, char *meta,
+                        const char *source) {
+  es->v = gh_realloc(es->v, (es->num + 1) * sizeof(*es->v));
+  es->v[es->num++] = (entry_t){gh_strdup(name), cert, meta, source};
+}
+
+/* collect gathers the static certificates of |conf| and what storage
+ * holds (only with ACME on: opening storage creates its directory), or
+ * only |only| when it is set. Returns 0, or -1 with |*out_err| set. */
+static int collect(entries_t *out, char **out_err, const conf_t *conf, const char *only) {
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    const conf_site_t *s = &conf->sites[i];
+    if (s->cert_file == NULL || s->num_hosts == 0) continue;
+    if (only != NULL && strcmp(s->hosts[0], only) != 0) continue;
+    char *err = NULL;
+    acme_cert_t *cert = acme_cert_load(&err, s->cert_file, s->key_file);
+    if (cert == NULL) {
+      GH_WARN("admin", "%s", err);
+      gh_free(err);
+      continue;
+    }
+    entries_add(out, s->hosts[0], cert, NULL, "static");
+  }
+  if (conf->acme.directory == NULL) return 0;
+  acme_storage_t *st = acme_storage_open(out_err, conf->storage);
+  if (st == NULL) return -1;
+  char **names = NULL;
+  size_t num_names = 0;
+  if (only != NULL) {
+    names = gh_calloc(1, sizeof(char *));
+    names[0] = gh_strdup(only);
+    num_names = 1;
+  } else if (acme_storage_cert_list(st, &names, &num_names, out_err) != 0) {
+    acme_storage_free(st);
+    return -1;
+  }
+  for (size_t i = 0; i < num_names; i++) {
+    acme_cert_t *cert = NULL;
+    char *meta = NULL, *err = NULL;
+    int rc = acme_storage_cert_load(st, &cert, &meta, &err, names[i]);
+    if (rc != 0) {
+      if (rc != -ENOENT && rc != -EINVAL) GH_WARN("admin", "%s", err);
+      gh_free(err);
+      continue;
+    }
+    entries_add(out, names[i], cert, meta, managed_site(conf, names[i]) ? "managed" : "on-demand");
+  }
+  acme_storage_names_free(names, num_names);
+  acme_storage_free(st);
+  return 0;
+}
+
+static const conf_t *conf_now(px_admin_t *a) { return (*a->env.gen)->conf; }
+
+static void get_certs(admin_conn_t *c, const char *only) {
+  entries_t es = {0};
+  char *err = NULL;
+  if (collect(&es, &err, conf_now(c->admin), only) != 0) {
+    respond_error(c, 503, err);
+    gh_free(err);
+    return;
+  }
+  if (only != NULL) {
+    if (es.num == 0) {
+      respond_error(c, 404, "no such certificate");
+    } else {
+      respond_json(c, 200, cert_json(es.v[0].name, es.v[0].cert, es.v[0].meta, es.v[0].source));
+    }
+    entries_free(&es);
+    return;
+  }
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < es.num; i++)
+    cJSON_AddItemToArray(arr, cert_json(es.v[i].name, es.v[i].cert, es.v[i].meta, es.v[i].source));
+  entries_free(&es);
+  respond_json(c, 200, arr);
+}
+
+/* ---- jobs on the control thread ---- */
+
+static void job_free(admin_job_t *job) {
+  gh_list_remove(&job->link);
+  for (size_t i = 0; i < job->num_names; i++) gh_free(job->names[i]);
+  gh_free(job->names);
+  acme_cert_unref(job->cert);
+  px_gen_unref(job->gen);
+  gh_free(job->err);
+  gh_free(job);
+}
+
+/* job_finish hands |job| back to the main loop. Control thread. */
+static void job_finish(admin_job_t *job, int status, const char *err) {
+  px_admin_t *a = job->admin;
+  job->status = status;
+  job->err = status != 0 ? gh_strdup(err ? err : uv_strerror(status)) : NULL;
+  pthread_mutex_lock(&a->mu);
+  job->next_done = a->done;
+  a->done = job;
+  pthread_mutex_unlock(&a->mu);
+  uv_async_send(&a->async);
+}
+
+static void on_renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
+  admin_job_t *job = arg;
+  if (status == 0) {
+    px_managed_t *m = px_control_managed(job->ctl);
+    if (job->site != NULL) {
+      px_managed_install(m, job->site, cert);
+    } else {
+      px_managed_install_name(m, job->names[0], cert, job->gen->conf->on_demand.cache_capacity);
+    }
+  }
+  job_finish(job, status, err);
+}
+
+static void on_revoked(void *arg, int status, const char *err) { job_finish(arg, status, err); }
+
+static void job_run(px_control_t *ctl, void *arg) {
+  admin_job_t *job = arg;
+  job->ctl = ctl;
+  acme_engine_t *engine = px_control_engine(ctl);
+  int rc = UV_ECANCELED;
+  if (engine != NULL && job->kind == JOB_RENEW) {
+    rc = acme_engine_obtain(engine, (const char *const *)job->names, job->num_names, on_renewed,
+                            job);
+  } else if (engine != NULL) {
+    rc = acme_engine_revoke(engine, job->cert, job->reason, on_revoked, job);
+  }
+  if (rc != 0) job_finish(job, rc, NULL);
+}
+
+/* on_jobs_done runs on the main loop: answers and frees finished jobs. */
+static void on_jobs_done(uv_async_t *h) {
+  px_admin_t *a = h->data;
+  pthread_mutex_lock(&a->mu);
+  admin_job_t *list = a->done;
+  a->done = NULL;
+  pthread_mutex_unlock(&a->mu);
+  while (list) {
+    admin_job_t *job = list;
+    list = job->next_done;
+    const char *name = job->names[0];
+    const char *what = job->kind == JOB_RENEW ? "renewal" : "revocation";
+    if (job->status == 0) {
+      GH_INFO("admin", "%s: %s done", name, what);
+    } else {
+      GH_ERROR("admin", "%s: %s failed: %s", name, what, job->err);
+    }
+    admin_conn_t *c = job->conn;
+    if (c != NULL) {
+      c->job = NULL;
+      if (job->status == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "revoked");
+        cJSON_AddStringToObject(o, "name", name);
+        respond_json(c, 200, o);
+      } else {
+        respond_error(c, 502, job->err);
+      }
+    }
+    job_free(job);
+  }
+}
+
+static admin_job_t *job_new(px_admin_t *a, job_kind_t kind) {
+  admin_job_t *job = gh_calloc(1, sizeof(*job));
+  job->admin = a;
+  job->kind = kind;
+  job->gen = px_gen_ref(*a->env.gen);
+  gh_list_insert(&a->jobs, &job->link);
+  return job;
+}
+
+/* control returns the control thread to post to, or answers and returns
+ * NULL. */
+static px_control_t *control(admin_conn_t *c) {
+  px_control_t *ctl = c->admin->env.control ? *c->admin->env.control : NULL;
+  if (ctl == NULL || c->admin->stopping) {
+    respond_error(c, 409, c->admin->stopping ? "stopping" : "ACME is off (no acme.directory)");
+    return NULL;
+  }
+  return ctl;
+}
+
+static acme_cert_t *stored_cert(admin_conn_t *c, const char *name) {
+  const conf_t *conf = conf_now(c->admin);
+  char *err = NULL;
+  acme_cert_t *cert = NULL;
+  acme_storage_t *st = acme_storage_open(&err, conf->storage);
+  int rc = st ? acme_storage_cert_load(st, &cert, NULL, &err, name) : -EIO;
+  acme_storage_free(st);
+  if (rc != 0) {
+    respond_error(c, rc == -ENOENT || rc == -EINVAL ? 404 : 503, err ? err : "storage");
+    gh_free(err);
+    return NULL;
+  }
+  return cert;
+}
+
+static void post_renew(admin_conn_t *c, const char *name) {
+  px_control_t *ctl = control(c);
+  if (ctl == NULL) return;
+  const conf_t *conf = conf_now(c->admin);
+  const conf_site_t *site = managed_site(conf, name);
+  acme_cert_t *cert = NULL;
+  if (site == NULL && (cert = stored_cert(c, name)) == NULL) return;
+  admin_job_t *job = job_new(c->admin, JOB_RENEW);
+  job->site = site;
+  size_t n = site ? site->num_hosts : cert->num_sans + 1;
+  job->names = gh_calloc(n, sizeof(char *));
+  job->names[job->num_names++] = gh_strdup(name);
+  for (size_t i = 0; site != NULL && i < site->num_hosts; i++) {
+    if (strcmp(site->hosts[i], name) != 0) job->names[job->num_names++] = gh_strdup(site->hosts[i]);
+  }
+  for (size_t i = 0; cert != NULL && i < cert->num_sans; i++) {
+    if (strcmp(cert->sans[i], name) != 0) job->names[job->num_names++] = gh_strdup(cert->sans[i]);
+  }
+  acme_cert_unref(cert);
+  GH_INFO("admin", "%s: renewal requested", name);
+  px_control_call(ctl, job_run, job);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "status", "renewing");
+  cJSON_AddStringToObject(o, "name", name);
+  respond_json(c, 202, o);
+}
+
+/* RFC 5280 5.3.1 reasons a subscriber may give (RFC 8555 7.6). */
+static int parse_reason(const cJSON *v) {
+  static const char *const names[] = {"unspecified", "keyCompromise", "cACompromise",
+                                      "affiliationChanged", "superseded",
+                                      "cessationOfOperation", "certificateHold", NULL,
+                                      "removeFromCRL", "privilegeWithdrawn", "aACompromise"};
+  if (v == NULL) return 0;
+  if (cJSON_IsNumber(v)) {
+    double d = v->valuedouble;
+    if (d < 0 || d > 10 || d == 7 || d != (double)(int)d) return -1;
+    return (int)d;
+  }
+  if (cJSON_IsString(v) && v->valuestring != NULL) {
+    for (int i = 0; i < (int)GH_ARRAY_LEN(names); i++) {
+      if (names[i] != NULL && strcmp(names[i], v->valuestring) == 0) return i;
+    }
+  }
+  return -1;
+}
+
+static void post_revoke(admin_conn_t *c, const char *name) {
+  int reason = 0;
+  if (c->body.len > 0) {
+    cJSON *body = cJSON_ParseWithLength(c->body.p, c->body.len);
+    if (body == NULL || !cJSON_IsObject(body) ||
+        (reason = parse_reason(cJSON_GetObjectItemCaseSensitive(body, "reason"))) < 0) {
+      cJSON_Delete(body);
+      respond_error(c, 400, "the body must be {\"reason\": a CRL reason code 0-10 except 7, "
+                            "or its name such as \"keyCompromise\"}");
+      return;
+    }
+    cJSON_Delete(body);
+  }
+  px_control_t *ctl = control(c);
+  if (ctl == NULL) return;
+  acme_cert_t *cert = stored_cert(c, name);
+  if (cert == NULL) return;
+  admin_job_t *job = job_new(c->admin, JOB_REVOKE);
+  job->names = gh_calloc(1, sizeof(char *));
+  job->names[job->num_names++] = gh_strdup(name);
+  job->cert = cert;
+  job->reason = reason;
+  job->conn = c;
+  c->job = job;
+  GH_INFO("admin", "%s: revocation requested (reason %d)", name, reason);
+  px_control_call(ctl, job_run, job);
+}
+
+/* delete_cert evicts |name| from the current certificate table: an
+ * on-demand name reloads from storage at its next handshake. */
+static void delete_cert(admin_conn_t *c, const char *name) {
+  px_gen_t *gen = *c->admin->env.gen;
+  if (managed_site(gen->conf, name) != NULL) {
+    respond_error(c, 409, "a managed site's certificate stays in memory; renew it instead");
+    return;
+  }
+  for (size_t i = 0; i < gen->conf->num_sites; i++) {
+    const conf_site_t *s = &gen->conf->sites[i];
+    if (s->cert_file != NULL && s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0) {
+      respond_error(c, 409, "a static certificate comes from the config; edit it and reload");
+      return;
+    }
+  }
+  acme_cert_table_t *table = px_tls_ctx_table(gen->ssl_ctx);
+  acme_cert_t *cert = table ? acme_cert_table_get(table, name, strlen(name)) : NULL;
+  int exact = 0;
+  for (size_t i = 0; cert != NULL && i < cert->num_sans && !exact; i++)
+    exact = strcmp(cert->sans[i], name) == 0;
+  acme_cert_unref(cert);
+  if (!exact) {
+    respond_error(c, 404, "not in memory");
+    return;
+  }
+  acme_cert_table_put(table, name, NULL);
+  GH_INFO("admin", "%s: evicted from memory", name);
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "status", "evicted");
+  cJSON_AddStringToObject(o, "name", name);
+  respond_json(c, 200, o);
+}
+
+static void post_reload(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  char *err = NULL;
+  if (a->env.reload(a->env.reload_arg, &err) == 0) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "reloaded");
+    respond_json(c, 200, o);
+    return;
+  }
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "status", "refused");
+  cJSON *errors = cJSON_AddArrayToObject(o, "errors");
+  char *save = NULL;
+  for (char *line = strtok_r(err, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+    cJSON_AddItemToArray(errors, cJSON_CreateString(line));
+  gh_free(err);
+  respond_json(c, 422, o);
+}
+
+static void get_metrics(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  px_metrics_src_t src = {.workers = a->env.workers, .num_workers = a->env.num_workers,
+                          .gen = *a->env.gen, .num_paused = -1};
+  px_metrics_ondemand_t od = {0};
+  if (a->env.ondemand != NULL) {
+    size_t paused = 0;
+    px_ondemand_stats(a->env.ondemand, &paused, &od.allowed, &od.refused);
+    src.num_paused = (long)paused;
+    src.ondemand = &od;
+  }
+  entries_t es = {0};
+  char *err = NULL;
+  if (collect(&es, &err, conf_now(a), NULL) != 0) {
+    GH_WARN("admin", "metrics: %s", err);
+    gh_free(err);
+  }
+  px_metrics_cert_t *certs = gh_calloc(es.num ? es.num : 1, sizeof(*certs));
+  for (size_t i = 0; i < es.num; i++) certs[i] = (px_metrics_cert_t){es.v[i].name, es.v[i].cert->not_after};
+  src.certs = certs;
+  src.num_certs = es.num;
+  size_t len = 0;
+  char *text = px_metrics_render(&len, &src);
+  gh_free(certs);
+  entries_free(&es);
+  respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+  gh_free(text);
+}
+
+/* ---- routing ---- */
+
+/* host_ok reports whether the Host header |h| names the admin address:
+ * its host:port as configured, or a loopback name with its port when it
+ * listens on loopback (or everywhere). */
+static int host_ok(const px_admin_t *a, const char *h) {
+  if (h == NULL) return 0;
+  const char *host = h, *port = NULL;
+  size_t host_len;
+  if (h[0] == '[') {
+    const char *end = strchr(h, ']');
+    if (end == NULL) return 0;
+    host = h + 1;
+    host_len = (size_t)(end - host);
+    if (end[1] == ':') port = end + 2;
+    else if (end[1] != '\0') return 0;
+  } else {
+    const char *colon = strrchr(h, ':');
+    host_len = colon ? (size_t)(colon - h) : strlen(h);
+    if (colon) port = colon + 1;
+  }
+  char want[8];
+  snprintf(want, sizeof(want), "%u", (unsigned)a->port);
+  if (port == NULL ? a->port != 80 : strcmp(port, want) != 0) return 0;
+  if (a->host[0] != '\0' && strlen(a->host) == host_len && strncasecmp(a->host, host, host_len) == 0)
+    return 1;
+  if (!a->loopback && a->host[0] != '\0') return 0;
+  static const char *const loop_names[] = {"localhost", "127.0.0.1", "::1"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(loop_names); i++) {
+    if (strlen(loop_names[i]) == host_len && strncasecmp(loop_names[i], host, host_len) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+/* token_ok compares the Authorization header with "Bearer TOKEN" in
+ * constant time (over digests, so the length leaks nothing either). */
+static int token_ok(const char *token, const char *auth) {
+  if (token == NULL) return 1;
+  if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
+  uint8_t a[SHA256_DIGEST_LENGTH], b[SHA256_DIGEST_LENGTH];
+  SHA256((const uint8_t *)auth + 7, strlen(auth + 7), a);
+  SHA256((const uint8_t *)token, strlen(token), b);
+  return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
+}
+
+/* cert_name checks a NAME taken from the path: a lower-case DNS name, or
+ * a wildcard. */
+static int cert_name_ok(const char *s, size_t len) {
+  if (len == 0 || len > 253) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = s[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' ||
+          (ch == '*' && i == 0)))
+      return 0;
+  }
+  return 1;
+}
+
+static void dispatch(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  if (c->too_big) {
+    c->keep_alive = 0;
+    respond_error(c, c->too_big, c->too_big == 413 ? "body too large" : "head too large");
+    return;
+  }
+  if (!host_ok(a, c->host)) {
+    respond_error(c, 421, "the Host header does not name the admin address");
+    return;
+  }
+  if (!token_ok(conf_now(a)->admin_token, c->auth)) {
+    respond_error(c, 401, "missing or wrong bearer token");
+    return;
+  }
+  px_buf_append(&c->url, "", 1);
+  c->url.len--;
+  const char *path = c->url.p;
+  char *q = strchr(path, '?');
+  if (q) *q = '\0';
+  int method = llhttp_get_method(&c->parser);
+  int get = method == HTTP_GET;
+  if (strcmp(path, "/health") == 0) {
+    if (!get) goto not_allowed;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ok");
+    respond_json(c, 200, o);
+    return;
+  }
+  if (strcmp(path, "/metrics") == 0) {
+    if (!get) goto not_allowed;
+    get_metrics(c);
+    return;
+  }
+  if (strcmp(path, "/reload") == 0) {
+    if (method != HTTP_POST) goto not_allowed;
+    post_reload(c);
+    return;
+  }
+  if (strcmp(path, "/certs") == 0) {
+    if (!get) goto not_allowed;
+    get_certs(c, NULL);
+    return;
+  }
+  if (strncmp(path, "/certs/", 7) == 0) {
+    const char *name = path + 7;
+    const char *slash = strchr(name, '/');
+    size_t name_len = slash ? (size_t)(slash - name) : strlen(name);
+    if (!cert_name_ok(name, name_len)) {
+      respond_error(c, 404, "not a certificate name");
+      return;
+    }
+    char *n = gh_strndup(name, name_len);
+    const char *action = slash ? slash + 1 : NULL;
+    if (action == NULL && get) {
+      get_certs(c, n);
+    } else if (action == NULL && method == HTTP_DELETE) {
+      delete_cert(c, n);
+    } else if (action != NULL && strcmp(action, "renew") == 0 && method == HTTP_POST) {
+      post_renew(c, n);
+    } else if (action != NULL && strcmp(action, "revoke") == 0 && method == HTTP_POST) {
+      post_revoke(c, n);
+    } else if (action == NULL || strcmp(action, "renew") == 0 || strcmp(action, "revoke") == 0) {
+      gh_free(n);
+      goto not_allowed;
+    } else {
+      respond_error(c, 404, "no such endpoint");
+    }
+    gh_free(n);
+    return;
+  }
+  respond_error(c, 404, "no such endpoint");
+  return;
+not_allowed:
+  respond_error(c, 405, "method not allowed");
+}
+
+/* ---- parsing ---- */
+
+static admin_conn_t *conn_of(llhttp_t *p) { return p->data; }
+
+static int head_add(admin_conn_t *c, px_buf_t *b, const char *at, size_t len) {
+  c->head_bytes += len;
+  if (c->head_bytes > MAX_HEAD) {
+    c->too_big = 431;
+    return HPE_PAUSED;
+  }
+  px_buf_append(b, at, len);
+  return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = conn_of(p);
+  return head_add(c, &c->url, at, len);
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = conn_of(p);
+  return head_add(c, &c->field, at, len);
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = conn_of(p);
+  return head_add(c, &c->value, at, len);
+}
+
+static int on_header_value_complete(llhttp_t *p) {
+  admin_conn_t *c = conn_of(p);
+  char **slot = NULL;
+  if (c->field.len == 4 && strncasecmp(c->field.p, "host", 4) == 0) slot = &c->host;
+  if (c->field.len == 13 && strncasecmp(c->field.p, "authorization", 13) == 0) slot = &c->auth;
+  if (slot != NULL) {
+    if (*slot != NULL) {
+      /* Two Host (or Authorization) headers: refuse rather than guess. */
+      gh_free(*slot);
+      *slot = gh_strdup("");
+    } else {
+      *slot = gh_strndup(c->value.len ? c->value.p : "", c->value.len);
+    }
+  }
+  c->field.len = c->value.len = 0;
+  return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  admin_conn_t *c = conn_of(p);
+  if (c->body.len + len > MAX_BODY) {
+    c->too_big = 413;
+    return HPE_PAUSED;
+  }
+  px_buf_append(&c->body, at, len);
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  admin_conn_t *c = conn_of(p);
+  c->keep_alive = llhttp_should_keep_alive(p);
+  return HPE_PAUSED;
+}
+
+/* pump parses what has arrived and answers each complete request, one at
+ * a time: while an answer is pending (revoke), the rest waits. */
+static void pump(admin_conn_t *c) {
+  if (c->pumping) return;
+  c->pumping = 1;
+  while (!c->closing && !c->complete && c->in.len > 0) {
+    llhttp_errno_t e = llhttp_execute(&c->parser, c->in.p, c->in.len);
+    if (e == HPE_OK) {
+      c->in.len = 0;
+      break;
+    }
+    if (e == HPE_PAUSED) {
+      px_buf_consume(&c->in, (size_t)(llhttp_get_error_pos(&c->parser) - c->in.p));
+      c->complete = 1;
+      if (c->too_big) c->keep_alive = 0;
+      dispatch(c);
+      continue;
+    }
+    c->keep_alive = 0;
+    c->complete = 1;
+    respond_error(c, 400, llhttp_errno_name(e));
+    break;
+  }
+  c->pumping = 0;
+}
+
+/* ---- connections ---- */
+
+static void conn_closed(uv_handle_t *h) {
+  admin_conn_t *c = h->data;
+  px_buf_free(&c->in);
+  px_buf_free(&c->url);
+  px_buf_free(&c->body);
+  px_buf_free(&c->field);
+  px_buf_free(&c->value);
+  gh_free(c->host);
+  gh_free(c->auth);
+  gh_free(c);
+}
+
+static void conn_close(admin_conn_t *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  if (c->job != NULL) {
+    c->job->conn = NULL; /* the job goes on; its answer has nowhere to go */
+    c->job = NULL;
+  }
+  gh_list_remove(&c->link);
+  uv_close((uv_handle_t *)&c->tcp, conn_closed);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  admin_conn_t *c = h->data;
+  if (c->in.cap - c->in.len < 4096) {
+    c->in.cap = c->in.cap ? c->in.cap * 2 : 8192;
+    c->in.p = gh_realloc(c->in.p, c->in.cap);
+  }
+  buf->base = c->in.p + c->in.len;
+  buf->len = c->in.cap - c->in.len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  admin_conn_t *c = s->data;
+  if (nread == 0) return;
+  if (nread < 0) {
+    conn_close(c);
+    return;
+  }
+  c->in.len += (size_t)nread;
+  if (c->in.len > MAX_HEAD + MAX_BODY + 4096) { /* a client that does not wait */
+    conn_close(c);
+    return;
+  }
+  pump(c);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  px_admin_t *a = server->data;
+  if (status < 0 || a->stopping) return;
+  admin_conn_t *c = gh_calloc(1, sizeof(*c));
+  c->admin = a;
+  uv_tcp_init(a->loop, &c->tcp);
+  c->tcp.data = c;
+  gh_list_insert(&a->conns, &c->link);
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
+  c->parser.data = c;
+  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+}
+
+/* ---- lifecycle ---- */
+
+static int listen_on(px_admin_t *a, char **out_err, const conf_addr_t *addr) {
+  char port[8];
+  snprintf(port, sizeof(port), "%u", (unsigned)addr->port);
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  int rc = getaddrinfo(addr->host[0] ? addr->host : NULL, port, &hints, &res);
+  if (rc != 0) {
+    *out_err = gh_asprintf("admin.listen %s: %s", addr->text, gai_strerror(rc));
+    return -1;
+  }
+  uv_tcp_init(a->loop, &a->tcp);
+  a->tcp.data = a;
+  rc = uv_tcp_bind(&a->tcp, res->ai_addr, 0);
+  freeaddrinfo(res);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 64, on_connection);
+  if (rc != 0) {
+    *out_err = gh_asprintf("admin.listen %s: %s", addr->text, uv_strerror(rc));
+    uv_close((uv_handle_t *)&a->tcp, NULL);
+    return -1;
+  }
+  return 0;
+}
+
+static int is_loopback(const char *host) {
+  return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+         strcmp(host, "::1") == 0;
+}
+
+px_admin_t *px_admin_start(char **out_err, uv_loop_t *loop, const px_admin_env_t *env) {
+  const conf_addr_t *addr = (*env->gen)->conf->admin;
+  px_admin_t *a = gh_calloc(1, sizeof(*a));
+  a->loop = loop;
+  a->env = *env;
+  a->text = gh_strdup(addr->text);
+  a->host = gh_strdup(addr->host);
+  a->port = addr->port;
+  a->loopback = is_loopback(addr->host);
+  gh_list_init(&a->conns);
+  gh_list_init(&a->jobs);
+  llhttp_settings_init(&a->settings);
+  a->settings.on_url = on_url;
+  a->settings.on_header_field = on_header_field;
+  a->settings.on_header_value = on_header_value;
+  a->settings.on_header_value_complete = on_header_value_complete;
+  a->settings.on_body = on_body;
+  a->settings.on_message_complete = on_message_complete;
+  if (listen_on(a, out_err, addr) != 0) {
+    /* The listener's close is pending on |loop|: free once it ran. */
+    a->stopping = 1;
+    uv_run(loop, UV_RUN_NOWAIT);
+    gh_free(a->text);
+    gh_free(a->host);
+    gh_free(a);
+    return NULL;
+  }
+  pthread_mutex_init(&a->mu, NULL);
+  uv_async_init(loop, &a->async, on_jobs_done);
+  a->async.data = a;
+  GH_INFO("admin", "admin API on http://%s%s", a->text,
+          (*env->gen)->conf->admin_token ? " (bearer token required)" : "");
+  return a;
+}
+
+void px_admin_stop(px_admin_t *admin) {
+  if (admin == NULL || admin->stopping) return;
+  admin->stopping = 1;
+  uv_close((uv_handle_t *)&admin->tcp, NULL);
+  while (admin->conns.next != &admin->conns)
+    conn_close(GH_CONTAINER_OF(admin->conns.next, admin_conn_t, link));
+  /* Jobs may still finish until the control thread stops. */
+  uv_unref((uv_handle_t *)&admin->async);
+}
+
+static void admin_closed(uv_handle_t *h) {
+  px_admin_t *a = h->data;
+  pthread_mutex_destroy(&a->mu);
+  gh_free(a->text);
+  gh_free(a->host);
+  gh_free(a);
+}
+
+void px_admin_free(px_admin_t *admin) {
+  if (admin == NULL) return;
+  px_admin_stop(admin);
+  /* The control thread is gone: every job left is ours alone. */
+  while (admin->jobs.next != &admin->jobs)
+    job_free(GH_CONTAINER_OF(admin->jobs.next, admin_job_t, link));
+  admin->done = NULL;
+  uv_close((uv_handle_t *)&admin->async, admin_closed);
+}

@@ -1,0 +1,194 @@
+/* metrics.c: upstream slots and the Prometheus text rendering of the
+ * counters (see metrics.h).
+ *
+ * Output follows the text exposition format 0.0.4: one "# HELP" and one
+ * "# TYPE" line per family, then its samples; label values escaped
+ * (backslash, double quote, newline). */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "proxy/internal.h"
+#include "proxy/metrics.h"
+
+/* ---- upstream slots ---- */
+
+static pthread_mutex_t slots_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *slot_names[PX_METRICS_NUM_SLOTS]; /* [0] and [OTHER] unused */
+static atomic_uint num_slots;                  /* slots 1..num_slots are named */
+
+unsigned px_metrics_upstream_slot(const char *text) {
+  pthread_mutex_lock(&slots_mu);
+  unsigned n = atomic_load(&num_slots), slot = PX_METRICS_SLOT_OTHER;
+  for (unsigned i = 1; i <= n; i++) {
+    if (strcmp(slot_names[i], text) == 0) {
+      slot = i;
+      break;
+    }
+  }
+  if (slot == PX_METRICS_SLOT_OTHER && n < PX_METRICS_MAX_UPSTREAMS) {
+    slot = n + 1;
+    slot_names[slot] = gh_strdup(text); /* lives as long as the process */
+    atomic_store(&num_slots, slot);     /* publishes the name */
+  }
+  pthread_mutex_unlock(&slots_mu);
+  return slot;
+}
+
+const char *px_metrics_slot_name(unsigned slot) {
+  if (slot == 0) return "";
+  if (slot == PX_METRICS_SLOT_OTHER) return "other";
+  if (slot > atomic_load(&num_slots)) return NULL;
+  return slot_names[slot];
+}
+
+/* ---- rendering ---- */
+
+static void esc(px_buf_t *b, const char *s) {
+  for (; *s; s++) {
+    if (*s == '\\') px_buf_append(b, "\\\\", 2);
+    else if (*s == '"') px_buf_append(b, "\\\"", 2);
+    else if (*s == '\n') px_buf_append(b, "\\n", 2);
+    else px_buf_append(b, s, 1);
+  }
+}
+
+static void family(px_buf_t *b, const char *name, const char *type, const char *help) {
+  px_buf_appendf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* sample writes one line; |labels| alternates names and values, NULL-ended. */
+static void sample(px_buf_t *b, const char *name, const char *const *labels, const char *value) {
+  px_buf_appendf(b, "%s", name);
+  if (labels != NULL && labels[0] != NULL) {
+    px_buf_append(b, "{", 1);
+    for (size_t i = 0; labels[i] != NULL; i += 2) {
+      px_buf_appendf(b, "%s%s=\"", i ? "," : "", labels[i]);
+      esc(b, labels[i + 1]);
+      px_buf_append(b, "\"", 1);
+    }
+    px_buf_append(b, "}", 1);
+  }
+  px_buf_appendf(b, " %s\n", value);
+}
+
+static void sample_u(px_buf_t *b, const char *name, const char *const *labels, uint64_t v) {
+  char num[32];
+  snprintf(num, sizeof(num), "%llu", (unsigned long long)v);
+  sample(b, name, labels, num);
+}
+
+static const char *const hs_reasons[PX_HS_NUM] = {"", "timeout", "closed", "alert",
+                                                  "unknown_name", "protocol"};
+static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+static void listeners(px_buf_t *b, const px_metrics_src_t *src) {
+  if (src->num_workers == 0) return;
+  const px_worker_t *w0 = src->workers[0];
+  for (int pass = 0; pass < 2; pass++) {
+    const char *name = pass ? "gatehouse_connections_total" : "gatehouse_connections_open";
+    family(b, name, pass ? "counter" : "gauge",
+           pass ? "Connections accepted, per listener." : "Connections open now, per listener.");
+    for (size_t i = 0; i < w0->num_listeners; i++) {
+      uint64_t accepted = 0, closed = 0;
+      for (unsigned k = 0; k < src->num_workers; k++) {
+        const px_worker_t *w = src->workers[k];
+        if (i >= w->num_listeners) continue;
+        accepted += PX_STAT_GET(w->listeners[i].stats.accepted);
+        closed += PX_STAT_GET(w->listeners[i].stats.closed);
+      }
+      const char *labels[] = {"listener", w0->listeners[i].label, NULL};
+      /* Closes are counted after accepts: a racy read never goes negative. */
+      sample_u(b, name, labels, pass ? accepted : (accepted > closed ? accepted - closed : 0));
+    }
+  }
+}
+
+static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
+  uint64_t hs[PX_HS_NUM] = {0}, in = 0, out = 0;
+  uint64_t req[PX_METRICS_NUM_SLOTS][6] = {{0}};
+  for (unsigned k = 0; k < src->num_workers; k++) {
+    const px_worker_stats_t *st = &src->workers[k]->stats;
+    for (int i = 0; i < PX_HS_NUM; i++) hs[i] += PX_STAT_GET(st->handshakes[i]);
+    in += PX_STAT_GET(st->bytes_in);
+    out += PX_STAT_GET(st->bytes_out);
+    for (int s = 0; s < PX_METRICS_NUM_SLOTS; s++)
+      for (int c = 0; c < 6; c++) req[s][c] += PX_STAT_GET(st->requests[s][c]);
+  }
+  family(b, "gatehouse_handshakes_total", "counter",
+         "TLS handshakes, by result and (for failures) a coarse reason.");
+  {
+    const char *labels[] = {"result", "ok", "reason", "", NULL};
+    sample_u(b, "gatehouse_handshakes_total", labels, hs[PX_HS_OK]);
+  }
+  for (int i = 1; i < PX_HS_NUM; i++) {
+    const char *labels[] = {"result", "failed", "reason", hs_reasons[i], NULL};
+    sample_u(b, "gatehouse_handshakes_total", labels, hs[i]);
+  }
+  family(b, "gatehouse_requests_total", "counter",
+         "Requests answered, by status class and upstream (\"none\": answered locally).");
+  for (unsigned s = 0; s < PX_METRICS_NUM_SLOTS; s++) {
+    const char *up = px_metrics_slot_name(s);
+    if (up == NULL) continue;
+    for (int c = 0; c < 6; c++) {
+      if (req[s][c] == 0) continue;
+      const char *labels[] = {"status_class", classes[c], "upstream", s ? up : "none", NULL};
+      sample_u(b, "gatehouse_requests_total", labels, req[s][c]);
+    }
+  }
+  family(b, "gatehouse_bytes_in_total", "counter", "Bytes received from clients.");
+  sample_u(b, "gatehouse_bytes_in_total", NULL, in);
+  family(b, "gatehouse_bytes_out_total", "counter", "Bytes sent to clients.");
+  sample_u(b, "gatehouse_bytes_out_total", NULL, out);
+}
+
+static void upstream_health(px_buf_t *b, const px_metrics_src_t *src) {
+  family(b, "gatehouse_upstream_healthy", "gauge",
+         "1 if the upstream address is in use, 0 while failed or skipped.");
+  if (src->gen == NULL) return;
+  uint64_t now = gh_now_ms();
+  for (size_t i = 0; i < src->gen->num_addrs; i++) {
+    px_addr_t *a = &src->gen->addrs[i];
+    int dup = 0;
+    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(src->gen->addrs[j].conf->text, a->conf->text) == 0;
+    if (dup) continue;
+    int healthy = 1;
+    for (size_t j = i; j < src->gen->num_addrs; j++) {
+      px_addr_t *o = &src->gen->addrs[j];
+      if (strcmp(o->conf->text, a->conf->text) != 0) continue;
+      if (atomic_load(&o->unhealthy) || atomic_load(&o->down_until_ms) > now) healthy = 0;
+    }
+    const char *labels[] = {"upstream", a->conf->text, NULL};
+    sample_u(b, "gatehouse_upstream_healthy", labels, (uint64_t)healthy);
+  }
+}
+
+char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
+  px_buf_t b = {0};
+  listeners(&b, src);
+  worker_counters(&b, src);
+  family(&b, "gatehouse_handshakes_paused", "gauge",
+         "Handshakes paused now, waiting for an on-demand certificate.");
+  sample_u(&b, "gatehouse_handshakes_paused", NULL,
+           src->num_paused > 0 ? (uint64_t)src->num_paused : 0);
+  upstream_health(&b, src);
+  family(&b, "gatehouse_certificate_expiry_timestamp_seconds", "gauge",
+         "When each certificate expires (notAfter), in seconds since the epoch.");
+  for (size_t i = 0; i < src->num_certs; i++) {
+    char num[32];
+    snprintf(num, sizeof(num), "%lld", (long long)src->certs[i].not_after);
+    const char *labels[] = {"name", src->certs[i].name, NULL};
+    sample(&b, "gatehouse_certificate_expiry_timestamp_seconds", labels, num);
+  }
+  if (src->ondemand != NULL) {
+    family(&b, "gatehouse_ondemand_decisions_total", "counter",
+           "On-demand names decided by the control thread, allowed or refused.");
+    const char *ok[] = {"result", "allowed", NULL};
+    sample_u(&b, "gatehouse_ondemand_decisions_total", ok, src->ondemand->allowed);
+    const char *no[] = {"result", "refused", NULL};
+    sample_u(&b, "gatehouse_ondemand_decisions_total", no, src->ondemand->refused);
+  }
+  *out_len = b.len;
+  px_buf_append(&b, "", 1); /* NUL, not counted */
+  return b.p;
+}

@@ -1,0 +1,85 @@
+/* metrics.h: the data plane's counters and their Prometheus rendering.
+ *
+ * Counters live in the structs of the thread that moves them (a worker's
+ * px_worker_stats_t, a listener's px_listener_stats_t): one writer each,
+ * bumped with PX_STAT_ADD, a relaxed store of the incremented value (no
+ * lock, no read-modify-write on a shared cache line; the same instruction
+ * as a plain increment). GET /metrics sums them from another thread with
+ * relaxed loads: a scrape may miss the last few increments, never tears. */
+#ifndef GH_PROXY_METRICS_H
+#define GH_PROXY_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* PX_STAT_ADD adds |n| to the counter |field|; only its owner calls it. */
+#define PX_STAT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
+#define PX_STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
+/* Handshake outcomes, coarse on purpose. */
+typedef enum {
+  PX_HS_OK,
+  PX_HS_TIMEOUT,      /* the handshake timeout expired */
+  PX_HS_CLOSED,       /* the client closed the connection mid-handshake */
+  PX_HS_ALERT,        /* the client sent a fatal alert */
+  PX_HS_UNKNOWN_NAME, /* no certificate for the name (or on-demand refused it) */
+  PX_HS_PROTOCOL,     /* any other TLS error */
+  PX_HS_NUM,
+} px_hs_result_t;
+
+/* Upstream slots: 0 is "no upstream" (answered locally), 1..MAX name the
+ * upstream addresses in order of first use; later ones share "other". */
+#define PX_METRICS_MAX_UPSTREAMS 62
+#define PX_METRICS_SLOT_OTHER (PX_METRICS_MAX_UPSTREAMS + 1)
+#define PX_METRICS_NUM_SLOTS (PX_METRICS_MAX_UPSTREAMS + 2)
+
+typedef struct {
+  uint64_t handshakes[PX_HS_NUM];
+  uint64_t bytes_in, bytes_out; /* on the client side, as on the wire */
+  /* Requests by upstream slot and status class (0: none/other, 1-5). */
+  uint64_t requests[PX_METRICS_NUM_SLOTS][6];
+} px_worker_stats_t;
+
+typedef struct {
+  uint64_t accepted, closed; /* open = accepted - closed */
+} px_listener_stats_t;
+
+/* px_metrics_upstream_slot returns the slot of the upstream address named
+ * |text| (1..PX_METRICS_MAX_UPSTREAMS, or PX_METRICS_SLOT_OTHER once the
+ * slots are spent), assigning one on first use. Any thread; takes a lock,
+ * so callers cache the answer (px_addr_t.stat_slot). */
+unsigned px_metrics_upstream_slot(const char *text);
+
+/* px_metrics_slot_name returns the address text of |slot| ("" for 0,
+ * "other" for PX_METRICS_SLOT_OTHER), or NULL if the slot is unused. */
+const char *px_metrics_slot_name(unsigned slot);
+
+/* What a scrape reads besides the workers' counters. */
+struct px_worker;
+struct px_gen;
+
+typedef struct {
+  const char *name;
+  int64_t not_after; /* seconds since the epoch */
+} px_metrics_cert_t;
+
+typedef struct {
+  uint64_t allowed, refused; /* on-demand names decided by the control thread */
+} px_metrics_ondemand_t;
+
+typedef struct {
+  struct px_worker *const *workers;
+  unsigned num_workers;
+  struct px_gen *gen;           /* the current generation: upstream health */
+  long num_paused;              /* handshakes paused now; -1 without on-demand */
+  const px_metrics_cert_t *certs; /* expiry per certificate name */
+  size_t num_certs;
+  const px_metrics_ondemand_t *ondemand; /* NULL without on-demand */
+} px_metrics_src_t;
+
+/* px_metrics_render returns the Prometheus text exposition (version 0.0.4)
+ * of |src| as a new NUL-terminated string of |*out_len| bytes (caller frees
+ * with gh_free). Any thread, while the workers exist. */
+char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src);
+
+#endif
