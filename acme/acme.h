@@ -119,4 +119,28 @@ int acme_engine_rollover(acme_engine_t *engine, acme_account_cb cb, void *arg);
  * flight on the account will fail. Same contract as acme_engine_rollover. */
 int acme_engine_deactivate(acme_engine_t *engine, acme_account_cb cb, void *arg);
 
+/* ---- renewal state ---- */
+
+struct acme_storage;
+
+/* acme_renewal_state_t is what a certificate's failed renewals leave in
+ * its stored meta.json ("renewal"): how many failed in a row, when the
+ * next attempt may be made, and why the last one failed. */
+typedef struct {
+  unsigned failures;
+  time_t next_retry; /* 0: none */
+  char last_error[256];
+} acme_renewal_state_t;
+
+/* acme_renewal_state_load reads the renewal state stored with |name|'s
+ * certificate into |out| (all zero when there is none). Returns 0, or a
+ * negative errno as acme_storage_cert_load does (|out| zeroed). */
+int acme_renewal_state_load(struct acme_storage *st, acme_renewal_state_t *out, const char *name);
+
+/* acme_renewal_state_save stores |state| with |name|'s certificate (a new
+ * version of the bundle, same certificate and key). Returns 0 or a
+ * negative errno with |*out_err| (caller frees). */
+int acme_renewal_state_save(struct acme_storage *st, char **out_err, const char *name,
+                            const acme_renewal_state_t *state);
+
 #endif

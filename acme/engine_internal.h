@@ -9,6 +9,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "acme/certs.h"
+
 /* ---- problem documents (RFC 7807, RFC 8555 section 6.7) ---- */
 
 #define ACME_ERR_PREFIX "urn:ietf:params:acme:error:"
@@ -49,6 +51,29 @@ size_t acme__links(char ***out_urls, const char *const *values, size_t num_value
 
 /* acme__links_free frees a result of acme__links. */
 void acme__links_free(char **urls, size_t num_urls);
+
+/* ---- ACME Renewal Information (RFC 9773), ari.c ---- */
+
+/* acme__time_parse parses an RFC 3339 time ("2025-01-02T03:04:05Z",
+ * optional fraction, "Z" or a numeric offset) into |*out|. Returns 0 or -1. */
+int acme__time_parse(const char *s, time_t *out);
+
+/* acme__ari_cert_id returns the ARI certificate identifier of |cert|'s
+ * leaf (RFC 9773 4.1): base64url(authority key identifier) "."
+ * base64url(serial number's DER content octets), as a new string (caller
+ * frees), or NULL if the leaf has no authority key identifier. */
+char *acme__ari_cert_id(const acme_cert_t *cert);
+
+/* acme__ari_parse reads a renewalInfo response (RFC 9773 4.2): returns 0
+ * with the suggested window's |*out_start| < |*out_end| and
+ * |*out_explanation| (a new string or NULL, caller frees), or -1 if the
+ * body is not such a document. */
+int acme__ari_parse(time_t *out_start, time_t *out_end, char **out_explanation, const char *body,
+                    size_t body_len);
+
+/* acme__ari_pick returns a uniformly random time in [start, end] not
+ * before |now|; |now| itself when the window has passed. */
+time_t acme__ari_pick(time_t start, time_t end, time_t now);
 
 /* ---- nonce pool (RFC 8555 section 7.2) ---- */
 

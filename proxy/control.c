@@ -7,7 +7,19 @@
  * if one is on disk, covers the site's names and has not expired, and
  * otherwise orders one (names = the site's hosts, the first being the
  * storage name). A failed order is logged and retried after a backoff that
- * doubles from 1 minute to 1 hour. Renewal is a later issue.
+ * doubles from 1 minute to 1 hour.
+ *
+ * Renewal. Every certificate installed (managed, on-demand, or found in
+ * storage at start) gets a renewal time computed from the certificate:
+ * when a third of its lifetime is left (half, below 10 days), a little
+ * earlier by jitter. One timer fires for the earliest. A renewal orders
+ * the same names again; the engine stores the result and the new
+ * certificate replaces the old one in the table (handshakes in flight keep
+ * their reference). A failure retries after a back-off with jitter that
+ * doubles from 1 minute to 6 hours (never past the expiry less a margin,
+ * but never before the CA's Retry-After), recorded in the certificate's
+ * meta.json so a restart resumes it. An expired certificate that was not
+ * renewed is logged as an error once an hour.
  *
  * "Install" puts the certificate into the certificate table of the current
  * generation under each of the site's host patterns, and remembers it in
@@ -22,6 +34,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <openssl/rand.h>
 
 #include "acme/policy.h"
 #include "acme/storage.h"
@@ -209,7 +223,13 @@ struct px_control {
   struct od_req *reqs; /* under req_mu */
   struct od_job *od_queue; /* waiting for an order slot */
   unsigned od_inflight;
+  /* Renewal (see the top of the file). */
+  struct renewal *renewals;
+  uv_timer_t renew_timer; /* for the earliest renewal or expiry log */
 };
+
+static void renew_track(px_control_t *ctl, const char *name, managed_site_t *ms,
+                        const acme_cert_t *cert);
 
 static void obtain(managed_site_t *ms);
 
@@ -240,6 +260,7 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
   px_managed_install(ms->ctl->managed, ms->site, cert);
   GH_INFO("acme", "%s: certificate from %s installed (valid until %lld)", ms->site->hosts[0],
           cert->issuer_cn ? cert->issuer_cn : "?", (long long)cert->not_after);
+  renew_track(ms->ctl, ms->site->hosts[0], ms, cert);
 }
 
 static void obtain(managed_site_t *ms) {
@@ -278,10 +299,19 @@ static void start_site(managed_site_t *ms) {
       px_managed_install(ctl->managed, ms->site, cert);
       GH_INFO("acme", "%s: stored certificate installed (valid until %lld)", name,
               (long long)cert->not_after);
+      renew_track(ctl, name, ms, cert);
       acme_cert_unref(cert);
       return;
     }
-    GH_INFO("acme", "%s: the stored certificate has expired or misses a name: ordering", name);
+    if (covers(cert, ms->site)) {
+      /* Expired: renewing it resumes any back-off stored with it, so a
+       * restart loop cannot hammer the CA. */
+      GH_INFO("acme", "%s: the stored certificate has expired: renewing", name);
+      renew_track(ctl, name, ms, cert);
+      acme_cert_unref(cert);
+      return;
+    }
+    GH_INFO("acme", "%s: the stored certificate misses a name: ordering", name);
   } else if (rc != -ENOENT) {
     GH_WARN("acme", "%s: %s: ordering a new certificate", name, err);
   }
@@ -303,6 +333,8 @@ static void on_oneshot(void *arg, int status, const char *err, acme_cert_t *cert
   if (!ctl->stopping) ctl->done(ctl->done_arg, status);
 }
 
+static void track_stored_ondemand(px_control_t *ctl);
+
 static void on_start(uv_timer_t *t) {
   px_control_t *ctl = t->data;
   uv_close((uv_handle_t *)t, free_handle);
@@ -315,6 +347,8 @@ static void on_start(uv_timer_t *t) {
     return;
   }
   for (size_t i = 0; i < ctl->num_sites && !ctl->stopping; i++) start_site(&ctl->sites[i]);
+  if (ctl->ondemand != NULL && ctl->gen->conf->on_demand.enabled && !ctl->stopping)
+    track_stored_ondemand(ctl);
 }
 
 /* ---- on-demand names ---- */
@@ -393,6 +427,7 @@ static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
                           ctl->gen->conf->on_demand.cache_capacity);
   GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %lld)", job->name, how,
           (unsigned long long)(uv_now(&ctl->loop) - job->start_ms), (long long)cert->not_after);
+  renew_track(ctl, job->name, NULL, cert);
 }
 
 static void od_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
@@ -512,6 +547,252 @@ static void on_requests(uv_async_t *a) {
   }
 }
 
+/* ---- renewal ---- */
+
+#define RENEW_BACKOFF_MIN_S 60
+#define RENEW_BACKOFF_MAX_S (6 * 3600)
+#define EXPIRED_LOG_EVERY_S 3600
+#define RENEW_TIMER_CAP_S (24 * 3600) /* the wall clock may jump: look again daily */
+
+typedef struct renewal {
+  struct renewal *next;
+  px_control_t *ctl;
+  char *name;         /* the storage name */
+  managed_site_t *ms; /* the managed site, or NULL for an on-demand name */
+  time_t not_before, not_after;
+  time_t due;            /* the next attempt */
+  time_t expired_logged; /* the last EXPIRED error, 0: none */
+  acme_renewal_state_t state;
+  int ordering;
+} renewal_t;
+
+static uint64_t random_below(uint64_t n) {
+  uint64_t r = 0;
+  RAND_bytes((uint8_t *)&r, sizeof(r));
+  return n ? r % n : 0;
+}
+
+static const char *fmt_time(char *buf, size_t size, time_t t) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/* renewal_time is when a certificate valid from |nb| to |na| is renewed:
+ * with a third of its lifetime left (half, below 10 days), less a jitter
+ * of up to a tenth of that (at most an hour), so that certificates issued
+ * together are not all renewed in the same second. */
+static time_t renewal_time(time_t nb, time_t na) {
+  time_t life = na - nb;
+  if (life <= 0) return na;
+  time_t left = life < 10 * 86400 ? life / 2 : life / 3;
+  uint64_t spread = (uint64_t)left / 10;
+  if (spread > 3600) spread = 3600;
+  return na - left - (time_t)random_below(spread + 1);
+}
+
+static void on_renew_timer(uv_timer_t *t);
+
+/* next_event is when |e| next needs the timer: its renewal, or its
+ * expiry (the next EXPIRED error), whichever comes first. */
+static time_t next_event(const renewal_t *e) {
+  time_t t = e->ordering ? 0 : e->due;
+  time_t x = e->expired_logged ? e->expired_logged + EXPIRED_LOG_EVERY_S : e->not_after;
+  return t == 0 || x < t ? x : t;
+}
+
+/* renew_arm starts the one timer for the earliest event of any renewal. */
+static void renew_arm(px_control_t *ctl) {
+  if (ctl->stopping) return;
+  time_t now = time(NULL), next = 0;
+  for (renewal_t *e = ctl->renewals; e != NULL; e = e->next) {
+    time_t t = next_event(e);
+    if (t != 0 && (next == 0 || t < next)) next = t;
+  }
+  if (next == 0) {
+    uv_timer_stop(&ctl->renew_timer);
+    return;
+  }
+  uint64_t delay_s = next > now ? (uint64_t)(next - now) : 0;
+  if (delay_s > RENEW_TIMER_CAP_S) delay_s = RENEW_TIMER_CAP_S;
+  uv_timer_start(&ctl->renew_timer, on_renew_timer, delay_s * 1000, 0);
+}
+
+/* renew_track schedules the renewal of |cert|, just installed (or found in
+ * storage) as |name|: for |ms|'s site, or on-demand when |ms| is NULL. A
+ * back-off stored with the certificate is resumed. */
+static void renew_track(px_control_t *ctl, const char *name, managed_site_t *ms,
+                        const acme_cert_t *cert) {
+  if (ctl->stopping) return;
+  renewal_t *e = ctl->renewals;
+  while (e != NULL && strcmp(e->name, name) != 0) e = e->next;
+  if (e == NULL) {
+    e = gh_calloc(1, sizeof(*e));
+    e->ctl = ctl;
+    e->name = gh_strdup(name);
+    e->next = ctl->renewals;
+    ctl->renewals = e;
+  }
+  e->ms = ms;
+  e->not_before = cert->not_before;
+  e->not_after = cert->not_after;
+  e->expired_logged = 0;
+  e->due = renewal_time(cert->not_before, cert->not_after);
+  acme_renewal_state_load(ctl->storage, &e->state, name);
+  char t1[32], t2[32];
+  if (e->state.failures > 0 && e->state.next_retry != 0) {
+    e->due = e->state.next_retry;
+    GH_WARN("acme", "%s: %u renewal(s) failed (last: %s); next attempt at %s", name,
+            e->state.failures, e->state.last_error, fmt_time(t1, sizeof(t1), e->due));
+  } else {
+    time_t now = time(NULL);
+    GH_INFO("acme", "%s: renewal scheduled at %s (in %llds; valid until %s)", name,
+            fmt_time(t1, sizeof(t1), e->due), (long long)(e->due > now ? e->due - now : 0),
+            fmt_time(t2, sizeof(t2), e->not_after));
+  }
+  renew_arm(ctl);
+}
+
+/* retry_after_s finds the CA's Retry-After in an engine message about a
+ * rate limit (acme_engine_obtain's UV_EAGAIN: "... (retry after N s)"). */
+static uint64_t retry_after_s(const char *err) {
+  const char *p = err ? strstr(err, "(retry after ") : NULL;
+  unsigned long long s;
+  if (p == NULL || sscanf(p, "(retry after %llu s)", &s) != 1) return 0;
+  return s;
+}
+
+/* renew_failed records a failed renewal of |e| and schedules the next. */
+static void renew_failed(renewal_t *e, int status, const char *err) {
+  px_control_t *ctl = e->ctl;
+  time_t now = time(NULL);
+  e->state.failures++;
+  unsigned n = e->state.failures < 20 ? e->state.failures : 20;
+  uint64_t delay = (uint64_t)RENEW_BACKOFF_MIN_S << (n - 1);
+  if (delay > RENEW_BACKOFF_MAX_S) delay = RENEW_BACKOFF_MAX_S;
+  delay -= random_below(delay / 4 + 1); /* jitter: up to a quarter earlier */
+  /* Never sleep past the expiry less a margin while it can still help. */
+  time_t life = e->not_after - e->not_before;
+  time_t margin = life / 10 < 3600 ? life / 10 : 3600;
+  time_t last_chance = e->not_after - margin;
+  if (now < last_chance && now + (time_t)delay > last_chance) delay = (uint64_t)(last_chance - now);
+  if (delay < 1) delay = 1;
+  /* A rate limit's Retry-After is the CA's to decide. */
+  uint64_t ra = status == UV_EAGAIN ? retry_after_s(err) : 0;
+  if (ra > delay) delay = ra;
+  e->state.next_retry = now + (time_t)delay;
+  snprintf(e->state.last_error, sizeof(e->state.last_error), "%s",
+           err ? err : uv_strerror(status));
+  e->due = e->state.next_retry;
+  char t[32];
+  GH_ERROR("acme", "%s: renewal failed (%u in a row): %s; next attempt at %s (in %llus)", e->name,
+           e->state.failures, e->state.last_error, fmt_time(t, sizeof(t), e->due),
+           (unsigned long long)delay);
+  char *serr = NULL;
+  if (acme_renewal_state_save(ctl->storage, &serr, e->name, &e->state) != 0) {
+    GH_WARN("acme", "%s: cannot store the renewal state: %s", e->name, serr);
+    gh_free(serr);
+  }
+  renew_arm(ctl);
+}
+
+static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
+  renewal_t *e = arg;
+  px_control_t *ctl = e->ctl;
+  e->ordering = 0;
+  if (ctl->stopping) return;
+  if (status != 0) {
+    renew_failed(e, status, err);
+    return;
+  }
+  if (e->ms != NULL) {
+    px_managed_install(ctl->managed, e->ms->site, cert);
+  } else {
+    px_managed_install_name(ctl->managed, e->name, cert, ctl->gen->conf->on_demand.cache_capacity);
+  }
+  char t[32];
+  GH_INFO("acme", "%s: renewed: certificate from %s installed (valid until %s)", e->name,
+          cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
+  renew_track(ctl, e->name, e->ms, cert);
+}
+
+static void renew_start(renewal_t *e) {
+  px_control_t *ctl = e->ctl;
+  if (e->ms != NULL && e->ms->ordering) { /* the site's own order will do */
+    e->due = time(NULL) + RENEW_BACKOFF_MIN_S;
+    return;
+  }
+  const char *one[1] = {e->name};
+  const char *const *names = e->ms ? (const char *const *)e->ms->site->hosts : one;
+  size_t num_names = e->ms ? e->ms->site->num_hosts : 1;
+  char t[32];
+  GH_INFO("acme", "%s: renewing (certificate valid until %s)", e->name,
+          fmt_time(t, sizeof(t), e->not_after));
+  int rc = acme_engine_obtain(ctl->engine, names, num_names, renewed, e);
+  if (rc != 0) {
+    renew_failed(e, rc, "cannot start an order");
+    return;
+  }
+  e->ordering = 1;
+}
+
+static void on_renew_timer(uv_timer_t *t) {
+  px_control_t *ctl = t->data;
+  if (ctl->stopping) return;
+  time_t now = time(NULL);
+  for (renewal_t *e = ctl->renewals; e != NULL; e = e->next) {
+    if (e->not_after <= now &&
+        (e->expired_logged == 0 || now - e->expired_logged >= EXPIRED_LOG_EVERY_S)) {
+      char t1[32];
+      GH_ERROR("acme", "EXPIRED: %s since %s, not renewed (%u failure(s); last error: %s)",
+               e->name, fmt_time(t1, sizeof(t1), e->not_after), e->state.failures,
+               e->state.last_error[0] ? e->state.last_error : "-");
+      e->expired_logged = now;
+    }
+    if (!e->ordering && e->due <= now) renew_start(e);
+  }
+  renew_arm(ctl);
+}
+
+/* track_stored_ondemand schedules the renewal of every on-demand
+ * certificate in storage (every stored name that is not a managed site's),
+ * so an idle name does not expire unnoticed. */
+static void track_stored_ondemand(px_control_t *ctl) {
+  char **names = NULL, *err = NULL;
+  size_t num = 0;
+  if (acme_storage_cert_list(ctl->storage, &names, &num, &err) != 0) {
+    GH_WARN("ondemand", "listing stored certificates: %s", err);
+    gh_free(err);
+    return;
+  }
+  for (size_t i = 0; i < num; i++) {
+    int managed = 0;
+    for (size_t k = 0; k < ctl->num_sites && !managed; k++)
+      managed = strcmp(ctl->sites[k].site->hosts[0], names[i]) == 0;
+    renewal_t *e = ctl->renewals;
+    while (e != NULL && strcmp(e->name, names[i]) != 0) e = e->next;
+    if (managed || e != NULL) continue;
+    acme_cert_t *cert = NULL;
+    if (acme_storage_cert_load(ctl->storage, &cert, NULL, &err, names[i]) == 0)
+      renew_track(ctl, names[i], NULL, cert);
+    gh_free(err);
+    err = NULL;
+    acme_cert_unref(cert);
+  }
+  acme_storage_names_free(names, num);
+}
+
+/* renew_free_all frees the renewals once the loop has stopped. */
+static void renew_free_all(px_control_t *ctl) {
+  while (ctl->renewals != NULL) {
+    renewal_t *e = ctl->renewals;
+    ctl->renewals = e->next;
+    gh_free(e->name);
+    gh_free(e);
+  }
+}
+
 static void on_stop(uv_async_t *a) {
   px_control_t *ctl = a->data;
   ctl->stopping = 1;
@@ -529,6 +810,7 @@ static void on_stop(uv_async_t *a) {
   uv_close((uv_handle_t *)&ctl->req_async, NULL);
   for (size_t i = 0; i < ctl->num_sites; i++)
     uv_close((uv_handle_t *)&ctl->sites[i].retry, NULL);
+  uv_close((uv_handle_t *)&ctl->renew_timer, NULL);
   uv_close((uv_handle_t *)&ctl->async, NULL);
 }
 
@@ -579,6 +861,8 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   }
   uv_async_init(&ctl->loop, &ctl->async, on_stop);
   ctl->async.data = ctl;
+  uv_timer_init(&ctl->loop, &ctl->renew_timer);
+  ctl->renew_timer.data = ctl;
   pthread_mutex_init(&ctl->req_mu, NULL);
   uv_async_init(&ctl->loop, &ctl->req_async, on_requests);
   ctl->req_async.data = ctl;
@@ -631,6 +915,7 @@ void px_control_stop(px_control_t *ctl) {
     gh_free(r);
   }
   pthread_mutex_destroy(&ctl->req_mu);
+  renew_free_all(ctl);
   gh_free(ctl->sites);
   px_gen_unref(ctl->gen);
   gh_free(ctl);
