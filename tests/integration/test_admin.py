@@ -1,0 +1,448 @@
+#!/usr/bin/env python3
+"""test_admin: the admin API and /metrics.
+
+Without a CA: /health, the Host check (DNS-rebinding defence), the bearer
+token, static certificates in /certs, POST /reload with a broken file, and
+/metrics parsed by a strict Prometheus text parser with counters that move
+by exactly the traffic made. With a real Pebble: /certs against `gatehouse
+cert list --json`, renew, revoke (Pebble says Revoked), and DELETE of an
+on-demand certificate, which comes back from storage at the next handshake.
+Quick mode's --admin last."""
+
+import http.client
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as h  # noqa: E402
+import pebble  # noqa: E402
+
+_s = {}
+
+
+def echo():
+    if "echo" not in _s:
+        _s["echo"] = h.start_echo()
+    return _s["echo"]
+
+
+def admin(port, method, path, host=None, headers=None, body=None):
+    """One admin request on a new connection: (status, body bytes, headers)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=h.IO_TIMEOUT * 6)
+    hdrs = {"Host": host or "127.0.0.1:%d" % port}
+    hdrs.update(headers or {})
+    try:
+        c.request(method, path, body=body, headers=hdrs)
+        r = c.getresponse()
+        return r.status, r.read(), dict(r.getheaders())
+    finally:
+        c.close()
+
+
+def admin_json(port, method, path, expect=200, **kw):
+    status, body, _ = admin(port, method, path, **kw)
+    h.eq(status, expect, "%s %s status (%r)" % (method, path, body[:300]))
+    return json.loads(body)
+
+
+def start(sites, **extra):
+    port = h.free_port()
+    extra.setdefault("admin", {})["listen"] = "127.0.0.1:%d" % port
+    g = h.start_gatehouse(sites, **extra)
+    h.wait_until(lambda: h.port_accepts(port), 10, "the admin port accepts")
+    g.admin_port = port
+    return g
+
+
+# --- a strict Prometheus text-format parser -------------------------------------------
+
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*$")
+LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*$")
+TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def _labels(text, lineno):
+    """Parses 'a="x",b="y"' (the inside of the braces); returns a dict."""
+    out, i = {}, 0
+    while i < len(text):
+        eq = text.find("=", i)
+        h.check(eq > i, "line %d: label name expected in {%s}" % (lineno, text))
+        name = text[i:eq]
+        h.check(LABEL.match(name) and not name.startswith("__"),
+                "line %d: bad label name %r" % (lineno, name))
+        h.check(text[eq + 1:eq + 2] == '"', "line %d: label value must be quoted" % lineno)
+        j, val = eq + 2, []
+        while True:
+            h.check(j < len(text), "line %d: unterminated label value" % lineno)
+            ch = text[j]
+            if ch == "\\":
+                nxt = text[j + 1:j + 2]
+                h.check(nxt in ('\\', '"', 'n'), "line %d: bad escape \\%s" % (lineno, nxt))
+                val.append("\n" if nxt == "n" else nxt)
+                j += 2
+            elif ch == '"':
+                j += 1
+                break
+            elif ch == "\n":
+                raise h.Fail("line %d: raw newline in a label value" % lineno)
+            else:
+                val.append(ch)
+                j += 1
+        h.check(name not in out, "line %d: label %s twice" % (lineno, name))
+        out[name] = "".join(val)
+        if j < len(text):
+            h.check(text[j] == ",", "line %d: ',' expected after a label" % lineno)
+            j += 1
+        i = j
+    return out
+
+
+def _value(s, lineno):
+    if s in ("+Inf", "-Inf", "NaN"):
+        return float(s.replace("Inf", "inf").replace("NaN", "nan"))
+    h.check(re.match(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$", s),
+            "line %d: bad value %r" % (lineno, s))
+    return float(s)
+
+
+def parse_metrics(text):
+    """Returns {family: {"type", "help", "samples": {frozenset(labels): value}}}
+    and fails on anything the text format (0.0.4) does not allow."""
+    h.check(text.endswith("\n"), "the exposition ends with a newline")
+    fams, current, seen_done = {}, None, set()
+    for lineno, line in enumerate(text[:-1].split("\n"), 1):
+        h.check(line.strip() != "" or line == "", "line %d: whitespace-only line" % lineno)
+        if line == "":
+            continue
+        if line.startswith("#"):
+            m = re.match(r"^# (HELP|TYPE) (\S+) ?(.*)$", line)
+            if not m:
+                continue  # a plain comment
+            kind, name, rest = m.groups()
+            h.check(NAME.match(name), "line %d: bad metric name %r" % (lineno, name))
+            h.check(name not in seen_done, "line %d: family %s split in two" % (lineno, name))
+            if current is not None and current != name:
+                seen_done.add(current)
+            current = name
+            f = fams.setdefault(name, {"type": None, "help": None, "samples": {}})
+            h.check(not f["samples"], "line %d: %s after samples of %s" % (lineno, kind, name))
+            if kind == "HELP":
+                h.check(f["help"] is None, "line %d: second HELP for %s" % (lineno, name))
+                f["help"] = rest
+            else:
+                h.check(f["type"] is None, "line %d: second TYPE for %s" % (lineno, name))
+                h.check(rest in TYPES, "line %d: bad type %r" % (lineno, rest))
+                f["type"] = rest
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)( -?\d+)?$", line)
+        h.check(m, "line %d: not a sample: %r" % (lineno, line))
+        name, _, labels, value, _ts = m.groups()
+        family = name
+        for suffix in ("_sum", "_count", "_bucket"):
+            if name.endswith(suffix) and name[:-len(suffix)] in fams and \
+                    fams[name[:-len(suffix)]]["type"] in ("histogram", "summary"):
+                family = name[:-len(suffix)]
+        h.check(family == current, "line %d: sample %s outside its family (%s)"
+                % (lineno, name, current))
+        f = fams[family]
+        h.check(f["type"] is not None, "line %d: %s has no TYPE" % (lineno, family))
+        lab = _labels(labels or "", lineno)
+        key = (name, frozenset(lab.items()))
+        h.check(key not in f["samples"], "line %d: duplicate series %r" % (lineno, line))
+        v = _value(value, lineno)
+        if f["type"] == "counter":
+            h.check(name.endswith("_total"), "line %d: counter %s without _total" % (lineno, name))
+            h.check(v >= 0 and not math.isnan(v), "line %d: counter below zero" % lineno)
+        f["samples"][key] = v
+    for name, f in fams.items():
+        h.check(f["type"] is not None and f["help"] is not None,
+                "family %s has HELP and TYPE" % name)
+    return fams
+
+
+def scrape(port, **kw):
+    status, body, hdrs = admin(port, "GET", "/metrics", **kw)
+    h.eq(status, 200, "GET /metrics status")
+    h.contains(hdrs.get("Content-Type", ""), "text/plain; version=0.0.4", "content type")
+    return parse_metrics(body.decode("utf-8"))
+
+
+def sample(fams, metric, **labels):
+    """The sum of |metric|'s series whose labels include |labels|."""
+    fam = fams.get(metric)
+    h.check(fam is not None, "metric %s is exposed" % metric)
+    want = frozenset(labels.items())
+    total = None
+    for (n, lab), v in fam["samples"].items():
+        if n == metric and want <= lab:
+            total = (total or 0) + v
+    return 0 if total is None else total
+
+
+# --- without a CA ---------------------------------------------------------------------
+
+def test_health_and_host_check():
+    g = start([h.site(["static.admin.test"], [echo()])])
+    _s["plain"] = g
+    port = g.admin_port
+    h.eq(admin_json(port, "GET", "/health"), {"status": "ok"}, "/health")
+    for host in ("localhost:%d" % port, "[::1]:%d" % port, "LOCALHOST:%d" % port):
+        h.eq(admin(port, "GET", "/health", host=host)[0], 200, "Host %s" % host)
+    for host in ("evil.example:%d" % port, "127.0.0.1:%d" % (port + 1), "127.0.0.1",
+                 "evil.example", "127.0.0.1:%d.evil" % port):
+        h.eq(admin(port, "GET", "/health", host=host)[0], 421, "Host %s refused" % host)
+    # What a browser does after DNS rebinding: the attacker's name, our address.
+    r = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--noproxy", "*",
+                        "--resolve", "evil.example:%d:127.0.0.1" % port,
+                        "http://evil.example:%d/certs" % port], stdout=subprocess.PIPE, timeout=30)
+    h.eq(r.stdout.decode(), "421", "curl --resolve evil.example")
+    # No Host at all (HTTP/1.0) is refused too.
+    c = h.Conn.plain(port)
+    c.send("GET /health HTTP/1.0\r\n\r\n")
+    h.eq(c.read_response().status, 421, "no Host header")
+    c.close()
+    h.eq(admin(port, "GET", "/nope")[0], 404, "unknown path")
+    h.eq(admin(port, "POST", "/health")[0], 405, "wrong method")
+    h.eq(admin(port, "GET", "/certs/..%2f..%2fetc")[0], 404, "a path that is not a name")
+    # Keep-alive: several requests on one connection, answered in order.
+    c = h.Conn.plain(port)
+    c.send(("GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port) * 3)
+    for _ in range(3):
+        h.eq(c.read_response().status, 200, "pipelined /health")
+    c.close()
+    # A static certificate is listed as such.
+    certs = admin_json(port, "GET", "/certs")
+    h.eq([(c["name"], c["source"]) for c in certs], [("static.admin.test", "static")], "/certs")
+    one = admin_json(port, "GET", "/certs/static.admin.test")
+    h.eq(one["sans"], ["static.admin.test"], "sans")
+    for k in ("issuer", "serial", "not_before", "not_after", "renewal_time", "last_error"):
+        h.check(k in one, "/certs/NAME has %s: %r" % (k, one))
+    h.check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", one["not_after"]), "RFC 3339 time")
+    h.check(re.match(r"^[0-9a-f]+$", one["serial"]), "hex serial")
+    h.eq(admin(port, "GET", "/certs/missing.admin.test")[0], 404, "unknown name")
+    h.eq(admin(port, "DELETE", "/certs/static.admin.test")[0], 409, "static cannot be evicted")
+    h.eq(admin(port, "POST", "/certs/static.admin.test/renew")[0], 409, "no ACME: no renew")
+
+
+def test_token():
+    g = start([h.site(["tok.admin.test"], [echo()])], admin={"token": "s3cret-token"})
+    port = g.admin_port
+    h.eq(admin(port, "GET", "/health")[0], 401, "no token")
+    h.eq(admin(port, "GET", "/health", headers={"Authorization": "Bearer wrong"})[0], 401,
+         "wrong token")
+    h.eq(admin(port, "GET", "/health", headers={"Authorization": "Bearer s3cret-token"})[0],
+         200, "right token")
+    h.eq(admin(port, "GET", "/metrics", headers={"Authorization": "Basic czNjcmV0LXRva2Vu"})[0],
+         401, "not a bearer token")
+    # The Host check comes first: a rebinding page learns nothing about the token.
+    h.eq(admin(port, "GET", "/health", host="evil.example:%d" % port,
+               headers={"Authorization": "Bearer s3cret-token"})[0], 421, "wrong Host, right token")
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_metrics_parse_and_move():
+    g = _s["plain"]
+    port = g.admin_port
+    up = echo().addr
+    listener = "https:127.0.0.1:%d" % g.https_port
+    before = scrape(port)
+    for fam in ("gatehouse_connections_open", "gatehouse_connections_total",
+                "gatehouse_handshakes_total", "gatehouse_handshakes_paused",
+                "gatehouse_requests_total", "gatehouse_upstream_healthy",
+                "gatehouse_bytes_in_total", "gatehouse_bytes_out_total",
+                "gatehouse_certificate_expiry_timestamp_seconds"):
+        h.check(fam in before, "family %s exposed" % fam)
+    # 5 requests on one keep-alive connection, then 3 connections of one request.
+    c = g.connect("static.admin.test")
+    for i in range(5):
+        h.eq(c.request("GET", "/m%d" % i, "static.admin.test").status, 200, "request %d" % i)
+    c.close()
+    for i in range(3):
+        h.eq(g.get("static.admin.test", "/n%d" % i).status, 200, "request on a new connection")
+
+    def settled():
+        m = scrape(port)
+        return m if sample(m, "gatehouse_connections_open", listener=listener) == 0 else None
+    after = h.wait_until(settled, 10, "connections closed in the metrics")
+    d = lambda name, **lab: sample(after, name, **lab) - sample(before, name, **lab)  # noqa: E731
+    h.eq(d("gatehouse_requests_total", status_class="2xx", upstream=up), 8, "requests_total delta")
+    h.eq(d("gatehouse_connections_total", listener=listener), 4, "connections_total delta")
+    h.eq(d("gatehouse_handshakes_total", result="ok"), 4, "handshakes ok delta")
+    h.check(d("gatehouse_bytes_in_total") > 0 and d("gatehouse_bytes_out_total") > 0, "bytes move")
+    h.eq(sample(after, "gatehouse_upstream_healthy", upstream=up), 1, "upstream healthy")
+    exp = sample(after, "gatehouse_certificate_expiry_timestamp_seconds", name="static.admin.test")
+    h.check(exp > 1.7e9, "expiry timestamp %r" % exp)
+    # A failed handshake is counted with its reason.
+    try:
+        h.Conn.tls(g.https_port, "static.admin.test", ctx=h.client_context(
+            verify=False, max_version=__import__("ssl").TLSVersion.TLSv1_1)).close()
+    except Exception:
+        pass
+    after2 = scrape(port)
+    h.check(sample(after2, "gatehouse_handshakes_total", result="failed") >
+            sample(after, "gatehouse_handshakes_total", result="failed"), "failed handshake counted")
+    # A plain-HTTP redirect is answered locally.
+    c = h.Conn.plain(g.http_port)
+    h.eq(c.request("GET", "/x", "static.admin.test").status, 308, "redirect")
+    c.close()
+    after3 = h.wait_until(lambda: (lambda m: m if sample(
+        m, "gatehouse_requests_total", status_class="3xx", upstream="none") >
+        sample(after2, "gatehouse_requests_total", status_class="3xx", upstream="none") else None)(
+        scrape(port)), 10, "the redirect counted")
+    h.check(after3 is not None, "3xx counted")
+
+
+def test_reload_broken_config():
+    g = _s["plain"]
+    port = g.admin_port
+    good = dict(g.config)
+    g.write_config_text('{"listen": {"https": [')
+    doc = admin_json(port, "POST", "/reload", expect=422)
+    h.eq(doc["status"], "refused", "reload refused")
+    h.check(doc["errors"] and all(isinstance(e, str) for e in doc["errors"]), "errors: %r" % doc)
+    h.eq(g.get("static.admin.test", "/still").status, 200, "still serving after a refused reload")
+    h.eq(admin(port, "GET", "/reload")[0], 405, "GET /reload")
+    g.write_config(good)
+    h.eq(admin_json(port, "POST", "/reload"), {"status": "reloaded"}, "reload")
+    h.eq(g.get("static.admin.test", "/after").status, 200, "serving after a reload")
+    h.eq(admin_json(port, "GET", "/health"), {"status": "ok"}, "admin still up after reload")
+    h.eq(g.stop(), 0, "exit status")
+    h.not_contains(g.log(), "loop not empty", "clean loops")
+
+
+# --- with Pebble -----------------------------------------------------------------------
+
+HTTPS_PORT = h.free_port()
+HTTP_PORT = h.free_port()
+MANAGED = "adm1.example.com"
+ON_DEMAND = "a.od.test"
+
+
+def pb():
+    if "pebble" not in _s:
+        _s["pebble"] = pebble.start(http_port=HTTP_PORT, tls_port=HTTPS_PORT)
+    return _s["pebble"]
+
+
+def verified_get(name, path="/", timeout=60):
+    ctx = h.client_context(cafile=pb().write_roots())
+
+    def attempt():
+        try:
+            c = h.Conn.tls(HTTPS_PORT, name, ctx=ctx, timeout=timeout)
+        except (OSError, Exception):
+            return None
+        try:
+            r = c.request("GET", path, name)
+            return r if r.status == 200 else None
+        finally:
+            c.close()
+    return h.wait_until(attempt, timeout, "a verified request for %s" % name, interval=0.2)
+
+
+def test_pebble_certs_renew_revoke_delete():
+    p = pb()
+    port = h.free_port()
+    name = h._next_name("gatehouse")
+    cwd = h.subdir(name)
+    storage = os.path.join(cwd, "storage")
+    conf = h.make_config(
+        [h.site([MANAGED], [echo()], cert=None),
+         h.site(["*"], [echo()], cert=None, default=True)], HTTPS_PORT, HTTP_PORT, workers=2,
+        acme={"directory": p.directory_url, "email": "ops@example.com",
+              "ca_roots": [p.ca_file], "challenges": ["tls-alpn-01"]},
+        on_demand={"allow": ["*.od.test"], "wait_budget": "30s"},
+        storage=storage, admin={"listen": "127.0.0.1:%d" % port})
+    path = os.path.join(cwd, "gatehouse.json")
+    with open(path, "w") as f:
+        json.dump(conf, f, indent=2)
+    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
+                    config_path=path, config=conf)
+    try:
+        verified_get(MANAGED)
+        verified_get(ON_DEMAND)
+        # /certs holds what storage holds.
+        certs = admin_json(port, "GET", "/certs")
+        r = h.gatehouse_cmd("cert", "list", "-c", path, "--json")
+        h.eq(r.returncode, 0, "cert list exit (%s)" % r.stderr)
+        listed = json.loads(r.stdout)
+        h.eq(sorted(c["name"] for c in certs), sorted(c["name"] for c in listed),
+             "names in /certs and in cert list")
+        by = {c["name"]: c for c in certs}
+        for c in listed:
+            h.eq(by[c["name"]]["not_after"], c["not_after"], "not_after of %s" % c["name"])
+            h.eq(by[c["name"]]["issuer"], c["issuer"], "issuer of %s" % c["name"])
+            h.eq(by[c["name"]]["sans"], c["sans"], "sans of %s" % c["name"])
+        h.eq(by[MANAGED]["source"], "managed", "source of the managed name")
+        h.eq(by[ON_DEMAND]["source"], "on-demand", "source of the on-demand name")
+        pem = os.path.join(storage, "certs", MANAGED, "cert.pem")
+        serial = subprocess.run(["openssl", "x509", "-in", pem, "-noout", "-serial"],
+                                stdout=subprocess.PIPE, check=True).stdout.decode()
+        serial = serial.strip().split("=")[1].lower().lstrip("0")
+        h.eq(by[MANAGED]["serial"], serial, "serial")
+        h.check(by[MANAGED]["renewal_time"] < by[MANAGED]["not_after"], "renewal before expiry")
+        m = scrape(port)
+        h.check(sample(m, "gatehouse_certificate_expiry_timestamp_seconds", name=MANAGED) > 0,
+                "expiry of the managed name")
+        h.check(sample(m, "gatehouse_ondemand_decisions_total", result="allowed") >= 1,
+                "on-demand decision counted")
+
+        # DELETE evicts the on-demand certificate; the next handshake loads it from storage.
+        size = g.log_size()
+        h.eq(admin_json(port, "DELETE", "/certs/" + ON_DEMAND)["status"], "evicted", "DELETE")
+        g.wait_log(r"%s: evicted from memory" % re.escape(ON_DEMAND), since=size)
+        h.eq(admin(port, "DELETE", "/certs/" + ON_DEMAND)[0], 404, "second DELETE")
+        verified_get(ON_DEMAND, "/again")
+        g.wait_log(r"%s: certificate loaded from storage" % re.escape(ON_DEMAND), since=size)
+        h.eq(admin(port, "DELETE", "/certs/" + MANAGED)[0], 409, "managed names stay")
+
+        # Renew: 202 at once, a new certificate from the control thread.
+        size = g.log_size()
+        doc = admin_json(port, "POST", "/certs/%s/renew" % MANAGED, expect=202)
+        h.eq(doc["status"], "renewing", "renew answer")
+        g.wait_log(r"%s: renewal done" % re.escape(MANAGED), since=size, timeout=60)
+        renewed = admin_json(port, "GET", "/certs/" + MANAGED)
+        h.check(renewed["serial"] != serial, "a new serial after renew")
+
+        # Revoke answers when the CA has revoked it.
+        st = p.cert_status(renewed["serial"])
+        h.check(st is not None, "Pebble knows serial %s" % renewed["serial"])
+        h.eq(st["Status"], "Valid", "status before revocation")
+        h.eq(admin(port, "POST", "/certs/%s/revoke" % MANAGED, body=b'{"reason": 7}')[0], 400,
+             "reason 7 refused")
+        doc = admin_json(port, "POST", "/certs/%s/revoke" % MANAGED,
+                         body=b'{"reason": "superseded"}')
+        h.eq(doc["status"], "revoked", "revoke answer")
+        h.eq(p.cert_status(renewed["serial"])["Status"], "Revoked", "Pebble after revoke")
+        status, body, _ = admin(port, "POST", "/certs/%s/revoke" % MANAGED)
+        h.eq(status, 502, "revoking twice is an error from the CA (%r)" % body)
+        h.eq(admin(port, "POST", "/certs/nothing.example.com/revoke")[0], 404, "unknown name")
+        # Stopping with the admin API up is clean.
+        h.eq(g.stop(), 0, "exit status")
+        h.not_contains(g.log(), "loop not empty", "clean loops")
+    finally:
+        if g.alive():
+            g.stop()
+
+
+def test_quick_mode_admin():
+    port = h.free_port()
+    g = h.start_quick([echo()], ["quick.admin.test"], args=["--admin", "127.0.0.1:%d" % port])
+    h.wait_until(lambda: h.port_accepts(port), 10, "the admin port accepts")
+    h.eq(admin_json(port, "GET", "/health"), {"status": "ok"}, "/health in quick mode")
+    doc = admin_json(port, "POST", "/reload", expect=422)
+    h.contains(doc["errors"][0], "quick mode", "quick mode has no file to reload")
+    crt, key = h.ca().leaf(["x.test"])
+    r = h.gatehouse_cmd("proxy", "--to", "127.0.0.1:1", "--from", "x.test", "--cert", crt,
+                        "--key", key, "--admin", "127.0.0.1:9", "--print-config")
+    h.eq(r.returncode, 0, "print-config exit (%s)" % r.stderr)
+    h.eq(json.loads(r.stdout)["admin"]["listen"], "127.0.0.1:9", "--admin in the document")
+    h.eq(g.stop(), 0, "exit status")
+
+
+h.main()
