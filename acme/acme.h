@@ -17,6 +17,8 @@
 #define GH_ACME_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 #include <uv.h>
 
 #include "acme/certs.h"
@@ -79,6 +81,34 @@ typedef void (*acme_obtain_cb)(void *arg, int status, const char *err, acme_cert
  * callback will be called exactly once) or a negative error (it will not). */
 int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t num_names,
                        acme_obtain_cb cb, void *arg);
+
+/* acme_engine_renew is acme_engine_obtain for the renewal of |replaces|:
+ * when the CA's directory offers renewalInfo (RFC 9773), the new order
+ * names it ("replaces"). |replaces| is only read during the call. */
+int acme_engine_renew(acme_engine_t *engine, const char *const *names, size_t num_names,
+                      const acme_cert_t *replaces, acme_obtain_cb cb, void *arg);
+
+/* acme_ari_t is the CA's renewal information for a certificate (RFC 9773):
+ * its suggested window, the moment chosen in it (uniformly at random, now
+ * if the window has passed), when to ask again (the CA's Retry-After, 6
+ * hours by default, clamped to 1 minute..1 day) and its explanationURL
+ * (NULL when absent). */
+typedef struct {
+  time_t start, end, renew_at;
+  uint64_t retry_after_s;
+  const char *explanation_url;
+} acme_ari_t;
+
+/* acme_ari_cb receives the outcome of acme_engine_renewal_info: |status| 0
+ * and |info| (valid during the call), or a negative status and |err|;
+ * UV_ENOTSUP when the CA's directory has no renewalInfo. */
+typedef void (*acme_ari_cb)(void *arg, int status, const char *err, const acme_ari_t *info);
+
+/* acme_engine_renewal_info asks the CA when to renew |cert| (an unsigned
+ * GET of renewalInfo/<certID>). |cert| is only read during the call. Same
+ * contract as acme_engine_obtain. */
+int acme_engine_renewal_info(acme_engine_t *engine, const acme_cert_t *cert, acme_ari_cb cb,
+                             void *arg);
 
 /* acme_revoke_cb receives the outcome of acme_engine_revoke. */
 typedef void (*acme_revoke_cb)(void *arg, int status, const char *err);

@@ -125,6 +125,8 @@ static void job_free(acme_job_t *job) {
   EVP_PKEY_free(job->sign_key);
   EVP_PKEY_free(job->new_key);
   EVP_PKEY_free(job->probe_key);
+  gh_free(job->ari_cert_id);
+  gh_free(job->ari_explanation);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -220,7 +222,8 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   acme__storage_unlock(job->lock);
   job->lock = NULL;
   uint64_t ms = gh_now_ms() - job->started_ms;
-  static const char *const whats[] = {"order", "revocation", "key rollover", "deactivation"};
+  static const char *const whats[] = {"order", "revocation", "key rollover", "deactivation",
+                                      "renewal info"};
   const char *what = whats[job->kind];
   const char *name = job->num_names ? job->names[0] : "?";
   if (status == 0) {
@@ -231,7 +234,9 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
             job->num_names, (unsigned long long)ms, err ? err : "unknown error");
   }
   job_unlink(job);
-  if (job->kind != ACME_KIND_OBTAIN) {
+  if (job->kind == ACME_KIND_ARI) {
+    if (job->ari_cb) job->ari_cb(job->arg, status, status ? err : NULL, status ? NULL : &job->ari);
+  } else if (job->kind != ACME_KIND_OBTAIN) {
     if (job->status_cb) job->status_cb(job->arg, status, status ? err : NULL);
   } else if (job->obtain_cb) {
     job->obtain_cb(job->arg, status, status ? err : NULL, status ? NULL : cert);
@@ -460,6 +465,7 @@ static void key_change_request(acme_job_t *job);
 /* after_directory is the state after the directory: the account, except
  * for a revocation signed by the certificate's key, which needs none. */
 static acme_job_state_t after_directory(const acme_job_t *job) {
+  if (job->kind == ACME_KIND_ARI) return ACME_JOB_RENEWAL_INFO; /* unauthenticated */
   return job->kind == ACME_KIND_REVOKE && job->sign_key != NULL ? ACME_JOB_REVOKE
                                                                 : ACME_JOB_ACCOUNT;
 }
@@ -499,6 +505,18 @@ static void job_process(acme_job_t *job) {
     case ACME_JOB_DEACTIVATE:
       acme__job_request(job, "POST", e->kid, "{\"status\":\"deactivated\"}", JSON_MAX_BODY);
       return;
+    case ACME_JOB_RENEWAL_INFO: {
+      if (e->url_renewal_info == NULL) {
+        acme__job_fail(job, UV_ENOTSUP, "the directory %s has no renewalInfo", e->acme->directory);
+        return;
+      }
+      size_t n = strlen(e->url_renewal_info);
+      int slash = n > 0 && e->url_renewal_info[n - 1] == '/';
+      char *url = gh_asprintf("%s%s%s", e->url_renewal_info, slash ? "" : "/", job->ari_cert_id);
+      acme__job_request(job, "GET", url, NULL, JSON_MAX_BODY);
+      gh_free(url);
+      return;
+    }
     default:
       acme__order_request(job);
       return;
@@ -514,7 +532,8 @@ static void after_account(acme_job_t *job) {
     return;
   }
   static const acme_job_state_t next[] = {ACME_JOB_NEW_ORDER, ACME_JOB_REVOKE,
-                                          ACME_JOB_KEY_CHANGE, ACME_JOB_DEACTIVATE};
+                                          ACME_JOB_KEY_CHANGE, ACME_JOB_DEACTIVATE,
+                                          ACME_JOB_RENEWAL_INFO};
   acme__job_goto(job, next[job->kind]);
 }
 
@@ -535,6 +554,9 @@ static int directory_response(acme_job_t *job, const cJSON *json) {
     const cJSON *kc = cJSON_GetObjectItemCaseSensitive(json, "keyChange");
     if (cJSON_IsString(kc) && kc->valuestring[0] != '\0')
       e->url_key_change = gh_strdup(kc->valuestring);
+    const cJSON *ri = cJSON_GetObjectItemCaseSensitive(json, "renewalInfo");
+    if (cJSON_IsString(ri) && strncmp(ri->valuestring, "https://", 8) == 0)
+      e->url_renewal_info = gh_strdup(ri->valuestring);
     e->have_directory = 1;
   }
   return 0;
@@ -837,6 +859,27 @@ static void deactivate_response(acme_job_t *job) {
 
 /* job_response is the response half of every state, for responses that
  * the retry logic let through (status below 400). */
+#define ARI_RETRY_DEFAULT_S (6 * 3600)
+#define ARI_RETRY_MIN_S 60
+#define ARI_RETRY_MAX_S (24 * 3600)
+
+/* renewal_info_response reads a renewalInfo answer (RFC 9773 4.2). */
+static void renewal_info_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
+  acme_ari_t *a = &job->ari;
+  if (acme__ari_parse(&a->start, &a->end, &job->ari_explanation, resp->body, resp->body_len) !=
+      0) {
+    acme__job_fail(job, UV_EPROTO, "GET %s: status %d: not a renewalInfo document with a "
+                   "valid suggestedWindow", job->url, resp->status);
+    return;
+  }
+  a->explanation_url = job->ari_explanation;
+  a->renew_at = acme__ari_pick(a->start, a->end, time(NULL));
+  uint64_t s = acme__retry_after_ms(resp, ARI_RETRY_DEFAULT_S * 1000ull, ARI_RETRY_MAX_S * 1000ull) /
+               1000;
+  a->retry_after_s = s < ARI_RETRY_MIN_S ? ARI_RETRY_MIN_S : s;
+  acme__job_succeed(job, NULL);
+}
+
 static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
   switch (job->state) {
     case ACME_JOB_DIRECTORY: {
@@ -861,6 +904,9 @@ static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
       return;
     case ACME_JOB_DEACTIVATE:
       deactivate_response(job);
+      return;
+    case ACME_JOB_RENEWAL_INFO:
+      renewal_info_response(job, resp);
       return;
     default:
       acme__order_response(job, resp, NULL);
@@ -961,6 +1007,7 @@ static void engine_destroy(acme_engine_t *e) {
   gh_free(e->url_new_order);
   gh_free(e->url_revoke);
   gh_free(e->url_key_change);
+  gh_free(e->url_renewal_info);
   EVP_PKEY_free(e->account_key);
   gh_free(e->thumbprint);
   gh_free(e->kid);
@@ -993,6 +1040,26 @@ static void job_start(acme_job_t *job, int status, char *msg) {
 
 int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t num_names,
                        acme_obtain_cb cb, void *arg) {
+  return acme_engine_renew(engine, names, num_names, NULL, cb, arg);
+}
+
+int acme_engine_renewal_info(acme_engine_t *engine, const acme_cert_t *cert, acme_ari_cb cb,
+                             void *arg) {
+  if (engine == NULL || engine->closing || cb == NULL || cert == NULL) return UV_EINVAL;
+  char *id = acme__ari_cert_id(cert);
+  if (id == NULL) return UV_EINVAL;
+  const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn ? cert->subject_cn : "?";
+  acme_job_t *job = job_new(engine, &name, 1);
+  job->kind = ACME_KIND_ARI;
+  job->ari_cb = cb;
+  job->arg = arg;
+  job->ari_cert_id = id;
+  job_start(job, 0, NULL);
+  return 0;
+}
+
+int acme_engine_renew(acme_engine_t *engine, const char *const *names, size_t num_names,
+                      const acme_cert_t *replaces, acme_obtain_cb cb, void *arg) {
   if (engine == NULL || engine->closing || cb == NULL) return UV_EINVAL;
   if (num_names == 0 || num_names > MAX_NAMES) return UV_EINVAL;
   for (size_t i = 0; i < num_names; i++) {
@@ -1007,6 +1074,7 @@ int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t n
   acme_job_t *job = job_new(engine, names, num_names);
   job->obtain_cb = cb;
   job->arg = arg;
+  if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
   GH_INFO("acme", "order for %s (%zu names) started", names[0], num_names);
   char *err = NULL;
   int rc = acme__storage_lock(engine->storage, &job->lock, &err, names[0], LOCK_TTL_S);

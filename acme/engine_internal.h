@@ -128,6 +128,7 @@ typedef enum {
   ACME_JOB_REVOKE,        /* POST revokeCert */
   ACME_JOB_KEY_CHANGE,    /* POST keyChange: the new key's JWS inside the old key's */
   ACME_JOB_DEACTIVATE,    /* POST {"status":"deactivated"} to the account URL */
+  ACME_JOB_RENEWAL_INFO,  /* GET renewalInfo/<certID> (RFC 9773), unsigned */
   ACME_JOB_DONE,
 } acme_job_state_t;
 
@@ -138,6 +139,7 @@ typedef enum {
   ACME_KIND_REVOKE,     /* acme_engine_revoke, acme_engine_revoke_by_cert_key */
   ACME_KIND_ROLLOVER,   /* acme_engine_rollover */
   ACME_KIND_DEACTIVATE, /* acme_engine_deactivate */
+  ACME_KIND_ARI,        /* acme_engine_renewal_info */
 } acme_job_kind_t;
 
 typedef enum {
@@ -161,6 +163,7 @@ struct acme_engine {
   int have_directory;
   char *url_new_nonce, *url_new_account, *url_new_order, *url_revoke;
   char *url_key_change; /* NULL when the CA's directory has none */
+  char *url_renewal_info; /* NULL when the CA's directory has none (RFC 9773) */
   acme_nonce_pool_t nonces;
   /* the account, once found or created */
   EVP_PKEY *account_key;
@@ -231,6 +234,13 @@ struct acme_job {
 
   /* key rollover: the new account key, until it is the engine's */
   EVP_PKEY *new_key;
+
+  /* renewal information (RFC 9773): the certificate's ARI identifier, for
+   * ACME_KIND_ARI and for an order's "replaces" */
+  char *ari_cert_id;
+  acme_ari_cb ari_cb;
+  acme_ari_t ari;
+  char *ari_explanation;
 };
 
 /* engine.c, for order.c */

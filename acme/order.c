@@ -47,6 +47,10 @@ void acme__order_request(acme_job_t *job) {
         cJSON_AddStringToObject(id, "value", job->names[i]);
         cJSON_AddItemToArray(ids, id);
       }
+      /* RFC 9773 5: a renewal names the certificate it replaces, where
+       * the CA speaks ARI. */
+      if (job->ari_cert_id != NULL && e->url_renewal_info != NULL)
+        cJSON_AddStringToObject(p, "replaces", job->ari_cert_id);
       char *payload = cJSON_PrintUnformatted(p);
       cJSON_Delete(p);
       acme__job_request(job, "POST", e->url_new_order, payload, 0);

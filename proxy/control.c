@@ -12,8 +12,11 @@
  * Renewal. Every certificate installed (managed, on-demand, or found in
  * storage at start) gets a renewal time computed from the certificate:
  * when a third of its lifetime is left (half, below 10 days), a little
- * earlier by jitter. One timer fires for the earliest. A renewal orders
- * the same names again; the engine stores the result and the new
+ * earlier by jitter. Where the CA's directory offers renewalInfo (ACME
+ * Renewal Information, RFC 9773), a random moment in the CA's suggested
+ * window wins instead, asked again as its Retry-After says, and the new
+ * order names the certificate it replaces. One timer fires for the
+ * earliest event. A renewal orders the same names again; the engine stores the result and the new
  * certificate replaces the old one in the table (handshakes in flight keep
  * their reference). A failure retries after a back-off with jitter that
  * doubles from 1 minute to 6 hours (never past the expiry less a margin,
@@ -225,6 +228,7 @@ struct px_control {
   unsigned od_inflight;
   /* Renewal (see the top of the file). */
   struct renewal *renewals;
+  int ari_unsupported; /* the CA's directory has no renewalInfo */
   uv_timer_t renew_timer; /* for the earliest renewal or expiry log */
 };
 
@@ -564,6 +568,10 @@ typedef struct renewal {
   time_t expired_logged; /* the last EXPIRED error, 0: none */
   acme_renewal_state_t state;
   int ordering;
+  acme_cert_t *cert;  /* the certificate to renew (a reference) */
+  time_t ari_next;    /* when to ask for renewal information, 0: never */
+  int ari_inflight;   /* a renewalInfo request is out */
+  int ari_stale;      /* |cert| changed while it was out */
 } renewal_t;
 
 static uint64_t random_below(uint64_t n) {
@@ -599,7 +607,9 @@ static void on_renew_timer(uv_timer_t *t);
 static time_t next_event(const renewal_t *e) {
   time_t t = e->ordering ? 0 : e->due;
   time_t x = e->expired_logged ? e->expired_logged + EXPIRED_LOG_EVERY_S : e->not_after;
-  return t == 0 || x < t ? x : t;
+  if (t == 0 || x < t) t = x;
+  if (e->ari_next != 0 && !e->ari_inflight && !e->ordering && e->ari_next < t) t = e->ari_next;
+  return t;
 }
 
 /* renew_arm starts the one timer for the earliest event of any renewal. */
@@ -635,6 +645,10 @@ static void renew_track(px_control_t *ctl, const char *name, managed_site_t *ms,
     ctl->renewals = e;
   }
   e->ms = ms;
+  acme_cert_unref(e->cert);
+  e->cert = acme_cert_ref((acme_cert_t *)cert);
+  e->ari_stale = e->ari_inflight;
+  e->ari_next = ctl->ari_unsupported ? 0 : time(NULL); /* ask the CA first */
   e->not_before = cert->not_before;
   e->not_after = cert->not_after;
   e->expired_logged = 0;
@@ -729,12 +743,55 @@ static void renew_start(renewal_t *e) {
   char t[32];
   GH_INFO("acme", "%s: renewing (certificate valid until %s)", e->name,
           fmt_time(t, sizeof(t), e->not_after));
-  int rc = acme_engine_obtain(ctl->engine, names, num_names, renewed, e);
+  int rc = acme_engine_renew(ctl->engine, names, num_names, e->cert, renewed, e);
   if (rc != 0) {
     renew_failed(e, rc, "cannot start an order");
     return;
   }
   e->ordering = 1;
+}
+
+static void ari_done(void *arg, int status, const char *err, const acme_ari_t *info) {
+  renewal_t *e = arg;
+  px_control_t *ctl = e->ctl;
+  e->ari_inflight = 0;
+  if (ctl->stopping) return;
+  time_t now = time(NULL);
+  if (e->ari_stale) { /* about the certificate before: ask about this one */
+    e->ari_stale = 0;
+    e->ari_next = now;
+  } else if (status == UV_ENOTSUP) {
+    ctl->ari_unsupported = 1;
+    e->ari_next = 0;
+    GH_DEBUG("acme", "%s: the CA offers no renewal information (ARI)", e->name);
+  } else if (status != 0) {
+    e->ari_next = now + 3600;
+    GH_WARN("acme", "%s: renewal information (ARI): %s; keeping the renewal time", e->name, err);
+  } else {
+    e->ari_next = now + (time_t)info->retry_after_s;
+    char t1[32], t2[32], t3[32];
+    if (e->state.failures == 0) e->due = info->renew_at;
+    GH_INFO("acme", "%s: ARI suggests renewal between %s and %s: renewal at %s (in %llds)%s%s",
+            e->name, fmt_time(t1, sizeof(t1), info->start), fmt_time(t2, sizeof(t2), info->end),
+            fmt_time(t3, sizeof(t3), e->due), (long long)(e->due > now ? e->due - now : 0),
+            info->explanation_url ? "; see " : "",
+            info->explanation_url ? info->explanation_url : "");
+  }
+  renew_arm(ctl);
+}
+
+/* ari_ask asks the CA when to renew |e| (RFC 9773). */
+static void ari_ask(renewal_t *e) {
+  if (e->ctl->ari_unsupported || e->cert == NULL) {
+    e->ari_next = 0;
+    return;
+  }
+  int rc = acme_engine_renewal_info(e->ctl->engine, e->cert, ari_done, e);
+  if (rc != 0) {
+    e->ari_next = 0; /* no ARI identifier (no authority key identifier) */
+    return;
+  }
+  e->ari_inflight = 1;
 }
 
 static void on_renew_timer(uv_timer_t *t) {
@@ -751,6 +808,7 @@ static void on_renew_timer(uv_timer_t *t) {
       e->expired_logged = now;
     }
     if (!e->ordering && e->due <= now) renew_start(e);
+    if (!e->ordering && !e->ari_inflight && e->ari_next != 0 && e->ari_next <= now) ari_ask(e);
   }
   renew_arm(ctl);
 }
@@ -789,6 +847,7 @@ static void renew_free_all(px_control_t *ctl) {
     renewal_t *e = ctl->renewals;
     ctl->renewals = e->next;
     gh_free(e->name);
+    acme_cert_unref(e->cert);
     gh_free(e);
   }
 }

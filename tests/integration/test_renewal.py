@@ -5,15 +5,22 @@ certificates: a managed site's and an on-demand name's. The renewed
 certificate is served before the first one's notAfter, and a keep-alive
 connection opened before the swap keeps working after it. A failed
 renewal's back-off is stored with the certificate and survives a restart.
+ACME Renewal Information (RFC 9773): with a directory that offers
+renewalInfo (a small local responder in front of Pebble, which lacks it),
+a one-hour certificate is renewed inside the window the CA suggests.
 
 One Pebble validates (TLS-ALPN-01) on Gatehouse's https port, so the
 instances here run one after the other on one pair of ports."""
 
+import base64
+import calendar
+import http.server
 import json
 import os
 import re
 import ssl
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -146,6 +153,113 @@ def test_backoff_survives_a_restart():
     time.sleep(2)
     h.not_contains(g.log(), "renew.test: renewing", "log after the restart")
     h.eq(g.stop(), 0, "exit status")
+
+
+class AriDirectory:
+    """An HTTPS front for Pebble's directory that adds "renewalInfo" and
+    answers it: the first certificate asked about gets a window from
+    |start_in| to |end_in| seconds after that first question, later ones a
+    window an hour away. Records (time, certID) of every question."""
+
+    def __init__(self, p, start_in, end_in):
+        outer = self
+        self.queries = []
+        self.windows = {}
+        ca = h.CA("ARI Test CA")
+        self.ca_file = ca.cert
+        crt, key = ca.leaf(["localhost"])
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path == "/dir":
+                    d = p.directory()
+                    d["renewalInfo"] = outer.url + "/ari"
+                    self.reply(200, d)
+                elif self.path.startswith("/ari/"):
+                    cid = self.path[len("/ari/"):]
+                    now = time.time()
+                    outer.queries.append((now, cid))
+                    if cid not in outer.windows:
+                        near = not outer.windows
+                        a, b = (start_in, end_in) if near else (3600, 3700)
+                        outer.windows[cid] = (now + a, now + b)
+                    s, e = outer.windows[cid]
+                    fmt = "%Y-%m-%dT%H:%M:%SZ"
+                    self.reply(200, {"suggestedWindow": {
+                        "start": time.strftime(fmt, time.gmtime(s)),
+                        "end": time.strftime(fmt, time.gmtime(e))},
+                        "explanationURL": "https://ca.test/why"}, [("Retry-After", "3600")])
+                else:
+                    self.reply(404, {})
+
+            def reply(self, code, doc, headers=()):
+                body = json.dumps(doc).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sctx.load_cert_chain(crt, key)
+        self.srv.socket = sctx.wrap_socket(self.srv.socket, server_side=True)
+        self.url = "https://localhost:%d" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def ari_serial(peer):
+    """The serial part of an ARI certID for |peer| (RFC 9773 4.1)."""
+    n = int(peer["serialNumber"], 16)
+    b = n.to_bytes((n.bit_length() + 8) // 8, "big")  # room for a sign bit
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def test_ari_window_moves_the_renewal():
+    old = _s.pop("gatehouse", None)
+    if old is not None and old.alive():
+        old.stop()
+    prev = _s.pop("pebble", None)
+    if prev is not None:
+        prev.stop()
+    _s["pebble"] = pebble.start(http_port=HTTP_PORT, tls_port=HTTPS_PORT, validity_seconds=3600)
+    p = pb()
+    ari = AriDirectory(p, 5, 10)
+    try:
+        g = start(os.path.join(h.tmpdir(), "st-ari"), directory=ari.url + "/dir",
+                  ca_roots=[p.ca_file, ari.ca_file])
+        first = served("renew.test")
+        h.check(not_after(first) - time.time() > 3000, "a one-hour certificate")
+        m = g.wait_log(r"renew\.test: ARI suggests renewal between (\S+) and (\S+): "
+                       r"renewal at (\S+) \(in", timeout=WAIT)
+        t0, cid = ari.queries[0]
+        h.eq(cid.split(".")[1], ari_serial(first), "the certID's serial part")
+        h.check(len(cid.split(".")[0]) > 0, "the certID's key identifier part")
+        start_s, end_s = ari.windows[cid]
+        when = calendar.timegm(time.strptime(m.group(3), "%Y-%m-%dT%H:%M:%SZ"))
+        h.check(int(start_s) <= when <= int(end_s) + 1,
+                "renewal time %s in the window %s..%s" % (m.group(3), m.group(1), m.group(2)))
+        g.wait_log(r"renew\.test: renewed: certificate", timeout=end_s - time.time() + 20)
+        h.check(time.time() < t0 + 60, "renewed within a minute, not at 2/3 of an hour")
+        new = h.wait_until(lambda: (lambda c: c if c["serialNumber"] != first["serialNumber"]
+                                    else None)(served("renew.test")), WAIT,
+                           "the renewed certificate served", interval=0.2)
+        h.check(new is not None, "renewed certificate")
+        # The new certificate is asked about too, and its window is far away.
+        h.wait_until(lambda: len(set(c for _, c in ari.queries)) >= 2, WAIT,
+                     "an ARI question about the new certificate")
+        h.eq(g.stop(), 0, "exit status")
+    finally:
+        ari.close()
 
 
 if __name__ == "__main__":
