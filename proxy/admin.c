@@ -31,6 +31,7 @@
 
 #define MAX_HEAD (8 * 1024)
 #define MAX_BODY (64 * 1024)
+#define MAX_CONNS 64 /* operators and a scraper; more is a client misbehaving */
 
 typedef struct admin_conn admin_conn_t;
 typedef struct admin_job admin_job_t;
@@ -86,6 +87,7 @@ struct px_admin {
   int loopback;
   int stopping;
   gh_link_t conns;
+  size_t num_conns;
   gh_link_t jobs;
   pthread_mutex_t mu;
   admin_job_t *done; /* under mu */
@@ -254,7 +256,11 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   cJSON_AddStringToObject(o, "not_before", t);
   rfc3339(t, sizeof(t), cert->not_after);
   cJSON_AddStringToObject(o, "not_after", t);
-  const char *renew = NULL;
+  /* The renewal state the control thread keeps in meta.json (acme
+   * renewal.c): after a failure, the next attempt and the error. */
+  const cJSON *state = cJSON_GetObjectItemCaseSensitive(meta, "renewal");
+  if (!cJSON_IsObject(state)) state = NULL;
+  const char *renew = meta_string(state, "next_retry");
   static const char *const renew_keys[] = {"renewal_time", "renew_at", "renewal_at"};
   for (size_t i = 0; i < GH_ARRAY_LEN(renew_keys) && renew == NULL; i++)
     renew = meta_string(meta, renew_keys[i]);
@@ -269,12 +275,16 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
     rfc3339(t, sizeof(t), cert->not_after - left);
     cJSON_AddStringToObject(o, "renewal_time", t);
   }
-  const char *last_error = meta_string(meta, "last_error");
-  if (last_error != NULL) {
+  const char *last_error = meta_string(state, "last_error");
+  if (last_error == NULL || last_error[0] == '\0') last_error = meta_string(meta, "last_error");
+  if (last_error != NULL && last_error[0] != '\0') {
     cJSON_AddStringToObject(o, "last_error", last_error);
   } else {
     cJSON_AddNullToObject(o, "last_error");
   }
+  const cJSON *failures = cJSON_GetObjectItemCaseSensitive(state, "failures");
+  cJSON_AddNumberToObject(o, "renewal_failures",
+                          cJSON_IsNumber(failures) ? failures->valuedouble : 0);
   cJSON *sans = cJSON_AddArrayToObject(o, "sans");
   for (size_t k = 0; k < cert->num_sans; k++)
     cJSON_AddItemToArray(sans, cJSON_CreateString(cert->sans[k]));
@@ -909,6 +919,7 @@ static void conn_close(admin_conn_t *c) {
     c->job = NULL;
   }
   gh_list_remove(&c->link);
+  c->admin->num_conns--;
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
@@ -947,7 +958,8 @@ static void on_connection(uv_stream_t *server, int status) {
   uv_tcp_init(a->loop, &c->tcp);
   c->tcp.data = c;
   gh_list_insert(&a->conns, &c->link);
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+  a->num_conns++;
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || a->num_conns > MAX_CONNS) {
     conn_close(c);
     return;
   }

@@ -163,6 +163,29 @@ static void upstream_health(px_buf_t *b, const px_metrics_src_t *src) {
   }
 }
 
+static void ondemand(px_buf_t *b, const px_metrics_src_t *src) {
+  static const char *const reasons[PX_OD_NUM] = {"precheck", "negative_cache", "capacity",
+                                                 "failed"};
+  uint64_t refused[PX_OD_NUM] = {0};
+  for (unsigned k = 0; k < src->num_workers; k++) {
+    for (int i = 0; i < PX_OD_NUM; i++)
+      refused[i] += PX_STAT_GET(src->workers[k]->stats.od_refused[i]);
+  }
+  const char *name = "gatehouse_ondemand_decisions_total";
+  family(b, name, "counter",
+         "On-demand decisions: names allowed (certificate installed) or refused by the "
+         "control thread (reason policy: ask, rate limits or a failed order), and handshakes "
+         "a worker refused before asking.");
+  const char *ok[] = {"result", "allowed", "reason", "", NULL};
+  sample_u(b, name, ok, src->ondemand->allowed);
+  const char *no[] = {"result", "refused", "reason", "policy", NULL};
+  sample_u(b, name, no, src->ondemand->refused);
+  for (int i = 0; i < PX_OD_NUM; i++) {
+    const char *labels[] = {"result", "refused", "reason", reasons[i], NULL};
+    sample_u(b, name, labels, refused[i]);
+  }
+}
+
 char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
   px_buf_t b = {0};
   listeners(&b, src);
@@ -180,14 +203,7 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
     const char *labels[] = {"name", src->certs[i].name, NULL};
     sample(&b, "gatehouse_certificate_expiry_timestamp_seconds", labels, num);
   }
-  if (src->ondemand != NULL) {
-    family(&b, "gatehouse_ondemand_decisions_total", "counter",
-           "On-demand names decided by the control thread, allowed or refused.");
-    const char *ok[] = {"result", "allowed", NULL};
-    sample_u(&b, "gatehouse_ondemand_decisions_total", ok, src->ondemand->allowed);
-    const char *no[] = {"result", "refused", NULL};
-    sample_u(&b, "gatehouse_ondemand_decisions_total", no, src->ondemand->refused);
-  }
+  if (src->ondemand != NULL) ondemand(&b, src);
   *out_len = b.len;
   px_buf_append(&b, "", 1); /* NUL, not counted */
   return b.p;

@@ -33,8 +33,18 @@ typedef enum {
 #define PX_METRICS_SLOT_OTHER (PX_METRICS_MAX_UPSTREAMS + 1)
 #define PX_METRICS_NUM_SLOTS (PX_METRICS_MAX_UPSTREAMS + 2)
 
+/* Why a worker declined to pause a handshake for an on-demand name. */
+typedef enum {
+  PX_OD_PRECHECK,       /* name hygiene or not in on_demand.allow */
+  PX_OD_NEGATIVE_CACHE, /* refused within negative_ttl */
+  PX_OD_CAPACITY,       /* max_paused_handshakes or max_pending_names */
+  PX_OD_FAILED,         /* woken after the name could not be obtained */
+  PX_OD_NUM,
+} px_od_refusal_t;
+
 typedef struct {
   uint64_t handshakes[PX_HS_NUM];
+  uint64_t od_refused[PX_OD_NUM];
   uint64_t bytes_in, bytes_out; /* on the client side, as on the wire */
   /* Requests by upstream slot and status class (0: none/other, 1-5). */
   uint64_t requests[PX_METRICS_NUM_SLOTS][6];

@@ -148,8 +148,9 @@ static px_conn_t *conn_of_ssl(const SSL *ssl) { return BIO_get_data(SSL_get_rbio
 /* refuse declines to order |name|: the handshake goes on with the default
  * site's certificate if there is one, and otherwise select_cert fails it at
  * once with unrecognized_name. */
-static enum ssl_select_cert_result_t refuse(const px_conn_t *c, const char *name, size_t len,
-                                            const char *why) {
+static enum ssl_select_cert_result_t refuse(px_conn_t *c, px_od_refusal_t reason,
+                                            const char *name, size_t len, const char *why) {
+  PX_STAT_ADD(c->w->stats.od_refused[reason], 1);
   GH_DEBUG("ondemand", "%s: %.*s: not ordered: %s", c->client_ip, (int)len, name, why);
   return ssl_select_cert_success;
 }
@@ -162,9 +163,10 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
   px_conn_t *c = conn_of_ssl(hello->ssl);
   if (c == NULL) return ssl_select_cert_success;
   /* Woken after the name failed, or the certificate went away again. */
-  if (c->ondemand_failed) return refuse(c, name, name_len, "it could not be obtained");
+  if (c->ondemand_failed)
+    return refuse(c, PX_OD_FAILED, name, name_len, "it could not be obtained");
   const char *why = acme_policy_precheck(od->conf, name, name_len);
-  if (why != NULL) return refuse(c, name, name_len, why);
+  if (why != NULL) return refuse(c, PX_OD_PRECHECK, name, name_len, why);
   uint64_t now = gh_now_ms();
   int post = 0;
   pthread_mutex_lock(&od->mu);
@@ -172,7 +174,8 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
   if (*p && (*p)->state == OD_REFUSED) {
     if ((*p)->expires_ms > now) {
       pthread_mutex_unlock(&od->mu);
-      return refuse(c, name, name_len, "refused recently (negative cache)");
+      return refuse(c, PX_OD_NEGATIVE_CACHE, name, name_len,
+                    "refused recently (negative cache)");
     }
     remove_at(od, p);
     p = find(od, name, name_len);
@@ -181,6 +184,7 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
     pthread_mutex_unlock(&od->mu);
     GH_WARN("ondemand", "%.*s: not ordered: %zu handshakes already paused (max_paused_handshakes)",
             (int)name_len, name, od->conf->max_paused_handshakes);
+    PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
     return ssl_select_cert_success;
   }
   if (*p == NULL) {
@@ -188,6 +192,7 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
       pthread_mutex_unlock(&od->mu);
       GH_WARN("ondemand", "%.*s: not ordered: %s", (int)name_len, name,
               od->stopped ? "shutting down" : "too many names in flight (max_pending_names)");
+      PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
       return ssl_select_cert_success;
     }
     if (od->num_entries >= MAX_ENTRIES) sweep(od, now);

@@ -386,11 +386,28 @@ def test_pebble_certs_renew_revoke_delete():
         serial = serial.strip().split("=")[1].lower().lstrip("0")
         h.eq(by[MANAGED]["serial"], serial, "serial")
         h.check(by[MANAGED]["renewal_time"] < by[MANAGED]["not_after"], "renewal before expiry")
+        h.eq(by[MANAGED]["last_error"], None, "no renewal error")
+        h.eq(by[MANAGED]["renewal_failures"], 0, "no renewal failures")
         m = scrape(port)
         h.check(sample(m, "gatehouse_certificate_expiry_timestamp_seconds", name=MANAGED) > 0,
                 "expiry of the managed name")
         h.check(sample(m, "gatehouse_ondemand_decisions_total", result="allowed") >= 1,
                 "on-demand decision counted")
+        # A name outside on_demand.allow: refused in the worker, and the
+        # handshake fails for want of a certificate.
+        try:
+            h.Conn.tls(HTTPS_PORT, "x.not-allowed.test", ctx=h.client_context(verify=False)).close()
+            raise h.Fail("a handshake for a name outside the allow list succeeded")
+        except (OSError, Exception) as e:
+            if isinstance(e, h.Fail):
+                raise
+        m2 = scrape(port)
+        h.eq(sample(m2, "gatehouse_ondemand_decisions_total", result="refused", reason="precheck")
+             - sample(m, "gatehouse_ondemand_decisions_total", result="refused", reason="precheck"),
+             1, "precheck refusal counted")
+        h.eq(sample(m2, "gatehouse_handshakes_total", reason="unknown_name")
+             - sample(m, "gatehouse_handshakes_total", reason="unknown_name"), 1,
+             "unknown_name handshake failure counted")
 
         # DELETE evicts the on-demand certificate; the next handshake loads it from storage.
         size = g.log_size()
