@@ -160,6 +160,7 @@ typedef struct {
   unsigned failures;
   time_t next_retry; /* 0: none */
   char last_error[256];
+  int revoked; /* the certificate was revoked: renew it now, never serve it at start */
 } acme_renewal_state_t;
 
 /* acme_renewal_state_load reads the renewal state stored with |name|'s

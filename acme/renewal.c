@@ -1,9 +1,9 @@
 /* renewal.c: a certificate's renewal state, kept in its bundle's meta.json
  * under "renewal": {"failures": N, "next_retry": "RFC 3339", "last_error":
- * "..."}. It is written with the bundle (a new immutable version holding
- * the same certificate and key), so a restart reads back the back-off and a
- * restart loop cannot hammer the CA; a renewed bundle has no "renewal"
- * object, which is how a success clears it. */
+ * "...", "revoked": true}. It is written with the bundle (a new immutable
+ * version holding the same certificate and key), so a restart reads back
+ * the back-off and a restart loop cannot hammer the CA; a renewed bundle
+ * has no "renewal" object, which is how a success clears it. */
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -46,6 +46,7 @@ int acme_renewal_state_load(acme_storage_t *st, acme_renewal_state_t *out, const
     if (cJSON_IsString(n) && acme__time_parse(n->valuestring, &t) == 0) out->next_retry = t;
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "last_error");
     if (cJSON_IsString(e)) snprintf(out->last_error, sizeof(out->last_error), "%s", e->valuestring);
+    out->revoked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "revoked"));
   }
   cJSON_Delete(root);
   return 0;
@@ -92,6 +93,7 @@ int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name
   iso_time(t, sizeof(t), state->next_retry);
   cJSON_AddStringToObject(r, "next_retry", t);
   cJSON_AddStringToObject(r, "last_error", state->last_error);
+  if (state->revoked) cJSON_AddTrueToObject(r, "revoked");
   char *text = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
   char *chain = chain_pem(cert);

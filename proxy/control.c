@@ -22,7 +22,10 @@
  * doubles from 1 minute to 6 hours (never past the expiry less a margin,
  * but never before the CA's Retry-After), recorded in the certificate's
  * meta.json so a restart resumes it. An expired certificate that was not
- * renewed is logged as an error once an hour.
+ * renewed is logged as an error once an hour. A revoked certificate
+ * (px_control_cert_revoked) is renewed at once and, after a restart, not
+ * served at all: a stored certificate is installed only while valid and
+ * not revoked.
  *
  * "Install" puts the certificate into the certificate table of the current
  * generation under each of the site's host patterns, and remembers it in
@@ -290,6 +293,13 @@ static int covers(const acme_cert_t *cert, const conf_site_t *site) {
   return 1;
 }
 
+/* stored_revoked reports whether |name|'s stored certificate is marked
+ * revoked in its meta.json. */
+static int stored_revoked(px_control_t *ctl, const char *name) {
+  acme_renewal_state_t st;
+  return acme_renewal_state_load(ctl->storage, &st, name) == 0 && st.revoked;
+}
+
 /* start_site installs the stored certificate of |ms| if it is usable, and
  * otherwise orders one. */
 static void start_site(managed_site_t *ms) {
@@ -299,7 +309,7 @@ static void start_site(managed_site_t *ms) {
   char *err = NULL;
   int rc = acme_storage_cert_load(ctl->storage, &cert, NULL, &err, name);
   if (rc == 0) {
-    if (cert->not_after > time(NULL) && covers(cert, ms->site)) {
+    if (cert->not_after > time(NULL) && covers(cert, ms->site) && !stored_revoked(ctl, name)) {
       px_managed_install(ctl->managed, ms->site, cert);
       GH_INFO("acme", "%s: stored certificate installed (valid until %lld)", name,
               (long long)cert->not_after);
@@ -308,9 +318,9 @@ static void start_site(managed_site_t *ms) {
       return;
     }
     if (covers(cert, ms->site)) {
-      /* Expired: renewing it resumes any back-off stored with it, so a
-       * restart loop cannot hammer the CA. */
-      GH_INFO("acme", "%s: the stored certificate has expired: renewing", name);
+      /* Expired or revoked: renewing it resumes any back-off stored with
+       * it, so a restart loop cannot hammer the CA. */
+      GH_INFO("acme", "%s: the stored certificate has expired or was revoked: renewing", name);
       renew_track(ctl, name, ms, cert);
       acme_cert_unref(cert);
       return;
@@ -510,7 +520,7 @@ static void od_start(px_control_t *ctl, const char *name, const char *client_ip)
   acme_cert_t *cert = NULL;
   char *err = NULL;
   int rc = acme_storage_cert_load(ctl->storage, &cert, NULL, &err, name);
-  if (rc == 0 && cert->not_after > time(NULL)) {
+  if (rc == 0 && cert->not_after > time(NULL) && !stored_revoked(ctl, name)) {
     job->stored = cert;
   } else {
     if (rc != 0 && rc != -ENOENT) GH_WARN("ondemand", "%s: %s: ordering a new one", name, err);
@@ -655,7 +665,10 @@ static void renew_track(px_control_t *ctl, const char *name, managed_site_t *ms,
   e->due = renewal_time(cert->not_before, cert->not_after);
   acme_renewal_state_load(ctl->storage, &e->state, name);
   char t1[32], t2[32];
-  if (e->state.failures > 0 && e->state.next_retry != 0) {
+  if (e->state.revoked && e->state.failures == 0) {
+    e->due = time(NULL);
+    GH_WARN("acme", "%s: the certificate was revoked: renewing now", name);
+  } else if (e->state.failures > 0 && e->state.next_retry != 0) {
     e->due = e->state.next_retry;
     GH_WARN("acme", "%s: %u renewal(s) failed (last: %s); next attempt at %s", name,
             e->state.failures, e->state.last_error, fmt_time(t1, sizeof(t1), e->due));
@@ -839,6 +852,45 @@ static void track_stored_ondemand(px_control_t *ctl) {
     acme_cert_unref(cert);
   }
   acme_storage_names_free(names, num);
+}
+
+/* renewal_find returns the renewal of |name|, or NULL. */
+static renewal_t *renewal_find(px_control_t *ctl, const char *name) {
+  renewal_t *e = ctl->renewals;
+  while (e != NULL && strcmp(e->name, name) != 0) e = e->next;
+  return e;
+}
+
+/* site_of returns the managed site stored as |name|, or NULL. */
+static managed_site_t *site_of(px_control_t *ctl, const char *name) {
+  for (size_t i = 0; i < ctl->num_sites; i++)
+    if (strcmp(ctl->sites[i].site->hosts[0], name) == 0) return &ctl->sites[i];
+  return NULL;
+}
+
+void px_control_cert_renewed(px_control_t *ctl, const char *name, const acme_cert_t *cert) {
+  if (ctl->stopping || cert == NULL) return;
+  renewal_t *e = renewal_find(ctl, name);
+  renew_track(ctl, name, e ? e->ms : site_of(ctl, name), cert);
+}
+
+void px_control_cert_revoked(px_control_t *ctl, const char *name) {
+  if (ctl->stopping) return;
+  renewal_t *e = renewal_find(ctl, name);
+  acme_renewal_state_t st;
+  char *err = NULL;
+  acme_renewal_state_load(ctl->storage, &st, name);
+  st.revoked = 1;
+  if (acme_renewal_state_save(ctl->storage, &err, name, &st) != 0) {
+    GH_WARN("acme", "%s: cannot record the revocation: %s", name, err);
+    gh_free(err);
+  }
+  if (e == NULL) return; /* not served: it is renewed if it is ever asked for */
+  e->state.revoked = 1;
+  e->state.failures = 0;
+  e->due = time(NULL);
+  GH_WARN("acme", "%s: the certificate was revoked: renewing now", name);
+  renew_arm(ctl);
 }
 
 /* renew_free_all frees the renewals once the loop has stopped. */

@@ -84,6 +84,17 @@ void px_control_stop(px_control_t *ctl);
  * without running. */
 void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg), void *arg);
 
+/* px_control_cert_renewed tells the renewal scheduler that |cert| was
+ * obtained and installed for |name| outside it (an operator's renew): the
+ * next renewal is computed from |cert|. Control thread only. */
+void px_control_cert_renewed(px_control_t *ctl, const char *name, const acme_cert_t *cert);
+
+/* px_control_cert_revoked records in |name|'s meta.json that its stored
+ * certificate was revoked and renews it at once; until the new one is
+ * installed the revoked one is still served (nothing better exists), and
+ * after a restart it is never installed. Control thread only. */
+void px_control_cert_revoked(px_control_t *ctl, const char *name);
+
 /* Accessors for code running on the control thread (px_control_call):
  * the engine (NULL while stopping), the storage handle, the managed
  * certificates, the loop. */

@@ -8,6 +8,8 @@ renewal's back-off is stored with the certificate and survives a restart.
 ACME Renewal Information (RFC 9773): with a directory that offers
 renewalInfo (a small local responder in front of Pebble, which lacks it),
 a one-hour certificate is renewed inside the window the CA suggests.
+A stored certificate marked revoked is never served after a restart: a
+new one is ordered at once.
 
 One Pebble validates (TLS-ALPN-01) on Gatehouse's https port, so the
 instances here run one after the other on one pair of ports."""
@@ -260,6 +262,27 @@ def test_ari_window_moves_the_renewal():
         h.eq(g.stop(), 0, "exit status")
     finally:
         ari.close()
+
+
+def test_revoked_stored_certificate_is_not_served_at_start():
+    storage = os.path.join(h.tmpdir(), "st-revoked")
+    g = start(storage)
+    first = served("renew.test")
+    h.eq(g.stop(), 0, "exit status")
+    path = os.path.realpath(os.path.join(storage, "certs", "renew.test", "meta.json"))
+    meta = json.load(open(path))
+    meta["renewal"] = {"failures": 0, "next_retry": "1970-01-01T00:00:00Z", "last_error": "",
+                       "revoked": True}
+    os.chmod(path, 0o644)
+    with open(path, "w") as f:
+        json.dump(meta, f)
+    g = start(storage)
+    g.wait_log(r"renew\.test: the stored certificate has expired or was revoked: renewing",
+               timeout=WAIT)
+    now = served("renew.test")
+    h.check(now["serialNumber"] != first["serialNumber"], "the revoked certificate was served")
+    g.wait_log(r"renew\.test: renewed: certificate", timeout=WAIT)
+    h.eq(g.stop(), 0, "exit status")
 
 
 if __name__ == "__main__":
