@@ -24,7 +24,11 @@
 #include "common/common.h"
 #include "common/log.h"
 
-#define POLL_FIRST_MS 50u
+/* 10 ms: a local or nearby CA validates in a few milliseconds, and the
+ * on-demand client is waiting; the doubling keeps the extra polls against
+ * a slow CA to a handful per order. (50 ms here made two fixed waits
+ * nearly all of a new name's first response, 113 ms against Pebble.) */
+#define POLL_FIRST_MS 10u
 #define POLL_CAP_MS 10000u
 #define POLL_DEADLINE_MS (5u * 60u * 1000u)
 #define CERT_MAX_BODY (1u << 20)
