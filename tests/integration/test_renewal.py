@@ -4,7 +4,8 @@ expire, with no client traffic, against a real Pebble issuing 60-second
 certificates: a managed site's and an on-demand name's. The renewed
 certificate is served before the first one's notAfter, and a keep-alive
 connection opened before the swap keeps working after it. A failed
-renewal's back-off is stored with the certificate and survives a restart.
+renewal's back-off is stored with the certificate and survives a restart,
+and a certificate that expires unrenewed is logged as EXPIRED.
 ACME Renewal Information (RFC 9773): with a directory that offers
 renewalInfo (a small local responder in front of Pebble, which lacks it),
 a one-hour certificate is renewed inside the window the CA suggests.
@@ -139,7 +140,7 @@ def test_background_renewal_before_expiry_without_traffic():
 def test_backoff_survives_a_restart():
     storage = os.path.join(h.tmpdir(), "st-backoff")
     g = start(storage)
-    served("renew.test")
+    expiry = not_after(served("renew.test"))
     h.eq(g.stop(), 0, "exit status")
     # The CA's directory is gone: the renewal (due once half of the 60 s
     # lifetime is left) fails.
@@ -154,6 +155,11 @@ def test_backoff_survives_a_restart():
     g.wait_log(r"renew\.test: 1 renewal\(s\) failed .*; next attempt at", timeout=10)
     time.sleep(2)
     h.not_contains(g.log(), "renew.test: renewing", "log after the restart")
+    # Expired without a successful renewal: said loudly (once an hour).
+    g.wait_log(r"EXPIRED: renew\.test since \S+, not renewed \(\d+ failure",
+               timeout=max(1.0, expiry - time.time() + 10))
+    time.sleep(1)
+    h.eq(len(re.findall(r"EXPIRED: renew\.test", g.log())), 1, "EXPIRED errors")
     h.eq(g.stop(), 0, "exit status")
 
 
