@@ -229,6 +229,8 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   if (status == 0) {
     GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms", what, name, job->num_names,
             (unsigned long long)ms);
+  } else if (job->kind == ACME_KIND_ARI && status == UV_ENOTSUP) {
+    GH_DEBUG("acme", "%s for %s: %s", what, name, err ? err : "not supported");
   } else {
     GH_WARN("acme", "%s for %s (%zu names) failed after %llu ms: %s", what, name,
             job->num_names, (unsigned long long)ms, err ? err : "unknown error");
@@ -388,6 +390,22 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
     if (have && acme__problem_is(&p, "badNonce") && job->nonce_retries++ < MAX_NONCE_RETRIES) {
       acme__problem_cleanup(&p);
       job_send(job); /* with the fresh nonce from this very response */
+      return;
+    }
+    if (job->state == ACME_JOB_NEW_ORDER && job->ari_cert_id != NULL && resp->status < 500 &&
+        !(have && (acme__problem_is(&p, "rateLimited") ||
+                   acme__problem_is(&p, "accountDoesNotExist") ||
+                   acme__problem_is(&p, "badNonce")))) {
+      /* RFC 9773 5: a CA may refuse "replaces" (alreadyReplaced: an order
+       * that reached the CA but not our storage already replaced it; or an
+       * identifier it does not accept). Renewing matters more: order again
+       * without it. */
+      GH_WARN("acme", "%s %s: the order replacing %s was refused (%s): ordering without "
+              "\"replaces\"", job->method, job->url, job->ari_cert_id, what);
+      gh_free(job->ari_cert_id);
+      job->ari_cert_id = NULL;
+      if (have) acme__problem_cleanup(&p);
+      job_process(job);
       return;
     }
     if (have && job->state == ACME_JOB_ACCOUNT && job->account_lookup &&
