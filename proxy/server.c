@@ -90,7 +90,10 @@ static void begin_drain(px_worker_t *w) {
   while (l != &w->conns) {
     px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
     l = l->next;
-    if (c->state == PX_CONN_HEAD && !c->head_started && c->pending.len == 0) {
+    if ((c->state == PX_CONN_HEAD && !c->head_started && c->pending.len == 0) ||
+        c->paused_name != NULL) {
+      /* Idle, or paused for an on-demand certificate that the stopping
+       * control thread will not deliver: nothing to finish. */
       px_conn_close(c);
     } else {
       c->close_after = 1;

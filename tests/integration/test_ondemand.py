@@ -318,6 +318,30 @@ def test_ca_down_fails_within_wait_budget_and_stored_names_serve():
         dt = refused("late.od.test", timeout=15)
         h.check(dt < 6.0, "the waiting handshake failed after %.1fs (wait budget 3s)" % dt)
         h.eq(get("kept.od.test")[1].status, 200, "a stored name is served with the CA down")
+        h.eq(g.stop(), 0, "exit status")
+        # SIGTERM while a handshake waits for a name the CA cannot deliver:
+        # the waiter is closed at once, the process does not sit out the
+        # wait budget or the drain timeout.
+        # A CA that accepts connections and never answers keeps the order
+        # (and so the handshake) waiting.
+        blackhole = socket.socket()
+        blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blackhole.bind(("127.0.0.1", p.port))
+        blackhole.listen(64)
+        try:
+            g = start(storage, wait_budget="60s")
+            waiter = threading.Thread(target=lambda: refused("stuck.od.test", timeout=70))
+            waiter.start()
+            g.wait_log(r"stuck\.od\.test: handshake paused", timeout=10)
+            time.sleep(0.5)  # let the order reach the silent CA (not readiness)
+            h.check(waiter.is_alive(), "the handshake should still be waiting")
+            t0 = time.monotonic()
+            h.eq(g.stop(), 0, "exit status with a paused handshake")
+            h.check(time.monotonic() - t0 < 10, "stop took %.1fs" % (time.monotonic() - t0))
+            waiter.join(15)
+        finally:
+            blackhole.close()
+        g = start(storage, wait_budget="3s", negative_ttl="1s")
         # The CA comes back (same address, but a new Pebble: new roots, and
         # it has forgotten our account): a later request succeeds.
         p.proc = h.Proc(p.proc.name + "-again", p.proc.argv, cwd=p.proc.cwd,
