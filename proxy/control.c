@@ -744,12 +744,43 @@ static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
   renew_track(ctl, e->name, e->ms, cert);
 }
 
+/* install_newer installs |e|'s stored certificate instead of ordering
+ * when storage already holds a newer valid one (another process sharing
+ * the storage, such as `gatehouse cert obtain`, renewed it). Returns 1 if
+ * it did. */
+static int install_newer(renewal_t *e) {
+  px_control_t *ctl = e->ctl;
+  acme_cert_t *cert = NULL;
+  char *err = NULL;
+  int done = 0;
+  if (acme_storage_cert_load(ctl->storage, &cert, NULL, &err, e->name) == 0 &&
+      cert->not_after > e->not_after && cert->not_after > time(NULL) &&
+      renewal_time(cert->not_before, cert->not_after) > time(NULL) &&
+      (e->ms == NULL || covers(cert, e->ms->site)) && !stored_revoked(ctl, e->name)) {
+    if (e->ms != NULL) {
+      px_managed_install(ctl->managed, e->ms->site, cert);
+    } else {
+      px_managed_install_name(ctl->managed, e->name, cert,
+                              ctl->gen->conf->on_demand.cache_capacity);
+    }
+    char t[32];
+    GH_INFO("acme", "%s: a newer stored certificate installed (valid until %s)", e->name,
+            fmt_time(t, sizeof(t), cert->not_after));
+    renew_track(ctl, e->name, e->ms, cert);
+    done = 1;
+  }
+  gh_free(err);
+  acme_cert_unref(cert);
+  return done;
+}
+
 static void renew_start(renewal_t *e) {
   px_control_t *ctl = e->ctl;
   if (e->ms != NULL && e->ms->ordering) { /* the site's own order will do */
     e->due = time(NULL) + RENEW_BACKOFF_MIN_S;
     return;
   }
+  if (install_newer(e)) return;
   const char *one[1] = {e->name};
   const char *const *names = e->ms ? (const char *const *)e->ms->site->hosts : one;
   size_t num_names = e->ms ? e->ms->site->num_hosts : 1;
