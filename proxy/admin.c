@@ -199,8 +199,8 @@ static void rfc3339(char *out, size_t out_size, time_t t) {
   strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* serial_hex returns the leaf's serial number in lower-case hex (caller
- * frees), or NULL. */
+/* serial_hex returns the leaf's serial number in lower-case hex without
+ * leading zeros, as CAs show it (caller frees), or NULL. */
 static char *serial_hex(const acme_cert_t *cert) {
   if (cert->num_chain == 0) return NULL;
   const uint8_t *p = CRYPTO_BUFFER_data(cert->chain[0]);
@@ -212,7 +212,9 @@ static char *serial_hex(const acme_cert_t *cert) {
   char *hex = BN_bn2hex(bn);
   BN_free(bn);
   if (hex == NULL) return NULL;
-  char *out = gh_strdup(hex);
+  const char *digits = hex;
+  while (digits[0] == '0' && digits[1] != '\0') digits++;
+  char *out = gh_strdup(digits);
   OPENSSL_free(hex);
   for (char *q = out; *q; q++) {
     if (*q >= 'A' && *q <= 'F') *q = (char)(*q - 'A' + 'a');
@@ -428,11 +430,18 @@ static void on_renewed(void *arg, int status, const char *err, acme_cert_t *cert
     } else {
       px_managed_install_name(m, job->names[0], cert, job->gen->conf->on_demand.cache_capacity);
     }
+    /* The renewal scheduler goes on from the new certificate. */
+    px_control_cert_renewed(job->ctl, job->names[0], cert);
   }
   job_finish(job, status, err);
 }
 
-static void on_revoked(void *arg, int status, const char *err) { job_finish(arg, status, err); }
+static void on_revoked(void *arg, int status, const char *err) {
+  admin_job_t *job = arg;
+  /* Recorded in meta.json, and renewed at once by the scheduler. */
+  if (status == 0) px_control_cert_revoked(job->ctl, job->names[0]);
+  job_finish(job, status, err);
+}
 
 static void job_run(px_control_t *ctl, void *arg) {
   admin_job_t *job = arg;
