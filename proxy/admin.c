@@ -31,6 +31,7 @@
 
 #define MAX_HEAD (8 * 1024)
 #define MAX_BODY (64 * 1024)
+#define CERTS_CACHE_MS 5000 /* certificates read for /metrics are reused this long */
 #define MAX_CONNS 64 /* operators and a scraper; more is a client misbehaving */
 
 typedef struct admin_conn admin_conn_t;
@@ -76,6 +77,19 @@ struct admin_conn {
   admin_job_t *job;
 };
 
+/* A certificate as the admin API lists it. */
+typedef struct {
+  char *name;
+  acme_cert_t *cert;
+  char *meta;
+  const char *source;
+} entry_t;
+
+typedef struct {
+  entry_t *v;
+  size_t num;
+} entries_t;
+
 struct px_admin {
   uv_loop_t *loop;
   uv_tcp_t tcp;
@@ -92,6 +106,9 @@ struct px_admin {
   pthread_mutex_t mu;
   admin_job_t *done; /* under mu */
   llhttp_settings_t settings;
+  entries_t certs; /* the certificates /metrics read last, at certs_at_ms */
+  uint64_t certs_at_ms;
+  int certs_valid;
 };
 
 /* ---- responses ---- */
@@ -294,19 +311,6 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   cJSON_Delete(meta);
   return o;
 }
-
-/* A certificate as the admin API lists it. */
-typedef struct {
-  char *name;
-  acme_cert_t *cert;
-  char *meta;
-  const char *source;
-} entry_t;
-
-typedef struct {
-  entry_t *v;
-  size_t num;
-} entries_t;
 
 static void entries_free(entries_t *es) {
   for (size_t i = 0; i < es->num; i++) {
@@ -652,6 +656,16 @@ static void post_reload(admin_conn_t *c) {
   respond_json(c, 422, o);
 }
 
+/* renewal_failures reads "renewal": {"failures": N} from |meta_text|. */
+static unsigned renewal_failures(const char *meta_text) {
+  cJSON *meta = meta_text ? cJSON_Parse(meta_text) : NULL;
+  const cJSON *state = cJSON_GetObjectItemCaseSensitive(meta, "renewal");
+  const cJSON *n = cJSON_GetObjectItemCaseSensitive(state, "failures");
+  unsigned out = cJSON_IsNumber(n) && n->valuedouble > 0 ? (unsigned)n->valuedouble : 0;
+  cJSON_Delete(meta);
+  return out;
+}
+
 static void get_metrics(admin_conn_t *c) {
   px_admin_t *a = c->admin;
   px_metrics_src_t src = {.workers = a->env.workers, .num_workers = a->env.num_workers,
@@ -663,20 +677,30 @@ static void get_metrics(admin_conn_t *c) {
     src.num_paused = (long)paused;
     src.ondemand = &od;
   }
-  entries_t es = {0};
-  char *err = NULL;
-  if (collect(&es, &err, conf_now(a), NULL) != 0) {
-    GH_WARN("admin", "metrics: %s", err);
-    gh_free(err);
+  /* Reading every stored certificate costs disk reads and parsing: a
+   * scraper polling every second reuses the last look for a few seconds. */
+  uint64_t now = uv_now(a->loop);
+  if (!a->certs_valid || now - a->certs_at_ms >= CERTS_CACHE_MS) {
+    entries_free(&a->certs);
+    char *err = NULL;
+    if (collect(&a->certs, &err, conf_now(a), NULL) != 0) {
+      GH_WARN("admin", "metrics: %s", err);
+      gh_free(err);
+    }
+    a->certs_valid = 1;
+    a->certs_at_ms = now;
   }
-  px_metrics_cert_t *certs = gh_calloc(es.num ? es.num : 1, sizeof(*certs));
-  for (size_t i = 0; i < es.num; i++) certs[i] = (px_metrics_cert_t){es.v[i].name, es.v[i].cert->not_after};
+  const entries_t *es = &a->certs;
+  px_metrics_cert_t *certs = gh_calloc(es->num ? es->num : 1, sizeof(*certs));
+  for (size_t i = 0; i < es->num; i++) {
+    certs[i] = (px_metrics_cert_t){es->v[i].name, es->v[i].cert->not_after,
+                                   renewal_failures(es->v[i].meta)};
+  }
   src.certs = certs;
-  src.num_certs = es.num;
+  src.num_certs = es->num;
   size_t len = 0;
   char *text = px_metrics_render(&len, &src);
   gh_free(certs);
-  entries_free(&es);
   respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
   gh_free(text);
 }
@@ -1056,6 +1080,7 @@ void px_admin_stop(px_admin_t *admin) {
 
 static void admin_closed(uv_handle_t *h) {
   px_admin_t *a = h->data;
+  entries_free(&a->certs);
   pthread_mutex_destroy(&a->mu);
   gh_free(a->text);
   gh_free(a->host);

@@ -203,6 +203,12 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
     const char *labels[] = {"name", src->certs[i].name, NULL};
     sample(&b, "gatehouse_certificate_expiry_timestamp_seconds", labels, num);
   }
+  family(&b, "gatehouse_certificate_renewal_failures", "gauge",
+         "Consecutive failed renewal attempts of each stored certificate (0 after a success).");
+  for (size_t i = 0; i < src->num_certs; i++) {
+    const char *labels[] = {"name", src->certs[i].name, NULL};
+    sample_u(&b, "gatehouse_certificate_renewal_failures", labels, src->certs[i].renewal_failures);
+  }
   if (src->ondemand != NULL) ondemand(&b, src);
   *out_len = b.len;
   px_buf_append(&b, "", 1); /* NUL, not counted */

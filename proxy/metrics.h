@@ -70,7 +70,8 @@ struct px_gen;
 
 typedef struct {
   const char *name;
-  int64_t not_after; /* seconds since the epoch */
+  int64_t not_after;         /* seconds since the epoch */
+  unsigned renewal_failures; /* consecutive, from the renewal state in meta.json */
 } px_metrics_cert_t;
 
 typedef struct {

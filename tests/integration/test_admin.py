@@ -394,6 +394,8 @@ def test_pebble_certs_renew_revoke_delete():
         m = scrape(port)
         h.check(sample(m, "gatehouse_certificate_expiry_timestamp_seconds", name=MANAGED) > 0,
                 "expiry of the managed name")
+        h.eq(sample(m, "gatehouse_certificate_renewal_failures", name=MANAGED), 0,
+             "renewal failures of the managed name")
         h.check(sample(m, "gatehouse_ondemand_decisions_total", result="allowed") >= 1,
                 "on-demand decision counted")
         # A name outside on_demand.allow: refused in the worker, and the
