@@ -32,6 +32,7 @@
 #define MAX_HEAD (8 * 1024)
 #define MAX_BODY (64 * 1024)
 #define CERTS_CACHE_MS 5000 /* certificates read for /metrics are reused this long */
+#define IDLE_MS (30 * 1000) /* a connection that sends nothing this long is closed */
 #define MAX_CONNS 64 /* operators and a scraper; more is a client misbehaving */
 
 typedef struct admin_conn admin_conn_t;
@@ -61,6 +62,8 @@ struct admin_job {
 
 struct admin_conn {
   uv_tcp_t tcp;
+  uv_timer_t idle;
+  int handles_open;
   px_admin_t *admin;
   gh_link_t link;
   llhttp_t parser;
@@ -481,6 +484,7 @@ static void on_jobs_done(uv_async_t *h) {
     admin_conn_t *c = job->conn;
     if (c != NULL) {
       c->job = NULL;
+      uv_timer_again(&c->idle);
       if (job->status == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "revoked");
@@ -934,6 +938,7 @@ static void pump(admin_conn_t *c) {
 
 static void conn_closed(uv_handle_t *h) {
   admin_conn_t *c = h->data;
+  if (--c->handles_open > 0) return;
   px_buf_free(&c->in);
   px_buf_free(&c->url);
   px_buf_free(&c->body);
@@ -953,6 +958,7 @@ static void conn_close(admin_conn_t *c) {
   }
   gh_list_remove(&c->link);
   c->admin->num_conns--;
+  uv_close((uv_handle_t *)&c->idle, conn_closed);
   uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
@@ -976,11 +982,18 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   c->in.len += (size_t)nread;
+  uv_timer_again(&c->idle);
   if (c->in.len > MAX_HEAD + MAX_BODY + 4096) { /* a client that does not wait */
     conn_close(c);
     return;
   }
   pump(c);
+}
+
+static void on_idle(uv_timer_t *t) {
+  admin_conn_t *c = t->data;
+  if (c->job != NULL) return; /* waiting for the CA: the answer closes or re-arms */
+  conn_close(c);
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -990,6 +1003,9 @@ static void on_connection(uv_stream_t *server, int status) {
   c->admin = a;
   uv_tcp_init(a->loop, &c->tcp);
   c->tcp.data = c;
+  uv_timer_init(a->loop, &c->idle);
+  c->idle.data = c;
+  c->handles_open = 2;
   gh_list_insert(&a->conns, &c->link);
   a->num_conns++;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || a->num_conns > MAX_CONNS) {
@@ -998,6 +1014,7 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
   c->parser.data = c;
+  uv_timer_start(&c->idle, on_idle, IDLE_MS, IDLE_MS);
   uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
 }
 
