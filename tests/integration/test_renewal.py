@@ -10,7 +10,8 @@ ACME Renewal Information (RFC 9773): with a directory that offers
 renewalInfo (a small local responder in front of Pebble, which lacks it),
 a one-hour certificate is renewed inside the window the CA suggests.
 A stored certificate marked revoked is never served after a restart: a
-new one is ordered at once.
+new one is ordered at once. A newer valid certificate that another process
+stored is installed when the renewal falls due, instead of an order.
 
 One Pebble validates (TLS-ALPN-01) on Gatehouse's https port, so the
 instances here run one after the other on one pair of ports."""
@@ -39,10 +40,15 @@ WAIT = 30
 _s = {}
 
 
-def pb():
+def pb(validity=VALIDITY):
+    """The Pebble issuing |validity|-second certificates (restarted on the
+    same ports when the previous test wanted another validity)."""
+    if "pebble" in _s and _s.get("validity") != validity:
+        _s.pop("pebble").stop()
     if "pebble" not in _s:
         _s["pebble"] = pebble.start(http_port=HTTP_PORT, tls_port=HTTPS_PORT,
-                                    validity_seconds=VALIDITY)
+                                    validity_seconds=validity)
+        _s["validity"] = validity
     return _s["pebble"]
 
 
@@ -52,11 +58,11 @@ def echo():
     return _s["echo"]
 
 
-def start(storage, directory=None, ca_roots=None):
+def start(storage, directory=None, ca_roots=None, validity=VALIDITY):
     prev = _s.pop("gatehouse", None)
     if prev is not None and prev.alive():
         prev.stop()
-    p = pb()
+    p = pb(validity)
     conf = h.make_config(
         [h.site(["renew.test"], [echo()], cert=None),
          h.site(["*"], [echo()], cert=None, default=True)], HTTPS_PORT, HTTP_PORT, workers=2,
@@ -76,9 +82,10 @@ def start(storage, directory=None, ca_roots=None):
 
 
 def ctx():
-    if _s.get("ctx_for") is not pb():
-        _s["ctx"] = h.client_context(cafile=pb().write_roots())
-        _s["ctx_for"] = pb()
+    p = _s["pebble"]  # the one the running gatehouse uses
+    if _s.get("ctx_for") is not p:
+        _s["ctx"] = h.client_context(cafile=p.write_roots())
+        _s["ctx_for"] = p
     return _s["ctx"]
 
 
@@ -236,15 +243,11 @@ def test_ari_window_moves_the_renewal():
     old = _s.pop("gatehouse", None)
     if old is not None and old.alive():
         old.stop()
-    prev = _s.pop("pebble", None)
-    if prev is not None:
-        prev.stop()
-    _s["pebble"] = pebble.start(http_port=HTTP_PORT, tls_port=HTTPS_PORT, validity_seconds=3600)
-    p = pb()
+    p = pb(3600)
     ari = AriDirectory(p, 5, 10)
     try:
         g = start(os.path.join(h.tmpdir(), "st-ari"), directory=ari.url + "/dir",
-                  ca_roots=[p.ca_file, ari.ca_file])
+                  ca_roots=[p.ca_file, ari.ca_file], validity=3600)
         first = served("renew.test")
         h.check(not_after(first) - time.time() > 3000, "a one-hour certificate")
         m = g.wait_log(r"renew\.test: ARI suggests renewal between (\S+) and (\S+): "
@@ -288,6 +291,54 @@ def test_revoked_stored_certificate_is_not_served_at_start():
     now = served("renew.test")
     h.check(now["serialNumber"] != first["serialNumber"], "the revoked certificate was served")
     g.wait_log(r"renew\.test: renewed: certificate", timeout=WAIT)
+    h.eq(g.stop(), 0, "exit status")
+
+
+def served_der(name):
+    """The DER of the certificate served for SNI |name| (unverified)."""
+    c = h.Conn.tls(HTTPS_PORT, name, ctx=h.client_context(verify=False), timeout=10)
+    try:
+        return c.sock.getpeercert(binary_form=True)
+    finally:
+        c.close()
+
+
+def store_version(storage, name, crt, key):
+    """Publishes (crt, key) as a new version of |name| the way the storage
+    does: a complete version directory, then `current` renamed over."""
+    d = os.path.join(storage, "certs", name)
+    v = "v-%s-%s" % (time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), os.urandom(4).hex())
+    os.mkdir(os.path.join(d, v), 0o700)
+    for src, dst, mode in ((crt, "cert.pem", 0o644), (key, "key.pem", 0o600)):
+        with open(src, "rb") as f:
+            data = f.read()
+        fd = os.open(os.path.join(d, v, dst), os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        os.write(fd, data)
+        os.close(fd)
+    with open(os.path.join(d, v, "meta.json"), "w") as f:
+        json.dump({"names": [name]}, f)
+    tmp = os.path.join(d, ".tmp-%d-link" % os.getpid())
+    os.symlink(v, tmp)
+    os.replace(tmp, os.path.join(d, "current"))
+
+
+def test_newer_stored_certificate_is_installed_instead_of_ordering():
+    storage = os.path.join(h.tmpdir(), "st-newer")
+    g = start(storage)
+    first = served("renew.test")
+    h.eq(g.stop(), 0, "exit status")
+    # No CA now: only the storage can bring a newer certificate.
+    g = start(storage, directory="https://localhost:%d/dir" % h.free_port())
+    h.wait_until(lambda: served_der("renew.test"), WAIT, "the stored certificate served")
+    other = h.CA("Another Writer CA")
+    crt, key = other.leaf(["renew.test"])
+    store_version(storage, "renew.test", crt, key)
+    with open(crt) as f:
+        want = ssl.PEM_cert_to_DER_cert(f.read())
+    g.wait_log(r"renew\.test: a newer stored certificate installed",
+               timeout=max(1.0, not_after(first) - time.time()))
+    h.eq(served_der("renew.test") == want, True, "the newer stored certificate is served")
+    h.not_contains(g.log(), "renew.test: renewing", "log")
     h.eq(g.stop(), 0, "exit status")
 
 
