@@ -174,4 +174,10 @@ int acme_renewal_state_load(struct acme_storage *st, acme_renewal_state_t *out, 
 int acme_renewal_state_save(struct acme_storage *st, char **out_err, const char *name,
                             const acme_renewal_state_t *state);
 
+/* acme_engine_order_stats fills |out| with the orders |engine| finished
+ * (cancelled ones not counted), by the last challenge type used — [0]
+ * tls-alpn-01, [1] http-01, [2] dns-01, [3] none (every authorization was
+ * already valid) — and result ([0] ok, [1] failed). Any thread. */
+void acme_engine_order_stats(acme_engine_t *engine, uint64_t out[4][2]);
+
 #endif

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -166,6 +167,7 @@ static acme_job_t *job_new(acme_engine_t *e, const char *const *names, size_t nu
   acme_job_t *job = gh_calloc(1, sizeof(*job));
   job->engine = e;
   job->chall_type = ACME_CHALL_NONE;
+  job->used_chall = ACME_CHALL_NONE;
   job->started_ms = gh_now_ms();
   job->names = gh_calloc(num_names ? num_names : 1, sizeof(char *));
   for (size_t i = 0; i < num_names; i++) job->names[i] = gh_strdup(names[i]);
@@ -203,6 +205,11 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   if (job->done) return;
   acme_engine_t *e = job->engine;
   job->done = 1;
+  if (job->kind == ACME_KIND_OBTAIN && status != UV_ECANCELED) {
+    int chall = job->used_chall >= 0 && job->used_chall < 3 ? job->used_chall : 3;
+    atomic_fetch_add_explicit(&e->order_stats[chall][status == 0 ? 0 : 1], 1,
+                              memory_order_relaxed);
+  }
   if (job->account_owner) {
     /* This job was finding or creating the account: let another try. */
     job->account_owner = 0;
@@ -1053,6 +1060,13 @@ static void job_start(acme_job_t *job, int status, char *msg) {
   } else {
     job->state = ACME_JOB_DIRECTORY;
     job_timer(job, TIMER_PROCESS, 0);
+  }
+}
+
+void acme_engine_order_stats(acme_engine_t *engine, uint64_t out[4][2]) {
+  for (int c = 0; c < 4; c++) {
+    for (int r = 0; r < 2; r++)
+      out[c][r] = atomic_load_explicit(&engine->order_stats[c][r], memory_order_relaxed);
   }
 }
 

@@ -152,6 +152,10 @@ typedef enum {
 typedef struct acme_job acme_job_t;
 
 struct acme_engine {
+  /* Orders finished, by the last challenge type used (tls-alpn-01,
+   * http-01, dns-01, none) and result (ok, failed): read by any thread
+   * (acme_engine_order_stats). */
+  _Atomic uint64_t order_stats[4][2];
   uv_loop_t *loop;
   const conf_t *conf;
   const conf_acme_t *acme;
@@ -207,6 +211,7 @@ struct acme_job {
 
   int account_lookup; /* ACCOUNT: onlyReturnExisting */
   int account_resets; /* times the CA forgot the account during this job */
+  int used_chall;     /* the last challenge type presented (acme_chall_t), for stats */
   int account_owner;  /* this job finds or creates the engine's account */
   EVP_PKEY *probe_key; /* ACCOUNT: an interrupted rollover's key, looked up first */
 

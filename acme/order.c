@@ -142,6 +142,7 @@ void acme__order_cleanup(acme_job_t *job) { challenge_unpresent(job); }
 static int challenge_present(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   char *err = NULL;
+  job->used_chall = job->chall_type;
   switch (job->chall_type) {
     case ACME_CHALL_TLS_ALPN_01: {
       acme_cert_t *cert = acme__tlsalpn_cert(&err, job->chall_name, job->keyauth);

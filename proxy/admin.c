@@ -678,8 +678,15 @@ static void get_metrics(admin_conn_t *c) {
   if (a->env.ondemand != NULL) {
     size_t paused = 0;
     px_ondemand_stats(a->env.ondemand, &paused, &od.allowed, &od.refused);
+    px_ondemand_policy_stats(a->env.ondemand, &od.policy);
     src.num_paused = (long)paused;
     src.ondemand = &od;
+  }
+  px_control_t *ctl = a->env.control ? *a->env.control : NULL;
+  acme_engine_t *engine = ctl ? px_control_engine(ctl) : NULL;
+  if (engine != NULL) {
+    src.ca = src.gen->conf->acme.directory;
+    acme_engine_order_stats(engine, src.orders);
   }
   /* Reading every stored certificate costs disk reads and parsing: a
    * scraper polling every second reuses the last look for a few seconds. */

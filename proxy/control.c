@@ -459,6 +459,11 @@ static void od_obtained(void *arg, int status, const char *err, acme_cert_t *cer
 static void od_decided(void *arg, int allowed, const char *reason) {
   od_job_t *job = arg;
   px_control_t *ctl = job->ctl;
+  if (ctl->policy != NULL) {
+    acme_policy_stats_t st;
+    acme_policy_stats(ctl->policy, &st);
+    px_ondemand_set_policy_stats(ctl->ondemand, &st);
+  }
   /* ACME_POLICY_ALLOWED, or ACME_POLICY_STORED_ONLY (ask is down and a
    * stored certificate exists: serve it, order nothing); refused or
    * cancelled (UV_ECANCELED, the policy is shutting down) otherwise. */

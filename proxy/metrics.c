@@ -184,6 +184,51 @@ static void ondemand(px_buf_t *b, const px_metrics_src_t *src) {
     const char *labels[] = {"result", "refused", "reason", reasons[i], NULL};
     sample_u(b, name, labels, refused[i]);
   }
+  /* The control thread's policy decisions, by their own reasons. */
+  const acme_policy_stats_t *p = &src->ondemand->policy;
+  const struct {
+    const char *result, *reason;
+    uint64_t n;
+  } pol[] = {
+      {"allowed", "policy", p->allowed},
+      {"allowed", "ask_unreachable_stored", p->allowed_stored_only},
+      {"refused", "ask", p->refused_ask},
+      {"refused", "ask_unreachable", p->refused_ask_unreachable},
+      {"refused", "rate_client_ip", p->refused_rate_client_ip},
+      {"refused", "rate_domain", p->refused_rate_domain},
+      {"refused", "rate_global", p->refused_rate_global},
+      {"refused", "policy_negative_cache", p->refused_negative_cache},
+  };
+  const char *pname = "gatehouse_ondemand_policy_decisions_total";
+  family(b, pname, "counter",
+         "Decisions of the on-demand policy on the control thread (ask, rate limits), by "
+         "result and reason.");
+  for (size_t i = 0; i < GH_ARRAY_LEN(pol); i++) {
+    const char *labels[] = {"result", pol[i].result, "reason", pol[i].reason, NULL};
+    sample_u(b, pname, labels, pol[i].n);
+  }
+  char sum[32];
+  snprintf(sum, sizeof(sum), "%.3f", (double)p->ask_latency_ms_sum / 1000.0);
+  family(b, "gatehouse_ondemand_ask_latency_seconds", "summary",
+         "Time the ask endpoint took to answer, over the requests sent.");
+  sample(b, "gatehouse_ondemand_ask_latency_seconds_sum", NULL, sum);
+  sample_u(b, "gatehouse_ondemand_ask_latency_seconds_count", NULL, p->ask_latency_count);
+}
+
+/* orders renders the ACME orders finished, by challenge type and result. */
+static void orders(px_buf_t *b, const px_metrics_src_t *src) {
+  static const char *const challs[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
+  static const char *const results[2] = {"ok", "failed"};
+  const char *name = "gatehouse_acme_orders_total";
+  family(b, name, "counter",
+         "ACME orders (issuance and renewal) finished, by CA, the challenge type last used "
+         "and result.");
+  for (int c = 0; c < 4; c++) {
+    for (int r = 0; r < 2; r++) {
+      const char *labels[] = {"ca", src->ca, "challenge", challs[c], "result", results[r], NULL};
+      sample_u(b, name, labels, src->orders[c][r]);
+    }
+  }
 }
 
 char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
@@ -210,6 +255,7 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
     sample_u(&b, "gatehouse_certificate_renewal_failures", labels, src->certs[i].renewal_failures);
   }
   if (src->ondemand != NULL) ondemand(&b, src);
+  if (src->ca != NULL) orders(&b, src);
   *out_len = b.len;
   px_buf_append(&b, "", 1); /* NUL, not counted */
   return b.p;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "acme/policy.h"
+
 /* PX_STAT_ADD adds |n| to the counter |field|; only its owner calls it. */
 #define PX_STAT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
 #define PX_STAT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
@@ -76,6 +78,7 @@ typedef struct {
 
 typedef struct {
   uint64_t allowed, refused; /* on-demand names decided by the control thread */
+  acme_policy_stats_t policy; /* the control thread's policy counters */
 } px_metrics_ondemand_t;
 
 typedef struct {
@@ -86,6 +89,8 @@ typedef struct {
   const px_metrics_cert_t *certs; /* expiry per certificate name */
   size_t num_certs;
   const px_metrics_ondemand_t *ondemand; /* NULL without on-demand */
+  const char *ca;                 /* the ACME directory URL; NULL without ACME */
+  uint64_t orders[4][2];          /* acme_engine_order_stats */
 } px_metrics_src_t;
 
 /* px_metrics_render returns the Prometheus text exposition (version 0.0.4)

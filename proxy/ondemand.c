@@ -37,6 +37,7 @@ struct px_ondemand {
   size_t num_pending;
   size_t num_paused;
   uint64_t num_allowed, num_refused; /* names finished, for metrics */
+  acme_policy_stats_t policy_stats;  /* published by the control thread */
   int stopped;              /* the control thread is gone for good */
   struct early *early;      /* posted before the control thread started */
 };
@@ -308,4 +309,16 @@ void px_ondemand_worker_cleanup(px_worker_t *w) {
     w->wakes = wk->next;
     gh_free(wk);
   }
+}
+
+void px_ondemand_set_policy_stats(px_ondemand_t *od, const acme_policy_stats_t *st) {
+  pthread_mutex_lock(&od->mu);
+  od->policy_stats = *st;
+  pthread_mutex_unlock(&od->mu);
+}
+
+void px_ondemand_policy_stats(px_ondemand_t *od, acme_policy_stats_t *out) {
+  pthread_mutex_lock(&od->mu);
+  *out = od->policy_stats;
+  pthread_mutex_unlock(&od->mu);
 }

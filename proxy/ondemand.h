@@ -18,6 +18,7 @@
 
 #include <openssl/ssl.h>
 
+#include "acme/policy.h"
 #include "proxy/internal.h"
 
 typedef struct px_ondemand px_ondemand_t;
@@ -60,5 +61,11 @@ const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od);
  * refused. Any thread. */
 void px_ondemand_stats(px_ondemand_t *od, size_t *out_paused, uint64_t *out_allowed,
                        uint64_t *out_refused);
+
+/* px_ondemand_set_policy_stats publishes the control thread's policy
+ * counters (acme_policy_stats) for /metrics; px_ondemand_policy_stats
+ * copies the last ones published. Any thread. */
+void px_ondemand_set_policy_stats(px_ondemand_t *od, const acme_policy_stats_t *st);
+void px_ondemand_policy_stats(px_ondemand_t *od, acme_policy_stats_t *out);
 
 #endif

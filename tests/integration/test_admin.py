@@ -398,6 +398,18 @@ def test_pebble_certs_renew_revoke_delete():
              "renewal failures of the managed name")
         h.check(sample(m, "gatehouse_ondemand_decisions_total", result="allowed") >= 1,
                 "on-demand decision counted")
+        # Two orders so far (the managed name over TLS-ALPN-01, then the
+        # on-demand one), both successful; the policy allowed one name.
+        h.eq(sample(m, "gatehouse_acme_orders_total", ca=p.directory_url,
+                    challenge="tls-alpn-01", result="ok"), 2, "orders by challenge and result")
+        h.eq(sample(m, "gatehouse_acme_orders_total", result="failed"), 0, "failed orders")
+        h.eq(sample(m, "gatehouse_ondemand_policy_decisions_total", result="allowed",
+                    reason="policy"), 1, "policy decisions")
+        fam = m.get("gatehouse_ondemand_ask_latency_seconds")
+        h.check(fam is not None and fam.get("type") == "summary", "ask latency summary exposed")
+        counts = [v for (n, _), v in fam["samples"].items()
+                  if n == "gatehouse_ondemand_ask_latency_seconds_count"]
+        h.eq(counts, [0], "ask requests (no ask endpoint configured)")
         # A name outside on_demand.allow: refused in the worker, and the
         # handshake fails for want of a certificate.
         try:
