@@ -634,6 +634,9 @@ static void delete_cert(admin_conn_t *c, const char *name) {
     return;
   }
   acme_cert_table_put(table, name, NULL);
+  /* Also from the list a reload re-installs from. */
+  px_control_t *ctl = c->admin->env.control ? *c->admin->env.control : NULL;
+  if (ctl != NULL) px_managed_evict_name(px_control_managed(ctl), name);
   GH_INFO("admin", "%s: evicted from memory", name);
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "status", "evicted");

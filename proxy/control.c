@@ -186,6 +186,22 @@ void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cer
   pthread_mutex_unlock(&m->mu);
 }
 
+int px_managed_evict_name(px_managed_t *m, const char *name) {
+  int found = 0;
+  pthread_mutex_lock(&m->mu);
+  for (size_t i = 0; i < m->num_certs; i++) {
+    if (!m->certs[i].on_demand || strcmp(m->certs[i].hosts[0], name) != 0) continue;
+    acme_cert_table_t *table = px_tls_ctx_table(m->gen->ssl_ctx);
+    if (table) acme_cert_table_put(table, name, NULL);
+    entry_cleanup(&m->certs[i]);
+    m->certs[i] = m->certs[--m->num_certs];
+    found = 1;
+    break;
+  }
+  pthread_mutex_unlock(&m->mu);
+  return found;
+}
+
 void px_managed_set_gen(px_managed_t *m, px_gen_t *gen) {
   pthread_mutex_lock(&m->mu);
   for (size_t i = 0; i < m->num_certs; i++) put_entry(gen, &m->certs[i]);

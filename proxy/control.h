@@ -44,6 +44,12 @@ void px_managed_set_gen(px_managed_t *m, px_gen_t *gen);
 void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cert,
                              size_t capacity);
 
+/* px_managed_evict_name forgets the on-demand certificate of |name| and
+ * takes it out of the current table, so that a reload does not put it back
+ * (it reloads from storage at its next handshake). Returns 1 if it was
+ * there, else 0. Any thread. */
+int px_managed_evict_name(px_managed_t *m, const char *name);
+
 typedef struct px_control px_control_t;
 struct px_ondemand;
 

@@ -431,6 +431,9 @@ def test_pebble_certs_renew_revoke_delete():
         h.eq(admin_json(port, "DELETE", "/certs/" + ON_DEMAND)["status"], "evicted", "DELETE")
         g.wait_log(r"%s: evicted from memory" % re.escape(ON_DEMAND), since=size)
         h.eq(admin(port, "DELETE", "/certs/" + ON_DEMAND)[0], 404, "second DELETE")
+        # A reload must not bring it back into memory: the next handshake
+        # loads it from storage.
+        h.eq(admin_json(port, "POST", "/reload")["status"], "reloaded", "reload after DELETE")
         verified_get(ON_DEMAND, "/again")
         g.wait_log(r"%s: certificate loaded from storage" % re.escape(ON_DEMAND), since=size)
         h.eq(admin(port, "DELETE", "/certs/" + MANAGED)[0], 409, "managed names stay")
