@@ -70,8 +70,6 @@ void px_ex_send_body(px_exchange_t *ex, const char *p, size_t len) {
   }
 }
 
-void px_ex_request_done(px_exchange_t *ex) { (void)ex; }
-
 void px_ex_tunnel_client_data(px_exchange_t *ex, const char *p, size_t len) {
   if (ex->up) px_upconn_write(ex->up, p, len);
 }
@@ -86,7 +84,7 @@ void px_upconn_on_timer(uv_timer_t *t) {
     px_upconn_close(u);
     return;
   }
-  px_upstream_mark_failed(ex->gen, u->addr);
+  px_upstream_mark_failed(u->addr);
   if (!u->connected) {
     GH_WARN("proxy", "upstream %s: connect timeout", u->addr->conf->text);
     px_addr_t *a = u->addr;
@@ -124,7 +122,7 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   if (status < 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
-    px_upstream_mark_failed(ex->gen, u->addr);
+    px_upstream_mark_failed(u->addr);
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
@@ -168,7 +166,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   }
   u = px_upconn_dial(w, a, on_connect);
   if (u == NULL) {
-    px_upstream_mark_failed(ex->gen, a);
+    px_upstream_mark_failed(a);
     atomic_fetch_sub(&a->active, 1);
     ex->addr = NULL;
     connect_next(ex, a);

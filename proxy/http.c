@@ -460,7 +460,6 @@ static int on_message_complete(llhttp_t *p) {
     }
     px_ex_send_body(ex, "\r\n", 2);
   }
-  px_ex_request_done(ex);
   return HPE_PAUSED;
 }
 

@@ -158,7 +158,6 @@ struct px_worker {
   px_pool_t *pools; /* gen->num_addrs entries */
   px_listener_t *listeners;
   size_t num_listeners;
-  size_t num_listeners_open;
   gh_link_t conns; /* px_conn_t.link */
   size_t num_conns;
   gh_link_t upconns; /* every px_upconn_t, for shutdown */
@@ -316,7 +315,6 @@ struct px_exchange {
   int resp_started; /* first response byte received from upstream */
   int resp_head_sent;
   int resp_chunked_out; /* we re-chunk the body to the client */
-  int resp_close_delimited;
   int resp_done;
   int upgrade;
   unsigned tries;
@@ -328,7 +326,6 @@ struct px_exchange {
   int client_keepalive;
   int in_resp_trailers;
   int in_req_trailers;
-  int up_write_pending;
   px_hdrs_t req_tr;  /* chunked request trailers */
   px_hdrs_t resp_tr; /* chunked response trailers */
   int reject_status; /* set by a parser callback; answered after llhttp returns */
@@ -372,7 +369,6 @@ void px_ex_cache_free(px_worker_t *w);
 void px_upconn_on_timer(uv_timer_t *t);
 void px_ex_start(px_exchange_t *ex);
 void px_ex_send_body(px_exchange_t *ex, const char *p, size_t len);
-void px_ex_request_done(px_exchange_t *ex);
 void px_ex_free(px_exchange_t *ex);
 void px_ex_client_gone(px_exchange_t *ex);
 void px_ex_tunnel_client_data(px_exchange_t *ex, const char *p, size_t len);
@@ -380,7 +376,7 @@ void px_ex_resume_upstream(px_exchange_t *ex);
 
 /* upstream.c */
 px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid);
-void px_upstream_mark_failed(px_gen_t *gen, px_addr_t *a);
+void px_upstream_mark_failed(px_addr_t *a);
 px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a);
 px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb);
 void px_upconn_release(px_upconn_t *u, int reusable);

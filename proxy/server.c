@@ -48,15 +48,10 @@ static void worker_close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-static void listener_closed(uv_handle_t *h) {
-  px_listener_t *l = h->data;
-  l->w->num_listeners_open--;
-}
-
 static void close_listeners(px_worker_t *w) {
   for (size_t i = 0; i < w->num_listeners; i++) {
     uv_handle_t *h = (uv_handle_t *)&w->listeners[i].tcp;
-    if (h->data && !uv_is_closing(h)) uv_close(h, listener_closed);
+    if (h->data && !uv_is_closing(h)) uv_close(h, NULL);
   }
 }
 
@@ -146,7 +141,6 @@ static void worker_main(void *arg) {
       w->start_err = 1;
       break;
     }
-    w->num_listeners_open++;
   }
   uv_sem_post(w->started);
   if (w->start_err) {

@@ -33,8 +33,7 @@ px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid) {
   return best;
 }
 
-void px_upstream_mark_failed(px_gen_t *gen, px_addr_t *a) {
-  (void)gen;
+void px_upstream_mark_failed(px_addr_t *a) {
   atomic_store(&a->down_until_ms, now_ms() + a->group->conf->fail_backoff_ms);
 }
 
