@@ -216,18 +216,37 @@ int conf_host_pattern_valid(const char *s);
  * "*" (anything). Returns 1 or 0. */
 int conf_host_match(const char *pattern, const char *name, size_t name_len);
 
+/* What conf_quick_json says besides the document. */
+typedef struct {
+  int print_config;   /* --print-config (or GATEHOUSE_PRINT_CONFIG) was given */
+  const char *source; /* for conf_parse's messages: "<command line>",
+                         "<environment>" or "<command line and environment>" */
+  char *warnings;     /* lines naming GATEHOUSE_* variables no flag stands
+                         for, or NULL; the caller frees it */
+} conf_quick_info_t;
+
 /* conf_quick_json builds the configuration document for quick mode
- * (`gatehouse proxy --to ADDR ...`) from the arguments after "proxy". It
- * returns a new cJSON object that conf_parse accepts when printed (so quick
- * mode and files go through one validator), or NULL with |*out_err| set to a
- * message naming the bad flag. |*out_print_config| is set when
- * --print-config was given. Flags: --to ADDR (repeatable, required),
- * --from NAME (repeatable), --https ADDR, --http ADDR, --cert FILE,
- * --key FILE, --workers N, --no-resumption, --access-log json|combined|off,
- * --log-level L, --acme-directory URL, --acme-ca-root FILE (repeatable),
- * --email ADDR, --storage DIR, --challenge NAME (repeatable, in order of
- * preference). With --acme-directory, --cert/--key may be left out: the
- * --from names are then ACME-managed. */
-cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **argv);
+ * (`gatehouse proxy --to ADDR ...`) from the arguments after "proxy" and
+ * the environment |envp| ("NAME=VALUE" strings, NULL-terminated; may be
+ * NULL). Every flag has one variable, GATEHOUSE_*, read when the flag is
+ * not on the command line (an empty variable counts as unset; lists are
+ * separated by commas or white space; switches take 1/true/yes/on or
+ * 0/false/no/off). It returns a new cJSON object that conf_parse accepts
+ * when printed (so quick mode and files go through one validator), or NULL
+ * with |*out_err| set to a message naming the bad flag or variable. Flags:
+ * --to ADDR (repeatable, required), --from NAME (repeatable), --https ADDR,
+ * --http ADDR, --cert FILE, --key FILE, --workers N, --no-resumption,
+ * --access-log json|combined|off, --log-level L, --acme-directory URL,
+ * --acme-ca-root FILE (repeatable), --email ADDR, --storage DIR,
+ * --challenge NAME (repeatable, in order of preference), --on-demand
+ * PATTERN (repeatable), --ask URL, --admin ADDR, --admin-token TOKEN. With
+ * --acme-directory, --cert/--key may be left out: the --from names are
+ * then ACME-managed. */
+cJSON *conf_quick_json(char **out_err, conf_quick_info_t *info, int argc, char **argv,
+                       char *const *envp);
+
+/* conf_quick_usage returns the table of flags and their variables, a line
+ * each, for help text. The caller frees it. */
+char *conf_quick_usage(void);
 
 #endif

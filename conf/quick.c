@@ -1,15 +1,20 @@
 /* quick.c: quick mode, `gatehouse proxy --to ADDR ...`: command-line
- * flags turned into the JSON document a configuration file would hold, so
- * that quick mode and files share one validator. Only the shape of the
- * command line is checked here (known flags, values present, --to given);
- * the values themselves are checked by conf_parse.
+ * flags, or the environment variables that stand for them, turned into the
+ * JSON document a configuration file would hold, so that quick mode and
+ * files share one validator. Only the shape of the input is checked here
+ * (known flags, values present, the upstream given); the values themselves
+ * are checked by conf_parse.
  *
- * The flags are a table: a new flag is a row naming where its value goes,
- * plus the lines in build_doc that place it in the document. Both
- * "--flag VALUE" and "--flag=VALUE" are accepted. */
+ * The flags are a table: a new flag is a row naming its environment
+ * variable and where its value goes, plus the lines in build_doc that
+ * place it in the document. Both "--flag VALUE" and "--flag=VALUE" are
+ * accepted. Every flag has exactly one variable and the other way round,
+ * so a container configured by its environment and a command line never
+ * drift apart; a flag given on the command line overrides its variable. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/common.h"
 #include "conf/conf.h"
@@ -19,48 +24,58 @@ typedef struct {
   cJSON *to, *from, *https, *http; /* string arrays, NULL until given */
   cJSON *ca_roots, *challenges, *on_demand;
   const char *cert, *key, *workers, *access_log, *log_level;
-  const char *acme_directory, *email, *storage, *ask, *admin;
+  const char *acme_directory, *email, *storage, *ask, *admin, *admin_token;
   int no_resumption, print_config;
+  unsigned char given[32]; /* per quick_flags row: GIVEN_FLAG or GIVEN_ENV */
 } quick_t;
 
+enum { GIVEN_FLAG = 1, GIVEN_ENV = 2 };
+
 typedef enum {
-  QUICK_LIST,   /* repeatable; each value appended to a cJSON array */
+  QUICK_LIST,   /* repeatable; each value appended to a cJSON array. In a
+                   variable: values separated by commas or white space */
   QUICK_STRING, /* one value */
-  QUICK_SWITCH, /* no value; sets an int */
+  QUICK_SWITCH, /* no value; sets an int. In a variable: 1/true/yes/on or
+                   0/false/no/off */
 } quick_kind_t;
 
 typedef struct {
   const char *name;
+  const char *env;
   const char *metavar; /* for messages: "--to needs a value (ADDR)" */
   quick_kind_t kind;
   size_t off; /* the field of quick_t */
 } quick_flag_t;
 
-#define F(name, metavar, kind, field) {name, metavar, kind, offsetof(quick_t, field)}
+#define F(name, env, metavar, kind, field) \
+  {name, "GATEHOUSE_" env, metavar, kind, offsetof(quick_t, field)}
 
 static const quick_flag_t quick_flags[] = {
-    F("--to", "ADDR", QUICK_LIST, to),
-    F("--from", "NAME", QUICK_LIST, from),
-    F("--https", "ADDR", QUICK_LIST, https),
-    F("--http", "ADDR", QUICK_LIST, http),
-    F("--cert", "FILE", QUICK_STRING, cert),
-    F("--key", "FILE", QUICK_STRING, key),
-    F("--workers", "N", QUICK_STRING, workers),
-    F("--no-resumption", NULL, QUICK_SWITCH, no_resumption),
-    F("--access-log", "json|combined|off", QUICK_STRING, access_log),
-    F("--log-level", "debug|info|warn|error", QUICK_STRING, log_level),
-    F("--print-config", NULL, QUICK_SWITCH, print_config),
-    F("--acme-directory", "URL", QUICK_STRING, acme_directory),
-    F("--acme-ca-root", "FILE", QUICK_LIST, ca_roots),
-    F("--email", "ADDR", QUICK_STRING, email),
-    F("--storage", "DIR", QUICK_STRING, storage),
-    F("--challenge", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
-    F("--on-demand", "PATTERN", QUICK_LIST, on_demand),
-    F("--ask", "URL", QUICK_STRING, ask),
-    F("--admin", "ADDR", QUICK_STRING, admin),
+    F("--to", "UPSTREAM", "ADDR", QUICK_LIST, to),
+    F("--from", "HOSTS", "NAME", QUICK_LIST, from),
+    F("--https", "HTTPS", "ADDR", QUICK_LIST, https),
+    F("--http", "HTTP", "ADDR", QUICK_LIST, http),
+    F("--cert", "CERT", "FILE", QUICK_STRING, cert),
+    F("--key", "KEY", "FILE", QUICK_STRING, key),
+    F("--workers", "WORKERS", "N", QUICK_STRING, workers),
+    F("--no-resumption", "NO_RESUMPTION", NULL, QUICK_SWITCH, no_resumption),
+    F("--access-log", "ACCESS_LOG", "json|combined|off", QUICK_STRING, access_log),
+    F("--log-level", "LOG_LEVEL", "debug|info|warn|error", QUICK_STRING, log_level),
+    F("--print-config", "PRINT_CONFIG", NULL, QUICK_SWITCH, print_config),
+    F("--acme-directory", "ACME_DIRECTORY", "URL", QUICK_STRING, acme_directory),
+    F("--acme-ca-root", "ACME_CA_ROOT", "FILE", QUICK_LIST, ca_roots),
+    F("--email", "EMAIL", "ADDR", QUICK_STRING, email),
+    F("--storage", "STORAGE", "DIR", QUICK_STRING, storage),
+    F("--challenge", "CHALLENGE", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
+    F("--on-demand", "ON_DEMAND_ALLOW", "PATTERN", QUICK_LIST, on_demand),
+    F("--ask", "ON_DEMAND_ASK", "URL", QUICK_STRING, ask),
+    F("--admin", "ADMIN", "ADDR", QUICK_STRING, admin),
+    F("--admin-token", "ADMIN_TOKEN", "TOKEN", QUICK_STRING, admin_token),
 };
 
 #undef F
+
+_Static_assert(GH_ARRAY_LEN(quick_flags) <= sizeof(((quick_t *)0)->given), "quick_t.given");
 
 static const quick_flag_t *find_flag(const char *name, size_t len) {
   for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
@@ -69,6 +84,28 @@ static const quick_flag_t *find_flag(const char *name, size_t len) {
     }
   }
   return NULL;
+}
+
+/* row returns the table row whose value lives at |off| in quick_t. */
+static const quick_flag_t *row(size_t off) {
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
+    if (quick_flags[i].off == off) return &quick_flags[i];
+  }
+  return NULL; /* not reached: every field has a row */
+}
+
+#define ROW(field) row(offsetof(quick_t, field))
+
+/* said names a setting the way the user gave it: the flag or the
+ * variable. */
+static const char *said(const quick_t *q, const quick_flag_t *f) {
+  return q->given[f - quick_flags] == GIVEN_ENV ? f->env : f->name;
+}
+
+/* wanted names a setting that is missing, both ways: "--key FILE (or
+ * GATEHOUSE_KEY)". The result is allocated. */
+static char *wanted(const quick_flag_t *f) {
+  return gh_asprintf("%s %s (or %s)", f->name, f->metavar, f->env);
 }
 
 static char *unknown_flag(const char *arg, size_t len) {
@@ -106,6 +143,92 @@ static char *apply(quick_t *q, const quick_flag_t *flag, const char *value) {
       return NULL;
   }
   return NULL;
+}
+
+/* env_value returns the value of |name| in |envp| ("NAME=VALUE" strings),
+ * or NULL. */
+static const char *env_value(char *const *envp, const char *name) {
+  size_t len = strlen(name);
+  for (char *const *e = envp; e && *e; e++) {
+    if (strncmp(*e, name, len) == 0 && (*e)[len] == '=') return *e + len + 1;
+  }
+  return NULL;
+}
+
+static const char *const truthy[] = {"1", "true", "yes", "on"};
+static const char *const falsy[] = {"0", "false", "no", "off"};
+
+static int one_of(const char *s, const char *const *words, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    if (strcasecmp(s, words[i]) == 0) return 1;
+  }
+  return 0;
+}
+
+/* apply_env fills every setting the command line left out from its
+ * variable. An empty variable counts as unset. Returns NULL or an error. */
+static char *apply_env(quick_t *q, char *const *envp) {
+  static const char seps[] = ", \t\r\n";
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
+    const quick_flag_t *f = &quick_flags[i];
+    if (q->given[i]) continue;
+    const char *v = env_value(envp, f->env);
+    if (v == NULL || v[0] == '\0') continue;
+    switch (f->kind) {
+      case QUICK_LIST:
+        for (const char *p = v + strspn(v, seps); *p; p += strspn(p, seps)) {
+          size_t n = strcspn(p, seps);
+          char *item = gh_strndup(p, n);
+          apply(q, f, item);
+          gh_free(item);
+          p += n;
+        }
+        break;
+      case QUICK_STRING:
+        apply(q, f, v);
+        break;
+      case QUICK_SWITCH:
+        if (one_of(v, truthy, GH_ARRAY_LEN(truthy))) {
+          apply(q, f, NULL);
+        } else if (!one_of(v, falsy, GH_ARRAY_LEN(falsy))) {
+          char *qv = conf__quote(v);
+          char *msg = gh_asprintf("%s: expected 1, true, yes or on (or 0, false, no, off), got %s",
+                                  f->env, qv);
+          gh_free(qv);
+          return msg;
+        }
+        break;
+    }
+    q->given[i] = GIVEN_ENV;
+  }
+  return NULL;
+}
+
+/* env_warnings returns one line per GATEHOUSE_* variable in |envp| that
+ * no flag stands for (a misspelt name would otherwise be ignored without a
+ * word), or NULL. */
+static char *env_warnings(char *const *envp) {
+  const char *names[GH_ARRAY_LEN(quick_flags)];
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) names[i] = quick_flags[i].env;
+  char *out = NULL;
+  for (char *const *e = envp; e && *e; e++) {
+    if (strncmp(*e, "GATEHOUSE_", 10) != 0) continue;
+    const char *eq = strchr(*e, '=');
+    char *name = gh_strndup(*e, eq ? (size_t)(eq - *e) : strlen(*e));
+    int known = 0;
+    for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) known |= strcmp(name, names[i]) == 0;
+    if (!known) {
+      const char *near = conf__closest(name, names, GH_ARRAY_LEN(names));
+      char *line = near ? gh_asprintf("%s%s is not a gatehouse variable (ignored); did you mean %s?\n",
+                                      out ? out : "", name, near)
+                        : gh_asprintf("%s%s is not a gatehouse variable (ignored)\n",
+                                      out ? out : "", name);
+      gh_free(out);
+      out = line;
+    }
+    gh_free(name);
+  }
+  return out;
 }
 
 static cJSON *list_or(cJSON **given, const char *def) {
@@ -182,6 +305,7 @@ static cJSON *build_doc(quick_t *q) {
   if (q->admin != NULL) {
     cJSON *admin = cJSON_AddObjectToObject(doc, "admin");
     cJSON_AddStringToObject(admin, "listen", q->admin);
+    if (q->admin_token != NULL) cJSON_AddStringToObject(admin, "token", q->admin_token);
   }
   if (q->no_resumption) {
     cJSON *tls = cJSON_AddObjectToObject(doc, "tls");
@@ -221,45 +345,79 @@ static char *parse_args(quick_t *q, int argc, char **argv) {
     }
     char *err = apply(q, flag, value);
     if (err != NULL) return err;
-  }
-  if (q->to == NULL) return gh_strdup("--to ADDR is required: the upstream to forward to");
-  if ((q->cert == NULL) != (q->key == NULL)) {
-    return gh_strdup(q->cert ? "--cert FILE needs --key FILE" : "--key FILE needs --cert FILE");
-  }
-  if (q->acme_directory == NULL) {
-    static const char *const needs_acme[] = {"--acme-ca-root", "--email", "--challenge",
-                                             "--on-demand", "--ask"};
-    const void *given[] = {q->ca_roots, q->email, q->challenges, q->on_demand, q->ask};
-    for (size_t i = 0; i < GH_ARRAY_LEN(needs_acme); i++) {
-      if (given[i] != NULL) return gh_asprintf("%s needs --acme-directory URL", needs_acme[i]);
-    }
-  }
-  if (q->cert == NULL && q->acme_directory == NULL) {
-    return gh_strdup("--cert FILE and --key FILE are required, or --acme-directory URL to "
-                     "obtain certificates for the --from names");
-  }
-  /* Without --cert the --from names are ACME-managed: without them there
-   * is no name to order a certificate for. */
-  if (q->cert == NULL && q->from == NULL && q->on_demand == NULL && q->ask == NULL) {
-    return gh_strdup("name the hosts with --from: certificates from --acme-directory are "
-                     "ordered for the --from names");
+    q->given[flag - quick_flags] = GIVEN_FLAG;
   }
   return NULL;
 }
 
-cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **argv) {
+/* check_shape checks what the validator cannot: the settings that must
+ * come together. Returns NULL or an error naming each setting the way it
+ * was given. */
+static char *check_shape(const quick_t *q) {
+  char *w = NULL, *msg = NULL;
+  if (q->to == NULL) {
+    w = wanted(ROW(to));
+    msg = gh_asprintf("%s is required: the upstream to forward to", w);
+  } else if ((q->cert == NULL) != (q->key == NULL)) {
+    const quick_flag_t *has = q->cert ? ROW(cert) : ROW(key);
+    w = wanted(q->cert ? ROW(key) : ROW(cert));
+    msg = gh_asprintf("%s needs %s", said(q, has), w);
+  } else if (q->acme_directory == NULL) {
+    const void *needs[] = {q->ca_roots, q->email, q->challenges, q->on_demand, q->ask};
+    const quick_flag_t *rows[] = {ROW(ca_roots), ROW(email), ROW(challenges), ROW(on_demand),
+                                  ROW(ask)};
+    for (size_t i = 0; i < GH_ARRAY_LEN(needs) && msg == NULL; i++) {
+      if (needs[i] == NULL) continue;
+      w = wanted(ROW(acme_directory));
+      msg = gh_asprintf("%s needs %s", said(q, rows[i]), w);
+    }
+    if (msg == NULL && q->cert == NULL) {
+      char *w2 = wanted(ROW(key));
+      w = wanted(ROW(cert));
+      char *w3 = wanted(ROW(acme_directory));
+      msg = gh_asprintf("%s and %s are required, or %s to obtain certificates from a CA", w, w2,
+                        w3);
+      gh_free(w2);
+      gh_free(w3);
+    }
+  } else if (q->cert == NULL && q->from == NULL && q->on_demand == NULL && q->ask == NULL) {
+    /* Without a certificate the hosts are ACME-managed: without them there
+     * is no name to order a certificate for. */
+    char *w2 = wanted(ROW(on_demand));
+    w = wanted(ROW(from));
+    msg = gh_asprintf("name the hosts to obtain certificates for with %s, or allow names on "
+                      "demand with %s",
+                      w, w2);
+    gh_free(w2);
+  }
+  gh_free(w);
+  return msg;
+}
+
+cJSON *conf_quick_json(char **out_err, conf_quick_info_t *info, int argc, char **argv,
+                       char *const *envp) {
   quick_t q;
   memset(&q, 0, sizeof(q));
+  memset(info, 0, sizeof(*info));
   *out_err = NULL;
-  if (out_print_config != NULL) *out_print_config = 0;
   cJSON *doc = NULL;
   char *err = parse_args(&q, argc, argv);
+  if (err == NULL) err = apply_env(&q, envp);
+  if (err == NULL) err = check_shape(&q);
   if (err != NULL) {
     *out_err = err;
   } else {
     doc = build_doc(&q);
-    if (out_print_config != NULL) *out_print_config = q.print_config;
+    info->print_config = q.print_config;
   }
+  int flags = 0, env = 0;
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
+    flags |= q.given[i] == GIVEN_FLAG;
+    env |= q.given[i] == GIVEN_ENV;
+  }
+  info->source = env ? (flags ? "<command line and environment>" : "<environment>")
+                     : "<command line>";
+  info->warnings = env_warnings(envp);
   cJSON_Delete(q.to);
   cJSON_Delete(q.from);
   cJSON_Delete(q.https);
@@ -268,4 +426,18 @@ cJSON *conf_quick_json(char **out_err, int *out_print_config, int argc, char **a
   cJSON_Delete(q.challenges);
   cJSON_Delete(q.on_demand);
   return doc;
+}
+
+char *conf_quick_usage(void) {
+  char *out = gh_strdup("");
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
+    const quick_flag_t *f = &quick_flags[i];
+    char *flag = f->metavar ? gh_asprintf("%s %s", f->name, f->metavar) : gh_strdup(f->name);
+    char *next = gh_asprintf("%s  %-48s %s%s\n", out, flag, f->env,
+                             f->kind == QUICK_LIST ? " (a list)" : "");
+    gh_free(flag);
+    gh_free(out);
+    out = next;
+  }
+  return out;
 }

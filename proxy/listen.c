@@ -5,13 +5,16 @@
  * option, bind, then hand it to uv_tcp_open. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/capability.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "common/log.h"
 #include "proxy/internal.h"
+#include "proxy/proxy.h"
 
 static void on_connection(uv_stream_t *server, int status) {
   px_listener_t *l = server->data;
@@ -53,13 +56,29 @@ static int bind_socket(const conf_addr_t *addr, int reuseport, char **out_err) {
   if (reuseport) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
   if (ai->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
   if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-    *out_err = gh_asprintf("listen %s: bind: %s", addr->text, strerror(errno));
+    /* The usual cause in a container: the capability was dropped
+     * (--cap-drop, no-new-privileges) for a non-root user. */
+    int privileged = (errno == EACCES || errno == EPERM) && addr->port < 1024;
+    *out_err = gh_asprintf("listen %s: bind: %s%s", addr->text, strerror(errno),
+                           privileged ? " (ports below 1024 need root or the "
+                                        "cap_net_bind_service capability)"
+                                      : "");
     close(fd);
     freeaddrinfo(res);
     return -1;
   }
   freeaddrinfo(res);
   return fd;
+}
+
+void px_raise_bind_capability(void) {
+  struct __user_cap_header_struct head = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+  struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+  if (syscall(SYS_capget, &head, data) != 0) return;
+  uint32_t bit = 1u << CAP_NET_BIND_SERVICE; /* in the first word */
+  if (!(data[0].permitted & bit) || (data[0].effective & bit)) return;
+  data[0].effective |= bit;
+  (void)syscall(SYS_capset, &head, data);
 }
 
 int px_listen_probe(const conf_addr_t *addr, char **out_err) {

@@ -22,12 +22,16 @@ static const char usage[] =
     "     [--log-level L] [--print-config] [--admin ADDR]\n"
     "     [--acme-directory URL [--acme-ca-root FILE]... [--email ADDR]\n"
     "      [--storage DIR] [--challenge tls-alpn-01|http-01|dns-01]...\n"
-    "      [--on-demand PATTERN]... [--ask URL]]\n"
+    "      [--on-demand PATTERN]... [--ask URL]] [--admin-token TOKEN]\n"
+    "                      every flag has a GATEHOUSE_* variable, read when\n"
+    "                      the flag is absent: see `gatehouse help proxy`\n"
     "  cert list -c FILE [--json]      certificates in the storage directory\n"
     "  cert revoke NAME -c FILE [--reason R]\n"
     "                      revoke a stored certificate at the CA\n"
     "  cert obtain NAME... -c FILE     order a certificate, serving the challenges\n"
     "                      on the config's listeners (exit 2 if they are taken)\n"
+    "  health [-c FILE | --admin ADDR]\n"
+    "                      ask the admin API's /health (exit 0 healthy, 1 not)\n"
     "  version             print the version\n"
     "  help                print this text\n";
 
@@ -87,10 +91,26 @@ static int cmd_run(int argc, char **argv) {
   return serve(conf, path);
 }
 
+extern char **environ;
+
+static void help_proxy(void);
+
 static int cmd_proxy(int argc, char **argv) {
+  if (has_flag(argc, argv, "--help") || has_flag(argc, argv, "-h")) {
+    help_proxy();
+    return 0;
+  }
   char *err = NULL;
-  int print = 0;
-  cJSON *doc = conf_quick_json(&err, &print, argc, argv);
+  conf_quick_info_t info;
+  cJSON *doc = conf_quick_json(&err, &info, argc, argv, environ);
+  if (info.warnings != NULL) {
+    /* One "gatehouse proxy: warning: " prefix per line. */
+    for (char *line = info.warnings, *nl; *line; line = nl + 1) {
+      nl = strchr(line, '\n');
+      fprintf(stderr, "gatehouse proxy: warning: %.*s\n", (int)(nl - line), line);
+    }
+    gh_free(info.warnings);
+  }
   if (doc == NULL) {
     fprintf(stderr, "gatehouse proxy: %s\n", err);
     gh_free(err);
@@ -98,7 +118,7 @@ static int cmd_proxy(int argc, char **argv) {
   }
   char *text = cJSON_Print(doc);
   cJSON_Delete(doc);
-  conf_t *conf = conf_parse(&err, "<command line>", text, strlen(text));
+  conf_t *conf = conf_parse(&err, info.source, text, strlen(text));
   cJSON_free(text);
   if (conf == NULL) {
     fprintf(stderr, "%s", err);
@@ -106,12 +126,25 @@ static int cmd_proxy(int argc, char **argv) {
     gh_free(err);
     return 2;
   }
-  if (print) {
+  if (info.print_config) {
     print_json(conf);
     conf_free(conf);
     return 0;
   }
   return serve(conf, NULL);
+}
+
+static void help_proxy(void) {
+  char *table = conf_quick_usage();
+  printf("usage: gatehouse proxy --to ADDR [flags]\n"
+         "\n"
+         "Quick mode: a proxy with no config file. Each flag has one environment\n"
+         "variable, read when the flag is not given (a flag overrides its variable;\n"
+         "an empty variable counts as unset; a list takes values separated by\n"
+         "commas or spaces; a switch takes 1/true/yes/on or 0/false/no/off):\n"
+         "\n%s",
+         table);
+  gh_free(table);
 }
 
 int main(int argc, char **argv) {
@@ -120,15 +153,21 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  px_raise_bind_capability();
   if (strcmp(cmd, "run") == 0) return cmd_run(argc - 2, argv + 2);
   if (strcmp(cmd, "validate") == 0) return cmd_validate(argc - 2, argv + 2);
   if (strcmp(cmd, "proxy") == 0) return cmd_proxy(argc - 2, argv + 2);
   if (strcmp(cmd, "cert") == 0) return px_cert_cmd(argc - 2, argv + 2);
+  if (strcmp(cmd, "health") == 0) return px_health_cmd(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("gatehouse %s\n", GATEHOUSE_VERSION);
     return 0;
   }
   if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    if (argc > 2 && strcmp(argv[2], "proxy") == 0) {
+      help_proxy();
+      return 0;
+    }
     fputs(usage, stdout);
     return 0;
   }

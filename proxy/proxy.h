@@ -29,4 +29,16 @@ int px_cert_cmd(int argc, char **argv);
  * conf_t, or NULL after printing every error to stderr. */
 conf_t *px_load_conf(const char *path);
 
+/* px_health_cmd runs `gatehouse health ARGS...`: GET /health on the admin
+ * API. Returns 0 when it answered 200, 1 when not, 2 for a usage error. */
+int px_health_cmd(int argc, char **argv);
+
+/* px_raise_bind_capability makes CAP_NET_BIND_SERVICE effective when it is
+ * permitted but not effective: the container image gives the binary the
+ * capability as permitted only (setcap cap_net_bind_service=+p), because a
+ * file whose capability is also marked effective cannot be executed at
+ * all where the capability was dropped (--cap-drop ALL). Called before
+ * any thread starts, as capabilities are per thread and inherited. */
+void px_raise_bind_capability(void);
+
 #endif

@@ -840,14 +840,22 @@ static void test_host_match(void) {
 /* quick_parse runs |args| through quick mode and then the validator, as
  * `gatehouse proxy` does. Returns the configuration, or NULL with |*err|
  * set by whichever step failed. */
-static conf_t *quick_parse(const char *const *args, int argc, int *print, char **err) {
-  cJSON *doc = conf_quick_json(err, print, argc, (char **)args);
+static conf_t *quick_parse_env(const char *const *args, int argc, char *const *envp, int *print,
+                               char **err) {
+  conf_quick_info_t info;
+  cJSON *doc = conf_quick_json(err, &info, argc, (char **)args, envp);
+  *print = info.print_config;
+  gh_free(info.warnings);
   if (doc == NULL) return NULL;
   char *text = cJSON_Print(doc);
   cJSON_Delete(doc);
-  conf_t *c = conf_parse(err, "<command line>", text, strlen(text));
+  conf_t *c = conf_parse(err, info.source, text, strlen(text));
   cJSON_free(text);
   return c;
+}
+
+static conf_t *quick_parse(const char *const *args, int argc, int *print, char **err) {
+  return quick_parse_env(args, argc, NULL, print, err);
 }
 
 static void test_quick_full(void) {
@@ -939,16 +947,16 @@ static void test_quick_errors(void) {
       {{"--to", "127.0.0.1:1", "--bogus-flag"}, 3, "unknown flag \"--bogus-flag\""},
       {{"--to"}, 1, "--to needs a value (ADDR)"},
       {{"--to", "127.0.0.1:1", "--log-level"}, 3, "--log-level needs a value"},
-      {{"--from", "a.test"}, 2, "--to ADDR is required"},
+      {{"--from", "a.test"}, 2, "--to ADDR (or GATEHOUSE_UPSTREAM) is required"},
       {{"--to", "127.0.0.1:1", "--workers", "2", "--workers", "3"}, 6, "--workers given twice"},
       {{"--to", "127.0.0.1:1", "--no-resumption=yes"}, 3, "--no-resumption takes no value"},
       {{"--to", "127.0.0.1:1", "stray"}, 3, "unexpected argument \"stray\""},
-      {{"--to", "127.0.0.1:1", "--cert", "c.pem"}, 4, "--cert FILE needs --key FILE"},
-      {{"--to", "127.0.0.1:1", "--key", "k.pem"}, 4, "--key FILE needs --cert FILE"},
-      {{"--to", "127.0.0.1:1"}, 2, "--cert FILE and --key FILE are required"},
+      {{"--to", "127.0.0.1:1", "--cert", "c.pem"}, 4, "--cert needs --key FILE (or GATEHOUSE_KEY)"},
+      {{"--to", "127.0.0.1:1", "--key", "k.pem"}, 4, "--key needs --cert FILE (or GATEHOUSE_CERT)"},
+      {{"--to", "127.0.0.1:1"}, 2, "--cert FILE (or GATEHOUSE_CERT) and --key FILE (or GATEHOUSE_KEY) are required"},
       {{"--to", "127.0.0.1:1", "--acme-directory", "https://ca.test/dir"}, 4,
-       "name the hosts with --from"},
-      {{"--to", "127.0.0.1:1", "--email", "a@b.test"}, 4, "--email needs --acme-directory URL"},
+       "name the hosts to obtain certificates for with --from NAME (or GATEHOUSE_HOSTS)"},
+      {{"--to", "127.0.0.1:1", "--email", "a@b.test"}, 4, "--email needs --acme-directory URL (or GATEHOUSE_ACME_DIRECTORY)"},
   };
   for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
     char *err = NULL;
@@ -976,6 +984,86 @@ static void test_quick_errors(void) {
   gh_free(err);
 }
 
+/* The environment stands in for every flag the command line leaves out. */
+static void test_quick_env(void) {
+  char *const env[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:9001, 127.0.0.1:9002",
+                       "GATEHOUSE_HOSTS= a.test\tb.test ",
+                       "GATEHOUSE_CERT=" CERT,
+                       "GATEHOUSE_KEY=" KEY,
+                       "GATEHOUSE_WORKERS=3",
+                       "GATEHOUSE_NO_RESUMPTION=yes",
+                       "GATEHOUSE_PRINT_CONFIG=0",
+                       "GATEHOUSE_ADMIN=127.0.0.1:2019",
+                       "GATEHOUSE_ACCESS_LOG=",
+                       "PATH=/usr/bin",
+                       NULL};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse_env(NULL, 0, env, &print, &err);
+  if (c == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(print, 0);
+  ASSERT_EQ(c->sites[0].group.num_addrs, 2);
+  ASSERT_EQ(c->sites[0].group.addrs[1].port, 9002);
+  ASSERT_EQ(c->sites[0].num_hosts, 2);
+  ASSERT_STR_EQ(c->sites[0].hosts[1], "b.test");
+  ASSERT_EQ(c->workers, 3);
+  ASSERT_FALSE(c->tls.resumption);
+  ASSERT_NOT_NULL(c->admin);
+  ASSERT_EQ(c->admin->port, 2019);
+  ASSERT_EQ(c->access_log, CONF_ACCESS_JSON); /* empty = unset = the default */
+  conf_free(c);
+
+  /* A flag overrides its variable, a list as a whole. */
+  const char *args[] = {"--to", "127.0.0.1:7000", "--workers", "1"};
+  c = quick_parse_env(args, 4, env, &print, &err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->sites[0].group.num_addrs, 1);
+  ASSERT_EQ(c->sites[0].group.addrs[0].port, 7000);
+  ASSERT_EQ(c->workers, 1);
+  ASSERT_EQ(c->sites[0].num_hosts, 2);
+  conf_free(c);
+
+  /* Errors name the variable the value came from. */
+  char *const bad_switch[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_NO_RESUMPTION=maybe",
+                              NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, bad_switch, &print, &err));
+  ASSERT_CONTAINS(err, "GATEHOUSE_NO_RESUMPTION: expected 1, true, yes or on");
+  ASSERT_CONTAINS(err, "\"maybe\"");
+  gh_free(err);
+  char *const lone_email[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_EMAIL=a@b.test", NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, lone_email, &print, &err));
+  ASSERT_CONTAINS(err, "GATEHOUSE_EMAIL needs --acme-directory URL (or GATEHOUSE_ACME_DIRECTORY)");
+  gh_free(err);
+  char *const bad_value[] = {"GATEHOUSE_UPSTREAM=nowhere", "GATEHOUSE_CERT=" CERT,
+                             "GATEHOUSE_KEY=" KEY, NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, bad_value, &print, &err));
+  ASSERT_CONTAINS(err, "<environment>: sites[0].upstreams[0]: expected an address");
+  gh_free(err);
+  char *const empty[] = {"GATEHOUSE_UPSTREAM=", NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, empty, &print, &err));
+  ASSERT_CONTAINS(err, "--to ADDR (or GATEHOUSE_UPSTREAM) is required");
+  gh_free(err);
+}
+
+/* A GATEHOUSE_* variable no flag stands for is named in a warning. */
+static void test_quick_env_warnings(void) {
+  char *const env[] = {"GATEHOUSE_UPSTRAEM=127.0.0.1:1", "GATEHOUSE_SOMETHING_ELSE=1",
+                       "GATEHOUSE_UPSTREAM=127.0.0.1:1", NULL};
+  conf_quick_info_t info;
+  char *err = NULL;
+  const char *args[] = {"--cert", CERT, "--key", KEY};
+  cJSON *doc = conf_quick_json(&err, &info, 4, (char **)args, env);
+  ASSERT_NOT_NULL(doc);
+  cJSON_Delete(doc);
+  ASSERT_STR_EQ(info.source, "<command line and environment>");
+  ASSERT_NOT_NULL(info.warnings);
+  ASSERT_CONTAINS(info.warnings, "GATEHOUSE_UPSTRAEM is not a gatehouse variable (ignored); did "
+                                 "you mean GATEHOUSE_UPSTREAM?");
+  ASSERT_CONTAINS(info.warnings, "GATEHOUSE_SOMETHING_ELSE is not a gatehouse variable");
+  gh_free(info.warnings);
+}
+
 int main(void) {
   RUN(test_examples_validate_and_round_trip);
   RUN(test_full_example_matches_readme);
@@ -995,6 +1083,8 @@ int main(void) {
   RUN(test_quick_full);
   RUN(test_quick_defaults);
   RUN(test_quick_errors);
+  RUN(test_quick_env);
+  RUN(test_quick_env_warnings);
   RUN(test_quick_acme);
   TEST_EXIT();
 }
