@@ -59,12 +59,14 @@ static int bind_socket(const conf_addr_t *addr, int reuseport, char **out_err) {
     /* The usual cause in a container: the capability was dropped
      * (--cap-drop, no-new-privileges) for a non-root user. */
     int privileged = (errno == EACCES || errno == EPERM) && addr->port < 1024;
-    *out_err = gh_asprintf("listen %s: bind: %s%s", addr->text, strerror(errno),
+    int err = errno;
+    *out_err = gh_asprintf("listen %s: bind: %s%s", addr->text, strerror(err),
                            privileged ? " (ports below 1024 need root or the "
                                         "cap_net_bind_service capability)"
                                       : "");
     close(fd);
     freeaddrinfo(res);
+    errno = err; /* for the caller's hint */
     return -1;
   }
   freeaddrinfo(res);

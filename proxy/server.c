@@ -5,6 +5,7 @@
  * errors logged) and the running generation keeps serving. SIGTERM/SIGINT
  * stop accepting and let in-flight requests finish, bounded by
  * timeouts.drain. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -424,7 +425,8 @@ static int listeners_free(const conf_t *conf) {
         i < conf->num_https ? &conf->https[i] : &conf->http[i - conf->num_https];
     char *err = NULL;
     if (px_listen_probe(addr, &err) != 0) {
-      GH_ERROR("proxy", "%s (is another server running there?)", err);
+      int in_use = errno == EADDRINUSE;
+      GH_ERROR("proxy", "%s%s", err, in_use ? " (is another server running there?)" : "");
       gh_free(err);
       return 0;
     }
