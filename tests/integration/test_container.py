@@ -593,6 +593,18 @@ def test_environment_only_equals_the_equivalent_file():
     h.eq(by_env, json.loads(r.stdout), "environment-only config against the file")
 
 
+def test_readme_lists_every_variable():
+    with open(os.path.join(h.SOURCE_DIR, "README.md")) as f:
+        readme = f.read()
+    h.contains(readme, "## Deploy with Docker", "README")
+    section = readme.split("## Deploy with Docker", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(GATEHOUSE_[A-Z_]+)` \| `(--[a-z-]+)", section, re.M)
+    want = [(var, flag) for flag, _, var, _ in quick_table()]
+    h.eq(sorted(listed), sorted(want), "README's table of variables and flags")
+    h.contains(section, "docker build -f docker/Dockerfile", "the build command")
+    h.contains(section, "docker compose -f docker/compose.yaml up", "the compose command")
+
+
 # --- 4. docker/compose.yaml ---------------------------------------------------------
 
 
