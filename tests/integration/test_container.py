@@ -203,6 +203,30 @@ def test_build_stage_installs_what_scripts_deps_installs():
                 "the base image is not ARG DEBIAN=debian:12-slim")
 
 
+def test_build_stage_configures_with_its_packages_only():
+    """The build stage has scripts/deps' build packages and no python3 (the
+    test peers' language): its CMake configure must not ask for it. Runs
+    the stage's cmake configure line here and checks what it looked up."""
+    run = " ".join(instructions(stage("build"), "RUN"))
+    m = re.search(r"cmake -S \. -B /build((?: -D\S+)*)", run)
+    h.check(m, "no `cmake -S . -B /build` in the build stage: %s" % run)
+    defs = m.group(1).split()
+    h.contains(defs, "-DGATEHOUSE_TESTS=OFF", "the build stage's cmake options")
+    d = os.path.join(h.subdir("image-build"), "b")
+    r = subprocess.run(["cmake", "-S", h.SOURCE_DIR, "-B", d] + defs, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=120)
+    h.eq(r.returncode, 0, "the build stage's configure: %s" % r.stdout.decode()[-2000:])
+    with open(os.path.join(d, "CMakeCache.txt")) as f:
+        cache = f.read()
+    h.check(not re.search(r"^PYTHON3:", cache, re.M), "configure looked for python3")
+    h.check(re.search(r"^CMAKE_BUILD_TYPE:STRING=Release$", cache, re.M), "a Release build")
+    r = subprocess.run(["cmake", "--build", d, "--target", "help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+    targets = r.stdout.decode()
+    for t in ("gatehouse", "gh_echo"):
+        h.check(re.search(r"^\.\.\. %s$" % t, targets, re.M), "no target %s: %s" % (t, targets))
+
+
 def dpkg_status():
     """{package: {"depends": [[alternatives]], "priority", "essential"}} of
     the installed packages (architecture qualifiers dropped)."""
