@@ -236,8 +236,9 @@ typedef struct {
  * with |*out_err| set to a message naming the bad flag or variable. Flags:
  * --to ADDR (repeatable, required), --from NAME (repeatable), --https ADDR,
  * --http ADDR, --cert FILE, --key FILE, --workers N, --no-resumption,
- * --access-log json|combined|off, --log-level L, --acme-directory URL,
- * --acme-ca-root FILE (repeatable), --email ADDR, --storage DIR,
+ * --access-log json|combined|off, --log-level L, --log-format text|json,
+ * --acme-directory URL, --acme-ca-root FILE (repeatable), --email ADDR,
+ * --eab-kid KID and --eab-hmac-key KEY (together), --storage DIR,
  * --challenge NAME (repeatable, in order of preference), --on-demand
  * PATTERN (repeatable), --ask URL, --admin ADDR, --admin-token TOKEN. With
  * --acme-directory, --cert/--key may be left out: the --from names are

@@ -24,7 +24,8 @@ typedef struct {
   cJSON *to, *from, *https, *http; /* string arrays, NULL until given */
   cJSON *ca_roots, *challenges, *on_demand;
   const char *cert, *key, *workers, *access_log, *log_level;
-  const char *acme_directory, *email, *storage, *ask, *admin, *admin_token;
+  const char *acme_directory, *email, *storage, *ask, *admin, *admin_token, *log_format;
+  const char *eab_kid, *eab_hmac_key;
   int no_resumption, print_config;
   unsigned char given[32]; /* per quick_flags row: GIVEN_FLAG or GIVEN_ENV */
 } quick_t;
@@ -61,10 +62,13 @@ static const quick_flag_t quick_flags[] = {
     F("--no-resumption", "NO_RESUMPTION", NULL, QUICK_SWITCH, no_resumption),
     F("--access-log", "ACCESS_LOG", "json|combined|off", QUICK_STRING, access_log),
     F("--log-level", "LOG_LEVEL", "debug|info|warn|error", QUICK_STRING, log_level),
+    F("--log-format", "LOG_FORMAT", "text|json", QUICK_STRING, log_format),
     F("--print-config", "PRINT_CONFIG", NULL, QUICK_SWITCH, print_config),
     F("--acme-directory", "ACME_DIRECTORY", "URL", QUICK_STRING, acme_directory),
     F("--acme-ca-root", "ACME_CA_ROOT", "FILE", QUICK_LIST, ca_roots),
     F("--email", "EMAIL", "ADDR", QUICK_STRING, email),
+    F("--eab-kid", "EAB_KID", "KID", QUICK_STRING, eab_kid),
+    F("--eab-hmac-key", "EAB_HMAC_KEY", "KEY", QUICK_STRING, eab_hmac_key),
     F("--storage", "STORAGE", "DIR", QUICK_STRING, storage),
     F("--challenge", "CHALLENGE", "tls-alpn-01|http-01|dns-01", QUICK_LIST, challenges),
     F("--on-demand", "ON_DEMAND_ALLOW", "PATTERN", QUICK_LIST, on_demand),
@@ -290,6 +294,11 @@ static cJSON *build_doc(quick_t *q) {
     cJSON *acme = cJSON_AddObjectToObject(doc, "acme");
     cJSON_AddStringToObject(acme, "directory", q->acme_directory);
     if (q->email != NULL) cJSON_AddStringToObject(acme, "email", q->email);
+    if (q->eab_kid != NULL) {
+      cJSON *eab = cJSON_AddObjectToObject(acme, "eab");
+      cJSON_AddStringToObject(eab, "key_id", q->eab_kid);
+      cJSON_AddStringToObject(eab, "hmac_key", q->eab_hmac_key);
+    }
     if (q->ca_roots != NULL) cJSON_AddItemToObject(acme, "ca_roots", q->ca_roots);
     q->ca_roots = NULL;
     if (q->challenges != NULL) cJSON_AddItemToObject(acme, "challenges", q->challenges);
@@ -311,9 +320,10 @@ static cJSON *build_doc(quick_t *q) {
     cJSON *tls = cJSON_AddObjectToObject(doc, "tls");
     cJSON_AddFalseToObject(tls, "resumption");
   }
-  if (q->log_level != NULL || q->access_log != NULL) {
+  if (q->log_level != NULL || q->access_log != NULL || q->log_format != NULL) {
     cJSON *log = cJSON_AddObjectToObject(doc, "log");
     if (q->log_level != NULL) cJSON_AddStringToObject(log, "level", q->log_level);
+    if (q->log_format != NULL) cJSON_AddStringToObject(log, "format", q->log_format);
     if (q->access_log != NULL) cJSON_AddStringToObject(log, "access", q->access_log);
   }
   return doc;
@@ -362,10 +372,15 @@ static char *check_shape(const quick_t *q) {
     const quick_flag_t *has = q->cert ? ROW(cert) : ROW(key);
     w = wanted(q->cert ? ROW(key) : ROW(cert));
     msg = gh_asprintf("%s needs %s", said(q, has), w);
+  } else if ((q->eab_kid == NULL) != (q->eab_hmac_key == NULL)) {
+    const quick_flag_t *has = q->eab_kid ? ROW(eab_kid) : ROW(eab_hmac_key);
+    w = wanted(q->eab_kid ? ROW(eab_hmac_key) : ROW(eab_kid));
+    msg = gh_asprintf("%s needs %s", said(q, has), w);
   } else if (q->acme_directory == NULL) {
-    const void *needs[] = {q->ca_roots, q->email, q->challenges, q->on_demand, q->ask};
+    const void *needs[] = {q->ca_roots, q->email, q->challenges, q->on_demand, q->ask,
+                           q->eab_kid};
     const quick_flag_t *rows[] = {ROW(ca_roots), ROW(email), ROW(challenges), ROW(on_demand),
-                                  ROW(ask)};
+                                  ROW(ask), ROW(eab_kid)};
     for (size_t i = 0; i < GH_ARRAY_LEN(needs) && msg == NULL; i++) {
       if (needs[i] == NULL) continue;
       w = wanted(ROW(acme_directory));

@@ -509,8 +509,11 @@ SAMPLE = {  # a valid value for each metavar
     "ADDR": "127.0.0.1:8081", "NAME": "app.test", "FILE": None, "N": "3",
     "json|combined|off": "combined", "debug|info|warn|error": "warn", "URL": None,
     "DIR": "/tmp/gh-container-storage", "tls-alpn-01|http-01|dns-01": "http-01",
-    "PATTERN": "*.app.test", "TOKEN": "s3cret-token",
+    "PATTERN": "*.app.test", "TOKEN": "s3cret-token", "text|json": "json", "KID": "kid-1",
+    "KEY": "c2VjcmV0LWhtYWMta2V5LTEyMzQ1Njc4OTBhYmNkZWY",
 }
+PAIRS = {"--cert": "--key", "--key": "--cert", "--eab-kid": "--eab-hmac-key",
+         "--eab-hmac-key": "--eab-kid"}
 
 
 def test_every_flag_has_one_variable_with_the_same_effect():
@@ -528,6 +531,8 @@ def test_every_flag_has_one_variable_with_the_same_effect():
             value = crt
         elif flag == "--key":
             value = key
+        elif flag == "--eab-hmac-key":
+            value = SAMPLE["KEY"]
         elif flag == "--acme-directory":
             value = "https://other.test/dir"
         elif flag == "--email":
@@ -543,13 +548,11 @@ def test_every_flag_has_one_variable_with_the_same_effect():
         if flag in base:
             i = base.index(flag)
             args = base[:i] + base[i + 2:]
+        if flag in PAIRS:  # given together: the other half as a flag
+            other = PAIRS[flag]
+            args += [other, {"--cert": crt, "--key": key}.get(other) or
+                     SAMPLE[[r[1] for r in rows if r[0] == other][0]]]
         env_args = list(args)
-        if flag == "--cert":
-            args += ["--key", key]
-            env_args += ["--key", key]
-        if flag == "--key":
-            args += ["--cert", crt]
-            env_args += ["--cert", crt]
         if metavar is None:  # a switch
             by_flag = print_config(args + [flag], {})
             by_env = print_config(env_args, {var: "true"})
@@ -559,7 +562,7 @@ def test_every_flag_has_one_variable_with_the_same_effect():
             by_flag = print_config(args + [flag, value], {})
             by_env = print_config(env_args, {var: value})
         h.eq(by_env, by_flag, "%s against %s" % (var, flag))
-        if flag not in ("--cert", "--key"):  # given in pairs
+        if flag not in PAIRS:
             h.check(by_flag != reference,
                     "%s %s changes nothing in the effective config" % (flag, value))
 
