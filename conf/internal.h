@@ -193,6 +193,10 @@ const char *conf__parse_rate(const char *s, conf_rate_t *out);
 void conf__format_duration(char *buf, size_t buf_len, uint64_t ms);
 void conf__format_size(char *buf, size_t buf_len, uint64_t n);
 
+/* conf__read_file reads all of |path| (at most CONF_MAX_FILE bytes) into a
+ * new buffer; returns 0, or -1 with errno set. */
+int conf__read_file(const char *path, char **out, size_t *out_len);
+
 /* conf__closest returns the candidate nearest to |word| by edit distance
  * when it is close enough to be a likely typo, or NULL. */
 const char *conf__closest(const char *word, const char *const *cands, size_t num_cands);

@@ -318,8 +318,7 @@ conf_t *conf_parse(char **out_err, const char *file, const char *text, size_t te
   return conf;
 }
 
-/* read_file reads all of |path|; returns 0, or -1 with errno set. */
-static int read_file(const char *path, char **out, size_t *out_len) {
+int conf__read_file(const char *path, char **out, size_t *out_len) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return -1;
   struct stat st;
@@ -364,7 +363,7 @@ conf_t *conf_load(char **out_err, const char *path) {
   char *text;
   size_t len;
   *out_err = NULL;
-  if (read_file(path, &text, &len) != 0) {
+  if (conf__read_file(path, &text, &len) != 0) {
     *out_err = gh_asprintf("%s: cannot read: %s\n", path, strerror(errno));
     return NULL;
   }

@@ -12,6 +12,7 @@
  * so a container configured by its environment and a command line never
  * drift apart; a flag given on the command line overrides its variable. */
 #include <stddef.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -28,6 +29,7 @@ typedef struct {
   const char *eab_kid, *eab_hmac_key;
   int no_resumption, print_config;
   unsigned char given[32]; /* per quick_flags row: GIVEN_FLAG or GIVEN_ENV */
+  char *owned[32];          /* per row: a value read from a NAME_FILE file */
 } quick_t;
 
 enum { GIVEN_FLAG = 1, GIVEN_ENV = 2 };
@@ -169,14 +171,57 @@ static int one_of(const char *s, const char *const *words, size_t n) {
   return 0;
 }
 
+/* env_file_value reads the value of |f| from the file that NAME_FILE in
+ * |envp| names (Docker and Kubernetes mount secrets as files), keeping it
+ * in |q|. Returns NULL (|*out| NULL when NAME_FILE is unset or empty) or
+ * an error. */
+static char *env_file_value(quick_t *q, const quick_flag_t *f, char *const *envp,
+                            const char **out) {
+  *out = NULL;
+  char *name = gh_asprintf("%s_FILE", f->env);
+  const char *path = env_value(envp, name);
+  char *err = NULL;
+  if (path != NULL && path[0] != '\0') {
+    char *text = NULL;
+    size_t len = 0;
+    if (conf__read_file(path, &text, &len) != 0) {
+      char *qp = conf__quote(path);
+      err = gh_asprintf("%s: cannot read %s: %s", name, qp, strerror(errno));
+      gh_free(qp);
+    } else {
+      /* The file's last line break (and trailing blanks) are not part of
+       * the value; a NUL byte would cut it short unseen. */
+      while (len > 0 && strchr(" \t\r\n", text[len - 1]) != NULL) len--;
+      if (memchr(text, '\0', len) != NULL) {
+        err = gh_asprintf("%s: %s holds a NUL byte", name, path);
+        gh_free(text);
+      } else {
+        text[len] = '\0'; /* len < the buffer: read_file stops at a full one only at EOF */
+        q->owned[f - quick_flags] = text;
+        *out = text;
+      }
+    }
+  }
+  if (err == NULL && *out != NULL && env_value(envp, f->env) != NULL &&
+      env_value(envp, f->env)[0] != '\0') {
+    err = gh_asprintf("%s and %s are both set; set one", f->env, name);
+  }
+  gh_free(name);
+  return err;
+}
+
 /* apply_env fills every setting the command line left out from its
- * variable. An empty variable counts as unset. Returns NULL or an error. */
+ * variable, or from the file its NAME_FILE variable names. An empty
+ * variable counts as unset. Returns NULL or an error. */
 static char *apply_env(quick_t *q, char *const *envp) {
   static const char seps[] = ", \t\r\n";
   for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
     const quick_flag_t *f = &quick_flags[i];
     if (q->given[i]) continue;
-    const char *v = env_value(envp, f->env);
+    const char *v = NULL;
+    char *err = env_file_value(q, f, envp, &v);
+    if (err != NULL) return err;
+    if (v == NULL) v = env_value(envp, f->env);
     if (v == NULL || v[0] == '\0') continue;
     switch (f->kind) {
       case QUICK_LIST:
@@ -220,7 +265,12 @@ static char *env_warnings(char *const *envp) {
     const char *eq = strchr(*e, '=');
     char *name = gh_strndup(*e, eq ? (size_t)(eq - *e) : strlen(*e));
     int known = 0;
-    for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) known |= strcmp(name, names[i]) == 0;
+    size_t len = strlen(name);
+    for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
+      size_t n = strlen(names[i]);
+      known |= strcmp(name, names[i]) == 0 ||
+               (len == n + 5 && strncmp(name, names[i], n) == 0 && strcmp(name + n, "_FILE") == 0);
+    }
     if (!known) {
       const char *near = conf__closest(name, names, GH_ARRAY_LEN(names));
       char *line = near ? gh_asprintf("%s%s is not a gatehouse variable (ignored); did you mean %s?\n",
@@ -440,6 +490,7 @@ cJSON *conf_quick_json(char **out_err, conf_quick_info_t *info, int argc, char *
   cJSON_Delete(q.ca_roots);
   cJSON_Delete(q.challenges);
   cJSON_Delete(q.on_demand);
+  for (size_t i = 0; i < GH_ARRAY_LEN(q.owned); i++) gh_free(q.owned[i]);
   return doc;
 }
 

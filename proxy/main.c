@@ -142,7 +142,9 @@ static void help_proxy(void) {
          "Quick mode: a proxy with no config file. Each flag has one environment\n"
          "variable, read when the flag is not given (a flag overrides its variable;\n"
          "an empty variable counts as unset; a list takes values separated by\n"
-         "commas or spaces; a switch takes 1/true/yes/on or 0/false/no/off):\n"
+         "commas or spaces; a switch takes 1/true/yes/on or 0/false/no/off).\n"
+         "NAME_FILE=PATH instead of NAME=VALUE reads the value from PATH (for\n"
+         "secrets mounted as files):\n"
          "\n%s",
          table);
   gh_free(table);

@@ -1046,6 +1046,45 @@ static void test_quick_env(void) {
   gh_free(err);
 }
 
+/* NAME_FILE: the value from a file, for secrets mounted as files. */
+static void test_quick_env_file(void) {
+  const char *path = "/tmp/gh-test-conf-secret";
+  FILE *f = fopen(path, "w");
+  ASSERT_NOT_NULL(f);
+  fputs("s3cret-token\n", f);
+  fclose(f);
+  char *const env[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_CERT=" CERT,
+                       "GATEHOUSE_KEY=" KEY, "GATEHOUSE_ADMIN=127.0.0.1:2019",
+                       "GATEHOUSE_ADMIN_TOKEN_FILE=/tmp/gh-test-conf-secret", NULL};
+  char *err = NULL;
+  int print = -1;
+  conf_t *c = quick_parse_env(NULL, 0, env, &print, &err);
+  if (c == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->admin_token, "s3cret-token");
+  conf_free(c);
+  char *const both[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_UPSTREAM_FILE=/tmp/gh-test-conf-secret",
+                        NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, both, &print, &err));
+  ASSERT_CONTAINS(err, "GATEHOUSE_UPSTREAM and GATEHOUSE_UPSTREAM_FILE are both set");
+  gh_free(err);
+  unlink(path);
+  char *const missing[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1",
+                           "GATEHOUSE_EAB_HMAC_KEY_FILE=/nonexistent/secret", NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, missing, &print, &err));
+  ASSERT_CONTAINS(err, "GATEHOUSE_EAB_HMAC_KEY_FILE: cannot read \"/nonexistent/secret\": No such "
+                       "file or directory");
+  gh_free(err);
+  /* NAME_FILE of a real variable draws no warning. */
+  conf_quick_info_t info;
+  char *const ok[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_EMAIL_FILE=", NULL};
+  const char *args[] = {"--cert", CERT, "--key", KEY};
+  cJSON *doc = conf_quick_json(&err, &info, 4, (char **)args, ok);
+  ASSERT_NOT_NULL(doc);
+  cJSON_Delete(doc);
+  ASSERT_NULL(info.warnings);
+}
+
 /* A GATEHOUSE_* variable no flag stands for is named in a warning. */
 static void test_quick_env_warnings(void) {
   char *const env[] = {"GATEHOUSE_UPSTRAEM=127.0.0.1:1", "GATEHOUSE_SOMETHING_ELSE=1",
@@ -1085,6 +1124,7 @@ int main(void) {
   RUN(test_quick_errors);
   RUN(test_quick_env);
   RUN(test_quick_env_warnings);
+  RUN(test_quick_env_file);
   RUN(test_quick_acme);
   TEST_EXIT();
 }
