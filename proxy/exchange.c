@@ -87,6 +87,7 @@ void px_upconn_on_timer(uv_timer_t *t) {
   px_upstream_mark_failed(u->addr);
   if (!u->connected) {
     GH_WARN("proxy", "upstream %s: connect timeout", u->addr->conf->text);
+    px_addr_refresh(u->w, ex->gen, u->addr, 1);
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
@@ -123,6 +124,7 @@ static void on_connect(uv_connect_t *req, int status) {
   if (status < 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
     px_upstream_mark_failed(u->addr);
+    px_addr_refresh(u->w, ex->gen, u->addr, 1);
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
@@ -164,8 +166,10 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
     arm_response_timer(u);
     return;
   }
+  px_addr_refresh(w, ex->gen, a, 0);
   u = px_upconn_dial(w, a, on_connect);
   if (u == NULL) {
+    px_addr_refresh(w, ex->gen, a, 1);
     px_upstream_mark_failed(a);
     atomic_fetch_sub(&a->active, 1);
     ex->addr = NULL;

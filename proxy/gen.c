@@ -2,6 +2,7 @@
  * routing and upstream state built from it, shared read-mostly by every
  * worker and reference-counted so a reload can replace it while requests
  * started under the old one finish. */
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,24 +11,35 @@
 #include "proxy/internal.h"
 #include "proxy/tls.h"
 
-/* resolve fills |a| from its configured host and port. Upstream names are
- * resolved once per generation (at start and on reload). */
-static int resolve(px_addr_t *a, char **out_err) {
+/* resolve fills |a| from its configured host and port. An IP literal is
+ * fixed here; a DNS name that does not resolve yet is not an error: a
+ * backend container may start after the proxy, and px_addr_refresh looks
+ * it up again when a request needs it. */
+static void resolve(px_addr_t *a) {
+  const char *host = a->conf->host[0] ? a->conf->host : "127.0.0.1";
+  struct in6_addr ip;
+  a->is_name = inet_pton(AF_INET, host, &ip) != 1 && inet_pton(AF_INET6, host, &ip) != 1;
+  pthread_mutex_init(&a->sa_lock, NULL);
   struct addrinfo hints = {0}, *res = NULL;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
+  hints.ai_flags = AI_NUMERICSERV | (a->is_name ? 0 : AI_NUMERICHOST);
   char port[8];
   snprintf(port, sizeof(port), "%u", a->conf->port);
-  const char *host = a->conf->host[0] ? a->conf->host : "127.0.0.1";
+  uint64_t now = gh_now_ms();
+  atomic_init(&a->tried_ms, now);
+  atomic_init(&a->resolved_ms, 0);
+  atomic_init(&a->resolving, 0);
   int rc = getaddrinfo(host, port, &hints, &res);
   if (rc != 0 || res == NULL) {
-    *out_err = gh_asprintf("upstream %s: cannot resolve: %s", a->conf->text, gai_strerror(rc));
-    return -1;
+    GH_WARN("proxy", "upstream %s: cannot resolve: %s; trying again when a request needs it",
+            a->conf->text, gai_strerror(rc));
+    a->sa_len = 0;
+    return;
   }
   memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
   a->sa_len = res->ai_addrlen;
+  atomic_store(&a->resolved_ms, now);
   freeaddrinfo(res);
-  return 0;
 }
 
 static int prefix_cmp(const void *x, const void *y) {
@@ -64,7 +76,7 @@ static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ai,
     atomic_init(&a->down_until_ms, 0);
     atomic_init(&a->unhealthy, 0);
     atomic_init(&a->active, 0);
-    if (resolve(a, out_err) != 0) return NULL;
+    resolve(a);
     g->addrs[k] = a;
   }
   return g;
@@ -126,6 +138,9 @@ void px_gen_unref(px_gen_t *gen) {
     gh_free(gen->sites[i].hsts_header);
   }
   for (size_t i = 0; i < gen->num_groups; i++) gh_free(gen->groups[i].addrs);
+  for (size_t i = 0; i < gen->num_addrs; i++) {
+    if (gen->addrs[i].conf != NULL) pthread_mutex_destroy(&gen->addrs[i].sa_lock);
+  }
   gh_free(gen->sites);
   gh_free(gen->groups);
   gh_free(gen->addrs);

@@ -75,8 +75,16 @@ typedef struct px_group px_group_t;
 typedef struct {
   const conf_addr_t *conf;
   px_group_t *group; /* the one group this address belongs to */
+  /* Where to connect. An IP literal is fixed at build; a DNS name is
+   * resolved again in the background (px_addr_refresh), so |sa| and
+   * |sa_len| (0 = not resolved yet) are read and written under |sa_lock|. */
   struct sockaddr_storage sa;
   socklen_t sa_len;
+  int is_name;
+  pthread_mutex_t sa_lock;
+  atomic_uint_fast64_t resolved_ms; /* last successful resolution */
+  atomic_uint_fast64_t tried_ms;    /* last attempt */
+  atomic_int resolving;             /* a lookup is in flight */
   atomic_uint_fast64_t down_until_ms; /* passive health: skipped until then */
   atomic_int unhealthy;               /* active health check result */
   atomic_int active;                  /* requests in flight, all workers */
@@ -376,6 +384,16 @@ void px_ex_resume_upstream(px_exchange_t *ex);
 
 /* upstream.c */
 px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid);
+/* px_addr_sockaddr copies where |a| is to be reached into |out|; returns
+ * 0, or -1 while a DNS name has not resolved yet. */
+int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out);
+/* px_addr_refresh looks a DNS name up again on |w|'s loop (libuv's thread
+ * pool) when the last answer is older than PX_RESOLVE_EVERY_MS, or, with
+ * |failed|, after a connection to it failed (at most once a second): a
+ * backend container that is recreated comes back on a new address. The
+ * connection in progress keeps the old address. No-op for IP literals. */
+#define PX_RESOLVE_EVERY_MS 30000
+void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed);
 void px_upstream_mark_failed(px_addr_t *a);
 px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a);
 px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb);

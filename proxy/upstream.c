@@ -1,7 +1,9 @@
 /* upstream.c: choosing an upstream, dialing it, keeping idle connections
  * per worker, and health (passive back-off shared by all workers, plus an
  * optional active check run by worker 0). */
+#include <arpa/inet.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "common/log.h"
 #include "proxy/internal.h"
@@ -37,6 +39,84 @@ void px_upstream_mark_failed(px_addr_t *a) {
   atomic_store(&a->down_until_ms, now_ms() + a->group->conf->fail_backoff_ms);
 }
 
+/* ---- names looked up again ---- */
+
+int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out) {
+  if (!a->is_name) { /* fixed since the generation was built */
+    memcpy(out, &a->sa, sizeof(*out));
+    return 0;
+  }
+  pthread_mutex_lock(&a->sa_lock);
+  int ok = a->sa_len > 0;
+  if (ok) memcpy(out, &a->sa, sizeof(*out));
+  pthread_mutex_unlock(&a->sa_lock);
+  return ok ? 0 : -1;
+}
+
+typedef struct {
+  uv_getaddrinfo_t req;
+  px_addr_t *addr;
+  px_gen_t *gen; /* keeps |addr| alive */
+} px_lookup_t;
+
+static void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len) {
+  const void *ip = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
+                                             : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
+  if (inet_ntop(sa->sa_family, ip, buf, (socklen_t)len) == NULL) snprintf(buf, len, "?");
+}
+
+static void on_lookup(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  px_lookup_t *l = req->data;
+  px_addr_t *a = l->addr;
+  if (status == 0 && res != NULL) {
+    pthread_mutex_lock(&a->sa_lock);
+    int changed = a->sa_len != res->ai_addrlen || memcmp(&a->sa, res->ai_addr, res->ai_addrlen) != 0;
+    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
+    a->sa_len = res->ai_addrlen;
+    pthread_mutex_unlock(&a->sa_lock);
+    atomic_store(&a->resolved_ms, now_ms());
+    if (changed) {
+      /* A new address owes nothing to the old one's failures. */
+      atomic_store(&a->down_until_ms, 0);
+      char ip[INET6_ADDRSTRLEN];
+      sockaddr_text(res->ai_addr, ip, sizeof(ip));
+      GH_INFO("proxy", "upstream %s: now at %s", a->conf->text, ip);
+    }
+  } else if (status != UV_ECANCELED) {
+    GH_WARN("proxy", "upstream %s: cannot resolve: %s", a->conf->text, uv_strerror(status));
+  }
+  uv_freeaddrinfo(res);
+  atomic_store(&a->resolving, 0);
+  px_gen_unref(l->gen);
+  gh_free(l);
+}
+
+void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed) {
+  if (!a->is_name) return;
+  uint64_t now = now_ms();
+  if (now - atomic_load(&a->tried_ms) < 1000) return; /* at most once a second */
+  if (!failed && now - atomic_load(&a->resolved_ms) < PX_RESOLVE_EVERY_MS) return;
+  int idle = 0;
+  if (!atomic_compare_exchange_strong(&a->resolving, &idle, 1)) return;
+  atomic_store(&a->tried_ms, now);
+  px_lookup_t *l = gh_calloc(1, sizeof(*l));
+  l->addr = a;
+  l->gen = px_gen_ref(gen);
+  l->req.data = l;
+  struct addrinfo hints = {0};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char port[8];
+  snprintf(port, sizeof(port), "%u", a->conf->port);
+  int rc = uv_getaddrinfo(&w->loop, &l->req, on_lookup, a->conf->host, port, &hints);
+  if (rc != 0) {
+    GH_WARN("proxy", "upstream %s: cannot resolve: %s", a->conf->text, uv_strerror(rc));
+    atomic_store(&a->resolving, 0);
+    px_gen_unref(l->gen);
+    gh_free(l);
+  }
+}
+
 /* ---- connections ---- */
 
 static void up_closed(uv_handle_t *h) {
@@ -68,7 +148,10 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   u->tcp.data = u->timer.data = u->connect_req.data = u;
   u->handles_open = 2;
   gh_list_insert(&w->upconns, &u->all);
-  int rc = uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&a->sa, cb);
+  struct sockaddr_storage sa;
+  int rc = px_addr_sockaddr(a, &sa) == 0
+               ? uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&sa, cb)
+               : UV_EAI_NONAME;
   if (rc != 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", a->conf->text, uv_strerror(rc));
     px_upconn_close(u);
@@ -250,8 +333,14 @@ static void check_start(px_worker_t *w, px_gen_t *gen, px_group_t *g, px_addr_t 
   k->tcp.data = k->timer.data = k->creq.data = k;
   k->handles_open = 2;
   uv_timer_start(&k->timer, check_timeout, g->conf->health.timeout_ms, 0);
-  if (uv_tcp_connect(&k->creq, &k->tcp, (const struct sockaddr *)&a->sa, check_connect) != 0)
+  struct sockaddr_storage sa;
+  px_addr_refresh(w, gen, a, 0);
+  if (px_addr_sockaddr(a, &sa) != 0) {
+    px_addr_refresh(w, gen, a, 1);
+    check_done(k, 0, "not resolved");
+  } else if (uv_tcp_connect(&k->creq, &k->tcp, (const struct sockaddr *)&sa, check_connect) != 0) {
     check_done(k, 0, "connect failed");
+  }
 }
 
 static void health_tick(uv_timer_t *t) {

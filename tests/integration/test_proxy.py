@@ -652,5 +652,60 @@ def test_active_health_check():
         fb.close()
 
 
+
+def test_upstream_name_resolved_again():
+    """An upstream named by DNS name (a backend container) may not resolve
+    yet when Gatehouse starts, and may come back on another address: the
+    name is looked up again after a failed connection. Gatehouse runs in
+    its own mount namespace with a private /etc/hosts the test rewrites."""
+    hosts = os.path.join(h.subdir("resolve"), "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n")
+    port = h.free_port()
+    name = h._next_name("gatehouse-resolve")
+    cwd = h.subdir(name)
+    https_port, http_port = h.free_port(), h.free_port()
+    conf = h.make_config([h.site(["name.test"], ["gh-backend.test:%d" % port])],
+                         https_port, http_port)
+    conf["sites"][0]["fail_backoff"] = "1s"
+    path = os.path.join(cwd, "gatehouse.json")
+    with open(path, "w") as f:
+        json.dump(conf, f)
+    argv = ["unshare", "--mount", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$1" run -c "$2"', hosts, h.GATEHOUSE_BIN, path]
+    g = h.Gatehouse(argv, name, cwd, https_port, http_port, config_path=path, config=conf)
+    g.wait_log(r"upstream gh-backend\.test:%d: cannot resolve" % port)
+    h.eq(g.get("name.test", "/early").status, 502, "before the name resolves")
+
+    def rewrite(ip):
+        with open(hosts, "w") as f:  # in place: the bind mount follows the inode
+            f.write("127.0.0.1 localhost\n%s gh-backend.test\n" % ip)
+
+    def requests_at(ip):
+        c = h.Conn.plain(port, host=ip)
+        try:
+            return c.request("GET", "/stats", "%s:%d" % (ip, port)).json()["requests"]
+        finally:
+            c.close()
+
+    def served_by(ip, what):
+        before = requests_at(ip)
+
+        def ok():
+            r = g.get("name.test", "/resolved")
+            return r.status == 200 and requests_at(ip) > before + 1
+        h.wait_until(ok, 15, what, interval=0.2)
+
+    first = h.start_echo(port=port)
+    rewrite("127.0.0.1")
+    served_by("127.0.0.1", "the name's first address to serve")
+    second = h.Proc(h._next_name("echo"), [h.ECHO_BIN, "--listen", "127.0.0.2:%d" % port])
+    h.check_ready(second, [port], host="127.0.0.2")
+    first.stop()
+    rewrite("127.0.0.2")
+    served_by("127.0.0.2", "the name's new address to serve")
+    g.wait_log(r"upstream gh-backend\.test:%d: now at 127\.0\.0\.2" % port)
+
+
 if __name__ == "__main__":
     h.main()
