@@ -270,6 +270,14 @@ static void schedule_retry(managed_site_t *ms) {
   uv_timer_start(&ms->retry, on_retry, ms->backoff_ms, 0);
 }
 
+/* fmt_time formats |t| as RFC 3339 UTC into |buf|. */
+static const char *fmt_time(char *buf, size_t size, time_t t) {
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
 static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
   managed_site_t *ms = arg;
   ms->ordering = 0;
@@ -281,8 +289,9 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
   }
   ms->backoff_ms = 0;
   px_managed_install(ms->ctl->managed, ms->site, cert);
-  GH_INFO("acme", "%s: certificate from %s installed (valid until %lld)", ms->site->hosts[0],
-          cert->issuer_cn ? cert->issuer_cn : "?", (long long)cert->not_after);
+  char t[32];
+  GH_INFO("acme", "%s: certificate from %s installed (valid until %s)", ms->site->hosts[0],
+          cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
   renew_track(ms->ctl, ms->site->hosts[0], ms, cert);
 }
 
@@ -327,8 +336,9 @@ static void start_site(managed_site_t *ms) {
   if (rc == 0) {
     if (cert->not_after > time(NULL) && covers(cert, ms->site) && !stored_revoked(ctl, name)) {
       px_managed_install(ctl->managed, ms->site, cert);
-      GH_INFO("acme", "%s: stored certificate installed (valid until %lld)", name,
-              (long long)cert->not_after);
+      char t[32];
+      GH_INFO("acme", "%s: stored certificate installed (valid until %s)", name,
+              fmt_time(t, sizeof(t), cert->not_after));
       renew_track(ctl, name, ms, cert);
       acme_cert_unref(cert);
       return;
@@ -355,8 +365,9 @@ static void free_handle(uv_handle_t *h) { gh_free(h); }
 static void on_oneshot(void *arg, int status, const char *err, acme_cert_t *cert) {
   px_control_t *ctl = arg;
   if (status == 0) {
-    GH_INFO("acme", "%s: certificate from %s stored (valid until %lld)", ctl->names[0],
-            cert->issuer_cn ? cert->issuer_cn : "?", (long long)cert->not_after);
+    char t[32];
+    GH_INFO("acme", "%s: certificate from %s stored (valid until %s)", ctl->names[0],
+            cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
   } else {
     GH_ERROR("acme", "%s: %s", ctl->names[0], err ? err : uv_strerror(status));
   }
@@ -455,8 +466,10 @@ static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
   px_control_t *ctl = job->ctl;
   px_managed_install_name(ctl->managed, job->name, cert,
                           ctl->gen->conf->on_demand.cache_capacity);
-  GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %lld)", job->name, how,
-          (unsigned long long)(uv_now(&ctl->loop) - job->start_ms), (long long)cert->not_after);
+  char t[32];
+  GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %s)", job->name, how,
+          (unsigned long long)(uv_now(&ctl->loop) - job->start_ms),
+          fmt_time(t, sizeof(t), cert->not_after));
   renew_track(ctl, job->name, NULL, cert);
 }
 
@@ -609,13 +622,6 @@ static uint64_t random_below(uint64_t n) {
   uint64_t r = 0;
   RAND_bytes((uint8_t *)&r, sizeof(r));
   return n ? r % n : 0;
-}
-
-static const char *fmt_time(char *buf, size_t size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 /* renewal_time is when a certificate valid from |nb| to |na| is renewed:

@@ -757,6 +757,16 @@ def test_compose_wiring_obtains_a_certificate_on_loopback():
     h.check_ready(pebble, [acme_port, mgmt_port])
     for f in ("ca.pem", "pebble.pem", "pebble.key"):
         h.check(os.path.exists(os.path.join(ca_dir, f)), "the entrypoint made %s" % f)
+    # Pebble's health check (what gatehouse's depends_on waits for), on
+    # the moved address and directory.
+    hc = svcs["pebble"]["healthcheck"]["test"]
+    h.eq(hc[0], "CMD-SHELL", "Pebble's health check form")
+    listen = svcs["pebble"]["environment"]["PEBBLE_DEMO_LISTEN"].replace("0.0.0.0", "127.0.0.1")
+    cmd = hc[1].replace(svcs["pebble"]["environment"]["PEBBLE_DEMO_CA_DIR"], ca_dir)
+    h.contains(cmd, listen, "the health check's address")
+    cmd = cmd.replace(listen, "127.0.0.1:%d" % acme_port)
+    r = subprocess.run(["sh", "-c", cmd], stdin=subprocess.DEVNULL, timeout=30)
+    h.eq(r.returncode, 0, "Pebble's health check: %s" % cmd)
     mode = stat.S_IMODE(os.stat(os.path.join(ca_dir, "pebble.key")).st_mode)
     h.eq(mode, 0o600, "mode of Pebble's key")
 
