@@ -257,23 +257,27 @@ static char *apply_env(quick_t *q, char *const *envp) {
  * no flag stands for (a misspelt name would otherwise be ignored without a
  * word), or NULL. */
 static char *env_warnings(char *const *envp) {
+  /* Names are compared without the common prefix, so that a suggestion
+   * must be near in the part that differs. */
   const char *names[GH_ARRAY_LEN(quick_flags)];
-  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) names[i] = quick_flags[i].env;
+  for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) names[i] = quick_flags[i].env + 10;
   char *out = NULL;
   for (char *const *e = envp; e && *e; e++) {
     if (strncmp(*e, "GATEHOUSE_", 10) != 0) continue;
     const char *eq = strchr(*e, '=');
     char *name = gh_strndup(*e, eq ? (size_t)(eq - *e) : strlen(*e));
     int known = 0;
-    size_t len = strlen(name);
+    const char *rest = name + 10;
+    size_t len = strlen(rest);
     for (size_t i = 0; i < GH_ARRAY_LEN(names); i++) {
       size_t n = strlen(names[i]);
-      known |= strcmp(name, names[i]) == 0 ||
-               (len == n + 5 && strncmp(name, names[i], n) == 0 && strcmp(name + n, "_FILE") == 0);
+      known |= strcmp(rest, names[i]) == 0 ||
+               (len == n + 5 && strncmp(rest, names[i], n) == 0 && strcmp(rest + n, "_FILE") == 0);
     }
     if (!known) {
-      const char *near = conf__closest(name, names, GH_ARRAY_LEN(names));
-      char *line = near ? gh_asprintf("%s%s is not a gatehouse variable (ignored); did you mean %s?\n",
+      const char *near = conf__closest(rest, names, GH_ARRAY_LEN(names));
+      char *line = near ? gh_asprintf("%s%s is not a gatehouse variable (ignored); did you mean "
+                                      "GATEHOUSE_%s?\n",
                                       out ? out : "", name, near)
                         : gh_asprintf("%s%s is not a gatehouse variable (ignored)\n",
                                       out ? out : "", name);

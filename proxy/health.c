@@ -159,6 +159,40 @@ static int probe(const conf_addr_t *addr, const char *token, int timeout_s) {
   return status;
 }
 
+/* env_token reads the admin token as `gatehouse proxy` does: from
+ * GATEHOUSE_ADMIN_TOKEN, or from the file GATEHOUSE_ADMIN_TOKEN_FILE names
+ * (its trailing line break dropped). Returns 0 (|*out| NULL when there is
+ * none) or -1 after saying why. */
+static int env_token(char **out) {
+  *out = NULL;
+  const char *v = getenv("GATEHOUSE_ADMIN_TOKEN");
+  const char *path = getenv("GATEHOUSE_ADMIN_TOKEN_FILE");
+  if (v != NULL && v[0] != '\0') {
+    *out = gh_strdup(v);
+  } else if (path != NULL && path[0] != '\0') {
+    FILE *f = fopen(path, "re");
+    char buf[4096];
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f == NULL || ferror(f)) {
+      fprintf(stderr, "gatehouse health: GATEHOUSE_ADMIN_TOKEN_FILE: cannot read \"%s\": %s\n",
+              path, strerror(errno));
+      if (f) fclose(f);
+      return -1;
+    }
+    fclose(f);
+    while (n > 0 && strchr(" \t\r\n", buf[n - 1]) != NULL) n--;
+    buf[n] = '\0';
+    if (n > 0) *out = gh_strdup(buf);
+  }
+  if (*out != NULL && strpbrk(*out, "\r\n") != NULL) {
+    fprintf(stderr, "gatehouse health: the admin token holds a line break\n");
+    gh_free(*out);
+    *out = NULL;
+    return -1;
+  }
+  return 0;
+}
+
 int px_health_cmd(int argc, char **argv) {
   const char *file = NULL, *admin = NULL;
   int timeout_s = 5;
@@ -219,14 +253,13 @@ int px_health_cmd(int argc, char **argv) {
             from, admin);
     return 2;
   }
-  const char *token = getenv("GATEHOUSE_ADMIN_TOKEN");
-  if (token != NULL && token[0] == '\0') token = NULL;
-  if (token != NULL && strpbrk(token, "\r\n") != NULL) {
-    fprintf(stderr, "gatehouse health: GATEHOUSE_ADMIN_TOKEN holds a line break\n");
+  char *token = NULL;
+  if (env_token(&token) != 0) {
     conf_addr_cleanup(&addr);
     return 2;
   }
   int rc = probe(&addr, token, timeout_s);
+  gh_free(token);
   conf_addr_cleanup(&addr);
   return rc;
 }

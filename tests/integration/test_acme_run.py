@@ -203,7 +203,7 @@ def test_quick_mode():
     r = harness.gatehouse_cmd("proxy", "--to", echo().addr, "--acme-directory",
                               p.directory_url, "--print-config")
     harness.eq(r.returncode, 2, "exit without --from")
-    harness.contains(r.stderr, "name the hosts with --from", "message")
+    harness.contains(r.stderr, "name the hosts to obtain certificates for with --from", "message")
 
 
 def _run_conf_path():

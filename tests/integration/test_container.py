@@ -473,6 +473,34 @@ def test_non_root_binds_a_low_port_with_only_the_capability():
     h.contains(health.stderr.decode(), "connect", "why health failed")
 
 
+def test_health_with_a_token_from_a_secret_file():
+    """GATEHOUSE_ADMIN_TOKEN_FILE (a mounted secret) serves both the proxy's
+    admin API and `gatehouse health`, which exits 1 on a wrong token."""
+    crt, key = h.ca().leaf(["app.test"])
+    secret = os.path.join(h.subdir("secrets"), "admin_token")
+    with open(secret, "w") as f:
+        f.write("a-long-admin-token\n")
+    https, http, admin = h.free_port(), h.free_port(), h.free_port()
+    env = container_env({"GATEHOUSE_UPSTREAM": "127.0.0.1:9", "GATEHOUSE_CERT": crt,
+                         "GATEHOUSE_KEY": key, "GATEHOUSE_HTTPS": "127.0.0.1:%d" % https,
+                         "GATEHOUSE_HTTP": "127.0.0.1:%d" % http,
+                         "GATEHOUSE_ADMIN": "127.0.0.1:%d" % admin,
+                         "GATEHOUSE_ADMIN_TOKEN_FILE": secret,
+                         "GATEHOUSE_STORAGE": os.path.join(h.subdir("secrets"), "data")})
+    g = h.Proc(h._next_name("gatehouse-token"), [h.GATEHOUSE_BIN, "proxy"], env=env)
+    h.check_ready(g, [https, admin])
+    r = run_gatehouse(["health"], env)
+    h.eq((r.returncode, r.stdout.strip()), (0, "ok"), "health with the token file: %s" % r.stderr)
+    wrong = dict(env, GATEHOUSE_ADMIN_TOKEN_FILE="", GATEHOUSE_ADMIN_TOKEN="not-the-token")
+    r = run_gatehouse(["health"], wrong)
+    h.eq(r.returncode, 1, "health with a wrong token")
+    h.contains(r.stderr, "401", "why health failed")
+    r = run_gatehouse(["health", "--admin", "127.0.0.1:%d" % admin],
+                      dict(env, GATEHOUSE_ADMIN_TOKEN_FILE=""))
+    h.eq(r.returncode, 1, "health without a token")
+    g.stop()
+
+
 def test_without_the_capability_the_error_says_why():
     crt, key = static_cert()
     port = free_low_port()

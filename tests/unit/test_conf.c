@@ -1088,6 +1088,7 @@ static void test_quick_env_file(void) {
 /* A GATEHOUSE_* variable no flag stands for is named in a warning. */
 static void test_quick_env_warnings(void) {
   char *const env[] = {"GATEHOUSE_UPSTRAEM=127.0.0.1:1", "GATEHOUSE_SOMETHING_ELSE=1",
+                       "GATEHOUSE_BIN=/usr/bin/x",
                        "GATEHOUSE_UPSTREAM=127.0.0.1:1", NULL};
   conf_quick_info_t info;
   char *err = NULL;
@@ -1099,7 +1100,9 @@ static void test_quick_env_warnings(void) {
   ASSERT_NOT_NULL(info.warnings);
   ASSERT_CONTAINS(info.warnings, "GATEHOUSE_UPSTRAEM is not a gatehouse variable (ignored); did "
                                  "you mean GATEHOUSE_UPSTREAM?");
-  ASSERT_CONTAINS(info.warnings, "GATEHOUSE_SOMETHING_ELSE is not a gatehouse variable");
+  ASSERT_CONTAINS(info.warnings, "GATEHOUSE_SOMETHING_ELSE is not a gatehouse variable (ignored)\n");
+  /* Nothing near: no suggestion ("BIN" is not "KEY"). */
+  ASSERT_CONTAINS(info.warnings, "GATEHOUSE_BIN is not a gatehouse variable (ignored)\n");
   gh_free(info.warnings);
 }
 
