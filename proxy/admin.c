@@ -778,6 +778,32 @@ static int cert_name_ok(const char *s, size_t len) {
   return 1;
 }
 
+/* get_health answers 200 {"status":"ok"}, or 503 {"status":"stalled",
+ * "stalled_workers":[ID...]} when a worker's loop has not turned for
+ * PX_STALL_MS: the process is up but cannot serve, which is what a
+ * container health check has to notice. */
+static void get_health(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  uint64_t now = gh_now_ms();
+  cJSON *stalled = cJSON_CreateArray();
+  for (unsigned i = 0; i < a->env.num_workers; i++) {
+    px_worker_t *w = a->env.workers[i];
+    uint64_t beat = atomic_load_explicit(&w->beat_ms, memory_order_relaxed);
+    if (now > beat && now - beat >= PX_STALL_MS) {
+      cJSON_AddItemToArray(stalled, cJSON_CreateNumber(w->id));
+    }
+  }
+  cJSON *o = cJSON_CreateObject();
+  int ok = cJSON_GetArraySize(stalled) == 0;
+  cJSON_AddStringToObject(o, "status", ok ? "ok" : "stalled");
+  if (ok) {
+    cJSON_Delete(stalled);
+  } else {
+    cJSON_AddItemToObject(o, "stalled_workers", stalled);
+  }
+  respond_json(c, ok ? 200 : 503, o);
+}
+
 static void dispatch(admin_conn_t *c) {
   px_admin_t *a = c->admin;
   if (c->too_big) {
@@ -802,9 +828,7 @@ static void dispatch(admin_conn_t *c) {
   int get = method == HTTP_GET;
   if (strcmp(path, "/health") == 0) {
     if (!get) goto not_allowed;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", "ok");
-    respond_json(c, 200, o);
+    get_health(c);
     return;
   }
   if (strcmp(path, "/metrics") == 0) {

@@ -152,6 +152,9 @@ typedef struct {
   px_listener_stats_t stats; /* this worker's connections on it */
 } px_listener_t;
 
+#define PX_BEAT_MS 1000
+#define PX_STALL_MS 5000
+
 struct px_worker {
   unsigned id;
   uv_loop_t loop;
@@ -159,6 +162,11 @@ struct px_worker {
   uv_async_t async; /* reload / stop from the main thread */
   uv_timer_t drain_timer;
   uv_timer_t health_timer;
+  /* Liveness: the loop stamps |beat_ms| every PX_BEAT_MS; the admin API's
+   * /health calls a worker stalled when the stamp is PX_STALL_MS old (a
+   * blocked write to a full log pipe, a bug that spins). */
+  uv_timer_t beat_timer;
+  atomic_uint_fast64_t beat_ms;
   pthread_mutex_t mu;
   px_gen_t *next_gen; /* under mu */
   int stop_requested; /* under mu */

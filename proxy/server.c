@@ -81,6 +81,7 @@ static void begin_drain(px_worker_t *w) {
   w->draining = 1;
   close_listeners(w);
   uv_timer_stop(&w->health_timer);
+  uv_timer_stop(&w->beat_timer);
   /* Idle keep-alive connections go now; busy ones after their response. */
   gh_link_t *l = w->conns.next;
   while (l != &w->conns) {
@@ -122,6 +123,11 @@ static void worker_async(uv_async_t *a) {
   if (stop) begin_drain(w);
 }
 
+static void beat(uv_timer_t *t) {
+  px_worker_t *w = t->data;
+  atomic_store_explicit(&w->beat_ms, gh_now_ms(), memory_order_relaxed);
+}
+
 static void worker_main(void *arg) {
   px_worker_t *w = arg;
   const conf_t *conf = w->gen->conf;
@@ -150,6 +156,7 @@ static void worker_main(void *arg) {
     return;
   }
   if (w->id == 0) px_health_start(w);
+  uv_timer_start(&w->beat_timer, beat, PX_BEAT_MS, PX_BEAT_MS);
   uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
@@ -163,6 +170,9 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   w->drain_timer.data = w;
   uv_timer_init(&w->loop, &w->health_timer);
   w->health_timer.data = w;
+  uv_timer_init(&w->loop, &w->beat_timer);
+  w->beat_timer.data = w;
+  atomic_init(&w->beat_ms, gh_now_ms());
   pthread_mutex_init(&w->mu, NULL);
   gh_list_init(&w->conns);
   gh_list_init(&w->upconns);
