@@ -656,6 +656,17 @@ def test_readme_lists_every_variable():
     listed = re.findall(r"^\| `(GATEHOUSE_[A-Z_]+)` \| `(--[a-z-]+)", section, re.M)
     want = [(var, flag) for flag, _, var, _ in quick_table()]
     h.eq(sorted(listed), sorted(want), "README's table of variables and flags")
+    blocks = re.findall(r"```json\n(.*?)```", section, re.S)
+    h.check(blocks, "no example configuration file in the Docker section")
+    for i, text in enumerate(blocks):
+        path = os.path.join(h.subdir("files"), "readme-docker-%d.json" % i)
+        with open(path, "w") as f:
+            f.write(text)
+        r = h.gatehouse_cmd("validate", "-c", path, "--print")
+        h.eq(r.returncode, 0, "README's Docker example file: %s" % r.stderr)
+        doc = json.loads(r.stdout)
+        h.eq(doc["storage"], runtime_env()["GATEHOUSE_STORAGE"], "the example's storage")
+        h.eq(doc["admin"]["listen"], runtime_env()["GATEHOUSE_ADMIN"], "the example's admin")
     h.contains(section, "docker build -f docker/Dockerfile", "the build command")
     h.contains(section, "docker compose -f docker/compose.yaml up", "the compose command")
 
