@@ -2,7 +2,9 @@
  * orchestrators that have no HTTP client of their own (Docker's
  * HEALTHCHECK runs a command inside the image, and the runtime image
  * carries no curl). It asks the admin API's /health and exits 0 when the
- * answer is 200, 1 otherwise (Docker's "unhealthy"), 2 on a usage error.
+ * answer is 200, 1 otherwise (Docker's "unhealthy"; also when there is no
+ * admin API to ask), 2 only for a malformed command line (Docker reserves
+ * 2, so a health check that runs should never see it).
  *
  *   gatehouse health [-c FILE | --admin ADDR] [--timeout SECONDS]
  *
@@ -226,12 +228,12 @@ int px_health_cmd(int argc, char **argv) {
   }
   if (file != NULL) {
     conf_t *conf = px_load_conf(file);
-    if (conf == NULL) return 2;
+    if (conf == NULL) return 1;
     if (conf->admin == NULL) {
       fprintf(stderr, "gatehouse health: %s has no \"admin\" object: the admin API is off\n",
               file);
       conf_free(conf);
-      return 2;
+      return 1;
     }
     int rc = probe(conf->admin, conf->admin_token, timeout_s);
     conf_free(conf);
@@ -245,18 +247,18 @@ int px_health_cmd(int argc, char **argv) {
   if (admin == NULL || admin[0] == '\0') {
     fprintf(stderr, "gatehouse health: no admin address: give -c FILE, --admin ADDR, or set "
                     "GATEHOUSE_ADMIN\n");
-    return 2;
+    return 1;
   }
   conf_addr_t addr;
   if (conf_parse_addr(&addr, admin, 0) != 0) {
     fprintf(stderr, "gatehouse health: %s: expected an address such as 127.0.0.1:2019, got \"%s\"\n",
             from, admin);
-    return 2;
+    return 1;
   }
   char *token = NULL;
   if (env_token(&token) != 0) {
     conf_addr_cleanup(&addr);
-    return 2;
+    return 1;
   }
   int rc = probe(&addr, token, timeout_s);
   gh_free(token);

@@ -30,7 +30,8 @@ int px_cert_cmd(int argc, char **argv);
 conf_t *px_load_conf(const char *path);
 
 /* px_health_cmd runs `gatehouse health ARGS...`: GET /health on the admin
- * API. Returns 0 when it answered 200, 1 when not, 2 for a usage error. */
+ * API. Returns 0 when it answered 200, 1 when not (or there is no admin API
+ * to ask), 2 for a malformed command line. */
 int px_health_cmd(int argc, char **argv);
 
 /* px_raise_bind_capability makes CAP_NET_BIND_SERVICE effective when it is

@@ -499,6 +499,13 @@ def test_health_with_a_token_from_a_secret_file():
                       dict(env, GATEHOUSE_ADMIN_TOKEN_FILE=""))
     h.eq(r.returncode, 1, "health without a token")
     g.stop()
+    # Docker reserves exit status 2: a health check that runs says 1 even
+    # when there is nothing to ask; 2 is only for a malformed command line.
+    r = run_gatehouse(["health"], clean_env({}))
+    h.eq(r.returncode, 1, "health with no admin address")
+    h.contains(r.stderr, "no admin address", "why")
+    r = run_gatehouse(["health", "--bogus"], clean_env({}))
+    h.eq(r.returncode, 2, "health with a bad flag")
 
 
 def test_without_the_capability_the_error_says_why():
