@@ -37,7 +37,9 @@ void px_access_log(px_exchange_t *ex) {
   char path[1024], host[300], ts[40];
   esc(path, sizeof(path), ex->req.buf ? ex->req.buf : "", ex->url_len);
   esc(host, sizeof(host), ex->host ? ex->host : "", ex->host ? strlen(ex->host) : 0);
-  const char *method = ex->req.buf ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
+  /* A head that failed before its end has no method (and a recycled
+   * exchange still holds an old buffer, so the buffer says nothing). */
+  const char *method = ex->method_known ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
   uint64_t dur = uv_now(&c->w->loop) - ex->start_ms;
   const char *up = ex->upstream_name ? ex->upstream_name : "-";
   struct timeval tv;

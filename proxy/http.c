@@ -350,6 +350,7 @@ static int on_headers_complete(llhttp_t *p) {
   px_exchange_t *ex = c->ex;
   px_hdrs_t *hs = &ex->req;
   ex->method = p->method;
+  ex->method_known = 1;
   ex->http_minor = p->http_minor;
   ex->in_req_trailers = 1;
   c->scan_state = SC_DONE;

@@ -324,6 +324,7 @@ struct px_exchange {
   px_buf_t up_out;   /* request bytes waiting for the upstream connection */
   px_buf_t up_head;  /* serialized head, kept for one retry on a stale pooled connection */
   uint8_t method;
+  uint8_t method_known; /* |method| is parsed (a head that failed early has none) */
   uint8_t http_minor;
   int req_chunked;
   int req_done;

@@ -218,6 +218,26 @@ def test_access_log_json():
         h.eq(rec.get(k), v, "access log field %r" % k)
 
 
+def test_access_log_bad_head_has_no_method():
+    # A head that fails before its end has no method: "-", never whatever
+    # a recycled exchange last held (method 0 is DELETE in llhttp).
+    A = setup()["A"]
+    for _ in range(4):  # fill the workers' exchange caches
+        h.eq(A.get("app.test", "/warm").status, 200, "status")
+    off = A.log_size()
+    for _ in range(4):
+        c = A.connect("app.test")
+        c.send(b"\n\n")
+        h.eq(c.read_response().status, 400, "a bare line break")
+        c.close()
+    A.wait_log(r'"status":400', timeout=5, since=off)
+    recs = [json.loads(l) for l in A.log_since(off).splitlines()
+            if l.startswith("{") and '"status":400' in l]
+    h.check(recs, "no access log line for the 400s")
+    for rec in recs:
+        h.eq(rec.get("method"), "-", "method of a head that failed early")
+
+
 def test_backend_restart_stale_pool():
     # The backend restarts: connections pooled by the proxy are now dead.
     # The next requests must still succeed (a stale pooled connection is
