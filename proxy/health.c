@@ -169,6 +169,11 @@ static int env_token(char **out) {
   *out = NULL;
   const char *v = getenv("GATEHOUSE_ADMIN_TOKEN");
   const char *path = getenv("GATEHOUSE_ADMIN_TOKEN_FILE");
+  if (v != NULL && v[0] != '\0' && path != NULL && path[0] != '\0') {
+    fprintf(stderr, "gatehouse health: GATEHOUSE_ADMIN_TOKEN and GATEHOUSE_ADMIN_TOKEN_FILE are "
+                    "both set; set one\n");
+    return -1;
+  }
   if (v != NULL && v[0] != '\0') {
     *out = gh_strdup(v);
   } else if (path != NULL && path[0] != '\0') {

@@ -301,6 +301,7 @@ struct px_upconn {
   gh_link_t link;     /* pool idle list while idle */
   gh_link_t all;      /* worker->upconns */
   px_exchange_t *ex;  /* owner while in use */
+  uint64_t dial_ms;   /* when the connect started (loop time) */
   int connected;
   int idle;
   int reused;
@@ -398,10 +399,11 @@ px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid);
 int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out);
 /* px_addr_refresh looks a DNS name up again on |w|'s loop (libuv's thread
  * pool) when the last answer is older than PX_RESOLVE_EVERY_MS, or, with
- * |failed|, after a connection to it failed (at most once a second): a
- * backend container that is recreated comes back on a new address. The
- * connection in progress keeps the old address. No-op for IP literals. */
-#define PX_RESOLVE_EVERY_MS 30000
+ * |failed|, after a connection to it failed or was given up while still
+ * connecting after a second (at most once a second): a backend container
+ * that is recreated comes back on a new address. The connection in
+ * progress keeps the old address. No-op for IP literals. */
+#define PX_RESOLVE_EVERY_MS 5000
 void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed);
 void px_upstream_mark_failed(px_addr_t *a);
 px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a);

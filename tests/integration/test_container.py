@@ -498,6 +498,9 @@ def test_health_with_a_token_from_a_secret_file():
     r = run_gatehouse(["health", "--admin", "127.0.0.1:%d" % admin],
                       dict(env, GATEHOUSE_ADMIN_TOKEN_FILE=""))
     h.eq(r.returncode, 1, "health without a token")
+    r = run_gatehouse(["health"], dict(env, GATEHOUSE_ADMIN_TOKEN="a-long-admin-token"))
+    h.eq(r.returncode, 1, "health with both the token and the token file")
+    h.contains(r.stderr, "both set", "why")
     g.stop()
     # Docker reserves exit status 2: a health check that runs says 1 even
     # when there is nothing to ask; 2 is only for a malformed command line.
