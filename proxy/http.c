@@ -680,6 +680,14 @@ void px_http_on_timeout(px_conn_t *c) {
 void px_http_conn_closed(px_conn_t *c) {
   px_exchange_t *ex = c->ex;
   if (ex == NULL) return;
+  if (ex->method_known && ex->status == 0) {
+    /* A whole request the client gave up on before any answer: logged as
+     * 499, as nginx does, so a client (or health probe) timing out is not
+     * invisible. A partly sent answer keeps its own status. */
+    ex->status = 499;
+    px_access_log(ex);
+    PX_STAT_ADD(c->w->stats.requests[ex->up_slot][4], 1);
+  }
   c->ex = NULL;
   px_ex_client_gone(ex);
 }

@@ -588,6 +588,29 @@ def test_upstream_slow_504():
     h.eq(B.get("slow.test", "/fast").status, 200, "fast request after a 504")
 
 
+def test_client_gone_before_the_answer_is_logged_499():
+    # A client that gives up while the upstream is still working leaves an
+    # access log line with 499 (nginx's "client closed request").
+    s = setup()
+    B = s["B"]
+    backend = s["e"]["slow"]
+    off = B.log_size()
+    token = os.urandom(4).hex()
+    path = "/delay/3000?gone=%s" % token
+    before = backend.stats()["requests"]
+    c = B.connect("slow.test")
+    c.send(("GET %s HTTP/1.1\r\nHost: slow.test\r\n\r\n" % path).encode())
+    # The request is in flight once the backend has it (its /stats call
+    # counts itself too).
+    h.wait_until(lambda: backend.stats()["requests"] >= before + 2, 5,
+                 "the backend to receive the request")
+    c.close()
+    m = B.wait_log(r'(?m)^\{.*gone=%s.*\}$' % token, timeout=5, since=off)
+    rec = json.loads(m.group(0))
+    h.eq((rec["status"], rec["method"], rec["path"]), (499, "GET", path), "the access log line")
+    h.eq(B.get("slow.test", "/fast").status, 200, "the instance serves on")
+
+
 def test_passive_health_skips_dead_upstream():
     s = setup()
     B = s["B"]
