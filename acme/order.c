@@ -429,12 +429,6 @@ static char *chain_top_issuer(const char *pem, size_t len, size_t *out_num) {
   return r > 0 ? gh_strdup(cn) : NULL;
 }
 
-static void iso_time(char *buf, size_t size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void store_cert(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   char *err = NULL;
@@ -458,9 +452,9 @@ static void store_cert(acme_job_t *job) {
     cJSON_AddItemToArray(names, cJSON_CreateString(job->names[i]));
   cJSON_AddStringToObject(meta, "issuer", cert->issuer_cn ? cert->issuer_cn : "");
   char t[32];
-  iso_time(t, sizeof(t), cert->not_before);
+  gh_format_time(t, sizeof(t), cert->not_before);
   cJSON_AddStringToObject(meta, "not_before", t);
-  iso_time(t, sizeof(t), cert->not_after);
+  gh_format_time(t, sizeof(t), cert->not_after);
   cJSON_AddStringToObject(meta, "not_after", t);
   cJSON_AddStringToObject(meta, "order_url", job->order_url ? job->order_url : "");
   cJSON_AddStringToObject(meta, "certificate_url", job->cert_url ? job->cert_url : "");
@@ -468,7 +462,7 @@ static void store_cert(acme_job_t *job) {
   cJSON_AddStringToObject(meta, "key_type", e->acme->key_type == CONF_KEY_P384 ? "p384"
                                             : e->acme->key_type == CONF_KEY_RSA2048 ? "rsa2048"
                                                                                    : "p256");
-  iso_time(t, sizeof(t), time(NULL));
+  gh_format_time(t, sizeof(t), time(NULL));
   cJSON_AddStringToObject(meta, "obtained", t);
   char *meta_text = cJSON_PrintUnformatted(meta);
   cJSON_Delete(meta);

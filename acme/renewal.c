@@ -20,12 +20,6 @@
 #include "common/common.h"
 
 
-static void iso_time(char *buf, size_t size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 int acme_renewal_state_load(acme_storage_t *st, acme_renewal_state_t *out, const char *name) {
   memset(out, 0, sizeof(*out));
   acme_cert_t *cert = NULL;
@@ -90,7 +84,7 @@ int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name
   cJSON *r = cJSON_AddObjectToObject(root, "renewal");
   cJSON_AddNumberToObject(r, "failures", state->failures);
   char t[32];
-  iso_time(t, sizeof(t), state->next_retry);
+  gh_format_time(t, sizeof(t), state->next_retry);
   cJSON_AddStringToObject(r, "next_retry", t);
   cJSON_AddStringToObject(r, "last_error", state->last_error);
   if (state->revoked) cJSON_AddTrueToObject(r, "revoked");

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define GH_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define GH_CONTAINER_OF(ptr, type, member) \
@@ -42,5 +43,9 @@ int gh_str_ieq(gh_str_t a, gh_str_t b);
 
 /* gh_now_ms returns a monotonic clock in milliseconds. */
 uint64_t gh_now_ms(void);
+
+/* gh_format_time writes |t| as RFC 3339 UTC ("2026-11-28T16:46:15Z") into
+ * |buf| (21 bytes suffice) and returns |buf|. */
+const char *gh_format_time(char *buf, size_t size, time_t t);
 
 #endif

@@ -213,12 +213,6 @@ static void respond_error(admin_conn_t *c, int status, const char *msg) {
 
 /* ---- certificates ---- */
 
-static void rfc3339(char *out, size_t out_size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* serial_hex returns the leaf's serial number in lower-case hex without
  * leading zeros, as CAs show it (caller frees), or NULL. */
 static char *serial_hex(const acme_cert_t *cert) {
@@ -274,9 +268,9 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   char *serial = serial_hex(cert);
   cJSON_AddStringToObject(o, "serial", serial ? serial : "");
   gh_free(serial);
-  rfc3339(t, sizeof(t), cert->not_before);
+  gh_format_time(t, sizeof(t), cert->not_before);
   cJSON_AddStringToObject(o, "not_before", t);
-  rfc3339(t, sizeof(t), cert->not_after);
+  gh_format_time(t, sizeof(t), cert->not_after);
   cJSON_AddStringToObject(o, "not_after", t);
   /* The renewal state the control thread keeps in meta.json (acme
    * renewal.c): after a failure, the next attempt and the error. */
@@ -294,7 +288,7 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
     /* A third of the lifetime left; half for certificates under 10 days. */
     time_t life = cert->not_after - cert->not_before;
     time_t left = life < 10 * 24 * 3600 ? life / 2 : life / 3;
-    rfc3339(t, sizeof(t), cert->not_after - left);
+    gh_format_time(t, sizeof(t), cert->not_after - left);
     cJSON_AddStringToObject(o, "renewal_time", t);
   }
   const char *last_error = meta_string(state, "last_error");

@@ -100,12 +100,6 @@ conf_t *px_load_conf(const char *path) {
   return conf;
 }
 
-static void format_time(char *out, size_t out_size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(out, out_size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static int cert_list(const args_t *a) {
   conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
@@ -133,7 +127,7 @@ static int cert_list(const args_t *a) {
       continue;
     }
     char when[32];
-    format_time(when, sizeof(when), cert->not_after);
+    gh_format_time(when, sizeof(when), cert->not_after);
     const char *status = cert->not_after > now ? "valid" : "expired";
     const char *issuer = cert->issuer_cn ? cert->issuer_cn : "";
     if (arr != NULL) {

@@ -270,14 +270,6 @@ static void schedule_retry(managed_site_t *ms) {
   uv_timer_start(&ms->retry, on_retry, ms->backoff_ms, 0);
 }
 
-/* fmt_time formats |t| as RFC 3339 UTC into |buf|. */
-static const char *fmt_time(char *buf, size_t size, time_t t) {
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
   managed_site_t *ms = arg;
   ms->ordering = 0;
@@ -291,7 +283,7 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
   px_managed_install(ms->ctl->managed, ms->site, cert);
   char t[32];
   GH_INFO("acme", "%s: certificate from %s installed (valid until %s)", ms->site->hosts[0],
-          cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
+          cert->issuer_cn ? cert->issuer_cn : "?", gh_format_time(t, sizeof(t), cert->not_after));
   renew_track(ms->ctl, ms->site->hosts[0], ms, cert);
 }
 
@@ -338,7 +330,7 @@ static void start_site(managed_site_t *ms) {
       px_managed_install(ctl->managed, ms->site, cert);
       char t[32];
       GH_INFO("acme", "%s: stored certificate installed (valid until %s)", name,
-              fmt_time(t, sizeof(t), cert->not_after));
+              gh_format_time(t, sizeof(t), cert->not_after));
       renew_track(ctl, name, ms, cert);
       acme_cert_unref(cert);
       return;
@@ -367,7 +359,7 @@ static void on_oneshot(void *arg, int status, const char *err, acme_cert_t *cert
   if (status == 0) {
     char t[32];
     GH_INFO("acme", "%s: certificate from %s stored (valid until %s)", ctl->names[0],
-            cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
+            cert->issuer_cn ? cert->issuer_cn : "?", gh_format_time(t, sizeof(t), cert->not_after));
   } else {
     GH_ERROR("acme", "%s: %s", ctl->names[0], err ? err : uv_strerror(status));
   }
@@ -469,7 +461,7 @@ static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
   char t[32];
   GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %s)", job->name, how,
           (unsigned long long)(uv_now(&ctl->loop) - job->start_ms),
-          fmt_time(t, sizeof(t), cert->not_after));
+          gh_format_time(t, sizeof(t), cert->not_after));
   renew_track(ctl, job->name, NULL, cert);
 }
 
@@ -698,12 +690,12 @@ static void renew_track(px_control_t *ctl, const char *name, managed_site_t *ms,
   } else if (e->state.failures > 0 && e->state.next_retry != 0) {
     e->due = e->state.next_retry;
     GH_WARN("acme", "%s: %u renewal(s) failed (last: %s); next attempt at %s", name,
-            e->state.failures, e->state.last_error, fmt_time(t1, sizeof(t1), e->due));
+            e->state.failures, e->state.last_error, gh_format_time(t1, sizeof(t1), e->due));
   } else {
     time_t now = time(NULL);
     GH_INFO("acme", "%s: renewal scheduled at %s (in %llds; valid until %s)", name,
-            fmt_time(t1, sizeof(t1), e->due), (long long)(e->due > now ? e->due - now : 0),
-            fmt_time(t2, sizeof(t2), e->not_after));
+            gh_format_time(t1, sizeof(t1), e->due), (long long)(e->due > now ? e->due - now : 0),
+            gh_format_time(t2, sizeof(t2), e->not_after));
   }
   renew_arm(ctl);
 }
@@ -741,7 +733,7 @@ static void renew_failed(renewal_t *e, int status, const char *err) {
   e->due = e->state.next_retry;
   char t[32];
   GH_ERROR("acme", "%s: renewal failed (%u in a row): %s; next attempt at %s (in %llus)", e->name,
-           e->state.failures, e->state.last_error, fmt_time(t, sizeof(t), e->due),
+           e->state.failures, e->state.last_error, gh_format_time(t, sizeof(t), e->due),
            (unsigned long long)delay);
   char *serr = NULL;
   if (acme_renewal_state_save(ctl->storage, &serr, e->name, &e->state) != 0) {
@@ -767,7 +759,7 @@ static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
   }
   char t[32];
   GH_INFO("acme", "%s: renewed: certificate from %s installed (valid until %s)", e->name,
-          cert->issuer_cn ? cert->issuer_cn : "?", fmt_time(t, sizeof(t), cert->not_after));
+          cert->issuer_cn ? cert->issuer_cn : "?", gh_format_time(t, sizeof(t), cert->not_after));
   renew_track(ctl, e->name, e->ms, cert);
 }
 
@@ -792,7 +784,7 @@ static int install_newer(renewal_t *e) {
     }
     char t[32];
     GH_INFO("acme", "%s: a newer stored certificate installed (valid until %s)", e->name,
-            fmt_time(t, sizeof(t), cert->not_after));
+            gh_format_time(t, sizeof(t), cert->not_after));
     renew_track(ctl, e->name, e->ms, cert);
     done = 1;
   }
@@ -813,7 +805,7 @@ static void renew_start(renewal_t *e) {
   size_t num_names = e->ms ? e->ms->site->num_hosts : 1;
   char t[32];
   GH_INFO("acme", "%s: renewing (certificate valid until %s)", e->name,
-          fmt_time(t, sizeof(t), e->not_after));
+          gh_format_time(t, sizeof(t), e->not_after));
   int rc = acme_engine_renew(ctl->engine, names, num_names, e->cert, renewed, e);
   if (rc != 0) {
     renew_failed(e, rc, "cannot start an order");
@@ -843,8 +835,8 @@ static void ari_done(void *arg, int status, const char *err, const acme_ari_t *i
     char t1[32], t2[32], t3[32];
     if (e->state.failures == 0) e->due = info->renew_at;
     GH_INFO("acme", "%s: ARI suggests renewal between %s and %s: renewal at %s (in %llds)%s%s",
-            e->name, fmt_time(t1, sizeof(t1), info->start), fmt_time(t2, sizeof(t2), info->end),
-            fmt_time(t3, sizeof(t3), e->due), (long long)(e->due > now ? e->due - now : 0),
+            e->name, gh_format_time(t1, sizeof(t1), info->start), gh_format_time(t2, sizeof(t2), info->end),
+            gh_format_time(t3, sizeof(t3), e->due), (long long)(e->due > now ? e->due - now : 0),
             info->explanation_url ? "; see " : "",
             info->explanation_url ? info->explanation_url : "");
   }
@@ -874,7 +866,7 @@ static void on_renew_timer(uv_timer_t *t) {
         (e->expired_logged == 0 || now - e->expired_logged >= EXPIRED_LOG_EVERY_S)) {
       char t1[32];
       GH_ERROR("acme", "EXPIRED: %s since %s, not renewed (%u failure(s); last error: %s)",
-               e->name, fmt_time(t1, sizeof(t1), e->not_after), e->state.failures,
+               e->name, gh_format_time(t1, sizeof(t1), e->not_after), e->state.failures,
                e->state.last_error[0] ? e->state.last_error : "-");
       e->expired_logged = now;
     }
