@@ -246,6 +246,14 @@ typedef struct {
 cJSON *conf_quick_json(char **out_err, conf_quick_info_t *info, int argc, char **argv,
                        char *const *envp);
 
+/* conf_env_get reads the variable |name| from |envp| the way quick mode
+ * does: its value, or the contents of the file NAME_FILE names (trailing
+ * blanks and line breaks dropped); empty counts as unset. Returns NULL with
+ * |*out| a new copy of the value (NULL when unset), or an error message
+ * naming the variable (both NAME and NAME_FILE set, an unreadable file, a
+ * NUL byte in it); the caller frees either. */
+char *conf_env_get(char *const *envp, const char *name, char **out);
+
 /* conf_quick_usage returns the table of flags and their variables, a line
  * each, for help text. The caller frees it. */
 char *conf_quick_usage(void);

@@ -29,7 +29,7 @@ typedef struct {
   const char *eab_kid, *eab_hmac_key;
   int no_resumption, print_config;
   unsigned char given[32]; /* per quick_flags row: GIVEN_FLAG or GIVEN_ENV */
-  char *owned[32];          /* per row: a value read from a NAME_FILE file */
+  char *owned[32];          /* per row: the value taken from the environment */
 } quick_t;
 
 enum { GIVEN_FLAG = 1, GIVEN_ENV = 2 };
@@ -171,42 +171,42 @@ static int one_of(const char *s, const char *const *words, size_t n) {
   return 0;
 }
 
-/* env_file_value reads the value of |f| from the file that NAME_FILE in
- * |envp| names (Docker and Kubernetes mount secrets as files), keeping it
- * in |q|. Returns NULL (|*out| NULL when NAME_FILE is unset or empty) or
- * an error. */
-static char *env_file_value(quick_t *q, const quick_flag_t *f, char *const *envp,
-                            const char **out) {
+char *conf_env_get(char *const *envp, const char *name, char **out) {
   *out = NULL;
-  char *name = gh_asprintf("%s_FILE", f->env);
-  const char *path = env_value(envp, name);
+  char *file_var = gh_asprintf("%s_FILE", name);
+  const char *path = env_value(envp, file_var);
+  const char *v = env_value(envp, name);
   char *err = NULL;
   if (path != NULL && path[0] != '\0') {
     char *text = NULL;
     size_t len = 0;
     if (conf__read_file(path, &text, &len) != 0) {
       char *qp = conf__quote(path);
-      err = gh_asprintf("%s: cannot read %s: %s", name, qp, strerror(errno));
+      err = gh_asprintf("%s: cannot read %s: %s", file_var, qp, strerror(errno));
       gh_free(qp);
     } else {
       /* The file's last line break (and trailing blanks) are not part of
        * the value; a NUL byte would cut it short unseen. */
       while (len > 0 && strchr(" \t\r\n", text[len - 1]) != NULL) len--;
       if (memchr(text, '\0', len) != NULL) {
-        err = gh_asprintf("%s: %s holds a NUL byte", name, path);
+        err = gh_asprintf("%s: %s holds a NUL byte", file_var, path);
+        gh_free(text);
+      } else if (v != NULL && v[0] != '\0') {
+        err = gh_asprintf("%s and %s are both set; set one", name, file_var);
         gh_free(text);
       } else {
         text[len] = '\0'; /* len < the buffer: read_file stops at a full one only at EOF */
-        q->owned[f - quick_flags] = text;
         *out = text;
       }
     }
+  } else if (v != NULL) {
+    *out = gh_strdup(v);
   }
-  if (err == NULL && *out != NULL && env_value(envp, f->env) != NULL &&
-      env_value(envp, f->env)[0] != '\0') {
-    err = gh_asprintf("%s and %s are both set; set one", f->env, name);
+  if (*out != NULL && (*out)[0] == '\0') { /* empty counts as unset */
+    gh_free(*out);
+    *out = NULL;
   }
-  gh_free(name);
+  gh_free(file_var);
   return err;
 }
 
@@ -218,11 +218,11 @@ static char *apply_env(quick_t *q, char *const *envp) {
   for (size_t i = 0; i < GH_ARRAY_LEN(quick_flags); i++) {
     const quick_flag_t *f = &quick_flags[i];
     if (q->given[i]) continue;
-    const char *v = NULL;
-    char *err = env_file_value(q, f, envp, &v);
+    char *v = NULL;
+    char *err = conf_env_get(envp, f->env, &v);
     if (err != NULL) return err;
-    if (v == NULL) v = env_value(envp, f->env);
-    if (v == NULL || v[0] == '\0') continue;
+    if (v == NULL) continue;
+    q->owned[i] = v; /* QUICK_STRING values point into it */
     switch (f->kind) {
       case QUICK_LIST:
         for (const char *p = v + strspn(v, seps); *p; p += strspn(p, seps)) {

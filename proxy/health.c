@@ -20,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -33,17 +32,11 @@ static const char health_usage[] =
     "  (admin address from -c FILE, --admin, or GATEHOUSE_ADMIN;\n"
     "   token from the file or GATEHOUSE_ADMIN_TOKEN)\n";
 
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* wait_fd polls |fd| for |events| until |deadline|; 1 ready, 0 timed out,
  * -1 error. */
 static int wait_fd(int fd, short events, int64_t deadline) {
   for (;;) {
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - (int64_t)gh_now_ms();
     if (left <= 0) return 0;
     struct pollfd p = {.fd = fd, .events = events};
     int rc = poll(&p, 1, (int)left);
@@ -92,7 +85,7 @@ static int connect_to(const char *host, uint16_t port, int64_t deadline, const c
 
 /* probe asks http://ADDR/health and returns the exit status. */
 static int probe(const conf_addr_t *addr, const char *token, int timeout_s) {
-  int64_t deadline = now_ms() + (int64_t)timeout_s * 1000;
+  int64_t deadline = (int64_t)gh_now_ms() + (int64_t)timeout_s * 1000;
   /* The Host header names the admin address as configured, which is what
    * the admin API's DNS-rebinding check accepts; a wildcard is reached
    * (and named) over loopback. */
@@ -161,35 +154,17 @@ static int probe(const conf_addr_t *addr, const char *token, int timeout_s) {
   return status;
 }
 
-/* env_token reads the admin token as `gatehouse proxy` does: from
- * GATEHOUSE_ADMIN_TOKEN, or from the file GATEHOUSE_ADMIN_TOKEN_FILE names
- * (its trailing line break dropped). Returns 0 (|*out| NULL when there is
- * none) or -1 after saying why. */
+extern char **environ;
+
+/* env_token reads the admin token as `gatehouse proxy` does
+ * (conf_env_get: GATEHOUSE_ADMIN_TOKEN or GATEHOUSE_ADMIN_TOKEN_FILE).
+ * Returns 0 (|*out| NULL when there is none) or -1 after saying why. */
 static int env_token(char **out) {
-  *out = NULL;
-  const char *v = getenv("GATEHOUSE_ADMIN_TOKEN");
-  const char *path = getenv("GATEHOUSE_ADMIN_TOKEN_FILE");
-  if (v != NULL && v[0] != '\0' && path != NULL && path[0] != '\0') {
-    fprintf(stderr, "gatehouse health: GATEHOUSE_ADMIN_TOKEN and GATEHOUSE_ADMIN_TOKEN_FILE are "
-                    "both set; set one\n");
+  char *err = conf_env_get(environ, "GATEHOUSE_ADMIN_TOKEN", out);
+  if (err != NULL) {
+    fprintf(stderr, "gatehouse health: %s\n", err);
+    gh_free(err);
     return -1;
-  }
-  if (v != NULL && v[0] != '\0') {
-    *out = gh_strdup(v);
-  } else if (path != NULL && path[0] != '\0') {
-    FILE *f = fopen(path, "re");
-    char buf[4096];
-    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-    if (f == NULL || ferror(f)) {
-      fprintf(stderr, "gatehouse health: GATEHOUSE_ADMIN_TOKEN_FILE: cannot read \"%s\": %s\n",
-              path, strerror(errno));
-      if (f) fclose(f);
-      return -1;
-    }
-    fclose(f);
-    while (n > 0 && strchr(" \t\r\n", buf[n - 1]) != NULL) n--;
-    buf[n] = '\0';
-    if (n > 0) *out = gh_strdup(buf);
   }
   if (*out != NULL && strpbrk(*out, "\r\n") != NULL) {
     fprintf(stderr, "gatehouse health: the admin token holds a line break\n");
