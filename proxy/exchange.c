@@ -76,6 +76,13 @@ void px_ex_tunnel_client_data(px_exchange_t *ex, const char *p, size_t len) {
 
 /* ---- timers ---- */
 
+/* unreachable: a connection to |a| could not be made. Back off from the
+ * address, and look its name up again: it may have moved. */
+static void unreachable(px_worker_t *w, px_gen_t *gen, px_addr_t *a) {
+  px_upstream_mark_failed(a);
+  px_addr_refresh(w, gen, a, 1);
+}
+
 void px_upconn_on_timer(uv_timer_t *t) {
   px_upconn_t *u = t->data;
   if (!px_lazy_expired(t, &u->tl, px_upconn_on_timer)) return;
@@ -84,15 +91,15 @@ void px_upconn_on_timer(uv_timer_t *t) {
     px_upconn_close(u);
     return;
   }
-  px_upstream_mark_failed(u->addr);
   if (!u->connected) {
     GH_WARN("proxy", "upstream %s: connect timeout", u->addr->conf->text);
-    px_addr_refresh(u->w, ex->gen, u->addr, 1);
+    unreachable(u->w, ex->gen, u->addr);
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
     return;
   }
+  px_upstream_mark_failed(u->addr);
   if (ex->conn && ex->conn->state == PX_CONN_TUNNEL) {
     px_conn_close(ex->conn);
     return;
@@ -123,8 +130,7 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   if (status < 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
-    px_upstream_mark_failed(u->addr);
-    px_addr_refresh(u->w, ex->gen, u->addr, 1);
+    unreachable(u->w, ex->gen, u->addr);
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
@@ -169,8 +175,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   px_addr_refresh(w, ex->gen, a, 0);
   u = px_upconn_dial(w, a, on_connect);
   if (u == NULL) {
-    px_addr_refresh(w, ex->gen, a, 1);
-    px_upstream_mark_failed(a);
+    unreachable(w, ex->gen, a);
     atomic_fetch_sub(&a->active, 1);
     ex->addr = NULL;
     connect_next(ex, a);
