@@ -607,12 +607,13 @@ def start_quick(to, names, args=(), wait=True):
     return Gatehouse(argv, name, cwd, https_port, http_port, wait=wait)
 
 
-def gatehouse_cmd(*args, timeout=30, cwd=None):
-    """Runs `gatehouse ARGS...` to completion; returns CompletedProcess with
-    text stdout/stderr."""
+def gatehouse_cmd(*args, timeout=30, cwd=None, env=None):
+    """Runs `gatehouse ARGS...` to completion (with the environment |env|
+    instead of ours when given); returns CompletedProcess with text
+    stdout/stderr."""
     r = subprocess.run([GATEHOUSE_BIN] + list(args), stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
-                       cwd=cwd or tmpdir())
+                       cwd=cwd or tmpdir(), env=env)
     r.stdout = r.stdout.decode("utf-8", errors="replace")
     r.stderr = r.stderr.decode("utf-8", errors="replace")
     for m in SANITIZER_MARKERS:

@@ -157,20 +157,8 @@ def clean_env(extra):
     return env
 
 
-def run_gatehouse(args, env, timeout=30):
-    r = subprocess.run([h.GATEHOUSE_BIN] + list(args), stdin=subprocess.DEVNULL,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=timeout,
-                       cwd=h.tmpdir())
-    r.stdout = r.stdout.decode("utf-8", errors="replace")
-    r.stderr = r.stderr.decode("utf-8", errors="replace")
-    for m in h.SANITIZER_MARKERS:
-        if m in r.stderr:
-            raise h.Fail("gatehouse %s: sanitizer report: %s" % (" ".join(args), r.stderr))
-    return r
-
-
 def print_config(args, env):
-    r = run_gatehouse(["proxy"] + list(args) + ["--print-config"], clean_env(env))
+    r = h.gatehouse_cmd("proxy", *args, "--print-config", env=clean_env(env))
     h.eq(r.returncode, 0, "gatehouse proxy %s with %r: %s" % (args, env, r.stderr))
     return json.loads(r.stdout)
 
@@ -489,25 +477,26 @@ def test_health_with_a_token_from_a_secret_file():
                          "GATEHOUSE_STORAGE": os.path.join(h.subdir("secrets"), "data")})
     g = h.Proc(h._next_name("gatehouse-token"), [h.GATEHOUSE_BIN, "proxy"], env=env)
     h.check_ready(g, [https, admin])
-    r = run_gatehouse(["health"], env)
+    r = h.gatehouse_cmd("health", env=env)
     h.eq((r.returncode, r.stdout.strip()), (0, "ok"), "health with the token file: %s" % r.stderr)
     wrong = dict(env, GATEHOUSE_ADMIN_TOKEN_FILE="", GATEHOUSE_ADMIN_TOKEN="not-the-token")
-    r = run_gatehouse(["health"], wrong)
+    r = h.gatehouse_cmd("health", env=wrong)
     h.eq(r.returncode, 1, "health with a wrong token")
     h.contains(r.stderr, "401", "why health failed")
-    r = run_gatehouse(["health", "--admin", "127.0.0.1:%d" % admin],
-                      dict(env, GATEHOUSE_ADMIN_TOKEN_FILE=""))
+    r = h.gatehouse_cmd("health", "--admin", "127.0.0.1:%d" % admin,
+                        env=dict(env, GATEHOUSE_ADMIN_TOKEN_FILE=""))
     h.eq(r.returncode, 1, "health without a token")
-    r = run_gatehouse(["health"], dict(env, GATEHOUSE_ADMIN_TOKEN="a-long-admin-token"))
+    r = h.gatehouse_cmd("health",
+                        env=dict(env, GATEHOUSE_ADMIN_TOKEN="a-long-admin-token"))
     h.eq(r.returncode, 1, "health with both the token and the token file")
     h.contains(r.stderr, "both set", "why")
     g.stop()
     # Docker reserves exit status 2: a health check that runs says 1 even
     # when there is nothing to ask; 2 is only for a malformed command line.
-    r = run_gatehouse(["health"], clean_env({}))
+    r = h.gatehouse_cmd("health", env=clean_env({}))
     h.eq(r.returncode, 1, "health with no admin address")
     h.contains(r.stderr, "no admin address", "why")
-    r = run_gatehouse(["health", "--bogus"], clean_env({}))
+    r = h.gatehouse_cmd("health", "--bogus", env=clean_env({}))
     h.eq(r.returncode, 2, "health with a bad flag")
 
 
@@ -616,15 +605,15 @@ def test_lists_and_precedence():
                         "GATEHOUSE_ACME_DIRECTORY": "https://ca.test/dir",
                         "GATEHOUSE_HOSTS": "a.test"})
     h.eq(cfg["sites"][0]["upstreams"], ["127.0.0.1:3"], "the flag overrides the variable")
-    r = run_gatehouse(["proxy", "--print-config"], clean_env({
+    r = h.gatehouse_cmd("proxy", "--print-config", env=clean_env({
         "GATEHOUSE_UPSTREAM": "127.0.0.1:1", "GATEHOUSE_ACME_DIRECTORY": "https://ca.test/dir",
         "GATEHOUSE_ON_DEMAND_ALOW": "*.a.test"}))
     h.eq(r.returncode, 2, "a misspelt variable leaves the config incomplete")
     h.contains(r.stderr, "GATEHOUSE_ON_DEMAND_ALOW is not a gatehouse variable (ignored); did "
                "you mean GATEHOUSE_ON_DEMAND_ALLOW?", "the warning")
-    r = run_gatehouse(["proxy"], clean_env({"GATEHOUSE_UPSTREAM": "backend:99999",
-                                            "GATEHOUSE_ACME_DIRECTORY": "https://ca.test/dir",
-                                            "GATEHOUSE_HOSTS": "a.test"}))
+    r = h.gatehouse_cmd("proxy", env=clean_env({"GATEHOUSE_UPSTREAM": "backend:99999",
+                                                "GATEHOUSE_ACME_DIRECTORY": "https://ca.test/dir",
+                                                "GATEHOUSE_HOSTS": "a.test"}))
     h.eq(r.returncode, 2, "a bad value from the environment")
     h.contains(r.stderr, "<environment>: sites[0].upstreams[0]", "the error's place")
     h.contains(r.stderr, "backend:99999", "the error quotes the value")
