@@ -257,3 +257,19 @@ void conf__check_root(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   }
   check_ports(ctx, conf);
 }
+
+/* "upstream_response" is the old name of "upstream_read" (issue 11): a file
+ * written before keeps its meaning; naming both is ambiguous. The old
+ * field is cleared once merged, so the printed configuration names only
+ * the new key. */
+void conf__check_timeouts(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  conf_timeouts_t *t = (conf_timeouts_t *)(void *)base;
+  if (obj == NULL || t->upstream_response_ms == 0) return;
+  if (has_key(obj, "upstream_read")) {
+    conf__error_at(ctx, "timeouts.upstream_response",
+                   "is the old name of timeouts.upstream_read; give only upstream_read");
+  } else {
+    t->upstream_read_ms = t->upstream_response_ms;
+  }
+  t->upstream_response_ms = 0;
+}

@@ -65,6 +65,7 @@ typedef struct {
   char *key_file;
   int is_default; /* served for unknown SNI names / Host headers */
   uint64_t hsts_max_age_s; /* 0 = no HSTS header */
+  uint64_t max_body;       /* request body limit in bytes; 0 = unlimited (default) */
   int hsts_include_subdomains;
 } conf_site_t;
 
@@ -132,7 +133,14 @@ typedef struct {
   uint64_t header_read_ms;       /* default 10s */
   uint64_t idle_ms;              /* client keep-alive; default 60s */
   uint64_t upstream_connect_ms;  /* default 5s */
-  uint64_t upstream_response_ms; /* default 60s */
+  /* Gap between upstream bytes while the upstream owes some (the request
+   * is sent, or it is not taking the request's bytes) and we are not
+   * holding it back; default 60s. "upstream_response" is its old name. */
+  uint64_t upstream_read_ms;
+  uint64_t upstream_response_ms; /* the old name as given; 0 once merged */
+  uint64_t client_body_ms;  /* gap between reads of a request body; default 60s */
+  uint64_t client_send_ms;  /* client not taking response bytes; default 60s */
+  uint64_t tunnel_idle_ms;  /* upgraded connection quiet both ways; default 1h */
   uint64_t drain_ms;             /* graceful shutdown; default 30s */
 } conf_timeouts_t;
 

@@ -156,6 +156,7 @@ void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_admin(conf__ctx_t *ctx, const cJSON *obj, char *base);
+void conf__check_timeouts(conf__ctx_t *ctx, const cJSON *obj, char *base);
 
 /* conf__json_check checks that |text| is exactly one JSON value (RFC 8259,
  * plus: no "\u0000" escapes). Returns SIZE_MAX if so, or the byte offset

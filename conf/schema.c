@@ -92,6 +92,7 @@ static const conf__row_t site_rows[] = {
     {"tls", &conf__t_object, .off = 0, .arg = &site_tls_table},
     {"default", &conf__t_bool, FLD(conf_site_t, is_default), .def = "false"},
     {"hsts", &conf__t_object, .off = 0, .arg = &hsts_table},
+    {"max_body", &conf__t_size, FLD(conf_site_t, max_body), .def = "0", .max = 1ull << 50},
 };
 static const conf__table_t site_table = TABLE(site_rows, .check = conf__check_site);
 
@@ -189,11 +190,19 @@ static const conf__row_t timeouts_rows[] = {
     {"idle", &conf__t_duration, FLD(conf_timeouts_t, idle_ms), .def = Q("60s"), .flags = POSITIVE},
     {"upstream_connect", &conf__t_duration, FLD(conf_timeouts_t, upstream_connect_ms),
      .def = Q("5s"), .flags = POSITIVE},
-    {"upstream_response", &conf__t_duration, FLD(conf_timeouts_t, upstream_response_ms),
+    {"upstream_read", &conf__t_duration, FLD(conf_timeouts_t, upstream_read_ms),
      .def = Q("60s"), .flags = POSITIVE},
+    {"upstream_response", &conf__t_duration, FLD(conf_timeouts_t, upstream_response_ms),
+     .flags = POSITIVE},
+    {"client_body", &conf__t_duration, FLD(conf_timeouts_t, client_body_ms), .def = Q("60s"),
+     .flags = POSITIVE},
+    {"client_send", &conf__t_duration, FLD(conf_timeouts_t, client_send_ms), .def = Q("60s"),
+     .flags = POSITIVE},
+    {"tunnel_idle", &conf__t_duration, FLD(conf_timeouts_t, tunnel_idle_ms), .def = Q("1h"),
+     .flags = POSITIVE},
     {"drain", &conf__t_duration, FLD(conf_timeouts_t, drain_ms), .def = Q("30s")},
 };
-static const conf__table_t timeouts_table = TABLE(timeouts_rows);
+static const conf__table_t timeouts_table = TABLE(timeouts_rows, .check = conf__check_timeouts);
 
 static const conf__row_t limits_rows[] = {
     {"max_header_bytes", &conf__t_size, FLD(conf_limits_t, max_header_bytes), .def = Q("16k"),

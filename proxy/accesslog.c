@@ -5,7 +5,7 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "proxy/exchange.h"
 
 /* esc copies |s| into |out| escaped for a JSON string (and safe inside a
  * quoted combined-format field); returns the bytes written. */
@@ -33,14 +33,13 @@ static size_t esc(char *out, size_t cap, const char *s, size_t len) {
 void px_access_log(px_exchange_t *ex) {
   const conf_t *conf = ex->gen->conf;
   if (conf->access_log == CONF_ACCESS_OFF) return;
-  px_conn_t *c = ex->conn;
   char path[1024], host[300], ts[40];
   esc(path, sizeof(path), ex->req.buf ? ex->req.buf : "", ex->url_len);
   esc(host, sizeof(host), ex->host ? ex->host : "", ex->host ? strlen(ex->host) : 0);
   /* A head that failed before its end has no method (and a recycled
    * exchange still holds an old buffer, so the buffer says nothing). */
   const char *method = ex->method_known ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
-  uint64_t dur = uv_now(&c->w->loop) - ex->start_ms;
+  uint64_t dur = uv_now(&ex->w->loop) - ex->start_ms;
   const char *up = ex->upstream_name ? ex->upstream_name : "-";
   struct timeval tv;
   gettimeofday(&tv, NULL);
@@ -54,13 +53,13 @@ void px_access_log(px_exchange_t *ex) {
                  "{\"ts\":\"%s.%03dZ\",\"level\":\"info\",\"component\":\"access\","
                  "\"client\":\"%s\",\"host\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
                  "\"status\":%d,\"bytes\":%llu,\"duration_ms\":%llu,\"upstream\":\"%s\"}\n",
-                 ts, (int)(tv.tv_usec / 1000), c->client_ip, host, method, path, ex->status,
+                 ts, (int)(tv.tv_usec / 1000), ex->client_ip, host, method, path, ex->status,
                  (unsigned long long)ex->resp_bytes, (unsigned long long)dur, up);
   } else {
     localtime_r(&tv.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%d/%b/%Y:%H:%M:%S %z", &tm);
     n = snprintf(line, sizeof(line), "%s - - [%s] \"%s %s HTTP/1.%d\" %d %llu \"%s\" %llums %s\n",
-                 c->client_ip, ts, method, path, ex->http_minor, ex->status,
+                 ex->client_ip, ts, method, path, ex->http_minor, ex->status,
                  (unsigned long long)ex->resp_bytes, host, (unsigned long long)dur, up);
   }
   if (n > 0) gh_log_raw(line, (unsigned)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));

@@ -2,7 +2,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "proxy/internal.h"
+#include "proxy/hdrs.h"
 
 void px_buf_append(px_buf_t *b, const void *p, size_t len) {
   if (len == 0) return;
@@ -106,4 +106,55 @@ size_t px_hdrs_value(px_hdrs_t *hs, const char *p, size_t len) {
 size_t px_hdrs_raw(px_hdrs_t *hs, const char *p, size_t len) {
   store(hs, p, len);
   return hs->len;
+}
+
+int px_hdrs_has(const px_hdrs_t *hs, gh_str_t name) {
+  for (size_t i = 0; i < hs->num; i++) {
+    if (gh_str_ieq(px_hdr_name(hs, i), name)) return 1;
+  }
+  return 0;
+}
+
+/* in_list reports whether |name| appears in the comma-separated |list|. */
+static int in_list(gh_str_t list, gh_str_t name) {
+  size_t i = 0;
+  while (i < list.len) {
+    while (i < list.len && (list.ptr[i] == ' ' || list.ptr[i] == '\t' || list.ptr[i] == ','))
+      i++;
+    size_t start = i;
+    while (i < list.len && list.ptr[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (list.ptr[end - 1] == ' ' || list.ptr[end - 1] == '\t')) end--;
+    if (gh_str_ieq((gh_str_t){list.ptr + start, end - start}, name)) return 1;
+  }
+  return 0;
+}
+
+int px_hop_by_hop(const px_hdrs_t *hs, gh_str_t name) {
+  static const gh_str_t hop[] = {GH_STR("connection"), GH_STR("keep-alive"),
+                                 GH_STR("proxy-connection"), GH_STR("te"),
+                                 GH_STR("transfer-encoding"), GH_STR("upgrade"),
+                                 GH_STR("content-length")};
+  for (size_t i = 0; i < GH_ARRAY_LEN(hop); i++) {
+    if (gh_str_ieq(name, hop[i])) return 1;
+  }
+  /* Connection may name only end-to-end fields; never the framing or Host. */
+  if (gh_str_ieq(name, GH_STR("host"))) return 0;
+  for (size_t i = 0; i < hs->num; i++) {
+    if (gh_str_ieq(px_hdr_name(hs, i), GH_STR("connection")) &&
+        in_list(px_hdr_value(hs, i), name))
+      return 1;
+  }
+  return 0;
+}
+
+size_t px_u64_text(char *out, uint64_t v) {
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  return n;
 }

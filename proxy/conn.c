@@ -12,11 +12,9 @@
 #include <openssl/err.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "proxy/conn.h"
 #include "proxy/ondemand.h"
 #include "proxy/tls.h"
-
-void px_worker_conn_gone(px_worker_t *w);
 
 typedef struct {
   uv_write_t req;
@@ -24,6 +22,8 @@ typedef struct {
   size_t len;
   char data[];
 } px_write_t;
+
+static void shut_down(px_conn_t *c);
 
 /* ---- the BIO ---- */
 
@@ -95,21 +95,17 @@ static void handle_closed(uv_handle_t *h) {
   if (c->listener) PX_STAT_ADD(c->listener->stats.closed, 1);
   SSL_free(c->ssl);
   c->ssl = NULL;
-  px_buf_free(&c->pending);
+  px_h1_freed(c);
+  px_buf_free(&c->held);
   gh_free(c);
   px_worker_conn_gone(w);
 }
 
 void px_conn_close(px_conn_t *c) {
   if (c->state == PX_CONN_CLOSING) return;
-  if (c->in_parser) {
-    /* Inside llhttp_execute: http.c closes once it returns. */
-    c->close_deferred = 1;
-    return;
-  }
   c->state = PX_CONN_CLOSING;
   px_ondemand_conn_gone(c);
-  px_http_conn_closed(c);
+  px_h1_closing(c);
   if (c->w->obuf_owner == c) {
     c->w->obuf_owner = NULL;
     c->w->obuf_len = 0;
@@ -131,7 +127,7 @@ static void on_timer(uv_timer_t *t) {
     px_conn_close(c);
     return;
   }
-  px_http_on_timeout(c);
+  px_h1_on_timeout(c);
 }
 
 void px_conn_set_timer(px_conn_t *c, uint64_t ms) {
@@ -154,13 +150,31 @@ static void on_write(uv_write_t *req, int status) {
     px_conn_close(c);
     return;
   }
-  if (c->close_when_flushed && px_conn_write_queue(c) == 0) {
-    px_conn_close(c);
-    return;
+  if (px_conn_write_queue(c) == 0) {
+    if (c->close_when_flushed) {
+      px_conn_close(c);
+      return;
+    }
+    if (c->shutdown_when_flushed) {
+      shut_down(c);
+      return;
+    }
   }
-  if (px_conn_write_queue(c) < c->w->gen->conf->limits.write_queue_bytes) {
-    px_http_on_client_drained(c);
-  }
+  if (c->state == PX_CONN_OPEN) px_h1_on_written(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  px_conn_t *c = req->data;
+  if (status < 0 && status != UV_ECANCELED && c->state != PX_CONN_CLOSING) px_conn_close(c);
+}
+
+/* shut_down sends FIN once everything is written; reading goes on (the
+ * caller drops it) until the client closes or the linger timer fires. */
+static void shut_down(px_conn_t *c) {
+  if (c->shut_down || c->state == PX_CONN_CLOSING) return;
+  c->shut_down = 1;
+  c->shutdown_req.data = c;
+  if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) px_conn_close(c);
 }
 
 /* encrypt hands |len| plaintext bytes to SSL_write; the records land in
@@ -205,14 +219,14 @@ void px_conn_send(px_conn_t *c, const void *data, size_t len) {
   px_buf_append(&w->pout, data, len);
 }
 
-void px_conn_flush(px_conn_t *c) {
+int px_conn_flush(px_conn_t *c) {
   px_worker_t *w = c->w;
   encrypt_staged(c);
-  if (w->obuf_owner != c || w->obuf_len == 0) return;
+  if (w->obuf_owner != c || w->obuf_len == 0) return c->state == PX_CONN_CLOSING ? -1 : 0;
   size_t len = w->obuf_len, off = 0;
   w->obuf_len = 0;
   w->obuf_owner = NULL;
-  if (c->state == PX_CONN_CLOSING) return;
+  if (c->state == PX_CONN_CLOSING) return -1;
   PX_STAT_ADD(w->stats.bytes_out, len);
   if (px_conn_write_queue(c) == 0) {
     uv_buf_t b = uv_buf_init(w->obuf, (unsigned)len);
@@ -221,12 +235,18 @@ void px_conn_flush(px_conn_t *c) {
     else if (n < 0 && n != UV_EAGAIN) {
       GH_DEBUG("proxy", "%s: write: %s", c->client_ip, uv_strerror(n));
       px_conn_close(c);
-      return;
+      return -1;
     }
   }
   if (off == len) {
-    if (c->close_when_flushed && px_conn_write_queue(c) == 0) px_conn_close(c);
-    return;
+    if (px_conn_write_queue(c) == 0) {
+      if (c->close_when_flushed) {
+        px_conn_close(c);
+        return -1;
+      }
+      if (c->shutdown_when_flushed) shut_down(c);
+    }
+    return c->state == PX_CONN_CLOSING ? -1 : 0;
   }
   px_write_t *wr = gh_malloc(sizeof(*wr) + (len - off));
   wr->conn = c;
@@ -237,6 +257,24 @@ void px_conn_flush(px_conn_t *c) {
   if (rc != 0) {
     gh_free(wr);
     px_conn_close(c);
+    return -1;
+  }
+  return 0;
+}
+
+void px_conn_finish(px_conn_t *c, int linger) {
+  if (px_conn_flush(c) != 0) return; /* staged plaintext goes before close_notify */
+  if (c->ssl) SSL_shutdown(c->ssl);
+  if (linger) {
+    c->shutdown_when_flushed = 1;
+    px_conn_read_start(c);
+  } else {
+    c->close_when_flushed = 1;
+  }
+  if (px_conn_flush(c) != 0) return;
+  if (px_conn_write_queue(c) == 0) {
+    if (!linger) px_conn_close(c);
+    else shut_down(c);
   }
 }
 
@@ -278,8 +316,8 @@ static int handshake(px_conn_t *c) {
       return -1;
     }
     PX_STAT_ADD(c->w->stats.handshakes[PX_HS_OK], 1);
-    c->state = PX_CONN_HEAD;
-    px_http_conn_ready(c);
+    c->state = PX_CONN_OPEN;
+    px_h1_start(c);
     return 0;
   }
   int err = SSL_get_error(c->ssl, r);
@@ -288,7 +326,7 @@ static int handshake(px_conn_t *c) {
     /* Paused by ondemand.c until the name's certificate is ready. The
      * bytes after the ClientHello still sit in the worker's read buffer:
      * keep them for the resumption. */
-    if (c->in_len) px_buf_append(&c->pending, c->in_ptr, c->in_len);
+    if (c->in_len) px_buf_append(&c->held, c->in_ptr, c->in_len);
     c->in_len = 0;
     px_conn_flush(c);
     return -1;
@@ -308,21 +346,21 @@ static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
   if (c->paused_name != NULL) {
     /* The handshake waits for a certificate; keep what the client sends
      * meanwhile (TLS 1.3 clients send ChangeCipherSpec right away). */
-    if (c->pending.len + len > 64 * 1024) {
+    if (c->held.len + len > 64 * 1024) {
       px_conn_close(c);
       return;
     }
-    px_buf_append(&c->pending, data, len);
+    px_buf_append(&c->held, data, len);
     return;
   }
   c->in_ptr = (const uint8_t *)data;
   c->in_len = len;
   if (c->state == PX_CONN_HANDSHAKE && handshake(c) != 0) return;
-  while (c->state != PX_CONN_HANDSHAKE && c->state != PX_CONN_CLOSING) {
+  while (c->state == PX_CONN_OPEN) {
     ERR_clear_error();
     int n = SSL_read(c->ssl, c->w->pbuf, sizeof(c->w->pbuf));
     if (n > 0) {
-      px_http_on_plain(c, c->w->pbuf, (size_t)n);
+      px_h1_on_bytes(c, c->w->pbuf, (size_t)n);
       continue;
     }
     int err = SSL_get_error(c->ssl, n);
@@ -344,8 +382,8 @@ static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
  * with whatever the client sent meanwhile. */
 void px_conn_resume_handshake(px_conn_t *c) {
   if (c->state != PX_CONN_HANDSHAKE) return;
-  px_buf_t held = c->pending;
-  memset(&c->pending, 0, sizeof(c->pending));
+  px_buf_t held = c->held;
+  memset(&c->held, 0, sizeof(c->held));
   px_conn_set_timer(c, c->w->gen->conf->timeouts.handshake_ms);
   on_tls_read(c, held.p, held.len);
   px_buf_free(&held);
@@ -366,7 +404,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->ssl) {
     on_tls_read(c, buf->base, (size_t)nread);
   } else {
-    px_http_on_plain(c, buf->base, (size_t)nread);
+    px_h1_on_bytes(c, buf->base, (size_t)nread);
     if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
   }
 }
@@ -434,8 +472,8 @@ void px_conn_accept(px_listener_t *l) {
     c->state = PX_CONN_HANDSHAKE;
     px_conn_set_timer(c, w->gen->conf->timeouts.handshake_ms);
   } else {
-    c->state = PX_CONN_HEAD;
-    px_http_conn_ready(c);
+    c->state = PX_CONN_OPEN;
+    px_h1_start(c);
   }
   px_conn_read_start(c);
 }

@@ -1,28 +1,62 @@
-/* exchange.c: the upstream half of a request: pick an upstream, get a
- * connection (idle one first), send the request, parse the response with
- * llhttp and relay it to the client with back-pressure, then return the
- * connection to the pool or close it.
+/* exchange.c: the protocol-independent core of a request (see exchange.h):
+ * pick an upstream, get a connection (an idle one first), send the
+ * request, relay the response to the stream with back-pressure both ways,
+ * then give the connection back to the pool or close it.
  *
  * Failure handling lives here in one place: a refused or timed-out connect
  * tries the next upstream (each failure marks that upstream down for the
  * group's back-off); a pooled connection that the upstream had already
  * closed is retried once on a fresh one when no body byte has been sent;
- * anything else answers 502 (or 504 for timeouts) if no response byte has
- * reached the client yet, and otherwise aborts the client connection, the
- * only honest signal left. */
+ * anything else answers 502 (or 504 for upstream silence) if no response
+ * head has gone to the client yet, and otherwise aborts the stream, the
+ * only honest signal left. Only the upstream's own failures count against
+ * its health; what a client does (stalling, leaving, not reading) never
+ * does. */
 #include <stdio.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "proxy/exchange.h"
+#include "proxy/upstream.h"
 
-static const conf_t *conf_of(px_exchange_t *ex) { return ex->gen->conf; }
+#ifdef GH_DEBUG_ASSERTS
+#include <assert.h>
+#define EX_ASSERT(x) assert(x)
+#else
+#define EX_ASSERT(x) ((void)0)
+#endif
+
+static const conf_t *conf_of(const px_exchange_t *ex) { return ex->gen->conf; }
+static size_t limit_of(const px_exchange_t *ex) { return conf_of(ex)->limits.write_queue_bytes; }
 
 static void connect_next(px_exchange_t *ex, px_addr_t *avoid);
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
-/* ---- failure ---- */
+/* set_state moves |ex| on; the transitions allowed are the lifecycle of
+ * exchange.h, checked in sanitizer and debug builds. */
+static void set_state(px_exchange_t *ex, px_ex_state_t s) {
+#ifdef GH_DEBUG_ASSERTS
+  switch (s) {
+    case PX_EX_CONNECT: EX_ASSERT(ex->state == PX_EX_HEAD || ex->state == PX_EX_CONNECT ||
+                                  ex->state == PX_EX_WAIT); break;
+    case PX_EX_WAIT: EX_ASSERT(ex->state <= PX_EX_WAIT); break;
+    case PX_EX_BODY: EX_ASSERT(ex->state == PX_EX_WAIT); break;
+    case PX_EX_TUNNEL: EX_ASSERT(ex->state == PX_EX_WAIT); break;
+    case PX_EX_DONE: EX_ASSERT(ex->state != PX_EX_ABORTED); break;
+    default: break;
+  }
+#endif
+  ex->state = s;
+}
 
+static int finished(const px_exchange_t *ex) {
+  return ex->state == PX_EX_DONE || ex->state == PX_EX_ABORTED;
+}
+
+/* ---- the upstream connection ---- */
+
+/* detach ends |ex|'s use of its upstream connection: back to the pool if
+ * |reusable|, else closed. */
 static void detach(px_exchange_t *ex, int reusable) {
   px_upconn_t *u = ex->up;
   if (ex->addr) {
@@ -32,24 +66,51 @@ static void detach(px_exchange_t *ex, int reusable) {
   if (u == NULL) return;
   ex->up = NULL;
   u->ex = NULL;
+  if (ex->up_paused && reusable && !uv_is_closing((uv_handle_t *)&u->tcp)) {
+    /* An idle connection is read, so that bytes or a close while idle are
+     * seen (and the connection dropped) before anyone reuses it. */
+    uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+  }
+  ex->up_paused = 0;
   px_upconn_release(u, reusable);
 }
 
-static void ex_fail(px_exchange_t *ex, int status, const char *why) {
-  px_conn_t *c = ex->conn;
-  GH_DEBUG("proxy", "%s: upstream %s: %s", c ? c->client_ip : "-",
-           ex->up && ex->up->addr ? ex->up->addr->conf->text : "-", why);
-  detach(ex, 0);
-  if (c == NULL) return;
-  if (ex->resp_head_sent) {
-    px_conn_close(c);
-  } else {
-    GH_WARN("proxy", "%s: answering %d: %s", ex->host ? ex->host : "-", status, why);
-    px_http_error(c, status, why);
+/* up_timer arms the upstream's timer for what it owes now: the connect,
+ * or bytes while the request is sent (or the upstream is not taking it)
+ * and we are not holding it back. Nothing while the upstream is only
+ * waiting for the client's body, or for the client to read. */
+static void up_timer(px_exchange_t *ex) {
+  px_upconn_t *u = ex->up;
+  if (u == NULL || !u->connected) return;
+  uint64_t ms = 0;
+  if (ex->state == PX_EX_WAIT) {
+    if (ex->req_done || px_upconn_write_queue(u) > 0) ms = conf_of(ex)->timeouts.upstream_read_ms;
+  } else if (ex->state == PX_EX_BODY) {
+    if (!ex->up_paused) ms = conf_of(ex)->timeouts.upstream_read_ms;
   }
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, ms);
 }
 
-/* ---- sending ---- */
+/* fail ends |ex| after an error: an answer with |status| when nothing has
+ * gone to the client yet, else ABORTED (the stream resets). |up_fault|
+ * says whether the upstream itself failed (counted against its health). */
+static void fail(px_exchange_t *ex, int status, const char *why, int up_fault) {
+  const char *name = ex->up && ex->up->addr ? ex->up->addr->conf->text : "-";
+  GH_DEBUG("proxy", "%s: upstream %s: %s", ex->client_ip, name, why);
+  if (up_fault && ex->up) px_upstream_mark_failed(ex->up->addr);
+  detach(ex, 0);
+  if (finished(ex)) return;
+  if (ex->client_gone) {
+    set_state(ex, PX_EX_ABORTED);
+  } else if (ex->resp_head_sent) {
+    GH_WARN("proxy", "%s: upstream %s failed mid-response: %s", ex->host ? ex->host : "-", name, why);
+    set_state(ex, PX_EX_ABORTED);
+  } else {
+    GH_WARN("proxy", "%s: answering %d: %s", ex->host ? ex->host : "-", status, why);
+    ex->ops->error(ex, status, why);
+    set_state(ex, PX_EX_DONE);
+  }
+}
 
 static void send_head(px_exchange_t *ex) {
   px_upconn_t *u = ex->up;
@@ -57,24 +118,9 @@ static void send_head(px_exchange_t *ex) {
   if (ex->up_out.len) {
     px_upconn_write(u, ex->up_out.p, ex->up_out.len);
     ex->req_body_sent_any = 1;
-    px_buf_free(&ex->up_out);
+    ex->up_out.len = 0;
   }
 }
-
-void px_ex_send_body(px_exchange_t *ex, const char *p, size_t len) {
-  if (ex->up && ex->up->connected) {
-    px_upconn_write(ex->up, p, len);
-    ex->req_body_sent_any = 1;
-  } else {
-    px_buf_append(&ex->up_out, p, len);
-  }
-}
-
-void px_ex_tunnel_client_data(px_exchange_t *ex, const char *p, size_t len) {
-  if (ex->up) px_upconn_write(ex->up, p, len);
-}
-
-/* ---- timers ---- */
 
 /* unreachable: a connection to |a| could not be made. Back off from the
  * address, and look its name up again: it may have moved. */
@@ -82,6 +128,145 @@ static void unreachable(px_worker_t *w, px_gen_t *gen, px_addr_t *a) {
   px_upstream_mark_failed(a);
   px_addr_refresh(w, gen, a, 1);
 }
+
+static void attach(px_exchange_t *ex, px_upconn_t *u) {
+  ex->up = u;
+  u->ex = ex;
+  u->got_bytes = 0;
+  px_uph1_begin(u);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  px_upconn_t *u = req->data;
+  if (status == UV_ECANCELED) return;
+  px_exchange_t *ex = u->ex;
+  if (ex == NULL) { /* the client left while we were connecting */
+    px_upconn_close(u);
+    return;
+  }
+  EX_ASSERT(ex->state == PX_EX_CONNECT);
+  if (status < 0) {
+    GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
+    unreachable(u->w, ex->gen, u->addr);
+    px_addr_t *a = u->addr;
+    detach(ex, 0);
+    connect_next(ex, a);
+    ex->ops->settle(ex);
+    return;
+  }
+  u->connected = 1;
+  uv_tcp_nodelay(&u->tcp, 1);
+  uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+  set_state(ex, PX_EX_WAIT);
+  send_head(ex);
+  up_timer(ex);
+  /* The body the client sent while we connected is on its way now. */
+  if (!ex->req_done && px_upconn_write_queue(u) <= limit_of(ex)) ex->ops->want_body(ex);
+  ex->ops->settle(ex);
+}
+
+static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
+  px_group_t *g = ex->group;
+  if (g->num_addrs == 0) {
+    fail(ex, 502, "no upstream configured", 0);
+    return;
+  }
+  if (ex->tries >= g->num_addrs) {
+    fail(ex, 502, "every upstream failed", 0);
+    return;
+  }
+  ex->tries++;
+  px_addr_t *a = px_upstream_pick(g, avoid);
+  ex->addr = a;
+  ex->upstream_name = a->conf->text;
+  unsigned slot = atomic_load_explicit(&a->stat_slot, memory_order_relaxed);
+  if (slot == 0) {
+    slot = px_metrics_upstream_slot(a->conf->text);
+    atomic_store_explicit(&a->stat_slot, slot, memory_order_relaxed);
+  }
+  ex->up_slot = (uint8_t)slot;
+  atomic_fetch_add(&a->active, 1);
+  px_worker_t *w = ex->w;
+  px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;
+  if (u) {
+    attach(ex, u);
+    set_state(ex, PX_EX_WAIT);
+    send_head(ex);
+    up_timer(ex);
+    return;
+  }
+  px_addr_refresh(w, ex->gen, a, 0);
+  u = px_upconn_dial(w, a, on_connect);
+  if (u == NULL) {
+    unreachable(w, ex->gen, a);
+    atomic_fetch_sub(&a->active, 1);
+    ex->addr = NULL;
+    connect_next(ex, a);
+    return;
+  }
+  u->gen = px_gen_ref(ex->gen);
+  attach(ex, u);
+  set_state(ex, PX_EX_CONNECT);
+  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, conf_of(ex)->timeouts.upstream_connect_ms);
+}
+
+/* ---- calls from the stream (never free, never close the stream) ---- */
+
+void px_ex_start(px_exchange_t *ex) {
+  EX_ASSERT(ex->state == PX_EX_HEAD);
+  connect_next(ex, NULL);
+}
+
+int px_ex_req_body(px_exchange_t *ex, const char *p, size_t len) {
+  switch (ex->state) {
+    case PX_EX_CONNECT:
+      px_buf_append(&ex->up_out, p, len);
+      return ex->up_out.len > limit_of(ex);
+    case PX_EX_WAIT:
+    case PX_EX_BODY:
+      if (ex->up == NULL) return 0;
+      px_upconn_write(ex->up, p, len);
+      ex->req_body_sent_any = 1;
+      up_timer(ex);
+      return px_upconn_write_queue(ex->up) > limit_of(ex);
+    default:
+      /* Answered, failed or gone: the body has nowhere to go. */
+      return 0;
+  }
+}
+
+int px_ex_req_end(px_exchange_t *ex) {
+  ex->req_done = 1;
+  up_timer(ex);
+  return 0;
+}
+
+int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len) {
+  if (ex->state != PX_EX_TUNNEL || ex->up == NULL) return 0;
+  px_upconn_write(ex->up, p, len);
+  return px_upconn_write_queue(ex->up) > limit_of(ex);
+}
+
+void px_ex_client_drained(px_exchange_t *ex) {
+  if (!ex->up_paused || ex->up == NULL) return;
+  ex->up_paused = 0;
+  uv_read_start((uv_stream_t *)&ex->up->tcp, on_alloc, on_up_read);
+  up_timer(ex);
+}
+
+void px_ex_client_gone(px_exchange_t *ex) {
+  ex->client_gone = 1;
+  detach(ex, 0);
+  if (!finished(ex)) set_state(ex, PX_EX_ABORTED);
+}
+
+void px_ex_local(px_exchange_t *ex, int status) {
+  detach(ex, 0);
+  ex->status = status;
+  if (!finished(ex)) set_state(ex, PX_EX_DONE);
+}
+
+/* ---- the exchange's own events: each ends with ops->settle ---- */
 
 void px_upconn_on_timer(uv_timer_t *t) {
   px_upconn_t *u = t->data;
@@ -97,291 +282,18 @@ void px_upconn_on_timer(uv_timer_t *t) {
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
-    return;
-  }
-  px_upstream_mark_failed(u->addr);
-  if (ex->conn && ex->conn->state == PX_CONN_TUNNEL) {
-    px_conn_close(ex->conn);
-    return;
-  }
-  ex_fail(ex, 504, "response timeout");
-}
-
-static void arm_response_timer(px_upconn_t *u) {
-  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, conf_of(u->ex)->timeouts.upstream_response_ms);
-}
-
-/* ---- connecting ---- */
-
-static void attach(px_exchange_t *ex, px_upconn_t *u) {
-  ex->up = u;
-  u->ex = ex;
-  llhttp_init(&u->parser, HTTP_RESPONSE, &u->w->resp_settings);
-  u->parser.data = u;
-}
-
-static void on_connect(uv_connect_t *req, int status) {
-  px_upconn_t *u = req->data;
-  px_exchange_t *ex = u->ex;
-  if (status == UV_ECANCELED) return;
-  if (ex == NULL) { /* the client left while we were connecting */
-    px_upconn_close(u);
-    return;
-  }
-  if (status < 0) {
-    GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
-    unreachable(u->w, ex->gen, u->addr);
-    px_addr_t *a = u->addr;
-    detach(ex, 0);
-    connect_next(ex, a);
-    return;
-  }
-  u->connected = 1;
-  uv_tcp_nodelay(&u->tcp, 1);
-  uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
-  send_head(ex);
-  arm_response_timer(u);
-}
-
-static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
-  px_group_t *g = ex->group;
-  if (g->num_addrs == 0) {
-    ex_fail(ex, 502, "no upstream configured");
-    return;
-  }
-  if (ex->tries >= g->num_addrs) {
-    ex_fail(ex, 502, "every upstream failed");
-    return;
-  }
-  ex->tries++;
-  px_addr_t *a = px_upstream_pick(g, avoid);
-  ex->addr = a;
-  ex->upstream_name = a->conf->text;
-  unsigned slot = atomic_load_explicit(&a->stat_slot, memory_order_relaxed);
-  if (slot == 0) {
-    slot = px_metrics_upstream_slot(a->conf->text);
-    atomic_store_explicit(&a->stat_slot, slot, memory_order_relaxed);
-  }
-  ex->up_slot = (uint8_t)slot;
-  atomic_fetch_add(&a->active, 1);
-  px_worker_t *w = ex->conn->w;
-  px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;
-  if (u) {
-    attach(ex, u);
-    send_head(ex);
-    arm_response_timer(u);
-    return;
-  }
-  px_addr_refresh(w, ex->gen, a, 0);
-  u = px_upconn_dial(w, a, on_connect);
-  if (u == NULL) {
-    unreachable(w, ex->gen, a);
-    atomic_fetch_sub(&a->active, 1);
-    ex->addr = NULL;
-    connect_next(ex, a);
-    return;
-  }
-  u->gen = px_gen_ref(ex->gen);
-  attach(ex, u);
-  px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, conf_of(ex)->timeouts.upstream_connect_ms);
-}
-
-void px_ex_start(px_exchange_t *ex) { connect_next(ex, NULL); }
-
-/* ---- the response ---- */
-
-static px_exchange_t *ex_of(llhttp_t *p) { return ((px_upconn_t *)p->data)->ex; }
-
-static int r_message_begin(llhttp_t *p) {
-  px_exchange_t *ex = ex_of(p);
-  px_hdrs_reset(&ex->resp);
-  px_hdrs_reset(&ex->resp_tr);
-  ex->status_len = 0;
-  ex->in_resp_trailers = 0;
-  return 0;
-}
-
-static int r_status(llhttp_t *p, const char *at, size_t len) {
-  px_exchange_t *ex = ex_of(p);
-  if (ex->status_len + len > 256) return -1;
-  px_hdrs_raw(&ex->resp, at, len);
-  ex->status_len += len;
-  return 0;
-}
-
-static int r_header_field(llhttp_t *p, const char *at, size_t len) {
-  px_exchange_t *ex = ex_of(p);
-  px_hdrs_t *hs = ex->in_resp_trailers ? &ex->resp_tr : &ex->resp;
-  if (hs->len + len > 64 * 1024 || hs->num > 256) return -1;
-  px_hdrs_name(hs, at, len);
-  return 0;
-}
-
-static int r_header_field_complete(llhttp_t *p) {
-  px_exchange_t *ex = ex_of(p);
-  (ex->in_resp_trailers ? &ex->resp_tr : &ex->resp)->in_value = 1;
-  return 0;
-}
-
-static int r_header_value(llhttp_t *p, const char *at, size_t len) {
-  px_exchange_t *ex = ex_of(p);
-  px_hdrs_t *hs = ex->in_resp_trailers ? &ex->resp_tr : &ex->resp;
-  if (hs->len + len > 64 * 1024) return -1;
-  px_hdrs_value(hs, at, len);
-  return 0;
-}
-
-static void send_headers(px_conn_t *c, const px_hdrs_t *hs, int skip_hop) {
-  for (size_t i = 0; i < hs->num; i++) {
-    gh_str_t n = px_hdr_name(hs, i), v = px_hdr_value(hs, i);
-    if (skip_hop && px_http_hop_by_hop(hs, n)) continue;
-    px_conn_send(c, n.ptr, n.len);
-    px_conn_send(c, ": ", 2);
-    px_conn_send(c, v.ptr, v.len);
-    px_conn_send(c, "\r\n", 2);
-  }
-}
-
-static int has_header(const px_hdrs_t *hs, gh_str_t name) {
-  for (size_t i = 0; i < hs->num; i++) {
-    if (gh_str_ieq(px_hdr_name(hs, i), name)) return 1;
-  }
-  return 0;
-}
-
-static int r_headers_complete(llhttp_t *p) {
-  px_exchange_t *ex = ex_of(p);
-  px_conn_t *c = ex->conn;
-  if (c == NULL) return -1;
-  int status = p->status_code;
-  /* "HTTP/1.1 NNN reason\r\n"; llhttp guarantees a 3-digit status and
-   * r_status caps the reason at 256 bytes. */
-  char line[320];
-  memcpy(line, "HTTP/1.1 ", 9);
-  line[9] = (char)('0' + status / 100 % 10);
-  line[10] = (char)('0' + status / 10 % 10);
-  line[11] = (char)('0' + status % 10);
-  line[12] = ' ';
-  size_t n = 13;
-  if (ex->status_len) memcpy(line + n, ex->resp.buf, ex->status_len);
-  n += ex->status_len;
-  line[n++] = '\r';
-  line[n++] = '\n';
-  if (status >= 100 && status < 200 && status != 101) {
-    /* Interim responses (100 Continue, 103 Early Hints) go through as is
-     * to HTTP/1.1 clients. */
-    if (ex->http_minor >= 1) {
-      px_conn_send(c, line, n);
-      send_headers(c, &ex->resp, 1);
-      px_conn_send(c, "\r\n", 2);
-    }
-    return 0;
-  }
-  ex->status = status;
-  ex->in_resp_trailers = 1;
-  if (status == 101) {
-    if (!ex->upgrade) return -1;
-    px_conn_send(c, line, n);
-    send_headers(c, &ex->resp, 1);
-    for (size_t i = 0; i < ex->resp.num; i++) {
-      if (gh_str_ieq(px_hdr_name(&ex->resp, i), GH_STR("upgrade"))) {
-        gh_str_t v = px_hdr_value(&ex->resp, i);
-        px_conn_send(c, "Connection: upgrade\r\nUpgrade: ", 30);
-        px_conn_send(c, v.ptr, v.len);
-        px_conn_send(c, "\r\n", 2);
-      }
-    }
-    px_conn_send(c, "\r\n", 2);
-    ex->resp_head_sent = 1;
-    return 2;
-  }
-  int no_body = ex->method == HTTP_HEAD || status == 204 || status == 304;
-  int chunked = (p->flags & F_CHUNKED) != 0;
-  int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
-  int keep = ex->client_keepalive && !c->close_after && !c->w->draining;
-  if (!ex->req_done) keep = 0; /* an early response: the rest of the body is unread */
-  px_conn_send(c, line, n);
-  send_headers(c, &ex->resp, 1);
-  if (!no_body) {
-    if (chunked || !has_length) {
-      if (ex->http_minor >= 1) {
-        ex->resp_chunked_out = 1;
-        px_conn_send(c, "Transfer-Encoding: chunked\r\n", 28);
-      } else {
-        keep = 0; /* HTTP/1.0: the body ends when the connection does */
-      }
-    }
-  }
-  if (ex->site && ex->site->hsts_header && !has_header(&ex->resp, GH_STR("strict-transport-security")))
-    px_conn_send(c, ex->site->hsts_header, strlen(ex->site->hsts_header));
-  if (!keep) {
-    ex->client_keepalive = 0;
-    px_conn_send(c, "Connection: close\r\n", 19);
-  } else if (ex->http_minor == 0) {
-    px_conn_send(c, "Connection: keep-alive\r\n", 24);
-  }
-  px_conn_send(c, "\r\n", 2);
-  ex->resp_head_sent = 1;
-  return ex->method == HTTP_HEAD ? 1 : 0;
-}
-
-static int r_body(llhttp_t *p, const char *at, size_t len) {
-  px_exchange_t *ex = ex_of(p);
-  px_conn_t *c = ex->conn;
-  if (c == NULL) return -1;
-  if (ex->resp_chunked_out) {
-    char size[24];
-    size_t n = px_chunk_head(size, len);
-    px_conn_send(c, size, n);
-    px_conn_send(c, at, len);
-    px_conn_send(c, "\r\n", 2);
   } else {
-    px_conn_send(c, at, len);
+    /* Armed only while the upstream owed bytes (up_timer): its silence. */
+    fail(ex, 504, "upstream read timeout", 1);
   }
-  ex->resp_bytes += len;
-  return 0;
+  ex->ops->settle(ex);
 }
 
-static int r_message_complete(llhttp_t *p) {
-  px_exchange_t *ex = ex_of(p);
-  px_conn_t *c = ex->conn;
-  if (c == NULL) return -1;
-  int status = p->status_code;
-  if (status >= 100 && status < 200 && status != 101) return 0;
-  if (ex->resp_chunked_out) {
-    px_conn_send(c, "0\r\n", 3);
-    send_headers(c, &ex->resp_tr, 0);
-    px_conn_send(c, "\r\n", 2);
-  }
-  ex->resp_done = 1;
-  return HPE_PAUSED;
-}
-
-void px_exchange_init_settings(px_worker_t *w) {
-  llhttp_settings_t *s = &w->resp_settings;
-  llhttp_settings_init(s);
-  s->on_message_begin = r_message_begin;
-  s->on_status = r_status;
-  s->on_header_field = r_header_field;
-  s->on_header_field_complete = r_header_field_complete;
-  s->on_header_value = r_header_value;
-  s->on_headers_complete = r_headers_complete;
-  s->on_body = r_body;
-  s->on_message_complete = r_message_complete;
-}
-
-/* ---- reading the upstream ---- */
-
-static void client_backpressure(px_exchange_t *ex) {
-  px_conn_t *c = ex->conn;
-  if (c == NULL || ex->up == NULL) return;
-  if (px_conn_write_queue(c) > conf_of(ex)->limits.write_queue_bytes) {
-    uv_read_stop((uv_stream_t *)&ex->up->tcp);
-  }
-}
-
-void px_ex_resume_upstream(px_exchange_t *ex) {
-  if (ex->up && ex->up->connected) uv_read_start((uv_stream_t *)&ex->up->tcp, on_alloc, on_up_read);
+void px_ex__up_drained(px_exchange_t *ex) {
+  if (ex->state == PX_EX_CONNECT || finished(ex)) return;
+  up_timer(ex);
+  if (!ex->req_done || ex->state == PX_EX_TUNNEL) ex->ops->want_body(ex);
+  ex->ops->settle(ex);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -391,115 +303,141 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->len = sizeof(u->w->rbuf);
 }
 
-static void up_eof(px_upconn_t *u, ssize_t err) {
-  px_exchange_t *ex = u->ex;
-  if (ex == NULL) {
-    px_upconn_close(u);
-    return;
+/* backpressure stops reading the upstream while the client is behind. */
+static void backpressure(px_exchange_t *ex) {
+  if (ex->up == NULL || ex->up_paused) return;
+  if (ex->ops->queued(ex) > limit_of(ex)) {
+    uv_read_stop((uv_stream_t *)&ex->up->tcp);
+    ex->up_paused = 1;
   }
-  px_conn_t *c = ex->conn;
-  if (c && c->state == PX_CONN_TUNNEL) {
-    px_conn_flush(c);
-    c->close_when_flushed = 1;
-    detach(ex, 0);
-    if (px_conn_write_queue(c) == 0) px_conn_close(c);
-    return;
-  }
-  if (!ex->resp_started && u->reused && !ex->req_body_sent_any && !ex->retried_stale) {
-    /* The upstream closed an idle connection as we reused it: retry once. */
-    ex->retried_stale = 1;
-    detach(ex, 0);
-    ex->tries = 0;
-    connect_next(ex, NULL);
-    return;
-  }
-  if (ex->resp_head_sent && !ex->resp_done && err == UV_EOF) {
-    /* A close-delimited body ends here. */
-    u->in_parser = 1;
-    llhttp_errno_t e = llhttp_finish(&u->parser);
-    u->in_parser = 0;
-    if (ex->orphan) {
-      px_ex_free(ex);
-      return;
+}
+
+/* response_end: the whole response went to the stream. The connection is
+ * pooled only if the response ended exactly at the end of what was read,
+ * the upstream did not ask to close, and the whole request was sent. */
+static void response_end(px_exchange_t *ex, size_t rest) {
+  px_upconn_t *u = ex->up;
+  int reusable = rest == 0 && u != NULL && u->framing != PX_BODY_CLOSE &&
+                 llhttp_should_keep_alive(&u->parser) && ex->req_done && ex->up_out.len == 0 &&
+                 px_upconn_write_queue(u) == 0;
+  if (u) px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
+  detach(ex, reusable);
+  set_state(ex, PX_EX_DONE);
+}
+
+/* relay feeds response bytes through the upstream codec to the stream. */
+static void relay(px_exchange_t *ex, px_upconn_t *u, const char *p, size_t len) {
+  while (len > 0 || u->phase == PX_UPH1_BODY) {
+    gh_str_t data = {NULL, 0};
+    px_up_event_t ev = px_uph1_next(u, ex, &p, &len, &data);
+    switch (ev) {
+      case PX_UP_NEED:
+        return;
+      case PX_UP_INTERIM:
+        ex->ops->interim(ex);
+        break;
+      case PX_UP_HEAD:
+        ex->status = ex->resp_status;
+        ex->resp_head_sent = 1;
+        set_state(ex, PX_EX_BODY);
+        ex->ops->head(ex);
+        break;
+      case PX_UP_DATA:
+        ex->resp_bytes += data.len;
+        ex->ops->body(ex, data.ptr, data.len);
+        break;
+      case PX_UP_END:
+        ex->ops->end(ex);
+        response_end(ex, len);
+        return;
+      case PX_UP_UPGRADE:
+        if (!ex->upgrade) {
+          fail(ex, 502, "101 to a request that asked for no upgrade", 1);
+          return;
+        }
+        ex->status = 101;
+        ex->resp_head_sent = 1;
+        set_state(ex, PX_EX_TUNNEL);
+        px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
+        ex->ops->tunnel(ex, p, len);
+        return;
+      case PX_UP_BAD:
+        fail(ex, 502, "invalid response from upstream", 1);
+        return;
     }
-    if ((e == HPE_OK || e == HPE_PAUSED) && ex->resp_done) {
+    /* An op may have closed the client (a failed write): stop here. */
+    if (ex->client_gone || ex->up != u) return;
+  }
+}
+
+/* up_closed: the upstream closed or reset the connection (|err|). */
+static void up_closed(px_exchange_t *ex, px_upconn_t *u, ssize_t err) {
+  switch (ex->state) {
+    case PX_EX_TUNNEL:
       detach(ex, 0);
-      if (c) {
-        px_conn_flush(c);
-        px_http_exchange_done(c);
-      }
+      set_state(ex, PX_EX_DONE);
       return;
-    }
+    case PX_EX_WAIT:
+      if (!u->got_bytes && u->reused && !ex->req_body_sent_any && !ex->retried_stale) {
+        /* The upstream closed an idle connection as we reused it: retry
+         * once on a new one. Not a failure of the upstream. */
+        ex->retried_stale = 1;
+        detach(ex, 0);
+        ex->tries = 0;
+        connect_next(ex, NULL);
+        return;
+      }
+      break;
+    case PX_EX_BODY:
+      if (err == UV_EOF && px_uph1_eof_ends(u)) { /* a close-delimited body ends here */
+        ex->ops->end(ex);
+        response_end(ex, 0);
+        return;
+      }
+      break;
+    default:
+      break;
   }
-  ex_fail(ex, 502, err == UV_EOF ? "upstream closed the connection early" : uv_strerror((int)err));
+  fail(ex, 502, err == UV_EOF ? "upstream closed the connection early" : uv_strerror((int)err), 1);
 }
 
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   px_upconn_t *u = s->data;
   if (nread == 0) return;
-  if (nread < 0) {
-    up_eof(u, nread);
-    return;
-  }
   px_exchange_t *ex = u->ex;
-  if (ex == NULL) { /* unexpected bytes on an idle connection */
+  if (ex == NULL) {
+    /* Bytes or a close on an idle connection: it can never be reused
+     * (a late or unsolicited answer must not reach another client). */
     px_upconn_close(u);
     return;
   }
-  px_conn_t *c = ex->conn;
-  ex->resp_started = 1;
-  if (c == NULL) return;
-  if (c->state == PX_CONN_TUNNEL) {
-    arm_response_timer(u);
-    px_conn_send(c, buf->base, (size_t)nread);
-    px_conn_flush(c);
-    client_backpressure(ex);
+  if (nread < 0) {
+    up_closed(ex, u, nread);
+    ex->ops->settle(ex);
     return;
   }
-  arm_response_timer(u);
-  u->in_parser = 1;
-  llhttp_errno_t e = llhttp_execute(&u->parser, buf->base, (size_t)nread);
-  u->in_parser = 0;
-  if (ex->orphan) {
-    px_ex_free(ex);
-    return;
+  u->got_bytes = 1;
+  switch (ex->state) {
+    case PX_EX_TUNNEL:
+      ex->ops->tunnel_data(ex, buf->base, (size_t)nread);
+      break;
+    case PX_EX_WAIT:
+    case PX_EX_BODY:
+      relay(ex, u, buf->base, (size_t)nread);
+      break;
+    default:
+      /* Nothing is owed in any other state. */
+      fail(ex, 502, "unexpected bytes from upstream", 1);
+      break;
   }
-  if (c->state == PX_CONN_CLOSING) return;
-  if (e == HPE_OK) {
-    px_conn_flush(c);
-    client_backpressure(ex);
-    return;
+  if (!finished(ex) && !ex->client_gone) {
+    backpressure(ex);
+    up_timer(ex);
   }
-  if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
-    const char *pos = llhttp_get_error_pos(&u->parser);
-    size_t rest = (size_t)(buf->base + nread - pos);
-    if (ex->status == 101) {
-      px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
-      if (rest) px_conn_send(c, pos, rest);
-      px_conn_flush(c);
-      px_http_tunnel(c);
-      return;
-    }
-    ex->up_reusable = llhttp_should_keep_alive(&u->parser) && rest == 0 && ex->req_done;
-    px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
-    detach(ex, ex->up_reusable);
-    px_conn_flush(c);
-    px_http_exchange_done(c);
-    return;
-  }
-  ex_fail(ex, 502, "invalid response from upstream");
+  ex->ops->settle(ex);
 }
 
-/* ---- end of an exchange ---- */
-
-void px_ex_client_gone(px_exchange_t *ex) {
-  ex->conn = NULL;
-  if (ex->up && ex->up->in_parser) {
-    ex->orphan = 1; /* freed by on_up_read once llhttp returns */
-    return;
-  }
-  px_ex_free(ex);
-}
+/* ---- allocation ---- */
 
 /* Exchanges are recycled per worker with their buffers, so a keep-alive
  * request costs no allocation in the steady state. Buffers that grew large
@@ -508,8 +446,7 @@ enum { EX_CACHE_MAX = 64, EX_KEEP_BYTES = 16 * 1024 };
 
 static int small_hdrs(const px_hdrs_t *hs) { return hs->cap <= EX_KEEP_BYTES && hs->cap_h <= 128; }
 
-px_exchange_t *px_ex_new(px_conn_t *c) {
-  px_worker_t *w = c->w;
+px_exchange_t *px_ex_new(px_worker_t *w, const px_stream_ops_t *ops, void *stream) {
   px_exchange_t *ex = w->ex_cache;
   if (ex) {
     w->ex_cache = ex->next_free;
@@ -527,14 +464,16 @@ px_exchange_t *px_ex_new(px_conn_t *c) {
   } else {
     ex = gh_calloc(1, sizeof(*ex));
   }
+  ex->state = PX_EX_HEAD;
   ex->w = w;
-  ex->conn = c;
+  ex->ops = ops;
+  ex->stream = stream;
   ex->gen = px_gen_ref(w->gen);
   ex->start_ms = uv_now(&w->loop);
   return ex;
 }
 
-static void ex_release_buffers(px_exchange_t *ex) {
+static void release_buffers(px_exchange_t *ex) {
   px_hdrs_cleanup(&ex->req);
   px_hdrs_cleanup(&ex->resp);
   px_hdrs_cleanup(&ex->req_tr);
@@ -545,13 +484,14 @@ static void ex_release_buffers(px_exchange_t *ex) {
 
 void px_ex_free(px_exchange_t *ex) {
   if (ex == NULL) return;
-  detach(ex, ex->up_reusable && ex->resp_done && ex->req_done);
+  detach(ex, 0);
   gh_free(ex->host);
   ex->host = NULL;
   gh_free(ex->http01_answer);
   ex->http01_answer = NULL;
   px_gen_unref(ex->gen);
   ex->gen = NULL;
+  ex->stream = NULL;
   px_worker_t *w = ex->w;
   if (w->num_ex_cache < EX_CACHE_MAX && small_hdrs(&ex->req) && small_hdrs(&ex->resp) &&
       small_hdrs(&ex->req_tr) && small_hdrs(&ex->resp_tr) && ex->up_out.cap <= EX_KEEP_BYTES &&
@@ -561,7 +501,7 @@ void px_ex_free(px_exchange_t *ex) {
     w->num_ex_cache++;
     return;
   }
-  ex_release_buffers(ex);
+  release_buffers(ex);
   gh_free(ex);
 }
 
@@ -569,7 +509,7 @@ void px_ex_cache_free(px_worker_t *w) {
   while (w->ex_cache) {
     px_exchange_t *ex = w->ex_cache;
     w->ex_cache = ex->next_free;
-    ex_release_buffers(ex);
+    release_buffers(ex);
     gh_free(ex);
   }
   w->num_ex_cache = 0;

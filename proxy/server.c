@@ -87,13 +87,14 @@ static void begin_drain(px_worker_t *w) {
   while (l != &w->conns) {
     px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
     l = l->next;
-    if ((c->state == PX_CONN_HEAD && !c->head_started && c->pending.len == 0) ||
-        c->paused_name != NULL) {
-      /* Idle, or paused for an on-demand certificate that the stopping
-       * control thread will not deliver: nothing to finish. */
+    if (c->paused_name != NULL) {
+      /* Paused for an on-demand certificate that the stopping control
+       * thread will not deliver: nothing to finish. */
       px_conn_close(c);
+    } else if (c->state == PX_CONN_OPEN) {
+      px_h1_drain(c); /* idle ones close now */
     } else {
-      c->close_after = 1;
+      c->h1.close_after = 1;
     }
   }
   uv_timer_start(&w->drain_timer, drain_timeout, w->gen->conf->timeouts.drain_ms, 0);
@@ -181,8 +182,8 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
   for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
   w->started = started;
-  px_http_init_settings(w);
-  px_exchange_init_settings(w);
+  px_h1_init_settings(w);
+  px_uph1_init_settings(w);
   px_worker_bio_init(w);
   return w;
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "proxy/upstream.h"
 
 static uint64_t now_ms(void) { return gh_now_ms(); }
 
@@ -201,8 +201,6 @@ typedef struct {
   char data[];
 } up_write_t;
 
-void px_http_upstream_drained(px_conn_t *c);
-
 static void on_up_write(uv_write_t *req, int status) {
   up_write_t *wr = (up_write_t *)req;
   px_upconn_t *u = wr->u;
@@ -214,29 +212,44 @@ static void on_up_write(uv_write_t *req, int status) {
     GH_DEBUG("proxy", "upstream %s: write: %s", u->addr->conf->text, uv_strerror(status));
     return;
   }
-  if (ex && ex->conn && px_upconn_write_queue(u) < ex->gen->conf->limits.write_queue_bytes) {
-    px_http_upstream_drained(ex->conn);
-  }
+  if (ex && px_upconn_write_queue(u) < ex->gen->conf->limits.write_queue_bytes) px_ex__up_drained(ex);
 }
 
 size_t px_upconn_write_queue(px_upconn_t *u) {
   return uv_stream_get_write_queue_size((uv_stream_t *)&u->tcp);
 }
 
-void px_upconn_write(px_upconn_t *u, const void *p, size_t len) {
-  if (len == 0 || uv_is_closing((uv_handle_t *)&u->tcp)) return;
-  size_t off = 0;
+void px_upconn_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num) {
+  if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  size_t len = 0, off = 0;
+  for (unsigned i = 0; i < num; i++) len += bufs[i].len;
+  if (len == 0) return;
   if (px_upconn_write_queue(u) == 0) {
-    uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&u->tcp, &b, 1);
+    int n = uv_try_write((uv_stream_t *)&u->tcp, bufs, num);
     if (n > 0) off = (size_t)n;
   }
   if (off == len) return;
+  /* What the kernel did not take is copied into one write request. */
   up_write_t *wr = gh_malloc(sizeof(*wr) + (len - off));
   wr->u = u;
-  memcpy(wr->data, (const char *)p + off, len - off);
+  size_t at = 0, skip = off;
+  for (unsigned i = 0; i < num; i++) {
+    size_t bl = bufs[i].len;
+    if (skip >= bl) {
+      skip -= bl;
+      continue;
+    }
+    memcpy(wr->data + at, bufs[i].base + skip, bl - skip);
+    at += bl - skip;
+    skip = 0;
+  }
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)(len - off));
   if (uv_write(&wr->req, (uv_stream_t *)&u->tcp, &b, 1, on_up_write) != 0) gh_free(wr);
+}
+
+void px_upconn_write(px_upconn_t *u, const void *p, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  px_upconn_writev(u, &b, 1);
 }
 
 void px_worker_pools_close(px_worker_t *w) {

@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   fw_spin(w, 8);
   if ((flags & 8) && fw_alive(w, c)) {
-    px_http_on_timeout(c);
+    px_h1_on_timeout(c);
     if (fw_alive(w, c)) px_conn_flush(c);
     fw_spin(w, 2);
   }

@@ -84,8 +84,8 @@ px_worker_t *fw_worker(const char *upstream) {
   w->gen = gen;
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
   for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
-  px_http_init_settings(w);
-  px_exchange_init_settings(w);
+  px_h1_init_settings(w);
+  px_uph1_init_settings(w);
   px_worker_bio_init(w);
   g_w = w;
   atexit(worker_teardown);
@@ -112,8 +112,8 @@ px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
   snprintf(c->client_ip, sizeof(c->client_ip), "192.0.2.1");
   /* The TLS listener's connection after its handshake, minus the SSL. */
   c->is_tls = proxy;
-  c->state = PX_CONN_HEAD;
-  px_http_conn_ready(c);
+  c->state = PX_CONN_OPEN;
+  px_h1_start(c);
   px_conn_read_start(c);
   return c;
 }
@@ -128,7 +128,7 @@ int fw_alive(px_worker_t *w, px_conn_t *c) {
 int fw_feed(px_worker_t *w, px_conn_t *c, const char *data, size_t len) {
   if (!fw_alive(w, c)) return -1;
   /* What conn.c's on_read does with plaintext. */
-  px_http_on_plain(c, data, len);
+  px_h1_on_bytes(c, data, len);
   if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
   return fw_alive(w, c) ? 0 : -1;
 }

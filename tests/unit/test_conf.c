@@ -350,7 +350,12 @@ static void test_defaults(void) {
   ASSERT_UEQ(c->timeouts.header_read_ms, 10000);
   ASSERT_UEQ(c->timeouts.idle_ms, 60000);
   ASSERT_UEQ(c->timeouts.upstream_connect_ms, 5000);
-  ASSERT_UEQ(c->timeouts.upstream_response_ms, 60000);
+  ASSERT_UEQ(c->timeouts.upstream_read_ms, 60000);
+  ASSERT_UEQ(c->timeouts.upstream_response_ms, 0);
+  ASSERT_UEQ(c->timeouts.client_body_ms, 60000);
+  ASSERT_UEQ(c->timeouts.client_send_ms, 60000);
+  ASSERT_UEQ(c->timeouts.tunnel_idle_ms, 3600000);
+  ASSERT_UEQ(c->sites[0].max_body, 0);
   ASSERT_UEQ(c->timeouts.drain_ms, 30000);
   ASSERT_EQ(c->limits.max_header_bytes, 16384);
   ASSERT_EQ(c->limits.max_headers, 100);
@@ -361,6 +366,31 @@ static void test_defaults(void) {
   ASSERT_EQ(c->log_format, 0);
   ASSERT_EQ(c->access_log, CONF_ACCESS_JSON);
   ASSERT_TRUE(round_trip(c, "the defaults"));
+}
+
+/* "upstream_response" is the old name of "upstream_read" (issue 11). */
+static void test_upstream_read_old_name(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}],"
+                          " 'timeouts': {'upstream_response': '7s'}}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_UEQ(c->timeouts.upstream_read_ms, 7000);
+  /* Printed under its new name only, so the printed file parses again. */
+  cJSON *eff = conf_to_json(c);
+  cJSON *t = cJSON_GetObjectItemCaseSensitive(eff, "timeouts");
+  ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(t, "upstream_response"));
+  ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(t, "upstream_read")->valuestring, "7s");
+  cJSON_Delete(eff);
+  conf_free(c);
+  err = parse_err("{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}],"
+                  " 'timeouts': {'upstream_response': '7s', 'upstream_read': '8s'}}");
+  ASSERT_CONTAINS(err, "t.json: timeouts.upstream_response: is the old name of "
+                       "timeouts.upstream_read; give only upstream_read");
+  gh_free(err);
+  err = parse_err("{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], " TLS
+                  ", 'max_body': 'lots'}]}");
+  ASSERT_CONTAINS(err, "sites[0].max_body: expected a size");
+  gh_free(err);
 }
 
 static void test_listen_defaults_only_when_absent(void) {
@@ -1113,6 +1143,7 @@ int main(void) {
   RUN(test_relative_config_path);
   RUN(test_defaults);
   RUN(test_listen_defaults_only_when_absent);
+  RUN(test_upstream_read_old_name);
   RUN(test_valid_variants);
   RUN(test_invalid_documents);
   RUN(test_every_error_is_reported);

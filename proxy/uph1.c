@@ -1,0 +1,245 @@
+/* uph1.c: HTTP/1.1 toward the upstream: the request head as we write it,
+ * and the response as we read it.
+ *
+ * llhttp parses response heads only: on_headers_complete pauses it, and
+ * the body's framing is decided here from the parser's state (status,
+ * request method, Transfer-Encoding, Content-Length) and decoded here
+ * (a length countdown, chunked.c, or until the close), so a peer's
+ * headers never decide what we forward as framing. The parser is reset
+ * for every head. */
+#include <stdio.h>
+
+#include "common/log.h"
+#include "proxy/upstream.h"
+
+enum { MAX_REASON = 256, MAX_RESP_HEAD = 64 * 1024, MAX_RESP_FIELDS = 256 };
+
+/* ---- the request head ---- */
+
+void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
+  const px_hdrs_t *hs = &ex->req;
+  px_buf_t *b = &ex->up_head;
+  const char *method = llhttp_method_name((llhttp_method_t)ex->method);
+  px_buf_append(b, method, strlen(method));
+  px_buf_append(b, " ", 1);
+  px_buf_append(b, target.ptr, target.len);
+  px_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
+  px_buf_append(b, host.ptr, host.len);
+  px_buf_append(b, "\r\n", 2);
+  gh_str_t xff = {NULL, 0};
+  for (size_t i = 0; i < hs->num; i++) {
+    gh_str_t name = px_hdr_name(hs, i);
+    if (gh_str_ieq(name, GH_STR("host")) || gh_str_ieq(name, GH_STR("x-forwarded-proto")) ||
+        gh_str_ieq(name, GH_STR("x-forwarded-host")))
+      continue;
+    if (gh_str_ieq(name, GH_STR("x-forwarded-for"))) {
+      xff = px_hdr_value(hs, i);
+      continue;
+    }
+    if (px_hop_by_hop(hs, name)) continue;
+    gh_str_t value = px_hdr_value(hs, i);
+    px_buf_append(b, name.ptr, name.len);
+    px_buf_append(b, ": ", 2);
+    px_buf_append(b, value.ptr, value.len);
+    px_buf_append(b, "\r\n", 2);
+  }
+  px_buf_append(b, "X-Forwarded-For: ", 17);
+  if (xff.len) {
+    px_buf_append(b, xff.ptr, xff.len);
+    px_buf_append(b, ", ", 2);
+  }
+  px_buf_append(b, ex->client_ip, strlen(ex->client_ip));
+  px_buf_append(b, "\r\nX-Forwarded-Proto: ", 21);
+  px_buf_append(b, ex->is_tls ? "https" : "http", ex->is_tls ? 5 : 4);
+  px_buf_append(b, "\r\nX-Forwarded-Host: ", 20);
+  px_buf_append(b, host.ptr, host.len);
+  px_buf_append(b, "\r\n", 2);
+  /* The framing is the one we decoded, written by us (issue 11). */
+  if (ex->req_framing == PX_BODY_CHUNKED) {
+    px_buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
+  } else if (ex->req_framing == PX_BODY_LENGTH) {
+    char num[24];
+    px_buf_append(b, "Content-Length: ", 16);
+    px_buf_append(b, num, px_u64_text(num, ex->req_len));
+    px_buf_append(b, "\r\n", 2);
+  }
+  if (ex->upgrade) {
+    for (size_t i = 0; i < hs->num; i++) {
+      if (gh_str_ieq(px_hdr_name(hs, i), GH_STR("upgrade"))) {
+        gh_str_t v = px_hdr_value(hs, i);
+        px_buf_append(b, "Connection: upgrade\r\nUpgrade: ", 30);
+        px_buf_append(b, v.ptr, v.len);
+        px_buf_append(b, "\r\n", 2);
+        break;
+      }
+    }
+  }
+  px_buf_append(b, "\r\n", 2);
+}
+
+/* ---- the response head (llhttp callbacks) ---- */
+
+static px_exchange_t *ex_of(llhttp_t *p) { return ((px_upconn_t *)p->data)->ex; }
+
+static int r_message_begin(llhttp_t *p) {
+  px_exchange_t *ex = ex_of(p);
+  px_hdrs_reset(&ex->resp);
+  ex->status_len = 0;
+  return 0;
+}
+
+static int r_status(llhttp_t *p, const char *at, size_t len) {
+  px_exchange_t *ex = ex_of(p);
+  if (ex->status_len + len > MAX_REASON) return -1;
+  px_hdrs_raw(&ex->resp, at, len);
+  ex->status_len += len;
+  return 0;
+}
+
+static int r_header_field(llhttp_t *p, const char *at, size_t len) {
+  px_hdrs_t *hs = &ex_of(p)->resp;
+  if (hs->len + len > MAX_RESP_HEAD || hs->num > MAX_RESP_FIELDS) return -1;
+  px_hdrs_name(hs, at, len);
+  return 0;
+}
+
+static int r_header_field_complete(llhttp_t *p) {
+  ex_of(p)->resp.in_value = 1;
+  return 0;
+}
+
+static int r_header_value(llhttp_t *p, const char *at, size_t len) {
+  px_hdrs_t *hs = &ex_of(p)->resp;
+  if (hs->len + len > MAX_RESP_HEAD) return -1;
+  px_hdrs_value(hs, at, len);
+  return 0;
+}
+
+static int r_headers_complete(llhttp_t *p) {
+  ex_of(p)->resp_status = p->status_code;
+  return HPE_PAUSED; /* the body is ours (uph1_next) */
+}
+
+void px_uph1_init_settings(px_worker_t *w) {
+  llhttp_settings_t *s = &w->resp_settings;
+  llhttp_settings_init(s);
+  s->on_message_begin = r_message_begin;
+  s->on_status = r_status;
+  s->on_header_field = r_header_field;
+  s->on_header_field_complete = r_header_field_complete;
+  s->on_header_value = r_header_value;
+  s->on_headers_complete = r_headers_complete;
+}
+
+void px_uph1_begin(px_upconn_t *u) {
+  llhttp_init(&u->parser, HTTP_RESPONSE, &u->w->resp_settings);
+  u->parser.data = u;
+  u->phase = PX_UPH1_HEAD;
+  u->framing = PX_BODY_NONE;
+  u->left = 0;
+}
+
+/* head_done decides the response's framing once its head is parsed
+ * (RFC 9112 6.3), and what the stream announces. */
+static px_up_event_t head_done(px_upconn_t *u, px_exchange_t *ex) {
+  llhttp_t *p = &u->parser;
+  int status = p->status_code;
+  if (p->http_major != 1) return PX_UP_BAD;
+  if (status == 101) return PX_UP_UPGRADE;
+  if (status >= 100 && status < 200) {
+    llhttp_reset(p); /* another head follows */
+    return PX_UP_INTERIM;
+  }
+  px_hdrs_reset(&ex->resp_tr);
+  int chunked = (p->flags & F_CHUNKED) != 0;
+  int has_te = (p->flags & F_TRANSFER_ENCODING) != 0;
+  int has_length = (p->flags & F_CONTENT_LENGTH) != 0;
+  /* What the head announces (for HEAD and 304 it describes another body). */
+  if (chunked || has_te) {
+    ex->resp_framing = chunked ? PX_BODY_CHUNKED : PX_BODY_CLOSE;
+  } else if (has_length) {
+    ex->resp_framing = PX_BODY_LENGTH;
+    ex->resp_len = p->content_length;
+  } else {
+    ex->resp_framing = PX_BODY_CLOSE;
+  }
+  if (ex->method == HTTP_HEAD || status == 204 || status == 304) {
+    /* No body follows; pass on only what the head itself announced. */
+    if (status == 204 || ex->resp_framing == PX_BODY_CLOSE) ex->resp_framing = PX_BODY_NONE;
+    u->framing = PX_BODY_NONE;
+  } else {
+    u->framing = ex->resp_framing;
+    u->left = ex->resp_len;
+    if (u->framing == PX_BODY_CHUNKED) px_chunked_init(&u->ck);
+  }
+  u->phase = PX_UPH1_BODY;
+  return PX_UP_HEAD;
+}
+
+px_up_event_t px_uph1_next(px_upconn_t *u, px_exchange_t *ex, const char **pp, size_t *plen,
+                           gh_str_t *out_data) {
+  const char *p = *pp;
+  size_t len = *plen;
+  switch (u->phase) {
+    case PX_UPH1_HEAD: {
+      if (len == 0) return PX_UP_NEED;
+      llhttp_errno_t e = llhttp_execute(&u->parser, p, len);
+      if (e == HPE_OK) {
+        *pp = p + len, *plen = 0;
+        return PX_UP_NEED;
+      }
+      if (e != HPE_PAUSED) return PX_UP_BAD;
+      const char *end = llhttp_get_error_pos(&u->parser);
+      *plen = len - (size_t)(end - p);
+      *pp = end;
+      return head_done(u, ex);
+    }
+    case PX_UPH1_BODY:
+      break;
+    default:
+      /* Bytes after the end of the response: the caller sees them left. */
+      return len ? PX_UP_BAD : PX_UP_NEED;
+  }
+  switch (u->framing) {
+    case PX_BODY_NONE:
+      u->phase = PX_UPH1_DONE;
+      return PX_UP_END;
+    case PX_BODY_LENGTH: {
+      if (u->left == 0) {
+        u->phase = PX_UPH1_DONE;
+        return PX_UP_END;
+      }
+      if (len == 0) return PX_UP_NEED;
+      size_t n = (uint64_t)len < u->left ? len : (size_t)u->left;
+      u->left -= n;
+      *out_data = (gh_str_t){p, n};
+      *pp = p + n, *plen = len - n;
+      return PX_UP_DATA;
+    }
+    case PX_BODY_CLOSE:
+      if (len == 0) return PX_UP_NEED;
+      *out_data = (gh_str_t){p, len};
+      *pp = p + len, *plen = 0;
+      return PX_UP_DATA;
+    case PX_BODY_CHUNKED:
+      for (;;) {
+        uint64_t announced;
+        px_ck_event_t ev = px_chunked_next(&u->ck, &ex->resp_tr, MAX_RESP_HEAD, pp, plen, out_data,
+                                           &announced);
+        switch (ev) {
+          case PX_CK_NEED: return PX_UP_NEED;
+          case PX_CK_CHUNK: continue;
+          case PX_CK_DATA: return PX_UP_DATA;
+          case PX_CK_DONE:
+            u->phase = PX_UPH1_DONE;
+            return PX_UP_END;
+          default: return PX_UP_BAD;
+        }
+      }
+  }
+  return PX_UP_BAD;
+}
+
+int px_uph1_eof_ends(const px_upconn_t *u) {
+  return u->phase == PX_UPH1_BODY && u->framing == PX_BODY_CLOSE;
+}

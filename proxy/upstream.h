@@ -1,0 +1,105 @@
+/* upstream.h: upstream connections, per-worker pools of idle ones,
+ * choosing an address, name re-resolution and health (passive back-off
+ * shared by all workers, plus an optional active check run by worker 0),
+ * and the upstream HTTP/1.1 codec (uph1.c). */
+#ifndef GH_PROXY_UPSTREAM_H
+#define GH_PROXY_UPSTREAM_H
+
+#include "proxy/chunked.h"
+#include "proxy/exchange.h"
+#include "proxy/worker.h"
+
+/* The response codec's phase on one upstream connection. */
+typedef enum {
+  PX_UPH1_HEAD = 0, /* reading a response head (llhttp) */
+  PX_UPH1_BODY,     /* reading its body, framed by |framing| */
+  PX_UPH1_DONE,     /* the response ended; nothing more is expected */
+} px_uph1_phase_t;
+
+struct px_upconn {
+  uv_tcp_t tcp;
+  uv_connect_t connect_req;
+  uv_timer_t timer;
+  px_lazy_t tl;
+  int handles_open;
+  px_worker_t *w;
+  px_gen_t *gen;
+  px_addr_t *addr;
+  gh_link_t link;     /* pool idle list while idle */
+  gh_link_t all;      /* worker->upconns */
+  px_exchange_t *ex;  /* the exchange using it, NULL while idle */
+  uint64_t dial_ms;   /* when the connect started (loop time) */
+  int connected;
+  int idle;
+  int reused;
+  int got_bytes;      /* a response byte arrived for the current exchange */
+  /* HTTP/1.1 response codec (uph1.c). */
+  llhttp_t parser; /* response heads only */
+  px_uph1_phase_t phase;
+  px_framing_t framing;
+  uint64_t left; /* LENGTH: body bytes still owed */
+  px_chunked_t ck;
+  int bad_reason_len;
+};
+
+px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid);
+/* px_addr_sockaddr copies where |a| is to be reached into |out|; returns
+ * 0, or -1 while a DNS name has not resolved yet. */
+int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out);
+/* px_addr_refresh looks a DNS name up again on |w|'s loop (libuv's thread
+ * pool) when the last answer is older than PX_RESOLVE_EVERY_MS, or, with
+ * |failed|, after a connection to it failed or was given up while still
+ * connecting after a second (at most once a second): a backend container
+ * that is recreated comes back on a new address. The connection in
+ * progress keeps the old address. No-op for IP literals. */
+#define PX_RESOLVE_EVERY_MS 5000
+void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed);
+/* px_upstream_mark_failed backs off from |a|: only for the upstream's own
+ * failures (refused or failed connect, silence, reset, malformed answer),
+ * never for anything a client does. */
+void px_upstream_mark_failed(px_addr_t *a);
+px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a);
+px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb);
+/* px_upconn_release gives |u| back: to the pool if |reusable| (its last
+ * response ended exactly at a message boundary, nothing unread), else it
+ * is closed. */
+void px_upconn_release(px_upconn_t *u, int reusable);
+void px_upconn_close(px_upconn_t *u);
+void px_upconn_write(px_upconn_t *u, const void *p, size_t len);
+void px_upconn_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num);
+size_t px_upconn_write_queue(px_upconn_t *u);
+void px_worker_pools_close(px_worker_t *w);
+void px_health_start(px_worker_t *w);
+
+/* exchange.c: the upstream connection's events, for upstream.c. */
+void px_ex__up_drained(px_exchange_t *ex);
+
+/* ---- uph1.c: HTTP/1.1 toward the upstream ---- */
+void px_uph1_init_settings(px_worker_t *w);
+/* px_uph1_build_head serializes ex's request head for the upstream into
+ * ex->up_head: |host| and |target| as routed; hop-by-hop fields dropped;
+ * X-Forwarded-*; framing (Content-Length / Transfer-Encoding) written from
+ * ex->req_framing, never copied from the client. */
+void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target);
+/* px_uph1_begin readies |u|'s codec for the response to a new request. */
+void px_uph1_begin(px_upconn_t *u);
+
+typedef enum {
+  PX_UP_NEED = 0, /* all input consumed */
+  PX_UP_INTERIM,  /* a 1xx head (not 101) is in ex->resp */
+  PX_UP_HEAD,     /* the final head is in ex->resp, framing in ex->resp_framing */
+  PX_UP_DATA,     /* *out_data: body bytes */
+  PX_UP_END,      /* the response is complete (trailers in ex->resp_tr) */
+  PX_UP_UPGRADE,  /* 101: what follows is the new protocol */
+  PX_UP_BAD,      /* malformed response */
+} px_up_event_t;
+
+/* px_uph1_next consumes response bytes from |*p|/|*len| until something
+ * happens and returns it. */
+px_up_event_t px_uph1_next(px_upconn_t *u, px_exchange_t *ex, const char **p, size_t *len,
+                           gh_str_t *out_data);
+/* px_uph1_eof reports whether the upstream closing now ends the response
+ * cleanly (a body delimited by the close). */
+int px_uph1_eof_ends(const px_upconn_t *u);
+
+#endif
