@@ -39,7 +39,7 @@ void px_access_log(px_exchange_t *ex) {
   /* A head that failed before its end has no method (and a recycled
    * exchange still holds an old buffer, so the buffer says nothing). */
   const char *method = ex->method_known ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
-  uint64_t dur = uv_now(&ex->w->loop) - ex->start_ms;
+  uint64_t dur = px_now(&ex->w->loop) - ex->start_ms;
   const char *up = ex->upstream_name ? ex->upstream_name : "-";
   struct timeval tv;
   gettimeofday(&tv, NULL);

@@ -469,7 +469,7 @@ px_exchange_t *px_ex_new(px_worker_t *w, const px_stream_ops_t *ops, void *strea
   ex->ops = ops;
   ex->stream = stream;
   ex->gen = px_gen_ref(w->gen);
-  ex->start_ms = uv_now(&w->loop);
+  ex->start_ms = px_now(&w->loop);
   return ex;
 }
 

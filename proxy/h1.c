@@ -41,7 +41,7 @@ static const char *reason(int status) {
 }
 
 static const conf_t *conf_of(px_conn_t *c) { return c->w->gen->conf; }
-static uint64_t now_of(px_conn_t *c) { return uv_now(&c->w->loop); }
+static uint64_t now_of(px_conn_t *c) { return px_now(&c->w->loop); }
 static px_conn_t *conn_of_ex(px_exchange_t *ex) { return ex->stream; }
 
 static void run(px_conn_t *c, const char *data, size_t len);

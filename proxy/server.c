@@ -65,6 +65,11 @@ static void maybe_finish(px_worker_t *w) {
 
 void px_worker_conn_gone(px_worker_t *w) { maybe_finish(w); }
 
+uint64_t px_now(const uv_loop_t *loop) {
+  const px_worker_t *w = loop->data;
+  return uv_now(loop) + w->clock_offset_ms;
+}
+
 static void drain_timeout(uv_timer_t *t) {
   px_worker_t *w = t->data;
   GH_WARN("proxy", "worker %u: drain timeout, closing %zu connection(s)", w->id, w->num_conns);
@@ -165,6 +170,7 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   px_worker_t *w = gh_calloc(1, sizeof(*w));
   w->id = id;
   uv_loop_init(&w->loop);
+  w->loop.data = w;
   uv_async_init(&w->loop, &w->async, worker_async);
   w->async.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);

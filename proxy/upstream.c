@@ -148,7 +148,7 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   u->tcp.data = u->timer.data = u->connect_req.data = u;
   u->handles_open = 2;
   gh_list_insert(&w->upconns, &u->all);
-  u->dial_ms = uv_now(&w->loop);
+  u->dial_ms = px_now(&w->loop);
   struct sockaddr_storage sa;
   int rc = px_addr_sockaddr(a, &sa) == 0
                ? uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&sa, cb)
@@ -177,7 +177,7 @@ void px_upconn_release(px_upconn_t *u, int reusable) {
   u->ex = NULL;
   px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 0);
   const conf_upstream_group_t *g = u->addr->group->conf;
-  if (!u->connected && u->gen != NULL && uv_now(&w->loop) - u->dial_ms >= 1000) {
+  if (!u->connected && u->gen != NULL && px_now(&w->loop) - u->dial_ms >= 1000) {
     /* The client gave up on a connect that had not finished within a
      * second: as telling as a timeout, which would otherwise never come
      * if every client gives up first. */

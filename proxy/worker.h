@@ -23,6 +23,11 @@ typedef struct px_conn px_conn_t;
 typedef struct px_upconn px_upconn_t;
 typedef struct px_exchange px_exchange_t;
 
+/* px_now is the data plane's clock: the loop's time, plus an offset that
+ * only tests set (the stateful fuzzer fires timeouts by moving it; see
+ * px_worker_t.clock_offset_ms). The loop's data points at its worker. */
+uint64_t px_now(const uv_loop_t *loop);
+
 /* ---- lazily re-armed timers ----
  * Moving a deadline later costs no timer-heap work: the timer fires at the
  * earlier due time and re-arms itself for the rest. Connections move their
@@ -37,7 +42,7 @@ static inline void px_lazy_set(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb, uint
     l->deadline = UINT64_MAX;
     return;
   }
-  l->deadline = uv_now(t->loop) + ms;
+  l->deadline = px_now(t->loop) + ms;
   if (!uv_is_active((uv_handle_t *)t) || l->due > l->deadline) {
     uv_timer_start(t, cb, ms, 0);
     l->due = l->deadline;
@@ -48,7 +53,7 @@ static inline void px_lazy_set(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb, uint
  * 1 when the deadline has really passed, else re-arms and returns 0. */
 static inline int px_lazy_expired(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb) {
   if (l->deadline == UINT64_MAX) return 0;
-  uint64_t now = uv_now(t->loop);
+  uint64_t now = px_now(t->loop);
   if (now < l->deadline) {
     uv_timer_start(t, cb, l->deadline - now, 0);
     l->due = l->deadline;
@@ -115,6 +120,7 @@ struct px_worker {
   gh_link_t paused;             /* px_conn_t.paused_link: handshakes waiting for a name */
   struct px_wake *wakes;        /* under mu: names finished by the control thread */
   px_worker_stats_t stats;      /* written by this worker only (metrics.h) */
+  uint64_t clock_offset_ms;     /* added to the loop's time; 0 but in tests */
 };
 
 /* px_worker_conn_gone is called by conn.c when a connection's memory is

@@ -79,6 +79,7 @@ px_worker_t *fw_worker(const char *upstream) {
   /* As server.c's worker_new, less the threads, async and timers. */
   px_worker_t *w = gh_calloc(1, sizeof(*w));
   if (uv_loop_init(&w->loop) != 0) abort();
+  w->loop.data = w;
   gh_list_init(&w->conns);
   gh_list_init(&w->upconns);
   w->gen = gen;
