@@ -910,13 +910,15 @@ void px_h1_on_timeout(px_conn_t *c) {
 void px_h1_closing(px_conn_t *c) {
   px_exchange_t *ex = c->ex;
   if (ex == NULL) return;
-  if (ex->method_known && ex->status == 0) {
-    /* A whole request the client gave up on before any answer: logged as
-     * 499, as nginx does, so a client (or health probe) timing out is not
-     * invisible. A partly sent answer keeps its own status. */
-    ex->status = 499;
+  if (ex->method_known) {
+    /* An exchange cut short is logged too. A whole request the client gave
+     * up on before any answer is 499, as nginx logs it, so a client (or
+     * health probe) timing out is not invisible; a partly sent answer
+     * keeps its own status. */
+    if (ex->status == 0) ex->status = 499;
     px_access_log(ex);
-    PX_STAT_ADD(c->w->stats.requests[ex->up_slot][4], 1);
+    unsigned cls = ex->status >= 100 && ex->status < 600 ? (unsigned)ex->status / 100 : 0;
+    PX_STAT_ADD(c->w->stats.requests[ex->up_slot][cls], 1);
   }
   px_ex_client_gone(ex);
 }
