@@ -297,16 +297,23 @@ def caddy_cmd(env, d, port, workers):
     return ["caddy", "run", "--config", path], extra
 
 
-def gatehouse_cmd(env, d, port, workers):
-    return [env.args.gatehouse, "proxy",
+def gatehouse_cmd(env, d, port, workers, binary=None):
+    return [binary or env.args.gatehouse, "proxy",
             "--https", "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % free_port(),
             "--to", env.backend, "--cert", env.cert, "--key", env.key,
             "--workers", str(workers), "--access-log", "off", "--log-level", "warn",
             "--no-resumption"], {}
 
 
+def baseline_cmd(env, d, port, workers):
+    """Another Gatehouse build (--baseline), e.g. the commit before a change,
+    measured in the same interleaved run so that a regression shows as a
+    ratio rather than drowning in the machine's noise."""
+    return gatehouse_cmd(env, d, port, workers, env.args.baseline)
+
+
 COMMANDS = {"nginx": nginx_cmd, "haproxy": haproxy_cmd, "caddy": caddy_cmd,
-            "gatehouse": gatehouse_cmd}
+            "gatehouse": gatehouse_cmd, "baseline": baseline_cmd}
 
 
 class Running:
@@ -597,6 +604,29 @@ def goals(med):
     return out
 
 
+def against_baseline(med):
+    """Gatehouse's ratio to each peer, next to the baseline build's: the
+    change regressed where its ratio grew (CPU) beyond a few percent."""
+    g, b = med.get("gatehouse"), med.get("baseline")
+    if not g or not b:
+        return []
+    out = ["### Gatehouse against the baseline build (same run)", "",
+           "| figure | peer | gatehouse / peer | baseline / peer | change |", "|---|---|---|---|---|"]
+    for mkey, label in (("ka2.cpu_us_per_req", "CPU per keep-alive request, 2 workers"),
+                        ("ka1.cpu_us_per_req", "CPU per keep-alive request, 1 worker pinned"),
+                        ("hs2.cpu_us_per_hs", "CPU per full handshake, 2 workers"),
+                        ("hs1.cpu_us_per_hs", "CPU per full handshake, 1 worker pinned")):
+        for peer in ("nginx", "haproxy"):
+            ref = med.get(peer, {}).get(mkey)
+            gv, bv = g.get(mkey), b.get(mkey)
+            if not ref or gv is None or bv is None:
+                continue
+            out.append("| %s | %s | %.3f | %.3f | %+.1f%% |" % (
+                label, peer, gv / ref, bv / ref, 100.0 * (gv / bv - 1)))
+    out.append("")
+    return out
+
+
 def problems(rounds, targets):
     """Failures worth a reader's attention, one line each."""
     out, noisy, saturated = [], [], []
@@ -676,8 +706,11 @@ def main():
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--body-size", type=int, default=64)
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
+    ap.add_argument("--baseline", help="another gatehouse binary, measured as target 'baseline'")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
+    if args.baseline and "baseline" not in targets:
+        targets.append("baseline")
     for t in targets:
         if t not in COMMANDS:
             sys.exit("bench.py: unknown target %s" % t)
@@ -736,6 +769,7 @@ def main():
     report += table(med, targets, ("ka1", "hs1"),
                     "1 worker each, proxy pinned to CPU 0, load generator and backend on CPU 1")
     report += goals(med) if "gatehouse" in targets else []
+    report += against_baseline(med)
     probs = problems(rounds, targets)
     if probs:
         report += ["### Problems", ""] + probs + [""]
