@@ -19,7 +19,7 @@
 #define GH_PROXY_ADMIN_H
 
 #include "proxy/control.h"
-#include "proxy/internal.h"
+#include "proxy/worker.h"
 #include "proxy/ondemand.h"
 
 /* What the admin server reads from the server it belongs to. The pointers

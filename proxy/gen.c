@@ -8,7 +8,8 @@
 #include <stdlib.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "common/common.h"
+#include "proxy/gen.h"
 #include "proxy/tls.h"
 
 /* resolve fills |a| from its configured host and port. An IP literal is

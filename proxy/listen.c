@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
-#include "proxy/internal.h"
+#include "proxy/conn.h"
 #include "proxy/proxy.h"
 
 static void on_connection(uv_stream_t *server, int status) {

@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "proxy/internal.h"
+#include "proxy/worker.h"
 #include "proxy/metrics.h"
 
 /* ---- upstream slots ---- */
