@@ -53,6 +53,26 @@ static int finished(const px_exchange_t *ex) {
   return ex->state == PX_EX_DONE || ex->state == PX_EX_ABORTED;
 }
 
+/* settle hands |ex| to its stream at the end of an event, after checking
+ * (in sanitizer and debug builds) what every state promises. */
+static void settle(px_exchange_t *ex) {
+#ifdef GH_DEBUG_ASSERTS
+  EX_ASSERT(ex->up == NULL || ex->up->ex == ex);
+  EX_ASSERT((ex->addr == NULL) == (ex->up == NULL));
+  switch (ex->state) {
+    case PX_EX_CONNECT: EX_ASSERT(ex->up != NULL && !ex->up->connected); break;
+    case PX_EX_WAIT:
+    case PX_EX_BODY:
+    case PX_EX_TUNNEL: EX_ASSERT(ex->up != NULL && ex->up->connected); break;
+    case PX_EX_DONE:
+    case PX_EX_ABORTED: EX_ASSERT(ex->up == NULL); break;
+    case PX_EX_HEAD: EX_ASSERT(0); break; /* no upstream event before the head */
+  }
+  EX_ASSERT(!ex->client_gone || finished(ex));
+#endif
+  ex->ops->settle(ex);
+}
+
 /* ---- the upstream connection ---- */
 
 /* detach ends |ex|'s use of its upstream connection: back to the pool if
@@ -151,7 +171,7 @@ static void on_connect(uv_connect_t *req, int status) {
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_next(ex, a);
-    ex->ops->settle(ex);
+    settle(ex);
     return;
   }
   u->connected = 1;
@@ -162,7 +182,7 @@ static void on_connect(uv_connect_t *req, int status) {
   up_timer(ex);
   /* The body the client sent while we connected is on its way now. */
   if (!ex->req_done && px_upconn_write_queue(u) <= limit_of(ex)) ex->ops->want_body(ex);
-  ex->ops->settle(ex);
+  settle(ex);
 }
 
 static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
@@ -286,14 +306,14 @@ void px_upconn_on_timer(uv_timer_t *t) {
     /* Armed only while the upstream owed bytes (up_timer): its silence. */
     fail(ex, 504, "upstream read timeout", 1);
   }
-  ex->ops->settle(ex);
+  settle(ex);
 }
 
 void px_ex__up_drained(px_exchange_t *ex) {
   if (ex->state == PX_EX_CONNECT || finished(ex)) return;
   up_timer(ex);
   if (!ex->req_done || ex->state == PX_EX_TUNNEL) ex->ops->want_body(ex);
-  ex->ops->settle(ex);
+  settle(ex);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -413,7 +433,7 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread < 0) {
     up_closed(ex, u, nread);
-    ex->ops->settle(ex);
+    settle(ex);
     return;
   }
   u->got_bytes = 1;
@@ -434,7 +454,7 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     backpressure(ex);
     up_timer(ex);
   }
-  ex->ops->settle(ex);
+  settle(ex);
 }
 
 /* ---- allocation ---- */
