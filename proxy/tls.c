@@ -297,6 +297,15 @@ typedef struct {
 
 static pthread_mutex_t ring_lock = PTHREAD_MUTEX_INITIALIZER;
 static ticket_key_t ring[2]; /* [0] current, [1] previous */
+/* The ring's clock (gh_now_ms unless a test set another), read and set
+ * under ring_lock. */
+static uint64_t (*ring_clock)(void) = gh_now_ms;
+
+void px__tls_set_clock(uint64_t (*now_ms)(void)) {
+  pthread_mutex_lock(&ring_lock);
+  ring_clock = now_ms != NULL ? now_ms : gh_now_ms;
+  pthread_mutex_unlock(&ring_lock);
+}
 
 static void ring_rotate_locked(uint64_t now, uint64_t period) {
   if (ring[0].in_use && now - ring[0].created_ms < period) return;
@@ -318,7 +327,7 @@ static void ring_rotate_locked(uint64_t now, uint64_t period) {
 static int ring_find(ticket_key_t *out, const uint8_t *name, uint64_t period) {
   int found = 0;
   pthread_mutex_lock(&ring_lock);
-  uint64_t now = gh_now_ms();
+  uint64_t now = ring_clock();
   ring_rotate_locked(now, period);
   for (int i = 0; i < 2 && !found; i++) {
     if (ring[i].in_use && now - ring[i].created_ms < 2 * period &&
@@ -333,7 +342,7 @@ static int ring_find(ticket_key_t *out, const uint8_t *name, uint64_t period) {
 
 static void ring_current(ticket_key_t *out, uint64_t period) {
   pthread_mutex_lock(&ring_lock);
-  ring_rotate_locked(gh_now_ms(), period);
+  ring_rotate_locked(ring_clock(), period);
   *out = ring[0];
   pthread_mutex_unlock(&ring_lock);
 }

@@ -3,7 +3,6 @@
  * table swap. Client and server SSLs talk through memory BIOs in one
  * thread; certificates are made at start-up in a temporary directory. */
 #include <malloc.h>
-#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -569,53 +568,86 @@ static void test_no_tickets_when_off(void) {
   SSL_CTX_free(s);
 }
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 static void frozen_time(const SSL *ssl, struct timeval *out_clock) {
   out_clock->tv_sec = 1700000000;
   out_clock->tv_usec = 0;
 }
 
+static uint64_t fake_ms;
+static uint64_t fake_clock(void) { return fake_ms; }
+
+/* resume_renews resumes |session| and reports whether the server renewed
+ * its ticket: 1 (resumed, new ticket), 0 (resumed, none), or -1 (not
+ * resumed, or the handshake failed). A new ticket becomes the client's
+ * last_session. */
+static int resume_renews(SSL_CTX *s, SSL_CTX *cl, SSL_SESSION *session) {
+  num_sessions = 0;
+  if (resume(s, cl, session) != 1) return -1;
+  return num_sessions != 0;
+}
+
 /* A key encrypts for one period and decrypts (asking for a new ticket) for
- * one more; after that its tickets mean a full handshake. */
+ * one more, both counted from its creation; after that its tickets mean a
+ * full handshake. The ring runs on a fake clock, so each step sits exactly
+ * on a boundary. */
 static void test_ticket_rotation(void) {
-  const long period = 500; /* wide margins: ctest runs tests in parallel */
+  const uint64_t period = 1000;
   test_conf_t tc;
   conf_init(&tc, 1);
-  tc.conf.tls.ticket_rotate_ms = (uint64_t)period;
+  tc.conf.tls.ticket_rotate_ms = period;
   SSL_CTX *s = server_ctx(&tc);
   SSL_CTX *cl = client_ctx((client_opts_t){.max_version = TLS1_2_VERSION});
   /* BoringSSL's session clock has whole seconds; freeze it, so only the key
    * ring decides below. */
   SSL_CTX_set_current_time_cb(s, frozen_time);
   SSL_CTX_set_current_time_cb(cl, frozen_time);
-  /* Let the shared ring's current key age past one period, so the first
-   * ticket below is made with a key created right then. */
-  sleep_ms(period + 20);
+  /* Far from any time gh_now_ms gave earlier cases: the ring's current key
+   * is more than two periods old, so the first ticket below is made with a
+   * key created right now, at |t0|. */
+  const uint64_t t0 = UINT64_C(1) << 62;
+  fake_ms = t0;
+  px__tls_set_clock(fake_clock);
   num_sessions = 0;
   ASSERT_STR_EQ(connect_cn(s, cl, "a.example.com"), "a.example.com");
   SSL_SESSION *first = take_session();
   ASSERT_NOT_NULL(first);
-  /* Within the period: resumed, no new ticket. */
-  num_sessions = 0;
-  ASSERT_EQ(resume(s, cl, first), 1);
-  ASSERT_EQ(num_sessions, 0);
-  /* In the second period: resumed with the previous key, ticket renewed. */
-  sleep_ms(period + period / 2 - 20);
-  num_sessions = 0;
-  ASSERT_EQ(resume(s, cl, first), 1);
-  ASSERT_EQ(num_sessions, 1);
+  /* To the end of its first period: the current key, no new ticket. */
+  fake_ms = t0 + period - 1;
+  ASSERT_EQ(resume_renews(s, cl, first), 0);
+  /* From the start of its second period: the previous key, so a new
+   * ticket, made with the new current key. */
+  fake_ms = t0 + period;
+  ASSERT_EQ(resume_renews(s, cl, first), 1);
   SSL_SESSION *renewed = take_session();
   ASSERT_NOT_NULL(renewed);
-  /* After two periods the first key is gone. */
-  sleep_ms(period);
-  ASSERT_EQ(resume(s, cl, first), 0);
+  ASSERT_EQ(resume_renews(s, cl, renewed), 0);
+  fake_ms = t0 + 2 * period - 1;
+  ASSERT_EQ(resume_renews(s, cl, first), 1);
   SSL_SESSION_free(take_session());
+  /* After two periods the first key is gone: a full handshake, and a
+   * ticket made with the key created now. */
+  fake_ms = t0 + 2 * period;
+  num_sessions = 0;
+  ASSERT_EQ(resume(s, cl, first), 0);
+  ASSERT_EQ(num_sessions, 1);
+  SSL_SESSION *later = take_session();
+  ASSERT_NOT_NULL(later);
+  /* No handshake wakes the ring until half a period after the next
+   * rotation was due: the rotation comes late, but |later|'s key still
+   * stops decrypting two periods after it was created. */
+  fake_ms = t0 + 3 * period + period / 2;
+  ASSERT_EQ(resume_renews(s, cl, later), 1);
+  SSL_SESSION_free(take_session());
+  fake_ms = t0 + 4 * period - 1;
+  ASSERT_EQ(resume_renews(s, cl, later), 1);
+  SSL_SESSION_free(take_session());
+  fake_ms = t0 + 4 * period;
+  ASSERT_EQ(resume(s, cl, later), 0);
+  SSL_SESSION_free(take_session());
+  px__tls_set_clock(NULL);
   SSL_SESSION_free(first);
   SSL_SESSION_free(renewed);
+  SSL_SESSION_free(later);
   SSL_CTX_free(cl);
   SSL_CTX_free(s);
 }
