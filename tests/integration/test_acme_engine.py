@@ -500,26 +500,29 @@ def _garbage_ca(body):
 
 
 def test_garbage_ca():
+    # Each case: the directory's body, and the whole error it must give
+    # ({url}: the directory's URL, {peer}: the address the answer came from).
     p = pb()
     cases = [
-        (b'{"newNonce": "https://localhost/nonce", "newAccount": ', "not a JSON object"),
+        (b'{"newNonce": "https://localhost/nonce", "newAccount": ',
+         "acme: GET {url}: status 200: the directory is not a JSON object"),
         (b'{"newNonce": 5, "newAccount": "x", "newOrder": "y", "revokeCert": "z"}',
-         'no string field "newNonce"'),
+         'acme: GET {url}: the CA\'s response has no string field "newNonce"'),
         (b'{"newNonce": "https://localhost/n", "newOrder": "y", "revokeCert": "z"}',
-         'no string field "newAccount"'),
-        (b"x" * (300 * 1024), "GET https://localhost"),
+         'acme: GET {url}: the CA\'s response has no string field "newAccount"'),
+        (b"x" * (300 * 1024),
+         "acme: GET {url}: response body from {peer} is 307200 bytes, over the limit of 262144"),
     ]
     for body, want in cases:
         srv = _garbage_ca(body)
         try:
             url = "https://localhost:%d/dir" % srv.server_address[1]
+            peer = "127.0.0.1:%d" % srv.server_address[1]
             cfg = config(p, storage_dir(), ["http-01"], directory=url,
                          ca_roots=[harness.ca().cert])
             rc, out, _ = obtain(cfg, "garbage.example.com", p=p, timeout=60)
             harness.eq(rc, 1, "exit for %r" % body[:40])
-            harness.contains(out["error"], want, "error for %r" % body[:40])
-            harness.contains(out["error"], url if want != "GET https://localhost" else "",
-                             "error names the URL")
+            harness.eq(out["error"], want.format(url=url, peer=peer), "error for %r" % body[:40])
         finally:
             srv.shutdown()
             srv.server_close()
