@@ -328,18 +328,33 @@ def test_ca_down_fails_within_wait_budget_and_stored_names_serve():
         blackhole.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         blackhole.bind(("127.0.0.1", p.port))
         blackhole.listen(64)
+        blackhole.settimeout(10)
+        reached = None
         try:
-            g = start(storage, wait_budget="60s")
+            # A storage of its own: with no stored name to ask renewal
+            # information about, the order is all that calls the CA.
+            g = start(os.path.join(h.tmpdir(), "st-stuck"), wait_budget="60s")
             waiter = threading.Thread(target=lambda: refused("stuck.od.test", timeout=70))
             waiter.start()
             g.wait_log(r"stuck\.od\.test: handshake paused", timeout=10)
-            time.sleep(0.5)  # let the order reach the silent CA (not readiness)
+            # The order's first request reaches the silent CA: its
+            # connection is accepted and its ClientHello arrives.
+            try:
+                reached, _ = blackhole.accept()
+                reached.settimeout(10)
+                hello = reached.recv(1)
+            except socket.timeout:
+                hello = b""
+            h.check(hello, "the order's request reached the silent CA within 10 s")
+            h.eq(orders(g, "stuck.od.test"), 1, "orders for stuck.od.test")
             h.check(waiter.is_alive(), "the handshake should still be waiting")
             t0 = time.monotonic()
             h.eq(g.stop(), 0, "exit status with a paused handshake")
             h.check(time.monotonic() - t0 < 10, "stop took %.1fs" % (time.monotonic() - t0))
             waiter.join(15)
         finally:
+            if reached is not None:
+                reached.close()
             blackhole.close()
         g = start(storage, wait_budget="3s", negative_ttl="1s")
         # The CA comes back (same address, but a new Pebble: new roots, and
