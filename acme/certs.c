@@ -88,6 +88,15 @@ void acme_cert_unref(acme_cert_t *cert) {
   if (atomic_fetch_sub_explicit(&cert->refs_, 1, memory_order_acq_rel) == 1) cert_free(cert);
 }
 
+/* The process-wide sequence that orders certificate uses: a number, not a
+ * clock, so that no two uses tie. */
+static _Atomic uint64_t use_seq = 1;
+
+void acme_cert_touch(acme_cert_t *cert) {
+  uint64_t seq = atomic_fetch_add_explicit(&use_seq, 1, memory_order_relaxed);
+  atomic_store_explicit(&cert->last_used_, seq, memory_order_relaxed);
+}
+
 /* name_cn returns the first commonName of |name| as a new UTF-8 string, or
  * NULL if there is none (or it cannot be converted). */
 static char *name_cn(const X509_NAME *name) {

@@ -28,8 +28,8 @@ typedef struct acme_cert {
   char *issuer_cn;   /* may be NULL */
   char **sans;       /* DNS names from subjectAltName, lower-case */
   size_t num_sans;
-  /* When a handshake last used it, as a process-wide use sequence number
-   * (ordered, never tied): on-demand LRU eviction. */
+  /* When a handshake last used it (acme_cert_touch), as a process-wide use
+   * sequence number (ordered, never tied): on-demand LRU eviction. */
   _Atomic uint64_t last_used_;
   /* private */
   _Atomic int refs_;
@@ -51,6 +51,12 @@ acme_cert_t *acme_cert_load(char **out_err, const char *cert_file, const char *k
  * any thread. */
 acme_cert_t *acme_cert_ref(acme_cert_t *cert);
 void acme_cert_unref(acme_cert_t *cert);
+
+/* acme_cert_touch records that |cert| was used just now (a handshake chose
+ * it, or it was just installed): it sets last_used_ to the next number of
+ * a process-wide sequence, which the on-demand cache's least-recently-used
+ * eviction compares (acme/cache.h). Safe from any thread. */
+void acme_cert_touch(acme_cert_t *cert);
 
 typedef struct acme_cert_table acme_cert_table_t;
 

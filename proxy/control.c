@@ -181,7 +181,7 @@ void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cer
   e->on_demand = 1;
   e->cert = acme_cert_ref(cert);
   /* Installing counts as a use: what was just obtained is not evicted first. */
-  atomic_store_explicit(&e->cert->last_used_, px_tls_use_seq(), memory_order_relaxed);
+  acme_cert_touch(e->cert);
   put_entry(m->gen, e);
   pthread_mutex_unlock(&m->mu);
 }

@@ -72,7 +72,6 @@ typedef struct {
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 static int ctx_index = -1;       /* SSL_CTX -> tls_state_t */
-static _Atomic uint64_t use_seq = 1; /* see acme_cert_t.last_used_ */
 static int challenge_index = -1; /* SSL -> non-NULL when a challenge cert was served */
 
 static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
@@ -91,10 +90,6 @@ static void index_init(void) {
 
 static tls_state_t *state_of(const SSL *ssl) {
   return SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ctx_index);
-}
-
-uint64_t px_tls_use_seq(void) {
-  return atomic_fetch_add_explicit(&use_seq, 1, memory_order_relaxed);
 }
 
 void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg) {
@@ -229,7 +224,7 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
   if (cert == NULL) cert = acme_cert_table_get(st->table, default_key, sizeof(default_key) - 1);
   if (cert != NULL) {
     /* For the on-demand cache's least-recently-used eviction. */
-    atomic_store_explicit(&cert->last_used_, px_tls_use_seq(), memory_order_relaxed);
+    acme_cert_touch(cert);
   }
   if (cert == NULL) return reject(ssl, SSL_AD_UNRECOGNIZED_NAME);
 

@@ -38,10 +38,6 @@ acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
 typedef enum ssl_select_cert_result_t (*px_tls_miss_fn)(void *arg, const SSL_CLIENT_HELLO *hello,
                                                         const char *name, size_t name_len);
 
-/* px_tls_use_seq returns the next number of the process-wide sequence
- * that orders certificate uses (acme_cert_t.last_used_). */
-uint64_t px_tls_use_seq(void);
-
 /* px_tls_ctx_set_miss installs |fn| (with |arg|) as |ctx|'s miss hook. */
 void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg);
 

@@ -234,6 +234,19 @@ static void test_refcount(void) {
   acme_cert_unref(cert); /* freed: ASan reports any later use */
 }
 
+/* Each use gets a later number than every use before it, in any thread. */
+static void test_touch_orders_uses(void) {
+  acme_cert_t *a = make_cert("a.test"), *b = make_cert("b.test");
+  acme_cert_touch(a);
+  acme_cert_touch(b);
+  uint64_t first = atomic_load(&a->last_used_), second = atomic_load(&b->last_used_);
+  ASSERT_TRUE(first != 0 && second > first);
+  acme_cert_touch(a);
+  ASSERT_TRUE(atomic_load(&a->last_used_) > second);
+  acme_cert_unref(a);
+  acme_cert_unref(b);
+}
+
 static void test_table_exact_wildcard(void) {
   acme_cert_table_t *t = acme_cert_table_new();
   acme_cert_t *exact = make_cert("a.example.com");
@@ -375,6 +388,7 @@ int main(void) {
   RUN(test_load_names_files);
   RUN(test_pool_shares_intermediates);
   RUN(test_refcount);
+  RUN(test_touch_orders_uses);
   RUN(test_table_exact_wildcard);
   RUN(test_table_replace_keeps_old_ref);
   RUN(test_table_many);
