@@ -425,11 +425,12 @@ static void job_finish(admin_job_t *job, int status, const char *err) {
 static void on_renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
   admin_job_t *job = arg;
   if (status == 0) {
-    px_managed_t *m = px_control_managed(job->ctl);
+    acme_cache_t *cache = px_control_cache(job->ctl);
     if (job->site != NULL) {
-      px_managed_install(m, job->site, cert);
+      acme_cache_install_site(cache, job->site, cert);
     } else {
-      px_managed_install_name(m, job->names[0], cert, job->gen->conf->on_demand.cache_capacity);
+      acme_cache_install_name(cache, job->names[0], cert,
+                              job->gen->conf->on_demand.cache_capacity);
     }
     /* The renewal scheduler goes on from the new certificate. */
     px_control_cert_renewed(job->ctl, job->names[0], cert);
@@ -630,7 +631,7 @@ static void delete_cert(admin_conn_t *c, const char *name) {
   acme_cert_table_put(table, name, NULL);
   /* Also from the list a reload re-installs from. */
   px_control_t *ctl = c->admin->env.control ? *c->admin->env.control : NULL;
-  if (ctl != NULL) px_managed_evict_name(px_control_managed(ctl), name);
+  if (ctl != NULL) acme_cache_evict_name(px_control_cache(ctl), name);
   GH_INFO("admin", "%s: evicted from memory", name);
   cJSON *o = cJSON_CreateObject();
   cJSON_AddStringToObject(o, "status", "evicted");

@@ -27,12 +27,11 @@
  * served at all: a stored certificate is installed only while valid and
  * not revoked.
  *
- * "Install" puts the certificate into the certificate table of the current
- * generation under each of the site's host patterns, and remembers it in
- * the server's px_managed_t, so that reload() re-installs it into the next
- * generation's table before any worker sees that generation. The list and
- * the current generation are under one mutex: the control thread installs
- * while the main thread may be switching generations.
+ * "Install" hands the certificate to the server's acme_cache_t
+ * (acme/cache.h), which puts it into the certificate table of the current
+ * generation under each of the site's host patterns and remembers it, so
+ * that reload() re-installs it into the next generation's table before any
+ * worker sees that generation.
  *
  * The managed sites are those of the configuration the server started
  * with; a site added by a reload gets its certificate at the next start. */
@@ -53,164 +52,6 @@
 #define BACKOFF_MIN_MS (60 * 1000)
 #define BACKOFF_MAX_MS (60 * 60 * 1000)
 
-/* ---- managed certificates ---- */
-
-struct px_managed_cert {
-  char **hosts; /* the site's host patterns (one name for on-demand) */
-  size_t num_hosts;
-  int is_default;
-  int on_demand; /* obtained or loaded for a handshake (px_managed_install_name) */
-  acme_cert_t *cert;
-};
-
-void px_managed_init(px_managed_t *m, px_gen_t *gen) {
-  memset(m, 0, sizeof(*m));
-  pthread_mutex_init(&m->mu, NULL);
-  m->gen = px_gen_ref(gen);
-}
-
-static void entry_cleanup(px_managed_cert_t *e) {
-  for (size_t i = 0; i < e->num_hosts; i++) gh_free(e->hosts[i]);
-  gh_free(e->hosts);
-  e->hosts = NULL;
-  acme_cert_unref(e->cert);
-  e->cert = NULL;
-}
-
-void px_managed_cleanup(px_managed_t *m) {
-  for (size_t i = 0; i < m->num_certs; i++) entry_cleanup(&m->certs[i]);
-  gh_free(m->certs);
-  m->certs = NULL;
-  px_gen_unref(m->gen);
-  m->gen = NULL;
-  pthread_mutex_destroy(&m->mu);
-}
-
-/* put_entry maps |e|'s patterns in |gen|'s table, those that |gen|'s
- * configuration still manages (a reload may have given a name static
- * files or dropped it). Called with m->mu held. */
-static void put_entry(px_gen_t *gen, const px_managed_cert_t *e) {
-  acme_cert_table_t *table = px_tls_ctx_table(gen->ssl_ctx);
-  if (table == NULL) return;
-  const conf_t *conf = gen->conf;
-  if (e->on_demand) {
-    if (conf->on_demand.enabled) acme_cert_table_put(table, e->hosts[0], e->cert);
-    return;
-  }
-  for (size_t h = 0; h < e->num_hosts; h++) {
-    for (size_t i = 0; i < conf->num_sites; i++) {
-      const conf_site_t *site = &conf->sites[i];
-      if (site->cert_file != NULL) continue;
-      for (size_t k = 0; k < site->num_hosts; k++) {
-        if (strcmp(site->hosts[k], e->hosts[h]) != 0) continue;
-        acme_cert_table_put(table, e->hosts[h], e->cert);
-        /* The same key the TLS code uses for the default certificate. */
-        if (site->is_default) acme_cert_table_put(table, "*", e->cert);
-      }
-    }
-  }
-}
-
-void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *cert) {
-  pthread_mutex_lock(&m->mu);
-  px_managed_cert_t *e = NULL;
-  for (size_t i = 0; i < m->num_certs && e == NULL; i++) {
-    if (!m->certs[i].on_demand && m->certs[i].num_hosts > 0 &&
-        strcmp(m->certs[i].hosts[0], site->hosts[0]) == 0)
-      e = &m->certs[i];
-  }
-  if (e == NULL) {
-    m->certs = gh_realloc(m->certs, (m->num_certs + 1) * sizeof(*m->certs));
-    e = &m->certs[m->num_certs++];
-    memset(e, 0, sizeof(*e));
-  } else {
-    entry_cleanup(e);
-  }
-  e->hosts = gh_calloc(site->num_hosts, sizeof(char *));
-  for (size_t i = 0; i < site->num_hosts; i++) e->hosts[i] = gh_strdup(site->hosts[i]);
-  e->num_hosts = site->num_hosts;
-  e->is_default = site->is_default;
-  e->cert = acme_cert_ref(cert);
-  put_entry(m->gen, e);
-  pthread_mutex_unlock(&m->mu);
-}
-
-/* evict_lru drops the least recently used on-demand certificate from the
- * list and the table: it reloads from storage at its next handshake.
- * Called with m->mu held. */
-static void evict_lru(px_managed_t *m) {
-  size_t victim = m->num_certs;
-  uint64_t oldest = UINT64_MAX;
-  for (size_t i = 0; i < m->num_certs; i++) {
-    if (!m->certs[i].on_demand) continue;
-    uint64_t used = atomic_load_explicit(&m->certs[i].cert->last_used_, memory_order_relaxed);
-    if (used < oldest) {
-      oldest = used;
-      victim = i;
-    }
-  }
-  if (victim == m->num_certs) return;
-  acme_cert_table_t *table = px_tls_ctx_table(m->gen->ssl_ctx);
-  if (table) acme_cert_table_put(table, m->certs[victim].hosts[0], NULL);
-  GH_DEBUG("ondemand", "%s: evicted from memory (cache_capacity)", m->certs[victim].hosts[0]);
-  entry_cleanup(&m->certs[victim]);
-  m->certs[victim] = m->certs[--m->num_certs];
-}
-
-void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cert,
-                             size_t capacity) {
-  pthread_mutex_lock(&m->mu);
-  px_managed_cert_t *e = NULL;
-  size_t num_on_demand = 0;
-  for (size_t i = 0; i < m->num_certs; i++) {
-    if (!m->certs[i].on_demand) continue;
-    num_on_demand++;
-    if (strcmp(m->certs[i].hosts[0], name) == 0) e = &m->certs[i];
-  }
-  if (e == NULL) {
-    if (capacity && num_on_demand >= capacity) evict_lru(m);
-    m->certs = gh_realloc(m->certs, (m->num_certs + 1) * sizeof(*m->certs));
-    e = &m->certs[m->num_certs++];
-    memset(e, 0, sizeof(*e));
-  } else {
-    entry_cleanup(e);
-  }
-  e->hosts = gh_calloc(1, sizeof(char *));
-  e->hosts[0] = gh_strdup(name);
-  e->num_hosts = 1;
-  e->on_demand = 1;
-  e->cert = acme_cert_ref(cert);
-  /* Installing counts as a use: what was just obtained is not evicted first. */
-  acme_cert_touch(e->cert);
-  put_entry(m->gen, e);
-  pthread_mutex_unlock(&m->mu);
-}
-
-int px_managed_evict_name(px_managed_t *m, const char *name) {
-  int found = 0;
-  pthread_mutex_lock(&m->mu);
-  for (size_t i = 0; i < m->num_certs; i++) {
-    if (!m->certs[i].on_demand || strcmp(m->certs[i].hosts[0], name) != 0) continue;
-    acme_cert_table_t *table = px_tls_ctx_table(m->gen->ssl_ctx);
-    if (table) acme_cert_table_put(table, name, NULL);
-    entry_cleanup(&m->certs[i]);
-    m->certs[i] = m->certs[--m->num_certs];
-    found = 1;
-    break;
-  }
-  pthread_mutex_unlock(&m->mu);
-  return found;
-}
-
-void px_managed_set_gen(px_managed_t *m, px_gen_t *gen) {
-  pthread_mutex_lock(&m->mu);
-  for (size_t i = 0; i < m->num_certs; i++) put_entry(gen, &m->certs[i]);
-  px_gen_t *old = m->gen;
-  m->gen = px_gen_ref(gen);
-  pthread_mutex_unlock(&m->mu);
-  px_gen_unref(old);
-}
-
 /* ---- the control thread ---- */
 
 typedef struct {
@@ -226,7 +67,7 @@ struct px_control {
   uv_thread_t thread;
   uv_async_t async; /* stop, from the main thread */
   px_gen_t *gen;    /* keeps the configuration the engine reads alive */
-  px_managed_t *managed;
+  acme_cache_t *cache;
   acme_engine_t *engine;
   acme_storage_t *storage;
   managed_site_t *sites;
@@ -280,7 +121,7 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
     return;
   }
   ms->backoff_ms = 0;
-  px_managed_install(ms->ctl->managed, ms->site, cert);
+  acme_cache_install_site(ms->ctl->cache, ms->site, cert);
   char t[32];
   GH_INFO("acme", "%s: certificate from %s installed (valid until %s)", ms->site->hosts[0],
           cert->issuer_cn ? cert->issuer_cn : "?", gh_format_time(t, sizeof(t), cert->not_after));
@@ -327,7 +168,7 @@ static void start_site(managed_site_t *ms) {
   int rc = acme_storage_cert_load(ctl->storage, &cert, NULL, &err, name);
   if (rc == 0) {
     if (cert->not_after > time(NULL) && covers(cert, ms->site) && !stored_revoked(ctl, name)) {
-      px_managed_install(ctl->managed, ms->site, cert);
+      acme_cache_install_site(ctl->cache, ms->site, cert);
       char t[32];
       GH_INFO("acme", "%s: stored certificate installed (valid until %s)", name,
               gh_format_time(t, sizeof(t), cert->not_after));
@@ -412,7 +253,7 @@ void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg)
 
 acme_engine_t *px_control_engine(px_control_t *ctl) { return ctl->stopping ? NULL : ctl->engine; }
 acme_storage_t *px_control_storage(px_control_t *ctl) { return ctl->storage; }
-px_managed_t *px_control_managed(px_control_t *ctl) { return ctl->managed; }
+acme_cache_t *px_control_cache(px_control_t *ctl) { return ctl->cache; }
 uv_loop_t *px_control_loop(px_control_t *ctl) { return &ctl->loop; }
 
 typedef struct od_job {
@@ -456,7 +297,7 @@ static void od_done(od_job_t *job, int ok) {
 
 static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
   px_control_t *ctl = job->ctl;
-  px_managed_install_name(ctl->managed, job->name, cert,
+  acme_cache_install_name(ctl->cache, job->name, cert,
                           ctl->gen->conf->on_demand.cache_capacity);
   char t[32];
   GH_INFO("ondemand", "%s: certificate %s in %llu ms (valid until %s)", job->name, how,
@@ -753,9 +594,9 @@ static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
     return;
   }
   if (e->ms != NULL) {
-    px_managed_install(ctl->managed, e->ms->site, cert);
+    acme_cache_install_site(ctl->cache, e->ms->site, cert);
   } else {
-    px_managed_install_name(ctl->managed, e->name, cert, ctl->gen->conf->on_demand.cache_capacity);
+    acme_cache_install_name(ctl->cache, e->name, cert, ctl->gen->conf->on_demand.cache_capacity);
   }
   char t[32];
   GH_INFO("acme", "%s: renewed: certificate from %s installed (valid until %s)", e->name,
@@ -777,9 +618,9 @@ static int install_newer(renewal_t *e) {
       renewal_time(cert->not_before, cert->not_after) > time(NULL) &&
       (e->ms == NULL || covers(cert, e->ms->site)) && !stored_revoked(ctl, e->name)) {
     if (e->ms != NULL) {
-      px_managed_install(ctl->managed, e->ms->site, cert);
+      acme_cache_install_site(ctl->cache, e->ms->site, cert);
     } else {
-      px_managed_install_name(ctl->managed, e->name, cert,
+      acme_cache_install_name(ctl->cache, e->name, cert,
                               ctl->gen->conf->on_demand.cache_capacity);
     }
     char t[32];
@@ -990,7 +831,7 @@ static int site_is_managed(const conf_site_t *site) {
 }
 
 static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                                 px_managed_t *managed, px_ondemand_t *ondemand,
+                                 acme_cache_t *cache, px_ondemand_t *ondemand,
                                  const char *const *names, size_t num_names,
                                  px_control_done_cb done, void *done_arg) {
   const conf_t *conf = gen->conf;
@@ -1010,7 +851,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
     return NULL;
   }
   ctl->gen = px_gen_ref(gen);
-  ctl->managed = managed;
+  ctl->cache = cache;
   ctl->sites = gh_calloc(conf->num_sites ? conf->num_sites : 1, sizeof(managed_site_t));
   for (size_t i = 0; i < conf->num_sites && done == NULL; i++) {
     if (!site_is_managed(&conf->sites[i])) continue;
@@ -1052,8 +893,8 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
 }
 
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                               px_managed_t *managed, px_ondemand_t *ondemand) {
-  px_control_t *ctl = control_new(out_err, gen, challenges, managed, ondemand, NULL, 0, NULL, NULL);
+                               acme_cache_t *cache, px_ondemand_t *ondemand) {
+  px_control_t *ctl = control_new(out_err, gen, challenges, cache, ondemand, NULL, 0, NULL, NULL);
   if (ctl != NULL && ondemand != NULL) px_ondemand_set_control(ondemand, ctl);
   return ctl;
 }

@@ -1,54 +1,13 @@
 /* control.h: the control thread, which runs the ACME engine for the
- * managed sites, and the server's list of managed certificates (see
- * control.c). */
+ * managed sites and installs their certificates into an acme_cache_t
+ * (see control.c). */
 #ifndef GH_PROXY_CONTROL_H
 #define GH_PROXY_CONTROL_H
 
 #include <pthread.h>
 
+#include "acme/cache.h"
 #include "proxy/internal.h"
-
-typedef struct px_managed_cert px_managed_cert_t;
-
-/* px_managed_t: the certificates the control thread obtained or loaded,
- * and the generation they are installed in. Shared by the main thread
- * (reload) and the control thread (install), under |mu|. */
-typedef struct {
-  pthread_mutex_t mu;
-  px_gen_t *gen; /* current generation (a reference) */
-  px_managed_cert_t *certs;
-  size_t num_certs;
-} px_managed_t;
-
-/* px_managed_init starts an empty list installing into |gen| (taking a
- * reference); px_managed_cleanup releases everything. */
-void px_managed_init(px_managed_t *m, px_gen_t *gen);
-void px_managed_cleanup(px_managed_t *m);
-
-/* px_managed_install remembers |cert| (taking a reference) for |site|,
- * replacing the previous one, and puts it into the current generation's
- * certificate table under each of the site's host patterns. Any thread. */
-void px_managed_install(px_managed_t *m, const conf_site_t *site, acme_cert_t *cert);
-
-/* px_managed_set_gen installs every remembered certificate into |gen|'s
- * table (for the patterns |gen|'s configuration still manages) and makes
- * |gen| the current generation. Called by reload() before |gen| is handed
- * to the workers. */
-void px_managed_set_gen(px_managed_t *m, px_gen_t *gen);
-
-/* px_managed_install_name remembers |cert| (taking a reference) as the
- * on-demand certificate of |name| and puts it into the current
- * generation's table; beyond |capacity| on-demand certificates (0: no cap)
- * the least recently used one leaves memory (it reloads from storage at
- * its next handshake). Any thread. */
-void px_managed_install_name(px_managed_t *m, const char *name, acme_cert_t *cert,
-                             size_t capacity);
-
-/* px_managed_evict_name forgets the on-demand certificate of |name| and
- * takes it out of the current table, so that a reload does not put it back
- * (it reloads from storage at its next handshake). Returns 1 if it was
- * there, else 0. Any thread. */
-int px_managed_evict_name(px_managed_t *m, const char *name);
 
 typedef struct px_control px_control_t;
 struct px_ondemand;
@@ -56,10 +15,11 @@ struct px_ondemand;
 /* px_control_start opens the storage, creates the engine for |gen|'s
  * configuration (which must have acme.directory) and starts the control
  * thread, which installs or orders the managed sites' certificates into
- * |managed|, and serves the names |ondemand| posts (NULL: none). Returns
- * the thread's handle, or NULL with |*out_err| set (caller frees). */
+ * |cache| (not owned; it must outlive the thread), and serves the names
+ * |ondemand| posts (NULL: none). Returns the thread's handle, or NULL with
+ * |*out_err| set (caller frees). */
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
-                               px_managed_t *managed, struct px_ondemand *ondemand);
+                               acme_cache_t *cache, struct px_ondemand *ondemand);
 
 /* px_control_ondemand posts |name| (|name_len| bytes) for an on-demand
  * certificate, from any thread; the answer comes back through
@@ -102,12 +62,12 @@ void px_control_cert_renewed(px_control_t *ctl, const char *name, const acme_cer
 void px_control_cert_revoked(px_control_t *ctl, const char *name);
 
 /* Accessors for code running on the control thread (px_control_call):
- * the engine (NULL while stopping), the storage handle, the managed
+ * the engine (NULL while stopping), the storage handle, the installed
  * certificates, the loop. */
 acme_engine_t *px_control_engine(px_control_t *ctl);
 struct acme_storage;
 struct acme_storage *px_control_storage(px_control_t *ctl);
-px_managed_t *px_control_managed(px_control_t *ctl);
+acme_cache_t *px_control_cache(px_control_t *ctl);
 uv_loop_t *px_control_loop(px_control_t *ctl);
 
 #endif

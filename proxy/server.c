@@ -17,6 +17,7 @@
 #include "proxy/internal.h"
 #include "proxy/ondemand.h"
 #include "proxy/proxy.h"
+#include "proxy/tls.h"
 
 typedef struct {
   uv_loop_t loop;
@@ -26,7 +27,7 @@ typedef struct {
   const char *config_path;
   px_gen_t *gen;
   acme_challenges_t *challenges;
-  px_managed_t managed;  /* certificates of ACME-managed sites */
+  acme_cache_t *cache;   /* certificates the control thread installed */
   px_control_t *control; /* NULL without acme.directory */
   px_ondemand_t *ondemand; /* NULL without on_demand */
   px_admin_t *admin;       /* NULL without admin.listen */
@@ -227,6 +228,14 @@ static void post_to_workers(px_server_t *s, px_gen_t *gen, int stop) {
   }
 }
 
+static void gen_release(void *gen) { px_gen_unref(gen); }
+
+/* cache_set_gen makes the certificate cache install into |gen|'s table,
+ * and puts what it holds there first. */
+static void cache_set_gen(acme_cache_t *cache, px_gen_t *gen) {
+  acme_cache_set_table(cache, px_tls_ctx_table(gen->ssl_ctx), gen->conf, px_gen_ref(gen));
+}
+
 /* reload re-reads the config file (SIGHUP, POST /reload). Returns 0, or
  * -1 with the errors logged and, if |out_err| is not NULL, copied there
  * (caller frees). */
@@ -263,7 +272,7 @@ static int reload(px_server_t *s, char **out_err) {
   gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
   /* Managed certificates go into the new table before any worker sees it,
    * so no handshake under the new generation misses them. */
-  px_managed_set_gen(&s->managed, gen);
+  cache_set_gen(s->cache, gen);
   if (s->ondemand) px_ondemand_attach(s->ondemand, gen->ssl_ctx);
   post_to_workers(s, gen, 0);
   px_gen_unref(s->gen);
@@ -355,7 +364,8 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   for (unsigned i = 0; i < s.num_workers; i++) uv_sem_wait(&started);
   for (unsigned i = 0; i < s.num_workers; i++) failed |= s.workers[i]->start_err;
   uv_sem_destroy(&started);
-  px_managed_init(&s.managed, s.gen);
+  s.cache = acme_cache_new(gen_release);
+  cache_set_gen(s.cache, s.gen);
   int listen_failed = failed;
   if (!failed && names != NULL) {
     uv_async_init(&s.loop, &s.done, on_obtain_done);
@@ -367,7 +377,7 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
       failed = 1;
     }
   } else if (!failed && conf->acme.directory != NULL) {
-    s.control = px_control_start(&err, s.gen, s.challenges, &s.managed, s.ondemand);
+    s.control = px_control_start(&err, s.gen, s.challenges, s.cache, s.ondemand);
     if (s.control == NULL) {
       GH_ERROR("acme", "%s", err);
       gh_free(err);
@@ -421,7 +431,7 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   uv_walk(&s.loop, worker_close_walk, NULL);
   uv_run(&s.loop, UV_RUN_DEFAULT);
   uv_loop_close(&s.loop);
-  px_managed_cleanup(&s.managed);
+  acme_cache_free(s.cache);
   px_gen_unref(s.gen);
   acme_challenges_free(s.challenges);
   if (names != NULL) {
