@@ -433,7 +433,8 @@ static void on_renewed(void *arg, int status, const char *err, acme_cert_t *cert
                               job->gen->conf->on_demand.cache_capacity);
     }
     /* The renewal scheduler goes on from the new certificate. */
-    px_control_cert_renewed(job->ctl, job->names[0], cert);
+    acme_manager_t *manager = px_control_manager(job->ctl);
+    if (manager != NULL) acme_manager_cert_renewed(manager, job->names[0], cert);
   }
   job_finish(job, status, err);
 }
@@ -441,7 +442,8 @@ static void on_renewed(void *arg, int status, const char *err, acme_cert_t *cert
 static void on_revoked(void *arg, int status, const char *err) {
   admin_job_t *job = arg;
   /* Recorded in meta.json, and renewed at once by the scheduler. */
-  if (status == 0) px_control_cert_revoked(job->ctl, job->names[0]);
+  acme_manager_t *manager = px_control_manager(job->ctl);
+  if (status == 0 && manager != NULL) acme_manager_cert_revoked(manager, job->names[0]);
   job_finish(job, status, err);
 }
 

@@ -1,23 +1,25 @@
-/* control.h: the control thread, which runs the ACME engine for the
- * managed sites and installs their certificates into an acme_cache_t
- * (see control.c). */
+/* control.h: the control thread, the bridge to the certificate plane: it
+ * runs the ACME engine and the acme_manager_t (acme/manager.h) on its own
+ * loop, takes the work that workers and the admin API post to it, and
+ * wakes the workers waiting for on-demand names (see control.c). */
 #ifndef GH_PROXY_CONTROL_H
 #define GH_PROXY_CONTROL_H
 
 #include <pthread.h>
 
 #include "acme/cache.h"
+#include "acme/manager.h"
 #include "proxy/internal.h"
 
 typedef struct px_control px_control_t;
 struct px_ondemand;
 
-/* px_control_start opens the storage, creates the engine for |gen|'s
- * configuration (which must have acme.directory) and starts the control
- * thread, which installs or orders the managed sites' certificates into
- * |cache| (not owned; it must outlive the thread), and serves the names
- * |ondemand| posts (NULL: none). Returns the thread's handle, or NULL with
- * |*out_err| set (caller frees). */
+/* px_control_start opens the storage, creates the engine and the manager
+ * for |gen|'s configuration (which must have acme.directory) and starts
+ * the control thread, where the manager installs or orders the managed
+ * sites' certificates into |cache| (not owned; it must outlive the
+ * thread) and serves the names |ondemand| posts (NULL: none). Returns the
+ * thread's handle, or NULL with |*out_err| set (caller frees). */
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
                                acme_cache_t *cache, struct px_ondemand *ondemand);
 
@@ -50,24 +52,15 @@ void px_control_stop(px_control_t *ctl);
  * without running. */
 void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg), void *arg);
 
-/* px_control_cert_renewed tells the renewal scheduler that |cert| was
- * obtained and installed for |name| outside it (an operator's renew): the
- * next renewal is computed from |cert|. Control thread only. */
-void px_control_cert_renewed(px_control_t *ctl, const char *name, const acme_cert_t *cert);
-
-/* px_control_cert_revoked records in |name|'s meta.json that its stored
- * certificate was revoked and renews it at once; until the new one is
- * installed the revoked one is still served (nothing better exists), and
- * after a restart it is never installed. Control thread only. */
-void px_control_cert_revoked(px_control_t *ctl, const char *name);
-
 /* Accessors for code running on the control thread (px_control_call):
  * the engine (NULL while stopping), the storage handle, the installed
- * certificates, the loop. */
+ * certificates, the manager (NULL in px_control_obtain's one-shot mode),
+ * the loop. */
 acme_engine_t *px_control_engine(px_control_t *ctl);
 struct acme_storage;
 struct acme_storage *px_control_storage(px_control_t *ctl);
 acme_cache_t *px_control_cache(px_control_t *ctl);
+acme_manager_t *px_control_manager(px_control_t *ctl);
 uv_loop_t *px_control_loop(px_control_t *ctl);
 
 #endif
