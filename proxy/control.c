@@ -22,6 +22,7 @@
 #include "acme/storage.h"
 #include "common/log.h"
 #include "proxy/control.h"
+#include "proxy/conn.h"
 #include "proxy/ondemand.h"
 
 /* A posted request: an on-demand name, or a function to run (px_control_call). */

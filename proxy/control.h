@@ -9,7 +9,7 @@
 
 #include "acme/cache.h"
 #include "acme/manager.h"
-#include "proxy/internal.h"
+#include "proxy/gen.h"
 
 typedef struct px_control px_control_t;
 struct px_ondemand;

@@ -145,6 +145,9 @@ void px_ex_client_gone(px_exchange_t *ex);
 /* px_ex_local marks an exchange answered by the stream itself. */
 void px_ex_local(px_exchange_t *ex, int status);
 
+/* px_access_log writes |ex|'s access-log line (accesslog.c). */
+void px_access_log(px_exchange_t *ex);
+
 /* Upstream side, for the upstream codec (uph1.c) and pools. */
 void px_upconn_on_timer(uv_timer_t *t);
 

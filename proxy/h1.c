@@ -9,8 +9,6 @@
 #include "proxy/conn.h"
 #include "proxy/upstream.h"
 
-void px_access_log(px_exchange_t *ex);
-
 enum { SC_START, SC_START_CR, SC_LINE, SC_CR, SC_LF, SC_LFCR, SC_DONE };
 
 /* After an answer, what the client still sends is dropped up to this much

@@ -12,6 +12,7 @@
 #include "acme/policy.h"
 #include "common/log.h"
 #include "proxy/control.h"
+#include "proxy/conn.h"
 #include "proxy/ondemand.h"
 #include "proxy/tls.h"
 

@@ -19,7 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "acme/policy.h"
-#include "proxy/internal.h"
+#include "proxy/worker.h"
 
 typedef struct px_ondemand px_ondemand_t;
 typedef struct px_control px_control_t;

@@ -10,7 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proxy/internal.h"
+#include "proxy/conn.h"
+#include "proxy/upstream.h"
 
 /* fw_worker returns the process-wide worker, creating it on the first
  * call with every site and route sending to |upstream| ("host:port"). The
