@@ -31,12 +31,6 @@ static int hexval(unsigned char ch) {
   return -1;
 }
 
-static int is_tchar(unsigned char ch) {
-  static const char extra[] = "!#$%&'*+-.^_`|~";
-  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-         (ch && memchr(extra, ch, sizeof(extra) - 1) != NULL);
-}
-
 /* Field values and extensions: visible characters, space, tab, obs-text. */
 static int is_vchar(unsigned char ch) { return ch == '\t' || (ch >= 0x20 && ch != 0x7f); }
 
@@ -128,13 +122,13 @@ px_ck_event_t px_chunked_next(px_chunked_t *ck, px_hdrs_t *trailers, size_t max_
           i++;
           break;
         }
-        if (!is_tchar(ch)) goto bad;
+        if (!px_is_tchar(ch)) goto bad;
         ck->state = CK_TR_NAME;
         if (trailers) trailers->in_value = 1; /* a new field */
         break;
       case CK_TR_NAME: {
         size_t start = i;
-        while (i < len && is_tchar((unsigned char)p[i])) i++;
+        while (i < len && px_is_tchar((unsigned char)p[i])) i++;
         if (trailers && i > start) px_hdrs_name(trailers, p + start, i - start);
         ck->trailer_bytes += i - start;
         if (ck->trailer_bytes > max_trailer_bytes) goto bad;

@@ -203,16 +203,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
-static int is_tchar(unsigned char ch) {
-  static const char extra[] = "!#$%&'*+-.^_`|~";
-  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-         (ch && strchr(extra, ch) != NULL);
-}
-
 static int valid_token(gh_str_t s) {
   if (s.len == 0) return 0;
   for (size_t i = 0; i < s.len; i++) {
-    if (!is_tchar((unsigned char)s.ptr[i])) return 0;
+    if (!px_is_tchar((unsigned char)s.ptr[i])) return 0;
   }
   return 1;
 }

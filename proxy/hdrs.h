@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/common.h"
 
@@ -48,6 +49,14 @@ static inline gh_str_t px_hdr_name(const px_hdrs_t *hs, size_t i) {
 static inline gh_str_t px_hdr_value(const px_hdrs_t *hs, size_t i) {
   return (gh_str_t){hs->buf + hs->h[i].val_off, hs->h[i].val_len};
 }
+/* px_is_tchar reports whether |ch| may appear in a token (RFC 9110 5.6.2):
+ * field names, methods, chunk extension names. */
+static inline int px_is_tchar(unsigned char ch) {
+  static const char extra[] = "!#$%&'*+-.^_`|~";
+  return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+         (ch && memchr(extra, ch, sizeof(extra) - 1) != NULL);
+}
+
 /* px_hdrs_has reports whether a field named |name| (any case) is present. */
 int px_hdrs_has(const px_hdrs_t *hs, gh_str_t name);
 
