@@ -393,6 +393,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   px_conn_t *c = s->data;
   if (nread == 0) return;
   if (nread < 0) {
+    if (nread == UV_EOF && c->state == PX_CONN_OPEN && c->h1.phase == PX_H1_LINGER &&
+        px_conn_write_queue(c) > 0) {
+      /* Closing anyway: the client's end of the request does not cancel
+       * the answer still on its way. */
+      px_conn_read_stop(c);
+      c->shutdown_when_flushed = 0;
+      c->close_when_flushed = 1;
+      return;
+    }
     if (c->state == PX_CONN_HANDSHAKE) {
       GH_DEBUG("tls", "%s: closed during handshake", c->client_ip);
       PX_STAT_ADD(c->w->stats.handshakes[PX_HS_CLOSED], 1);

@@ -534,7 +534,7 @@ void px_h1_start(px_conn_t *c) {
 static void arm_timer(px_conn_t *c) {
   px_h1_t *h = &c->h1;
   const conf_timeouts_t *t = &conf_of(c)->timeouts;
-  if (c->state == PX_CONN_CLOSING || h->phase == PX_H1_HEAD || h->phase == PX_H1_LINGER) return;
+  if (c->state == PX_CONN_CLOSING || h->phase == PX_H1_HEAD) return;
   uint64_t now = now_of(c), due = UINT64_MAX;
   if (h->phase == PX_H1_TUNNEL) {
     due = h->read_mark + t->tunnel_idle_ms;
@@ -546,6 +546,8 @@ static void arm_timer(px_conn_t *c) {
       if (send_due < due) due = send_due;
     } else {
       h->send_mark = 0;
+      /* Lingering starts once the answer is out (read_mark: then). */
+      if (h->phase == PX_H1_LINGER) due = h->read_mark + LINGER_MS;
     }
   }
   px_conn_set_timer(c, due == UINT64_MAX ? 0 : due > now ? due - now : 1);
@@ -577,8 +579,9 @@ static void end_exchange(px_conn_t *c) {
   if (!keep) {
     h->phase = PX_H1_LINGER;
     h->linger_bytes = 0;
-    px_conn_set_timer(c, LINGER_MS);
+    h->read_mark = now_of(c);
     px_conn_finish(c, unread || h->pending.len > 0);
+    arm_timer(c);
     return;
   }
   start_head(c, conf_of(c)->timeouts.idle_ms);
@@ -858,6 +861,7 @@ void px_h1_on_written(px_conn_t *c) {
   px_h1_t *h = &c->h1;
   size_t queued = px_conn_write_queue(c);
   h->send_mark = queued ? now_of(c) : 0;
+  if (h->phase == PX_H1_LINGER && queued == 0) h->read_mark = now_of(c);
   if (c->ex && queued < conf_of(c)->limits.write_queue_bytes) px_ex_client_drained(c->ex);
   arm_timer(c);
 }
@@ -876,6 +880,15 @@ void px_h1_on_timeout(px_conn_t *c) {
       }
       return;
     case PX_H1_LINGER:
+      /* A client still taking the answer keeps it (client_send). */
+      if (px_conn_write_queue(c) > 0 && now < h->send_mark + t->client_send_ms) {
+        arm_timer(c);
+        return;
+      }
+      if (px_conn_write_queue(c) == 0 && now < h->read_mark + LINGER_MS) {
+        arm_timer(c);
+        return;
+      }
       px_conn_close(c);
       return;
     case PX_H1_TUNNEL:
