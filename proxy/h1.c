@@ -12,9 +12,11 @@
 enum { SC_START, SC_START_CR, SC_LINE, SC_CR, SC_LF, SC_LFCR, SC_DONE };
 
 /* After an answer, what the client still sends is dropped up to this much
- * (and for at most LINGER_MS), then the connection closes. */
-#define LINGER_BYTES (1u << 20)
-#define LINGER_MS 5000
+ * while it keeps sending (a pause of LINGER_IDLE_MS ends it) for at most
+ * LINGER_MAX_MS, as nginx's lingering close, then the connection closes. */
+#define LINGER_BYTES (64ull << 20)
+#define LINGER_IDLE_MS 5000
+#define LINGER_MAX_MS 30000
 
 static const px_stream_ops_t h1_ops;
 
@@ -528,6 +530,12 @@ void px_h1_start(px_conn_t *c) {
   c->h1.head_started = 1;
 }
 
+/* linger_due: when lingering ends, once the answer is out. */
+static uint64_t linger_due(const px_h1_t *h) {
+  uint64_t idle = h->read_mark + LINGER_IDLE_MS, max = h->linger_start + LINGER_MAX_MS;
+  return idle < max ? idle : max;
+}
+
 /* arm_timer sets the connection's deadline for what it waits on now:
  * the request body (client_body, unless we hold the client back), the
  * client taking queued bytes (client_send), or a quiet tunnel. */
@@ -547,7 +555,7 @@ static void arm_timer(px_conn_t *c) {
     } else {
       h->send_mark = 0;
       /* Lingering starts once the answer is out (read_mark: then). */
-      if (h->phase == PX_H1_LINGER) due = h->read_mark + LINGER_MS;
+      if (h->phase == PX_H1_LINGER) due = linger_due(h);
     }
   }
   px_conn_set_timer(c, due == UINT64_MAX ? 0 : due > now ? due - now : 1);
@@ -579,7 +587,7 @@ static void end_exchange(px_conn_t *c) {
   if (!keep) {
     h->phase = PX_H1_LINGER;
     h->linger_bytes = 0;
-    h->read_mark = now_of(c);
+    h->read_mark = h->linger_start = now_of(c);
     px_conn_finish(c, unread || h->pending.len > 0);
     arm_timer(c);
     return;
@@ -809,6 +817,7 @@ static size_t step(px_conn_t *c, const char *p, size_t len) {
       if (c->ex && px_ex_tunnel_up(c->ex, p, len)) h->client_paused = 1;
       return len;
     case PX_H1_LINGER:
+      h->read_mark = now_of(c);
       h->linger_bytes += len;
       if (h->linger_bytes > LINGER_BYTES) px_conn_close(c);
       return len;
@@ -861,7 +870,7 @@ void px_h1_on_written(px_conn_t *c) {
   px_h1_t *h = &c->h1;
   size_t queued = px_conn_write_queue(c);
   h->send_mark = queued ? now_of(c) : 0;
-  if (h->phase == PX_H1_LINGER && queued == 0) h->read_mark = now_of(c);
+  if (h->phase == PX_H1_LINGER && queued == 0) h->read_mark = h->linger_start = now_of(c);
   if (c->ex && queued < conf_of(c)->limits.write_queue_bytes) px_ex_client_drained(c->ex);
   arm_timer(c);
 }
@@ -885,7 +894,7 @@ void px_h1_on_timeout(px_conn_t *c) {
         arm_timer(c);
         return;
       }
-      if (px_conn_write_queue(c) == 0 && now < h->read_mark + LINGER_MS) {
+      if (px_conn_write_queue(c) == 0 && now < linger_due(h)) {
         arm_timer(c);
         return;
       }

@@ -12,7 +12,8 @@
  *            |       |
  *            |       +--> TUNNEL (101)
  *            +-> (response done first) LINGER: the rest of the body is
- *                read and dropped, bounded, then the connection closes.
+ *                read and dropped while the client keeps sending (5 s idle,
+ *                30 s and 64 MiB at most), then the connection closes.
  *
  * Local answers (errors, the plain listener's redirects and HTTP-01
  * answers) end the exchange at once and, when bytes of the request may
@@ -50,6 +51,7 @@ typedef struct {
   uint64_t max_body;   /* the site's limit, 0 = none */
   px_chunked_t ck;
   uint64_t linger_bytes;
+  uint64_t linger_start; /* loop time the answer was out (LINGER) */
   uint64_t read_mark;  /* loop time of the last body (or tunnel) byte */
   uint64_t send_mark;  /* loop time the client last took bytes; 0 = nothing queued */
   px_buf_t pending;    /* plaintext received but not yet processed */
