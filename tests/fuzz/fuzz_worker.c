@@ -24,12 +24,13 @@ static const char conf_template[] =
     "   \"write_queue_bytes\": 4096},"
     " \"log\": {\"level\": \"error\", \"access\": \"off\"}}";
 
-enum { MAX_PEERS = 16 };
+enum { MAX_PEERS = 64 };
 
 static px_worker_t *g_w;
 static acme_challenges_t *g_challenges; /* one HTTP-01 answer: token "tok" */
 static tc_dir_t g_dir;
-static int g_peers[MAX_PEERS]; /* the far ends of the socketpairs */
+static int g_peers[MAX_PEERS]; /* the far ends of the socketpairs; -1 once closed */
+static uint8_t g_peer_paused[MAX_PEERS]; /* not drained: the client is not reading */
 static size_t g_num_peers;
 
 static void close_walk(uv_handle_t *h, void *arg) {
@@ -60,12 +61,21 @@ static void worker_teardown(void) {
 
 px_worker_t *fw_worker(const char *upstream) {
   if (g_w) return g_w;
+  /* The certificate's names go in where the configuration has them. */
+  char *fmt = gh_asprintf(conf_template, upstream, upstream, "%1$s", "%2$s");
+  px_worker_t *w = fw_worker_conf(fmt);
+  gh_free(fmt);
+  return w;
+}
+
+px_worker_t *fw_worker_conf(const char *conf_fmt) {
+  if (g_w) return g_w;
   signal(SIGPIPE, SIG_IGN);
   gh_log_setup(GH_LOG_ERROR, GH_LOG_TEXT);
   const char *cert, *key;
   tc_dir_init(&g_dir);
   tc_issue(&g_dir, "site", "a.test", "a.test,*.b.test", 0, &cert, &key);
-  char *json = gh_asprintf(conf_template, upstream, upstream, cert, key);
+  char *json = gh_asprintf(conf_fmt, cert, key);
   char *err = NULL;
   conf_t *conf = conf_parse(&err, "fuzz.json", json, strlen(json));
   gh_free(json);
@@ -94,11 +104,28 @@ px_worker_t *fw_worker(const char *upstream) {
 }
 
 px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
+  px_conn_t *c = fw_conn_open(w, proxy, 0, NULL);
+  if (c == NULL) abort();
+  return c;
+}
+
+px_conn_t *fw_conn_open(px_worker_t *w, int proxy, int sockbuf, int *peer) {
   int sv[2];
-  if (g_num_peers == MAX_PEERS || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-    abort();
+  size_t slot = 0;
+  while (slot < g_num_peers && g_peers[slot] >= 0) slot++;
+  if (slot == MAX_PEERS) return NULL;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) abort();
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
-  g_peers[g_num_peers++] = sv[1];
+  if (sockbuf > 0) {
+    for (int i = 0; i < 2; i++) {
+      setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sockbuf, sizeof(sockbuf));
+      setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sockbuf, sizeof(sockbuf));
+    }
+  }
+  g_peers[slot] = sv[1];
+  g_peer_paused[slot] = 0;
+  if (slot == g_num_peers) g_num_peers++;
+  if (peer) *peer = sv[1];
   px_conn_t *c = gh_calloc(1, sizeof(*c));
   c->w = w;
   uv_tcp_init(&w->loop, &c->tcp);
@@ -117,6 +144,20 @@ px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
   px_h1_start(c);
   px_conn_read_start(c);
   return c;
+}
+
+static size_t peer_slot(int peer) {
+  for (size_t i = 0; i < g_num_peers; i++) {
+    if (g_peers[i] == peer) return i;
+  }
+  abort(); /* not a peer of this input */
+}
+
+void fw_peer_reading(int peer, int on) { g_peer_paused[peer_slot(peer)] = !on; }
+
+void fw_peer_close(int peer) {
+  g_peers[peer_slot(peer)] = -1;
+  close(peer);
 }
 
 int fw_alive(px_worker_t *w, px_conn_t *c) {
@@ -142,6 +183,7 @@ static void drain_peers(void) {
   char buf[4096];
   ssize_t n;
   for (size_t i = 0; i < g_num_peers; i++) {
+    if (g_peers[i] < 0 || g_peer_paused[i]) continue;
     while ((n = read(g_peers[i], buf, sizeof(buf))) > 0) {
       if (echo && write(2, buf, (size_t)n) < 0) echo = 0;
     }
@@ -170,8 +212,11 @@ void fw_finish(px_worker_t *w) {
             w->num_conns);
     abort();
   }
-  for (size_t i = 0; i < g_num_peers; i++) close(g_peers[i]);
+  for (size_t i = 0; i < g_num_peers; i++) {
+    if (g_peers[i] >= 0) close(g_peers[i]);
+  }
   g_num_peers = 0;
+  w->clock_offset_ms = 0;
   w->draining = 0;
   /* The next input starts from the same state: no upstream marked down,
    * round robin at its start. */

@@ -18,11 +18,28 @@
  * worker is torn down at exit, which checks that its loop closes empty. */
 px_worker_t *fw_worker(const char *upstream);
 
+/* fw_worker_conf is fw_worker with a configuration of the caller's:
+ * |conf_fmt| is the JSON text as a printf format in which "%1$s" stands
+ * for the site certificate's file and "%2$s" for its key's (and any other
+ * '%' is doubled). */
+px_worker_t *fw_worker_conf(const char *conf_fmt);
+
 /* fw_conn_new creates a downstream connection over one end of a fresh
  * socketpair, as px_conn_accept does after the handshake: |proxy| 1 gives
  * it the TLS listener's behaviour (requests go upstream; the bytes stay
  * plaintext), 0 the plain-HTTP listener's (redirects). */
 px_conn_t *fw_conn_new(px_worker_t *w, int proxy);
+
+/* fw_conn_open is fw_conn_new for a target that plays the client over the
+ * socket: |*peer| (if not NULL) is the client's end of the socketpair,
+ * which fw_spin keeps reading (and dropping) unless fw_peer_reading
+ * turned that off, and which fw_finish closes unless fw_peer_close did.
+ * With |sockbuf| > 0 both ends get SO_SNDBUF and SO_RCVBUF of that size,
+ * so that a client that stops reading soon fills the proxy's write queue.
+ * Returns NULL when the input has opened too many connections. */
+px_conn_t *fw_conn_open(px_worker_t *w, int proxy, int sockbuf, int *peer);
+void fw_peer_reading(int peer, int on);
+void fw_peer_close(int peer);
 
 /* fw_feed hands |len| bytes to |c| as one socket read would. Returns 0, or
  * -1 if the connection has been closed (|c| may be freed by the loop). */
@@ -35,7 +52,9 @@ int fw_alive(px_worker_t *w, px_conn_t *c);
 void fw_spin(px_worker_t *w, int rounds);
 
 /* fw_finish closes every connection, downstream and upstream, runs the
- * loop until all of them are gone, and aborts if anything is left. */
+ * loop until all of them are gone, and aborts if anything is left. The
+ * next input starts from the same state: peers closed, clock offset 0,
+ * no upstream marked down, round robin at its start. */
 void fw_finish(px_worker_t *w);
 
 /* fw_split cuts |len| bytes into at most 3 slices at fractions |f1| and

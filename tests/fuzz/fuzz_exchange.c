@@ -1,0 +1,565 @@
+/* fuzz_exchange.c: stateful fuzzing of the data plane. The real worker,
+ * its connections (conn.c, over socketpairs: the TLS listener's behaviour
+ * without the SSL, and the plain listener's), h1.c, exchange.c, upstream.c
+ * and uph1.c run against scripted clients and a scripted upstream (two
+ * listeners in the same loop), and the input is the script: a program
+ * that interleaves what each side sends, closes, resets, stops or starts
+ * reading, loop turns and the passing of time.
+ *
+ * Configuration (small limits, short timeouts): site a.test / *.b.test
+ * (the default) goes to [upstream 1, 127.0.0.1:1, which refuses] and its
+ * route /r/ to [upstream 1, upstream 2] (least_conn); site m.test, with
+ * max_body 64, to [upstream 2]. Keep-alive pools hold 2 connections for
+ * 4s; write_queue_bytes 4096, max_header_bytes 1024; timeouts: header_read
+ * 2s, idle 3s, upstream_connect 1s, upstream_read 2s, client_body 2s,
+ * client_send 2s, tunnel_idle 5s.
+ *
+ * Clients: slots 0 and 1 are connections of the TLS listener (requests go
+ * upstream), slot 2 of the plain listener (redirects, HTTP-01 answers). A
+ * slot opens on its first send, and again on a send after the client
+ * closed it. Their socket buffers are small (4 KiB), and the proxy's
+ * upstream sockets get a small SO_SNDBUF, so that a side that stops
+ * reading soon fills the proxy's write queue. Upstream connections are
+ * numbered in the order they were accepted, from 1; 0 is the newest one
+ * not closed by the upstream.
+ *
+ * The program: one opcode byte each (low 4 bits the operation, high 4 bits
+ * its argument A), some followed by bytes of their own:
+ *   0 A L data  client A%3 sends L bytes (fewer if the input ends)
+ *   1 A K       client A%3 sends (K+1) KiB of 'x'
+ *   2 A L data  upstream A (0 newest) sends L bytes
+ *   3 A K       upstream A sends (K+1) KiB of 'x'
+ *   4 A         client (A&3)%3 leaves: A>>2 = 0 close (after reading what
+ *               it was sent), 1 or 3 reset (close leaving it unread: the
+ *               proxy reads ECONNRESET), 2 shutdown(SHUT_WR) only
+ *   5 A         upstream A&7 closes; A&8: resets (SO_LINGER 0)
+ *   6 A         client (A&3)%3 stops (A&4 = 0) or starts reading
+ *   7 A         upstream A&7 stops (A&8 = 0) or starts reading
+ *   8 A V       time passes: (V+1) units of A&7 (1ms, 10ms, 100ms, 1s,
+ *               10s, 1min, 10min, 1h): the worker's clock offset moves and
+ *               every timer whose time has come fires
+ *   9 A         A+1 loop turns (uv_run NOWAIT)
+ *  10 A         upstream A&7 shuts its write side (FIN, still reading)
+ *  11           the worker starts draining (as server.c's begin_drain)
+ *  12..15       one loop turn
+ * After the program, 8 loop turns, then everything is closed.
+ *
+ * Invariants: no crash, leak or assertion (exchange.c's lifecycle asserts
+ * are on in the fuzz and sanitizer builds); after every operation the
+ * ownership rules of exchange.h hold (a connection's exchange is its own;
+ * exchange and upstream connection point at each other or neither does;
+ * a closing connection's exchange has no upstream; idle connections
+ * belong to no exchange and their pool counts them); after the input
+ * fw_finish leaves no connection, upstream connection or handle open, no
+ * request is counted as active on any address, and the clock offset is 0.
+ *
+ * GH_FUZZ_TRACE=1 prints the program as it runs; GH_FUZZ_ECHO=1 (see
+ * fuzz_worker.c) what the clients receive. tests/fuzz/exchange_seeds.py
+ * writes the seed corpus from readable programs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tests/fuzz/fuzz_worker.h"
+
+enum {
+  NUM_CLIENTS = 3,
+  MAX_UP = 32,        /* upstream connections kept per input; more are closed at once */
+  MAX_OPENS = 24,     /* client connections opened per input */
+  SOCKBUF = 4096,
+  MAX_OUTBOX = 4 << 20,
+  MAX_DUE = 256,
+};
+
+static const char conf_fmt[] =
+    "{\"listen\": {\"https\": \"127.0.0.1:8443\", \"http\": \"127.0.0.1:8080\"},"
+    " \"workers\": 1,"
+    " \"sites\": ["
+    "  {\"hosts\": [\"a.test\", \"*.b.test\"],"
+    "   \"upstreams\": [\"127.0.0.1:%u\", \"127.0.0.1:1\"],"
+    "   \"keepalive\": {\"max_idle\": 2, \"idle_timeout\": \"4s\"}, \"fail_backoff\": \"1h\","
+    "   \"routes\": [{\"path\": \"/r/\", \"upstreams\": [\"127.0.0.1:%u\", \"127.0.0.1:%u\"],"
+    "     \"balance\": \"least_conn\", \"keepalive\": {\"max_idle\": 2, \"idle_timeout\": \"4s\"}}],"
+    "   \"tls\": {\"cert\": \"%%1$s\", \"key\": \"%%2$s\"},"
+    "   \"hsts\": {\"max_age\": \"1d\"}, \"default\": true},"
+    "  {\"hosts\": [\"m.test\"], \"upstreams\": [\"127.0.0.1:%u\"], \"max_body\": 64,"
+    "   \"tls\": {\"cert\": \"%%1$s\", \"key\": \"%%2$s\"}}],"
+    " \"timeouts\": {\"handshake\": \"1s\", \"header_read\": \"2s\", \"idle\": \"3s\","
+    "   \"upstream_connect\": \"1s\", \"upstream_read\": \"2s\", \"client_body\": \"2s\","
+    "   \"client_send\": \"2s\", \"tunnel_idle\": \"5s\", \"drain\": \"3s\"},"
+    " \"limits\": {\"max_header_bytes\": 1024, \"max_headers\": 16, \"max_uri_bytes\": 256,"
+    "   \"write_queue_bytes\": 4096},"
+    " \"log\": {\"level\": \"error\", \"access\": \"off\"}}";
+
+typedef struct {
+  int open;    /* a connection of this input, not closed by the client */
+  int peer;    /* the client's end of the socketpair */
+  int reading;
+  px_buf_t out; /* bytes the client has yet to write, from |off| */
+  size_t off;
+} client_t;
+
+typedef struct {
+  uv_tcp_t tcp;
+  int closed;  /* closed (or reset) by the upstream */
+  int eof;     /* the proxy closed its side */
+  int reading;
+} up_t;
+
+typedef struct {
+  uv_write_t req;
+  char data[];
+} up_write_t;
+
+static px_worker_t *g_w;
+static uv_tcp_t g_listener[2];
+static client_t g_clients[NUM_CLIENTS];
+static up_t g_up[MAX_UP];
+static size_t g_num_up;
+static unsigned g_opens;
+static int g_trace;
+static char g_rbuf[16 * 1024];
+static char g_fill[256 * 1024];
+
+#define CHECK(x)                                                                      \
+  do {                                                                                \
+    if (!(x)) {                                                                       \
+      fprintf(stderr, "fuzz_exchange: invariant broken: %s (line %d)\n", #x, __LINE__); \
+      abort();                                                                        \
+    }                                                                                 \
+  } while (0)
+
+#define TRACE(...)                          \
+  do {                                      \
+    if (g_trace) fprintf(stderr, __VA_ARGS__); \
+  } while (0)
+
+/* ---- the scripted upstream ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h, (void)suggested;
+  *buf = uv_buf_init(g_rbuf, sizeof(g_rbuf));
+}
+
+static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  up_t *u = s->data;
+  if (nread >= 0) return; /* the requests are dropped */
+  u->eof = 1;
+  u->reading = 0;
+  uv_read_stop(s);
+}
+
+static void free_handle(uv_handle_t *h) { gh_free(h); }
+
+static void on_connection(uv_stream_t *server, int status) {
+  if (status != 0) return;
+  /* Always accept: a connection left in the backlog would reach the next
+   * input. Past MAX_UP it is closed at once. */
+  uv_tcp_t *t = g_num_up < MAX_UP ? &g_up[g_num_up].tcp : gh_malloc(sizeof(uv_tcp_t));
+  uv_tcp_init(server->loop, t);
+  if (uv_accept(server, (uv_stream_t *)t) != 0 || g_num_up == MAX_UP) {
+    uv_close((uv_handle_t *)t, g_num_up == MAX_UP ? free_handle : NULL);
+    return;
+  }
+  up_t *u = &g_up[g_num_up++];
+  u->closed = u->eof = 0;
+  u->reading = 1;
+  t->data = u;
+  uv_tcp_nodelay(t, 1);
+  uv_read_start((uv_stream_t *)t, on_alloc, on_up_read);
+  TRACE("  [upstream %zu accepted]\n", g_num_up);
+}
+
+/* up_pick: upstream |sel| (1-based, in accept order), or for 0 (or one not
+ * accepted) the newest the upstream has not closed. NULL if none. */
+static up_t *up_pick(unsigned sel) {
+  if (sel >= 1 && sel <= g_num_up) return g_up[sel - 1].closed ? NULL : &g_up[sel - 1];
+  for (size_t i = g_num_up; i > 0; i--) {
+    if (!g_up[i - 1].closed) return &g_up[i - 1];
+  }
+  return NULL;
+}
+
+static void on_up_written(uv_write_t *req, int status) {
+  (void)status;
+  gh_free(req);
+}
+
+static void up_send(up_t *u, const char *p, size_t len) {
+  if (u == NULL || len == 0) return;
+  up_write_t *wr = gh_malloc(sizeof(*wr) + len);
+  memcpy(wr->data, p, len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+  if (uv_write(&wr->req, (uv_stream_t *)&u->tcp, &b, 1, on_up_written) != 0) gh_free(wr);
+}
+
+static void up_close(up_t *u, int reset) {
+  if (u == NULL) return;
+  u->closed = 1;
+  if (!reset || uv_tcp_close_reset(&u->tcp, NULL) != 0) uv_close((uv_handle_t *)&u->tcp, NULL);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)status;
+  gh_free(req);
+}
+
+static void up_shutdown(up_t *u) {
+  if (u == NULL) return;
+  uv_shutdown_t *req = gh_malloc(sizeof(*req));
+  if (uv_shutdown(req, (uv_stream_t *)&u->tcp, on_shutdown) != 0) gh_free(req);
+}
+
+static void up_reading(up_t *u, int on) {
+  if (u == NULL || u->eof || u->reading == on) return;
+  u->reading = on;
+  if (on) uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+  else uv_read_stop((uv_stream_t *)&u->tcp);
+}
+
+/* ---- the scripted clients ---- */
+
+static client_t *client_open(unsigned slot) {
+  client_t *cl = &g_clients[slot];
+  if (cl->open) return cl;
+  if (g_opens == MAX_OPENS) return NULL;
+  /* Slots 0 and 1: the TLS listener's behaviour; 2: the plain listener. */
+  if (fw_conn_open(g_w, slot < 2, SOCKBUF, &cl->peer) == NULL) return NULL;
+  g_opens++;
+  cl->open = 1;
+  cl->reading = 1;
+  cl->out.len = cl->off = 0;
+  TRACE("  [client %u connected]\n", slot);
+  return cl;
+}
+
+static void client_send(unsigned slot, const char *p, size_t len) {
+  client_t *cl = client_open(slot);
+  if (cl == NULL || cl->out.len - cl->off + len > MAX_OUTBOX) return;
+  px_buf_append(&cl->out, p, len);
+}
+
+/* client_flush writes what the socket takes; the rest waits for the proxy
+ * to read. A refused write (the proxy closed) drops it all. */
+static void client_flush(client_t *cl) {
+  while (cl->open && cl->off < cl->out.len) {
+    ssize_t n = write(cl->peer, cl->out.p + cl->off, cl->out.len - cl->off);
+    if (n > 0) {
+      cl->off += (size_t)n;
+    } else {
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      break;
+    }
+  }
+  cl->out.len = cl->off = 0;
+}
+
+static void client_close(unsigned slot, unsigned mode) {
+  client_t *cl = &g_clients[slot];
+  if (!cl->open) return;
+  if (mode == 2) {
+    client_flush(cl);
+    shutdown(cl->peer, SHUT_WR);
+    return;
+  }
+  if (mode == 0) { /* an orderly close: what was sent is read first */
+    char buf[4096];
+    while (read(cl->peer, buf, sizeof(buf)) > 0) {
+    }
+  }
+  fw_peer_close(cl->peer);
+  cl->open = 0;
+  cl->out.len = cl->off = 0;
+}
+
+static void client_reading(unsigned slot, int on) {
+  client_t *cl = &g_clients[slot];
+  if (!cl->open) return;
+  cl->reading = on;
+  fw_peer_reading(cl->peer, on);
+}
+
+/* ---- the loop and the clock ---- */
+
+static void spin(int rounds) {
+  for (int i = 0; i < rounds; i++) {
+    for (unsigned k = 0; k < NUM_CLIENTS; k++) client_flush(&g_clients[k]);
+    fw_spin(g_w, 1);
+    /* The proxy's upstream sockets get a small send buffer (as the
+     * clients' have), so that an upstream that stops reading soon shows
+     * in the proxy's write queue. */
+    for (gh_link_t *l = g_w->upconns.next; l != &g_w->upconns; l = l->next) {
+      px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, all);
+      uv_os_fd_t fd;
+      int size = SOCKBUF;
+      if (!uv_is_closing((uv_handle_t *)&u->tcp) && uv_fileno((uv_handle_t *)&u->tcp, &fd) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    }
+  }
+}
+
+typedef struct {
+  uv_timer_t *t[MAX_DUE];
+  size_t n;
+  uint64_t limit;
+} due_t;
+
+static void collect_due(uv_handle_t *h, void *arg) {
+  due_t *d = arg;
+  if (h->type != UV_TIMER || !uv_is_active(h) || uv_is_closing(h) || d->n == MAX_DUE) return;
+  uv_timer_t *t = (uv_timer_t *)h;
+  if (uv_timer_get_due_in(t) <= d->limit) d->t[d->n++] = t;
+}
+
+static int by_due(const void *a, const void *b) {
+  uint64_t x = uv_timer_get_due_in(*(uv_timer_t *const *)a);
+  uint64_t y = uv_timer_get_due_in(*(uv_timer_t *const *)b);
+  return x < y ? -1 : x > y;
+}
+
+/* advance moves the data plane's clock on by |ms| and fires the timers
+ * whose time has come. The loop's timers are due on loop time; those of
+ * the worker are all lazy (worker.h): each callback compares px_now with
+ * its own deadline and re-arms for the rest. So every timer due within the
+ * whole offset fires, in order, as libuv would fire it (stopped first);
+ * one that comes early only re-arms. */
+static void advance(uint64_t ms) {
+  g_w->clock_offset_ms += ms;
+  due_t d = {.n = 0, .limit = g_w->clock_offset_ms};
+  uv_walk(&g_w->loop, collect_due, &d);
+  qsort(d.t, d.n, sizeof(d.t[0]), by_due);
+  for (size_t i = 0; i < d.n; i++) {
+    uv_timer_t *t = d.t[i];
+    /* An earlier callback may have stopped or closed it (the handle's
+     * memory goes only in a close callback, in a later loop turn). */
+    if (!uv_is_active((uv_handle_t *)t) || uv_is_closing((uv_handle_t *)t)) continue;
+    uv_timer_cb cb = t->timer_cb; /* libuv's field; there is no getter */
+    uv_timer_stop(t);
+    if (uv_timer_get_repeat(t)) uv_timer_again(t);
+    cb(t);
+  }
+}
+
+/* drain begins a graceful stop, as server.c's begin_drain does (there
+ * are no listeners or worker timers here). */
+static void drain(void) {
+  g_w->draining = 1;
+  for (gh_link_t *l = g_w->conns.next; l != &g_w->conns;) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    l = l->next;
+    if (c->state == PX_CONN_OPEN) px_h1_drain(c);
+    else c->h1.close_after = 1;
+  }
+  if (g_w->num_conns == 0) px_worker_pools_close(g_w);
+}
+
+/* ---- invariants ---- */
+
+static void check_ownership(void) {
+  px_worker_t *w = g_w;
+  size_t attached = 0;
+  for (gh_link_t *l = w->conns.next; l != &w->conns; l = l->next) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    px_exchange_t *ex = c->ex;
+    if (ex == NULL) continue;
+    CHECK(ex->stream == c);
+    CHECK(ex->w == w);
+    if (c->state == PX_CONN_CLOSING) CHECK(ex->up == NULL);
+    if (ex->up) {
+      CHECK(ex->up->ex == ex);
+      CHECK(!ex->up->idle);
+      attached++;
+    }
+  }
+  size_t with_ex = 0;
+  size_t *idle = gh_calloc(w->gen->num_addrs + 1, sizeof(size_t));
+  for (gh_link_t *l = w->upconns.next; l != &w->upconns; l = l->next) {
+    px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, all);
+    if (u->ex) {
+      CHECK(u->ex->up == u);
+      CHECK(!uv_is_closing((uv_handle_t *)&u->tcp));
+      with_ex++;
+    }
+    if (u->idle) {
+      CHECK(u->ex == NULL);
+      CHECK(u->connected);
+      CHECK(u->gen == w->gen);
+      idle[u->addr->index]++;
+    }
+  }
+  CHECK(attached == with_ex);
+  for (size_t i = 0; i < w->gen->num_addrs; i++) {
+    size_t n = 0;
+    for (gh_link_t *l = w->pools[i].idle.next; l != &w->pools[i].idle; l = l->next) n++;
+    CHECK(n == w->pools[i].num_idle);
+    CHECK(n == idle[i]);
+  }
+  gh_free(idle);
+}
+
+/* trace_state prints, in trace mode, what each connection is doing. */
+static void trace_state(void) {
+  if (!g_trace) return;
+  static const char *const phases[] = {"head", "body", "wait", "tunnel", "linger"};
+  static const char *const states[] = {"head", "connect", "wait", "body", "tunnel", "done", "aborted"};
+  for (gh_link_t *l = g_w->conns.next; l != &g_w->conns; l = l->next) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    fprintf(stderr, "  . conn %p%s %s%s queued %zu pending %zu", (void *)c,
+            c->state == PX_CONN_CLOSING ? " closing" : "", phases[c->h1.phase],
+            c->h1.client_paused ? " paused" : "", px_conn_write_queue(c), c->h1.pending.len);
+    if (c->ex) {
+      fprintf(stderr, " ex %s%s", states[c->ex->state], c->ex->up_paused ? " up-paused" : "");
+      if (c->ex->up) fprintf(stderr, " up %p queued %zu", (void *)c->ex->up, px_upconn_write_queue(c->ex->up));
+    }
+    fprintf(stderr, "\n");
+  }
+  for (gh_link_t *l = g_w->upconns.next; l != &g_w->upconns; l = l->next) {
+    px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, all);
+    if (u->idle) fprintf(stderr, "  . up %p idle (%s)\n", (void *)u, u->addr->conf->text);
+  }
+}
+
+/* ---- set-up and teardown ---- */
+
+static px_worker_t *start(void) {
+  if (g_w) return g_w;
+  g_trace = getenv("GH_FUZZ_TRACE") != NULL;
+  memset(g_fill, 'x', sizeof(g_fill));
+  /* The listeners need the loop and the configuration needs their ports:
+   * bind the sockets first, hand them to the loop after. */
+  int fds[2];
+  unsigned ports[2];
+  for (int i = 0; i < 2; i++) {
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof(sa);
+    int size = SOCKBUF;
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fds[i] < 0 || setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) != 0 ||
+        bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fds[i], 64) != 0 ||
+        getsockname(fds[i], (struct sockaddr *)&sa, &sl) != 0)
+      abort();
+    ports[i] = ntohs(sa.sin_port);
+  }
+  char *fmt = gh_asprintf(conf_fmt, ports[0], ports[0], ports[1], ports[1]);
+  g_w = fw_worker_conf(fmt);
+  gh_free(fmt);
+  for (int i = 0; i < 2; i++) {
+    uv_tcp_init(&g_w->loop, &g_listener[i]);
+    if (uv_tcp_open(&g_listener[i], fds[i]) != 0 ||
+        uv_listen((uv_stream_t *)&g_listener[i], 64, on_connection) != 0)
+      abort();
+    uv_unref((uv_handle_t *)&g_listener[i]); /* fw_finish waits for the rest only */
+  }
+  return g_w;
+}
+
+static void finish(void) {
+  for (size_t i = 0; i < g_num_up; i++) {
+    if (!uv_is_closing((uv_handle_t *)&g_up[i].tcp)) uv_close((uv_handle_t *)&g_up[i].tcp, NULL);
+  }
+  for (unsigned k = 0; k < NUM_CLIENTS; k++) {
+    px_buf_free(&g_clients[k].out);
+    memset(&g_clients[k], 0, sizeof(g_clients[k]));
+  }
+  fw_finish(g_w); /* closes the peers too */
+  /* What the proxy dialled and closed before it was accepted. */
+  for (int i = 0; i < 2; i++) {
+    uv_os_fd_t lfd;
+    if (uv_fileno((uv_handle_t *)&g_listener[i], &lfd) != 0) abort();
+    int fd;
+    while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) close(fd);
+  }
+  for (size_t i = 0; i < g_w->gen->num_addrs; i++) CHECK(atomic_load(&g_w->gen->addrs[i].active) == 0);
+  CHECK(g_w->clock_offset_ms == 0);
+  g_num_up = 0;
+  g_opens = 0;
+}
+
+/* ---- the program ---- */
+
+static const uint64_t units[8] = {1, 10, 100, 1000, 10000, 60000, 600000, 3600000};
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  start();
+  const uint8_t *p = data, *end = data + size;
+  while (p < end) {
+    uint8_t op = *p++;
+    unsigned a = op >> 4;
+    switch (op & 15) {
+      case 0:
+      case 2: {
+        size_t len = p < end ? *p++ : 0;
+        if (len > (size_t)(end - p)) len = (size_t)(end - p);
+        if (op & 2) {
+          TRACE("upstream %u sends %zu: %.*s\n", a, len, (int)len, (const char *)p);
+          up_send(up_pick(a), (const char *)p, len);
+        } else {
+          TRACE("client %u sends %zu: %.*s\n", a % 3, len, (int)len, (const char *)p);
+          client_send(a % 3, (const char *)p, len);
+        }
+        p += len;
+        break;
+      }
+      case 1:
+      case 3: {
+        size_t len = ((size_t)(p < end ? *p++ : 0) + 1) * 1024;
+        if (op & 2) {
+          TRACE("upstream %u sends %zu KiB\n", a, len / 1024);
+          up_send(up_pick(a), g_fill, len);
+        } else {
+          TRACE("client %u sends %zu KiB\n", a % 3, len / 1024);
+          client_send(a % 3, g_fill, len);
+        }
+        break;
+      }
+      case 4:
+        TRACE("client %u %s\n", (a & 3) % 3,
+              (const char *[]){"closes", "resets", "shuts its write side", "resets"}[a >> 2]);
+        client_close((a & 3) % 3, (a >> 2) == 3 ? 1 : a >> 2);
+        break;
+      case 5:
+        TRACE("upstream %u %s\n", a & 7, a & 8 ? "resets" : "closes");
+        up_close(up_pick(a & 7), (a & 8) != 0);
+        break;
+      case 6:
+        TRACE("client %u %s reading\n", (a & 3) % 3, a & 4 ? "starts" : "stops");
+        client_reading((a & 3) % 3, (a & 4) != 0);
+        break;
+      case 7:
+        TRACE("upstream %u %s reading\n", a & 7, a & 8 ? "starts" : "stops");
+        up_reading(up_pick(a & 7), (a & 8) != 0);
+        break;
+      case 8: {
+        uint64_t ms = ((uint64_t)(p < end ? *p++ : 0) + 1) * units[a & 7];
+        TRACE("%llu ms pass\n", (unsigned long long)ms);
+        advance(ms);
+        break;
+      }
+      case 9:
+        TRACE("%u loop turns\n", a + 1);
+        spin((int)a + 1);
+        break;
+      case 10:
+        TRACE("upstream %u shuts its write side\n", a & 7);
+        up_shutdown(up_pick(a & 7));
+        break;
+      case 11:
+        TRACE("the worker drains\n");
+        drain();
+        break;
+      default:
+        spin(1);
+        break;
+    }
+    check_ownership();
+    trace_state();
+  }
+  spin(8);
+  check_ownership();
+  finish();
+  return 0;
+}
