@@ -108,7 +108,7 @@ static void begin_drain(px_worker_t *w) {
   maybe_finish(w);
 }
 
-static void adopt_gen(px_worker_t *w, px_gen_t *gen) {
+void px_worker_adopt_gen(px_worker_t *w, px_gen_t *gen) {
   px_worker_pools_close(w);
   gh_free(w->pools);
   px_gen_t *old = w->gen;
@@ -126,7 +126,7 @@ static void worker_async(uv_async_t *a) {
   w->next_gen = NULL;
   int stop = w->stop_requested;
   pthread_mutex_unlock(&w->mu);
-  if (next) adopt_gen(w, next);
+  if (next) px_worker_adopt_gen(w, next);
   if (w->ondemand) px_ondemand_wakeups(w);
   if (stop) begin_drain(w);
 }

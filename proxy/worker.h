@@ -127,4 +127,9 @@ struct px_worker {
  * released (server.c: a draining worker stops when none is left). */
 void px_worker_conn_gone(px_worker_t *w);
 
+/* px_worker_adopt_gen makes |gen| (a reference handed over) the worker's
+ * generation, as a reload does: idle upstream connections of the old one
+ * are closed; whatever holds the old one keeps it until done. */
+void px_worker_adopt_gen(px_worker_t *w, px_gen_t *gen);
+
 #endif
