@@ -139,13 +139,24 @@ void px_uph1_begin(px_upconn_t *u) {
   u->left = 0;
 }
 
+/* names_protocol reports whether a 101's head has a non-empty Upgrade:
+ * RFC 9110 7.8 requires it, and a client that does not see one takes the
+ * new protocol's bytes for the next HTTP response. */
+static int names_protocol(const px_hdrs_t *resp) {
+  for (size_t i = 0; i < resp->num; i++) {
+    if (gh_str_ieq(px_hdr_name(resp, i), GH_STR("upgrade")) && px_hdr_value(resp, i).len > 0)
+      return 1;
+  }
+  return 0;
+}
+
 /* head_done decides the response's framing once its head is parsed
  * (RFC 9112 6.3), and what the stream announces. */
 static px_up_event_t head_done(px_upconn_t *u, px_exchange_t *ex) {
   llhttp_t *p = &u->parser;
   int status = p->status_code;
   if (p->http_major != 1) return PX_UP_BAD;
-  if (status == 101) return PX_UP_UPGRADE;
+  if (status == 101) return names_protocol(&ex->resp) ? PX_UP_UPGRADE : PX_UP_BAD;
   if (status >= 100 && status < 200) {
     llhttp_reset(p); /* another head follows */
     return PX_UP_INTERIM;
