@@ -79,6 +79,10 @@ def drain():
     return bytes([11])
 
 
+def reload():
+    return bytes([12])
+
+
 GET = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"
 OK = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -181,6 +185,15 @@ SEEDS = {
     "drain-busy":
         client(0, GET) + client(1, "GET /r/ HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin() + drain()
         + up(1, OK) + spin() + up(2, OK) + spin(),
+    # A reload while a request is in flight and a connection is pooled.
+    "reload-in-flight":
+        client(0, GET) + spin() + up(0, OK) + spin() + client(1, "GET /r/x HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        + spin() + reload() + up(0, OK) + spin() + client(0, GET) + spin() + up(0, OK) + spin(),
+    # Found by the response oracle: a 101 without Upgrade was relayed and
+    # the tunnel's bytes followed, which a client reads as the next response.
+    "bug-101-without-upgrade":
+        client(0, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        + spin() + up(0, "HTTP/1.1 101 Switching Protocols\r\n\r\nhi") + spin(),
     "client-half-close":
         client(0, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nab") + client_close(0, "shutdown")
         + spin() + up(0, OK) + spin(),

@@ -41,11 +41,13 @@
  *   9 A         A+1 loop turns (uv_run NOWAIT)
  *  10 A         upstream A&7 shuts its write side (FIN, still reading)
  *  11           the worker starts draining (as server.c's begin_drain)
- *  12..15       one loop turn
+ *  12           reload: a new generation of the same configuration
+ *  13..15       one loop turn
  * After the program, 8 loop turns, then everything is closed.
  *
  * Invariants: no crash, leak or assertion (exchange.c's lifecycle asserts
- * are on in the fuzz and sanitizer builds); after every operation the
+ * are on in the fuzz and sanitizer builds); what each client receives is
+ * a well-formed sequence of responses (see oracle_t); after every operation the
  * ownership rules of exchange.h hold (a connection's exchange is its own;
  * exchange and upstream connection point at each other or neither does;
  * a closing connection's exchange has no upstream; idle connections
@@ -94,12 +96,30 @@ static const char conf_fmt[] =
     "   \"write_queue_bytes\": 4096},"
     " \"log\": {\"level\": \"error\", \"access\": \"off\"}}";
 
+/* What a client receives must be a well-formed sequence of HTTP/1.1
+ * responses (the proxy writes the framing itself, whatever the upstream
+ * sent), no more final ones than it sent requests, and nothing after one
+ * that said Connection: close; a reset may cut the last one short. The
+ * client's llhttp judges, until a 101 (then the bytes are a tunnel's) or
+ * a HEAD request (its response has no body whatever its head says, and
+ * which response is the HEAD's is not known here). */
+typedef struct {
+  llhttp_t parser;
+  int judge;
+  unsigned finals;    /* final responses received */
+  unsigned requests;  /* "HTTP/" in what the client sent: heads it may have sent */
+  char tail[4];       /* the last bytes sent, to find those split between sends */
+  size_t tail_len;
+  px_buf_t got;       /* what was received, for the report */
+} oracle_t;
+
 typedef struct {
   int open;    /* a connection of this input, not closed by the client */
   int peer;    /* the client's end of the socketpair */
   int reading;
   px_buf_t out; /* bytes the client has yet to write, from |off| */
   size_t off;
+  oracle_t o;
 } client_t;
 
 typedef struct {
@@ -221,6 +241,72 @@ static void up_reading(up_t *u, int on) {
   else uv_read_stop((uv_stream_t *)&u->tcp);
 }
 
+/* ---- the response oracle ---- */
+
+static llhttp_settings_t g_resp_settings;
+
+static void oracle_fail(client_t *cl, const char *why) {
+  fprintf(stderr, "fuzz_exchange: client %d received a broken response stream: %s\n"
+          "--- received (%zu bytes) ---\n%.*s\n--- end ---\n",
+          (int)(cl - g_clients), why, cl->o.got.len, (int)cl->o.got.len, cl->o.got.p);
+  abort();
+}
+
+static int on_response_complete(llhttp_t *p) {
+  client_t *cl = p->data;
+  if (p->status_code >= 200 || p->status_code == 101) cl->o.finals++;
+  /* A request the proxy could not parse is answered once, then closed. */
+  if (cl->o.finals > cl->o.requests + 1) oracle_fail(cl, "more responses than requests");
+  return 0;
+}
+
+static void oracle_start(client_t *cl) {
+  oracle_t *o = &cl->o;
+  px_buf_free(&o->got);
+  memset(o, 0, sizeof(*o));
+  if (g_resp_settings.on_message_complete == NULL) {
+    llhttp_settings_init(&g_resp_settings);
+    g_resp_settings.on_message_complete = on_response_complete;
+  }
+  llhttp_init(&o->parser, HTTP_RESPONSE, &g_resp_settings);
+  o->parser.data = cl;
+  o->judge = 1;
+}
+
+/* oracle_sent counts the request heads the client may have sent and
+ * stops judging after a HEAD. */
+static void oracle_sent(client_t *cl, const char *p, size_t len) {
+  oracle_t *o = &cl->o;
+  char buf[4 + 256];
+  while (len > 0) {
+    size_t n = len < 256 ? len : 256;
+    memcpy(buf, o->tail, o->tail_len);
+    memcpy(buf + o->tail_len, p, n);
+    size_t all = o->tail_len + n;
+    for (size_t i = 0; i + 4 <= all; i++) {
+      /* Only matches that end in the new bytes count: the tail's own
+       * were counted before. */
+      if (i + 5 <= all && i + 5 > o->tail_len && memcmp(buf + i, "HTTP/", 5) == 0) o->requests++;
+      if (memcmp(buf + i, "HEAD", 4) == 0) o->judge = 0;
+    }
+    o->tail_len = all < 4 ? all : 4;
+    memcpy(o->tail, buf + all - o->tail_len, o->tail_len);
+    p += n, len -= n;
+  }
+}
+
+static void oracle_got(int peer, const char *p, size_t len) {
+  client_t *cl = NULL;
+  for (unsigned k = 0; k < NUM_CLIENTS; k++) {
+    if (g_clients[k].open && g_clients[k].peer == peer) cl = &g_clients[k];
+  }
+  if (cl == NULL || !cl->o.judge) return;
+  if (cl->o.got.len < 64 * 1024) px_buf_append(&cl->o.got, p, len);
+  llhttp_errno_t e = llhttp_execute(&cl->o.parser, p, len);
+  if (e == HPE_PAUSED_UPGRADE) cl->o.judge = 0;
+  else if (e != HPE_OK) oracle_fail(cl, llhttp_get_error_reason(&cl->o.parser));
+}
+
 /* ---- the scripted clients ---- */
 
 static client_t *client_open(unsigned slot) {
@@ -233,6 +319,7 @@ static client_t *client_open(unsigned slot) {
   cl->open = 1;
   cl->reading = 1;
   cl->out.len = cl->off = 0;
+  oracle_start(cl);
   TRACE("  [client %u connected]\n", slot);
   return cl;
 }
@@ -241,6 +328,7 @@ static void client_send(unsigned slot, const char *p, size_t len) {
   client_t *cl = client_open(slot);
   if (cl == NULL || cl->out.len - cl->off + len > MAX_OUTBOX) return;
   px_buf_append(&cl->out, p, len);
+  oracle_sent(cl, p, len);
 }
 
 /* client_flush writes what the socket takes; the rest waits for the proxy
@@ -266,11 +354,7 @@ static void client_close(unsigned slot, unsigned mode) {
     shutdown(cl->peer, SHUT_WR);
     return;
   }
-  if (mode == 0) { /* an orderly close: what was sent is read first */
-    char buf[4096];
-    while (read(cl->peer, buf, sizeof(buf)) > 0) {
-    }
-  }
+  if (mode == 0) fw_peer_drain(cl->peer); /* an orderly close: what was sent is read first */
   fw_peer_close(cl->peer);
   cl->open = 0;
   cl->out.len = cl->off = 0;
@@ -428,6 +512,7 @@ static void trace_state(void) {
 static px_worker_t *start(void) {
   if (g_w) return g_w;
   g_trace = getenv("GH_FUZZ_TRACE") != NULL;
+  fw_peer_sink(oracle_got);
   memset(g_fill, 'x', sizeof(g_fill));
   /* The listeners need the loop and the configuration needs their ports:
    * bind the sockets first, hand them to the loop after. */
@@ -461,8 +546,13 @@ static void finish(void) {
   for (size_t i = 0; i < g_num_up; i++) {
     if (!uv_is_closing((uv_handle_t *)&g_up[i].tcp)) uv_close((uv_handle_t *)&g_up[i].tcp, NULL);
   }
+  /* What the clients were sent last is judged too. */
+  for (unsigned k = 0; k < NUM_CLIENTS; k++) {
+    if (g_clients[k].open) fw_peer_drain(g_clients[k].peer);
+  }
   for (unsigned k = 0; k < NUM_CLIENTS; k++) {
     px_buf_free(&g_clients[k].out);
+    px_buf_free(&g_clients[k].o.got);
     memset(&g_clients[k], 0, sizeof(g_clients[k]));
   }
   fw_finish(g_w); /* closes the peers too */
@@ -550,6 +640,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       case 11:
         TRACE("the worker drains\n");
         drain();
+        break;
+      case 12:
+        TRACE("reload\n");
+        fw_reload(g_w);
         break;
       default:
         spin(1);

@@ -32,6 +32,8 @@ static tc_dir_t g_dir;
 static int g_peers[MAX_PEERS]; /* the far ends of the socketpairs; -1 once closed */
 static uint8_t g_peer_paused[MAX_PEERS]; /* not drained: the client is not reading */
 static size_t g_num_peers;
+static char *g_json; /* the configuration, for fw_reload */
+static void (*g_sink)(int peer, const char *p, size_t len);
 
 static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
@@ -50,6 +52,7 @@ static void worker_teardown(void) {
   px_ex_cache_free(w);
   px_gen_unref(w->gen);
   acme_challenges_free(g_challenges);
+  gh_free(g_json);
   gh_free(w->pools);
   gh_free(w->obuf);
   px_buf_free(&w->pout);
@@ -78,7 +81,7 @@ px_worker_t *fw_worker_conf(const char *conf_fmt) {
   char *json = gh_asprintf(conf_fmt, cert, key);
   char *err = NULL;
   conf_t *conf = conf_parse(&err, "fuzz.json", json, strlen(json));
-  gh_free(json);
+  g_json = json;
   g_challenges = acme_challenges_new();
   acme_challenges_put_http01(g_challenges, "tok", "tok.fuzz-thumbprint");
   px_gen_t *gen = conf ? px_gen_new(&err, conf, g_challenges) : NULL;
@@ -98,9 +101,21 @@ px_worker_t *fw_worker_conf(const char *conf_fmt) {
   px_h1_init_settings(w);
   px_uph1_init_settings(w);
   px_worker_bio_init(w);
+  uv_timer_init(&w->loop, &w->health_timer); /* px_worker_adopt_gen stops it */
   g_w = w;
   atexit(worker_teardown);
   return w;
+}
+
+void fw_reload(px_worker_t *w) {
+  char *err = NULL;
+  conf_t *conf = conf_parse(&err, "fuzz.json", g_json, strlen(g_json));
+  px_gen_t *gen = conf ? px_gen_new(&err, conf, g_challenges) : NULL;
+  if (gen == NULL) {
+    fprintf(stderr, "fuzz worker: reload: %s\n", err);
+    abort();
+  }
+  px_worker_adopt_gen(w, gen);
 }
 
 px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
@@ -153,6 +168,8 @@ static size_t peer_slot(int peer) {
   abort(); /* not a peer of this input */
 }
 
+void fw_peer_sink(void (*fn)(int peer, const char *p, size_t len)) { g_sink = fn; }
+
 void fw_peer_reading(int peer, int on) { g_peer_paused[peer_slot(peer)] = !on; }
 
 void fw_peer_close(int peer) {
@@ -175,20 +192,26 @@ int fw_feed(px_worker_t *w, px_conn_t *c, const char *data, size_t len) {
   return fw_alive(w, c) ? 0 : -1;
 }
 
-/* drain_peers reads what the clients were sent; GH_FUZZ_ECHO=1 in the
+/* drain reads what the client of peer |i| was sent; GH_FUZZ_ECHO=1 in the
  * environment copies it to stderr, for checking what a seed does. */
-static void drain_peers(void) {
+static void drain(size_t i) {
   static int echo = -1;
   if (echo < 0) echo = getenv("GH_FUZZ_ECHO") != NULL;
   char buf[4096];
   ssize_t n;
-  for (size_t i = 0; i < g_num_peers; i++) {
-    if (g_peers[i] < 0 || g_peer_paused[i]) continue;
-    while ((n = read(g_peers[i], buf, sizeof(buf))) > 0) {
-      if (echo && write(2, buf, (size_t)n) < 0) echo = 0;
-    }
+  while ((n = read(g_peers[i], buf, sizeof(buf))) > 0) {
+    if (echo && write(2, buf, (size_t)n) < 0) echo = 0;
+    if (g_sink) g_sink(g_peers[i], buf, (size_t)n);
   }
 }
+
+static void drain_peers(void) {
+  for (size_t i = 0; i < g_num_peers; i++) {
+    if (g_peers[i] >= 0 && !g_peer_paused[i]) drain(i);
+  }
+}
+
+void fw_peer_drain(int peer) { drain(peer_slot(peer)); }
 
 void fw_spin(px_worker_t *w, int rounds) {
   for (int i = 0; i < rounds; i++) {

@@ -24,6 +24,12 @@ px_worker_t *fw_worker(const char *upstream);
  * '%' is doubled). */
 px_worker_t *fw_worker_conf(const char *conf_fmt);
 
+/* fw_reload gives |w| a new generation built from the same configuration,
+ * as a reload does (px_worker_adopt_gen): idle upstream connections of
+ * the old one are closed; connections and exchanges keep the old one for
+ * as long as they hold it. */
+void fw_reload(px_worker_t *w);
+
 /* fw_conn_new creates a downstream connection over one end of a fresh
  * socketpair, as px_conn_accept does after the handshake: |proxy| 1 gives
  * it the TLS listener's behaviour (requests go upstream; the bytes stay
@@ -39,7 +45,13 @@ px_conn_t *fw_conn_new(px_worker_t *w, int proxy);
  * Returns NULL when the input has opened too many connections. */
 px_conn_t *fw_conn_open(px_worker_t *w, int proxy, int sockbuf, int *peer);
 void fw_peer_reading(int peer, int on);
+/* fw_peer_sink: |fn| (NULL: none) sees every byte fw_spin reads from a
+ * peer, for a target that checks what the clients receive. */
+void fw_peer_sink(void (*fn)(int peer, const char *p, size_t len));
 void fw_peer_close(int peer);
+/* fw_peer_drain reads what is waiting for |peer|'s client, as fw_spin
+ * does (whether or not it is reading). */
+void fw_peer_drain(int peer);
 
 /* fw_feed hands |len| bytes to |c| as one socket read would. Returns 0, or
  * -1 if the connection has been closed (|c| may be freed by the loop). */
