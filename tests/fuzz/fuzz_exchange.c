@@ -47,7 +47,8 @@
  *
  * Invariants: no crash, leak or assertion (exchange.c's lifecycle asserts
  * are on in the fuzz and sanitizer builds); what each client receives is
- * a well-formed sequence of responses (see oracle_t); after every operation the
+ * a well-formed sequence of responses (see oracle_t), and what each
+ * upstream connection receives well-formed requests (see up_t); after every operation the
  * ownership rules of exchange.h hold (a connection's exchange is its own;
  * exchange and upstream connection point at each other or neither does;
  * a closing connection's exchange has no upstream; idle connections
@@ -122,11 +123,19 @@ typedef struct {
   oracle_t o;
 } client_t;
 
+/* What an upstream connection receives must be well-formed requests: the
+ * proxy writes the framing itself, and a body longer or shorter than
+ * announced would put the next request (on a pooled connection) out of
+ * step. Judged by llhttp until an upgrade request (then it is a tunnel's);
+ * a close may cut the last one short. */
 typedef struct {
   uv_tcp_t tcp;
   int closed;  /* closed (or reset) by the upstream */
   int eof;     /* the proxy closed its side */
   int reading;
+  int judge;
+  llhttp_t parser;
+  px_buf_t got; /* what was received, for the report */
 } up_t;
 
 typedef struct {
@@ -164,10 +173,27 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(g_rbuf, sizeof(g_rbuf));
 }
 
+static llhttp_settings_t g_req_settings; /* no callbacks: framing only */
+
+static void up_judge(up_t *u, const char *p, size_t len) {
+  if (!u->judge) return;
+  if (u->got.len < 64 * 1024) px_buf_append(&u->got, p, len);
+  llhttp_errno_t e = llhttp_execute(&u->parser, p, len);
+  if (e == HPE_PAUSED_UPGRADE) {
+    u->judge = 0;
+  } else if (e != HPE_OK) {
+    fprintf(stderr, "fuzz_exchange: upstream %d received a broken request stream: %s\n"
+            "--- received (%zu bytes) ---\n%.*s\n--- end ---\n",
+            (int)(u - g_up) + 1, llhttp_get_error_reason(&u->parser), u->got.len,
+            (int)u->got.len, u->got.p);
+    abort();
+  }
+}
+
 static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
   up_t *u = s->data;
-  if (nread >= 0) return; /* the requests are dropped */
+  if (nread > 0) up_judge(u, buf->base, (size_t)nread);
+  if (nread >= 0) return;
   u->eof = 1;
   u->reading = 0;
   uv_read_stop(s);
@@ -188,6 +214,9 @@ static void on_connection(uv_stream_t *server, int status) {
   up_t *u = &g_up[g_num_up++];
   u->closed = u->eof = 0;
   u->reading = 1;
+  u->judge = 1;
+  u->got.len = 0;
+  llhttp_init(&u->parser, HTTP_REQUEST, &g_req_settings);
   t->data = u;
   uv_tcp_nodelay(t, 1);
   uv_read_start((uv_stream_t *)t, on_alloc, on_up_read);
@@ -513,6 +542,7 @@ static px_worker_t *start(void) {
   if (g_w) return g_w;
   g_trace = getenv("GH_FUZZ_TRACE") != NULL;
   fw_peer_sink(oracle_got);
+  llhttp_settings_init(&g_req_settings);
   memset(g_fill, 'x', sizeof(g_fill));
   /* The listeners need the loop and the configuration needs their ports:
    * bind the sockets first, hand them to the loop after. */
@@ -556,6 +586,7 @@ static void finish(void) {
     memset(&g_clients[k], 0, sizeof(g_clients[k]));
   }
   fw_finish(g_w); /* closes the peers too */
+  for (size_t i = 0; i < MAX_UP; i++) px_buf_free(&g_up[i].got);
   /* What the proxy dialled and closed before it was accepted. */
   for (int i = 0; i < 2; i++) {
     uv_os_fd_t lfd;
