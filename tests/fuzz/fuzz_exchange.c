@@ -303,25 +303,21 @@ static void oracle_start(client_t *cl) {
 }
 
 /* oracle_sent counts the request heads the client may have sent and
- * stops judging after a HEAD. */
+ * stops judging after a HEAD. |len| is at most 255 (filler is not
+ * scanned: it holds neither). */
 static void oracle_sent(client_t *cl, const char *p, size_t len) {
   oracle_t *o = &cl->o;
   char buf[4 + 256];
-  while (len > 0) {
-    size_t n = len < 256 ? len : 256;
-    memcpy(buf, o->tail, o->tail_len);
-    memcpy(buf + o->tail_len, p, n);
-    size_t all = o->tail_len + n;
-    for (size_t i = 0; i + 4 <= all; i++) {
-      /* Only matches that end in the new bytes count: the tail's own
-       * were counted before. */
-      if (i + 5 <= all && i + 5 > o->tail_len && memcmp(buf + i, "HTTP/", 5) == 0) o->requests++;
-      if (memcmp(buf + i, "HEAD", 4) == 0) o->judge = 0;
-    }
-    o->tail_len = all < 4 ? all : 4;
-    memcpy(o->tail, buf + all - o->tail_len, o->tail_len);
-    p += n, len -= n;
+  memcpy(buf, o->tail, o->tail_len);
+  memcpy(buf + o->tail_len, p, len);
+  size_t all = o->tail_len + len;
+  /* A match that lies in the tail alone was counted with the last bytes. */
+  for (const char *q = buf; (q = memmem(q, (size_t)(buf + all - q), "HTTP/", 5)) != NULL; q++) {
+    if (q + 5 > buf + o->tail_len) o->requests++;
   }
+  if (memmem(buf, all, "HEAD", 4) != NULL) o->judge = 0;
+  o->tail_len = all < 4 ? all : 4;
+  memcpy(o->tail, buf + all - o->tail_len, o->tail_len);
 }
 
 static void oracle_got(int peer, const char *p, size_t len) {
@@ -357,7 +353,12 @@ static void client_send(unsigned slot, const char *p, size_t len) {
   client_t *cl = client_open(slot);
   if (cl == NULL || cl->out.len - cl->off + len > MAX_OUTBOX) return;
   px_buf_append(&cl->out, p, len);
-  oracle_sent(cl, p, len);
+  if (p == g_fill) {
+    memcpy(cl->o.tail, g_fill, 4);
+    cl->o.tail_len = 4;
+  } else {
+    oracle_sent(cl, p, len);
+  }
 }
 
 /* client_flush writes what the socket takes; the rest waits for the proxy
