@@ -194,6 +194,33 @@ SEEDS = {
     "bug-101-without-upgrade":
         client(0, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         + spin() + up(0, "HTTP/1.1 101 Switching Protocols\r\n\r\nhi") + spin(),
+    # 100-continue, then the final answer while the body is still coming.
+    "expect-continue":
+        client(0, "PUT /r/u HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n")
+        + spin() + up(0, "HTTP/1.1 100 Continue\r\n\r\n") + spin() + client(0, "01234") + spin()
+        + up(0, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+        + spin() + client(0, "56789") + spin(),
+    # max_body exceeded by a chunk after the response head went out: reset.
+    "max-body-after-response-head":
+        client(1, "POST / HTTP/1.1\r\nHost: m.test\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n")
+        + spin() + up(0, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n") + spin()
+        + client(1, "40\r\n" + "y" * 64 + "\r\n") + spin(),
+    # HTTP/1.0 keep-alive, absolute-form, X-Forwarded-For, pipelined.
+    "http10-keepalive-absolute-form":
+        client(0, "GET http://x.b.test/r/a HTTP/1.0\r\nConnection: keep-alive\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+                  "GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
+        + spin() + up(0, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n") + spin()
+        + up(0, "HTTP/1.0 200 OK\r\n\r\nbye") + up_close(0) + spin(),
+    # A tunnel under back-pressure both ways, then it goes quiet.
+    "tunnel-backpressure-idle":
+        client(0, "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        + spin() + up(0, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        + spin() + client_reading(0, False) + up_reading(0, False) + client_fill(0, 64) + up_fill(0, 64) + spin()
+        + client_reading(0, True) + up_reading(0, True) + spin() + advance(6, "s") + spin(),
+    # Every upstream of the route times out connecting (the timers fire
+    # before any loop turn), then a 502.
+    "connect-timeouts-all":
+        client(0, "GET /r/x HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(1) + advance(2, "s") + advance(2, "s") + spin(),
     "client-half-close":
         client(0, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nab") + client_close(0, "shutdown")
         + spin() + up(0, OK) + spin(),
