@@ -6,6 +6,7 @@
  * stop accepting and let in-flight requests finish, bounded by
  * timeouts.drain. */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 typedef struct {
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t trim_timer;
   px_worker_t **workers;
   unsigned num_workers;
   const char *config_path;
@@ -296,6 +298,7 @@ static void stop_server(px_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_term, NULL);
   uv_close((uv_handle_t *)&s->sig_int, NULL);
   uv_close((uv_handle_t *)&s->sig_hup, NULL);
+  uv_close((uv_handle_t *)&s->trim_timer, NULL);
   if (s->names != NULL) uv_close((uv_handle_t *)&s->done, NULL);
 }
 
@@ -312,6 +315,18 @@ static void on_signal(uv_signal_t *h, int signum) {
   GH_INFO("proxy", "%s: draining (up to %llums)", strsignal(signum),
           (unsigned long long)s->gen->conf->timeouts.drain_ms);
   stop_server(s);
+}
+
+/* Freed heap goes back to the system every PX_TRIM_MS. Bursts of large
+ * bodies leave glibc's arenas holding free pages (its mmap threshold rises
+ * with the largest buffer freed), so without this the resident size only
+ * ever grows to the worst moment's; malloc_trim also releases free pages
+ * in the middle of an arena. It runs on the main thread, off the hot path. */
+#define PX_TRIM_MS 30000
+
+static void trim_heap(uv_timer_t *t) {
+  (void)t;
+  malloc_trim(0);
 }
 
 static void on_obtain_done(uv_async_t *a) {
@@ -405,6 +420,8 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
     uv_signal_start(&s.sig_term, on_signal, SIGTERM);
     uv_signal_start(&s.sig_int, on_signal, SIGINT);
     uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
+    uv_timer_init(&s.loop, &s.trim_timer);
+    uv_timer_start(&s.trim_timer, trim_heap, PX_TRIM_MS, PX_TRIM_MS);
     for (size_t i = 0; i < conf->num_https; i++)
       GH_INFO("proxy", "listening on %s (https)", conf->https[i].text);
     for (size_t i = 0; i < conf->num_http; i++)
