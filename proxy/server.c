@@ -345,6 +345,11 @@ static void obtain_done(void *arg, int status) {
 static int serve(conf_t *conf, const char *config_path, const char *const *names,
                  size_t num_names) {
   signal(SIGPIPE, SIG_IGN);
+  /* Buffers of 64 KiB and more (write leftovers, pipelined input, a big
+   * head) come from mmap and go back when freed; glibc would otherwise
+   * raise this threshold to the largest buffer freed and keep such bursts
+   * in its arenas, fragmented, for good (the soak's RSS growth). */
+  mallopt(M_MMAP_THRESHOLD, 64 * 1024);
   char *err = NULL;
   px_server_t s = {0};
   s.config_path = config_path;
