@@ -221,6 +221,10 @@ SEEDS = {
     # before any loop turn), then a 502.
     "connect-timeouts-all":
         client(0, "GET /r/x HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(1) + advance(2, "s") + advance(2, "s") + spin(),
+    # Found by the response oracle: control characters in the upstream's
+    # reason phrase went to the client as they were.
+    "bug-reason-phrase-control-chars":
+        client(0, GET) + spin() + up(0, b"HTTP/1.1 200 O\x00K\x16\r\nContent-Length: 2\r\n\r\nok") + spin(),
     "client-half-close":
         client(0, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nab") + client_close(0, "shutdown")
         + spin() + up(0, OK) + spin(),

@@ -101,8 +101,9 @@ static const char conf_fmt[] =
 
 /* What a client receives must be a well-formed sequence of HTTP/1.1
  * responses (the proxy writes the framing itself, whatever the upstream
- * sent), no more final ones than it sent requests, and nothing after one
- * that said Connection: close; a reset may cut the last one short. The
+ * sent), no more final ones than it sent requests, no control character
+ * in a reason phrase, and nothing after one that said Connection: close;
+ * a reset may cut the last one short. The
  * client's llhttp judges, until a 101 (then the bytes are a tunnel's) or
  * a HEAD request (its response has no body whatever its head says, and
  * which response is the HEAD's is not known here). */
@@ -292,6 +293,16 @@ static int on_response_complete(llhttp_t *p) {
   return 0;
 }
 
+/* on_reason: RFC 9112 4, reason-phrase = *( HTAB / SP / VCHAR / obs-text );
+ * llhttp lets control characters through, a client may not. */
+static int on_reason(llhttp_t *p, const char *at, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if ((ch < 0x20 && ch != '\t') || ch == 0x7f) oracle_fail(p->data, "control character in the reason phrase");
+  }
+  return 0;
+}
+
 static void oracle_start(client_t *cl) {
   oracle_t *o = &cl->o;
   px_buf_free(&o->got);
@@ -299,6 +310,7 @@ static void oracle_start(client_t *cl) {
   if (g_resp_settings.on_message_complete == NULL) {
     llhttp_settings_init(&g_resp_settings);
     g_resp_settings.on_message_complete = on_response_complete;
+    g_resp_settings.on_status = on_reason;
   }
   llhttp_init(&o->parser, HTTP_RESPONSE, &g_resp_settings);
   o->parser.data = cl;
