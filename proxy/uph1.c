@@ -139,13 +139,14 @@ void px_uph1_begin(px_upconn_t *u) {
   u->left = 0;
 }
 
-/* names_protocol reports whether a 101's head has a non-empty Upgrade:
- * RFC 9110 7.8 requires it, and a client that does not see one takes the
- * new protocol's bytes for the next HTTP response. */
+/* names_protocol reports whether a 101's head names the new protocol:
+ * RFC 9110 7.8 requires an Upgrade, and a client that does not see one
+ * takes the new protocol's bytes for the next HTTP response. The first
+ * Upgrade field is the one h1.c relays, so it is the one that must not
+ * be empty. */
 static int names_protocol(const px_hdrs_t *resp) {
   for (size_t i = 0; i < resp->num; i++) {
-    if (gh_str_ieq(px_hdr_name(resp, i), GH_STR("upgrade")) && px_hdr_value(resp, i).len > 0)
-      return 1;
+    if (gh_str_ieq(px_hdr_name(resp, i), GH_STR("upgrade"))) return px_hdr_value(resp, i).len > 0;
   }
   return 0;
 }
