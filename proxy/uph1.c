@@ -91,6 +91,13 @@ static int r_message_begin(llhttp_t *p) {
 static int r_status(llhttp_t *p, const char *at, size_t len) {
   px_exchange_t *ex = ex_of(p);
   if (ex->status_len + len > MAX_REASON) return -1;
+  /* RFC 9112 4: reason-phrase = *( HTAB / SP / VCHAR / obs-text ). llhttp
+   * lets other control characters (NUL included) through; the reason is
+   * relayed as it is, so a broken one is a bad response. */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return -1;
+  }
   px_hdrs_raw(&ex->resp, at, len);
   ex->status_len += len;
   return 0;
