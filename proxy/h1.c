@@ -638,7 +638,18 @@ static void head_done(px_conn_t *c) {
       px_buf_append(&loc, "Location: https://", 18);
       px_buf_append(&loc, name.ptr, name.len);
       px_buf_append(&loc, ex->gen->https_port_suffix, strlen(ex->gen->https_port_suffix));
-      px_buf_append(&loc, target.ptr, target.len);
+      /* llhttp lets control and non-ASCII bytes through in a target: they
+       * are percent-encoded, never copied into a header value. */
+      static const char hex[] = "0123456789ABCDEF";
+      for (size_t i = 0; i < target.len; i++) {
+        unsigned char ch = (unsigned char)target.ptr[i];
+        if (ch > 0x20 && ch < 0x7f) {
+          px_buf_append(&loc, &target.ptr[i], 1);
+        } else {
+          char esc[3] = {'%', hex[ch >> 4], hex[ch & 15]};
+          px_buf_append(&loc, esc, 3);
+        }
+      }
       px_buf_append(&loc, "\r\n", 2);
       ex->host = gh_strndup(name.ptr, name.len);
       respond(c, 308, (gh_str_t){loc.p, loc.len}, "", keep);
