@@ -225,6 +225,13 @@ SEEDS = {
     # reason phrase went to the client as they were.
     "bug-reason-phrase-control-chars":
         client(0, GET) + spin() + up(0, b"HTTP/1.1 200 O\x00K\x16\r\nContent-Length: 2\r\n\r\nok") + spin(),
+    # Found by the response oracle: llhttp lets TAB and FF through in a
+    # request target; the plain listener put them in its Location, the TLS
+    # listener's path sent them upstream.
+    "bug-target-form-feed-plain-redirect":
+        client(2, "GET /a\x0cb HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(),
+    "bug-target-tab-upstream":
+        client(0, "GET /r/a\tb HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin() + up(0, OK) + spin(),
     "client-half-close":
         client(0, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nab") + client_close(0, "shutdown")
         + spin() + up(0, OK) + spin(),

@@ -126,8 +126,8 @@ typedef struct {
   oracle_t o;
 } client_t;
 
-/* What an upstream connection receives must be well-formed requests: the
- * proxy writes the framing itself, and a body longer or shorter than
+/* What an upstream connection receives must be well-formed requests, with
+ * no control character in a target: the proxy writes the framing itself, and a body longer or shorter than
  * announced would put the next request (on a pooled connection) out of
  * step. Judged by llhttp until an upgrade request (then it is a tunnel's);
  * a close may cut the last one short. */
@@ -177,7 +177,26 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(g_rbuf, sizeof(g_rbuf));
 }
 
-static llhttp_settings_t g_req_settings; /* no callbacks: framing only */
+static llhttp_settings_t g_req_settings;
+
+static void up_fail(up_t *u, const char *why) {
+  fprintf(stderr, "fuzz_exchange: upstream %d received a broken request stream: %s\n"
+          "--- received (%zu bytes) ---\n%.*s\n--- end ---\n",
+          (int)(u - g_up) + 1, why, u->got.len, (int)u->got.len, u->got.p);
+  abort();
+}
+
+/* on_target: llhttp lets TAB and FF through in a request target (and so
+ * would the proxy's own llhttp); RFC 9112 3.2 allows no whitespace or
+ * control character there, and a server that splits the request line on
+ * them reads another target than the proxy routed. */
+static int on_target(llhttp_t *p, const char *at, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if (ch <= 0x20 || ch == 0x7f) up_fail(p->data, "control character in the request target");
+  }
+  return 0;
+}
 
 static void up_judge(up_t *u, const char *p, size_t len) {
   if (!u->judge) return;
@@ -186,11 +205,7 @@ static void up_judge(up_t *u, const char *p, size_t len) {
   if (e == HPE_PAUSED_UPGRADE) {
     u->judge = 0;
   } else if (e != HPE_OK) {
-    fprintf(stderr, "fuzz_exchange: upstream %d received a broken request stream: %s\n"
-            "--- received (%zu bytes) ---\n%.*s\n--- end ---\n",
-            (int)(u - g_up) + 1, llhttp_get_error_reason(&u->parser), u->got.len,
-            (int)u->got.len, u->got.p);
-    abort();
+    up_fail(u, llhttp_get_error_reason(&u->parser));
   }
 }
 
@@ -221,6 +236,7 @@ static void on_connection(uv_stream_t *server, int status) {
   u->judge = 1;
   u->got.len = 0;
   llhttp_init(&u->parser, HTTP_REQUEST, &g_req_settings);
+  u->parser.data = u;
   t->data = u;
   uv_tcp_nodelay(t, 1);
   uv_read_start((uv_stream_t *)t, on_alloc, on_up_read);
@@ -559,6 +575,7 @@ static px_worker_t *start(void) {
   g_trace = getenv("GH_FUZZ_TRACE") != NULL;
   fw_peer_sink(oracle_got);
   llhttp_settings_init(&g_req_settings);
+  g_req_settings.on_url = on_target;
   memset(g_fill, 'x', sizeof(g_fill));
   /* The listeners need the loop and the configuration needs their ports:
    * bind the sockets first, hand them to the loop after. */
