@@ -180,6 +180,13 @@ static int on_url(llhttp_t *p, const char *at, size_t len) {
   px_exchange_t *ex = c->ex;
   if (ex->url_len + len > conf_of(c)->limits.max_uri_bytes)
     return fail(c, 414, "request target too long");
+  /* llhttp (outside its strict mode) lets TAB and FF through in a target;
+   * RFC 9112 3.2 allows no whitespace or control character there, and the
+   * target goes upstream and into redirects as it is. */
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)at[i];
+    if (ch < 0x20 || ch == 0x7f) return fail(c, 400, "control character in request target");
+  }
   px_hdrs_raw(&ex->req, at, len);
   ex->url_len += len;
   return 0;
