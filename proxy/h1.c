@@ -675,8 +675,8 @@ static void head_done(px_conn_t *c) {
     reject(c, 421, "no site for this host");
     return;
   }
-  h->max_body = ex->site->conf->max_body;
-  if (h->max_body && ex->req_framing == PX_BODY_LENGTH && ex->req_len > h->max_body) {
+  uint64_t max_body = ex->site->conf->max_body;
+  if (max_body && ex->req_framing == PX_BODY_LENGTH && ex->req_len > max_body) {
     reject(c, 413, "request body larger than max_body");
     return;
   }
@@ -684,10 +684,9 @@ static void head_done(px_conn_t *c) {
   px_uph1_build_head(ex, host, target);
   if (has_body) {
     h->phase = PX_H1_BODY;
-    h->body_framing = ex->req_framing;
     h->body_left = ex->req_len;
     h->body_bytes = 0;
-    if (h->body_framing == PX_BODY_CHUNKED) px_chunked_init(&h->ck);
+    if (ex->req_framing == PX_BODY_CHUNKED) px_chunked_init(&h->ck);
   } else {
     h->phase = PX_H1_WAIT;
     ex->req_done = 1;
@@ -727,7 +726,6 @@ static size_t head_step(px_conn_t *c, const char *p, size_t len) {
 static void body_end(px_conn_t *c) {
   px_exchange_t *ex = c->ex;
   c->h1.phase = PX_H1_WAIT;
-  ex->req_done = 1;
   px_ex_req_end(ex);
 }
 
@@ -749,7 +747,7 @@ static size_t body_step(px_conn_t *c, const char *p, size_t len) {
   px_h1_t *h = &c->h1;
   px_exchange_t *ex = c->ex;
   h->read_mark = now_of(c);
-  if (h->body_framing == PX_BODY_LENGTH) {
+  if (ex->req_framing == PX_BODY_LENGTH) {
     size_t n = (uint64_t)len < h->body_left ? len : (size_t)h->body_left;
     h->body_left -= n;
     h->body_bytes += n;
@@ -767,12 +765,14 @@ static size_t body_step(px_conn_t *c, const char *p, size_t len) {
     switch (ev) {
       case PX_CK_NEED:
         break;
-      case PX_CK_CHUNK:
-        if (h->max_body && h->body_bytes + announced > h->max_body) {
+      case PX_CK_CHUNK: {
+        uint64_t max_body = ex->site ? ex->site->conf->max_body : 0; /* none on :80 */
+        if (max_body && h->body_bytes + announced > max_body) {
           body_fail(c, 413, "request body larger than max_body");
           return len;
         }
         break;
+      }
       case PX_CK_DATA: {
         h->body_bytes += data.len;
         char size[24];

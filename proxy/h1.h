@@ -45,10 +45,8 @@ typedef struct {
   size_t head_bytes;
   int reject_status;    /* set by a parser callback; answered after llhttp returns */
   const char *reject_why;
-  px_framing_t body_framing;
   uint64_t body_left;  /* LENGTH: bytes still to come */
   uint64_t body_bytes; /* received so far, for max_body */
-  uint64_t max_body;   /* the site's limit, 0 = none */
   px_chunked_t ck;
   uint64_t linger_bytes;
   uint64_t linger_start; /* loop time the answer was out (LINGER) */
