@@ -26,6 +26,7 @@ typedef struct {
   char *text; /* as written in the config, e.g. "[::1]:8443" */
   char *host;
   uint16_t port;
+  int http2; /* listen.https entries: offer h2 by ALPN; default 1 */
 } conf_addr_t;
 
 typedef enum {

@@ -168,9 +168,17 @@ static const conf__table_t on_demand_table =
 
 /* --- the rest of the top level --- */
 
+/* An entry of listen.https written as an object; a string entry S stands
+ * for {"address": S}. */
+static const conf__row_t https_listener_rows[] = {
+    {"address", &conf__t_addr_here, .off = 0, .flags = REQUIRED | CONF__LISTENER},
+    {"http2", &conf__t_bool, FLD(conf_addr_t, http2), .def = "true"},
+};
+static const conf__table_t https_listener_table = TABLE(https_listener_rows);
+
 static const conf__row_t listen_rows[] = {
     {"https", &conf__t_addr_list, LIST(conf_t, https, num_https),
-     .flags = CONF__LISTENER | CONF__ONE_OR_LIST},
+     .flags = CONF__LISTENER | CONF__ONE_OR_LIST, .arg = &https_listener_table},
     {"http", &conf__t_addr_list, LIST(conf_t, http, num_http),
      .flags = CONF__LISTENER | CONF__ONE_OR_LIST},
 };

@@ -280,22 +280,37 @@ const conf__type_t conf__t_host_list = {parse_host_list, emit_string_list, free_
 
 /* --- addresses --- */
 
+#define LISTENER_OBJECT_WHAT \
+  "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", or an object with \"address\""
+
 static const char *addr_what(unsigned flags) {
   if (flags & CONF__IP_HOST) return "an address \"IP:port\" or \"[IPv6]:port\"";
   return (flags & CONF__LISTENER) ? "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\""
                                   : "an address \"host:port\"";
 }
 
+/* addr_elem parses one address. A list whose row has a table (|arg|,
+ * listen.https) also takes an object, {"address": ..., "http2": ...}; its
+ * string entries stand for {"address": S} and get the table's http2
+ * default. */
 static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  if (row->arg != NULL && cJSON_IsObject(item)) {
+    conf__walk(ctx, row->arg, item, slot);
+    return;
+  }
   const char *what = addr_what(row->flags);
   if (!cJSON_IsString(item)) {
-    conf__expected(ctx, what, item, NULL);
+    conf__expected(ctx, row->arg ? LISTENER_OBJECT_WHAT : what, item, NULL);
     return;
   }
   unsigned flags = (row->flags & CONF__LISTENER) ? CONF__ADDR_IP_ONLY : CONF__ADDR_NEED_HOST;
   if (row->flags & CONF__IP_HOST) flags = CONF__ADDR_IP_ONLY | CONF__ADDR_NEED_HOST;
   const char *why = conf__addr_parse(slot, item->valuestring, flags);
-  if (why != NULL) conf__expected(ctx, what, item, why);
+  if (why != NULL) {
+    conf__expected(ctx, what, item, why);
+  } else if (row->arg != NULL) {
+    ((conf_addr_t *)slot)->http2 = 1;
+  }
 }
 
 static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
@@ -308,11 +323,15 @@ static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSO
   store_list(row, base, arr, n);
 }
 
+/* An entry that takes an object is written as one only where it differs
+ * from the string form's defaults (http2 off). */
 static cJSON *emit_addr_list(const conf__row_t *row, const char *base) {
   const conf_addr_t *list = *CFIELD(base, row, conf_addr_t *);
   cJSON *arr = cJSON_CreateArray();
   for (size_t i = 0; i < CNUM(base, row); i++) {
-    cJSON_AddItemToArray(arr, cJSON_CreateString(list[i].text));
+    cJSON_AddItemToArray(arr, row->arg != NULL && !list[i].http2
+                                  ? conf__emit_walk(row->arg, (const char *)&list[i])
+                                  : cJSON_CreateString(list[i].text));
   }
   return arr;
 }
@@ -356,6 +375,37 @@ static int addr_empty(const conf__row_t *row, const char *base) {
 }
 
 const conf__type_t conf__t_addr = {parse_addr, emit_addr, free_addr, addr_empty, 0};
+
+/* A single address held in place, the "address" of a listen.https object:
+ * only the address's own fields are set, so the object's other keys may
+ * come in any order. */
+static void parse_addr_here(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  conf_addr_t addr;
+  memset(&addr, 0, sizeof(addr));
+  addr_elem(ctx, row, val, &addr);
+  if (addr.text == NULL) return;
+  conf_addr_t *f = FIELD(base, row, conf_addr_t);
+  conf_addr_cleanup(f);
+  f->text = addr.text;
+  f->host = addr.host;
+  f->port = addr.port;
+}
+
+static cJSON *emit_addr_here(const conf__row_t *row, const char *base) {
+  return cJSON_CreateString(CFIELD(base, row, conf_addr_t)->text);
+}
+
+static void free_addr_here(const conf__row_t *row, char *base) {
+  conf_addr_cleanup(FIELD(base, row, conf_addr_t));
+}
+
+static int addr_here_empty(const conf__row_t *row, const char *base) {
+  return CFIELD(base, row, conf_addr_t)->text == NULL;
+}
+
+const conf__type_t conf__t_addr_here = {parse_addr_here, emit_addr_here, free_addr_here,
+                                         addr_here_empty, 0};
 
 /* --- scalars --- */
 

@@ -66,7 +66,8 @@ static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb) {
 
 static int addr_eq(const conf_addr_t *a, const conf_addr_t *b) {
   if (a == NULL || b == NULL) return a == b;
-  return str_eq(a->text, b->text) && str_eq(a->host, b->host) && a->port == b->port;
+  return str_eq(a->text, b->text) && str_eq(a->host, b->host) && a->port == b->port &&
+         a->http2 == b->http2;
 }
 
 static int addrs_eq(const conf_addr_t *a, size_t na, const conf_addr_t *b, size_t nb) {
@@ -403,6 +404,42 @@ static void test_listen_defaults_only_when_absent(void) {
   ASSERT_TRUE(round_trip(c, "listen"));
 }
 
+/* listen.https entries are strings or {"address": ..., "http2": ...}. */
+static void test_listen_https_objects(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'listen': {'https': [':443', {'address': '127.0.0.1:8443', 'http2': "
+                          "false}, {'http2': true, 'address': '[::1]:8443'}], 'http': ':80'}, "
+                          ONE_SITE("") "}");
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_https, 3);
+  ASSERT_STR_EQ(c->https[0].text, ":443");
+  ASSERT_EQ(c->https[0].http2, 1); /* a string: the default */
+  ASSERT_STR_EQ(c->https[1].text, "127.0.0.1:8443");
+  ASSERT_STR_EQ(c->https[1].host, "127.0.0.1");
+  ASSERT_EQ(c->https[1].port, 8443);
+  ASSERT_EQ(c->https[1].http2, 0);
+  ASSERT_STR_EQ(c->https[2].host, "::1");
+  ASSERT_EQ(c->https[2].http2, 1);
+  ASSERT_EQ(c->http[0].http2, 0); /* no h2c on the plain listener */
+  /* Printed as a string unless http2 is off. */
+  cJSON *eff = conf_to_json(c);
+  cJSON *https = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(eff, "listen"),
+                                                  "https");
+  ASSERT_STR_EQ(cJSON_GetArrayItem(https, 0)->valuestring, ":443");
+  cJSON *off = cJSON_GetArrayItem(https, 1);
+  ASSERT_STR_EQ(cJSON_GetObjectItemCaseSensitive(off, "address")->valuestring, "127.0.0.1:8443");
+  ASSERT_TRUE(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(off, "http2")));
+  ASSERT_STR_EQ(cJSON_GetArrayItem(https, 2)->valuestring, "[::1]:8443");
+  cJSON_Delete(eff);
+  ASSERT_TRUE(round_trip(c, "listen.https objects"));
+  /* The listen default, ":443", offers h2. */
+  c = parse(&err, "{" ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->https[0].http2, 1);
+  conf_free(c);
+}
+
 static void test_valid_variants(void) {
   /* Documents that must parse: each exercises a rule's permitted side. */
   static const char *const docs[] = {
@@ -482,6 +519,25 @@ static const bad_case_t bad_cases[] = {
      "t.json: listen: expected at least one address in \"https\" or \"http\", got none", NULL},
     {"{'listen': {'https': ':8443', 'http': ['127.0.0.1:8443']}, " ONE_SITE("") "}",
      "listen.http[0]: \"127.0.0.1:8443\" uses the same port as listen.https[0] (\":8443\")",
+     NULL},
+    {"{'listen': {'https': [':443', {'address': ':8443', 'http2': 'no'}]}, " ONE_SITE("") "}",
+     "t.json: listen.https[1].http2: expected true or false, got \"no\"", NULL},
+    {"{'listen': {'https': [{'http2': false}]}, " ONE_SITE("") "}",
+     "t.json: listen.https[0]: missing required key \"address\"", NULL},
+    {"{'listen': {'https': [{'address': ':8443', 'htpp2': false}]}, " ONE_SITE("") "}",
+     "t.json: listen.https[0]: unknown key \"htpp2\"; did you mean \"http2\"?", NULL},
+    {"{'listen': {'https': [{'address': 'localhost:8443'}]}, " ONE_SITE("") "}",
+     "listen.https[0].address: expected a listen address",
+     "a listener needs an IP address, not a name"},
+    {"{'listen': {'https': [8443]}, " ONE_SITE("") "}",
+     "listen.https[0]: expected a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", or "
+     "an object with \"address\", got 8443", NULL},
+    {"{'listen': {'http': [{'address': ':8080'}]}, " ONE_SITE("") "}",
+     "listen.http[0]: expected a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", got "
+     "an object", NULL},
+    {"{'listen': {'https': [':8443', {'address': '127.0.0.1:8443', 'http2': false}]}, " ONE_SITE(
+         "") "}",
+     "listen.https[1]: \"127.0.0.1:8443\" uses the same port as listen.https[0] (\":8443\")",
      NULL},
     /* Host names and patterns. */
     {"{'sites': [{'hosts': ['Example.com'], 'upstreams': ['127.0.0.1:1'], " TLS "}]}",
@@ -1143,6 +1199,7 @@ int main(void) {
   RUN(test_relative_config_path);
   RUN(test_defaults);
   RUN(test_listen_defaults_only_when_absent);
+  RUN(test_listen_https_objects);
   RUN(test_upstream_read_old_name);
   RUN(test_valid_variants);
   RUN(test_invalid_documents);
