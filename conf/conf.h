@@ -153,6 +153,23 @@ typedef struct {
   size_t max_connections;  /* per worker; 0 = unlimited */
 } conf_limits_t;
 
+/* HTTP/2 toward clients, on the listen.https entries that offer it. Sizes
+ * in bytes. */
+typedef struct {
+  uint32_t max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS; default 128; 1..2^31-1 */
+  size_t max_header_list_bytes;    /* request header list (RFC 9113 6.5.2, names+values+32
+                                      each); default "64k"; 1k..16m */
+  size_t max_continuations;        /* CONTINUATION frames after one HEADERS; default 8; 0..1000 */
+  conf_rate_t max_resets;          /* rapid reset: client RST_STREAMs; default "100/1s" */
+  conf_rate_t max_control_frames;  /* SETTINGS, PING, PRIORITY, empty DATA, tiny
+                                      WINDOW_UPDATE; default "500/1s" */
+  size_t stream_window_bytes;      /* our initial stream window; default "256k";
+                                      65535..2147483647 */
+  size_t connection_window_bytes;  /* our connection window; default "1m"; 65535..2147483647 */
+  size_t hpack_table_bytes;        /* HPACK dynamic table, both directions; default 4096;
+                                      0..65536 */
+} conf_http2_t;
+
 typedef enum {
   CONF_ACCESS_OFF = 0,
   CONF_ACCESS_JSON = 1,
@@ -181,6 +198,7 @@ typedef struct {
   char *admin_token;   /* optional bearer token */
   conf_timeouts_t timeouts;
   conf_limits_t limits;
+  conf_http2_t http2;
   int log_level;       /* gh_log_level_t; default info */
   int log_format;      /* gh_log_format_t; default text */
   conf_access_log_t access_log; /* default json */

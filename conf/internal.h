@@ -85,7 +85,7 @@ typedef struct {
 /* Row flags. */
 enum {
   CONF__REQUIRED = 1u << 0,    /* must be present when its object is */
-  CONF__POSITIVE = 1u << 1,    /* durations: zero is not allowed */
+  CONF__POSITIVE = 1u << 1,    /* durations: zero is not allowed; rates: nor is "0" (no limit) */
   CONF__SECONDS = 1u << 2,     /* durations: stored in whole seconds, not ms */
   CONF__NONEMPTY = 1u << 3,    /* lists: at least one element */
   CONF__ONE_OR_LIST = 1u << 4, /* lists: a single string stands for a list of one */
@@ -187,8 +187,9 @@ const char *conf__email_check(const char *s);
 /* conf__parse_size parses "16384", "16k", "1m" into bytes; 0 or -1. */
 int conf__parse_size(const char *s, uint64_t *out);
 
-/* conf__parse_rate parses "COUNT/DURATION" or "0"; returns NULL or a reason. */
-const char *conf__parse_rate(const char *s, conf_rate_t *out);
+/* conf__parse_rate parses "COUNT/DURATION", or "0" (no limit) if
+ * |allow_none|; returns NULL or a reason. */
+const char *conf__parse_rate(const char *s, int allow_none, conf_rate_t *out);
 
 /* conf__format_duration and conf__format_size write the shortest exact
  * form ("90s", "2m", "16k") into |buf|. */

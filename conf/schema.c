@@ -226,6 +226,26 @@ static const conf__row_t limits_rows[] = {
 };
 static const conf__table_t limits_table = TABLE(limits_rows);
 
+static const conf__row_t http2_rows[] = {
+    {"max_concurrent_streams", &conf__t_count, FLD(conf_http2_t, max_concurrent_streams),
+     .def = "128", .min = 1, .max = (1u << 31) - 1},
+    {"max_header_list_size", &conf__t_size, FLD(conf_http2_t, max_header_list_bytes),
+     .def = Q("64k"), .min = 1024, .max = 16u << 20},
+    {"max_continuations", &conf__t_count, FLD(conf_http2_t, max_continuations), .def = "8",
+     .max = 1000},
+    {"max_resets", &conf__t_rate, FLD(conf_http2_t, max_resets), .def = Q("100/1s"),
+     .flags = POSITIVE},
+    {"max_control_frames", &conf__t_rate, FLD(conf_http2_t, max_control_frames),
+     .def = Q("500/1s"), .flags = POSITIVE},
+    {"stream_window", &conf__t_size, FLD(conf_http2_t, stream_window_bytes), .def = Q("256k"),
+     .min = 65535, .max = (1u << 31) - 1},
+    {"connection_window", &conf__t_size, FLD(conf_http2_t, connection_window_bytes),
+     .def = Q("1m"), .min = 65535, .max = (1u << 31) - 1},
+    {"hpack_table_size", &conf__t_size, FLD(conf_http2_t, hpack_table_bytes), .def = "4096",
+     .max = 65536},
+};
+static const conf__table_t http2_table = TABLE(http2_rows);
+
 static const conf__row_t log_rows[] = {
     {"level", &conf__t_enum, FLD(conf_t, log_level), .def = Q("info"), .arg = &level_enum},
     {"format", &conf__t_enum, FLD(conf_t, log_format), .def = Q("text"), .arg = &format_enum},
@@ -248,6 +268,7 @@ static const conf__row_t root_rows[] = {
     {"admin", &conf__t_object, .off = 0, .arg = &admin_table},
     {"timeouts", &conf__t_object, .off = offsetof(conf_t, timeouts), .arg = &timeouts_table},
     {"limits", &conf__t_object, .off = offsetof(conf_t, limits), .arg = &limits_table},
+    {"http2", &conf__t_object, .off = offsetof(conf_t, http2), .arg = &http2_table},
     {"log", &conf__t_object, .off = 0, .arg = &log_table},
 };
 const conf__table_t conf__root_table = TABLE(root_rows, .check = conf__check_root);

@@ -525,13 +525,15 @@ static void parse_workers(conf__ctx_t *ctx, const conf__row_t *row, const cJSON 
 const conf__type_t conf__t_workers = {parse_workers, emit_uint, NULL, NULL, 0};
 
 static void parse_rate(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
-  static const char what[] = "a rate \"COUNT/DURATION\" such as \"10/1h\", or \"0\"";
+  int allow_none = !(row->flags & CONF__POSITIVE);
+  const char *what = allow_none ? "a rate \"COUNT/DURATION\" such as \"10/1h\", or \"0\""
+                                : "a rate \"COUNT/DURATION\" such as \"10/1h\"";
   if (!cJSON_IsString(val)) {
     conf__expected(ctx, what, val, NULL);
     return;
   }
   conf_rate_t rate;
-  const char *why = conf__parse_rate(val->valuestring, &rate);
+  const char *why = conf__parse_rate(val->valuestring, allow_none, &rate);
   if (why == NULL && rate.per_ms > MAX_DURATION_MS) why = "at most 36500d";
   if (why != NULL) {
     conf__expected(ctx, what, val, why);

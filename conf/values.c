@@ -94,9 +94,10 @@ void conf__format_size(char *buf, size_t buf_len, uint64_t n) {
   }
 }
 
-const char *conf__parse_rate(const char *s, conf_rate_t *out) {
+const char *conf__parse_rate(const char *s, int allow_none, conf_rate_t *out) {
   uint64_t count, per;
   if (strcmp(s, "0") == 0) {
+    if (!allow_none) return "a limit is required here";
     out->count = 0;
     out->per_ms = 0;
     return NULL;
@@ -104,7 +105,7 @@ const char *conf__parse_rate(const char *s, conf_rate_t *out) {
   const char *slash = strchr(s, '/');
   if (slash == NULL) return "missing \"/\"";
   if (parse_uint(&s, UINT32_MAX, &count) != 0 || s != slash) return "bad count";
-  if (count == 0) return "use \"0\" for no limit";
+  if (count == 0) return allow_none ? "use \"0\" for no limit" : "the count must be at least 1";
   if (conf_parse_duration(slash + 1, &per) != 0) return "bad duration";
   if (per == 0) return "the duration must be positive";
   out->count = (uint32_t)count;

@@ -136,6 +136,16 @@ static int on_demand_eq(const conf_on_demand_t *a, const conf_on_demand_t *b) {
          a->negative_ttl_ms == b->negative_ttl_ms;
 }
 
+static int http2_eq(const conf_http2_t *a, const conf_http2_t *b) {
+  return a->max_concurrent_streams == b->max_concurrent_streams &&
+         a->max_header_list_bytes == b->max_header_list_bytes &&
+         a->max_continuations == b->max_continuations && rate_eq(a->max_resets, b->max_resets) &&
+         rate_eq(a->max_control_frames, b->max_control_frames) &&
+         a->stream_window_bytes == b->stream_window_bytes &&
+         a->connection_window_bytes == b->connection_window_bytes &&
+         a->hpack_table_bytes == b->hpack_table_bytes;
+}
+
 static int conf_eq(const conf_t *a, const conf_t *b) {
   if (a->num_sites != b->num_sites) return 0;
   for (size_t i = 0; i < a->num_sites; i++) {
@@ -148,7 +158,8 @@ static int conf_eq(const conf_t *a, const conf_t *b) {
          on_demand_eq(&a->on_demand, &b->on_demand) && str_eq(a->storage, b->storage) &&
          addr_eq(a->admin, b->admin) && str_eq(a->admin_token, b->admin_token) &&
          memcmp(&a->timeouts, &b->timeouts, sizeof(a->timeouts)) == 0 &&
-         memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && a->log_level == b->log_level &&
+         memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && http2_eq(&a->http2, &b->http2) &&
+         a->log_level == b->log_level &&
          a->log_format == b->log_format && a->access_log == b->access_log;
 }
 
@@ -278,6 +289,9 @@ static void test_full_example_values(void) {
   ASSERT_STR_EQ(c->admin_token, "secret");
   ASSERT_STR_EQ(c->storage, "/var/lib/gatehouse");
   ASSERT_EQ(c->limits.max_header_bytes, 16384);
+  ASSERT_EQ(c->http2.max_header_list_bytes, 65536);
+  ASSERT_EQ(c->http2.max_resets.count, 100);
+  ASSERT_EQ(c->https[0].http2, 1);
   conf_free(c);
 }
 
@@ -363,6 +377,16 @@ static void test_defaults(void) {
   ASSERT_EQ(c->limits.max_uri_bytes, 8192);
   ASSERT_EQ(c->limits.write_queue_bytes, 262144);
   ASSERT_EQ(c->limits.max_connections, 0);
+  ASSERT_EQ(c->http2.max_concurrent_streams, 128);
+  ASSERT_EQ(c->http2.max_header_list_bytes, 65536);
+  ASSERT_EQ(c->http2.max_continuations, 8);
+  ASSERT_EQ(c->http2.max_resets.count, 100);
+  ASSERT_UEQ(c->http2.max_resets.per_ms, 1000);
+  ASSERT_EQ(c->http2.max_control_frames.count, 500);
+  ASSERT_UEQ(c->http2.max_control_frames.per_ms, 1000);
+  ASSERT_EQ(c->http2.stream_window_bytes, 262144);
+  ASSERT_EQ(c->http2.connection_window_bytes, 1048576);
+  ASSERT_EQ(c->http2.hpack_table_bytes, 4096);
   ASSERT_EQ(c->log_level, 1);
   ASSERT_EQ(c->log_format, 0);
   ASSERT_EQ(c->access_log, CONF_ACCESS_JSON);
@@ -459,6 +483,13 @@ static void test_valid_variants(void) {
       /* Non-loopback admin with a token; sizes as numbers and strings. */
       "{'admin': {'listen': '0.0.0.0:2019', 'token': 't'}, 'limits': {'max_header_bytes': 2048, "
       "'write_queue_bytes': '1m', 'max_connections': 5}, " ONE_SITE("") "}",
+      /* The "http2" bounds themselves are accepted. */
+      "{'http2': {'max_concurrent_streams': 1, 'max_header_list_size': '1k', "
+      "'max_continuations': 0, 'max_resets': '1/1h', 'max_control_frames': '1/1ms', "
+      "'stream_window': 65535, 'connection_window': 65535, 'hpack_table_size': 0}, " ONE_SITE("") "}",
+      "{'http2': {'max_concurrent_streams': 2147483647, 'max_header_list_size': '16m', "
+      "'max_continuations': 1000, 'stream_window': 2147483647, 'connection_window': "
+      "2147483647, 'hpack_table_size': '64k'}, " ONE_SITE("") "}",
       /* Upper-case upstream host names are fine (DNS is case-blind). */
       "{'sites': [{'hosts': ['a.test'], 'upstreams': ['Backend_1.internal:8080'], " TLS "}]}",
   };
@@ -585,6 +616,44 @@ static const bad_case_t bad_cases[] = {
      "on_demand.rate_limits.per_domain:", "use \"0\" for no limit"},
     {"{" ACME ", 'on_demand': {'allow': ['*'], 'max_labels': 0}, " ONE_SITE("") "}",
      "on_demand.max_labels: expected a whole number from 1 to 127, got 0", NULL},
+    /* http2: each bound, and the rates must limit. */
+    {"{'http2': {'max_concurrent_streams': 0}, " ONE_SITE("") "}",
+     "t.json: http2.max_concurrent_streams: expected a whole number from 1 to 2147483647, got 0",
+     NULL},
+    {"{'http2': {'max_concurrent_streams': 2147483648}, " ONE_SITE("") "}",
+     "http2.max_concurrent_streams: expected a whole number from 1 to 2147483647, got 2147483648",
+     NULL},
+    {"{'http2': {'max_header_list_size': 1023}, " ONE_SITE("") "}",
+     "http2.max_header_list_size: expected a size such as 16384 or \"16k\", got 1023 (must be "
+     "from 1k to 16m)", NULL},
+    {"{'http2': {'max_header_list_size': '17m'}, " ONE_SITE("") "}",
+     "http2.max_header_list_size:", "got \"17m\" (must be from 1k to 16m)"},
+    {"{'http2': {'max_continuations': 1001}, " ONE_SITE("") "}",
+     "http2.max_continuations: expected a whole number from 0 to 1000, got 1001", NULL},
+    {"{'http2': {'max_resets': '0'}, " ONE_SITE("") "}",
+     "http2.max_resets: expected a rate \"COUNT/DURATION\" such as \"10/1h\", got \"0\" (a "
+     "limit is required here)", NULL},
+    {"{'http2': {'max_resets': '0/1s'}, " ONE_SITE("") "}",
+     "http2.max_resets:", "got \"0/1s\" (the count must be at least 1)"},
+    {"{'http2': {'max_control_frames': '0'}, " ONE_SITE("") "}",
+     "http2.max_control_frames:", "got \"0\" (a limit is required here)"},
+    {"{'http2': {'max_control_frames': '500'}, " ONE_SITE("") "}",
+     "http2.max_control_frames:", "got \"500\" (missing \"/\")"},
+    {"{'http2': {'stream_window': 65534}, " ONE_SITE("") "}",
+     "http2.stream_window:", "got 65534 (must be from 65535 to 2147483647)"},
+    {"{'http2': {'stream_window': '2048m'}, " ONE_SITE("") "}",
+     "http2.stream_window:", "got \"2048m\" (must be from 65535 to 2147483647)"},
+    {"{'http2': {'connection_window': '16k'}, " ONE_SITE("") "}",
+     "http2.connection_window:", "got \"16k\" (must be from 65535 to 2147483647)"},
+    {"{'http2': {'connection_window': 2147483648}, " ONE_SITE("") "}",
+     "http2.connection_window:", "got 2147483648 (must be from 65535 to 2147483647)"},
+    {"{'http2': {'hpack_table_size': 65537}, " ONE_SITE("") "}",
+     "http2.hpack_table_size:", "got 65537 (must be from 0 to 64k)"},
+    {"{'http2': {'max_streams': 10}, " ONE_SITE("") "}",
+     "t.json: http2: unknown key \"max_streams\"", NULL},
+    {"{'http2': {'hpack_table_sise': 10}, " ONE_SITE("") "}",
+     "http2: unknown key \"hpack_table_sise\"; did you mean \"hpack_table_size\"?", NULL},
+    {"{'http2': true, " ONE_SITE("") "}", "t.json: http2: expected an object, got true", NULL},
     /* Enumerations and booleans. */
     {"{'sites': [" SITE(", 'balance': 'leastconn'") "]}",
      "sites[0].balance: expected one of \"round_robin\", \"least_conn\", got \"leastconn\"",
