@@ -262,7 +262,8 @@ typedef struct {
  * when printed (so quick mode and files go through one validator), or NULL
  * with |*out_err| set to a message naming the bad flag or variable. Flags:
  * --to ADDR (repeatable, required), --from NAME (repeatable), --https ADDR,
- * --http ADDR, --cert FILE, --key FILE, --workers N, --no-resumption,
+ * --http ADDR, --http2 on|off (h2 on the --https listeners; default on),
+ * --cert FILE, --key FILE, --workers N, --no-resumption,
  * --access-log json|combined|off, --log-level L, --log-format text|json,
  * --acme-directory URL, --acme-ca-root FILE (repeatable), --email ADDR,
  * --eab-kid KID and --eab-hmac-key KEY (together), --storage DIR,

@@ -2,8 +2,8 @@
  * flags, or the environment variables that stand for them, turned into the
  * JSON document a configuration file would hold, so that quick mode and
  * files share one validator. Only the shape of the input is checked here
- * (known flags, values present, the upstream given); the values themselves
- * are checked by conf_parse.
+ * (known flags, values present, the upstream given, on|off values, which
+ * become JSON booleans); the values themselves are checked by conf_parse.
  *
  * The flags are a table: a new flag is a row naming its environment
  * variable and where its value goes, plus the lines in build_doc that
@@ -27,6 +27,7 @@ typedef struct {
   const char *cert, *key, *workers, *access_log, *log_level;
   const char *acme_directory, *email, *storage, *ask, *admin, *admin_token, *log_format;
   const char *eab_kid, *eab_hmac_key;
+  const char *http2; /* on|off, as switches in variables: checked by check_shape */
   int no_resumption, print_config;
   unsigned char given[32]; /* per quick_flags row: GIVEN_FLAG or GIVEN_ENV */
   char *owned[32];          /* per row: the value taken from the environment */
@@ -58,6 +59,7 @@ static const quick_flag_t quick_flags[] = {
     F("--from", "HOSTS", "NAME", QUICK_LIST, from),
     F("--https", "HTTPS", "ADDR", QUICK_LIST, https),
     F("--http", "HTTP", "ADDR", QUICK_LIST, http),
+    F("--http2", "HTTP2", "on|off", QUICK_STRING, http2),
     F("--cert", "CERT", "FILE", QUICK_STRING, cert),
     F("--key", "KEY", "FILE", QUICK_STRING, key),
     F("--workers", "WORKERS", "N", QUICK_STRING, workers),
@@ -171,6 +173,22 @@ static int one_of(const char *s, const char *const *words, size_t n) {
   return 0;
 }
 
+/* switch_value reads a switch's value: 1 for 1/true/yes/on, 0 for
+ * 0/false/no/off (any case), -1 for anything else. */
+static int switch_value(const char *s) {
+  if (one_of(s, truthy, GH_ARRAY_LEN(truthy))) return 1;
+  return one_of(s, falsy, GH_ARRAY_LEN(falsy)) ? 0 : -1;
+}
+
+/* bad_switch returns the message for a switch value |v| given as |name|. */
+static char *bad_switch(const char *name, const char *v) {
+  char *qv = conf__quote(v);
+  char *msg =
+      gh_asprintf("%s: expected 1, true, yes or on (or 0, false, no, off), got %s", name, qv);
+  gh_free(qv);
+  return msg;
+}
+
 char *conf_env_get(char *const *envp, const char *name, char **out) {
   *out = NULL;
   char *file_var = gh_asprintf("%s_FILE", name);
@@ -236,17 +254,12 @@ static char *apply_env(quick_t *q, char *const *envp) {
       case QUICK_STRING:
         apply(q, f, v);
         break;
-      case QUICK_SWITCH:
-        if (one_of(v, truthy, GH_ARRAY_LEN(truthy))) {
-          apply(q, f, NULL);
-        } else if (!one_of(v, falsy, GH_ARRAY_LEN(falsy))) {
-          char *qv = conf__quote(v);
-          char *msg = gh_asprintf("%s: expected 1, true, yes or on (or 0, false, no, off), got %s",
-                                  f->env, qv);
-          gh_free(qv);
-          return msg;
-        }
+      case QUICK_SWITCH: {
+        int on = switch_value(v);
+        if (on < 0) return bad_switch(f->env, v);
+        if (on) apply(q, f, NULL);
         break;
+      }
     }
     q->given[i] = GIVEN_ENV;
   }
@@ -299,6 +312,20 @@ static cJSON *list_or(cJSON **given, const char *def) {
   return arr;
 }
 
+/* with_http2 returns the addresses of |list| as listen.https objects,
+ * {"address": A, "http2": on}, and frees |list|. */
+static cJSON *with_http2(cJSON *list, int on) {
+  cJSON *out = cJSON_CreateArray();
+  for (const cJSON *a = list->child; a != NULL; a = a->next) {
+    cJSON *entry = cJSON_CreateObject();
+    cJSON_AddStringToObject(entry, "address", a->valuestring);
+    cJSON_AddBoolToObject(entry, "http2", on);
+    cJSON_AddItemToArray(out, entry);
+  }
+  cJSON_Delete(list);
+  return out;
+}
+
 static int all_digits(const char *s) {
   if (*s == '\0' || strlen(s) > 9) return 0;
   return strspn(s, "0123456789") == strlen(s);
@@ -311,7 +338,9 @@ static cJSON *build_doc(quick_t *q) {
   /* Each listener has its own default here, unlike in a file, where the
    * defaults apply only when "listen" is absent. */
   cJSON *listen = cJSON_AddObjectToObject(doc, "listen");
-  cJSON_AddItemToObject(listen, "https", list_or(&q->https, ":443"));
+  cJSON *https = list_or(&q->https, ":443");
+  if (q->http2 != NULL) https = with_http2(https, switch_value(q->http2));
+  cJSON_AddItemToObject(listen, "https", https);
   cJSON_AddItemToObject(listen, "http", list_or(&q->http, ":80"));
   if (q->workers != NULL) {
     cJSON_AddItemToObject(doc, "workers", all_digits(q->workers)
@@ -415,11 +444,13 @@ static char *parse_args(quick_t *q, int argc, char **argv) {
 }
 
 /* check_shape checks what the validator cannot: the settings that must
- * come together. Returns NULL or an error naming each setting the way it
- * was given. */
+ * come together, and values that become JSON booleans. Returns NULL or an
+ * error naming each setting the way it was given. */
 static char *check_shape(const quick_t *q) {
   char *w = NULL, *msg = NULL;
-  if (q->to == NULL) {
+  if (q->http2 != NULL && switch_value(q->http2) < 0) {
+    msg = bad_switch(said(q, ROW(http2)), q->http2);
+  } else if (q->to == NULL) {
     w = wanted(ROW(to));
     msg = gh_asprintf("%s is required: the upstream to forward to", w);
   } else if ((q->cert == NULL) != (q->key == NULL)) {

@@ -139,7 +139,7 @@ def quick_table():
     h.eq(r.returncode, 0, "exit status of `gatehouse help proxy`")
     rows = []
     for line in r.stdout.splitlines():
-        m = re.match(r"^  (--[a-z-]+)(?: (\S+))?\s+(GATEHOUSE_[A-Z_]+)( \(a list\))?$", line)
+        m = re.match(r"^  (--[a-z0-9-]+)(?: (\S+))?\s+(GATEHOUSE_[A-Z0-9_]+)( \(a list\))?$", line)
         if m:
             rows.append((m.group(1), m.group(2), m.group(3), bool(m.group(4))))
     h.check(len(rows) >= 19, "`gatehouse help proxy` lists %d flags: %r" % (len(rows), r.stdout))
@@ -537,7 +537,7 @@ SAMPLE = {  # a valid value for each metavar
     "json|combined|off": "combined", "debug|info|warn|error": "warn", "URL": None,
     "DIR": "/tmp/gh-container-storage", "tls-alpn-01|http-01|dns-01": "http-01",
     "PATTERN": "*.app.test", "TOKEN": "s3cret-token", "text|json": "json", "KID": "kid-1",
-    "KEY": "c2VjcmV0LWhtYWMta2V5LTEyMzQ1Njc4OTBhYmNkZWY",
+    "KEY": "c2VjcmV0LWhtYWMta2V5LTEyMzQ1Njc4OTBhYmNkZWY", "on|off": "off",
 }
 PAIRS = {"--cert": "--key", "--key": "--cert", "--eab-kid": "--eab-hmac-key",
          "--eab-hmac-key": "--eab-kid"}
@@ -652,7 +652,7 @@ def test_readme_lists_every_variable():
         readme = f.read()
     h.contains(readme, "## Deploy with Docker", "README")
     section = readme.split("## Deploy with Docker", 1)[1].split("\n## ", 1)[0]
-    listed = re.findall(r"^\| `(GATEHOUSE_[A-Z_]+)` \| `(--[a-z-]+)", section, re.M)
+    listed = re.findall(r"^\| `(GATEHOUSE_[A-Z0-9_]+)` \| `(--[a-z0-9-]+)", section, re.M)
     want = [(var, flag) for flag, _, var, _ in quick_table()]
     h.eq(sorted(listed), sorted(want), "README's table of variables and flags")
     blocks = re.findall(r"```json\n(.*?)```", section, re.S)

@@ -1015,7 +1015,8 @@ static conf_t *quick_parse(const char *const *args, int argc, int *print, char *
 
 static void test_quick_full(void) {
   const char *args[] = {"--to", "127.0.0.1:9001", "--to=127.0.0.1:9002", "--from", "a.test",
-                        "--from", "b.test", "--https", "127.0.0.1:8443", "--http",
+                        "--from", "b.test", "--https", "127.0.0.1:8443", "--https",
+                        "[::1]:8443", "--http2", "off", "--http",
                         "127.0.0.1:8080", "--cert", CERT, "--key", KEY, "--workers", "3",
                         "--no-resumption", "--access-log", "off", "--log-level", "debug",
                         "--print-config"};
@@ -1032,8 +1033,12 @@ static void test_quick_full(void) {
   ASSERT_EQ(c->sites[0].group.num_addrs, 2);
   ASSERT_EQ(c->sites[0].group.addrs[1].port, 9002);
   ASSERT_STR_EQ(c->sites[0].cert_file, CERT);
-  ASSERT_EQ(c->num_https, 1);
+  ASSERT_EQ(c->num_https, 2);
   ASSERT_EQ(c->https[0].port, 8443);
+  ASSERT_STR_EQ(c->https[1].host, "::1");
+  /* --http2 off: every --https listener, HTTP/1.1 only. */
+  ASSERT_EQ(c->https[0].http2, 0);
+  ASSERT_EQ(c->https[1].http2, 0);
   ASSERT_EQ(c->num_http, 1);
   ASSERT_EQ(c->http[0].port, 8080);
   ASSERT_EQ(c->workers, 3);
@@ -1056,6 +1061,7 @@ static void test_quick_defaults(void) {
   ASSERT_STR_EQ(c->sites[0].hosts[0], "*");
   ASSERT_TRUE(c->sites[0].is_default);
   ASSERT_STR_EQ(c->https[0].text, ":443");
+  ASSERT_EQ(c->https[0].http2, 1); /* --http2 on by default */
   ASSERT_STR_EQ(c->http[0].text, ":80");
   ASSERT_TRUE(c->tls.resumption);
   conf_free(c);
@@ -1067,6 +1073,14 @@ static void test_quick_defaults(void) {
   ASSERT_NOT_NULL(c);
   ASSERT_STR_EQ(c->https[0].host, "::1");
   ASSERT_STR_EQ(c->http[0].text, ":80");
+  conf_free(c);
+  /* --http2 on, said explicitly, on the default listener. */
+  const char *args3[] = {"--to", "127.0.0.1:9001", "--cert", CERT, "--key", KEY, "--http2=ON"};
+  c = quick_parse(args3, (int)GH_ARRAY_LEN(args3), &print, &err);
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->https[0].text, ":443");
+  ASSERT_EQ(c->https[0].http2, 1);
   conf_free(c);
 }
 
@@ -1105,6 +1119,10 @@ static void test_quick_errors(void) {
       {{"--from", "a.test"}, 2, "--to ADDR (or GATEHOUSE_UPSTREAM) is required"},
       {{"--to", "127.0.0.1:1", "--workers", "2", "--workers", "3"}, 6, "--workers given twice"},
       {{"--to", "127.0.0.1:1", "--no-resumption=yes"}, 3, "--no-resumption takes no value"},
+      {{"--to", "127.0.0.1:1", "--http2"}, 3, "--http2 needs a value (on|off)"},
+      {{"--to", "127.0.0.1:1", "--http2", "maybe"}, 4,
+       "--http2: expected 1, true, yes or on (or 0, false, no, off), got \"maybe\""},
+      {{"--to", "127.0.0.1:1", "--http2", "on", "--http2", "off"}, 6, "--http2 given twice"},
       {{"--to", "127.0.0.1:1", "stray"}, 3, "unexpected argument \"stray\""},
       {{"--to", "127.0.0.1:1", "--cert", "c.pem"}, 4, "--cert needs --key FILE (or GATEHOUSE_KEY)"},
       {{"--to", "127.0.0.1:1", "--key", "k.pem"}, 4, "--key needs --cert FILE (or GATEHOUSE_CERT)"},
@@ -1149,6 +1167,8 @@ static void test_quick_env(void) {
                        "GATEHOUSE_NO_RESUMPTION=yes",
                        "GATEHOUSE_PRINT_CONFIG=0",
                        "GATEHOUSE_ADMIN=127.0.0.1:2019",
+                       "GATEHOUSE_HTTPS=:8443 127.0.0.1:9443",
+                       "GATEHOUSE_HTTP2=no",
                        "GATEHOUSE_ACCESS_LOG=",
                        "PATH=/usr/bin",
                        NULL};
@@ -1167,6 +1187,9 @@ static void test_quick_env(void) {
   ASSERT_NOT_NULL(c->admin);
   ASSERT_EQ(c->admin->port, 2019);
   ASSERT_EQ(c->access_log, CONF_ACCESS_JSON); /* empty = unset = the default */
+  ASSERT_EQ(c->num_https, 2);
+  ASSERT_EQ(c->https[0].http2, 0);
+  ASSERT_EQ(c->https[1].http2, 0);
   conf_free(c);
 
   /* A flag overrides its variable, a list as a whole. */
@@ -1178,6 +1201,11 @@ static void test_quick_env(void) {
   ASSERT_EQ(c->workers, 1);
   ASSERT_EQ(c->sites[0].num_hosts, 2);
   conf_free(c);
+  const char *h2_on[] = {"--http2", "1"};
+  c = quick_parse_env(h2_on, 2, env, &print, &err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->https[1].http2, 1);
+  conf_free(c);
 
   /* Errors name the variable the value came from. */
   char *const bad_switch[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_NO_RESUMPTION=maybe",
@@ -1185,6 +1213,12 @@ static void test_quick_env(void) {
   ASSERT_NULL(quick_parse_env(NULL, 0, bad_switch, &print, &err));
   ASSERT_CONTAINS(err, "GATEHOUSE_NO_RESUMPTION: expected 1, true, yes or on");
   ASSERT_CONTAINS(err, "\"maybe\"");
+  gh_free(err);
+  char *const bad_http2[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_CERT=" CERT,
+                             "GATEHOUSE_KEY=" KEY, "GATEHOUSE_HTTP2=h2", NULL};
+  ASSERT_NULL(quick_parse_env(NULL, 0, bad_http2, &print, &err));
+  ASSERT_CONTAINS(err, "GATEHOUSE_HTTP2: expected 1, true, yes or on (or 0, false, no, off), got "
+                       "\"h2\"");
   gh_free(err);
   char *const lone_email[] = {"GATEHOUSE_UPSTREAM=127.0.0.1:1", "GATEHOUSE_EMAIL=a@b.test", NULL};
   ASSERT_NULL(quick_parse_env(NULL, 0, lone_email, &print, &err));
