@@ -284,7 +284,7 @@ def binary_libraries():
 def test_runtime_packages_cover_every_shared_library():
     installed, purged = apt_packages(stage("runtime"))
     kept = installed - purged
-    for want in ("libuv1", "libcjson1", "android-libboringssl"):
+    for want in ("libuv1", "libcjson1", "libnghttp2-14", "android-libboringssl"):
         h.check(want in kept, "the runtime stage does not install %s" % want)
     h.check("libcap2-bin" not in kept, "setcap's package must not stay in the image")
     for dev in kept:
@@ -303,7 +303,7 @@ def test_runtime_packages_cover_every_shared_library():
     h.eq(missing, [], "shared libraries of gatehouse no runtime package ships")
     # Each listed library package is needed: without it, something is
     # uncovered (so the check above can fail).
-    for lib_pkg in ("libuv1", "libcjson1", "android-libboringssl"):
+    for lib_pkg in ("libuv1", "libcjson1", "libnghttp2-14", "android-libboringssl"):
         h.check(uncovered(base | (kept - {lib_pkg})),
                 "without %s every library is still covered: is it needed?" % lib_pkg)
 
