@@ -41,6 +41,7 @@ void px_access_log(px_exchange_t *ex) {
   const char *method = ex->method_known ? llhttp_method_name((llhttp_method_t)ex->method) : "-";
   uint64_t dur = px_now(&ex->w->loop) - ex->start_ms;
   const char *up = ex->upstream_name ? ex->upstream_name : "-";
+  const char *proto = ex->http_major == 2 ? "HTTP/2.0" : ex->http_minor ? "HTTP/1.1" : "HTTP/1.0";
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;
@@ -52,14 +53,15 @@ void px_access_log(px_exchange_t *ex) {
     n = snprintf(line, sizeof(line),
                  "{\"ts\":\"%s.%03dZ\",\"level\":\"info\",\"component\":\"access\","
                  "\"client\":\"%s\",\"host\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
-                 "\"status\":%d,\"bytes\":%llu,\"duration_ms\":%llu,\"upstream\":\"%s\"}\n",
-                 ts, (int)(tv.tv_usec / 1000), ex->client_ip, host, method, path, ex->status,
+                 "\"proto\":\"%s\",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%llu,"
+                 "\"upstream\":\"%s\"}\n",
+                 ts, (int)(tv.tv_usec / 1000), ex->client_ip, host, method, path, proto, ex->status,
                  (unsigned long long)ex->resp_bytes, (unsigned long long)dur, up);
   } else {
     localtime_r(&tv.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%d/%b/%Y:%H:%M:%S %z", &tm);
-    n = snprintf(line, sizeof(line), "%s - - [%s] \"%s %s HTTP/1.%d\" %d %llu \"%s\" %llums %s\n",
-                 ex->client_ip, ts, method, path, ex->http_minor, ex->status,
+    n = snprintf(line, sizeof(line), "%s - - [%s] \"%s %s %s\" %d %llu \"%s\" %llums %s\n",
+                 ex->client_ip, ts, method, path, proto, ex->status,
                  (unsigned long long)ex->resp_bytes, host, (unsigned long long)dur, up);
   }
   if (n > 0) gh_log_raw(line, (unsigned)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));

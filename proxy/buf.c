@@ -158,3 +158,71 @@ size_t px_u64_text(char *out, uint64_t v) {
   for (size_t i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
   return n;
 }
+
+/* px_valid_host checks a Host value (RFC 9112 3.2): a reg-name or an IPv4
+ * address, or an IPv6 literal in brackets, then an optional ":" and port
+ * digits (at most 65535). */
+int px_valid_host(gh_str_t s) {
+  if (s.len == 0 || s.len > 260) return 0;
+  size_t i = 0;
+  if (s.ptr[0] == '[') {
+    for (i = 1; i < s.len && s.ptr[i] != ']'; i++) {
+      unsigned char ch = (unsigned char)s.ptr[i];
+      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F') ||
+            ch == ':' || ch == '.'))
+        return 0;
+    }
+    if (i == s.len || i == 1) return 0;
+    i++;
+  } else {
+    for (; i < s.len && s.ptr[i] != ':'; i++) {
+      unsigned char ch = (unsigned char)s.ptr[i];
+      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+            ch == '-' || ch == '.' || ch == '_'))
+        return 0;
+    }
+    if (i == 0) return 0;
+  }
+  if (i == s.len) return 1;
+  if (s.ptr[i] != ':') return 0;
+  unsigned long port = 0;
+  size_t digits = 0;
+  for (i++; i < s.len; i++, digits++) {
+    if (s.ptr[i] < '0' || s.ptr[i] > '9' || digits >= 5) return 0;
+    port = port * 10 + (unsigned long)(s.ptr[i] - '0');
+  }
+  return port <= 65535;
+}
+
+/* px_host_no_port is |host| without its port. */
+gh_str_t px_host_no_port(gh_str_t host) {
+  if (host.len == 0) return host;
+  if (host.ptr[0] == '[') {
+    const char *end = memchr(host.ptr, ']', host.len);
+    if (end) host.len = (size_t)(end - host.ptr) + 1;
+  } else {
+    const char *colon = memchr(host.ptr, ':', host.len);
+    if (colon) host.len = (size_t)(colon - host.ptr);
+  }
+  return host;
+}
+
+const char *px_reason(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 421: return "Misdirected Request";
+    case 431: return "Request Header Fields Too Large";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+  }
+}

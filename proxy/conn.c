@@ -96,6 +96,7 @@ static void handle_closed(uv_handle_t *h) {
   SSL_free(c->ssl);
   c->ssl = NULL;
   px_h1_freed(c);
+  px_h2_freed(c);
   px_buf_free(&c->held);
   gh_free(c);
   px_worker_conn_gone(w);
@@ -105,7 +106,8 @@ void px_conn_close(px_conn_t *c) {
   if (c->state == PX_CONN_CLOSING) return;
   c->state = PX_CONN_CLOSING;
   px_ondemand_conn_gone(c);
-  px_h1_closing(c);
+  if (c->h2) px_h2_closing(c);
+  else px_h1_closing(c);
   if (c->w->obuf_owner == c) {
     c->w->obuf_owner = NULL;
     c->w->obuf_len = 0;
@@ -127,7 +129,8 @@ static void on_timer(uv_timer_t *t) {
     px_conn_close(c);
     return;
   }
-  px_h1_on_timeout(c);
+  if (c->h2) px_h2_on_timeout(c);
+  else px_h1_on_timeout(c);
 }
 
 void px_conn_set_timer(px_conn_t *c, uint64_t ms) {
@@ -160,7 +163,9 @@ static void on_write(uv_write_t *req, int status) {
       return;
     }
   }
-  if (c->state == PX_CONN_OPEN) px_h1_on_written(c);
+  if (c->state != PX_CONN_OPEN) return;
+  if (c->h2) px_h2_on_written(c);
+  else px_h1_on_written(c);
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
@@ -317,8 +322,9 @@ static int handshake(px_conn_t *c) {
     }
     PX_STAT_ADD(c->w->stats.handshakes[PX_HS_OK], 1);
     c->state = PX_CONN_OPEN;
-    px_h1_start(c);
-    return 0;
+    if (c->listener && c->listener->http2 && px_h2_alpn_is_h2(c->ssl)) px_h2_start(c);
+    else px_h1_start(c);
+    return c->state == PX_CONN_CLOSING ? -1 : 0;
   }
   int err = SSL_get_error(c->ssl, r);
   if (err == SSL_ERROR_WANT_READ) return 0;
@@ -360,7 +366,8 @@ static void on_tls_read(px_conn_t *c, const char *data, size_t len) {
     ERR_clear_error();
     int n = SSL_read(c->ssl, c->w->pbuf, sizeof(c->w->pbuf));
     if (n > 0) {
-      px_h1_on_bytes(c, c->w->pbuf, (size_t)n);
+      if (c->h2) px_h2_on_bytes(c, c->w->pbuf, (size_t)n);
+      else px_h1_on_bytes(c, c->w->pbuf, (size_t)n);
       continue;
     }
     int err = SSL_get_error(c->ssl, n);
@@ -393,7 +400,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   px_conn_t *c = s->data;
   if (nread == 0) return;
   if (nread < 0) {
-    if (nread == UV_EOF && c->state == PX_CONN_OPEN && c->h1.phase == PX_H1_LINGER &&
+    if (nread == UV_EOF && c->state == PX_CONN_OPEN && !c->h2 && c->h1.phase == PX_H1_LINGER &&
         px_conn_write_queue(c) > 0) {
       /* Closing anyway: the client's end of the request does not cancel
        * the answer still on its way. */
@@ -416,6 +423,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     px_h1_on_bytes(c, buf->base, (size_t)nread);
     if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
   }
+}
+
+void px_conn_drain(px_conn_t *c) {
+  if (c->state != PX_CONN_OPEN) return;
+  if (c->h2) px_h2_drain(c);
+  else px_h1_drain(c);
 }
 
 void px_conn_read_start(px_conn_t *c) {
@@ -476,6 +489,7 @@ void px_conn_accept(px_listener_t *l) {
     BIO_set_data(bio, c);
     SSL_set_bio(c->ssl, bio, bio);
     SSL_set_accept_state(c->ssl);
+    if (l->http2) px_tls_allow_h2(c->ssl);
     /* After the handshake, drop what only the handshake needed. */
     SSL_set_shed_handshake_config(c->ssl, 1);
     c->state = PX_CONN_HANDSHAKE;

@@ -1,5 +1,6 @@
 /* conn.h: a downstream connection: accept, TLS through a custom BIO,
- * reads, writes, timers and close. Its HTTP is h1.c's.
+ * reads, writes, timers and close. Its HTTP is h1.c's, or h2.c's when the
+ * TLS handshake chose "h2".
  *
  * Lifetime: px_conn_close starts closing (state CLOSING) and never frees;
  * the memory, and the exchange the connection owns, go in the last close
@@ -12,6 +13,7 @@
 #include <openssl/ssl.h>
 
 #include "proxy/h1.h"
+#include "proxy/h2.h"
 #include "proxy/worker.h"
 
 typedef enum {
@@ -42,6 +44,7 @@ struct px_conn {
   size_t in_len;
   px_exchange_t *ex; /* the current exchange, owned */
   px_h1_t h1;
+  px_h2_t *h2; /* set when the handshake chose "h2": h2.c drives it, not h1.c */
   uint64_t requests;
   char *paused_name;     /* handshake paused for this name (ondemand.c) */
   gh_link_t paused_link; /* in w->paused while paused_name is set */
@@ -62,6 +65,10 @@ void px_conn_close(px_conn_t *c);
  * until it closes, so that unread bytes do not turn the close into a
  * reset that loses the answer. May close. */
 void px_conn_finish(px_conn_t *c, int linger);
+/* px_conn_drain: the worker is stopping; an idle connection closes now,
+ * a busy one after its current response (HTTP/1.1) or its open streams
+ * (HTTP/2, after GOAWAY). May close. */
+void px_conn_drain(px_conn_t *c);
 void px_conn_read_start(px_conn_t *c);
 void px_conn_read_stop(px_conn_t *c);
 size_t px_conn_write_queue(px_conn_t *c);

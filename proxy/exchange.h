@@ -66,7 +66,7 @@ typedef struct px_stream_ops {
 struct px_exchange {
   px_ex_state_t state;
   const px_stream_ops_t *ops;
-  void *stream; /* the owner: px_conn_t for HTTP/1.1 */
+  void *stream; /* the owner: px_conn_t for HTTP/1.1, px_h2_stream_t for HTTP/2 */
   px_worker_t *w;
   px_exchange_t *next_free; /* in the worker's cache */
   px_gen_t *gen;
@@ -82,6 +82,7 @@ struct px_exchange {
   px_hdrs_t req_tr; /* request trailers */
   uint8_t method;
   uint8_t method_known; /* |method| is parsed (a head that failed early has none) */
+  uint8_t http_major; /* of the client's request: 1, or 2 (h2.c) */
   uint8_t http_minor;
   uint8_t upgrade;
   px_framing_t req_framing; /* NONE, LENGTH or CHUNKED */

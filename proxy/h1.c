@@ -20,26 +20,6 @@ enum { SC_START, SC_START_CR, SC_LINE, SC_CR, SC_LF, SC_LFCR, SC_DONE };
 
 static const px_stream_ops_t h1_ops;
 
-static const char *reason(int status) {
-  switch (status) {
-    case 200: return "OK";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 421: return "Misdirected Request";
-    case 431: return "Request Header Fields Too Large";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
-  }
-}
-
 static const conf_t *conf_of(px_conn_t *c) { return c->w->gen->conf; }
 static uint64_t now_of(px_conn_t *c) { return px_now(&c->w->loop); }
 static px_conn_t *conn_of_ex(px_exchange_t *ex) { return ex->stream; }
@@ -52,6 +32,7 @@ static px_exchange_t *new_exchange(px_conn_t *c) {
   px_exchange_t *ex = px_ex_new(c->w, &h1_ops, c);
   ex->client_ip = c->client_ip;
   ex->is_tls = c->is_tls;
+  ex->http_major = 1;
   return ex;
 }
 
@@ -63,7 +44,7 @@ static px_exchange_t *new_exchange(px_conn_t *c) {
 static void respond(px_conn_t *c, int status, gh_str_t extra, const char *body, int keep) {
   px_buf_t b = {0};
   size_t body_len = body ? strlen(body) : 0;
-  px_buf_appendf(&b, "HTTP/1.1 %d %s\r\n", status, reason(status));
+  px_buf_appendf(&b, "HTTP/1.1 %d %s\r\n", status, px_reason(status));
   px_buf_append(&b, extra.ptr, extra.len);
   px_buf_appendf(&b, "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s\r\n", body_len,
                  keep ? "" : "Connection: close\r\n");
@@ -93,7 +74,7 @@ static void reject(px_conn_t *c, int status, const char *why) {
     return;
   }
   char body[64];
-  snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
+  snprintf(body, sizeof(body), "%d %s\n", status, px_reason(status));
   respond(c, status, (gh_str_t){NULL, 0}, body, 0);
   px_ex_local(ex, status);
   end_exchange(c);
@@ -220,54 +201,6 @@ static int valid_token(gh_str_t s) {
   return 1;
 }
 
-/* valid_host checks a Host value (RFC 9112 3.2): a reg-name or an IPv4
- * address, or an IPv6 literal in brackets, then an optional ":" and port
- * digits (at most 65535). */
-static int valid_host(gh_str_t s) {
-  if (s.len == 0 || s.len > 260) return 0;
-  size_t i = 0;
-  if (s.ptr[0] == '[') {
-    for (i = 1; i < s.len && s.ptr[i] != ']'; i++) {
-      unsigned char ch = (unsigned char)s.ptr[i];
-      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F') ||
-            ch == ':' || ch == '.'))
-        return 0;
-    }
-    if (i == s.len || i == 1) return 0;
-    i++;
-  } else {
-    for (; i < s.len && s.ptr[i] != ':'; i++) {
-      unsigned char ch = (unsigned char)s.ptr[i];
-      if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-            ch == '-' || ch == '.' || ch == '_'))
-        return 0;
-    }
-    if (i == 0) return 0;
-  }
-  if (i == s.len) return 1;
-  if (s.ptr[i] != ':') return 0;
-  unsigned long port = 0;
-  size_t digits = 0;
-  for (i++; i < s.len; i++, digits++) {
-    if (s.ptr[i] < '0' || s.ptr[i] > '9' || digits >= 5) return 0;
-    port = port * 10 + (unsigned long)(s.ptr[i] - '0');
-  }
-  return port <= 65535;
-}
-
-/* host_no_port is |host| without its port. */
-static gh_str_t host_no_port(gh_str_t host) {
-  if (host.len == 0) return host;
-  if (host.ptr[0] == '[') {
-    const char *end = memchr(host.ptr, ']', host.len);
-    if (end) host.len = (size_t)(end - host.ptr) + 1;
-  } else {
-    const char *colon = memchr(host.ptr, ':', host.len);
-    if (colon) host.len = (size_t)(colon - host.ptr);
-  }
-  return host;
-}
-
 static int on_headers_complete(llhttp_t *p) {
   px_conn_t *c = conn_of(p);
   px_exchange_t *ex = c->ex;
@@ -295,7 +228,7 @@ static int on_headers_complete(llhttp_t *p) {
     return fail(c, 400, "Transfer-Encoding without final chunked");
   if (num_host > 1) return fail(c, 400, "more than one Host header");
   if (num_host == 0 && p->http_minor == 1) return fail(c, 400, "missing Host header");
-  if (num_host && !valid_host(host)) return fail(c, 400, "invalid Host header");
+  if (num_host && !px_valid_host(host)) return fail(c, 400, "invalid Host header");
   if (p->method == HTTP_CONNECT) return fail(c, 405, "CONNECT is not supported");
   gh_str_t target = {hs->buf, ex->url_len};
   /* Absolute-form (RFC 9112 3.2.2): the authority in the target wins. */
@@ -305,7 +238,7 @@ static int on_headers_complete(llhttp_t *p) {
     const char *end = target.ptr + target.len;
     const char *slash = memchr(auth, '/', (size_t)(end - auth));
     host = (gh_str_t){auth, (size_t)((slash ? slash : end) - auth)};
-    if (!valid_host(host)) return fail(c, 400, "invalid authority in request target");
+    if (!px_valid_host(host)) return fail(c, 400, "invalid authority in request target");
     target = slash ? (gh_str_t){slash, (size_t)(end - slash)} : GH_STR("/");
   } else if (!(target.len && (target.ptr[0] == '/' || (target.len == 1 && target.ptr[0] == '*' &&
                                                        p->method == HTTP_OPTIONS)))) {
@@ -473,7 +406,7 @@ static void h1_error(px_exchange_t *ex, int status, const char *why) {
   px_conn_t *c = conn_of_ex(ex);
   GH_DEBUG("http", "%s: %d: %s", c->client_ip, status, why);
   char body[64];
-  snprintf(body, sizeof(body), "%d %s\n", status, reason(status));
+  snprintf(body, sizeof(body), "%d %s\n", status, px_reason(status));
   respond(c, status, (gh_str_t){NULL, 0}, body, 0);
 }
 
@@ -579,6 +512,7 @@ static void end_exchange(px_conn_t *c) {
     px_access_log(ex);
     unsigned cls = ex->status >= 100 && ex->status < 600 ? (unsigned)ex->status / 100 : 0;
     PX_STAT_ADD(c->w->stats.requests[ex->up_slot][cls], 1);
+    PX_STAT_ADD(c->w->stats.requests_by_proto[0][cls], 1);
   }
   int unread = h->phase == PX_H1_BODY || h->phase == PX_H1_HEAD;
   int keep = !aborted && !unread && ex->client_keepalive && !h->close_after && !c->w->draining &&
@@ -640,7 +574,7 @@ static void head_done(px_conn_t *c) {
       reject(c, 400, "missing Host");
       return;
     } else {
-      gh_str_t name = host_no_port(host);
+      gh_str_t name = px_host_no_port(host);
       px_buf_t loc = {0};
       px_buf_append(&loc, "Location: https://", 18);
       px_buf_append(&loc, name.ptr, name.len);
@@ -784,20 +718,7 @@ static size_t body_step(px_conn_t *c, const char *p, size_t len) {
         break;
       }
       case PX_CK_DONE: {
-        px_buf_t b = {0};
-        px_buf_append(&b, "0\r\n", 3);
-        const px_hdrs_t *tr = &ex->req_tr;
-        for (size_t i = 0; i < tr->num; i++) {
-          gh_str_t n = px_hdr_name(tr, i), v = px_hdr_value(tr, i);
-          if (px_hop_by_hop(tr, n)) continue;
-          px_buf_append(&b, n.ptr, n.len);
-          px_buf_append(&b, ": ", 2);
-          px_buf_append(&b, v.ptr, v.len);
-          px_buf_append(&b, "\r\n", 2);
-        }
-        px_buf_append(&b, "\r\n", 2);
-        if (px_ex_req_body(ex, b.p, b.len)) h->client_paused = 1;
-        px_buf_free(&b);
+        if (px_uph1_last_chunk(ex)) h->client_paused = 1;
         body_end(c);
         return len - rem;
       }
@@ -951,6 +872,7 @@ void px_h1_closing(px_conn_t *c) {
     px_access_log(ex);
     unsigned cls = ex->status >= 100 && ex->status < 600 ? (unsigned)ex->status / 100 : 0;
     PX_STAT_ADD(c->w->stats.requests[ex->up_slot][cls], 1);
+    PX_STAT_ADD(c->w->stats.requests_by_proto[0][cls], 1);
   }
   px_ex_client_gone(ex);
 }

@@ -84,6 +84,16 @@ static inline size_t px_chunk_head(char *out, size_t len) {
   return n + 2;
 }
 
+/* px_valid_host checks a Host (or :authority) value (RFC 9112 3.2): a
+ * reg-name or IPv4 address, or an IPv6 literal in brackets, then an
+ * optional ":" and a port of at most 65535. */
+int px_valid_host(gh_str_t s);
+/* px_host_no_port is |host| without its port. */
+gh_str_t px_host_no_port(gh_str_t host);
+
+/* px_reason is the reason phrase of a status Gatehouse answers itself. */
+const char *px_reason(int status);
+
 /* px_u64_text writes |v| in decimal into |out| (at least 21 bytes) and
  * returns its length. */
 size_t px_u64_text(char *out, uint64_t v);

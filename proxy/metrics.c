@@ -106,7 +106,7 @@ static void listeners(px_buf_t *b, const px_metrics_src_t *src) {
 
 static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
   uint64_t hs[PX_HS_NUM] = {0}, in = 0, out = 0;
-  uint64_t req[PX_METRICS_NUM_SLOTS][6] = {{0}};
+  uint64_t req[PX_METRICS_NUM_SLOTS][6] = {{0}}, by_proto[2][6] = {{0}}, h2_conns = 0, h2_calm = 0;
   for (unsigned k = 0; k < src->num_workers; k++) {
     const px_worker_stats_t *st = &src->workers[k]->stats;
     for (int i = 0; i < PX_HS_NUM; i++) hs[i] += PX_STAT_GET(st->handshakes[i]);
@@ -114,6 +114,10 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
     out += PX_STAT_GET(st->bytes_out);
     for (int s = 0; s < PX_METRICS_NUM_SLOTS; s++)
       for (int c = 0; c < 6; c++) req[s][c] += PX_STAT_GET(st->requests[s][c]);
+    for (int p = 0; p < 2; p++)
+      for (int c = 0; c < 6; c++) by_proto[p][c] += PX_STAT_GET(st->requests_by_proto[p][c]);
+    h2_conns += PX_STAT_GET(st->h2_conns);
+    h2_calm += PX_STAT_GET(st->h2_calm);
   }
   family(b, "gatehouse_handshakes_total", "counter",
          "TLS handshakes, by result and (for failures) a coarse reason.");
@@ -136,6 +140,21 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
       sample_u(b, "gatehouse_requests_total", labels, req[s][c]);
     }
   }
+  family(b, "gatehouse_requests_by_protocol_total", "counter",
+         "Requests answered, by the client's protocol and status class.");
+  for (int p = 0; p < 2; p++) {
+    for (int c = 0; c < 6; c++) {
+      if (by_proto[p][c] == 0) continue;
+      const char *labels[] = {"protocol", p ? "h2" : "http/1.1", "status_class", classes[c], NULL};
+      sample_u(b, "gatehouse_requests_by_protocol_total", labels, by_proto[p][c]);
+    }
+  }
+  family(b, "gatehouse_http2_connections_total", "counter",
+         "Client connections that negotiated HTTP/2.");
+  sample_u(b, "gatehouse_http2_connections_total", NULL, h2_conns);
+  family(b, "gatehouse_http2_calm_total", "counter",
+         "HTTP/2 connections ended with GOAWAY ENHANCE_YOUR_CALM (rapid reset, floods).");
+  sample_u(b, "gatehouse_http2_calm_total", NULL, h2_calm);
   family(b, "gatehouse_bytes_in_total", "counter", "Bytes received from clients.");
   sample_u(b, "gatehouse_bytes_in_total", NULL, in);
   family(b, "gatehouse_bytes_out_total", "counter", "Bytes sent to clients.");

@@ -50,6 +50,10 @@ typedef struct {
   uint64_t bytes_in, bytes_out; /* on the client side, as on the wire */
   /* Requests by upstream slot and status class (0: none/other, 1-5). */
   uint64_t requests[PX_METRICS_NUM_SLOTS][6];
+  /* The same requests by the client's protocol: [0] HTTP/1.x, [1] HTTP/2. */
+  uint64_t requests_by_proto[2][6];
+  uint64_t h2_conns; /* connections that negotiated h2 */
+  uint64_t h2_calm;  /* HTTP/2 connections ended with ENHANCE_YOUR_CALM (floods) */
 } px_worker_stats_t;
 
 typedef struct {

@@ -101,7 +101,7 @@ static void begin_drain(px_worker_t *w) {
        * thread will not deliver: nothing to finish. */
       px_conn_close(c);
     } else if (c->state == PX_CONN_OPEN) {
-      px_h1_drain(c); /* idle ones close now */
+      px_conn_drain(c); /* idle ones close now */
     } else {
       c->h1.close_after = 1;
     }
@@ -128,7 +128,18 @@ static void worker_async(uv_async_t *a) {
   w->next_gen = NULL;
   int stop = w->stop_requested;
   pthread_mutex_unlock(&w->mu);
-  if (next) px_worker_adopt_gen(w, next);
+  if (next) {
+    px_worker_adopt_gen(w, next);
+    /* HTTP/2 connections made under the old configuration (its TLS
+     * settings and certificates) are asked to move on: GOAWAY, their open
+     * streams finish, new requests come on a new connection. */
+    gh_link_t *l = w->conns.next;
+    while (l != &w->conns) {
+      px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+      l = l->next;
+      if (c->h2) px_conn_drain(c);
+    }
+  }
   if (w->ondemand) px_ondemand_wakeups(w);
   if (stop) begin_drain(w);
 }
@@ -152,6 +163,7 @@ static void worker_main(void *arg) {
     l->w = w;
     snprintf(l->label, sizeof(l->label), "%s:%s", is_tls ? "https" : "http", addr->text);
     l->is_tls = is_tls;
+    l->http2 = is_tls && addr->http2;
     if (px_listen_open(l, &w->loop, addr, &err) != 0) {
       if (w->id == 0) GH_ERROR("proxy", "%s", err);
       gh_free(err);

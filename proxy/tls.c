@@ -3,7 +3,8 @@
  * Three callbacks do the per-handshake work:
  *  - select_cert: SNI -> certificate, from the table in the SSL_CTX's
  *    ex_data (exact, wildcard, default site), or unrecognized_name;
- *  - alpn_select: "http/1.1", or "acme-tls/1" for a challenge handshake;
+ *  - alpn_select: "h2" (where the listener allows it), "http/1.1", or
+ *    "acme-tls/1" for a challenge handshake;
  *  - ticket_key: session ticket keys from one process-wide ring, so every
  *    SSL_CTX (all workers, every reload) resumes every other's sessions.
  *
@@ -73,6 +74,7 @@ typedef struct {
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 static int ctx_index = -1;       /* SSL_CTX -> tls_state_t */
 static int challenge_index = -1; /* SSL -> non-NULL when a challenge cert was served */
+static int h2_index = -1;        /* SSL -> non-NULL when "h2" may be chosen */
 
 static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
                        void *argp) {
@@ -85,7 +87,8 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, l
 static void index_init(void) {
   ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
   challenge_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-  if (ctx_index < 0 || challenge_index < 0) abort();
+  h2_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  if (ctx_index < 0 || challenge_index < 0 || h2_index < 0) abort();
 }
 
 static tls_state_t *state_of(const SSL *ssl) {
@@ -102,6 +105,11 @@ void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg) {
 void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges) {
   tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
   if (st) st->challenges = challenges;
+}
+
+void px_tls_allow_h2(SSL *ssl) {
+  pthread_once(&index_once, index_init);
+  SSL_set_ex_data(ssl, h2_index, (void *)1);
 }
 
 int px_tls_is_challenge(const SSL *ssl) { return SSL_get_ex_data(ssl, challenge_index) != NULL; }
@@ -241,7 +249,9 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
   return ssl_select_cert_success;
 }
 
-/* alpn_select picks "http/1.1" if offered. "acme-tls/1" (RFC 8737) is chosen
+/* alpn_select picks "h2" if offered and allowed on this listener
+ * (px_tls_allow_h2), else "http/1.1" if offered: the server's preference,
+ * whatever the client's order. "acme-tls/1" (RFC 8737) is chosen
  * only for a handshake that was served a challenge certificate (flagged in
  * the SSL's ex_data by select_cert).
  * With no protocol in common the handshake fails with
@@ -251,8 +261,10 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
 static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const uint8_t *in,
                        unsigned in_len, void *arg) {
   static const char http11[] = "http/1.1";
+  static const char h2[] = "h2";
   static const char acme_tls[] = "acme-tls/1";
   const int challenge = SSL_get_ex_data(ssl, challenge_index) != NULL;
+  const int allow_h2 = SSL_get_ex_data(ssl, h2_index) != NULL;
   CBS list, proto;
   CBS_init(&list, in, in_len);
   const uint8_t *pick = NULL;
@@ -260,6 +272,11 @@ static int alpn_select(SSL *ssl, const uint8_t **out, uint8_t *out_len, const ui
   while (CBS_len(&list) != 0) {
     if (!CBS_get_u8_length_prefixed(&list, &proto)) return SSL_TLSEXT_ERR_ALERT_FATAL;
     if (challenge && CBS_mem_equal(&proto, (const uint8_t *)acme_tls, sizeof(acme_tls) - 1)) {
+      pick = CBS_data(&proto);
+      pick_len = (uint8_t)CBS_len(&proto);
+      break;
+    }
+    if (!challenge && allow_h2 && CBS_mem_equal(&proto, (const uint8_t *)h2, sizeof(h2) - 1)) {
       pick = CBS_data(&proto);
       pick_len = (uint8_t)CBS_len(&proto);
       break;

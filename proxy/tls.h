@@ -50,6 +50,11 @@ void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges);
  * connection is closed once the handshake is done (RFC 8737 3). */
 int px_tls_is_challenge(const SSL *ssl);
 
+/* px_tls_allow_h2 lets the handshake on |ssl| choose "h2" (RFC 9113) when
+ * the client offers it; without it, ALPN offers only "http/1.1". Call
+ * before the handshake. */
+void px_tls_allow_h2(SSL *ssl);
+
 /* px__tls_set_clock replaces the clock (gh_now_ms) by which the
  * process-wide session ticket key ring ages and rotates, so tests can move
  * time; NULL restores gh_now_ms. Not for production code. */

@@ -77,6 +77,24 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
   px_buf_append(b, "\r\n", 2);
 }
 
+int px_uph1_last_chunk(px_exchange_t *ex) {
+  px_buf_t b = {0};
+  px_buf_append(&b, "0\r\n", 3);
+  const px_hdrs_t *tr = &ex->req_tr;
+  for (size_t i = 0; i < tr->num; i++) {
+    gh_str_t n = px_hdr_name(tr, i), v = px_hdr_value(tr, i);
+    if (px_hop_by_hop(tr, n)) continue;
+    px_buf_append(&b, n.ptr, n.len);
+    px_buf_append(&b, ": ", 2);
+    px_buf_append(&b, v.ptr, v.len);
+    px_buf_append(&b, "\r\n", 2);
+  }
+  px_buf_append(&b, "\r\n", 2);
+  int full = px_ex_req_body(ex, b.p, b.len);
+  px_buf_free(&b);
+  return full;
+}
+
 /* ---- the response head (llhttp callbacks) ---- */
 
 static px_exchange_t *ex_of(llhttp_t *p) { return ((px_upconn_t *)p->data)->ex; }

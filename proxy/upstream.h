@@ -81,6 +81,10 @@ void px_uph1_init_settings(px_worker_t *w);
  * X-Forwarded-*; framing (Content-Length / Transfer-Encoding) written from
  * ex->req_framing, never copied from the client. */
 void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target);
+/* px_uph1_last_chunk forwards the end of a chunked request body: the last
+ * chunk and ex->req_tr as trailers (hop-by-hop fields dropped). Returns
+ * px_ex_req_body's answer. */
+int px_uph1_last_chunk(px_exchange_t *ex);
 /* px_uph1_begin readies |u|'s codec for the response to a new request. */
 void px_uph1_begin(px_upconn_t *u);
 

@@ -72,6 +72,7 @@ typedef struct {
   uv_tcp_t tcp;
   px_worker_t *w;
   int is_tls;
+  int http2; /* offer "h2" by ALPN (listen.https[].http2) */
   char label[80];            /* "https:ADDR", for metrics */
   px_listener_stats_t stats; /* this worker's connections on it */
 } px_listener_t;
