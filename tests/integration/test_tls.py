@@ -119,25 +119,25 @@ def test_default_site_serves_unknown_names():
     h.eq(r.json()["path"], "/dflt", "path at the backend")
 
 
-def test_alpn_http11():
+def test_alpn_prefers_h2():
     g = gh_nodefault()
-    ctx = h.client_context(alpn=["h2", "http/1.1"])
-    s = h.tls_connect(g.https_port, "a.test", ctx=ctx)
-    try:
-        h.eq(s.selected_alpn_protocol(), "http/1.1", "ALPN with offer [h2, http/1.1]")
-    finally:
-        s.close()
-    # Offering only h2 must not get h2 (we only speak HTTP/1.1).
-    ctx = h.client_context(alpn=["h2"])
+    # The server's preference (h2, then http/1.1), whatever the client's order.
+    for offer, want in ((["h2", "http/1.1"], "h2"), (["http/1.1", "h2"], "h2"),
+                        (["h2"], "h2"), (["http/1.1"], "http/1.1")):
+        ctx = h.client_context(alpn=offer)
+        s = h.tls_connect(g.https_port, "a.test", ctx=ctx)
+        try:
+            h.eq(s.selected_alpn_protocol(), want, "ALPN with offer %r" % offer)
+        finally:
+            s.close()
+    # Offering only protocols we do not speak gets no_application_protocol.
+    ctx = h.client_context(alpn=["spdy/3", "h2c"])
     try:
         s = h.tls_connect(g.https_port, "a.test", ctx=ctx)
     except ssl.SSLError:
-        return  # a no_application_protocol alert is fine
-    try:
-        h.check(s.selected_alpn_protocol() in (None, "http/1.1"),
-                "server selected %r for an h2-only offer" % s.selected_alpn_protocol())
-    finally:
-        s.close()
+        return
+    s.close()
+    raise h.Fail("a handshake offering only spdy/3 and h2c succeeded")
 
 
 def test_tls_versions():
