@@ -10,6 +10,12 @@ its own loopback port. For each round, each target (order rotated) gets:
                          keep-alive req/s (wrk), full handshakes/s (hsload)
   1 worker, proxy on CPU 0, load and backend on CPU 1:
                          keep-alive req/s, full handshakes/s
+  HTTP/2 (fresh instances whose listener offers h2 as well):
+    2 workers:           idle RSS, RSS with N idle HTTP/2 connections,
+                         h2load req/s
+    1 worker, pinned:    h2load req/s
+
+(--scenarios h1 or h2 runs only one of the two groups.)
 
 Medians over rounds go to a Markdown table on stdout; every raw figure goes
 to bench/results/<timestamp>.json. A target that does not start (or does
@@ -27,6 +33,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -169,7 +176,7 @@ class Env:
         self.combined = os.path.join(tmp, "combined.pem")
 
 
-def nginx_cmd(env, d, port, workers):
+def nginx_cmd(env, d, port, workers, h2=False):
     tmpdir = os.path.join(d, "tmp")
     os.makedirs(tmpdir, exist_ok=True)
     os.chmod(tmpdir, 0o777)
@@ -194,7 +201,7 @@ http {{
     keepalive 512;
   }}
   server {{
-    listen 127.0.0.1:{port} ssl;
+    listen 127.0.0.1:{port} ssl{" http2" if h2 else ""};
     ssl_certificate {env.cert};
     ssl_certificate_key {env.key};
     ssl_protocols TLSv1.2 TLSv1.3;
@@ -216,7 +223,7 @@ http {{
     return ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")], {}
 
 
-def haproxy_cmd(env, d, port, workers):
+def haproxy_cmd(env, d, port, workers, h2=False):
     conf = f"""
 global
   nbthread {workers}
@@ -235,7 +242,7 @@ defaults
   timeout http-request 300s
 
 frontend fe
-  bind 127.0.0.1:{port} ssl crt {env.combined} no-tls-tickets alpn http/1.1 curves X25519:P-256
+  bind 127.0.0.1:{port} ssl crt {env.combined} no-tls-tickets alpn {"h2,http/1.1" if h2 else "http/1.1"} curves X25519:P-256
   default_backend be
 
 backend be
@@ -254,7 +261,7 @@ backend be
     return ["haproxy", "-db", "-f", path], {"OPENSSL_CONF": ossl}
 
 
-def caddy_cmd(env, d, port, workers):
+def caddy_cmd(env, d, port, workers, h2=False):
     conf = {
         "admin": {"disabled": True, "config": {"persist": False}},
         "logging": {"logs": {"default": {"level": "ERROR"}}},
@@ -270,12 +277,12 @@ def caddy_cmd(env, d, port, workers):
                     "bench": {
                         "listen": ["127.0.0.1:%d" % port],
                         "idle_timeout": "5m",
-                        "protocols": ["h1"],
+                        "protocols": ["h1", "h2"] if h2 else ["h1"],
                         "automatic_https": {"disable": True},
                         "tls_connection_policies": [{
                             "certificate_selection": {"any_tag": ["bench"]},
                             "default_sni": SNI,
-                            "alpn": ["http/1.1"],
+                            "alpn": ["h2", "http/1.1"] if h2 else ["http/1.1"],
                         }],
                         "routes": [{"handle": [{
                             "handler": "reverse_proxy",
@@ -297,7 +304,9 @@ def caddy_cmd(env, d, port, workers):
     return ["caddy", "run", "--config", path], extra
 
 
-def gatehouse_cmd(env, d, port, workers, binary=None):
+def gatehouse_cmd(env, d, port, workers, h2=False, binary=None):
+    # HTTP/2 is on by default on Gatehouse's HTTPS listener (ALPN h2), in the
+    # HTTP/1.1 runs too, where the clients offer only http/1.1.
     return [binary or env.args.gatehouse, "proxy",
             "--https", "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % free_port(),
             "--to", env.backend, "--cert", env.cert, "--key", env.key,
@@ -305,11 +314,11 @@ def gatehouse_cmd(env, d, port, workers, binary=None):
             "--no-resumption"], {}
 
 
-def baseline_cmd(env, d, port, workers):
+def baseline_cmd(env, d, port, workers, h2=False):
     """Another Gatehouse build (--baseline), e.g. the commit before a change,
     measured in the same interleaved run so that a regression shows as a
     ratio rather than drowning in the machine's noise."""
-    return gatehouse_cmd(env, d, port, workers, env.args.baseline)
+    return gatehouse_cmd(env, d, port, workers, h2, env.args.baseline)
 
 
 COMMANDS = {"nginx": nginx_cmd, "haproxy": haproxy_cmd, "caddy": caddy_cmd,
@@ -352,11 +361,11 @@ def probe(env, port, tries_until):
         time.sleep(0.2)
 
 
-def start_target(env, name, workers, pinned, tag):
+def start_target(env, name, workers, pinned, tag, h2=False):
     d = os.path.join(env.tmp, "%s-%s" % (name, tag))
     os.makedirs(d, exist_ok=True)
     port = free_port()
-    argv, extra = COMMANDS[name](env, d, port, workers)
+    argv, extra = COMMANDS[name](env, d, port, workers, h2)
     if pinned:
         argv = ["taskset", "-c", "0"] + argv
     penv = dict(os.environ)
@@ -475,22 +484,273 @@ def run_idle_memory(env, run):
     return res
 
 
-def measure(env, name, rnd, out, workers, pinned, phases):
-    """Starts |name| with |workers| workers, runs each (key, label, fn) of
-    |phases| into out[key], stops it. A target that does not start leaves
-    its reason in out["error"] (or out["error_pinned"])."""
-    mode = "%d worker%s%s" % (workers, "s" if workers > 1 else "", " pinned" if pinned else "")
-    run, err = start_target(env, name, workers, pinned, "r%d-w%d" % (rnd, workers))
+# --- HTTP/2 -------------------------------------------------------------------
+
+def parse_h2load(out):
+    def num(pattern, default="0"):
+        m = re.search(pattern, out)
+        return m.group(1) if m else default
+
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, "
+                  r"(\d+) failed, (\d+) errored, (\d+) timeout", out)
+    keys = ("total", "started", "done", "succeeded", "failed", "errored", "timeout")
+    res = dict(zip(keys, (int(x) for x in m.groups()))) if m else {}
+    res["rps"] = float(num(r"finished in [\d.]+\w*, ([\d.]+) req/s"))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    res["ok"] = int(m.group(1)) if m else 0
+    res["non_2xx"] = sum(int(x) for x in m.groups()[1:]) if m else 0
+    res["alpn"] = num(r"Application protocol: (\S+)", None)
+    return res
+
+
+def h2load_failure(res, r):
+    """Why an h2load run counts as n/a, in one line."""
+    m = re.search(r"^requests: .*$", r.stdout, re.M)
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    return "ALPN %s, %d of %d requests 2xx (h2load exit %d; %s%s)" % (
+        res.get("alpn") or "none", res["ok"], res.get("total", 0), r.returncode,
+        m.group(0) if m else "no summary", "; " + err[-1][:120] if err else "")
+
+
+def run_h2load(env, run, pinned):
+    """h2load over TLS with ALPN h2 only (its default list would fall back to
+    http/1.1 silently): a warm-up of a tenth of the requests, then the
+    measured run. n/a (an "error") when the connections did not get h2."""
+    n = env.args.h2_requests
+    url = "https://127.0.0.1:%d/" % run.port
+    base = load_prefix(pinned) + ["h2load", "--npn-list=h2", "-c", str(env.args.connections),
+                                  "-m", str(env.args.h2_streams), "-t", "1", "-N", "10"]
+    timeout = 60 + n / 1000
+    try:
+        r = subprocess.run(base + ["-n", str(max(n // 10, env.args.connections)), url],
+                           capture_output=True, text=True, timeout=timeout)  # warm-up
+        warm = parse_h2load(r.stdout)
+        if warm.get("alpn") != "h2" or warm["ok"] == 0:
+            return {"error": "no HTTP/2 in the warm-up: " + h2load_failure(warm, r)}
+        meter = Meter(env, run)
+        r = subprocess.run(base + ["-n", str(n), url], capture_output=True, text=True,
+                           timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": "h2load did not finish within %d s" % timeout}
+    res = parse_h2load(r.stdout)
+    proxy, client = meter.stop(res)
+    ok = res["ok"]
+    if res.get("alpn") != "h2" or ok == 0:
+        res["error"] = "no HTTP/2: " + h2load_failure(res, r)
+        res["rps"] = None
+        return res
+    res["cpu_us_per_req"] = proxy * 1e6 / ok
+    res["client_cpu_us_per_req"] = client * 1e6 / ok
+    return res
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+            stream.to_bytes(4, "big") + payload)
+
+
+class H2Error(Exception):
+    pass
+
+
+# HPACK's Huffman codes of the ten digits (RFC 7541, appendix B).
+HUFFMAN_DIGITS = {(0x0, 5): "0", (0x1, 5): "1", (0x2, 5): "2", (0x19, 6): "3", (0x1a, 6): "4",
+                  (0x1b, 6): "5", (0x1c, 6): "6", (0x1d, 6): "7", (0x1e, 6): "8",
+                  (0x1f, 6): "9"}
+STATIC_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+
+
+def hpack_status(block):
+    """The :status of a response header block, which HPACK puts first: an
+    indexed static entry (8-14), or a literal with the name :status (static
+    index 8) and a plain or Huffman-coded value. None if it is none of these
+    (the first response on a connection cannot use the dynamic table)."""
+    if not block:
+        return None
+    b = block[0]
+    if b & 0x80:
+        return STATIC_STATUS.get(b & 0x7f)
+    name = b & 0x3f if b & 0x40 else b & 0x0f
+    if name not in STATIC_STATUS or len(block) < 2:
+        return None
+    huffman, n = block[1] & 0x80, block[1] & 0x7f
+    raw = block[2:2 + n]
+    if not huffman:
+        return int(raw) if raw.isdigit() else None
+    bits = "".join("{:08b}".format(x) for x in raw)
+    out, i = "", 0
+    while i + 5 <= len(bits):
+        for width in (5, 6):
+            digit = i + width <= len(bits) and HUFFMAN_DIGITS.get((int(bits[i:i + width], 2),
+                                                                   width))
+            if digit:
+                out, i = out + digit, i + width
+                break
+        else:
+            break  # the padding (all ones), or not a digit
+    return int(out) if len(out) == 3 else None
+
+
+def h2_connect(port, ctx, timeout=10.0):
+    """One HTTP/2 connection set up and left idle: TLS with ALPN h2, the
+    preface and an empty SETTINGS, one GET / (HPACK by hand: static-table
+    :method GET, :scheme https, :path /, :authority without indexing), the
+    server's SETTINGS acknowledged and ours acknowledged by it, the response
+    read to END_STREAM. Returns the socket; raises H2Error or OSError."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = ctx.wrap_socket(raw, server_hostname=SNI)
+    except BaseException:
+        raw.close()
+        raise
+    try:
+        if s.selected_alpn_protocol() != "h2":
+            raise H2Error("ALPN gave %s, not h2" % s.selected_alpn_protocol())
+        auth = SNI.encode()
+        block = b"\x82\x87\x84\x01" + bytes([len(auth)]) + auth
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0) + h2_frame(1, 0x5, 1, block))
+        buf, settings, acked, done, status = b"", False, False, False, None
+        deadline = time.time() + timeout
+        while not (settings and acked and done):
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                length = int.from_bytes(buf[:3], "big")
+                ftype, flags = buf[3], buf[4]
+                stream = int.from_bytes(buf[5:9], "big") & 0x7fffffff
+                payload, buf = buf[9:9 + length], buf[9 + length:]
+                if ftype == 4 and flags & 1:
+                    acked = True
+                elif ftype == 4:
+                    settings = True
+                    s.sendall(h2_frame(4, 1, 0))
+                elif ftype == 6 and not flags & 1:  # PING
+                    s.sendall(h2_frame(6, 1, 0, payload))
+                elif ftype == 7:
+                    raise H2Error("GOAWAY %s" % payload[4:8].hex())
+                elif ftype == 3 and stream == 1:
+                    raise H2Error("RST_STREAM %s" % payload.hex())
+                elif ftype == 1 and stream == 1:
+                    pad = payload[0] if flags & 0x8 else 0
+                    off = (1 if flags & 0x8 else 0) + (5 if flags & 0x20 else 0)
+                    status = hpack_status(payload[off:len(payload) - pad])
+                    if status is None or not 200 <= status < 300:
+                        raise H2Error("response status %s, not a 2xx" % status)
+                    done = done or bool(flags & 1)
+                elif ftype == 0 and stream == 1:
+                    done = done or bool(flags & 1)
+            if settings and acked and done:
+                break
+            if time.time() > deadline:
+                raise H2Error("timed out (settings %s, ack %s, response %s)" % (
+                    settings, acked, done))
+            data = s.recv(16384)
+            if not data:
+                raise H2Error("closed by the server")
+            buf += data
+        return s
+    except BaseException:
+        s.close()
+        raise
+
+
+def h2_client_context():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def run_h2_idle_memory(env, run):
+    """RSS of the proxy's processes before and after N idle HTTP/2
+    connections (h2_connect, one at a time from this process)."""
+    ctx = h2_client_context()
+    try:
+        for _ in range(3):  # warm-up, like the HTTP/1.1 figure's three requests
+            h2_connect(run.port, ctx).close()
+    except (H2Error, OSError) as e:
+        return {"error": "no HTTP/2: %s" % e}
+    time.sleep(1.0)
+    idle = rss_bytes(run.pids())
+    n = env.args.h2_idle_conns
+    conns, fail, errors, t0 = [], 0, {}, time.time()
+    try:
+        for _ in range(n):
+            try:
+                conns.append(h2_connect(run.port, ctx))
+            except (H2Error, OSError) as e:
+                fail += 1
+                k = str(e)[:80]
+                errors[k] = errors.get(k, 0) + 1
+                if fail >= 20 and not conns:
+                    break
+        setup = time.time() - t0
+        time.sleep(2.0)  # let the proxies settle (and Go's GC run)
+        loaded = rss_bytes(run.pids())
+        # Still open? One the proxy closed or is closing reads as EOF or a
+        # GOAWAY now; other frames (a late WINDOW_UPDATE, a PING) are fine.
+        dropped = 0
+        for c in conns:
+            c.setblocking(False)
+            try:
+                data = c.recv(65536)
+            except (ssl.SSLWantReadError, BlockingIOError):
+                continue
+            except OSError:
+                data = b""
+            closed = not data  # EOF or an error
+            while len(data) >= 9 and not closed:
+                closed = data[3] == 7
+                data = data[9 + int.from_bytes(data[:3], "big"):]
+            dropped += closed
+    finally:
+        for c in conns:
+            c.close()
+    ok = len(conns)
+    res = {"conns": n, "ok": ok, "fail": fail, "dropped": dropped, "held": ok - dropped,
+           "setup_s": setup, "rss_idle": idle, "rss_loaded": loaded,
+           "bytes_per_conn": (loaded - idle) / ok if ok > 0 else None}
+    if errors:
+        res["errors"] = errors
+    time.sleep(1.0)  # let the proxy notice the closes before the next phase
+    return res
+
+
+def measure(env, name, rnd, out, workers, pinned, phases, h2=False):
+    """Starts |name| with |workers| workers (its listener offering h2 too if
+    |h2|), runs each (key, label, fn) of |phases| into out[key], stops it. A
+    target that does not start leaves its reason in out["error"] (or
+    "error_pinned", "error_h2", "error_h2_pinned")."""
+    mode = "%d worker%s%s%s" % (workers, "s" if workers > 1 else "", " pinned" if pinned else "",
+                                ", h2 listener" if h2 else "")
+    run, err = start_target(env, name, workers, pinned,
+                            "r%d-w%d%s" % (rnd, workers, "-h2" if h2 else ""), h2)
     if run is None:
         log("%s (%s): n/a: %s" % (name, mode, err))
-        out["error_pinned" if pinned else "error"] = err
+        out["error" + ("_h2" if h2 else "") + ("_pinned" if pinned else "")] = err
         return
     try:
         for key, label, fn in phases:
             log("%s: %s, %s" % (name, label, mode))
             out[key] = fn(env, run)
+            if out[key].get("error"):
+                log("%s: %s: %s" % (name, label, out[key]["error"][:200]))
     finally:
         run.stop()
+
+
+def pinned_backend(env, fn):
+    """Runs fn() with the backend on CPU 1 (the pinned runs: proxy on CPU 0,
+    load generator and backend on CPU 1)."""
+    os.sched_setaffinity(env.backend_pid, {1})
+    try:
+        fn()
+    finally:
+        os.sched_setaffinity(env.backend_pid, set(range(os.cpu_count() or 1)))
 
 
 def bench_target(env, name, rnd):
@@ -503,17 +763,25 @@ def bench_target(env, name, rnd):
     def hs(pinned):
         return lambda e, r: run_handshakes(e, r, pinned, a.hs_seconds)
 
+    def h2load(pinned):
+        return lambda e, r: run_h2load(e, r, pinned)
+
     out = {}
-    measure(env, name, rnd, out, 2, False, [
-        ("memory", "RSS with %d idle connections" % a.idle_conns, run_idle_memory),
-        ("ka2", "keep-alive", ka(False)), ("hs2", "full handshakes", hs(False))])
-    # One worker, proxy on CPU 0, wrk/hsload and the backend on CPU 1.
-    os.sched_setaffinity(env.backend_pid, {1})
-    try:
-        measure(env, name, rnd, out, 1, True, [
-            ("ka1", "keep-alive", ka(True)), ("hs1", "full handshakes", hs(True))])
-    finally:
-        os.sched_setaffinity(env.backend_pid, set(range(os.cpu_count() or 1)))
+    if "h1" in a.scenarios:
+        measure(env, name, rnd, out, 2, False, [
+            ("memory", "RSS with %d idle connections" % a.idle_conns, run_idle_memory),
+            ("ka2", "keep-alive", ka(False)), ("hs2", "full handshakes", hs(False))])
+        pinned_backend(env, lambda: measure(env, name, rnd, out, 1, True, [
+            ("ka1", "keep-alive", ka(True)), ("hs1", "full handshakes", hs(True))]))
+    if "h2" in a.scenarios:
+        # Fresh instances whose listener offers h2 (and http/1.1), so that the
+        # HTTP/1.1 figures above stay those of HTTP/1.1-only configurations.
+        measure(env, name, rnd, out, 2, False, [
+            ("h2mem", "RSS with %d idle HTTP/2 connections" % a.h2_idle_conns,
+             run_h2_idle_memory),
+            ("h2load2", "HTTP/2 h2load -n %d" % a.h2_requests, h2load(False))], h2=True)
+        pinned_backend(env, lambda: measure(env, name, rnd, out, 1, True, [
+            ("h2load1", "HTTP/2 h2load -n %d" % a.h2_requests, h2load(True))], h2=True))
     return out
 
 
@@ -527,9 +795,17 @@ HS_METRICS = [("rate", "full handshakes/s", True, "{:,.0f}"),
               ("cpu_us_per_hs", "CPU µs/handshake", False, "{:.0f}")]
 MEM_METRICS = [("rss_idle", "RSS idle MiB", False, "{:.1f}"),
                ("bytes_per_conn", "bytes/idle TLS conn", False, "{:,.0f}")]
+H2_METRICS = [("rps", "h2 req/s", True, "{:,.0f}"),
+              ("cpu_us_per_req", "CPU µs/req", False, "{:.1f}")]
+H2_PINNED_METRICS = [("rps", "h2 req/s, 1 worker pinned", True, "{:,.0f}"),
+                     ("cpu_us_per_req", "CPU µs/req, 1 worker pinned", False, "{:.1f}")]
+H2_MEM_METRICS = [("rss_idle", "RSS idle MiB", False, "{:.1f}"),
+                  ("bytes_per_conn", "bytes/idle h2 conn", False, "{:,.0f}")]
 METRICS = [(phase,) + m for phase, ms in (("ka2", KA_METRICS), ("hs2", HS_METRICS),
                                           ("memory", MEM_METRICS), ("ka1", KA_METRICS),
-                                          ("hs1", HS_METRICS)) for m in ms]
+                                          ("hs1", HS_METRICS), ("h2load2", H2_METRICS),
+                                          ("h2load1", H2_PINNED_METRICS),
+                                          ("h2mem", H2_MEM_METRICS)) for m in ms]
 
 
 def medians(rounds, targets):
@@ -578,7 +854,7 @@ def table(med, targets, phases, title):
     return lines
 
 
-def goals(med):
+def goals(med, scenarios):
     g = med.get("gatehouse")
     if not g:
         return []
@@ -592,14 +868,32 @@ def goals(med):
         out.append("- %s: %.2fx %s (target at most %.1fx): %s" % (
             label, ratio, refname, limit, "met" if ratio <= limit else "NOT met"))
 
-    for phase, mode in (("ka1", "1 worker pinned"), ("ka2", "2 workers")):
-        line("CPU per keep-alive request, %s" % mode, g[phase + ".cpu_us_per_req"],
+    if "h1" in scenarios:
+        for phase, mode in (("ka1", "1 worker pinned"), ("ka2", "2 workers")):
+            line("CPU per keep-alive request, %s" % mode, g[phase + ".cpu_us_per_req"],
+                 best_peer(med, phase + ".cpu_us_per_req", False), 0.8, "of the best peer")
+        for phase, mode in (("hs1", "1 worker pinned"), ("hs2", "2 workers")):
+            line("CPU per full handshake, %s" % mode, g[phase + ".cpu_us_per_hs"],
+                 med.get("nginx", {}).get(phase + ".cpu_us_per_hs"), 0.6, "of nginx")
+        line("memory per idle TLS connection", g["memory.bytes_per_conn"],
+             med.get("nginx", {}).get("memory.bytes_per_conn"), 0.5, "of nginx")
+    if "h2" not in scenarios:
+        out.append("")
+        return out
+    for phase, mode in (("h2load1", "1 worker pinned"), ("h2load2", "2 workers")):
+        line("HTTP/2: CPU per request, %s" % mode, g[phase + ".cpu_us_per_req"],
              best_peer(med, phase + ".cpu_us_per_req", False), 0.8, "of the best peer")
-    for phase, mode in (("hs1", "1 worker pinned"), ("hs2", "2 workers")):
-        line("CPU per full handshake, %s" % mode, g[phase + ".cpu_us_per_hs"],
-             med.get("nginx", {}).get(phase + ".cpu_us_per_hs"), 0.6, "of nginx")
-    line("memory per idle TLS connection", g["memory.bytes_per_conn"],
-         med.get("nginx", {}).get("memory.bytes_per_conn"), 0.5, "of nginx")
+        rps, peers = g[phase + ".rps"], [(p, med.get(p, {}).get(phase + ".rps"))
+                                         for p in ("nginx", "haproxy")]
+        label = "HTTP/2: req/s, %s, above nginx's and HAProxy's" % mode
+        if rps is None or any(v is None for _, v in peers):
+            out.append("- %s: n/a" % label)
+        else:
+            out.append("- %s: %s: %s" % (label, ", ".join(
+                "%.2fx %s" % (rps / v, p) for p, v in peers),
+                "met" if all(rps > v for _, v in peers) else "NOT met"))
+    line("HTTP/2: memory per idle connection", g["h2mem.bytes_per_conn"],
+         med.get("nginx", {}).get("h2mem.bytes_per_conn"), 0.5, "of nginx")
     out.append("")
     return out
 
@@ -615,7 +909,9 @@ def against_baseline(med):
     for mkey, label in (("ka2.cpu_us_per_req", "CPU per keep-alive request, 2 workers"),
                         ("ka1.cpu_us_per_req", "CPU per keep-alive request, 1 worker pinned"),
                         ("hs2.cpu_us_per_hs", "CPU per full handshake, 2 workers"),
-                        ("hs1.cpu_us_per_hs", "CPU per full handshake, 1 worker pinned")):
+                        ("hs1.cpu_us_per_hs", "CPU per full handshake, 1 worker pinned"),
+                        ("h2load2.cpu_us_per_req", "CPU per HTTP/2 request, 2 workers"),
+                        ("h2load1.cpu_us_per_req", "CPU per HTTP/2 request, 1 worker pinned")):
         for peer in ("nginx", "haproxy"):
             ref = med.get(peer, {}).get(mkey)
             gv, bv = g.get(mkey), b.get(mkey)
@@ -633,7 +929,7 @@ def problems(rounds, targets):
     for r in rounds:
         for t in targets:
             res = r["results"].get(t, {})
-            for k in ("error", "error_pinned"):
+            for k in ("error", "error_pinned", "error_h2", "error_h2_pinned"):
                 if k in res:
                     out.append("- round %d, %s: n/a (%s)" % (r["round"], t, res[k][:200]))
             for phase in ("ka2", "ka1"):
@@ -642,17 +938,28 @@ def problems(rounds, targets):
                     out.append("- round %d, %s %s: %s socket errors, %s non-2xx %s" % (
                         r["round"], t, phase, p.get("socket_errors"), p.get("non_2xx"),
                         p.get("error", "")[:200]))
-            for phase in ("ka2", "ka1", "hs2", "hs1"):
+            for phase in ("h2load2", "h2load1"):
+                p = res.get(phase, {})
+                bad = {k: p[k] for k in ("failed", "errored", "timeout", "non_2xx") if p.get(k)}
+                if p.get("error"):
+                    out.append("- round %d, %s %s: n/a (%s)" % (r["round"], t, phase,
+                                                              p["error"][:200]))
+                elif bad:
+                    out.append("- round %d, %s %s: %s" % (r["round"], t, phase, bad))
+            for phase in ("ka2", "ka1", "hs2", "hs1", "h2load2", "h2load1"):
                 p = res.get(phase, {})
                 if p.get("other_cpu_share", 0) > 0.15:
                     noisy.append("r%d %s %s %.2f" % (r["round"], t, phase, p["other_cpu_share"]))
                 if phase.endswith("1") and p.get("client_cpu_share", 0) > 0.9:
                     saturated.append("r%d %s %s" % (r["round"], t, phase))
-            for phase in ("hs2", "hs1", "memory"):
+            for phase in ("hs2", "hs1", "memory", "h2mem"):
                 p = res.get(phase, {})
                 bad = {k: p[k] for k in ("fail", "reused", "wrong_params", "tickets",
-                                         "bad_status", "dropped") if p.get(k)}
-                if bad or p.get("error"):
+                                         "bad_status", "dropped", "errors") if p.get(k)}
+                if phase == "h2mem" and p.get("error"):
+                    out.append("- round %d, %s %s: n/a (%s)" % (r["round"], t, phase,
+                                                              p["error"][:200]))
+                elif bad or p.get("error"):
                     out.append("- round %d, %s %s: %s %s" % (r["round"], t, phase, bad,
                                                            p.get("error", "")[:200]))
     if noisy:
@@ -675,7 +982,8 @@ def versions(args):
     return {"nginx": first_line(["nginx", "-v"]), "haproxy": first_line(["haproxy", "-v"]),
             "caddy": first_line(["caddy", "version"]),
             "gatehouse": first_line([args.gatehouse, "version"]),
-            "wrk": first_line(["wrk", "--version"]), "kernel": platform.release(),
+            "wrk": first_line(["wrk", "--version"]),
+            "h2load": first_line(["h2load", "--version"]), "kernel": platform.release(),
             "cpus": os.cpu_count()}
 
 
@@ -705,10 +1013,19 @@ def main():
     ap.add_argument("--hs-concurrency", type=int, default=16)
     ap.add_argument("--idle-conns", type=int, default=5000)
     ap.add_argument("--body-size", type=int, default=64)
+    ap.add_argument("--h2-requests", type=int, default=100000)
+    ap.add_argument("--h2-streams", type=int, default=10, help="h2load -m")
+    ap.add_argument("--h2-idle-conns", type=int, default=1000)
+    ap.add_argument("--scenarios", default="h1,h2",
+                    help="comma-separated subset of h1 (HTTP/1.1: memory, keep-alive, "
+                         "handshakes) and h2 (HTTP/2: memory, h2load)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
     ap.add_argument("--baseline", help="another gatehouse binary, measured as target 'baseline'")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
+    args.scenarios = [x for x in args.scenarios.split(",") if x]
+    if not args.scenarios or set(args.scenarios) - {"h1", "h2"}:
+        sys.exit("bench.py: --scenarios takes h1, h2 or h1,h2")
     if args.baseline and "baseline" not in targets:
         targets.append("baseline")
     for t in targets:
@@ -759,16 +1076,26 @@ def main():
               "bodies. \"vs best peer\" divides by the best of nginx, HAProxy and Caddy "
               "(for req/s and handshakes/s higher is better, for CPU and memory lower)." % (
                   n, args.body_size), ""]
-    report += table(med, targets, ("ka2", "hs2"),
-                    "2 workers each, not pinned (wrk -c %d -t 1, %d s; hsload -c %d, %d s)" % (
-                        args.connections, args.ka_seconds, args.hs_concurrency,
-                        args.hs_seconds))
-    report += table(med, targets, ("memory",),
-                    "Memory: VmRSS of all proxy processes, idle and with %d idle TLS connections "
-                    "(2 workers)" % args.idle_conns)
-    report += table(med, targets, ("ka1", "hs1"),
-                    "1 worker each, proxy pinned to CPU 0, load generator and backend on CPU 1")
-    report += goals(med) if "gatehouse" in targets else []
+    if "h1" in args.scenarios:
+        report += table(med, targets, ("ka2", "hs2"),
+                        "2 workers each, not pinned (wrk -c %d -t 1, %d s; hsload -c %d, %d s)" % (
+                            args.connections, args.ka_seconds, args.hs_concurrency,
+                            args.hs_seconds))
+        report += table(med, targets, ("memory",),
+                        "Memory: VmRSS of all proxy processes, idle and with %d idle TLS "
+                        "connections (2 workers)" % args.idle_conns)
+        report += table(med, targets, ("ka1", "hs1"),
+                        "1 worker each, proxy pinned to CPU 0, load generator and backend on "
+                        "CPU 1")
+    if "h2" in args.scenarios:
+        report += table(med, targets, ("h2load2", "h2load1"),
+                        "HTTP/2 (TLS, ALPN h2; h2load -n %d -c %d -m %d): 2 workers, and 1 "
+                        "worker pinned to CPU 0 with h2load and the backend on CPU 1" % (
+                            args.h2_requests, args.connections, args.h2_streams))
+        report += table(med, targets, ("h2mem",),
+                        "HTTP/2 memory: VmRSS of all proxy processes, idle and with %d idle "
+                        "HTTP/2 connections (2 workers)" % args.h2_idle_conns)
+    report += goals(med, args.scenarios) if "gatehouse" in targets else []
     report += against_baseline(med)
     probs = problems(rounds, targets)
     if probs:
