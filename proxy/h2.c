@@ -50,6 +50,8 @@ struct px_h2 {
   uint64_t sweep_due;   /* next per-stream timeout check; 0: none */
   bucket_t resets, glitches;
   px_buf_t names;       /* lower-cased response field names, while submitting */
+  gh_link_t dirty;      /* in w->h2_dirty while |queued| */
+  uint8_t queued;
   uint8_t goaway;       /* GOAWAY sent: finish once no stream is left */
   uint8_t fatal;        /* close once what is queued is written */
   uint8_t finishing;    /* px_conn_finish called */
@@ -90,6 +92,7 @@ static int finished(const px_exchange_t *ex) {
 }
 
 static void flush(px_h2_t *h2);
+static void schedule(px_h2_t *h2);
 static void arm_timer(px_h2_t *h2);
 static void reset(px_h2_stream_t *s, uint32_t code);
 
@@ -386,15 +389,15 @@ static size_t h2_queued(px_exchange_t *ex) {
 }
 
 /* h2_settle is the last call of every exchange event: a failed response
- * resets its stream, a finished tunnel ends it, and what was queued is
- * sent. May free |ex| (its stream closed) and close the connection. */
+ * resets its stream, a finished tunnel ends it, and the connection is
+ * written at the end of this loop iteration (schedule). */
 static void h2_settle(px_exchange_t *ex) {
   px_h2_stream_t *s = stream_of(ex);
   px_h2_t *h2 = s->h2;
   if (h2->c->state == PX_CONN_CLOSING) return;
   if (ex->state == PX_EX_ABORTED) reset(s, NGHTTP2_INTERNAL_ERROR);
   else if (ex->state == PX_EX_DONE && s->tunnel) end_out(s);
-  flush(h2);
+  schedule(h2);
 }
 
 static const px_stream_ops_t h2_ops = {
@@ -849,6 +852,35 @@ static void flush(px_h2_t *h2) {
   arm_timer(h2);
 }
 
+/* on_check writes every HTTP/2 connection that has frames to send, once
+ * per loop iteration, after all of the iteration's I/O callbacks. */
+static void on_check(uv_check_t *chk) {
+  px_worker_t *w = chk->data;
+  while (!gh_list_empty(&w->h2_dirty)) {
+    px_h2_t *h2 = GH_CONTAINER_OF(w->h2_dirty.next, px_h2_t, dirty);
+    gh_list_remove(&h2->dirty);
+    h2->queued = 0;
+    if (h2->c->state != PX_CONN_CLOSING) flush(h2);
+  }
+}
+
+/* schedule asks for |h2| to be written at the end of this loop iteration
+ * (on_check). Never sends, frees or closes. */
+static void schedule(px_h2_t *h2) {
+  px_worker_t *w = h2->c->w;
+  if (!w->h2_check_on) {
+    w->h2_check_on = 1;
+    gh_list_init(&w->h2_dirty);
+    uv_check_init(&w->loop, &w->h2_check);
+    w->h2_check.data = w;
+    uv_check_start(&w->h2_check, on_check);
+    uv_unref((uv_handle_t *)&w->h2_check);
+  }
+  if (h2->queued) return;
+  h2->queued = 1;
+  gh_list_insert(&w->h2_dirty, &h2->dirty);
+}
+
 static void arm_timer(px_h2_t *h2) {
   px_conn_t *c = h2->c;
   const conf_timeouts_t *t = &conf_of(h2)->timeouts;
@@ -940,7 +972,7 @@ void px_h2_on_bytes(px_conn_t *c, const char *data, size_t len) {
     if (n == NGHTTP2_ERR_FLOODED) calm(h2, "flood");
     h2->fatal = 1;
   }
-  flush(h2);
+  schedule(h2);
   /* A client that sends but does not read stops being read. */
   if (c->state != PX_CONN_CLOSING && px_conn_write_queue(c) > 4 * conf_of(h2)->limits.write_queue_bytes)
     px_conn_read_stop(c);
@@ -959,7 +991,7 @@ void px_h2_on_written(px_conn_t *c) {
         px_ex_client_drained(s->ex);
     }
   }
-  flush(h2);
+  schedule(h2);
 }
 
 /* sweep checks each stream's timeouts. */
@@ -1046,6 +1078,7 @@ void px_h2_freed(px_conn_t *c) {
     px_h2_stream_t *s = GH_CONTAINER_OF(h2->streams.next, px_h2_stream_t, link);
     stream_free(s);
   }
+  if (h2->queued) gh_list_remove(&h2->dirty);
   nghttp2_session_del(h2->session);
   px_buf_free(&h2->names);
   gh_free(h2);

@@ -121,6 +121,12 @@ struct px_worker {
   gh_link_t paused;             /* px_conn_t.paused_link: handshakes waiting for a name */
   struct px_wake *wakes;        /* under mu: names finished by the control thread */
   px_worker_stats_t stats;      /* written by this worker only (metrics.h) */
+  /* HTTP/2 connections with frames to send, written once per loop
+   * iteration (h2.c), so the responses of many upstreams that arrive in
+   * one poll leave in one TLS write. Set up on first use. */
+  gh_link_t h2_dirty;
+  uv_check_t h2_check;
+  int h2_check_on;
   uint64_t clock_offset_ms;     /* added to the loop's time; 0 but in tests */
 };
 
