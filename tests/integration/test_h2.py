@@ -121,6 +121,7 @@ class H2Client:
                  max_version=None, validate=True, timeout=h.IO_TIMEOUT):
         ctx = h.client_context(alpn=alpn, max_version=max_version)
         self.sock = h.tls_connect(port, sni, ctx=ctx, timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         h.eq(self.sock.selected_alpn_protocol(), "h2", "ALPN protocol chosen for %r" % (alpn,))
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None,
                                         validate_inbound_headers=False,
@@ -562,6 +563,7 @@ def test_expect_100_continue():
 def test_nghttp_100_concurrent_streams():
     A = setup()["A"]
     cnt = h.Counter(setup()["e"]["app"])
+    conns = metrics()[("gatehouse_http2_connections_total", None, None)]
     url = "https://localhost:%d/ng" % A.https_port
     r = subprocess.run(["nghttp", "-n", "-s", "-m", "100", "-t", "30", url],
                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -573,6 +575,8 @@ def test_nghttp_100_concurrent_streams():
     h.eq(len(set(i for i, _ in rows)), 100, "streams in nghttp -s (%s)" % out[-800:])
     h.eq(set(code for _, code in rows), {"200"}, "statuses")
     h.eq(cnt.requests(), 100, "requests at the backend")
+    h.eq(metrics()[("gatehouse_http2_connections_total", None, None)] - conns, 1,
+         "HTTP/2 connections nghttp made")
 
 
 def test_h2load():
@@ -600,10 +604,11 @@ def rss(pid):
 
 
 def test_download_small_window_bounded_memory():
-    """The client advertises 65535 bytes (stream and connection) and gives
-    no credit for a while: the proxy stops reading the upstream instead of
-    buffering the 50 MB. Then it gives credit back in small steps; the
-    download completes byte-exact."""
+    """The client advertises a 65535-byte stream window and gives the
+    download no credit for a while: the proxy stops reading the upstream
+    instead of buffering the 50 MB, and other streams of the connection
+    (whose window is opened) are answered meanwhile. Then the client gives
+    credit back in small steps; the download completes byte-exact."""
     A = setup()["A"]
     with H2Client(A.https_port, settings={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535},
                   ack=False, timeout=60) as c:
@@ -611,10 +616,16 @@ def test_download_small_window_bounded_memory():
         sid = c.request("GET", "/size/%d" % BIG, keep=False)
         s = c.streams[sid]
         c.wait(lambda: s.nbytes >= 65535, 10, "the first window of the download")
+        c.conn.increment_flow_control_window(1 << 20)  # the connection's, not the stream's
+        c.flush()
         peak = before
         t_end = time.monotonic() + 1.5
+        beside = 0
         while time.monotonic() < t_end:
-            c.pump(0.05)
+            st = c.get("/beside/%d" % beside, timeout=5)
+            h.eq(st.status, 200, "a stream beside the held download")
+            beside += 1
+            c.pump(0.1)
             peak = max(peak, rss(A.pid))
         h.eq(s.nbytes, 65535, "bytes received at a zero window")
         # Well under the 50 MB: buffering the download would show.
