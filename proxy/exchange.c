@@ -267,6 +267,17 @@ int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len) {
   return px_upconn_write_queue(ex->up) > limit_of(ex);
 }
 
+static void on_up_shutdown(uv_shutdown_t *req, int status) {
+  (void)req, (void)status; /* a failure shows on the read side */
+}
+
+void px_ex_tunnel_end(px_exchange_t *ex) {
+  if (ex->state != PX_EX_TUNNEL || ex->up == NULL) return;
+  px_upconn_t *u = ex->up;
+  if (u->shutdown_req.type == UV_SHUTDOWN) return; /* once */
+  uv_shutdown(&u->shutdown_req, (uv_stream_t *)&u->tcp, on_up_shutdown);
+}
+
 void px_ex_client_drained(px_exchange_t *ex) {
   if (!ex->up_paused || ex->up == NULL) return;
   ex->up_paused = 0;

@@ -137,6 +137,10 @@ int px_ex_req_end(px_exchange_t *ex);
 /* px_ex_tunnel_up forwards client bytes after a 101. Returns 1 like
  * px_ex_req_body. */
 int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len);
+/* px_ex_tunnel_end: the client will send nothing more in the tunnel (an
+ * HTTP/2 END_STREAM): the upstream's write side is shut once what is
+ * queued is written; its answer still flows until it closes. */
+void px_ex_tunnel_end(px_exchange_t *ex);
 /* px_ex_client_drained: the client took the queued response bytes. */
 void px_ex_client_drained(px_exchange_t *ex);
 /* px_ex_client_gone: the client connection is closing. Detaches and

@@ -694,7 +694,11 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
 static void request_end(px_h2_stream_t *s) {
   px_exchange_t *ex = s->ex;
   s->req_end = 1;
-  if (!s->head_done || s->reset || ex == NULL || finished(ex) || s->tunnel) return;
+  if (!s->head_done || s->reset || ex == NULL || finished(ex)) return;
+  if (s->tunnel) { /* RFC 8441 5: END_STREAM closes the client's half */
+    px_ex_tunnel_end(ex);
+    return;
+  }
   if (ex->req_framing == PX_BODY_CHUNKED) {
     if (px_uph1_last_chunk(ex)) s->paused = 1;
   }
@@ -952,6 +956,9 @@ void px_h2_start(px_conn_t *c) {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)hc->max_header_list_bytes},
       {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, (uint32_t)hc->hpack_table_bytes},
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
+      /* RFC 9218: no RFC 7540 priority tree (nor closed streams kept for
+       * it); responses go out as they come. */
+      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
   };
   nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
   nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0,

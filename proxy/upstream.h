@@ -19,6 +19,7 @@ typedef enum {
 struct px_upconn {
   uv_tcp_t tcp;
   uv_connect_t connect_req;
+  uv_shutdown_t shutdown_req; /* a tunnel's client finished sending (px_ex_tunnel_end) */
   uv_timer_t timer;
   px_lazy_t tl;
   int handles_open;

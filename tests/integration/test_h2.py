@@ -663,20 +663,27 @@ def test_upload_50mb_as_fast_as_windows_allow():
 
 # --- 6. WebSocket over RFC 8441 -----------------------------------------------------------
 
+def open_websocket(c):
+    """An RFC 8441 extended CONNECT to gh_echo's /ws; returns (sid, stream)
+    once it is answered with 200."""
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
+                              (":scheme", "https"), (":path", "/ws"), (":authority", HOST),
+                              ("sec-websocket-version", "13")])
+    c.flush()
+    s = c.streams[sid]
+    c.wait(lambda: s.status or s.reset is not None, 5, "the answer to the extended CONNECT")
+    h.eq((s.status, s.reset), (200, None), "extended CONNECT answer (%r)" % s)
+    return sid, s
+
+
 def test_websocket_extended_connect():
     A = setup()["A"]
     with H2Client(A.https_port) as c:
         c.wait(lambda: c.remote_settings, 5, "the server's SETTINGS")
         h.eq(c.remote_settings.get(int(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)), 1,
              "SETTINGS_ENABLE_CONNECT_PROTOCOL (%r)" % c.remote_settings)
-        sid = c.conn.get_next_available_stream_id()
-        c.conn.send_headers(sid, [(":method", "CONNECT"), (":protocol", "websocket"),
-                                  (":scheme", "https"), (":path", "/ws"), (":authority", HOST),
-                                  ("sec-websocket-version", "13")])
-        c.flush()
-        s = c.streams[sid]
-        c.wait(lambda: s.status or s.reset is not None, 5, "the answer to the extended CONNECT")
-        h.eq((s.status, s.reset), (200, None), "extended CONNECT answer (%r)" % s)
+        sid, s = open_websocket(c)
         names = [k for k, _ in s.headers]
         for k in (b"upgrade", b"connection", b"sec-websocket-accept"):
             h.check(k not in names, "%r in the 200 of an extended CONNECT" % k)
@@ -696,6 +703,20 @@ def test_websocket_extended_connect():
         rec = json.loads(A.wait_log(r'(?m)^\{.*"path":"/ws".*\}$', timeout=5, since=off).group(0))
         h.eq((rec["method"], rec["proto"]), ("GET", "HTTP/2.0"), "access log line of the tunnel")
         h.eq(c.get("/after-ws").status, 200, "a request after the tunnel")
+
+
+def test_websocket_end_stream_closes_the_tunnel():
+    """RFC 8441 5: the client's END_STREAM is an orderly close of its half:
+    the upstream's write side is shut, and when the upstream then closes
+    (gh_echo's /ws closes on EOF) the proxy ends the stream, long before
+    timeouts.tunnel_idle (1 h)."""
+    A = setup()["A"]
+    with H2Client(A.https_port) as c:
+        sid, s = open_websocket(c)
+        c.send_body(sid, b"last words", end=True)
+        c.wait(lambda: s.ended or s.reset is not None, 10, "the tunnel's end after END_STREAM")
+        h.eq((bytes(s.data), s.reset), (b"last words", None), "tunnel end (%r)" % s)
+        h.eq(c.get("/after-ws-end").status, 200, "a request after the tunnel")
 
 
 def test_plain_connect_405():
