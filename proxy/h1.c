@@ -604,7 +604,7 @@ static void head_done(px_conn_t *c) {
   /* Host without port, lower-case, for routing and the access log. */
   ex->site = px_gen_site(ex->gen, host.ptr, host.len);
   gh_free(ex->host);
-  ex->host = gh_strndup(host.ptr ? host.ptr : "", host.len);
+  ex->host = px_host_text(host);
   if (ex->site == NULL) {
     reject(c, 421, "no site for this host");
     return;

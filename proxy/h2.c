@@ -659,7 +659,7 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
     return;
   }
   gh_free(ex->host);
-  ex->host = gh_strndup(host.ptr, host.len);
+  ex->host = px_host_text(host);
   ex->site = px_gen_site(ex->gen, host.ptr, host.len);
   if (ex->site == NULL) {
     refuse(s, 421, "no site for this host");

@@ -90,6 +90,9 @@ static inline size_t px_chunk_head(char *out, size_t len) {
 int px_valid_host(gh_str_t s);
 /* px_host_no_port is |host| without its port. */
 gh_str_t px_host_no_port(gh_str_t host);
+/* px_host_text returns |host| without its port, lower-cased, as a new
+ * string (for the exchange and the access log). */
+char *px_host_text(gh_str_t host);
 
 /* px_reason is the reason phrase of a status Gatehouse answers itself. */
 const char *px_reason(int status);
