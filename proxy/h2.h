@@ -40,6 +40,9 @@ void px_h2_on_timeout(px_conn_t *c);                             /* may close */
 void px_h2_on_written(px_conn_t *c);                             /* may close */
 void px_h2_closing(px_conn_t *c); /* closing: every stream's exchange is told */
 void px_h2_freed(px_conn_t *c);   /* the connection's memory goes: free the streams */
+/* px_h2_worker_free releases the worker's HTTP/2 memory lists (server.c,
+ * once the worker's connections are gone). */
+void px_h2_worker_free(px_worker_t *w);
 /* px_h2_drain sends GOAWAY with the last stream processed; open streams
  * finish, then the connection closes. May close. */
 void px_h2_drain(px_conn_t *c);

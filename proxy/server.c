@@ -217,6 +217,7 @@ static void worker_free(px_worker_t *w) {
   uv_run(&w->loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&w->loop) != 0) GH_WARN("proxy", "worker %u: loop not empty at exit", w->id);
   px_ex_cache_free(w);
+  px_h2_worker_free(w);
   px_ondemand_worker_cleanup(w);
   px_gen_unref(w->gen);
   px_gen_unref(w->next_gen);

@@ -127,6 +127,7 @@ struct px_worker {
   gh_link_t h2_dirty;
   uv_check_t h2_check;
   int h2_check_on;
+  struct px_h2_mem *h2_mem; /* HTTP/2 small blocks (h2.c); NULL until used */
   uint64_t clock_offset_ms;     /* added to the loop's time; 0 but in tests */
 };
 
