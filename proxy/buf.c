@@ -159,9 +159,6 @@ size_t px_u64_text(char *out, uint64_t v) {
   return n;
 }
 
-/* px_valid_host checks a Host value (RFC 9112 3.2): a reg-name or an IPv4
- * address, or an IPv6 literal in brackets, then an optional ":" and port
- * digits (at most 65535). */
 char *px_host_text(gh_str_t host) {
   gh_str_t h = px_host_no_port(host);
   char *out = gh_strndup(h.ptr ? h.ptr : "", h.len);
@@ -171,6 +168,9 @@ char *px_host_text(gh_str_t host) {
   return out;
 }
 
+/* px_valid_host checks a Host value (RFC 9112 3.2): a reg-name or an IPv4
+ * address, or an IPv6 literal in brackets, then an optional ":" and port
+ * digits (at most 65535). */
 int px_valid_host(gh_str_t s) {
   if (s.len == 0 || s.len > 260) return 0;
   size_t i = 0;
