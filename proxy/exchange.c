@@ -470,10 +470,11 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 
 /* ---- allocation ---- */
 
-/* Exchanges are recycled per worker with their buffers, so a keep-alive
- * request costs no allocation in the steady state. Buffers that grew large
- * (a big request head) are not kept. */
-enum { EX_CACHE_MAX = 64, EX_KEEP_BYTES = 16 * 1024 };
+/* Exchanges are recycled per worker with their buffers, so a request
+ * costs no allocation in the steady state. Buffers that grew large (a big
+ * request head) are not kept. The cache covers the requests a worker has
+ * in flight at once (HTTP/2 clients keep hundreds): a few KiB each. */
+enum { EX_CACHE_MAX = 512, EX_KEEP_BYTES = 16 * 1024 };
 
 static int small_hdrs(const px_hdrs_t *hs) { return hs->cap <= EX_KEEP_BYTES && hs->cap_h <= 128; }
 
