@@ -1087,6 +1087,7 @@ void px_h2_on_bytes(px_conn_t *c, const char *data, size_t len) {
   if (n < 0) {
     GH_DEBUG("http2", "%s: %s", c->client_ip, nghttp2_strerror((int)n));
     if (n == NGHTTP2_ERR_FLOODED) calm(h2, "flood");
+    if (n == NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) calm(h2, "CONTINUATION flood");
     h2->fatal = 1;
   }
   schedule(h2);
