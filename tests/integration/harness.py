@@ -23,6 +23,7 @@ What it provides (after h2o t/Util.pm spawn_server and Redis start_server):
     the CA, server_hostname = SNI), curl() (--resolve NAME:PORT:127.0.0.1
     --cacert ca.pem) and s_client_cert() (`openssl s_client -servername`,
     returning the served certificate's subject and SANs).
+  * each(cases, fn): fn(case) for every case, their failures in one.
   * Sanitizer builds: a process whose stderr contains "AddressSanitizer",
     "LeakSanitizer" or "runtime error:", or that died of a signal we did not
     send, fails the test that was running (or the teardown).
@@ -136,6 +137,18 @@ def wait_until(fn, timeout, what, interval=0.02):
             raise Fail("timed out after %.1fs waiting for %s%s" % (
                 timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
         time.sleep(interval)
+
+
+def each(cases, fn):
+    """fn(case) for every case; the failures of all of them in one."""
+    errs = []
+    for case in cases:
+        try:
+            fn(case)
+        except Fail as e:
+            errs.append(str(e).strip())
+    if errs:
+        raise Fail("\n".join(errs))
 
 
 # --- temporary directory and ports -------------------------------------------

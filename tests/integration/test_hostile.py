@@ -393,16 +393,7 @@ def try_send(c, data):
         return False
 
 
-def each(cases, fn):
-    """fn(case) for every case; the failures of all of them in one."""
-    errs = []
-    for case in cases:
-        try:
-            fn(case)
-        except h.Fail as e:
-            errs.append(str(e).strip())
-    if errs:
-        raise h.Fail("\n".join(errs))
+each = h.each
 
 
 def soft_wait(fn, timeout):
