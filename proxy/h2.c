@@ -706,6 +706,7 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
   px_h2_t *h2 = s->h2;
   px_exchange_t *ex = s->ex;
   s->head_done = 1;
+  s->req_end = end_stream;
   s->read_mark = now_of(h2);
   if (s->reset) return;
   int m = method_of(s->method, s->method_len);
@@ -780,7 +781,6 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
   if (end_stream || s->tunnel) {
     ex->req_framing = PX_BODY_NONE;
     ex->req_done = 1;
-    s->req_end = end_stream;
   } else if (cl.ptr) {
     uint64_t v = 0;
     for (size_t i = 0; i < cl.len; i++) v = v * 10 + (uint64_t)(cl.ptr[i] - '0');
