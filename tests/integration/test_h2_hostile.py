@@ -152,6 +152,16 @@ def req(path="/", method="GET", extra=(), authority=HOST):
     return r.req_fields(authority, path, method, extra)
 
 
+def answered_whole(c, s, what):
+    """A response to a request that had ended (END_STREAM on its HEADERS):
+    no RST_STREAM may follow the response's END_STREAM, the stream being
+    closed both ways (RFC 9113 5.1: nothing but PRIORITY on a closed
+    stream; RST_STREAM NO_ERROR is for a request still coming, 8.1)."""
+    c.ping_roundtrip()
+    h.check(s.rst is None, "%s: RST_STREAM %s after a whole response to a whole request; %s"
+            % (what, r.err_name(s.rst), c.summary()))
+
+
 def calm_goaway(c, what, timeout=10):
     """A flood ends the connection: GOAWAY ENHANCE_YOUR_CALM, then the
     close, within |timeout|."""
@@ -229,6 +239,39 @@ def test_authority_host_disagree():
 
 def test_authority_host_same_accepted():
     accepted(default(), "host in another case", req("/ah", extra=[("host", HOST.upper())]))
+
+
+def test_authority_invalid_or_missing():
+    # No site can be chosen: a 400 (421 for a name we do not serve), or
+    # (nghttp2 checks :authority and requires it or host) a stream error;
+    # nothing forwarded.
+    inst = default()
+    m, s, p = (":method", "GET"), (":scheme", "https"), (":path", "/na")
+
+    def case(kv):
+        what, fields = kv
+        cnt = h.Counter(inst.echo)
+        c = inst.connect().handshake()
+        try:
+            st = c.response(c.headers(fields))
+            h.check(st.status in (400, 421) or st.rst == r.PROTOCOL_ERROR, "%s: expected a"
+                    " 400, a 421 or RST_STREAM PROTOCOL_ERROR; %s" % (what, c.summary()))
+            if st.status:
+                answered_whole(c, st, what)
+            r.expect_alive(c, HOST, what)
+        finally:
+            c.close()
+        h.eq(cnt.requests(), 1, "%s: requests the upstream completed (the next stream's)" % what)
+    each([("no :authority, no host", [m, s, p]),
+          (":authority with a space", [m, s, (":authority", "a b.test"), p]),
+          (":authority with a slash", [m, s, (":authority", "%s/x" % HOST), p]),
+          (":authority naming no site", [m, s, (":authority", "other.test"), p])], case)
+
+
+def test_path_controls_refused():
+    inst = default()
+    each([" ", "\t", "\x7f", "\x01"],
+         lambda ch: refused(inst, ":path with %r" % ch, req("/a%sb" % ch)))
 
 
 # --- 5. content-length against DATA (RFC 9113 8.1.1) -----------------------------
@@ -311,6 +354,7 @@ def header_list_431(inst, size, what):
         s = c.response(sid)
         h.check(c.goaway is None, "%s: GOAWAY: %s" % (what, c.summary()))
         h.eq(s.status, 431, "%s: status" % what)
+        answered_whole(c, s, what)
         r.expect_alive(c, HOST, what)
     finally:
         c.close()
@@ -329,6 +373,48 @@ def test_header_list_4k():
 
 def test_header_list_default_64k():
     header_list_431(default(), 70000, "a 70000-byte header list (default 64k)")
+
+
+def test_too_many_fields_or_long_path():
+    # limits.max_headers (100) and limits.max_uri_bytes (8k) hold for h2.
+    inst = default()
+
+    def case(kv):
+        what, fields, status = kv
+        cnt = h.Counter(inst.echo)
+        c = inst.connect().handshake()
+        try:
+            s = c.response(c.headers(fields))
+            h.eq(s.status, status, "%s: status (%s)" % (what, c.summary()))
+            answered_whole(c, s, what)
+            r.expect_alive(c, HOST, what)
+        finally:
+            c.close()
+        h.eq(cnt.requests(), 1, "%s: requests the upstream completed (the next stream's)" % what)
+    each([("150 fields", req("/many", extra=[("x-f%d" % i, "v") for i in range(150)]), 431),
+          ("a 9000-byte :path", req("/" + "p" * 9000), 414)], case)
+
+
+def test_trailers_too_large():
+    # Trailers beyond max_header_list_size (4k): the request is refused
+    # (431, or a reset once an answer has begun) and the upstream never
+    # sees it complete.
+    inst = tight()
+    cnt = h.Counter(inst.echo)
+    c = inst.connect().handshake()
+    try:
+        sid = c.headers(req("/trailers", "POST"), end_stream=False)
+        c.send(r.data(sid, b"body") + r.frame(r.HEADERS, r.END_STREAM | r.END_HEADERS, sid,
+                                              r.block(big_list(6000))))
+        s = c.response(sid)
+        h.check(s.status == 431 or s.rst is not None, "trailers too large: expected a 431 or"
+                " RST_STREAM; %s" % c.summary())
+        r.expect_alive(c, HOST, "trailers too large")
+    finally:
+        c.close()
+    still_serving(inst, "trailers too large")
+    h.eq(cnt.requests(), 2, "requests the upstream completed (the next stream and the new"
+         " connection's)")
 
 
 # --- 7. http2.max_concurrent_streams (RFC 9113 5.1.2) ---------------------------------
@@ -624,6 +710,23 @@ def test_zero_connection_window():
     # never given back.
     stalled(tight(), "no connection WINDOW_UPDATE",
             client_settings=[(r.INITIAL_WINDOW_SIZE, 1 << 30)], auto_window=False)
+
+
+def test_reset_mid_response():
+    # Streams reset by the client while their responses flow: each
+    # upstream connection is released, the connection goes on.
+    inst = default()
+    c = inst.connect().handshake()
+    try:
+        sids = [c.get(HOST, "/size/4000000?mid=%d" % i) for i in range(8)]
+        c.wait(lambda: all(len(c._stream(x).data) > 0 for x in sids), what="DATA on every stream")
+        h.wait_until(lambda: echo_backlog(inst) > 0, 5, "gh_echo blocked on the proxy")
+        c.send(b"".join(r.rst(x) for x in sids))
+        upstream_released(inst, "8 streams reset mid-response")
+        r.expect_alive(c, HOST, "8 streams reset mid-response")
+    finally:
+        c.close()
+    still_serving(inst, "streams reset mid-response")
 
 
 # --- 12. timeouts.idle ----------------------------------------------------------------
