@@ -842,6 +842,19 @@ def hpack_error(blk):
     return conn_error(r.frame(r.HEADERS, ES | EH, 1, blk), CE)
 
 
+def table_size_zero(name):
+    # Our decoder's table may hold nothing: the server's next block starts
+    # with a size update to 0 (RFC 7541 4.2, 6.3) and indexes nothing.
+    c = hs(client_settings=[(r.HEADER_TABLE_SIZE, 0)])
+    try:
+        for i in range(2):
+            h.eq(c.response(c.get(HOST, "/t0/%d" % i)).status, 200, "%s: status" % name)
+            h.eq(c.dec.header_table.maxsize, 0, "%s: the table size the server set" % name)
+            h.eq(len(c.dec.header_table.dynamic_entries), 0, "%s: entries indexed" % name)
+    finally:
+        c.close()
+
+
 def test_rfc7541_hpack():
     base = req("/hp")
     bits, n = huff_bits(b"/huffman")
@@ -888,6 +901,8 @@ def test_rfc7541_hpack():
          hpack_error(r.hp_int(8192, 5, 0x20) + base)),
         (10, "5.2: a Huffman-coded value is decoded", huffman_ok),
         (11, "2.3.2: the dynamic table carries over between blocks", dynamic_table_ok),
+        (12, "4.2: SETTINGS_HEADER_TABLE_SIZE 0: the server's encoder goes to 0",
+         table_size_zero),
     ], rfc="RFC 7541")
 
 
