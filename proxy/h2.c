@@ -346,11 +346,11 @@ static void submit_head(px_h2_stream_t *s, int status, const px_hdrs_t *hs, cons
     for (size_t i = 0; i < hs->num; i++) {
       gh_str_t name = px_hdr_name(hs, i), value = px_hdr_value(hs, i);
       if (px_hop_by_hop(hs, name)) continue;
+      char *low = h2->names.p + off;
+      off += name.len;
       /* RFC 8441: the 101's handshake fields mean nothing to an h2 client. */
       if (s->tunnel && (gh_str_ieq(name, GH_STR("sec-websocket-accept"))))
         continue;
-      char *low = h2->names.p + off;
-      off += name.len;
       for (size_t j = 0; j < name.len; j++) low[j] = lower(low[j]);
       v[k++] = nv(low, name.len, value.ptr, value.len);
     }
