@@ -76,7 +76,7 @@ def section(sec, cases, rfc="RFC 9113"):
     connection; the failures of all of them in one, each named."""
     def run(case):
         n, desc, fn = case
-        name = "%s %s/%d %s" % (rfc, sec, n, desc)
+        name = "%s %s/%d %s" % (rfc, sec, n, desc) if rfc else "%s/%d %s" % (sec, n, desc)
         first = len(r.opened)
         try:
             fn(name)
@@ -804,6 +804,47 @@ def test_8_5_connect():
          fields_error([c_, (":scheme", "https"), a, (":path", "/")])),
         (2, "CONNECT without :authority", fields_error([c_])),
     ])
+
+
+def test_rfc8441_extended_connect():
+    ws = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+          (":authority", HOST), (":path", "/ws"), ("sec-websocket-version", "13")]
+
+    def tunnel(name):
+        # gh_echo's 101 becomes a 200 whose fields keep their names (less
+        # the HTTP/1.1 handshake's), then bytes go both ways.
+        c = hs()
+        try:
+            sid = c.headers(ws, end_stream=False)
+            s = c._stream(sid)
+            c.wait(lambda: s.headers is not None or s.done, what="the tunnel's answer")
+            h.eq(s.status, 200, "%s: status (%s)" % (name, c.summary()))
+            names = [k for k, _ in s.headers]
+            h.check("x-echo-conn" in names and "x-echo-req" in names and
+                    "sec-websocket-accept" not in names and "upgrade" not in names,
+                    "%s: the answer's field names: %r" % (name, s.headers))
+            c.send(r.data(sid, b"ping over h2"))
+            c.wait(lambda: len(s.data) >= 12 or s.done, what="the echo through the tunnel")
+            h.eq(bytes(s.data), b"ping over h2", "%s: bytes back" % name)
+        finally:
+            c.close()
+    section("RFC 8441", [
+        (1, "extended CONNECT opens a WebSocket tunnel", tunnel),
+        (2, ":protocol other than websocket", lambda name: not_websocket(name, ws)),
+    ], rfc="")
+
+
+def not_websocket(name, ws):
+    c = hs()
+    try:
+        sid = c.headers([(k, "chat" if k == ":protocol" else v) for k, v in ws],
+                        end_stream=False)
+        s = c._stream(sid)
+        c.wait(lambda: s.status is not None or s.rst is not None, what="the answer")
+        h.check(s.status is not None and s.status >= 400 or s.rst is not None,
+                "%s: expected an error; %s" % (name, c.summary()))
+    finally:
+        c.close()
 
 
 # --- 8.4 Server Push -----------------------------------------------------------------------------
