@@ -281,7 +281,9 @@ class H2:
             return False
         try:
             self.io._fill(deadline)
-        except h.Closed:
+        except socket.timeout:
+            raise
+        except (h.Closed, OSError, ssl.SSLError):  # a reset or a broken record: gone
             self.closed = True
             return False
         return True

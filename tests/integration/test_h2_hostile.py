@@ -24,14 +24,16 @@ requests). Sections:
   14  garbage: preface, DATA on stream 0, oversized frames, even stream ids,
       HPACK errors
   15  a client that never reads: memory stays bounded
+  16  a random mix of all of it (fixed seed)
 
-Three gatehouse instances, one worker each: "default" (every http2 and
-timeout default), "tight" (small http2 limits and 2 s timeouts) and
-"streams" (max_concurrent_streams 4).
+Gatehouse instances, one worker each: "default" (every http2 and timeout
+default), "tight" (small http2 limits and 2 s timeouts), "streams"
+(max_concurrent_streams 4) and "mix" (for 16).
 """
 
 import http.client
 import os
+import random
 import re
 import sys
 import time
@@ -885,6 +887,59 @@ def test_never_reads_memory_bounded():
             % (grew, NR_COUNT * NR_SIZE // 1000000))
     upstream_released(inst, "a client that never read")
     still_serving(inst, "a client that never read")
+
+
+# --- 16. a mix of all of it ----------------------------------------------------
+
+def test_random_mix():
+    # 8 s of connections doing random things from the list above, fixed
+    # seed (GH_H2_SEED to vary it): streams of every kind, bodies, resets,
+    # windows held or opened, header blocks left unfinished, garbage,
+    # abrupt closes. The process survives (and, in the sanitizer build,
+    # reports nothing) and serves afterwards.
+    inst = instance("mix", http2={"max_concurrent_streams": 16, "max_resets": "1000/1s",
+                                  "max_control_frames": "2000/1s"},
+                    timeouts={"client_body": "1s", "client_send": "1s", "idle": "1s",
+                              "header_read": "1s"})
+    rnd = random.Random(int(os.environ.get("GH_H2_SEED", "12")))
+    paths = ["/size/0", "/size/10", "/size/70000", "/size/2000000", "/delay/50",
+             "/chunked/50000", "/status/500"]
+    ws = [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+          (":authority", HOST), (":path", "/ws")]
+    t0, conns = time.monotonic(), 0
+    while time.monotonic() - t0 < 8 and inst.g.alive():
+        conns += 1
+        c = inst.connect(auto_window=rnd.random() < 0.8, client_settings=[
+            (r.INITIAL_WINDOW_SIZE, rnd.choice([0, 1, 65535, 1 << 20]))])
+        sids = [0]
+        for _ in range(rnd.randint(1, 30)):
+            a, sid = rnd.random(), rnd.choice(sids)
+            if a < 0.3:
+                sids.append(c.get(HOST, rnd.choice(paths), end_stream=rnd.random() < 0.8))
+            elif a < 0.35:
+                sids.append(c.headers(ws, end_stream=False))
+            elif a < 0.5:
+                c.send(r.data(sid, os.urandom(rnd.randint(0, 16000)), end=rnd.random() < 0.5))
+            elif a < 0.6:
+                c.send(r.rst(sid))
+            elif a < 0.7:
+                sids.append(c.new_sid())
+                c.send(r.frame(r.HEADERS, r.END_STREAM, sids[-1],
+                               r.block(req("/p"))[:rnd.randint(1, 20)]))
+            elif a < 0.8:
+                c.send(r.window_update(sid, rnd.randint(1, 1 << 20)))
+            elif a < 0.85:
+                c.send(r.settings([(r.INITIAL_WINDOW_SIZE, rnd.choice([0, 100, 1 << 20]))]))
+            elif a < 0.9:
+                c.send(os.urandom(rnd.randint(1, 50)))
+            c.pump(rnd.choice([0.001, 0.01, 0.05]))
+            if c.closed:
+                break
+        if rnd.random() < 0.5:
+            c.wait_closed(rnd.choice([0.05, 0.3]))
+        c.close()
+    print("# random mix: %d connections" % conns)
+    still_serving(inst, "%d connections of random hostile frames" % conns)
 
 
 if __name__ == "__main__":
