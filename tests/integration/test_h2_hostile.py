@@ -26,6 +26,23 @@ requests). Sections:
   15  a client that never reads: memory stays bounded
   16  a random mix of all of it (fixed seed)
 
+What the code of issue 12 did (257633b), where it fell short:
+
+  test_continuation_flood: closed without GOAWAY and not counted in
+      gatehouse_http2_calm_total (nghttp2's TOO_MANY_CONTINUATIONS is a
+      fatal error that queues nothing); fixed in 74e46d8.
+  answered_whole (431/421/400 to a request ended in its HEADERS): the
+      answer was followed by RST_STREAM NO_ERROR on the closed stream;
+      fixed in e788111.
+  test_max_concurrent_streams: once the client has ACKed our SETTINGS,
+      nghttp2 makes a stream beyond the limit a connection error (GOAWAY
+      PROTOCOL_ERROR, last stream = the last one within the limit), which
+      RFC 9113 5.4.1 allows; the streams in flight are lost. Before the
+      ACK the extra streams get REFUSED_STREAM and the others complete.
+  test_content_length_excess_after_the_declared_body: a body forwarded as
+      it comes can reach the upstream whole before the excess shows the
+      request malformed; the excess itself never does.
+
 Gatehouse instances, one worker each: "default" (every http2 and timeout
 default), "tight" (small http2 limits and 2 s timeouts), "streams"
 (max_concurrent_streams 4) and "mix" (for 16).
