@@ -55,6 +55,13 @@ struct px_h2 {
   uint8_t goaway;       /* GOAWAY sent: finish once no stream is left */
   uint8_t fatal;        /* close once what is queued is written */
   uint8_t finishing;    /* px_conn_finish called */
+  /* Client stream ids (RFC 9113 5.1.1): the highest opened, and the last
+   * few ranges of ids the client skipped, which it can never open now. */
+  int32_t max_id;
+  uint8_t num_skipped;
+  struct {
+    int32_t lo, hi;
+  } skipped[8];
 };
 
 struct px_h2_stream {
@@ -561,10 +568,49 @@ static px_h2_stream_t *stream_get(px_h2_t *h2, int32_t id) {
   return nghttp2_session_get_stream_user_data(h2->session, id);
 }
 
+/* on_begin_frame: a HEADERS frame that would open a stream with an id the
+ * client skipped earlier is a connection error PROTOCOL_ERROR (RFC 9113
+ * 5.1.1). nghttp2 1.52 ignores HEADERS on any id below the highest, since
+ * it cannot tell a skipped id from a closed stream (where late trailers
+ * racing a reset are legitimate); the skipped ranges tell. */
+static int on_begin_frame(nghttp2_session *session, const nghttp2_frame_hd *hd, void *user_data) {
+  px_h2_t *h2 = h2_of(user_data);
+  if (hd->type != NGHTTP2_HEADERS || hd->stream_id > h2->max_id || !(hd->stream_id & 1) ||
+      nghttp2_session_find_stream(session, hd->stream_id) != NULL)
+    return 0;
+  for (size_t i = 0; i < h2->num_skipped; i++) {
+    if (hd->stream_id >= h2->skipped[i].lo && hd->stream_id <= h2->skipped[i].hi) {
+      GH_DEBUG("http2", "%s: HEADERS on skipped stream %d", h2->c->client_ip, hd->stream_id);
+      nghttp2_session_terminate_session(session, NGHTTP2_PROTOCOL_ERROR);
+      h2->fatal = 1;
+      break;
+    }
+  }
+  return 0;
+}
+
+/* note_stream_id records a new client stream id and the ids it skips. */
+static void note_stream_id(px_h2_t *h2, int32_t id) {
+  if (id <= h2->max_id) return;
+  int32_t next = h2->max_id ? h2->max_id + 2 : 1;
+  if (id > next) {
+    size_t n = h2->num_skipped;
+    if (n == sizeof(h2->skipped) / sizeof(h2->skipped[0])) {
+      memmove(h2->skipped, h2->skipped + 1, (n - 1) * sizeof(h2->skipped[0]));
+      n--;
+    }
+    h2->skipped[n].lo = next;
+    h2->skipped[n].hi = id - 2;
+    h2->num_skipped = (uint8_t)(n + 1);
+  }
+  h2->max_id = id;
+}
+
 static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame, void *user_data) {
   px_h2_t *h2 = h2_of(user_data);
   if (frame->hd.type != NGHTTP2_HEADERS || frame->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   px_conn_t *c = h2->c;
+  note_stream_id(h2, frame->hd.stream_id);
   px_h2_stream_t *s = mem_calloc(1, sizeof(*s), c->w);
   s->h2 = h2;
   s->id = frame->hd.stream_id;
@@ -1020,6 +1066,7 @@ static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
 
 static void cbs_init(void) {
   nghttp2_session_callbacks_new(&cbs);
+  nghttp2_session_callbacks_set_on_begin_frame_callback(cbs, on_begin_frame);
   nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
   nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
   nghttp2_session_callbacks_set_on_invalid_header_callback(cbs, on_invalid_header);
@@ -1066,9 +1113,6 @@ void px_h2_start(px_conn_t *c) {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)hc->max_header_list_bytes},
       {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, (uint32_t)hc->hpack_table_bytes},
       {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},
-      /* RFC 9218: no RFC 7540 priority tree (nor closed streams kept for
-       * it); responses go out as they come. */
-      {NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES, 1},
   };
   nghttp2_submit_settings(h2->session, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
   nghttp2_session_set_local_window_size(h2->session, NGHTTP2_FLAG_NONE, 0,

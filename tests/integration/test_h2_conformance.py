@@ -19,11 +19,10 @@ behind it) and asserts what the RFC requires:
 
 Where nghttp2 (1.52) escalates a stream error the RFC describes to a
 connection error (5.1 on closed or half-closed streams, 5.1.2, 5.3.1, 6.3,
-6.9), the case passes as it does in h2spec. It fails on 5.1.1/2: a HEADERS
-frame on a never-used stream id lower than one already used is dropped
-silently (nghttp2 raises the connection error only for streams it still
-remembers), so that request is never answered; h2.c cannot tell such an
-id from a long-closed stream without keeping every id it has seen.
+6.9), the case passes as it does in h2spec. 5.1.1/2 (a HEADERS frame on a
+never-used stream id lower than one already used) is h2.c's: nghttp2 1.52
+drops such HEADERS silently, as it cannot tell them from late trailers on
+a closed stream; h2.c remembers the ranges of ids a client skipped.
 
 The instance has http2.max_concurrent_streams 8 (for 5.1.2) and every
 other setting at its default. Cases of the hostile kind (floods, limits,
