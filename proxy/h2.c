@@ -537,12 +537,17 @@ static void count_request(px_worker_t *w, px_exchange_t *ex) {
   PX_STAT_ADD(w->stats.requests_by_proto[1][cls], 1);
 }
 
-/* log_stream writes |s|'s access-log line once. A request the client
- * reset before any answer is 499, as in h1.c. */
-static void log_stream(px_h2_stream_t *s) {
+/* log_stream writes |s|'s access-log line once, the stream having closed
+ * with |code|. A request the client reset before any answer is 499, as
+ * in h1.c. */
+static void log_stream(px_h2_stream_t *s, uint32_t code) {
   px_exchange_t *ex = s->ex;
-  if (s->logged || ex == NULL || !s->head_done) return;
+  if (s->logged || ex == NULL) return;
+  /* A head nghttp2 refused as malformed is logged as a 400; one the
+   * client abandoned before its end is not a request. */
+  if (!s->head_done && code != NGHTTP2_PROTOCOL_ERROR) return;
   s->logged = 1;
+  if (!s->head_done && ex->status == 0) ex->status = 400;
   if (ex->status == 0) ex->status = 499;
   px_access_log(ex);
   count_request(s->h2->c->w, ex);
@@ -970,7 +975,7 @@ static int on_stream_close(nghttp2_session *session, int32_t id, uint32_t code, 
     GH_DEBUG("http2", "%s: stream %d closed (%s)", h2->c->client_ip, id, nghttp2_http2_strerror(code));
     px_ex_client_gone(ex);
   }
-  log_stream(s);
+  log_stream(s, code);
   stream_free(s);
   return 0;
 }
@@ -1228,7 +1233,7 @@ void px_h2_closing(px_conn_t *c) {
   for (gh_link_t *l = h2->streams.next; l != &h2->streams; l = l->next) {
     px_h2_stream_t *s = GH_CONTAINER_OF(l, px_h2_stream_t, link);
     if (s->ex == NULL) continue;
-    log_stream(s);
+    log_stream(s, NGHTTP2_CANCEL);
     px_ex_client_gone(s->ex);
   }
 }

@@ -49,6 +49,7 @@ default), "tight" (small http2 limits and 2 s timeouts), "streams"
 """
 
 import http.client
+import json
 import os
 import random
 import re
@@ -199,6 +200,16 @@ def test_connection_specific_fields():
           ("proxy-connection", "keep-alive"), ("transfer-encoding", "chunked"),
           ("upgrade", "websocket"), ("te", "gzip"), ("te", "trailers, gzip")],
          lambda f: refused(inst, "%s: %s" % f, req("/cs", extra=[f])))
+
+
+def test_refused_heads_are_logged():
+    # A head nghttp2 refuses as malformed still leaves an access-log line
+    # (400, proto HTTP/2.0), as a malformed HTTP/1.1 request does.
+    inst = default()
+    off = inst.g.log_size()
+    refused(inst, "connection: close, logged", req("/logged-refusal", extra=[("connection", "close")]))
+    rec = json.loads(inst.g.wait_log(r'(?m)^\{.*"path":"/logged-refusal".*\}$', since=off).group(0))
+    h.eq((rec["status"], rec["proto"]), (400, "HTTP/2.0"), "the refused request's log line")
 
 
 def test_te_trailers_accepted():
