@@ -420,7 +420,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   if (c->ssl) {
     on_tls_read(c, buf->base, (size_t)nread);
   } else {
-    px_h1_on_bytes(c, buf->base, (size_t)nread);
+    if (c->h2) px_h2_on_bytes(c, buf->base, (size_t)nread);
+    else px_h1_on_bytes(c, buf->base, (size_t)nread);
     if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
   }
 }
