@@ -50,8 +50,8 @@
  * Invariants: no crash, leak or assertion (exchange.c's lifecycle asserts
  * are on in the fuzz and sanitizer builds); what each client receives is
  * a well-formed sequence of responses (see oracle_t), and what each
- * upstream connection receives well-formed requests (see up_t); after every operation the
- * ownership rules of exchange.h hold (a connection's exchange is its own;
+ * upstream connection receives well-formed requests (see fuzz_script.h);
+ * after every operation the ownership rules of exchange.h hold (a connection's exchange is its own;
  * exchange and upstream connection point at each other or neither does;
  * a closing connection's exchange has no upstream; idle connections
  * belong to no exchange and their pool counts them); after the input
@@ -68,15 +68,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tests/fuzz/fuzz_worker.h"
+#include "tests/fuzz/fuzz_script.h"
 
 enum {
   NUM_CLIENTS = 3,
-  MAX_UP = 32,        /* upstream connections kept per input; more are closed at once */
-  MAX_OPENS = 24,     /* client connections opened per input */
-  SOCKBUF = 4096,
+  MAX_OPENS = 24, /* client connections opened per input */
   MAX_OUTBOX = 4 << 20,
-  MAX_DUE = 256,
 };
 
 static const char conf_fmt[] =
@@ -126,169 +123,14 @@ typedef struct {
   oracle_t o;
 } client_t;
 
-/* What an upstream connection receives must be well-formed requests, with
- * no control character in a target: the proxy writes the framing itself, and a body longer or shorter than
- * announced would put the next request (on a pooled connection) out of
- * step. Judged by llhttp until an upgrade request (then it is a tunnel's);
- * a close may cut the last one short. */
-typedef struct {
-  uv_tcp_t tcp;
-  int closed;  /* closed (or reset) by the upstream */
-  int eof;     /* the proxy closed its side */
-  int reading;
-  int judge;
-  llhttp_t parser;
-  px_buf_t got; /* what was received, for the report */
-} up_t;
-
-typedef struct {
-  uv_write_t req;
-  char data[];
-} up_write_t;
-
 static px_worker_t *g_w;
-static uv_tcp_t g_listener[2];
 static client_t g_clients[NUM_CLIENTS];
-static up_t g_up[MAX_UP];
-static size_t g_num_up;
 static unsigned g_opens;
 static unsigned g_reloads;
-static int g_trace;
-static char g_rbuf[16 * 1024];
-static char g_fill[256 * 1024];
 
-#define CHECK(x)                                                                      \
-  do {                                                                                \
-    if (!(x)) {                                                                       \
-      fprintf(stderr, "fuzz_exchange: invariant broken: %s (line %d)\n", #x, __LINE__); \
-      abort();                                                                        \
-    }                                                                                 \
-  } while (0)
-
-#define TRACE(...)                          \
-  do {                                      \
-    if (g_trace) fprintf(stderr, __VA_ARGS__); \
-  } while (0)
-
-/* ---- the scripted upstream ---- */
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h, (void)suggested;
-  *buf = uv_buf_init(g_rbuf, sizeof(g_rbuf));
-}
-
-static llhttp_settings_t g_req_settings;
-
-static void up_fail(up_t *u, const char *why) {
-  fprintf(stderr, "fuzz_exchange: upstream %d received a broken request stream: %s\n"
-          "--- received (%zu bytes) ---\n%.*s\n--- end ---\n",
-          (int)(u - g_up) + 1, why, u->got.len, (int)u->got.len, u->got.p);
-  abort();
-}
-
-/* on_target: llhttp lets TAB and FF through in a request target (and so
- * would the proxy's own llhttp); RFC 9112 3.2 allows no whitespace or
- * control character there, and a server that splits the request line on
- * them reads another target than the proxy routed. */
-static int on_target(llhttp_t *p, const char *at, size_t len) {
-  for (size_t i = 0; i < len; i++) {
-    unsigned char ch = (unsigned char)at[i];
-    if (ch <= 0x20 || ch == 0x7f) up_fail(p->data, "control character in the request target");
-  }
-  return 0;
-}
-
-static void up_judge(up_t *u, const char *p, size_t len) {
-  if (!u->judge) return;
-  if (u->got.len < 64 * 1024) px_buf_append(&u->got, p, len);
-  llhttp_errno_t e = llhttp_execute(&u->parser, p, len);
-  if (e == HPE_PAUSED_UPGRADE) {
-    u->judge = 0;
-  } else if (e != HPE_OK) {
-    up_fail(u, llhttp_get_error_reason(&u->parser));
-  }
-}
-
-static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  up_t *u = s->data;
-  if (nread > 0) up_judge(u, buf->base, (size_t)nread);
-  if (nread >= 0) return;
-  u->eof = 1;
-  u->reading = 0;
-  uv_read_stop(s);
-}
-
-static void free_handle(uv_handle_t *h) { gh_free(h); }
-
-static void on_connection(uv_stream_t *server, int status) {
-  if (status != 0) return;
-  /* Always accept: a connection left in the backlog would reach the next
-   * input. Past MAX_UP it is closed at once. */
-  uv_tcp_t *t = g_num_up < MAX_UP ? &g_up[g_num_up].tcp : gh_malloc(sizeof(uv_tcp_t));
-  uv_tcp_init(server->loop, t);
-  if (uv_accept(server, (uv_stream_t *)t) != 0 || g_num_up == MAX_UP) {
-    uv_close((uv_handle_t *)t, g_num_up == MAX_UP ? free_handle : NULL);
-    return;
-  }
-  up_t *u = &g_up[g_num_up++];
-  u->closed = u->eof = 0;
-  u->reading = 1;
-  u->judge = 1;
-  u->got.len = 0;
-  llhttp_init(&u->parser, HTTP_REQUEST, &g_req_settings);
-  u->parser.data = u;
-  t->data = u;
-  uv_tcp_nodelay(t, 1);
-  uv_read_start((uv_stream_t *)t, on_alloc, on_up_read);
-  TRACE("  [upstream %zu accepted]\n", g_num_up);
-}
-
-/* up_pick: upstream |sel| (1-based, in accept order), or for 0 (or one not
- * accepted) the newest the upstream has not closed. NULL if none. */
-static up_t *up_pick(unsigned sel) {
-  if (sel >= 1 && sel <= g_num_up) return g_up[sel - 1].closed ? NULL : &g_up[sel - 1];
-  for (size_t i = g_num_up; i > 0; i--) {
-    if (!g_up[i - 1].closed) return &g_up[i - 1];
-  }
-  return NULL;
-}
-
-static void on_up_written(uv_write_t *req, int status) {
-  (void)status;
-  gh_free(req);
-}
-
-static void up_send(up_t *u, const char *p, size_t len) {
-  if (u == NULL || len == 0) return;
-  up_write_t *wr = gh_malloc(sizeof(*wr) + len);
-  memcpy(wr->data, p, len);
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
-  if (uv_write(&wr->req, (uv_stream_t *)&u->tcp, &b, 1, on_up_written) != 0) gh_free(wr);
-}
-
-static void up_close(up_t *u, int reset) {
-  if (u == NULL) return;
-  u->closed = 1;
-  if (!reset || uv_tcp_close_reset(&u->tcp, NULL) != 0) uv_close((uv_handle_t *)&u->tcp, NULL);
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)status;
-  gh_free(req);
-}
-
-static void up_shutdown(up_t *u) {
-  if (u == NULL) return;
-  uv_shutdown_t *req = gh_malloc(sizeof(*req));
-  if (uv_shutdown(req, (uv_stream_t *)&u->tcp, on_shutdown) != 0) gh_free(req);
-}
-
-static void up_reading(up_t *u, int on) {
-  if (u == NULL || u->eof || u->reading == on) return;
-  u->reading = on;
-  if (on) uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
-  else uv_read_stop((uv_stream_t *)&u->tcp);
-}
+#define CHECK FS_CHECK
+#define TRACE FS_TRACE
+#define g_fill fs_fill
 
 /* ---- the response oracle ---- */
 
@@ -370,7 +212,7 @@ static client_t *client_open(unsigned slot) {
   if (cl->open) return cl;
   if (g_opens == MAX_OPENS) return NULL;
   /* Slots 0 and 1: the TLS listener's behaviour; 2: the plain listener. */
-  if (fw_conn_open(g_w, slot < 2, SOCKBUF, &cl->peer) == NULL) return NULL;
+  if (fw_conn_open(g_w, slot < 2, FS_SOCKBUF, &cl->peer) == NULL) return NULL;
   g_opens++;
   cl->open = 1;
   cl->reading = 1;
@@ -434,72 +276,8 @@ static void spin(int rounds) {
   for (int i = 0; i < rounds; i++) {
     for (unsigned k = 0; k < NUM_CLIENTS; k++) client_flush(&g_clients[k]);
     fw_spin(g_w, 1);
-    /* The proxy's upstream sockets get a small send buffer (as the
-     * clients' have), so that an upstream that stops reading soon shows
-     * in the proxy's write queue. */
-    for (gh_link_t *l = g_w->upconns.next; l != &g_w->upconns; l = l->next) {
-      px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, all);
-      uv_os_fd_t fd;
-      int size = SOCKBUF;
-      if (!uv_is_closing((uv_handle_t *)&u->tcp) && uv_fileno((uv_handle_t *)&u->tcp, &fd) == 0)
-        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-    }
+    fs_small_sndbufs(g_w);
   }
-}
-
-typedef struct {
-  uv_timer_t *t[MAX_DUE];
-  size_t n;
-  uint64_t limit;
-} due_t;
-
-static void collect_due(uv_handle_t *h, void *arg) {
-  due_t *d = arg;
-  if (h->type != UV_TIMER || !uv_is_active(h) || uv_is_closing(h) || d->n == MAX_DUE) return;
-  uv_timer_t *t = (uv_timer_t *)h;
-  if (uv_timer_get_due_in(t) <= d->limit) d->t[d->n++] = t;
-}
-
-static int by_due(const void *a, const void *b) {
-  uint64_t x = uv_timer_get_due_in(*(uv_timer_t *const *)a);
-  uint64_t y = uv_timer_get_due_in(*(uv_timer_t *const *)b);
-  return x < y ? -1 : x > y;
-}
-
-/* advance moves the data plane's clock on by |ms| and fires the timers
- * whose time has come. The loop's timers are due on loop time; those of
- * the worker are all lazy (worker.h): each callback compares px_now with
- * its own deadline and re-arms for the rest. So every timer due within the
- * whole offset fires, in order, as libuv would fire it (stopped first);
- * one that comes early only re-arms. */
-static void advance(uint64_t ms) {
-  g_w->clock_offset_ms += ms;
-  due_t d = {.n = 0, .limit = g_w->clock_offset_ms};
-  uv_walk(&g_w->loop, collect_due, &d);
-  qsort(d.t, d.n, sizeof(d.t[0]), by_due);
-  for (size_t i = 0; i < d.n; i++) {
-    uv_timer_t *t = d.t[i];
-    /* An earlier callback may have stopped or closed it (the handle's
-     * memory goes only in a close callback, in a later loop turn). */
-    if (!uv_is_active((uv_handle_t *)t) || uv_is_closing((uv_handle_t *)t)) continue;
-    uv_timer_cb cb = t->timer_cb; /* libuv's field; there is no getter */
-    uv_timer_stop(t);
-    if (uv_timer_get_repeat(t)) uv_timer_again(t);
-    cb(t);
-  }
-}
-
-/* drain begins a graceful stop, as server.c's begin_drain does (there
- * are no listeners or worker timers here). */
-static void drain(void) {
-  g_w->draining = 1;
-  for (gh_link_t *l = g_w->conns.next; l != &g_w->conns;) {
-    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
-    l = l->next;
-    if (c->state == PX_CONN_OPEN) px_h1_drain(c);
-    else c->h1.close_after = 1;
-  }
-  if (g_w->num_conns == 0) px_worker_pools_close(g_w);
 }
 
 /* ---- invariants ---- */
@@ -520,35 +298,12 @@ static void check_ownership(void) {
       attached++;
     }
   }
-  size_t with_ex = 0;
-  size_t *idle = gh_calloc(w->gen->num_addrs + 1, sizeof(size_t));
-  for (gh_link_t *l = w->upconns.next; l != &w->upconns; l = l->next) {
-    px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, all);
-    if (u->ex) {
-      CHECK(u->ex->up == u);
-      CHECK(!uv_is_closing((uv_handle_t *)&u->tcp));
-      with_ex++;
-    }
-    if (u->idle) {
-      CHECK(u->ex == NULL);
-      CHECK(u->connected);
-      CHECK(u->gen == w->gen);
-      idle[u->addr->index]++;
-    }
-  }
-  CHECK(attached == with_ex);
-  for (size_t i = 0; i < w->gen->num_addrs; i++) {
-    size_t n = 0;
-    for (gh_link_t *l = w->pools[i].idle.next; l != &w->pools[i].idle; l = l->next) n++;
-    CHECK(n == w->pools[i].num_idle);
-    CHECK(n == idle[i]);
-  }
-  gh_free(idle);
+  CHECK(attached == fs_check_upconns(w));
 }
 
 /* trace_state prints, in trace mode, what each connection is doing. */
 static void trace_state(void) {
-  if (!g_trace) return;
+  if (!fs_trace) return;
   static const char *const phases[] = {"head", "body", "wait", "tunnel", "linger"};
   static const char *const states[] = {"head", "connect", "wait", "body", "tunnel", "done", "aborted"};
   for (gh_link_t *l = g_w->conns.next; l != &g_w->conns; l = l->next) {
@@ -572,43 +327,20 @@ static void trace_state(void) {
 
 static px_worker_t *start(void) {
   if (g_w) return g_w;
-  g_trace = getenv("GH_FUZZ_TRACE") != NULL;
   fw_peer_sink(oracle_got);
-  llhttp_settings_init(&g_req_settings);
-  g_req_settings.on_url = on_target;
-  memset(g_fill, 'x', sizeof(g_fill));
   /* The listeners need the loop and the configuration needs their ports:
    * bind the sockets first, hand them to the loop after. */
-  int fds[2];
   unsigned ports[2];
-  for (int i = 0; i < 2; i++) {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t sl = sizeof(sa);
-    int size = SOCKBUF;
-    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fds[i] < 0 || setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) != 0 ||
-        bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fds[i], 64) != 0 ||
-        getsockname(fds[i], (struct sockaddr *)&sa, &sl) != 0)
-      abort();
-    ports[i] = ntohs(sa.sin_port);
-  }
+  fs_bind("fuzz_exchange", ports);
   char *fmt = gh_asprintf(conf_fmt, ports[0], ports[0], ports[1], ports[1]);
   g_w = fw_worker_conf(fmt);
   gh_free(fmt);
-  for (int i = 0; i < 2; i++) {
-    uv_tcp_init(&g_w->loop, &g_listener[i]);
-    if (uv_tcp_open(&g_listener[i], fds[i]) != 0 ||
-        uv_listen((uv_stream_t *)&g_listener[i], 64, on_connection) != 0)
-      abort();
-    uv_unref((uv_handle_t *)&g_listener[i]); /* fw_finish waits for the rest only */
-  }
+  fs_listen(g_w);
   return g_w;
 }
 
 static void finish(void) {
-  for (size_t i = 0; i < g_num_up; i++) {
-    if (!uv_is_closing((uv_handle_t *)&g_up[i].tcp)) uv_close((uv_handle_t *)&g_up[i].tcp, NULL);
-  }
+  fs_close_ups();
   /* What the clients were sent last is judged too. */
   for (unsigned k = 0; k < NUM_CLIENTS; k++) {
     if (g_clients[k].open) fw_peer_drain(g_clients[k].peer);
@@ -619,24 +351,12 @@ static void finish(void) {
     memset(&g_clients[k], 0, sizeof(g_clients[k]));
   }
   fw_finish(g_w); /* closes the peers too */
-  for (size_t i = 0; i < MAX_UP; i++) px_buf_free(&g_up[i].got);
-  /* What the proxy dialled and closed before it was accepted. */
-  for (int i = 0; i < 2; i++) {
-    uv_os_fd_t lfd;
-    if (uv_fileno((uv_handle_t *)&g_listener[i], &lfd) != 0) abort();
-    int fd;
-    while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) close(fd);
-  }
-  for (size_t i = 0; i < g_w->gen->num_addrs; i++) CHECK(atomic_load(&g_w->gen->addrs[i].active) == 0);
-  CHECK(g_w->clock_offset_ms == 0);
-  g_num_up = 0;
+  fs_finished(g_w);
   g_opens = 0;
   g_reloads = 0;
 }
 
 /* ---- the program ---- */
-
-static const uint64_t units[8] = {1, 10, 100, 1000, 10000, 60000, 600000, 3600000};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   start();
@@ -651,7 +371,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (len > (size_t)(end - p)) len = (size_t)(end - p);
         if (op & 2) {
           TRACE("upstream %u sends %zu: %.*s\n", a, len, (int)len, (const char *)p);
-          up_send(up_pick(a), (const char *)p, len);
+          fs_up_send(fs_up_pick(a), (const char *)p, len);
         } else {
           TRACE("client %u sends %zu: %.*s\n", a % 3, len, (int)len, (const char *)p);
           client_send(a % 3, (const char *)p, len);
@@ -664,7 +384,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t len = ((size_t)(p < end ? *p++ : 0) + 1) * 1024;
         if (op & 2) {
           TRACE("upstream %u sends %zu KiB\n", a, len / 1024);
-          up_send(up_pick(a), g_fill, len);
+          fs_up_send(fs_up_pick(a), g_fill, len);
         } else {
           TRACE("client %u sends %zu KiB\n", a % 3, len / 1024);
           client_send(a % 3, g_fill, len);
@@ -678,7 +398,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       case 5:
         TRACE("upstream %u %s\n", a & 7, a & 8 ? "resets" : "closes");
-        up_close(up_pick(a & 7), (a & 8) != 0);
+        fs_up_close(fs_up_pick(a & 7), (a & 8) != 0);
         break;
       case 6:
         TRACE("client %u %s reading\n", (a & 3) % 3, a & 4 ? "starts" : "stops");
@@ -686,12 +406,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       case 7:
         TRACE("upstream %u %s reading\n", a & 7, a & 8 ? "starts" : "stops");
-        up_reading(up_pick(a & 7), (a & 8) != 0);
+        fs_up_reading(fs_up_pick(a & 7), (a & 8) != 0);
         break;
       case 8: {
-        uint64_t ms = ((uint64_t)(p < end ? *p++ : 0) + 1) * units[a & 7];
+        uint64_t ms = ((uint64_t)(p < end ? *p++ : 0) + 1) * fs_units[a & 7];
         TRACE("%llu ms pass\n", (unsigned long long)ms);
-        advance(ms);
+        fs_advance(g_w, ms);
         break;
       }
       case 9:
@@ -700,11 +420,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
       case 10:
         TRACE("upstream %u shuts its write side\n", a & 7);
-        up_shutdown(up_pick(a & 7));
+        fs_up_shutdown(fs_up_pick(a & 7));
         break;
       case 11:
         TRACE("the worker drains\n");
-        drain();
+        fs_drain(g_w);
         break;
       case 12:
         if (a == 0 && g_reloads < 4) {
