@@ -116,6 +116,13 @@ void fw_reload(px_worker_t *w) {
     abort();
   }
   px_worker_adopt_gen(w, gen);
+  /* As server.c's worker_async: HTTP/2 connections of the old generation
+   * are asked to move on (GOAWAY). */
+  for (gh_link_t *l = w->conns.next; l != &w->conns;) {
+    px_conn_t *c = GH_CONTAINER_OF(l, px_conn_t, link);
+    l = l->next;
+    if (c->h2) px_conn_drain(c);
+  }
 }
 
 px_conn_t *fw_conn_new(px_worker_t *w, int proxy) {
@@ -154,9 +161,10 @@ px_conn_t *fw_conn_open(px_worker_t *w, int proxy, int sockbuf, int *peer) {
   w->num_conns++;
   snprintf(c->client_ip, sizeof(c->client_ip), "192.0.2.1");
   /* The TLS listener's connection after its handshake, minus the SSL. */
-  c->is_tls = proxy;
+  c->is_tls = proxy != 0;
   c->state = PX_CONN_OPEN;
-  px_h1_start(c);
+  if (proxy == 2) px_h2_start(c); /* as if ALPN had chosen "h2" */
+  else px_h1_start(c);
   px_conn_read_start(c);
   return c;
 }
@@ -187,7 +195,8 @@ int fw_alive(px_worker_t *w, px_conn_t *c) {
 int fw_feed(px_worker_t *w, px_conn_t *c, const char *data, size_t len) {
   if (!fw_alive(w, c)) return -1;
   /* What conn.c's on_read does with plaintext. */
-  px_h1_on_bytes(c, data, len);
+  if (c->h2) px_h2_on_bytes(c, data, len);
+  else px_h1_on_bytes(c, data, len);
   if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
   return fw_alive(w, c) ? 0 : -1;
 }

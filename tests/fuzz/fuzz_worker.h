@@ -27,13 +27,14 @@ px_worker_t *fw_worker_conf(const char *conf_fmt);
 /* fw_reload gives |w| a new generation built from the same configuration,
  * as a reload does (px_worker_adopt_gen): idle upstream connections of
  * the old one are closed; connections and exchanges keep the old one for
- * as long as they hold it. */
+ * as long as they hold it; HTTP/2 connections are sent GOAWAY. */
 void fw_reload(px_worker_t *w);
 
 /* fw_conn_new creates a downstream connection over one end of a fresh
  * socketpair, as px_conn_accept does after the handshake: |proxy| 1 gives
  * it the TLS listener's behaviour (requests go upstream; the bytes stay
- * plaintext), 0 the plain-HTTP listener's (redirects). */
+ * plaintext), 2 the same after ALPN chose "h2" (px_h2_start: the server's
+ * SETTINGS are queued at once), 0 the plain-HTTP listener's (redirects). */
 px_conn_t *fw_conn_new(px_worker_t *w, int proxy);
 
 /* fw_conn_open is fw_conn_new for a target that plays the client over the
