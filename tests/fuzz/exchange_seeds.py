@@ -238,15 +238,21 @@ SEEDS = {
 }
 
 
-def main():
-    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", "exchange")
+def write_corpus(target, seeds):
+    """writes |seeds| (name: program) into corpus/<target>/, leaving other
+    files there alone."""
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", target)
     os.makedirs(out, exist_ok=True)
     total = 0
-    for name, prog in SEEDS.items():
+    for name, prog in seeds.items():
         with open(os.path.join(out, name), "wb") as f:
             f.write(prog)
         total += len(prog)
-    print(f"{len(SEEDS)} seeds, {total} bytes, in {out}", file=sys.stderr)
+    print(f"{len(seeds)} seeds, {total} bytes, in {out}", file=sys.stderr)
+
+
+def main():
+    write_corpus("exchange", SEEDS)
 
 
 if __name__ == "__main__":

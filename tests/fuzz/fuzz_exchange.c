@@ -45,6 +45,7 @@
  *               most 4 per input: a reload parses the configuration and
  *               builds an SSL_CTX, slow next to everything else)
  *  12 A>0, 13..15  one loop turn
+ * 2..12 are shared with fuzz_h2 (fs_op, fuzz_script.h).
  * After the program, 8 loop turns, then everything is closed.
  *
  * Invariants: no crash, leak or assertion (exchange.c's lifecycle asserts
@@ -76,25 +77,7 @@ enum {
   MAX_OUTBOX = 4 << 20,
 };
 
-static const char conf_fmt[] =
-    "{\"listen\": {\"https\": \"127.0.0.1:8443\", \"http\": \"127.0.0.1:8080\"},"
-    " \"workers\": 1,"
-    " \"sites\": ["
-    "  {\"hosts\": [\"a.test\", \"*.b.test\"],"
-    "   \"upstreams\": [\"127.0.0.1:%u\", \"127.0.0.1:1\"],"
-    "   \"keepalive\": {\"max_idle\": 2, \"idle_timeout\": \"4s\"}, \"fail_backoff\": \"1h\","
-    "   \"routes\": [{\"path\": \"/r/\", \"upstreams\": [\"127.0.0.1:%u\", \"127.0.0.1:%u\"],"
-    "     \"balance\": \"least_conn\", \"keepalive\": {\"max_idle\": 2, \"idle_timeout\": \"4s\"}}],"
-    "   \"tls\": {\"cert\": \"%%1$s\", \"key\": \"%%2$s\"},"
-    "   \"hsts\": {\"max_age\": \"1d\"}, \"default\": true},"
-    "  {\"hosts\": [\"m.test\"], \"upstreams\": [\"127.0.0.1:%u\"], \"max_body\": 64,"
-    "   \"tls\": {\"cert\": \"%%1$s\", \"key\": \"%%2$s\"}}],"
-    " \"timeouts\": {\"handshake\": \"1s\", \"header_read\": \"2s\", \"idle\": \"3s\","
-    "   \"upstream_connect\": \"1s\", \"upstream_read\": \"2s\", \"client_body\": \"2s\","
-    "   \"client_send\": \"2s\", \"tunnel_idle\": \"5s\", \"drain\": \"3s\"},"
-    " \"limits\": {\"max_header_bytes\": 1024, \"max_headers\": 16, \"max_uri_bytes\": 256,"
-    "   \"write_queue_bytes\": 4096},"
-    " \"log\": {\"level\": \"error\", \"access\": \"off\"}}";
+static const char conf_fmt[] = FS_CONF("");
 
 /* What a client receives must be a well-formed sequence of HTTP/1.1
  * responses (the proxy writes the framing itself, whatever the upstream
@@ -126,7 +109,6 @@ typedef struct {
 static px_worker_t *g_w;
 static client_t g_clients[NUM_CLIENTS];
 static unsigned g_opens;
-static unsigned g_reloads;
 
 #define CHECK FS_CHECK
 #define TRACE FS_TRACE
@@ -234,33 +216,14 @@ static void client_send(unsigned slot, const char *p, size_t len) {
   }
 }
 
-/* client_flush writes what the socket takes; the rest waits for the proxy
- * to read. A refused write (the proxy closed) drops it all. */
 static void client_flush(client_t *cl) {
-  while (cl->open && cl->off < cl->out.len) {
-    ssize_t n = write(cl->peer, cl->out.p + cl->off, cl->out.len - cl->off);
-    if (n > 0) {
-      cl->off += (size_t)n;
-    } else {
-      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
-      break;
-    }
-  }
-  cl->out.len = cl->off = 0;
+  if (cl->open) fs_write(cl->peer, &cl->out, &cl->off);
 }
 
 static void client_close(unsigned slot, unsigned mode) {
   client_t *cl = &g_clients[slot];
-  if (!cl->open) return;
-  if (mode == 2) {
-    client_flush(cl);
-    shutdown(cl->peer, SHUT_WR);
-    return;
-  }
-  if (mode == 0) fw_peer_drain(cl->peer); /* an orderly close: what was sent is read first */
-  fw_peer_close(cl->peer);
+  if (!cl->open || !fs_leave(cl->peer, &cl->out, &cl->off, mode)) return;
   cl->open = 0;
-  cl->out.len = cl->off = 0;
 }
 
 static void client_reading(unsigned slot, int on) {
@@ -326,16 +289,7 @@ static void trace_state(void) {
 /* ---- set-up and teardown ---- */
 
 static px_worker_t *start(void) {
-  if (g_w) return g_w;
-  fw_peer_sink(oracle_got);
-  /* The listeners need the loop and the configuration needs their ports:
-   * bind the sockets first, hand them to the loop after. */
-  unsigned ports[2];
-  fs_bind("fuzz_exchange", ports);
-  char *fmt = gh_asprintf(conf_fmt, ports[0], ports[0], ports[1], ports[1]);
-  g_w = fw_worker_conf(fmt);
-  gh_free(fmt);
-  fs_listen(g_w);
+  if (g_w == NULL) g_w = fs_start("fuzz_exchange", conf_fmt, oracle_got);
   return g_w;
 }
 
@@ -353,7 +307,6 @@ static void finish(void) {
   fw_finish(g_w); /* closes the peers too */
   fs_finished(g_w);
   g_opens = 0;
-  g_reloads = 0;
 }
 
 /* ---- the program ---- */
@@ -361,82 +314,26 @@ static void finish(void) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   start();
   const uint8_t *p = data, *end = data + size;
+  static const fs_target_t target = {NUM_CLIENTS, spin, client_close, client_reading};
   while (p < end) {
     uint8_t op = *p++;
     unsigned a = op >> 4;
     switch (op & 15) {
-      case 0:
-      case 2: {
-        size_t len = p < end ? *p++ : 0;
-        if (len > (size_t)(end - p)) len = (size_t)(end - p);
-        if (op & 2) {
-          TRACE("upstream %u sends %zu: %.*s\n", a, len, (int)len, (const char *)p);
-          fs_up_send(fs_up_pick(a), (const char *)p, len);
-        } else {
-          TRACE("client %u sends %zu: %.*s\n", a % 3, len, (int)len, (const char *)p);
-          client_send(a % 3, (const char *)p, len);
-        }
-        p += len;
+      case 0: {
+        size_t len;
+        const uint8_t *at = fs_take(&p, end, &len);
+        TRACE("client %u sends %zu: %.*s\n", a % 3, len, (int)len, (const char *)at);
+        client_send(a % 3, (const char *)at, len);
         break;
       }
-      case 1:
-      case 3: {
+      case 1: {
         size_t len = ((size_t)(p < end ? *p++ : 0) + 1) * 1024;
-        if (op & 2) {
-          TRACE("upstream %u sends %zu KiB\n", a, len / 1024);
-          fs_up_send(fs_up_pick(a), g_fill, len);
-        } else {
-          TRACE("client %u sends %zu KiB\n", a % 3, len / 1024);
-          client_send(a % 3, g_fill, len);
-        }
+        TRACE("client %u sends %zu KiB\n", a % 3, len / 1024);
+        client_send(a % 3, g_fill, len);
         break;
       }
-      case 4:
-        TRACE("client %u %s\n", (a & 3) % 3,
-              (const char *[]){"closes", "resets", "shuts its write side", "resets"}[a >> 2]);
-        client_close((a & 3) % 3, (a >> 2) == 3 ? 1 : a >> 2);
-        break;
-      case 5:
-        TRACE("upstream %u %s\n", a & 7, a & 8 ? "resets" : "closes");
-        fs_up_close(fs_up_pick(a & 7), (a & 8) != 0);
-        break;
-      case 6:
-        TRACE("client %u %s reading\n", (a & 3) % 3, a & 4 ? "starts" : "stops");
-        client_reading((a & 3) % 3, (a & 4) != 0);
-        break;
-      case 7:
-        TRACE("upstream %u %s reading\n", a & 7, a & 8 ? "starts" : "stops");
-        fs_up_reading(fs_up_pick(a & 7), (a & 8) != 0);
-        break;
-      case 8: {
-        uint64_t ms = ((uint64_t)(p < end ? *p++ : 0) + 1) * fs_units[a & 7];
-        TRACE("%llu ms pass\n", (unsigned long long)ms);
-        fs_advance(g_w, ms);
-        break;
-      }
-      case 9:
-        TRACE("%u loop turns\n", a + 1);
-        spin((int)a + 1);
-        break;
-      case 10:
-        TRACE("upstream %u shuts its write side\n", a & 7);
-        fs_up_shutdown(fs_up_pick(a & 7));
-        break;
-      case 11:
-        TRACE("the worker drains\n");
-        fs_drain(g_w);
-        break;
-      case 12:
-        if (a == 0 && g_reloads < 4) {
-          TRACE("reload\n");
-          g_reloads++;
-          fw_reload(g_w);
-        } else {
-          spin(1);
-        }
-        break;
       default:
-        spin(1);
+        if (!fs_op(g_w, &target, op, &p, end)) spin(1);
         break;
     }
     check_ownership();

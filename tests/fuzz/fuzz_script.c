@@ -1,6 +1,7 @@
 /* fuzz_script.c: see fuzz_script.h. */
 #include "tests/fuzz/fuzz_script.h"
 
+#include <errno.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,11 +33,11 @@ int fs_trace;
 char fs_fill[FS_FILL];
 const uint64_t fs_units[8] = {1, 10, 100, 1000, 10000, 60000, 600000, 3600000};
 
-static int g_fds[2];
 static uv_tcp_t g_listener[2];
 static fs_up_t g_up[MAX_UP];
 static size_t g_num_up;
 static char g_rbuf[16 * 1024];
+static unsigned g_reloads;
 static llhttp_settings_t g_req_settings;
 
 /* ---- the request oracle ---- */
@@ -112,33 +113,40 @@ static void on_connection(uv_stream_t *server, int status) {
   FS_TRACE("  [upstream %zu accepted]\n", g_num_up);
 }
 
-void fs_bind(const char *name, unsigned ports[2]) {
+px_worker_t *fs_start(const char *name, const char *conf_fmt,
+                      void (*sink)(int peer, const char *p, size_t len)) {
   fs_name = name;
+  fw_peer_sink(sink);
   fs_trace = getenv("GH_FUZZ_TRACE") != NULL;
   llhttp_settings_init(&g_req_settings);
   g_req_settings.on_url = on_target;
   memset(fs_fill, 'x', sizeof(fs_fill));
+  /* The listeners need the loop and the configuration needs their ports:
+   * bind the sockets first, hand them to the loop after. */
+  unsigned ports[2];
+  int fds[2];
   for (int i = 0; i < 2; i++) {
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t sl = sizeof(sa);
     int size = FS_SOCKBUF;
-    g_fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (g_fds[i] < 0 || setsockopt(g_fds[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) != 0 ||
-        bind(g_fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(g_fds[i], 64) != 0 ||
-        getsockname(g_fds[i], (struct sockaddr *)&sa, &sl) != 0)
+    fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fds[i] < 0 || setsockopt(fds[i], SOL_SOCKET, SO_RCVBUF, &size, sizeof(size)) != 0 ||
+        bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fds[i], 64) != 0 ||
+        getsockname(fds[i], (struct sockaddr *)&sa, &sl) != 0)
       abort();
     ports[i] = ntohs(sa.sin_port);
   }
-}
-
-void fs_listen(px_worker_t *w) {
+  char *fmt = gh_asprintf(conf_fmt, ports[0], ports[0], ports[1], ports[1]);
+  px_worker_t *w = fw_worker_conf(fmt);
+  gh_free(fmt);
   for (int i = 0; i < 2; i++) {
     uv_tcp_init(&w->loop, &g_listener[i]);
-    if (uv_tcp_open(&g_listener[i], g_fds[i]) != 0 ||
+    if (uv_tcp_open(&g_listener[i], fds[i]) != 0 ||
         uv_listen((uv_stream_t *)&g_listener[i], 64, on_connection) != 0)
       abort();
     uv_unref((uv_handle_t *)&g_listener[i]); /* fw_finish waits for the rest only */
   }
+  return w;
 }
 
 fs_up_t *fs_up_pick(unsigned sel) {
@@ -250,6 +258,111 @@ void fs_drain(px_worker_t *w) {
   if (w->num_conns == 0) px_worker_pools_close(w);
 }
 
+/* ---- the shared operations ---- */
+
+const uint8_t *fs_take(const uint8_t **p, const uint8_t *end, size_t *len) {
+  *len = *p < end ? *(*p)++ : 0;
+  if (*len > (size_t)(end - *p)) *len = (size_t)(end - *p);
+  const uint8_t *at = *p;
+  *p += *len;
+  return at;
+}
+
+void fs_write(int fd, px_buf_t *out, size_t *off) {
+  while (*off < out->len) {
+    ssize_t n = write(fd, out->p + *off, out->len - *off);
+    if (n > 0) {
+      *off += (size_t)n;
+    } else {
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+      break;
+    }
+  }
+  out->len = *off = 0;
+}
+
+int fs_leave(int peer, px_buf_t *out, size_t *off, unsigned mode) {
+  if (mode == 2) {
+    fs_write(peer, out, off);
+    shutdown(peer, SHUT_WR);
+    return 0;
+  }
+  if (mode == 0) fw_peer_drain(peer); /* an orderly close: what was sent is read first */
+  fw_peer_close(peer);
+  out->len = *off = 0;
+  return 1;
+}
+
+int fs_op(px_worker_t *w, const fs_target_t *t, uint8_t op, const uint8_t **pp, const uint8_t *end) {
+  unsigned a = op >> 4;
+  const uint8_t *p = *pp;
+  switch (op & 15) {
+    case 2: {
+      size_t len;
+      const uint8_t *at = fs_take(&p, end, &len);
+      FS_TRACE("upstream %u sends %zu: %.*s\n", a, len, (int)len, (const char *)at);
+      fs_up_send(fs_up_pick(a), (const char *)at, len);
+      break;
+    }
+    case 3: {
+      size_t len = ((size_t)(p < end ? *p++ : 0) + 1) * 1024;
+      FS_TRACE("upstream %u sends %zu KiB\n", a, len / 1024);
+      fs_up_send(fs_up_pick(a), fs_fill, len);
+      break;
+    }
+    case 4:
+      FS_TRACE("client %u %s\n", (a & 3) % t->num_clients,
+               (const char *[]){"closes", "resets", "shuts its write side", "resets"}[a >> 2]);
+      t->client_close((a & 3) % t->num_clients, (a >> 2) == 3 ? 1 : a >> 2);
+      break;
+    case 5:
+      FS_TRACE("upstream %u %s\n", a & 7, a & 8 ? "resets" : "closes");
+      fs_up_close(fs_up_pick(a & 7), (a & 8) != 0);
+      break;
+    case 6:
+      FS_TRACE("client %u %s reading\n", (a & 3) % t->num_clients, a & 4 ? "starts" : "stops");
+      t->client_reading((a & 3) % t->num_clients, (a & 4) != 0);
+      break;
+    case 7:
+      FS_TRACE("upstream %u %s reading\n", a & 7, a & 8 ? "starts" : "stops");
+      fs_up_reading(fs_up_pick(a & 7), (a & 8) != 0);
+      break;
+    case 8: {
+      uint64_t ms = ((uint64_t)(p < end ? *p++ : 0) + 1) * fs_units[a & 7];
+      FS_TRACE("%llu ms pass\n", (unsigned long long)ms);
+      fs_advance(w, ms);
+      break;
+    }
+    case 9:
+      FS_TRACE("%u loop turns\n", a + 1);
+      t->spin((int)a + 1);
+      break;
+    case 10:
+      FS_TRACE("upstream %u shuts its write side\n", a & 7);
+      fs_up_shutdown(fs_up_pick(a & 7));
+      break;
+    case 11:
+      FS_TRACE("the worker drains\n");
+      fs_drain(w);
+      break;
+    case 12:
+      /* A reload parses the configuration and builds an SSL_CTX: slow next
+       * to everything else, so at most 4 per input. */
+      if (a == 0 && g_reloads < 4) {
+        FS_TRACE("reload\n");
+        g_reloads++;
+        fw_reload(w);
+      } else {
+        t->spin(1);
+      }
+      break;
+    default:
+      return 0;
+  }
+  *pp = p;
+  return 1;
+}
+
 /* ---- invariants and the end of an input ---- */
 
 size_t fs_check_upconns(px_worker_t *w) {
@@ -298,4 +411,5 @@ void fs_finished(px_worker_t *w) {
   for (size_t i = 0; i < w->gen->num_addrs; i++) FS_CHECK(atomic_load(&w->gen->addrs[i].active) == 0);
   FS_CHECK(w->clock_offset_ms == 0);
   g_num_up = 0;
+  g_reloads = 0;
 }
