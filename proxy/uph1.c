@@ -124,6 +124,10 @@ static int r_status(llhttp_t *p, const char *at, size_t len) {
 static int r_header_field(llhttp_t *p, const char *at, size_t len) {
   px_hdrs_t *hs = &ex_of(p)->resp;
   if (hs->len + len > MAX_RESP_HEAD || hs->num > MAX_RESP_FIELDS) return -1;
+  /* RFC 9110 5.1: field-name = token. llhttp's lenient token takes a space
+   * too; the name is relayed as it is (in HTTP/2 a malformed response,
+   * RFC 9113 8.2.1), so a broken one is a bad response. */
+  if (memchr(at, ' ', len)) return -1;
   px_hdrs_name(hs, at, len);
   return 0;
 }
