@@ -196,6 +196,9 @@ typedef struct {
   char method[16];    /* :method of the block being decoded */
   size_t method_len;
   ostream_t streams[MAX_OSTREAMS];
+  /* Frame boundaries in what the server sends (see oracle_got). */
+  uint8_t srv_hd[9];
+  size_t srv_hd_len, srv_left;
   px_buf_t got;       /* the first bytes received, for the report */
 } oracle_t;
 
@@ -312,8 +315,7 @@ static int inflate(client_t *cl, const uint8_t *in, size_t len, int final) {
     int fl = 0;
     ssize_t n = nghttp2_hd_inflate_hd2(o->inflater, &nv, &fl, in, len, final);
     if (n < 0) return -1;
-    in += n;
-    len -= (size_t)n;
+    if (n > 0) in += n, len -= (size_t)n; /* |in| may be NULL for an empty block */
     if ((fl & NGHTTP2_HD_INFLATE_EMIT) && nv.namelen == 7 && memcmp(nv.name, ":method", 7) == 0 &&
         o->method_len == 0 && nv.valuelen > 0 && nv.valuelen < sizeof(o->method)) {
       memcpy(o->method, nv.value, nv.valuelen);
@@ -614,16 +616,48 @@ static void oracle_end(client_t *cl) {
   memset(o, 0, sizeof(*o));
 }
 
-static void oracle_got(int peer, const char *p, size_t len) {
+static void feed(client_t *cl, const uint8_t *p, size_t len) {
+  ssize_t n = nghttp2_session_mem_recv(cl->o.session, p, len);
+  if (n < 0) oracle_fail(cl, "nghttp2_session_mem_recv", nghttp2_strerror((int)n));
+}
+
+/* oracle_got feeds what the client received to the session. After each
+ * SETTINGS of the server's comes one of the oracle's own that lifts
+ * SETTINGS_MAX_CONCURRENT_STREAMS, so that the session never holds back a
+ * mirrored request: it would take a stream it has not sent for an idle
+ * one. (The limit is the server's to enforce; the oracle judges only what
+ * the server sends.) */
+static void oracle_got(int peer, const char *data, size_t len) {
+  static const uint8_t unlimited[15] = {0, 0, 6, NGHTTP2_SETTINGS, 0, 0, 0, 0, 0,
+                                        0, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 0x7f, 0xff, 0xff, 0xff};
   client_t *cl = NULL;
   for (unsigned k = 0; k < NUM_CLIENTS; k++) {
     if (g_clients[k].open && g_clients[k].peer == peer) cl = &g_clients[k];
   }
   if (cl == NULL || cl->o.garbage) return;
-  if (cl->o.got.len < 64 * 1024) px_buf_append(&cl->o.got, p, len);
-  ssize_t n = nghttp2_session_mem_recv(cl->o.session, (const uint8_t *)p, len);
-  if (n < 0) oracle_fail(cl, "nghttp2_session_mem_recv", nghttp2_strerror((int)n));
-  if (!cl->o.garbage) pump(cl);
+  oracle_t *o = &cl->o;
+  if (o->got.len < 64 * 1024) px_buf_append(&o->got, data, len);
+  const uint8_t *p = (const uint8_t *)data;
+  while (len > 0) {
+    size_t n;
+    if (o->srv_hd_len < 9) {
+      n = 9 - o->srv_hd_len < len ? 9 - o->srv_hd_len : len;
+      memcpy(o->srv_hd + o->srv_hd_len, p, n);
+      o->srv_hd_len += n;
+      if (o->srv_hd_len == 9) o->srv_left = (size_t)o->srv_hd[0] << 16 | (size_t)o->srv_hd[1] << 8 | o->srv_hd[2];
+    } else {
+      n = o->srv_left < len ? o->srv_left : len;
+      o->srv_left -= n;
+    }
+    feed(cl, p, n);
+    p += n, len -= n;
+    if (o->srv_hd_len == 9 && o->srv_left == 0) {
+      o->srv_hd_len = 0;
+      if (o->srv_hd[3] == NGHTTP2_SETTINGS && !(o->srv_hd[4] & NGHTTP2_FLAG_ACK))
+        feed(cl, unlimited, sizeof(unlimited));
+    }
+  }
+  pump(cl);
 }
 
 /* ---- the scripted clients ---- */

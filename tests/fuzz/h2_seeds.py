@@ -199,6 +199,12 @@ SEEDS = {
     # END_STREAM got RST_STREAM NO_ERROR after its answer, on a closed stream.
     "bug-rst-after-refused-complete-request": preface(0) + headers(0, S1, CONNECT, END_HEADERS | END_STREAM)
     + spin(),
+    # Found by the oracle: a field name with a space from the upstream
+    # (llhttp's lenient token) was relayed, a malformed field in HTTP/2.
+    "bug-space-in-response-field-name": GET1 + spin()
+    + up(0, "HTTP/1.1 103 Early Hints\r\nFoo Bar: x\r\n\r\n") + spin()
+    + headers(0, S3, GET, END_HEADERS | END_STREAM) + spin()
+    + up(0, "HTTP/1.1 200 OK\r\nFoo Bar: x\r\nContent-Length: 2\r\n\r\nok") + spin(),
     # Not HTTP/2 at all.
     "garbage-no-preface": raw(0, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(),
 }
