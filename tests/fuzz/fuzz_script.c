@@ -38,6 +38,7 @@ static fs_up_t g_up[MAX_UP];
 static size_t g_num_up;
 static char g_rbuf[16 * 1024];
 static unsigned g_reloads;
+static int g_closing; /* fs_close_ups was called: the input is ending */
 static llhttp_settings_t g_req_settings;
 
 /* ---- the request oracle ---- */
@@ -93,11 +94,15 @@ static void free_handle(uv_handle_t *h) { gh_free(h); }
 static void on_connection(uv_stream_t *server, int status) {
   if (status != 0) return;
   /* Always accept: a connection left in the backlog would reach the next
-   * input. Past MAX_UP it is closed at once. */
-  uv_tcp_t *t = g_num_up < MAX_UP ? &g_up[g_num_up].tcp : gh_malloc(sizeof(uv_tcp_t));
+   * input. Past MAX_UP, or once the input is ending (fs_close_ups closed
+   * the others; the slots are reused by the next input), it is closed at
+   * once. */
+  int keep = g_num_up < MAX_UP && !g_closing;
+  uv_tcp_t *t = keep ? &g_up[g_num_up].tcp : gh_malloc(sizeof(uv_tcp_t));
   uv_tcp_init(server->loop, t);
-  if (uv_accept(server, (uv_stream_t *)t) != 0 || g_num_up == MAX_UP) {
-    uv_close((uv_handle_t *)t, g_num_up == MAX_UP ? free_handle : NULL);
+  if (uv_accept(server, (uv_stream_t *)t) != 0 || !keep) {
+    uv_close((uv_handle_t *)t, keep ? NULL : free_handle);
+    if (keep) g_up[g_num_up++].closed = 1; /* the slot is closing: never reused */
     return;
   }
   fs_up_t *u = &g_up[g_num_up++];
@@ -394,6 +399,7 @@ size_t fs_check_upconns(px_worker_t *w) {
 }
 
 void fs_close_ups(void) {
+  g_closing = 1;
   for (size_t i = 0; i < g_num_up; i++) {
     if (!uv_is_closing((uv_handle_t *)&g_up[i].tcp)) uv_close((uv_handle_t *)&g_up[i].tcp, NULL);
   }
@@ -412,4 +418,5 @@ void fs_finished(px_worker_t *w) {
   FS_CHECK(w->clock_offset_ms == 0);
   g_num_up = 0;
   g_reloads = 0;
+  g_closing = 0;
 }
