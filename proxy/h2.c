@@ -268,7 +268,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     return NGHTTP2_ERR_DEFERRED;
   }
   if (n > length) n = length;
-  memcpy(buf, s->out.p + s->out_off, n);
+  if (n > 0) memcpy(buf, s->out.p + s->out_off, n); /* an empty body may have no buffer */
   s->out_off += n;
   h2->buffered -= n;
   uint64_t now = now_of(h2);
