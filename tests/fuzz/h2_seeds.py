@@ -205,6 +205,10 @@ SEEDS = {
     + up(0, "HTTP/1.1 103 Early Hints\r\nFoo Bar: x\r\n\r\n") + spin()
     + headers(0, S3, GET, END_HEADERS | END_STREAM) + spin()
     + up(0, "HTTP/1.1 200 OK\r\nFoo Bar: x\r\nContent-Length: 2\r\n\r\nok") + spin(),
+    # Found by UBSan: an empty close-delimited body left read_body to copy 0
+    # bytes from a NULL buffer.
+    "bug-empty-close-delimited-body": GET1 + spin() + up(0, "HTTP/1.1 200 OK\r\n\r\n") + up_shutdown(0)
+    + spin(),
     # Not HTTP/2 at all.
     "garbage-no-preface": raw(0, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(),
 }
