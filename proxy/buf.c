@@ -103,6 +103,14 @@ size_t px_hdrs_value(px_hdrs_t *hs, const char *p, size_t len) {
   return hs->len;
 }
 
+void px_hdrs_trim_value(px_hdrs_t *hs) {
+  if (hs->num == 0) return;
+  px_hdr_t *h = &hs->h[hs->num - 1];
+  while (h->val_len && (hs->buf[h->val_off + h->val_len - 1] == ' ' ||
+                        hs->buf[h->val_off + h->val_len - 1] == '\t'))
+    h->val_len--;
+}
+
 size_t px_hdrs_raw(px_hdrs_t *hs, const char *p, size_t len) {
   store(hs, p, len);
   return hs->len;

@@ -34,15 +34,6 @@ static int hexval(unsigned char ch) {
 /* Field values and extensions: visible characters, space, tab, obs-text. */
 static int is_vchar(unsigned char ch) { return ch == '\t' || (ch >= 0x20 && ch != 0x7f); }
 
-/* trim_value drops the trailing whitespace of the last trailer's value. */
-static void trim_value(px_hdrs_t *hs) {
-  if (hs == NULL || hs->num == 0) return;
-  px_hdr_t *h = &hs->h[hs->num - 1];
-  while (h->val_len && (hs->buf[h->val_off + h->val_len - 1] == ' ' ||
-                        hs->buf[h->val_off + h->val_len - 1] == '\t'))
-    h->val_len--;
-}
-
 px_ck_event_t px_chunked_next(px_chunked_t *ck, px_hdrs_t *trailers, size_t max_trailer_bytes,
                               const char **pp, size_t *plen, gh_str_t *out_data,
                               uint64_t *out_announced) {
@@ -160,7 +151,7 @@ px_ck_event_t px_chunked_next(px_chunked_t *ck, px_hdrs_t *trailers, size_t max_
       }
       case CK_TR_LF:
         if (ch != '\n') goto bad;
-        trim_value(trailers);
+        if (trailers) px_hdrs_trim_value(trailers);
         ck->state = CK_TR_START;
         i++;
         break;

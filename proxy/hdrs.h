@@ -41,6 +41,9 @@ void px_hdrs_cleanup(px_hdrs_t *hs);
  * callback was a value) or value. Returns the new total bytes. */
 size_t px_hdrs_name(px_hdrs_t *hs, const char *p, size_t len);
 size_t px_hdrs_value(px_hdrs_t *hs, const char *p, size_t len);
+/* Drops the trailing whitespace (SP, HTAB) of the last field's value:
+ * RFC 9110 5.5, it is not part of the value. */
+void px_hdrs_trim_value(px_hdrs_t *hs);
 /* Appends bytes outside any header (the request target, the reason phrase). */
 size_t px_hdrs_raw(px_hdrs_t *hs, const char *p, size_t len);
 static inline gh_str_t px_hdr_name(const px_hdrs_t *hs, size_t i) {

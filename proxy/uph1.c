@@ -144,6 +144,13 @@ static int r_header_value(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* llhttp leaves a value's trailing whitespace in it; relayed, it would
+ * make an HTTP/2 response malformed (RFC 9113 8.2.1). */
+static int r_header_value_complete(llhttp_t *p) {
+  px_hdrs_trim_value(&ex_of(p)->resp);
+  return 0;
+}
+
 static int r_headers_complete(llhttp_t *p) {
   ex_of(p)->resp_status = p->status_code;
   return HPE_PAUSED; /* the body is ours (uph1_next) */
@@ -157,6 +164,7 @@ void px_uph1_init_settings(px_worker_t *w) {
   s->on_header_field = r_header_field;
   s->on_header_field_complete = r_header_field_complete;
   s->on_header_value = r_header_value;
+  s->on_header_value_complete = r_header_value_complete;
   s->on_headers_complete = r_headers_complete;
 }
 
