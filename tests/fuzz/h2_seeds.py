@@ -209,6 +209,13 @@ SEEDS = {
     # bytes from a NULL buffer.
     "bug-empty-close-delimited-body": GET1 + spin() + up(0, "HTTP/1.1 200 OK\r\n\r\n") + up_shutdown(0)
     + spin(),
+    # Found by the oracle: llhttp leaves a value's trailing whitespace, which
+    # an HTTP/2 field value must not have; in a 200 and in a 101.
+    "bug-trailing-space-in-response-value": GET1 + spin()
+    + up(0, "HTTP/1.1 200 OK\r\nX-A: b \r\nX-B:\t\r\nContent-Length: 2\r\n\r\nok") + spin()
+    + headers(0, S3, WS_CONNECT) + spin()
+    + up(0, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+            "X-C: d\t \r\n\r\n") + spin(),
     # Not HTTP/2 at all.
     "garbage-no-preface": raw(0, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(),
 }
