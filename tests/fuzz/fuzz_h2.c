@@ -506,6 +506,15 @@ static void mirror(client_t *cl, const uint8_t *p, size_t len) {
                    (const uint8_t *)o->payload.p, o->payload.len);
     }
   }
+  /* The server decodes a HEADERS frame as it arrives and may reset the
+   * stream before its end: a new stream opens with the frame's first bytes
+   * (its :method unknown). The rest is mirrored when the frame is whole. */
+  int32_t id = (int32_t)(be32(o->hd + 5) & 0x7fffffff);
+  if (!o->garbage && o->settings_seen && !o->cont_id && o->hd_len == 9 &&
+      o->payload.len < o->need && o->hd[3] == NGHTTP2_HEADERS && id % 2 == 1 && id > o->max_id) {
+    o->max_id = id;
+    mirror_open(cl, id, NULL, 0, 0);
+  }
 }
 
 /* ---- the oracle's session callbacks ---- */
