@@ -63,8 +63,11 @@
  *
  * Invariants: no crash, leak or assertion; what each client receives is a
  * well-formed HTTP/2 frame sequence, as a client session of nghttp2 judges
- * it (see oracle_t); what each upstream connection receives is well-formed
- * HTTP/1.1 requests (fuzz_script.h); after every operation the ownership
+ * it (see oracle_t), nothing comes on a stream the server closed, and a
+ * 2xx to CONNECT has no Content-Length or Transfer-Encoding (RFC 9110
+ * 9.3.6, which nghttp2 does not check); what each upstream connection
+ * receives is well-formed HTTP/1.1 requests (fuzz_script.h); after every
+ * operation the ownership
  * rules of exchange.h hold from the upstream side, and an HTTP/2
  * connection has no exchange of its own (its streams own theirs); after
  * the input everything is closed (fw_finish), no request is counted
@@ -172,6 +175,8 @@ typedef struct {
   uint8_t ended;   /* the client sent END_STREAM */
   uint8_t head_end; /* ... with the request head, so the server knew it from the start */
   uint8_t unsure;  /* :method not known when the stream opened: messaging not judged */
+  uint8_t connect;  /* a CONNECT (RFC 8441's extended one included) */
+  uint8_t success;  /* ... and the head being received is a 2xx */
   /* Closed as the server sees it: it sent RST_STREAM, or END_STREAM with
    * head_end. The session forgets a closed stream and ignores what comes
    * on it; RFC 9113 5.1 allows the server nothing more there. */
@@ -285,7 +290,8 @@ static void mirror_open(client_t *cl, int32_t id, const char *method, size_t met
     garbage(cl, "stream id not new");
     return;
   }
-  *st = (ostream_t){.id = id, .ended = (uint8_t)end, .head_end = (uint8_t)end, .unsure = method == NULL};
+  *st = (ostream_t){.id = id, .ended = (uint8_t)end, .head_end = (uint8_t)end, .unsure = method == NULL,
+                    .connect = method && method_len == 7 && memcmp(method, "CONNECT", 7) == 0};
   nghttp2_nv nv = {(uint8_t *)":method", (uint8_t *)(method ? method : "GET"), 7,
                    method ? method_len : 3, NGHTTP2_NV_FLAG_NONE};
   nghttp2_data_provider prd = {.source.ptr = st, .read_callback = oracle_body};
@@ -546,6 +552,26 @@ static int on_invalid_header(nghttp2_session *session, const nghttp2_frame *fram
   return 0;
 }
 
+/* on_header: RFC 9110 9.3.6 (and RFC 8441 for HTTP/2), no Content-Length
+ * or Transfer-Encoding in a 2xx to CONNECT; nghttp2 lets it pass. */
+static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
+                     size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user_data) {
+  (void)session, (void)flags;
+  client_t *cl = client_of(user_data);
+  ostream_t *st = ostream_find(&cl->o, frame->hd.stream_id);
+  if (st == NULL || !st->connect) return 0;
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0) st->success = valuelen == 3 && value[0] == '2';
+  if (st->success && ((namelen == 14 && memcmp(name, "content-length", 14) == 0) ||
+                      (namelen == 17 && memcmp(name, "transfer-encoding", 17) == 0))) {
+    char what[96];
+    snprintf(what, sizeof(what), "%.*s in a 2xx to CONNECT on stream %d", (int)namelen, name,
+             frame->hd.stream_id);
+    oracle_fail(cl, what, NULL);
+  }
+  return 0;
+}
+
 static int on_error(nghttp2_session *session, int code, const char *msg, size_t len, void *user_data) {
   (void)session;
   char what[512];
@@ -599,6 +625,7 @@ static void oracle_start(client_t *cl) {
     nghttp2_session_callbacks_new(&g_cbs);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(g_cbs, on_invalid_frame);
     nghttp2_session_callbacks_set_on_invalid_header_callback(g_cbs, on_invalid_header);
+    nghttp2_session_callbacks_set_on_header_callback(g_cbs, on_header);
     nghttp2_session_callbacks_set_error_callback2(g_cbs, on_error);
     nghttp2_session_callbacks_set_on_frame_recv_callback(g_cbs, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(g_cbs, on_stream_close);
