@@ -133,7 +133,11 @@ static int r_header_field(llhttp_t *p, const char *at, size_t len) {
 }
 
 static int r_header_field_complete(llhttp_t *p) {
-  ex_of(p)->resp.in_value = 1;
+  px_hdrs_t *hs = &ex_of(p)->resp;
+  /* A field name is never empty (RFC 9110 5.1); llhttp lets ": x" through,
+   * and its value would be relayed under no name. */
+  if (hs->num == 0 || hs->in_value || hs->h[hs->num - 1].name_len == 0) return -1;
+  hs->in_value = 1;
   return 0;
 }
 
