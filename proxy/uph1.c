@@ -198,6 +198,7 @@ static px_up_event_t head_done(px_upconn_t *u, px_exchange_t *ex) {
   llhttp_t *p = &u->parser;
   int status = p->status_code;
   if (p->http_major != 1) return PX_UP_BAD;
+  if (status < 100 || status > 599) return PX_UP_BAD; /* RFC 9110 15; llhttp takes any 3 digits */
   if (status == 101) return names_protocol(&ex->resp) ? PX_UP_UPGRADE : PX_UP_BAD;
   if (status >= 100 && status < 200) {
     llhttp_reset(p); /* another head follows */
