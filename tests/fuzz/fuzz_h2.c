@@ -63,9 +63,10 @@
  *
  * Invariants: no crash, leak or assertion; what each client receives is a
  * well-formed HTTP/2 frame sequence, as a client session of nghttp2 judges
- * it (see oracle_t), nothing comes on a stream the server closed, and a
- * 2xx to CONNECT has no Content-Length or Transfer-Encoding (RFC 9110
- * 9.3.6, which nghttp2 does not check); what each upstream connection
+ * it (see oracle_t), nothing comes on a stream the server closed, status
+ * codes are in 100..599 and a 2xx to CONNECT has no Content-Length or
+ * Transfer-Encoding (RFC 9110 15 and 9.3.6, which nghttp2 does not
+ * check); what each upstream connection
  * receives is well-formed HTTP/1.1 requests (fuzz_script.h); after every
  * operation the ownership
  * rules of exchange.h hold from the upstream side, and an HTTP/2
@@ -552,13 +553,21 @@ static int on_invalid_header(nghttp2_session *session, const nghttp2_frame *fram
   return 0;
 }
 
-/* on_header: RFC 9110 9.3.6 (and RFC 8441 for HTTP/2), no Content-Length
- * or Transfer-Encoding in a 2xx to CONNECT; nghttp2 lets it pass. */
+/* on_header checks what nghttp2 lets pass: a status code in 100..599 (RFC
+ * 9110 15), and no Content-Length or Transfer-Encoding in a 2xx to CONNECT
+ * (RFC 9110 9.3.6, RFC 8441). */
 static int on_header(nghttp2_session *session, const nghttp2_frame *frame, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *user_data) {
   (void)session, (void)flags;
   client_t *cl = client_of(user_data);
+  if (namelen == 7 && memcmp(name, ":status", 7) == 0 &&
+      (valuelen != 3 || value[0] < '1' || value[0] > '5')) {
+    char what[64];
+    snprintf(what, sizeof(what), ":status %.*s on stream %d", (int)(valuelen > 8 ? 8 : valuelen),
+             value, frame->hd.stream_id);
+    oracle_fail(cl, what, NULL);
+  }
   ostream_t *st = ostream_find(&cl->o, frame->hd.stream_id);
   if (st == NULL || !st->connect) return 0;
   if (namelen == 7 && memcmp(name, ":status", 7) == 0) st->success = valuelen == 3 && value[0] == '2';

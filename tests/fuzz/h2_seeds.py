@@ -216,6 +216,13 @@ SEEDS = {
     + headers(0, S3, WS_CONNECT) + spin()
     + up(0, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             "X-C: d\t \r\n\r\n") + spin(),
+    # Found by the oracle: an empty field name (llhttp's lenient mode) was
+    # relayed; so was a status code outside 100..599.
+    "bug-empty-response-field-name": GET1 + spin()
+    + up(0, "HTTP/1.1 200 OK\r\nA: 1\r\n: x\r\nContent-Length: 2\r\n\r\nok") + spin(),
+    "bug-status-out-of-range": GET1 + spin() + up(0, "HTTP/1.1 050 Low\r\nContent-Length: 2\r\n\r\nok")
+    + spin() + headers(0, S3, GET, END_HEADERS | END_STREAM) + spin()
+    + up(0, "HTTP/1.1 999 High\r\nContent-Length: 2\r\n\r\nok") + spin(),
     # Not HTTP/2 at all.
     "garbage-no-preface": raw(0, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n") + spin(),
 }
