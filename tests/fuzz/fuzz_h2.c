@@ -157,11 +157,13 @@ static const nghttp2_settings_entry settings_variants[8][3] = {
  * server's frames, what the client sent is mirrored into it as it is
  * sent. A splitter cuts the client's bytes into frames, and a frame that
  * changes what the server may send is replayed on the session: a new
- * stream (its :method, decoded by an HPACK inflater that follows the
- * client's encoder) is submitted as a request under the same id, END_STREAM
- * ends it, RST_STREAM resets it, SETTINGS and WINDOW_UPDATE are submitted
- * as they are (the session applies its SETTINGS at the server's ACK, as
- * the server applies the client's before it). What is mirrored takes
+ * stream is submitted as a request under the same id from the first bytes
+ * of its HEADERS frame (with its :method when that frame holds it, decoded
+ * by an HPACK inflater that follows the client's encoder), END_STREAM ends
+ * it, RST_STREAM resets it, SETTINGS and WINDOW_UPDATE are submitted as
+ * they are (the session applies its SETTINGS at the server's ACK, as the
+ * server applies the client's before it). The server's stream limit is
+ * lifted for the session (see oracle_got). What is mirrored takes
  * effect when the client queues it, so never later than at the server:
  * the oracle may let pass a violation around that moment, never blame a
  * correct frame.
