@@ -754,7 +754,8 @@ static int32_t stream_id(unsigned slot, unsigned s) {
   if (s == 6) return cl->cur ? cl->cur : 1;
   int32_t max = cl->open ? cl->o.max_id : 0;
   if (cl->cur > max) max = cl->cur;
-  cl->cur = max ? max + 2 : 1;
+  /* Past the last id (2^31-1) there is no new stream: the last again. */
+  cl->cur = max == 0 ? 1 : max < INT32_MAX - 1 ? max + 2 : INT32_MAX;
   return cl->cur;
 }
 
