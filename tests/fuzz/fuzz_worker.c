@@ -50,6 +50,7 @@ static void worker_teardown(void) {
     abort();
   }
   px_ex_cache_free(w);
+  px_h2_worker_free(w);
   px_gen_unref(w->gen);
   acme_challenges_free(g_challenges);
   gh_free(g_json);
