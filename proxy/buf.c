@@ -116,12 +116,14 @@ size_t px_hdrs_raw(px_hdrs_t *hs, const char *p, size_t len) {
   return hs->len;
 }
 
-int px_hdrs_has(const px_hdrs_t *hs, gh_str_t name) {
+gh_str_t px_hdrs_get(const px_hdrs_t *hs, gh_str_t name) {
   for (size_t i = 0; i < hs->num; i++) {
-    if (gh_str_ieq(px_hdr_name(hs, i), name)) return 1;
+    if (gh_str_ieq(px_hdr_name(hs, i), name)) return px_hdr_value(hs, i);
   }
-  return 0;
+  return (gh_str_t){NULL, 0};
 }
+
+int px_hdrs_has(const px_hdrs_t *hs, gh_str_t name) { return px_hdrs_get(hs, name).ptr != NULL; }
 
 /* in_list reports whether |name| appears in the comma-separated |list|. */
 static int in_list(gh_str_t list, gh_str_t name) {

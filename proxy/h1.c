@@ -381,14 +381,11 @@ static void h1_tunnel(px_exchange_t *ex, const char *p, size_t len) {
   px_conn_t *c = conn_of_ex(ex);
   send_status_line(c, ex);
   send_fields(c, &ex->resp, 1);
-  for (size_t i = 0; i < ex->resp.num; i++) {
-    if (gh_str_ieq(px_hdr_name(&ex->resp, i), GH_STR("upgrade"))) {
-      gh_str_t v = px_hdr_value(&ex->resp, i);
-      px_conn_send(c, "Connection: upgrade\r\nUpgrade: ", 30);
-      px_conn_send(c, v.ptr, v.len);
-      px_conn_send(c, "\r\n", 2);
-      break;
-    }
+  gh_str_t v = px_hdrs_get(&ex->resp, GH_STR("upgrade"));
+  if (v.ptr) {
+    px_conn_send(c, "Connection: upgrade\r\nUpgrade: ", 30);
+    px_conn_send(c, v.ptr, v.len);
+    px_conn_send(c, "\r\n", 2);
   }
   px_conn_send(c, "\r\n", 2);
   px_conn_send(c, p, len);

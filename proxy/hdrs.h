@@ -60,7 +60,10 @@ static inline int px_is_tchar(unsigned char ch) {
          (ch && memchr(extra, ch, sizeof(extra) - 1) != NULL);
 }
 
-/* px_hdrs_has reports whether a field named |name| (any case) is present. */
+/* px_hdrs_get returns the value of the first field named |name| (any
+ * case), or {NULL, 0} when there is none; px_hdrs_has says whether there
+ * is one. */
+gh_str_t px_hdrs_get(const px_hdrs_t *hs, gh_str_t name);
 int px_hdrs_has(const px_hdrs_t *hs, gh_str_t name);
 
 /* px_hop_by_hop reports whether field |name| of |hs| must not be

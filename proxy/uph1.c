@@ -63,16 +63,11 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
     px_buf_append(b, num, px_u64_text(num, ex->req_len));
     px_buf_append(b, "\r\n", 2);
   }
-  if (ex->upgrade) {
-    for (size_t i = 0; i < hs->num; i++) {
-      if (gh_str_ieq(px_hdr_name(hs, i), GH_STR("upgrade"))) {
-        gh_str_t v = px_hdr_value(hs, i);
-        px_buf_append(b, "Connection: upgrade\r\nUpgrade: ", 30);
-        px_buf_append(b, v.ptr, v.len);
-        px_buf_append(b, "\r\n", 2);
-        break;
-      }
-    }
+  gh_str_t up = ex->upgrade ? px_hdrs_get(hs, GH_STR("upgrade")) : (gh_str_t){NULL, 0};
+  if (up.ptr) {
+    px_buf_append(b, "Connection: upgrade\r\nUpgrade: ", 30);
+    px_buf_append(b, up.ptr, up.len);
+    px_buf_append(b, "\r\n", 2);
   }
   px_buf_append(b, "\r\n", 2);
 }
@@ -186,10 +181,7 @@ void px_uph1_begin(px_upconn_t *u) {
  * Upgrade field is the one h1.c relays, so it is the one that must not
  * be empty. */
 static int names_protocol(const px_hdrs_t *resp) {
-  for (size_t i = 0; i < resp->num; i++) {
-    if (gh_str_ieq(px_hdr_name(resp, i), GH_STR("upgrade"))) return px_hdr_value(resp, i).len > 0;
-  }
-  return 0;
+  return px_hdrs_get(resp, GH_STR("upgrade")).len > 0;
 }
 
 /* head_done decides the response's framing once its head is parsed
