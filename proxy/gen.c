@@ -116,6 +116,9 @@ px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges
       s->hsts_header = gh_asprintf("Strict-Transport-Security: max-age=%llu%s\r\n",
                                    (unsigned long long)cs->hsts_max_age_s,
                                    cs->hsts_include_subdomains ? "; includeSubDomains" : "");
+      static const char name[] = "Strict-Transport-Security: ";
+      s->hsts_value = (gh_str_t){s->hsts_header + sizeof(name) - 1,
+                                 strlen(s->hsts_header) - (sizeof(name) - 1) - 2};
     }
     if (cs->is_default) gen->default_site = s;
   }

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "common/common.h"
 #include "acme/acme.h"
 #include "conf/conf.h"
 
@@ -55,7 +56,8 @@ typedef struct {
   px_group_t *group;
   px_route_t *routes; /* sorted longest prefix first */
   size_t num_routes;
-  char *hsts_header; /* full header line or NULL */
+  char *hsts_header;  /* full header line or NULL */
+  gh_str_t hsts_value; /* its value, inside hsts_header (HTTP/2 sends the field alone) */
 } px_site_t;
 
 typedef struct px_gen {

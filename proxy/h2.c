@@ -255,6 +255,30 @@ static nghttp2_nv nv(const char *name, size_t name_len, const char *value, size_
 }
 #define NV_LIT(n, v, vlen) nv(n, sizeof(n) - 1, v, vlen)
 
+/* fields_nv fills |v| with the fields of |hs| an HTTP/2 client may get:
+ * hop-by-hop ones dropped (with |tunnel|, Sec-WebSocket-Accept too: the
+ * 101's handshake fields mean nothing to an RFC 8441 client), names
+ * lower-cased into h2->names, values pointing into |hs|. They stay valid
+ * until the next call. Returns how many it wrote. */
+static size_t fields_nv(px_h2_t *h2, const px_hdrs_t *hs, int tunnel, nghttp2_nv *v) {
+  h2->names.len = 0;
+  for (size_t i = 0; i < hs->num; i++) {
+    gh_str_t name = px_hdr_name(hs, i);
+    px_buf_append(&h2->names, name.ptr, name.len);
+  }
+  for (size_t j = 0; j < h2->names.len; j++) h2->names.p[j] = lower(h2->names.p[j]);
+  size_t k = 0, off = 0;
+  for (size_t i = 0; i < hs->num; i++) {
+    gh_str_t name = px_hdr_name(hs, i), value = px_hdr_value(hs, i);
+    const char *low = h2->names.p + off;
+    off += name.len;
+    if (px_hop_by_hop(hs, name)) continue;
+    if (tunnel && gh_str_ieq(name, GH_STR("sec-websocket-accept"))) continue;
+    v[k++] = nv(low, name.len, value.ptr, value.len);
+  }
+  return k;
+}
+
 /* read_body feeds the stream's buffered response bytes to DATA frames;
  * at the end it sends END_STREAM, or the trailers. */
 static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, size_t length,
@@ -288,22 +312,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
       /* Trailers: HEADERS with END_STREAM after the last DATA. */
       const px_hdrs_t *tr = &ex->resp_tr;
       nghttp2_nv stack[32], *v = tr->num <= 32 ? stack : gh_calloc(tr->num, sizeof(*v));
-      size_t k = 0;
-      h2->names.len = 0;
-      for (size_t i = 0; i < tr->num; i++) {
-        gh_str_t name = px_hdr_name(tr, i);
-        if (px_hop_by_hop(tr, name)) continue;
-        px_buf_append(&h2->names, name.ptr, name.len);
-      }
-      size_t off = 0;
-      for (size_t i = 0; i < tr->num; i++) {
-        gh_str_t name = px_hdr_name(tr, i), value = px_hdr_value(tr, i);
-        if (px_hop_by_hop(tr, name)) continue;
-        char *low = h2->names.p + off;
-        for (size_t j = 0; j < name.len; j++) low[j] = lower(low[j]);
-        off += name.len;
-        v[k++] = nv(low, name.len, value.ptr, value.len);
-      }
+      size_t k = fields_nv(h2, tr, 0, v);
       if (k > 0 && nghttp2_submit_trailer(session, id, v, k) == 0) *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
       if (v != stack) gh_free(v);
     }
@@ -343,25 +352,7 @@ static void submit_head(px_h2_stream_t *s, int status, const px_hdrs_t *hs, cons
                   (char)('0' + status % 10), 0};
   size_t k = 0;
   v[k++] = NV_LIT(":status", code, 3);
-  h2->names.len = 0;
-  if (hs) {
-    for (size_t i = 0; i < hs->num; i++) {
-      gh_str_t name = px_hdr_name(hs, i);
-      if (!px_hop_by_hop(hs, name)) px_buf_append(&h2->names, name.ptr, name.len);
-    }
-    size_t off = 0;
-    for (size_t i = 0; i < hs->num; i++) {
-      gh_str_t name = px_hdr_name(hs, i), value = px_hdr_value(hs, i);
-      if (px_hop_by_hop(hs, name)) continue;
-      char *low = h2->names.p + off;
-      off += name.len;
-      /* RFC 8441: the 101's handshake fields mean nothing to an h2 client. */
-      if (s->tunnel && (gh_str_ieq(name, GH_STR("sec-websocket-accept"))))
-        continue;
-      for (size_t j = 0; j < name.len; j++) low[j] = lower(low[j]);
-      v[k++] = nv(low, name.len, value.ptr, value.len);
-    }
-  }
+  if (hs) k += fields_nv(h2, hs, s->tunnel, v + k);
   for (size_t i = 0; i < num_extra; i++) v[k++] = extra[i];
   int rc;
   if (interim) {
@@ -443,14 +434,8 @@ static void h2_head(px_exchange_t *ex) {
     extra[n++] = NV_LIT("content-length", len, px_u64_text(len, ex->resp_len));
   if (ex->site && ex->site->hsts_header &&
       !px_hdrs_has(&ex->resp, GH_STR("strict-transport-security"))) {
-    /* hsts_header is a whole "Strict-Transport-Security: v\r\n" line. */
-    const char *line = ex->site->hsts_header, *colon = strchr(line, ':');
-    if (colon) {
-      const char *val = colon + 2;
-      size_t vlen = strlen(val);
-      while (vlen && (val[vlen - 1] == '\r' || val[vlen - 1] == '\n')) vlen--;
-      extra[n++] = NV_LIT("strict-transport-security", val, vlen);
-    }
+    gh_str_t val = ex->site->hsts_value;
+    extra[n++] = NV_LIT("strict-transport-security", val.ptr, val.len);
   }
   /* HEAD, 204 and 304 have no body; neither has a zero length. */
   int body = ex->resp_framing != PX_BODY_NONE && ex->method != HTTP_HEAD &&
@@ -737,14 +722,6 @@ static int method_of(const char *m, size_t len) {
   return -1;
 }
 
-/* find returns the value of the first field |name| of |hs|. */
-static gh_str_t find(const px_hdrs_t *hs, gh_str_t name) {
-  for (size_t i = 0; i < hs->num; i++) {
-    if (gh_str_ieq(px_hdr_name(hs, i), name)) return px_hdr_value(hs, i);
-  }
-  return (gh_str_t){NULL, 0};
-}
-
 static void add_field(px_hdrs_t *hs, const char *name, const char *value, size_t value_len) {
   px_hdrs_name(hs, name, strlen(name));
   hs->in_value = 1;
@@ -796,7 +773,7 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
     s->tunnel = 1;
   }
   if (s->cookie.len) add_field(&ex->req, "cookie", s->cookie.p, s->cookie.len);
-  gh_str_t host_field = find(&ex->req, GH_STR("host"));
+  gh_str_t host_field = px_hdrs_get(&ex->req, GH_STR("host"));
   gh_str_t host = s->has_authority ? (gh_str_t){s->authority, s->authority_len} : host_field;
   /* RFC 9113 8.3.1: a Host that differs from :authority is malformed. */
   if (s->has_authority && host_field.ptr && !gh_str_ieq(host_field, host)) {
@@ -828,7 +805,7 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
   }
   /* Framing toward the upstream: none with END_STREAM, the client's
    * content-length (nghttp2 holds the DATA to it), else chunked. */
-  gh_str_t cl = find(&ex->req, GH_STR("content-length"));
+  gh_str_t cl = px_hdrs_get(&ex->req, GH_STR("content-length"));
   if (end_stream || s->tunnel) {
     ex->req_framing = PX_BODY_NONE;
     ex->req_done = 1;

@@ -278,7 +278,7 @@ class H2Client:
 
 def setup():
     """Instance A: h2.test (and localhost, for nghttp and h2load) and
-    small.test (max_body 1000) on separate echo backends, hop.test on the
+    small.test (max_body 1000, HSTS) on separate echo backends, hop.test on the
     hop-by-hop backend; a second https listener with "http2": false; admin
     on. Built once, on first use."""
     if _s:
@@ -288,7 +288,8 @@ def setup():
     ports = {n: h.free_port() for n in ("https", "noh2", "http", "admin")}
     g = h.start_gatehouse([
         h.site([HOST, "localhost"], [e["app"]]),
-        h.site([SMALL], [e["small"]], max_body=MAX_BODY),
+        h.site([SMALL], [e["small"]], max_body=MAX_BODY,
+               hsts={"max_age": "365d", "include_subdomains": True}),
         h.site([HOP], [hop.addr]),
     ], workers=2, wait=False,
         listen={"https": ["127.0.0.1:%d" % ports["https"],
@@ -478,6 +479,15 @@ def test_forwarded_headers_as_http11():
         d = c.get("/xf").json()
         h.eq([h.echo_headers(d, n) for n in FORWARD_NAMES],
              [[HOST], ["127.0.0.1"], ["https"], [HOST]], "Host and X-Forwarded-* at the backend")
+
+
+def test_hsts_over_h2():
+    # The site's HSTS goes out as one field of its own, value only.
+    with H2Client(setup()["A"].https_port) as c:
+        st = c.get("/hsts", authority=SMALL)
+        h.eq(st.status, 200, "status")
+        h.eq([v for k, v in st.headers if k == b"strict-transport-security"],
+             [b"max-age=31536000; includeSubDomains"], "strict-transport-security over h2")
 
 
 def test_cookies_joined():
