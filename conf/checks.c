@@ -72,9 +72,25 @@ void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   }
 }
 
+/* The per-domain and per-client-IP limits apply by default only without
+ * "ask": with it, the application decides who gets a certificate (as in
+ * Caddy), and a per-IP bucket would be a per-fleet bucket behind an L4
+ * balancer. Their values when they apply: Let's Encrypt's 50 certificates
+ * per registered domain per week, and 20 an hour from one client. The
+ * global default (300/3h, Let's Encrypt's new orders per account) is in
+ * the schema. Either is still settable, "0" meaning unlimited. */
+#define RATE_PER_DOMAIN_DEFAULT ((conf_rate_t){50, 168ull * 3600 * 1000})
+#define RATE_PER_CLIENT_IP_DEFAULT ((conf_rate_t){20, 3600ull * 1000})
+
 void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base) {
-  const conf_on_demand_t *od = (const conf_on_demand_t *)(const void *)base;
-  if (obj == NULL || has_key(obj, "ask") || has_key(obj, "allow") || od->num_allow > 0) return;
+  conf_on_demand_t *od = (conf_on_demand_t *)(void *)base;
+  if (obj == NULL) return;
+  const cJSON *rates = cJSON_GetObjectItemCaseSensitive(obj, "rate_limits");
+  if (!has_key(obj, "ask")) {
+    if (!has_key(rates, "per_domain")) od->rate_per_domain = RATE_PER_DOMAIN_DEFAULT;
+    if (!has_key(rates, "per_client_ip")) od->rate_per_client_ip = RATE_PER_CLIENT_IP_DEFAULT;
+  }
+  if (has_key(obj, "ask") || has_key(obj, "allow") || od->num_allow > 0) return;
   conf__error(ctx, "needs \"allow\" or \"ask\": without either, any name could get a certificate");
 }
 

@@ -118,8 +118,10 @@ typedef struct {
   int allow_ip;                /* IP-literal SNI names; default off */
   unsigned max_labels;         /* default 10 */
   conf_rate_t rate_global;        /* new orders, all names; default 300/3h */
-  conf_rate_t rate_per_domain;    /* per registered domain; default 10/1h */
-  conf_rate_t rate_per_client_ip; /* per client IP; default 20/1h */
+  /* Without "ask" the next two default to 50/168h and 20/1h; with it, to
+   * unlimited (the application is the authority). */
+  conf_rate_t rate_per_domain;    /* per registered domain */
+  conf_rate_t rate_per_client_ip; /* per client IP */
   char **public_suffixes; /* extra suffixes ("co.example") for the per-domain limit */
   size_t num_public_suffixes;
   size_t max_pending_names;       /* names in flight at once; default 100 */

@@ -132,8 +132,9 @@ static const conf__table_t acme_table = TABLE(acme_rows, .check = conf__check_ac
 
 static const conf__row_t rate_rows[] = {
     {"global", &conf__t_rate, FLD(conf_on_demand_t, rate_global), .def = Q("300/3h")},
-    {"per_domain", &conf__t_rate, FLD(conf_on_demand_t, rate_per_domain), .def = Q("10/1h")},
-    {"per_client_ip", &conf__t_rate, FLD(conf_on_demand_t, rate_per_client_ip), .def = Q("20/1h")},
+    /* No default here: conf__check_on_demand sets one only without "ask". */
+    {"per_domain", &conf__t_rate, FLD(conf_on_demand_t, rate_per_domain)},
+    {"per_client_ip", &conf__t_rate, FLD(conf_on_demand_t, rate_per_client_ip)},
 };
 static const conf__table_t rate_table = TABLE(rate_rows);
 

@@ -351,9 +351,8 @@ static void test_defaults(void) {
   ASSERT_UEQ(c->on_demand.ask_cache_ttl_ms, 3600000);
   ASSERT_UEQ(c->on_demand.ask_negative_ttl_ms, 300000);
   ASSERT_EQ(c->on_demand.max_labels, 10);
-  ASSERT_EQ(c->on_demand.rate_per_domain.count, 10);
-  ASSERT_UEQ(c->on_demand.rate_per_domain.per_ms, 3600000);
-  ASSERT_EQ(c->on_demand.rate_per_client_ip.count, 20);
+  ASSERT_EQ(c->on_demand.rate_global.count, 300);
+  ASSERT_UEQ(c->on_demand.rate_global.per_ms, 3ull * 3600000);
   ASSERT_EQ(c->on_demand.max_pending_names, 100);
   ASSERT_EQ(c->on_demand.max_paused_handshakes, 10000);
   ASSERT_UEQ(c->on_demand.wait_budget_ms, 30000);
@@ -416,6 +415,33 @@ static void test_upstream_read_old_name(void) {
                   ", 'max_body': 'lots'}]}");
   ASSERT_CONTAINS(err, "sites[0].max_body: expected a size");
   gh_free(err);
+}
+
+/* The per-domain and per-client-IP limits default on only without "ask";
+ * with it the application decides, unless a limit is given anyway. */
+static void test_rate_defaults_follow_ask(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{" ACME ", 'on_demand': {'allow': ['*.a.test']}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->on_demand.rate_global.count, 300);
+  ASSERT_EQ(c->on_demand.rate_per_domain.count, 50);
+  ASSERT_UEQ(c->on_demand.rate_per_domain.per_ms, 168ull * 3600000);
+  ASSERT_EQ(c->on_demand.rate_per_client_ip.count, 20);
+  ASSERT_UEQ(c->on_demand.rate_per_client_ip.per_ms, 3600000);
+  ASSERT_TRUE(round_trip(c, "on_demand")); /* frees c */
+  c = parse(&err, "{" ACME ", 'on_demand': {'ask': 'http://127.0.0.1:1/'}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->on_demand.rate_global.count, 300);
+  ASSERT_EQ(c->on_demand.rate_per_domain.count, 0);
+  ASSERT_EQ(c->on_demand.rate_per_client_ip.count, 0);
+  ASSERT_TRUE(round_trip(c, "on_demand")); /* frees c */
+  c = parse(&err, "{" ACME ", 'on_demand': {'ask': 'http://127.0.0.1:1/', 'rate_limits': "
+                  "{'per_domain': '5/1d', 'global': '0'}}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->on_demand.rate_global.count, 0);
+  ASSERT_EQ(c->on_demand.rate_per_domain.count, 5);
+  ASSERT_EQ(c->on_demand.rate_per_client_ip.count, 0);
+  ASSERT_TRUE(round_trip(c, "on_demand")); /* frees c */
 }
 
 static void test_listen_defaults_only_when_absent(void) {
@@ -1301,6 +1327,7 @@ int main(void) {
   RUN(test_full_example_values);
   RUN(test_relative_config_path);
   RUN(test_defaults);
+  RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);
   RUN(test_listen_https_objects);
   RUN(test_upstream_read_old_name);
