@@ -163,7 +163,8 @@ acme_manager_t *acme_manager_new(uv_loop_t *loop, const conf_t *conf, acme_engin
     m->hooks = *ondemand;
     char *perr = NULL;
     m->policy = acme_policy_new(&perr, loop, &conf->on_demand,
-                                (const char *const *)conf->acme.ca_roots, conf->acme.num_ca_roots);
+                                (const char *const *)conf->acme.ca_roots, conf->acme.num_ca_roots,
+                                ondemand->limits);
     if (m->policy == NULL) {
       GH_ERROR("ondemand", "on-demand certificates are off: %s", perr);
       gh_free(perr);

@@ -63,12 +63,16 @@ typedef struct acme_manager acme_manager_t;
 typedef struct {
   /* ondemand_done (required): |name| is finished, |ok| when its
    * certificate is installed, 0 when it was refused or could not be
-   * obtained. Called once for every acme_manager_ondemand call, also while
-   * stopping. */
-  void (*ondemand_done)(void *arg, const char *name, int ok);
+   * obtained, |why| saying why (valid during the call), or NULL when it
+   * was cancelled (the manager is stopping). Called once for every
+   * acme_manager_ondemand call, also while stopping. */
+  void (*ondemand_done)(void *arg, const char *name, int ok, const char *why);
   /* policy_stats (NULL: none): the on-demand policy's counters after a
    * decision, for metrics; |stats| is valid during the call. */
   void (*policy_stats)(void *arg, const acme_policy_stats_t *stats);
+  /* limits (NULL: the policy's own): the rate limits' state, kept across
+   * managers (acme_policy_new). */
+  acme_policy_limits_t *limits;
   void *arg;
 } acme_manager_hooks_t;
 

@@ -27,9 +27,10 @@ typedef struct acme__od_job {
 
 static void od_order_next(acme_manager_t *m);
 
-static void od_done(od_job_t *job, int ok) {
+/* od_done answers |job|: |ok|, or not with |why| (NULL: cancelled). */
+static void od_done(od_job_t *job, int ok, const char *why) {
   acme_manager_t *m = job->m;
-  m->hooks.ondemand_done(m->hooks.arg, job->name, ok);
+  m->hooks.ondemand_done(m->hooks.arg, job->name, ok, why);
   acme_cert_unref(job->stored);
   int freed_slot = job->ordering;
   gh_free(job);
@@ -52,13 +53,13 @@ static void od_install(od_job_t *job, acme_cert_t *cert, const char *how) {
 static void od_obtained(void *arg, int status, const char *err, acme_cert_t *cert) {
   od_job_t *job = arg;
   if (status != 0) {
-    if (status != UV_ECANCELED)
-      GH_WARN("ondemand", "%s: not obtained: %s", job->name, err ? err : uv_strerror(status));
-    od_done(job, 0);
+    const char *why = err ? err : uv_strerror(status);
+    if (status != UV_ECANCELED) GH_WARN("ondemand", "%s: not obtained: %s", job->name, why);
+    od_done(job, 0, status != UV_ECANCELED ? why : NULL);
     return;
   }
   od_install(job, cert, "obtained");
-  od_done(job, 1);
+  od_done(job, 1, NULL);
 }
 
 static void od_decided(void *arg, int allowed, const char *reason) {
@@ -75,16 +76,16 @@ static void od_decided(void *arg, int allowed, const char *reason) {
   if (allowed != ACME_POLICY_ALLOWED && allowed != ACME_POLICY_STORED_ONLY) {
     if (allowed != UV_ECANCELED)
       GH_INFO("ondemand", "%s: refused: %s", job->name, reason ? reason : "-");
-    od_done(job, 0);
+    od_done(job, 0, allowed != UV_ECANCELED ? (reason ? reason : "refused") : NULL);
     return;
   }
   if (job->stored != NULL || allowed == ACME_POLICY_STORED_ONLY) {
     if (job->stored == NULL) { /* cannot happen: STORED_ONLY needs have_stored */
-      od_done(job, 0);
+      od_done(job, 0, "no stored certificate");
       return;
     }
     od_install(job, job->stored, "loaded from storage");
-    od_done(job, 1);
+    od_done(job, 1, NULL);
     return;
   }
   /* Wait for a slot, in arrival order. */
@@ -105,7 +106,7 @@ static void od_order_next(acme_manager_t *m) {
     if (rc != 0) {
       if (rc != UV_ECANCELED)
         GH_WARN("ondemand", "%s: cannot start an order: %s", job->name, uv_strerror(rc));
-      od_done(job, 0);
+      od_done(job, 0, rc != UV_ECANCELED ? "cannot start an order" : NULL);
       continue;
     }
     job->ordering = 1;
@@ -121,7 +122,7 @@ void acme_manager_ondemand(acme_manager_t *m, const char *name, const char *clie
   job->m = m;
   job->start_ms = uv_now(m->loop);
   if (m->stopping || m->policy == NULL) {
-    od_done(job, 0);
+    od_done(job, 0, m->stopping ? NULL : "the on-demand policy could not be built");
     return;
   }
   /* A usable stored certificate is loaded (the policy is still asked
@@ -141,7 +142,7 @@ void acme_manager_ondemand(acme_manager_t *m, const char *name, const char *clie
                           od_decided, job);
   if (rc != 0) {
     GH_WARN("ondemand", "%s: policy: %s", name, uv_strerror(rc));
-    od_done(job, 0);
+    od_done(job, 0, uv_strerror(rc));
   }
 }
 
@@ -149,6 +150,6 @@ void acme__manager_ondemand_stop(acme_manager_t *m) {
   while (m->od_queue != NULL) { /* never started: nothing to cancel */
     od_job_t *job = m->od_queue;
     m->od_queue = job->next;
-    od_done(job, 0);
+    od_done(job, 0, NULL);
   }
 }

@@ -39,18 +39,28 @@ typedef enum {
   CLS_RATE_GLOBAL,
 } cls_t;
 
+/* What outlives one policy (acme_policy_limits_t): the buckets, the rates
+ * they were filled at, and the counters. */
+struct acme_policy_limits {
+  acme__pmap_t domain_buckets, ip_buckets;
+  acme__bucket_t global;
+  conf_rate_t rate_global, rate_per_domain, rate_per_client_ip;
+  int used; /* a policy has run with them */
+  acme_policy_stats_t stats;
+};
+
 struct acme_policy {
   uv_loop_t *loop;
   conf_on_demand_t od; /* a copy; owns allow, ask and public_suffixes */
   acme_httpc_t *httpc; /* NULL without an ask endpoint */
   uv_idle_t idle;      /* delivers |pending| */
   gh_link_t pending;
-  acme__pmap_t negative, ask_cache, inflight, domain_buckets, ip_buckets;
-  acme__bucket_t global;
+  acme__pmap_t negative, ask_cache, inflight;
+  acme_policy_limits_t *lim;
+  int own_lim; /* made by acme_policy_new, freed with the policy */
   uint64_t (*now)(void);
   int closing;
   unsigned refs; /* the idle handle and each request in flight */
-  acme_policy_stats_t stats;
 };
 
 typedef struct {
@@ -80,8 +90,7 @@ static void maybe_release(acme_policy_t *p) {
   acme__pmap_cleanup(&p->negative);
   acme__pmap_cleanup(&p->ask_cache);
   acme__pmap_cleanup(&p->inflight);
-  acme__pmap_cleanup(&p->domain_buckets);
-  acme__pmap_cleanup(&p->ip_buckets);
+  if (p->own_lim) acme_policy_limits_free(p->lim);
   for (size_t i = 0; i < p->od.num_allow; i++) gh_free(p->od.allow[i]);
   gh_free(p->od.allow);
   for (size_t i = 0; i < p->od.num_public_suffixes; i++) gh_free(p->od.public_suffixes[i]);
@@ -91,7 +100,7 @@ static void maybe_release(acme_policy_t *p) {
 }
 
 static void count(acme_policy_t *p, cls_t cls) {
-  acme_policy_stats_t *s = &p->stats;
+  acme_policy_stats_t *s = &p->lim->stats;
   switch (cls) {
   case CLS_ALLOWED: s->allowed++; break;
   case CLS_STORED_ONLY: s->allowed_stored_only++; break;
@@ -111,7 +120,7 @@ static void deliver(acme_policy_t *p, decision_t *d, int cancelled) {
   int result;
   const char *reason = d->reason[0] != '\0' ? d->reason : NULL;
   if (cancelled) {
-    p->stats.cancelled++;
+    p->lim->stats.cancelled++;
     result = UV_ECANCELED;
     reason = "cancelled";
   } else {
@@ -248,25 +257,25 @@ static void step_rate(acme_policy_t *p, decision_t *d) {
                                       (const char *const *)od->public_suffixes,
                                       od->num_public_suffixes, &dom);
   }
-  if (ip_len > 0 && !bucket_ok(&p->ip_buckets, &od->rate_per_client_ip, ip_key, ip_len, now)) {
+  if (ip_len > 0 && !bucket_ok(&p->lim->ip_buckets, &od->rate_per_client_ip, ip_key, ip_len, now)) {
     acme__format_rate(rate, sizeof(rate), &od->rate_per_client_ip);
     finish(p, d, CLS_RATE_CLIENT_IP, "rate limit per_client_ip (%s) for %s", rate, ip_key);
     return;
   }
-  if (!bucket_ok(&p->domain_buckets, &od->rate_per_domain, dom, dom_len, now)) {
+  if (!bucket_ok(&p->lim->domain_buckets, &od->rate_per_domain, dom, dom_len, now)) {
     acme__format_rate(rate, sizeof(rate), &od->rate_per_domain);
     finish(p, d, CLS_RATE_DOMAIN, "rate limit per_domain (%s) for %.*s", rate, (int)dom_len, dom);
     return;
   }
-  if (!acme__bucket_has(&p->global, &od->rate_global, now)) {
+  if (!acme__bucket_has(&p->lim->global, &od->rate_global, now)) {
     acme__format_rate(rate, sizeof(rate), &od->rate_global);
     finish(p, d, CLS_RATE_GLOBAL, "rate limit global (%s)", rate);
     return;
   }
   /* Charged only now that all three pass: a refusal costs no other limit. */
-  if (ip_len > 0) bucket_charge(&p->ip_buckets, &od->rate_per_client_ip, ip_key, ip_len, now);
-  bucket_charge(&p->domain_buckets, &od->rate_per_domain, dom, dom_len, now);
-  acme__bucket_take(&p->global, &od->rate_global);
+  if (ip_len > 0) bucket_charge(&p->lim->ip_buckets, &od->rate_per_client_ip, ip_key, ip_len, now);
+  bucket_charge(&p->lim->domain_buckets, &od->rate_per_domain, dom, dom_len, now);
+  acme__bucket_take(&p->lim->global, &od->rate_global);
   finish(p, d, CLS_ALLOWED, NULL);
 }
 
@@ -290,13 +299,13 @@ static void on_ask_done(const acme_httpc_resp_t *resp, void *arg) {
       deliver(p, GH_CONTAINER_OF(a->waiters.next, decision_t, link), 1);
     }
   } else {
-    p->stats.ask_latency_ms_sum += gh_now_ms() - a->started_ms;
-    p->stats.ask_latency_count++;
+    p->lim->stats.ask_latency_ms_sum += gh_now_ms() - a->started_ms;
+    p->lim->stats.ask_latency_count++;
     uint64_t now = p->now();
     int down = resp->error != 0 || resp->status >= 500;
     int ok = !down && resp->status >= 200 && resp->status <= 299;
     if (down) {
-      p->stats.ask_unreachable++;
+      p->lim->stats.ask_unreachable++;
       if (resp->error != 0) {
         GH_WARN("acme", "on_demand ask for %s: %s", a->name, resp->error_msg);
       } else {
@@ -367,7 +376,7 @@ static void step_ask(acme_policy_t *p, decision_t *d) {
   uint64_t now = p->now();
   acme__pmap_entry_t *e = acme__pmap_get(&p->ask_cache, d->name, d->name_len, now);
   if (e != NULL) {
-    p->stats.ask_cache_hits++;
+    p->lim->stats.ask_cache_hits++;
     int status = e->u.verdict.status;
     if (status >= 200 && status <= 299) {
       step_rate(p, d);
@@ -379,7 +388,7 @@ static void step_ask(acme_policy_t *p, decision_t *d) {
   e = acme__pmap_get(&p->inflight, d->name, d->name_len, 0);
   if (e != NULL) {
     ask_t *a = e->u.ptr;
-    p->stats.ask_coalesced++;
+    p->lim->stats.ask_coalesced++;
     gh_list_insert(a->waiters.prev, &d->link);
     return;
   }
@@ -407,11 +416,11 @@ static void step_ask(acme_policy_t *p, decision_t *d) {
   if (rc != 0) {
     GH_WARN("acme", "on_demand ask for %s: %s", d->name, uv_strerror(rc));
     gh_free(a);
-    p->stats.ask_unreachable++;
+    p->lim->stats.ask_unreachable++;
     unreachable(p, d);
     return;
   }
-  p->stats.ask_requests++;
+  p->lim->stats.ask_requests++;
   p->refs++;
   e = acme__pmap_put(&p->inflight, d->name, d->name_len, 0);
   e->u.ptr = a;
@@ -427,8 +436,47 @@ static char **dup_list(char *const *list, size_t num) {
   return out;
 }
 
+acme_policy_limits_t *acme_policy_limits_new(void) {
+  acme_policy_limits_t *l = gh_calloc(1, sizeof(*l));
+  acme__pmap_init(&l->domain_buckets, MAP_CAP);
+  acme__pmap_init(&l->ip_buckets, MAP_CAP);
+  return l;
+}
+
+void acme_policy_limits_free(acme_policy_limits_t *l) {
+  if (l == NULL) return;
+  acme__pmap_cleanup(&l->domain_buckets);
+  acme__pmap_cleanup(&l->ip_buckets);
+  gh_free(l);
+}
+
+static int rate_eq(const conf_rate_t *a, const conf_rate_t *b) {
+  return a->count == b->count && (a->count == 0 || a->per_ms == b->per_ms);
+}
+
+/* limits_adopt makes |l| serve the rates of |od|: a bucket filled at
+ * another rate is not comparable (its level is in that rate's units), so
+ * a changed rate starts from full buckets. */
+static void limits_adopt(acme_policy_limits_t *l, const conf_on_demand_t *od, uint64_t now) {
+  if (!l->used || !rate_eq(&l->rate_global, &od->rate_global))
+    acme__bucket_init(&l->global, &od->rate_global, now);
+  if (l->used && !rate_eq(&l->rate_per_domain, &od->rate_per_domain)) {
+    acme__pmap_cleanup(&l->domain_buckets);
+    acme__pmap_init(&l->domain_buckets, MAP_CAP);
+  }
+  if (l->used && !rate_eq(&l->rate_per_client_ip, &od->rate_per_client_ip)) {
+    acme__pmap_cleanup(&l->ip_buckets);
+    acme__pmap_init(&l->ip_buckets, MAP_CAP);
+  }
+  l->rate_global = od->rate_global;
+  l->rate_per_domain = od->rate_per_domain;
+  l->rate_per_client_ip = od->rate_per_client_ip;
+  l->used = 1;
+}
+
 acme_policy_t *acme_policy_new(char **out_err, uv_loop_t *loop, const conf_on_demand_t *od,
-                               const char *const *ca_roots, size_t num_roots) {
+                               const char *const *ca_roots, size_t num_roots,
+                               acme_policy_limits_t *limits) {
   acme_policy_t *p = gh_calloc(1, sizeof(*p));
   if (od->ask != NULL) {
     p->httpc = acme_httpc_new(out_err, loop, ca_roots, num_roots);
@@ -447,9 +495,9 @@ acme_policy_t *acme_policy_new(char **out_err, uv_loop_t *loop, const conf_on_de
   acme__pmap_init(&p->negative, MAP_CAP);
   acme__pmap_init(&p->ask_cache, MAP_CAP);
   acme__pmap_init(&p->inflight, MAX_ASKS_IN_FLIGHT + 1);
-  acme__pmap_init(&p->domain_buckets, MAP_CAP);
-  acme__pmap_init(&p->ip_buckets, MAP_CAP);
-  acme__bucket_init(&p->global, &p->od.rate_global, p->now());
+  p->own_lim = limits == NULL;
+  p->lim = limits != NULL ? limits : acme_policy_limits_new();
+  limits_adopt(p->lim, &p->od, p->now());
   uv_idle_init(loop, &p->idle);
   p->idle.data = p;
   p->refs = 1;
@@ -500,21 +548,21 @@ int acme_policy_decide(acme_policy_t *p, const char *name, const char *client_ip
 }
 
 void acme_policy_stats(const acme_policy_t *p, acme_policy_stats_t *out) {
-  *out = p->stats;
+  *out = p->lim->stats;
   out->num_negative = p->negative.count;
   out->num_ask_cached = p->ask_cache.count;
-  out->num_domain_buckets = p->domain_buckets.count;
-  out->num_ip_buckets = p->ip_buckets.count;
+  out->num_domain_buckets = p->lim->domain_buckets.count;
+  out->num_ip_buckets = p->lim->ip_buckets.count;
 }
 
 void acme__policy_set_clock(acme_policy_t *p, uint64_t (*now_ms)(void)) {
   p->now = now_ms != NULL ? now_ms : gh_now_ms;
-  acme__bucket_init(&p->global, &p->od.rate_global, p->now());
+  acme__bucket_init(&p->lim->global, &p->od.rate_global, p->now());
 }
 
 void acme__policy_set_map_cap(acme_policy_t *p, size_t cap) {
   p->negative.cap = cap;
   p->ask_cache.cap = cap;
-  p->domain_buckets.cap = cap;
-  p->ip_buckets.cap = cap;
+  p->lim->domain_buckets.cap = cap;
+  p->lim->ip_buckets.cap = cap;
 }

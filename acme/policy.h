@@ -55,14 +55,27 @@ enum {
  * valid only during the call. */
 typedef void (*acme_policy_cb)(void *arg, int allowed, const char *reason);
 
+/* acme_policy_limits_t holds what one policy hands to the next when a
+ * reload replaces it: the rate limits' buckets and the counters
+ * (acme_policy_stats). A bucket whose rate the new policy changed starts
+ * full at the new rate. It is used by one policy at a time, on that
+ * policy's thread; the caller orders the hand-over (the next policy is
+ * made after the previous one's thread has stopped). */
+typedef struct acme_policy_limits acme_policy_limits_t;
+acme_policy_limits_t *acme_policy_limits_new(void);
+/* acme_policy_limits_free frees |l| once no policy uses it. NULL: nothing. */
+void acme_policy_limits_free(acme_policy_limits_t *l);
+
 /* acme_policy_new returns a policy on |loop| for |od|, which it copies (|od|
- * need not outlive the call). The ask endpoint, if any, is reached through
+ * need not outlive the call), keeping its buckets and counters in |limits|
+ * (not owned; NULL: its own, new ones). The ask endpoint, if any, is reached through
  * an HTTP(S) client that trusts the system roots plus the PEM files
  * |ca_roots[0..num_roots)|. On failure it returns NULL and sets |*out_err|
  * (caller frees). Every call but acme_policy_precheck must be made on
  * |loop|'s thread. */
 acme_policy_t *acme_policy_new(char **out_err, uv_loop_t *loop, const conf_on_demand_t *od,
-                               const char *const *ca_roots, size_t num_roots);
+                               const char *const *ca_roots, size_t num_roots,
+                               acme_policy_limits_t *limits);
 
 /* acme_policy_free cancels the decisions in flight: their callbacks run
  * later, from the loop, with UV_ECANCELED (libuv style), so their |arg|
@@ -102,7 +115,8 @@ void acme_policy_free(acme_policy_t *p);
 int acme_policy_decide(acme_policy_t *p, const char *name, const char *client_ip,
                        int have_stored, int needs_order, acme_policy_cb cb, void *arg);
 
-/* Counters since acme_policy_new, for metrics. */
+/* Counters since acme_policy_new (or since its acme_policy_limits_t was
+ * made), for metrics. */
 typedef struct {
   uint64_t allowed;             /* ACME_POLICY_ALLOWED */
   uint64_t allowed_stored_only; /* ACME_POLICY_STORED_ONLY */

@@ -801,6 +801,43 @@ static void get_health(admin_conn_t *c) {
   respond_json(c, ok ? 200 : 503, o);
 }
 
+/* get_ondemand answers the on-demand state: on or off, handshakes paused
+ * now, and the last refused names with why (the allow list, the negative
+ * cache, ask, a rate limit, a failed order), newest first. */
+static void get_ondemand(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  cJSON *o = cJSON_CreateObject();
+  px_ondemand_t *od = a->env.ondemand;
+  cJSON_AddBoolToObject(o, "enabled", od != NULL && px_ondemand_enabled(od));
+  size_t paused = 0;
+  uint64_t allowed = 0, refused = 0;
+  if (od != NULL) px_ondemand_stats(od, &paused, &allowed, &refused);
+  cJSON_AddNumberToObject(o, "paused_handshakes", (double)paused);
+  cJSON_AddNumberToObject(o, "allowed", (double)allowed);
+  cJSON_AddNumberToObject(o, "refused", (double)refused);
+  cJSON *list = cJSON_AddArrayToObject(o, "recent_refusals");
+  if (od != NULL) {
+    enum { MAX = 64 };
+    px_od_refused_t *rs = gh_calloc(MAX, sizeof(*rs));
+    size_t n = px_ondemand_refusals(od, rs, MAX);
+    uint64_t now_ms = gh_now_ms();
+    time_t now = time(NULL);
+    for (size_t i = 0; i < n; i++) {
+      cJSON *e = cJSON_CreateObject();
+      cJSON_AddStringToObject(e, "name", rs[i].name);
+      cJSON_AddStringToObject(e, "reason", rs[i].reason);
+      cJSON_AddStringToObject(e, "client_ip", rs[i].client_ip);
+      char t[32];
+      time_t at = now - (time_t)((now_ms - rs[i].at_ms) / 1000);
+      cJSON_AddStringToObject(e, "at", gh_format_time(t, sizeof(t), at));
+      cJSON_AddNumberToObject(e, "count", (double)rs[i].count);
+      cJSON_AddItemToArray(list, e);
+    }
+    gh_free(rs);
+  }
+  respond_json(c, 200, o);
+}
+
 static void dispatch(admin_conn_t *c) {
   px_admin_t *a = c->admin;
   if (c->too_big) {
@@ -841,6 +878,11 @@ static void dispatch(admin_conn_t *c) {
   if (strcmp(path, "/certs") == 0) {
     if (!get) goto not_allowed;
     get_certs(c, NULL);
+    return;
+  }
+  if (strcmp(path, "/ondemand") == 0) {
+    if (!get) goto not_allowed;
+    get_ondemand(c);
     return;
   }
   if (strncmp(path, "/certs/", 7) == 0) {

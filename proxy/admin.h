@@ -29,7 +29,7 @@ typedef struct {
   px_worker_t *const *workers;
   unsigned num_workers;
   px_control_t *const *control;  /* NULL without ACME, and once stopping */
-  px_ondemand_t *ondemand;       /* NULL without on-demand */
+  px_ondemand_t *ondemand;       /* NULL in px_obtain's mode */
   /* reload re-reads the config file: 0, or -1 with |*out_err| set. */
   int (*reload)(void *arg, char **out_err);
   void *reload_arg;

@@ -49,6 +49,7 @@ struct px_conn {
   char *paused_name;     /* handshake paused for this name (ondemand.c) */
   gh_link_t paused_link; /* in w->paused while paused_name is set */
   int ondemand_failed;
+  uint64_t od_deadline_ms; /* gh_now_ms when the on-demand wait budget ends; 0: never paused */
 };
 
 void px_conn_accept(px_listener_t *l);

@@ -117,9 +117,9 @@ uv_loop_t *px_control_loop(px_control_t *ctl) { return &ctl->loop; }
 
 /* ---- waking workers: the manager's hooks ---- */
 
-static void ondemand_done(void *arg, const char *name, int ok) {
+static void ondemand_done(void *arg, const char *name, int ok, const char *why) {
   px_control_t *ctl = arg;
-  px_ondemand_finish(ctl->ondemand, name, ok);
+  px_ondemand_finish(ctl->ondemand, name, ok, why);
 }
 
 static void policy_stats(void *arg, const acme_policy_stats_t *st) {
@@ -203,6 +203,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   ctl->req_async.data = ctl;
   if (done == NULL) {
     acme_manager_hooks_t hooks = {.ondemand_done = ondemand_done, .policy_stats = policy_stats,
+                                  .limits = ondemand ? px_ondemand_limits(ondemand) : NULL,
                                   .arg = ctl};
     ctl->manager = acme_manager_new(&ctl->loop, conf, ctl->engine, ctl->storage, cache,
                                     ondemand != NULL ? &hooks : NULL);
@@ -219,9 +220,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
 
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
                                acme_cache_t *cache, px_ondemand_t *ondemand) {
-  px_control_t *ctl = control_new(out_err, gen, challenges, cache, ondemand, NULL, 0, NULL, NULL);
-  if (ctl != NULL && ondemand != NULL) px_ondemand_set_control(ondemand, ctl);
-  return ctl;
+  return control_new(out_err, gen, challenges, cache, ondemand, NULL, 0, NULL, NULL);
 }
 
 px_control_t *px_control_obtain(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
@@ -237,9 +236,14 @@ void px_control_stop(px_control_t *ctl) {
   if (uv_loop_close(&ctl->loop) != 0) GH_WARN("acme", "control thread: loop not empty at exit");
   acme_manager_free(ctl->manager);
   acme_storage_free(ctl->storage);
+  /* Calls posted too late still run, here, with no engine (so they answer
+   * as cancelled): the admin API's jobs are answered, not lost. On-demand
+   * names are dropped: px_ondemand_set_control posts them again to the
+   * next thread. */
   while (ctl->reqs) {
     struct request *r = ctl->reqs;
     ctl->reqs = r->next;
+    if (r->fn != NULL) r->fn(ctl, r->arg);
     gh_free(r);
   }
   pthread_mutex_destroy(&ctl->req_mu);

@@ -18,8 +18,9 @@ struct px_ondemand;
  * for |gen|'s configuration (which must have acme.directory) and starts
  * the control thread, where the manager installs or orders the managed
  * sites' certificates into |cache| (not owned; it must outlive the
- * thread) and serves the names |ondemand| posts (NULL: none). Returns the
- * thread's handle, or NULL with |*out_err| set (caller frees). */
+ * thread) and serves the names |ondemand| posts (NULL: none; the caller
+ * then calls px_ondemand_set_control). Returns the thread's handle, or
+ * NULL with |*out_err| set (caller frees). */
 px_control_t *px_control_start(char **out_err, px_gen_t *gen, acme_challenges_t *challenges,
                                acme_cache_t *cache, struct px_ondemand *ondemand);
 
@@ -48,8 +49,8 @@ void px_control_stop(px_control_t *ctl);
 /* px_control_call runs |fn|(|ctl|, |arg|) on the control thread, from any
  * thread; requests run in the order they were posted. |fn| also runs (and
  * must cope) while the thread is stopping: px_control_engine then returns
- * NULL. Requests still queued when the thread has stopped are dropped
- * without running. */
+ * NULL. Requests still queued when the thread has stopped run then, on
+ * the thread calling px_control_stop, in that stopping state. */
 void px_control_call(px_control_t *ctl, void (*fn)(px_control_t *ctl, void *arg), void *arg);
 
 /* Accessors for code running on the control thread (px_control_call):

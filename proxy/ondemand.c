@@ -23,32 +23,37 @@ typedef struct od_name {
   struct od_name *next;
   int state;
   uint64_t expires_ms; /* OD_REFUSED: until then */
+  char client_ip[64];  /* OD_PENDING: of the first handshake, for the policy */
   char name[];
 } od_name_t;
 
+/* The last refusals, for the admin API (px_ondemand_refusals). */
+#define RECENT_MAX 64
+
 struct px_ondemand {
   pthread_mutex_t mu;
+  /* The current generation's settings, replaced by px_ondemand_reconfigure
+   * (under mu: workers read them in on_miss). */
   px_gen_t *gen; /* owns the configuration below */
   const conf_on_demand_t *conf;
+  int enabled; /* on_demand and acme.directory are set */
   px_worker_t **workers;
   unsigned num_workers;
+  /* Where names are posted. NULL before the control thread starts and
+   * while a reload replaces it (|holding|): names then stay pending, and
+   * px_ondemand_set_control posts every pending one. */
   px_control_t *ctl;
+  int holding;
   od_name_t *buckets[NUM_BUCKETS];
   size_t num_entries;
   size_t num_pending;
   size_t num_paused;
   uint64_t num_allowed, num_refused; /* names finished, for metrics */
   acme_policy_stats_t policy_stats;  /* published by the control thread */
+  acme_policy_limits_t *limits;      /* the control threads' policies, one after another */
   int stopped;              /* the control thread is gone for good */
-  struct early *early;      /* posted before the control thread started */
-};
-
-/* A name posted before the control thread was running (workers accept as
- * soon as they listen; the control thread starts right after). */
-struct early {
-  struct early *next;
-  char client_ip[64];
-  char name[];
+  px_od_refused_t recent[RECENT_MAX]; /* a ring; recent_next is the oldest */
+  size_t recent_next, num_recent;
 };
 
 /* A finished name, queued for one worker. */
@@ -94,44 +99,147 @@ static void sweep(px_ondemand_t *od, uint64_t now) {
   }
 }
 
+static int conf_enabled(const conf_t *conf) {
+  return conf->on_demand.enabled && conf->acme.directory != NULL;
+}
+
 px_ondemand_t *px_ondemand_new(px_gen_t *gen, px_worker_t **workers, unsigned num_workers) {
   px_ondemand_t *od = gh_calloc(1, sizeof(*od));
   pthread_mutex_init(&od->mu, NULL);
   od->gen = px_gen_ref(gen);
   od->conf = &gen->conf->on_demand;
+  od->enabled = conf_enabled(gen->conf);
   od->workers = workers;
   od->num_workers = num_workers;
+  od->limits = acme_policy_limits_new();
+  if (od->enabled) px_ondemand_attach(od, gen->ssl_ctx);
   return od;
 }
 
 void px_ondemand_free(px_ondemand_t *od) {
   if (od == NULL) return;
-  while (od->early) {
-    struct early *e = od->early;
-    od->early = e->next;
-    gh_free(e);
-  }
   for (size_t b = 0; b < NUM_BUCKETS; b++) {
     while (od->buckets[b]) remove_at(od, &od->buckets[b]);
   }
   pthread_mutex_destroy(&od->mu);
+  acme_policy_limits_free(od->limits);
   px_gen_unref(od->gen);
   gh_free(od);
 }
 
-void px_ondemand_set_control(px_ondemand_t *od, px_control_t *ctl) {
+acme_policy_limits_t *px_ondemand_limits(px_ondemand_t *od) { return od->limits; }
+
+int px_ondemand_enabled(px_ondemand_t *od) {
   pthread_mutex_lock(&od->mu);
-  od->ctl = ctl;
-  if (ctl == NULL) od->stopped = 1;
-  struct early *list = od->early;
-  od->early = NULL;
-  while (list) {
-    struct early *e = list;
-    list = e->next;
-    if (ctl != NULL) px_control_ondemand(ctl, e->name, strlen(e->name), e->client_ip);
-    gh_free(e);
+  int on = od->enabled;
+  pthread_mutex_unlock(&od->mu);
+  return on;
+}
+
+void px_ondemand_reconfigure(px_ondemand_t *od, px_gen_t *gen) {
+  pthread_mutex_lock(&od->mu);
+  px_gen_t *old = od->gen;
+  od->gen = px_gen_ref(gen);
+  od->conf = &gen->conf->on_demand;
+  od->enabled = conf_enabled(gen->conf);
+  /* Refusals were made under the old policy (a name outside the old
+   * allow list may be inside the new one): forget them. */
+  for (size_t b = 0; b < NUM_BUCKETS; b++) {
+    od_name_t **p = &od->buckets[b];
+    while (*p) {
+      if ((*p)->state == OD_REFUSED) remove_at(od, p);
+      else p = &(*p)->next;
+    }
   }
   pthread_mutex_unlock(&od->mu);
+  /* Older generations keep the hook: their handshakes ask the current
+   * settings (on_miss), which may say no. */
+  if (od->enabled) px_ondemand_attach(od, gen->ssl_ctx);
+  px_gen_unref(old);
+}
+
+void px_ondemand_hold(px_ondemand_t *od) {
+  pthread_mutex_lock(&od->mu);
+  od->ctl = NULL;
+  od->holding = 1;
+  pthread_mutex_unlock(&od->mu);
+}
+
+void px_ondemand_set_control(px_ondemand_t *od, px_control_t *ctl) {
+  char **failed = NULL;
+  size_t num_failed = 0;
+  pthread_mutex_lock(&od->mu);
+  od->holding = 0;
+  if (od->stopped) ctl = NULL;
+  od->ctl = od->enabled ? ctl : NULL;
+  /* Every pending name goes to the new control thread (the names posted
+   * before it started, or cancelled by the one a reload stopped), or, with
+   * on-demand now off, fails. */
+  for (size_t b = 0; b < NUM_BUCKETS; b++) {
+    for (od_name_t *e = od->buckets[b]; e != NULL; e = e->next) {
+      if (e->state != OD_PENDING) continue;
+      if (od->ctl != NULL) {
+        px_control_ondemand(od->ctl, e->name, strlen(e->name), e->client_ip);
+      } else if (!od->stopped) {
+        failed = gh_realloc(failed, (num_failed + 1) * sizeof(*failed));
+        failed[num_failed++] = gh_strdup(e->name);
+      }
+    }
+  }
+  pthread_mutex_unlock(&od->mu);
+  for (size_t i = 0; i < num_failed; i++) {
+    px_ondemand_finish(od, failed[i], 0, "on-demand certificates were turned off by a reload");
+    gh_free(failed[i]);
+  }
+  gh_free(failed);
+}
+
+void px_ondemand_stop(px_ondemand_t *od) {
+  pthread_mutex_lock(&od->mu);
+  od->ctl = NULL;
+  od->holding = 0;
+  od->stopped = 1;
+  pthread_mutex_unlock(&od->mu);
+}
+
+/* record keeps |name|'s refusal for px_ondemand_refusals: a name already
+ * there for the same reason is counted again, not added twice. Under
+ * od->mu. */
+static void record(px_ondemand_t *od, const char *name, size_t len, const char *client_ip,
+                   const char *why) {
+  if (len >= sizeof(od->recent[0].name)) len = sizeof(od->recent[0].name) - 1;
+  uint64_t now = gh_now_ms();
+  for (size_t i = 0; i < od->num_recent; i++) {
+    px_od_refused_t *r = &od->recent[i];
+    if (strlen(r->name) == len && memcmp(r->name, name, len) == 0 &&
+        strncmp(r->reason, why, sizeof(r->reason) - 1) == 0) {
+      r->count++;
+      r->at_ms = now;
+      if (client_ip != NULL) snprintf(r->client_ip, sizeof(r->client_ip), "%s", client_ip);
+      return;
+    }
+  }
+  px_od_refused_t *r = &od->recent[od->recent_next];
+  od->recent_next = (od->recent_next + 1) % RECENT_MAX;
+  if (od->num_recent < RECENT_MAX) od->num_recent++;
+  memset(r, 0, sizeof(*r));
+  memcpy(r->name, name, len);
+  snprintf(r->reason, sizeof(r->reason), "%s", why);
+  snprintf(r->client_ip, sizeof(r->client_ip), "%s", client_ip != NULL ? client_ip : "");
+  r->at_ms = now;
+  r->count = 1;
+}
+
+size_t px_ondemand_refusals(px_ondemand_t *od, px_od_refused_t *out, size_t cap) {
+  pthread_mutex_lock(&od->mu);
+  size_t n = 0;
+  /* Newest first. */
+  for (size_t i = 0; i < od->num_recent && n < cap; i++) {
+    size_t k = (od->recent_next + RECENT_MAX - 1 - i) % RECENT_MAX;
+    out[n++] = od->recent[k];
+  }
+  pthread_mutex_unlock(&od->mu);
+  return n;
 }
 
 const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od) { return od->conf; }
@@ -150,50 +258,80 @@ static px_conn_t *conn_of_ssl(const SSL *ssl) { return BIO_get_data(SSL_get_rbio
 /* refuse declines to order |name|: the handshake goes on with the default
  * site's certificate if there is one, and otherwise select_cert fails it at
  * once with unrecognized_name. */
-static enum ssl_select_cert_result_t refuse(px_conn_t *c, px_od_refusal_t reason,
-                                            const char *name, size_t len, const char *why) {
+static enum ssl_select_cert_result_t refuse(px_ondemand_t *od, px_conn_t *c,
+                                            px_od_refusal_t reason, const char *name, size_t len,
+                                            const char *why) {
   PX_STAT_ADD(c->w->stats.od_refused[reason], 1);
   GH_DEBUG("ondemand", "%s: %.*s: not ordered: %s", c->client_ip, (int)len, name, why);
+  pthread_mutex_lock(&od->mu);
+  record(od, name, len, c->client_ip, why);
+  pthread_mutex_unlock(&od->mu);
   return ssl_select_cert_success;
 }
 
 /* on_miss is the tls_miss_fn (proxy/tls.c) for every generation's SSL_CTX:
  * |name| has no certificate in the table. */
 static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *hello,
-                                             const char *name, size_t name_len) {
+                                             const char *name, size_t name_len,
+                                             acme_cert_t **out_cert) {
   px_ondemand_t *od = arg;
   px_conn_t *c = conn_of_ssl(hello->ssl);
   if (c == NULL) return ssl_select_cert_success;
+  /* A handshake that began before a reload has the old generation's
+   * table, which later certificates do not reach: the current one has
+   * them. */
+  px_gen_t *cur = c->w->gen;
+  if (cur->ssl_ctx != SSL_get_SSL_CTX(hello->ssl)) {
+    acme_cert_t *cert = acme_cert_table_get(px_tls_ctx_table(cur->ssl_ctx), name, name_len);
+    if (cert != NULL) {
+      *out_cert = cert;
+      return ssl_select_cert_success;
+    }
+  }
   /* Woken after the name failed, or the certificate went away again. */
   if (c->ondemand_failed)
-    return refuse(c, PX_OD_FAILED, name, name_len, "it could not be obtained");
-  const char *why = acme_policy_precheck(od->conf, name, name_len);
-  if (why != NULL) return refuse(c, PX_OD_PRECHECK, name, name_len, why);
+    return refuse(od, c, PX_OD_FAILED, name, name_len, "it could not be obtained");
   uint64_t now = gh_now_ms();
+  /* One wait budget per handshake, however many times it pauses. */
+  if (c->od_deadline_ms != 0 && now >= c->od_deadline_ms)
+    return refuse(od, c, PX_OD_FAILED, name, name_len, "wait budget spent");
   int post = 0;
   pthread_mutex_lock(&od->mu);
+  if (!od->enabled || od->stopped) {
+    pthread_mutex_unlock(&od->mu);
+    return refuse(od, c, PX_OD_PRECHECK, name, name_len,
+                  od->stopped ? "shutting down" : "on-demand certificates are off");
+  }
+  const char *why = acme_policy_precheck(od->conf, name, name_len);
+  if (why != NULL) {
+    pthread_mutex_unlock(&od->mu);
+    return refuse(od, c, PX_OD_PRECHECK, name, name_len, why);
+  }
+  if (c->od_deadline_ms == 0) c->od_deadline_ms = now + od->conf->wait_budget_ms;
+  uint64_t wait_ms = c->od_deadline_ms - now;
   od_name_t **p = find(od, name, name_len);
   if (*p && (*p)->state == OD_REFUSED) {
     if ((*p)->expires_ms > now) {
       pthread_mutex_unlock(&od->mu);
-      return refuse(c, PX_OD_NEGATIVE_CACHE, name, name_len,
+      return refuse(od, c, PX_OD_NEGATIVE_CACHE, name, name_len,
                     "refused recently (negative cache)");
     }
     remove_at(od, p);
     p = find(od, name, name_len);
   }
   if (od->num_paused >= od->conf->max_paused_handshakes) {
+    size_t max = od->conf->max_paused_handshakes;
     pthread_mutex_unlock(&od->mu);
     GH_WARN("ondemand", "%.*s: not ordered: %zu handshakes already paused (max_paused_handshakes)",
-            (int)name_len, name, od->conf->max_paused_handshakes);
+            (int)name_len, name, max);
     PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
     return ssl_select_cert_success;
   }
   if (*p == NULL) {
-    if (od->num_pending >= od->conf->max_pending_names || od->stopped) {
+    if (od->num_pending >= od->conf->max_pending_names) {
       pthread_mutex_unlock(&od->mu);
-      GH_WARN("ondemand", "%.*s: not ordered: %s", (int)name_len, name,
-              od->stopped ? "shutting down" : "too many names in flight (max_pending_names)");
+      GH_WARN("ondemand", "%.*s: not ordered: too many names in flight (max_pending_names)",
+              (int)name_len, name);
       PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
       return ssl_select_cert_success;
     }
@@ -203,6 +341,7 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
     e->name[name_len] = '\0';
     e->state = OD_PENDING;
     e->expires_ms = 0;
+    snprintf(e->client_ip, sizeof(e->client_ip), "%s", c->client_ip);
     e->next = NULL;
     *p = e;
     od->num_entries++;
@@ -210,25 +349,18 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
     post = 1;
   }
   od->num_paused++;
-  /* Posted under the lock: px_ondemand_set_control(NULL) then guarantees
-   * that no worker still uses the control thread it is about to stop. */
-  if (post && od->ctl != NULL) {
-    px_control_ondemand(od->ctl, name, name_len, c->client_ip);
-  } else if (post) {
-    struct early *e = gh_malloc(sizeof(*e) + name_len + 1);
-    memcpy(e->name, name, name_len);
-    e->name[name_len] = '\0';
-    snprintf(e->client_ip, sizeof(e->client_ip), "%s", c->client_ip);
-    e->next = od->early;
-    od->early = e;
-  }
+  /* Posted under the lock: px_ondemand_stop then guarantees that no
+   * worker still uses the control thread it is about to stop. Without a
+   * control thread (not started yet, or being replaced by a reload) the
+   * name stays pending: px_ondemand_set_control posts it. */
+  if (post && od->ctl != NULL) px_control_ondemand(od->ctl, name, name_len, c->client_ip);
   pthread_mutex_unlock(&od->mu);
 
   /* The ClientHello is only valid during this call: keep a copy of the
    * name, and register the connection on its worker. */
   c->paused_name = gh_strndup(name, name_len);
   gh_list_insert(&c->w->paused, &c->paused_link);
-  px_conn_set_timer(c, od->conf->wait_budget_ms);
+  px_conn_set_timer(c, wait_ms);
   GH_DEBUG("ondemand", "%s: %s: handshake paused%s", c->client_ip, c->paused_name,
            post ? ", name posted" : ", joining the order in flight");
   return ssl_select_cert_retry;
@@ -252,10 +384,17 @@ void px_ondemand_conn_gone(px_conn_t *c) {
   unpause(c->w->ondemand, c);
 }
 
-void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok) {
+void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok, const char *why) {
   size_t len = strlen(name);
   pthread_mutex_lock(&od->mu);
+  if (!ok && od->holding) {
+    /* Cancelled by the control thread a reload is stopping: the name
+     * stays pending for the next one, its handshakes keep waiting. */
+    pthread_mutex_unlock(&od->mu);
+    return;
+  }
   od_name_t **p = find(od, name, len);
+  if (!ok) record(od, name, len, *p ? (*p)->client_ip : NULL, why ? why : "not obtained");
   if (ok) od->num_allowed++;
   else od->num_refused++;
   if (*p && (*p)->state == OD_PENDING) {

@@ -24,14 +24,43 @@
 typedef struct px_ondemand px_ondemand_t;
 typedef struct px_control px_control_t;
 
-/* px_ondemand_new returns the on-demand state for |gen|'s configuration
- * (on_demand.enabled must be set), waking |workers| when names finish. */
+/* px_ondemand_new returns the on-demand state, made once for the
+ * server's life, with |gen|'s settings (on_demand may be off: a reload may
+ * turn it on), waking |workers| when names finish. It attaches itself to
+ * |gen|'s SSL_CTX when on. */
 px_ondemand_t *px_ondemand_new(px_gen_t *gen, px_worker_t **workers, unsigned num_workers);
 void px_ondemand_free(px_ondemand_t *od);
 
-/* px_ondemand_set_control tells |od| where to post names (NULL: none, so
- * every miss is refused). */
+/* px_ondemand_reconfigure switches |od| to |gen|'s settings (a reload),
+ * for every handshake from now on, also those that began under an older
+ * generation: the allow list, the caps, on or off. Refusals remembered
+ * under the old settings are forgotten. Attaches to |gen|'s SSL_CTX when
+ * on. Main thread. */
+void px_ondemand_reconfigure(px_ondemand_t *od, px_gen_t *gen);
+
+/* px_ondemand_enabled reports whether on-demand certificates are on
+ * (on_demand and acme.directory set in the current settings). */
+int px_ondemand_enabled(px_ondemand_t *od);
+
+/* px_ondemand_hold stops posting names, before a reload stops the control
+ * thread: names then stay pending, and a name the stopping thread
+ * cancels (px_ondemand_finish, not ok) stays pending too, its handshakes
+ * still paused. */
+void px_ondemand_hold(px_ondemand_t *od);
+
+/* px_ondemand_set_control tells |od| where to post names from now on and
+ * posts every pending name there (those posted before the thread started,
+ * or held across a reload). With |ctl| NULL, or on-demand off, the
+ * pending names fail instead. Ends px_ondemand_hold. */
 void px_ondemand_set_control(px_ondemand_t *od, px_control_t *ctl);
+
+/* px_ondemand_stop: the server is stopping; every later miss is refused
+ * and nothing is posted again. */
+void px_ondemand_stop(px_ondemand_t *od);
+
+/* px_ondemand_limits returns the rate limits' state that every control
+ * thread's policy uses in turn (acme_policy_limits_t). */
+acme_policy_limits_t *px_ondemand_limits(px_ondemand_t *od);
 
 /* px_ondemand_attach makes |ctx| (a generation's SSL_CTX) call
  * px_ondemand_on_miss for names it has no certificate for. */
@@ -39,8 +68,24 @@ void px_ondemand_attach(px_ondemand_t *od, SSL_CTX *ctx);
 
 /* px_ondemand_finish is called on the control thread when |name| is done:
  * |ok| when its certificate is in the table, otherwise it is remembered as
- * refused for on_demand.negative_ttl. Wakes the waiting workers. */
-void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok);
+ * refused for on_demand.negative_ttl, and |why| (NULL: "not obtained") is
+ * kept among the last refusals. Wakes the waiting workers. */
+void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok, const char *why);
+
+/* One of the last refusals: the name, why, the client that asked (last
+ * one), when (the last time, gh_now_ms) and how often. */
+typedef struct {
+  char name[256];
+  char reason[160];
+  char client_ip[64];
+  uint64_t at_ms;
+  uint64_t count;
+} px_od_refused_t;
+
+/* px_ondemand_refusals copies up to |cap| of the last refusals (of
+ * distinct name and reason), newest first; returns how many. Any
+ * thread. */
+size_t px_ondemand_refusals(px_ondemand_t *od, px_od_refused_t *out, size_t cap);
 
 /* px_ondemand_wakeups runs on worker |w| (from its async handle): resumes
  * or fails the handshakes paused for the names that finished. */

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "acme/storage.h"
 #include "common/log.h"
 #include "proxy/admin.h"
 #include "proxy/control.h"
@@ -32,7 +35,8 @@ typedef struct {
   acme_challenges_t *challenges;
   acme_cache_t *cache;   /* certificates the control thread installed */
   px_control_t *control; /* NULL without acme.directory */
-  px_ondemand_t *ondemand; /* NULL without on_demand */
+  char *control_key;     /* the settings |control| was started with (control_key) */
+  px_ondemand_t *ondemand; /* NULL in px_obtain's mode */
   px_admin_t *admin;       /* NULL without admin.listen */
   int stopping;
   /* px_obtain: one order instead of serving; |done| wakes the main loop. */
@@ -252,6 +256,93 @@ static void cache_set_gen(acme_cache_t *cache, px_gen_t *gen) {
   acme_cache_set_table(cache, px_tls_ctx_table(gen->ssl_ctx), gen->conf, px_gen_ref(gen));
 }
 
+/* same_listeners reports whether |a| and |b| listen on the same addresses
+ * (with the same options). */
+static int same_listeners(const conf_t *a, const conf_t *b) {
+  if (a->num_https != b->num_https || a->num_http != b->num_http) return 0;
+  for (size_t i = 0; i < a->num_https; i++) {
+    if (strcmp(a->https[i].text, b->https[i].text) != 0 || a->https[i].http2 != b->https[i].http2)
+      return 0;
+  }
+  for (size_t i = 0; i < a->num_http; i++) {
+    if (strcmp(a->http[i].text, b->http[i].text) != 0) return 0;
+  }
+  return 1;
+}
+
+/* control_key returns (a new string) the settings the control thread is
+ * started with: acme, on_demand, storage, and the hosts of the sites it
+ * manages (those without certificate files). A reload that changes any of
+ * them restarts the thread (restart_control). */
+static char *control_key(const conf_t *conf) {
+  cJSON *all = conf_to_json(conf);
+  cJSON *key = cJSON_CreateObject();
+  static const char *const keys[] = {"acme", "on_demand", "storage"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
+    cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(all, keys[i]);
+    if (v != NULL) cJSON_AddItemToObject(key, keys[i], v);
+  }
+  cJSON *sites = cJSON_AddArrayToObject(key, "sites");
+  cJSON *site;
+  cJSON_ArrayForEach(site, cJSON_GetObjectItemCaseSensitive(all, "sites")) {
+    if (cJSON_GetObjectItemCaseSensitive(site, "tls") != NULL) continue;
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddItemToObject(m, "hosts",
+                          cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(site, "hosts"), 1));
+    cJSON_AddItemToObject(m, "default",
+                          cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(site, "default"), 1));
+    cJSON_AddItemToArray(sites, m);
+  }
+  char *text = cJSON_PrintUnformatted(key);
+  char *out = gh_strdup(text);
+  cJSON_free(text);
+  cJSON_Delete(key);
+  cJSON_Delete(all);
+  return out;
+}
+
+/* start_control starts the control thread for |s->gen| when ACME is on,
+ * and hands it the on-demand names. Returns 0, or -1 with the error
+ * logged. */
+static int start_control(px_server_t *s) {
+  gh_free(s->control_key);
+  s->control_key = control_key(s->gen->conf);
+  if (s->gen->conf->acme.directory == NULL) {
+    px_ondemand_set_control(s->ondemand, NULL);
+    return 0;
+  }
+  char *err = NULL;
+  px_ondemand_t *od = px_ondemand_enabled(s->ondemand) ? s->ondemand : NULL;
+  s->control = px_control_start(&err, s->gen, s->challenges, s->cache, od);
+  if (s->control == NULL) {
+    GH_ERROR("acme", "%s", err);
+    gh_free(err);
+  }
+  px_ondemand_set_control(s->ondemand, s->control);
+  return s->control != NULL ? 0 : -1;
+}
+
+/* restart_control replaces the control thread after a reload changed its
+ * settings. The old one stops first (one thread orders at a time: two
+ * would order the same names twice): its orders in flight are cancelled,
+ * the admin API's renewals among them answer "cancelled"; the names
+ * handshakes are paused for are held and posted again to the new thread,
+ * so those handshakes keep waiting instead of failing. The new thread
+ * installs what is stored, orders what is missing (a site the reload
+ * added), and renews only what the new configuration has (a site it
+ * removed stops renewing). The rate limits' buckets carry over. */
+static void restart_control(px_server_t *s) {
+  px_ondemand_hold(s->ondemand);
+  px_control_stop(s->control);
+  s->control = NULL;
+  if (start_control(s) != 0) {
+    GH_ERROR("acme", "reload: certificates are not ordered or renewed until a reload fixes "
+                     "this");
+  } else if (s->control != NULL) {
+    GH_INFO("acme", "reload: the certificate plane restarted with the new settings");
+  }
+}
+
 /* reload re-reads the config file (SIGHUP, POST /reload). Returns 0, or
  * -1 with the errors logged and, if |out_err| is not NULL, copied there
  * (caller frees). */
@@ -281,18 +372,37 @@ static int reload(px_server_t *s, char **out_err) {
     conf_free(conf);
     return -1;
   }
-  if (conf->workers != s->gen->conf->workers || conf->num_https != s->gen->conf->num_https ||
-      conf->num_http != s->gen->conf->num_http) {
-    GH_WARN("proxy", "reload: listener and worker changes take effect at the next restart");
+  char *key = control_key(conf);
+  int restart = s->control_key == NULL || strcmp(key, s->control_key) != 0;
+  gh_free(key);
+  if (restart && conf->acme.directory != NULL &&
+      strcmp(conf->storage, s->gen->conf->storage) != 0) {
+    /* A storage the new thread could not open is refused now, while the
+     * old thread still runs. */
+    acme_storage_t *st = acme_storage_open(&err, conf->storage);
+    if (st == NULL) {
+      GH_ERROR("proxy", "reload refused, still serving the previous configuration: storage %s: %s",
+               conf->storage, err);
+      if (out_err) *out_err = gh_asprintf("storage %s: %s", conf->storage, err);
+      gh_free(err);
+      px_gen_unref(gen);
+      return -1;
+    }
+    acme_storage_free(st);
+  }
+  if (conf->workers != s->gen->conf->workers || !same_listeners(conf, s->gen->conf)) {
+    GH_WARN("proxy", "reload: listener and worker changes take effect at the next restart "
+                     "(listen, workers)");
   }
   gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
   /* Managed certificates go into the new table before any worker sees it,
    * so no handshake under the new generation misses them. */
   cache_set_gen(s->cache, gen);
-  if (s->ondemand) px_ondemand_attach(s->ondemand, gen->ssl_ctx);
+  px_ondemand_reconfigure(s->ondemand, gen);
   post_to_workers(s, gen, 0);
   px_gen_unref(s->gen);
   s->gen = gen;
+  if (restart) restart_control(s);
   GH_INFO("proxy", "configuration reloaded from %s", s->config_path);
   return 0;
 }
@@ -305,7 +415,7 @@ static void stop_server(px_server_t *s) {
   /* Like the on-demand state, the admin API posts to the control thread:
    * it stops first. */
   px_admin_stop(s->admin);
-  if (s->ondemand) px_ondemand_set_control(s->ondemand, NULL);
+  if (s->ondemand) px_ondemand_stop(s->ondemand);
   px_control_stop(s->control);
   s->control = NULL;
   uv_close((uv_handle_t *)&s->sig_term, NULL);
@@ -387,9 +497,9 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   for (unsigned i = 0; i < s.num_workers; i++) {
     s.workers[i] = worker_new(i, s.gen, &started);
   }
-  if (conf->on_demand.enabled && conf->acme.directory != NULL && names == NULL) {
+  if (names == NULL) {
+    /* Made even with on-demand off: a reload may turn it on. */
     s.ondemand = px_ondemand_new(s.gen, s.workers, s.num_workers);
-    px_ondemand_attach(s.ondemand, s.gen->ssl_ctx);
     for (unsigned i = 0; i < s.num_workers; i++) s.workers[i]->ondemand = s.ondemand;
   }
   for (unsigned i = 0; i < s.num_workers; i++) {
@@ -410,13 +520,8 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
       gh_free(err);
       failed = 1;
     }
-  } else if (!failed && conf->acme.directory != NULL) {
-    s.control = px_control_start(&err, s.gen, s.challenges, s.cache, s.ondemand);
-    if (s.control == NULL) {
-      GH_ERROR("acme", "%s", err);
-      gh_free(err);
-      failed = 1;
-    }
+  } else if (!failed) {
+    if (start_control(&s) != 0) failed = 1;
   }
   if (!failed && names == NULL && conf->admin != NULL) {
     px_admin_env_t env = {.gen = &s.gen, .workers = s.workers, .num_workers = s.num_workers,
@@ -456,9 +561,10 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   /* The control thread may still wake workers (px_ondemand_finish): stop
    * it while their async handles exist. */
   px_admin_stop(s.admin);
-  if (s.ondemand) px_ondemand_set_control(s.ondemand, NULL);
+  if (s.ondemand) px_ondemand_stop(s.ondemand);
   px_control_stop(s.control);
   s.control = NULL;
+  gh_free(s.control_key);
   px_admin_free(s.admin);
   s.admin = NULL;
   for (unsigned i = 0; i < s.num_workers; i++) worker_free(s.workers[i]);

@@ -225,7 +225,8 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
      * the CA checking a challenge (one we no longer have), and pausing it
      * would stall the CA's validation workers. */
     if (cert == NULL && st->on_miss != NULL && !validator) {
-      enum ssl_select_cert_result_t r = st->on_miss(st->on_miss_arg, hello, name, name_len);
+      enum ssl_select_cert_result_t r =
+          st->on_miss(st->on_miss_arg, hello, name, name_len, &cert);
       if (r != ssl_select_cert_success) return r;
     }
   }

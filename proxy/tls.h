@@ -34,9 +34,12 @@ acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
  * handshake (select_cert runs again from the start when the worker retries
  * it), ssl_select_cert_error after sending an alert, or
  * ssl_select_cert_success to fall back to the default certificate (or
- * unrecognized_name without one). |name| is valid during the call only. */
+ * unrecognized_name without one) — or to serve |*out_cert| when it set
+ * that (a reference, which select_cert takes over). |name| is valid
+ * during the call only. */
 typedef enum ssl_select_cert_result_t (*px_tls_miss_fn)(void *arg, const SSL_CLIENT_HELLO *hello,
-                                                        const char *name, size_t name_len);
+                                                        const char *name, size_t name_len,
+                                                        acme_cert_t **out_cert);
 
 /* px_tls_ctx_set_miss installs |fn| (with |arg|) as |ctx|'s miss hook. */
 void px_tls_ctx_set_miss(SSL_CTX *ctx, px_tls_miss_fn fn, void *arg);

@@ -117,7 +117,7 @@ struct px_worker {
   BIO_METHOD *bio_method;
   px_exchange_t *ex_cache; /* freed exchanges, buffers kept (see exchange.c) */
   size_t num_ex_cache;
-  struct px_ondemand *ondemand; /* NULL without on_demand */
+  struct px_ondemand *ondemand; /* NULL in px_obtain's mode (on-demand may be off) */
   gh_link_t paused;             /* px_conn_t.paused_link: handshakes waiting for a name */
   struct px_wake *wakes;        /* under mu: names finished by the control thread */
   px_worker_stats_t stats;      /* written by this worker only (metrics.h) */

@@ -19,16 +19,18 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 typedef struct {
   char names[4][64];
   int ok[4];
+  char why[4][160]; /* "" when none (ok, or cancelled) */
   size_t num_done;
   size_t num_stats;
   acme_policy_stats_t stats; /* the last published */
 } seen_t;
 
-static void on_done(void *arg, const char *name, int ok) {
+static void on_done(void *arg, const char *name, int ok, const char *why) {
   seen_t *s = arg;
   if (s->num_done < 4) {
     snprintf(s->names[s->num_done], sizeof(s->names[0]), "%s", name);
     s->ok[s->num_done] = ok;
+    snprintf(s->why[s->num_done], sizeof(s->why[0]), "%s", why ? why : "");
   }
   s->num_done++;
 }
@@ -100,6 +102,13 @@ static void test_ondemand_through_hooks(void) {
   ASSERT_EQ(seen.num_done, 2);
   ASSERT_EQ(ok_of(&seen, "stored.test"), 1);
   ASSERT_EQ(ok_of(&seen, "elsewhere.example"), 0);
+  /* The refusal says why; the allowed name says nothing. */
+  for (size_t i = 0; i < 2; i++) {
+    if (strcmp(seen.names[i], "elsewhere.example") == 0)
+      ASSERT_STR_EQ(seen.why[i], "not in on_demand.allow");
+    else
+      ASSERT_STR_EQ(seen.why[i], "");
+  }
   acme_cert_t *cert = acme_cert_table_get(table, "stored.test", strlen("stored.test"));
   ASSERT_NOT_NULL(cert);
   acme_cert_unref(cert);
@@ -115,6 +124,7 @@ static void test_ondemand_through_hooks(void) {
   acme_manager_ondemand(m, "late.test", NULL);
   ASSERT_EQ(seen.num_done, 3);
   ASSERT_EQ(ok_of(&seen, "late.test"), 0);
+  ASSERT_STR_EQ(seen.why[2], ""); /* cancelled, not refused */
   uv_run(&loop, UV_RUN_DEFAULT);
   int rc = uv_loop_close(&loop);
   if (rc != 0) {

@@ -202,6 +202,9 @@ typedef struct {
   char url[128];
 } fixture_t;
 
+/* The limits the next fx_setup hands its policy (NULL: its own). */
+static acme_policy_limits_t *fx_limits;
+
 /* fx_setup starts a policy for |od|; with |ask_path| set, od.ask is the
  * test server at that path (or a closed port when |closed|). */
 static int fx_setup(fixture_t *fx, conf_on_demand_t *od, const char *ask_path, int closed) {
@@ -220,7 +223,7 @@ static int fx_setup(fixture_t *fx, conf_on_demand_t *od, const char *ask_path, i
     od->ask = fx->url;
   }
   char *err = NULL;
-  fx->p = acme_policy_new(&err, &fx->loop, od, NULL, 0);
+  fx->p = acme_policy_new(&err, &fx->loop, od, NULL, 0, fx_limits);
   if (fx->p == NULL) {
     fprintf(stderr, "acme_policy_new: %s\n", err);
     free(err);
@@ -745,6 +748,41 @@ static void test_rate_per_domain(void) {
   ASSERT_EQ(fx_teardown(&fx), 0);
 }
 
+/* A reload replaces the policy: the buckets and counters carry over to the
+ * next one, except a bucket whose rate changed, which starts full. */
+static void test_limits_carry_over(void) {
+  conf_on_demand_t od = od_base();
+  od.allow = ALLOW_STAR;
+  od.num_allow = 1;
+  od.rate_per_domain = (conf_rate_t){2, 3600000};
+  fx_limits = acme_policy_limits_new();
+  fixture_t fx;
+  res_t r;
+  ASSERT_EQ(fx_setup(&fx, &od, NULL, 0), 0);
+  ASSERT_EQ(decide(&fx.loop, fx.p, &r, "a.carry.test", NULL, 0, 1), 0);
+  ASSERT_EQ(decide(&fx.loop, fx.p, &r, "b.carry.test", NULL, 0, 1), 0);
+  ASSERT_EQ(r.allowed, ACME_POLICY_ALLOWED);
+  ASSERT_EQ(fx_teardown(&fx), 0);
+  /* Same rate: still spent (the negative cache is the old policy's). */
+  ASSERT_EQ(fx_setup(&fx, &od, NULL, 0), 0);
+  ASSERT_EQ(decide(&fx.loop, fx.p, &r, "c.carry.test", NULL, 0, 1), 0);
+  ASSERT_EQ(r.allowed, ACME_POLICY_REFUSED);
+  ASSERT_STR_EQ(r.reason, "rate limit per_domain (2/1h) for carry.test");
+  acme_policy_stats_t st;
+  acme_policy_stats(fx.p, &st);
+  ASSERT_UEQ(st.allowed, 2);
+  ASSERT_UEQ(st.refused_rate_domain, 1);
+  ASSERT_EQ(fx_teardown(&fx), 0);
+  /* A new rate: a fresh bucket at that rate. */
+  od.rate_per_domain = (conf_rate_t){3, 3600000};
+  ASSERT_EQ(fx_setup(&fx, &od, NULL, 0), 0);
+  ASSERT_EQ(decide(&fx.loop, fx.p, &r, "d.carry.test", NULL, 0, 1), 0);
+  ASSERT_EQ(r.allowed, ACME_POLICY_ALLOWED);
+  ASSERT_EQ(fx_teardown(&fx), 0);
+  acme_policy_limits_free(fx_limits);
+  fx_limits = NULL;
+}
+
 static void test_rate_per_client_ip(void) {
   conf_on_demand_t od = od_base();
   od.allow = ALLOW_STAR;
@@ -943,6 +981,7 @@ int main(void) {
   RUN(test_negative_cache);
   RUN(test_rate_per_domain);
   RUN(test_rate_per_client_ip);
+  RUN(test_limits_carry_over);
   RUN(test_rate_global);
   RUN(test_maps_bounded);
   RUN(test_decide_from_callback);
