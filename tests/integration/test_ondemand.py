@@ -99,6 +99,7 @@ def start(storage, **on_demand):
     g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
                     config_path=path, config=conf)
     _s["gatehouse"] = g
+    verified_ctx()  # made once, before client threads share it
     return g
 
 
