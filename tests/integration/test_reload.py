@@ -356,6 +356,34 @@ def test_reload_without_certificate_changes_keeps_the_control_thread():
     h.eq(g.stop(), 0, "exit status")
 
 
+def test_refusals_list_is_bounded_and_ldh_only():
+    """A client spraying names fills the refusal list only up to its bound
+    (64, newest first); an SNI name that is not a DNS name (quotes, angle
+    brackets) is never looked up, so never listed: the list holds only
+    LDH names."""
+    conf = base_config(os.path.join(h.tmpdir(), "st-spray"),
+                       on_demand={"allow": ["*.spray.test"]})
+    g = start(conf)
+    ctx = h.client_context(verify=False)
+    for i in range(100):
+        try:
+            h.tls_connect(HTTPS_PORT, "n%d.elsewhere.test" % i, ctx=ctx, timeout=5).close()
+        except (ssl.SSLError, OSError):
+            pass
+    evil = 'x"<script>alert(1)</script>.spray.test'
+    h.s_client(HTTPS_PORT, evil)
+    doc = admin_get("/ondemand")
+    rs = doc["recent_refusals"]
+    h.eq(len(rs), 64, "refusals kept")
+    h.eq(rs[0]["name"], "n99.elsewhere.test", "the newest refusal")
+    h.eq(rs[0]["reason"], "not in on_demand.allow", "its reason")
+    h.eq(rs[63]["name"], "n36.elsewhere.test", "the oldest kept")
+    h.check(all(re.fullmatch(r"[a-z0-9.-]+", r["name"]) for r in rs), "LDH names only")
+    h.check(all(r["count"] == 1 for r in rs), "each refused once")
+    h.check(g.alive(), "gatehouse died")
+    h.eq(g.stop(), 0, "exit status")
+
+
 # --- the on-demand defaults ----------------------------------------------------------
 
 
