@@ -57,7 +57,8 @@ struct acme_policy {
   gh_link_t pending;
   acme__pmap_t negative, ask_cache, inflight;
   acme_policy_limits_t *lim;
-  int own_lim; /* made by acme_policy_new, freed with the policy */
+  int own_lim;   /* made by acme_policy_new, freed with the policy */
+  int fresh_lim; /* no policy used |lim| before this one */
   uint64_t (*now)(void);
   int closing;
   unsigned refs; /* the idle handle and each request in flight */
@@ -497,6 +498,7 @@ acme_policy_t *acme_policy_new(char **out_err, uv_loop_t *loop, const conf_on_de
   acme__pmap_init(&p->inflight, MAX_ASKS_IN_FLIGHT + 1);
   p->own_lim = limits == NULL;
   p->lim = limits != NULL ? limits : acme_policy_limits_new();
+  p->fresh_lim = !p->lim->used;
   limits_adopt(p->lim, &p->od, p->now());
   uv_idle_init(loop, &p->idle);
   p->idle.data = p;
@@ -557,7 +559,8 @@ void acme_policy_stats(const acme_policy_t *p, acme_policy_stats_t *out) {
 
 void acme__policy_set_clock(acme_policy_t *p, uint64_t (*now_ms)(void)) {
   p->now = now_ms != NULL ? now_ms : gh_now_ms;
-  acme__bucket_init(&p->lim->global, &p->od.rate_global, p->now());
+  /* A bucket carried over from an earlier policy keeps its state. */
+  if (p->fresh_lim) acme__bucket_init(&p->lim->global, &p->od.rate_global, p->now());
 }
 
 void acme__policy_set_map_cap(acme_policy_t *p, size_t cap) {
