@@ -17,6 +17,12 @@ its own loopback port. For each round, each target (order rotated) gets:
 
 (--scenarios h1 or h2 runs only one of the two groups.)
 
+--access-log slowpipe|file turns Gatehouse's (and the baseline's) JSON
+access log on: into a pipe that a reader drains at 256 KiB/s (slower than
+the lines come at full load: a log shipper that falls behind), or into a
+file. The peers keep theirs off; the figure to read is Gatehouse against
+the baseline.
+
 Medians over rounds go to a Markdown table on stdout; every raw figure goes
 to bench/results/<timestamp>.json. A target that does not start (or does
 not answer through to the backend) is "n/a" for that round.
@@ -318,7 +324,7 @@ def gatehouse_cmd(env, d, port, workers, h2=False, binary=None):
                    "keepalive": {"max_idle": 512}}],
         "tls": {"resumption": False},
         "storage": os.path.join(d, "data"),
-        "log": {"level": "warn", "access": "off"},
+        "log": {"level": "warn", "access": "json" if env.args.access_log != "off" else "off"},
     }
     path = os.path.join(d, "gatehouse.json")
     with open(path, "w") as f:
@@ -337,9 +343,17 @@ COMMANDS = {"nginx": nginx_cmd, "haproxy": haproxy_cmd, "caddy": caddy_cmd,
             "gatehouse": gatehouse_cmd, "baseline": baseline_cmd}
 
 
+# The slow log reader: 4 KiB every 1/64 s, 256 KiB/s.
+SLOW_READER = ("import os, sys, time\n"
+               "while True:\n"
+               "    if not os.read(0, 4096): break\n"
+               "    time.sleep(1 / 64)\n")
+
+
 class Running:
     def __init__(self, name, proc, port, d):
         self.name, self.proc, self.port, self.dir = name, proc, port, d
+        self.reader = None  # the slow log reader, with --access-log slowpipe
 
     def pids(self):
         return proc_tree(self.proc.pid)
@@ -359,6 +373,9 @@ class Running:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+        if self.reader is not None:
+            self.reader.kill()
+            self.reader.wait()
 
 
 def probe(env, port, tries_until):
@@ -383,14 +400,24 @@ def start_target(env, name, workers, pinned, tag, h2=False):
     penv = dict(os.environ)
     penv.update(extra)
     logf = open(os.path.join(d, "output.log"), "w")
+    reader, errf = None, logf
+    if name in ("gatehouse", "baseline") and env.args.access_log == "slowpipe":
+        reader = subprocess.Popen([sys.executable, "-c", SLOW_READER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.DEVNULL, start_new_session=True)
+        errf = reader.stdin
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=errf,
                                 env=penv, cwd=d, start_new_session=True)
     except OSError as e:
         logf.close()
+        if reader is not None:
+            reader.kill()
         return None, "cannot start: %s" % e
     logf.close()
+    if reader is not None:
+        reader.stdin.close()  # the proxy holds the write end
     run = Running(name, proc, port, d)
+    run.reader = reader
     deadline = time.time() + 15
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -1033,6 +1060,8 @@ def main():
                          "handshakes) and h2 (HTTP/2: memory, h2load)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
     ap.add_argument("--baseline", help="another gatehouse binary, measured as target 'baseline'")
+    ap.add_argument("--access-log", default="off", choices=("off", "slowpipe", "file"),
+                    help="Gatehouse's JSON access log: off, a slowly read pipe, or a file")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     args.scenarios = [x for x in args.scenarios.split(",") if x]
