@@ -242,8 +242,6 @@ size_t px_ondemand_refusals(px_ondemand_t *od, px_od_refused_t *out, size_t cap)
   return n;
 }
 
-const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od) { return od->conf; }
-
 void px_ondemand_stats(px_ondemand_t *od, size_t *out_paused, uint64_t *out_allowed,
                        uint64_t *out_refused) {
   pthread_mutex_lock(&od->mu);

@@ -98,9 +98,6 @@ void px_ondemand_worker_cleanup(px_worker_t *w);
  * Worker thread. */
 void px_ondemand_conn_gone(px_conn_t *c);
 
-/* px_ondemand_conf returns the on-demand settings |od| runs with. */
-const conf_on_demand_t *px_ondemand_conf(const px_ondemand_t *od);
-
 /* px_ondemand_stats reports, for metrics, the handshakes paused now and
  * the names finished since start, allowed (certificate installed) or
  * refused. Any thread. */
