@@ -94,15 +94,35 @@ void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   conf__error(ctx, "needs \"allow\" or \"ask\": without either, any name could get a certificate");
 }
 
+/* A TCP admin address needs a token, loopback included (issue 13): any
+ * local process, or a backend that can be made to send requests (SSRF),
+ * could otherwise reload the server or revoke its certificates. A unix
+ * socket is guarded by its file's permissions (0600) instead; a token, if
+ * set, is checked there too. "insecure_no_token" lifts the rule for
+ * loopback only: a wildcard or public address without a token is never
+ * accepted. */
 void conf__check_admin(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_t *conf = (const conf_t *)(const void *)base;
-  if (obj == NULL || conf->admin == NULL || has_key(obj, "token")) return;
-  if (!conf__is_loopback(conf->admin->host)) {
-    char *q = conf__quote(conf->admin->text);
-    conf__error(ctx, "missing \"token\", which is required when \"listen\" is not a loopback "
-                     "address (got %s)", q);
-    gh_free(q);
+  if (obj == NULL || conf->admin == NULL) return;
+  int has_token = has_key(obj, "token");
+  if (has_token && conf->admin_insecure_no_token) {
+    conf__error(ctx, "\"insecure_no_token\" is true but a \"token\" is set: remove one of them");
+    return;
   }
+  if (has_token || conf->admin->unix_path != NULL) return;
+  char *q = conf__quote(conf->admin->text);
+  if (!conf__is_loopback(conf->admin->host)) {
+    conf__error(ctx, "missing \"token\", which \"listen\" %s needs (it is not a loopback "
+                     "address): set \"token\", or listen on a unix socket such as "
+                     "\"unix:/run/gatehouse/admin.sock\"", q);
+  } else if (!conf->admin_insecure_no_token) {
+    conf__error(ctx, "missing \"token\", which a TCP \"listen\" address needs, loopback too "
+                     "(got %s; any local process or a backend open to SSRF could reload the "
+                     "server or revoke certificates): set \"token\", listen on a unix socket "
+                     "such as \"unix:/run/gatehouse/admin.sock\" (file permissions guard it), "
+                     "or set \"insecure_no_token\": true to accept the risk", q);
+  }
+  gh_free(q);
 }
 
 void conf__check_listen(conf__ctx_t *ctx, const cJSON *obj, char *base) {
@@ -139,7 +159,7 @@ static void check_ports(conf__ctx_t *ctx, const conf_t *conf) {
     const conf_addr_t *b = ls[j].addr;
     for (size_t i = 0; i < j && b->text != NULL; i++) {
       const conf_addr_t *a = ls[i].addr;
-      if (a->text == NULL || a->port != b->port) continue;
+      if (a->text == NULL || a->port != b->port || b->unix_path != NULL) continue;
       if (strcmp(a->host, b->host) != 0 && a->host[0] != '\0' && b->host[0] != '\0') continue;
       char *qa = conf__quote(a->text), *qb = conf__quote(b->text);
       conf__error_at(ctx, ls[j].path, "%s uses the same port as %s (%s)", qb, ls[i].path, qa);

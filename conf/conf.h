@@ -27,6 +27,9 @@ typedef struct {
   char *host;
   uint16_t port;
   int http2; /* listen.https entries: offer h2 by ALPN; default 1 */
+  char *unix_path; /* admin.listen "unix:PATH": the socket's path (resolved against the
+                      config file's directory); NULL for a TCP address, whose |host| is
+                      then "" */
 } conf_addr_t;
 
 typedef enum {
@@ -189,15 +192,20 @@ typedef struct {
   size_t num_https;
   conf_addr_t *http;
   size_t num_http;
-  unsigned workers;    /* 0 in the file ("auto") is resolved to the core count */
+  unsigned workers;    /* "auto" is resolved to the CPUs this process may use
+                          (conf_cpu_count) */
   conf_site_t *sites;
   size_t num_sites;
   conf_tls_t tls;
   conf_acme_t acme;
   conf_on_demand_t on_demand;
-  char *storage;       /* default "./gatehouse-data" */
+  char *storage;       /* default "./gatehouse-data", resolved against the config file's
+                          directory (quick mode: the working directory) */
   conf_addr_t *admin;  /* NULL = admin API off */
-  char *admin_token;   /* optional bearer token */
+  char *admin_token;   /* bearer token; required for a TCP address unless
+                          |admin_insecure_no_token| */
+  int admin_insecure_no_token; /* admin.insecure_no_token: a loopback TCP admin address
+                                  without a token, asked for explicitly */
   conf_timeouts_t timeouts;
   conf_limits_t limits;
   conf_http2_t http2;
@@ -229,9 +237,10 @@ cJSON *conf_to_json(const conf_t *conf);
  * milliseconds. Returns 0 on success, -1 if |s| is not a duration. */
 int conf_parse_duration(const char *s, uint64_t *out_ms);
 
-/* conf_parse_addr parses "host:port", ":port", "[v6]:port". |need_host|
- * rejects ":port". Returns 0 on success (filling |out|, caller frees with
- * conf_addr_cleanup) or -1. */
+/* conf_parse_addr parses "host:port", ":port", "[v6]:port", and, unless
+ * |need_host|, "unix:PATH" (|out->unix_path| = PATH as given, not
+ * resolved). |need_host| rejects ":port". Returns 0 on success (filling
+ * |out|, caller frees with conf_addr_cleanup) or -1. */
 int conf_parse_addr(conf_addr_t *out, const char *s, int need_host);
 void conf_addr_cleanup(conf_addr_t *addr);
 

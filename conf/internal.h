@@ -94,6 +94,7 @@ enum {
   CONF__NO_WILDCARD = 1u << 7, /* host lists: plain names only */
   CONF__EXEC = 1u << 8,        /* files: must be executable, not just readable */
   CONF__IP_HOST = 1u << 9,     /* addresses: "IP:port" only, host required */
+  CONF__UNIX = 1u << 10,       /* addresses: "unix:PATH" allowed, PATH resolved like files */
 };
 
 struct conf__row {
@@ -172,6 +173,7 @@ size_t conf__json_check(const char *text, size_t len, const char **out_reason);
 enum {
   CONF__ADDR_NEED_HOST = 1u << 0, /* reject ":port" */
   CONF__ADDR_IP_ONLY = 1u << 1,   /* reject DNS names */
+  CONF__ADDR_UNIX = 1u << 2,      /* accept "unix:PATH" (unix_path = PATH as given) */
 };
 
 /* conf__addr_parse is conf_parse_addr with a reason; on failure |out| is

@@ -135,6 +135,8 @@ char *conf__describe(const cJSON *v) {
 
 char *conf__resolve(const conf__ctx_t *ctx, const char *path) {
   if (path[0] == '/' || ctx->base_dir == NULL) return gh_strdup(path);
+  /* "./data" is "data": no "/./" in the names shown. */
+  while (path[0] == '.' && path[1] == '/' && path[2] != '\0') path += 2;
   if (strcmp(ctx->base_dir, "/") == 0) return gh_asprintf("/%s", path);
   return gh_asprintf("%s/%s", ctx->base_dir, path);
 }

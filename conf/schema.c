@@ -186,8 +186,10 @@ static const conf__row_t listen_rows[] = {
 static const conf__table_t listen_table = TABLE(listen_rows, .check = conf__check_listen);
 
 static const conf__row_t admin_rows[] = {
-    {"listen", &conf__t_addr, .off = offsetof(conf_t, admin), .flags = REQUIRED | CONF__LISTENER},
+    {"listen", &conf__t_addr, .off = offsetof(conf_t, admin),
+     .flags = REQUIRED | CONF__LISTENER | CONF__UNIX},
     {"token", &conf__t_string, FLD(conf_t, admin_token)},
+    {"insecure_no_token", &conf__t_bool, FLD(conf_t, admin_insecure_no_token), .def = "false"},
 };
 static const conf__table_t admin_table = TABLE(admin_rows, .check = conf__check_admin);
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/common.h"
@@ -284,9 +285,30 @@ const conf__type_t conf__t_host_list = {parse_host_list, emit_string_list, free_
   "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", or an object with \"address\""
 
 static const char *addr_what(unsigned flags) {
+  if (flags & CONF__UNIX) {
+    return "a listen address \":port\", \"IP:port\", \"[IPv6]:port\" or \"unix:PATH\"";
+  }
   if (flags & CONF__IP_HOST) return "an address \"IP:port\" or \"[IPv6]:port\"";
   return (flags & CONF__LISTENER) ? "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\""
                                   : "an address \"host:port\"";
+}
+
+/* resolve_unix resolves a unix socket's path like a file name, and makes
+ * |addr->text| name the resolved path, so that messages and the printed
+ * configuration say which socket it is. */
+static void resolve_unix(conf__ctx_t *ctx, conf_addr_t *addr, const cJSON *item) {
+  char *path = conf__resolve(ctx, addr->unix_path);
+  gh_free(addr->unix_path);
+  addr->unix_path = path;
+  gh_free(addr->text);
+  addr->text = gh_asprintf("unix:%s", path);
+  struct sockaddr_un sun;
+  if (strlen(path) >= sizeof(sun.sun_path)) {
+    char why[64];
+    snprintf(why, sizeof(why), "the resolved path is longer than %zu bytes",
+             sizeof(sun.sun_path) - 1);
+    conf__expected(ctx, addr_what(CONF__UNIX), item, why);
+  }
 }
 
 /* addr_elem parses one address. A list whose row has a table (|arg|,
@@ -305,11 +327,15 @@ static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *ite
   }
   unsigned flags = (row->flags & CONF__LISTENER) ? CONF__ADDR_IP_ONLY : CONF__ADDR_NEED_HOST;
   if (row->flags & CONF__IP_HOST) flags = CONF__ADDR_IP_ONLY | CONF__ADDR_NEED_HOST;
-  const char *why = conf__addr_parse(slot, item->valuestring, flags);
+  if (row->flags & CONF__UNIX) flags |= CONF__ADDR_UNIX;
+  conf_addr_t *addr = slot;
+  const char *why = conf__addr_parse(addr, item->valuestring, flags);
   if (why != NULL) {
     conf__expected(ctx, what, item, why);
+  } else if (addr->unix_path != NULL) {
+    resolve_unix(ctx, addr, item);
   } else if (row->arg != NULL) {
-    ((conf_addr_t *)slot)->http2 = 1;
+    addr->http2 = 1;
   }
 }
 

@@ -181,6 +181,13 @@ const char *conf__addr_parse(conf_addr_t *out, const char *s, unsigned flags) {
   size_t host_len;
   int bracketed = 0;
   memset(out, 0, sizeof(*out));
+  if ((flags & CONF__ADDR_UNIX) && strncmp(s, "unix:", 5) == 0) {
+    if (s[5] == '\0') return "missing the socket's path after \"unix:\"";
+    out->text = gh_strdup(s);
+    out->host = gh_strdup("");
+    out->unix_path = gh_strdup(s + 5);
+    return NULL;
+  }
   if (s[0] == '[') {
     const char *close = strchr(s, ']');
     if (close == NULL) return "missing \"]\"";
@@ -217,7 +224,9 @@ const char *conf__addr_parse(conf_addr_t *out, const char *s, unsigned flags) {
 
 int conf_parse_addr(conf_addr_t *out, const char *s, int need_host) {
   if (out == NULL || s == NULL) return -1;
-  return conf__addr_parse(out, s, need_host ? CONF__ADDR_NEED_HOST : 0) == NULL ? 0 : -1;
+  return conf__addr_parse(out, s, need_host ? CONF__ADDR_NEED_HOST : CONF__ADDR_UNIX) == NULL
+             ? 0
+             : -1;
 }
 
 void conf_addr_cleanup(conf_addr_t *addr) {
@@ -226,6 +235,8 @@ void conf_addr_cleanup(conf_addr_t *addr) {
   addr->text = NULL;
   gh_free(addr->host);
   addr->host = NULL;
+  gh_free(addr->unix_path);
+  addr->unix_path = NULL;
   addr->port = 0;
 }
 

@@ -10,7 +10,13 @@
  *
  * Requests are small and bounded (head 8 KiB, body 64 KiB), answered one at
  * a time per connection, in order; the parser pauses at the end of each
- * request until its answer is written. */
+ * request until its answer is written.
+ *
+ * It listens on TCP or on a unix socket (admin.listen "unix:PATH"), and a
+ * reload may move it (px_admin_apply): the new socket is bound first, the
+ * old one closed after, and connections it accepted finish on their own;
+ * each holds a reference to the listener it came from, whose address its
+ * Host check uses. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <netdb.h>
@@ -21,7 +27,11 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "acme/storage.h"
 #include "common/log.h"
@@ -37,6 +47,29 @@
 
 typedef struct admin_conn admin_conn_t;
 typedef struct admin_job admin_job_t;
+
+/* A stream handle of either kind. */
+typedef union {
+  uv_handle_t handle;
+  uv_stream_t stream;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} admin_stream_t;
+
+/* A listening socket. It is freed when its handle has closed and the last
+ * connection it accepted is gone (|refs|). */
+typedef struct {
+  admin_stream_t s;
+  px_admin_t *admin; /* NULL once closed: the admin server may be gone before us */
+  int refs;
+  char *text;      /* the address as configured ("unix:" and the resolved path) */
+  char *host;      /* TCP: its host part, "" for a wildcard */
+  uint16_t port;
+  int loopback;
+  char *unix_path; /* unix: removed at close, if it is still our socket */
+  dev_t dev;
+  ino_t ino;
+} admin_listener_t;
 
 typedef enum { JOB_RENEW, JOB_REVOKE } job_kind_t;
 
@@ -61,10 +94,11 @@ struct admin_job {
 };
 
 struct admin_conn {
-  uv_tcp_t tcp;
+  admin_stream_t s;
   uv_timer_t idle;
   int handles_open;
   px_admin_t *admin;
+  admin_listener_t *listener; /* the one that accepted it (a reference) */
   gh_link_t link;
   llhttp_t parser;
   px_buf_t in; /* received, not yet parsed */
@@ -95,13 +129,9 @@ typedef struct {
 
 struct px_admin {
   uv_loop_t *loop;
-  uv_tcp_t tcp;
+  admin_listener_t *listener; /* NULL while the config has no "admin" */
   uv_async_t async;
   px_admin_env_t env;
-  char *text; /* the listen address as configured */
-  char *host; /* its host part, "" for a wildcard */
-  uint16_t port;
-  int loopback;
   int stopping;
   gh_link_t conns;
   size_t num_conns;
@@ -126,6 +156,7 @@ typedef struct {
 
 static void conn_close(admin_conn_t *c);
 static void pump(admin_conn_t *c);
+static void listener_unref(admin_listener_t *l);
 
 static const char *reason_phrase(int status) {
   switch (status) {
@@ -184,7 +215,7 @@ static void respond(admin_conn_t *c, int status, const char *type, const char *b
   memcpy(wr->data, head, (size_t)n);
   if (len) memcpy(wr->data + n, body, len);
   uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+  if (uv_write(&wr->req, &c->s.stream, &b, 1, on_written) != 0) {
     gh_free(wr);
     conn_close(c);
     return;
@@ -718,10 +749,19 @@ static void get_metrics(admin_conn_t *c) {
 
 /* ---- routing ---- */
 
-/* host_ok reports whether the Host header |h| names the admin address:
- * its host:port as configured, or a loopback name with its port when it
- * listens on loopback (or everywhere). */
-static int host_ok(const px_admin_t *a, const char *h) {
+/* host_ok reports whether the Host header |h| names the admin address
+ * |a|: its host:port as configured, or a loopback name with its port when
+ * it listens on loopback (or everywhere).
+ *
+ * On a unix socket any Host is accepted, none included. The check is a
+ * defence against DNS rebinding: a browser page that makes a victim's
+ * browser send requests to a TCP address under the attacker's name. No
+ * browser connects to a unix socket, and every process that can is
+ * already allowed to by the socket file's permissions and could send any
+ * Host it likes; clients such as curl --unix-socket send "localhost", and
+ * others the name of their choosing. */
+static int host_ok(const admin_listener_t *a, const char *h) {
+  if (a->unix_path != NULL) return 1;
   if (h == NULL) return 0;
   const char *host = h, *port = NULL;
   size_t host_len;
@@ -845,7 +885,7 @@ static void dispatch(admin_conn_t *c) {
     respond_error(c, c->too_big, c->too_big == 413 ? "body too large" : "head too large");
     return;
   }
-  if (!host_ok(a, c->host)) {
+  if (!host_ok(c->listener, c->host)) {
     respond_error(c, 421, "the Host header does not name the admin address");
     return;
   }
@@ -1019,6 +1059,7 @@ static void conn_closed(uv_handle_t *h) {
   px_buf_free(&c->value);
   gh_free(c->host);
   gh_free(c->auth);
+  listener_unref(c->listener);
   gh_free(c);
 }
 
@@ -1032,7 +1073,7 @@ static void conn_close(admin_conn_t *c) {
   gh_list_remove(&c->link);
   c->admin->num_conns--;
   uv_close((uv_handle_t *)&c->idle, conn_closed);
-  uv_close((uv_handle_t *)&c->tcp, conn_closed);
+  uv_close(&c->s.handle, conn_closed);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
@@ -1070,30 +1111,134 @@ static void on_idle(uv_timer_t *t) {
 }
 
 static void on_connection(uv_stream_t *server, int status) {
-  px_admin_t *a = server->data;
-  if (status < 0 || a->stopping) return;
+  admin_listener_t *l = server->data;
+  px_admin_t *a = l->admin;
+  if (status < 0 || a == NULL || a->stopping) return;
   admin_conn_t *c = gh_calloc(1, sizeof(*c));
   c->admin = a;
-  uv_tcp_init(a->loop, &c->tcp);
-  c->tcp.data = c;
+  c->listener = l;
+  l->refs++;
+  if (l->unix_path != NULL) {
+    uv_pipe_init(a->loop, &c->s.pipe, 0);
+  } else {
+    uv_tcp_init(a->loop, &c->s.tcp);
+  }
+  c->s.handle.data = c;
   uv_timer_init(a->loop, &c->idle);
   c->idle.data = c;
   c->handles_open = 2;
   gh_list_insert(&a->conns, &c->link);
   a->num_conns++;
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || a->num_conns > MAX_CONNS) {
+  if (uv_accept(server, &c->s.stream) != 0 || a->num_conns > MAX_CONNS) {
     conn_close(c);
     return;
   }
   llhttp_init(&c->parser, HTTP_REQUEST, &a->settings);
   c->parser.data = c;
   uv_timer_start(&c->idle, on_idle, IDLE_MS, IDLE_MS);
-  uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+  uv_read_start(&c->s.stream, on_alloc, on_read);
 }
 
-/* ---- lifecycle ---- */
+/* ---- listeners ---- */
 
-static int listen_on(px_admin_t *a, char **out_err, const conf_addr_t *addr) {
+static int is_loopback(const char *host) {
+  return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+         strcmp(host, "::1") == 0;
+}
+
+
+static void listener_unref(admin_listener_t *l) {
+  if (l == NULL || --l->refs > 0) return;
+  gh_free(l->text);
+  gh_free(l->host);
+  gh_free(l->unix_path);
+  gh_free(l);
+}
+
+static void listener_closed(uv_handle_t *h) { listener_unref(h->data); }
+
+/* listener_close stops accepting on |l| and removes its socket file,
+ * unless another process has put its own there since. Connections it
+ * accepted go on. */
+static void listener_close(admin_listener_t *l) {
+  struct stat st;
+  if (l->unix_path != NULL && lstat(l->unix_path, &st) == 0 && st.st_dev == l->dev &&
+      st.st_ino == l->ino)
+    unlink(l->unix_path);
+  l->admin = NULL;
+  uv_close(&l->s.handle, listener_closed);
+}
+
+/* unix_clear makes way for a socket at |path|: nothing there, or a stale
+ * socket (one that refuses connections: its server is gone), which it
+ * removes. A live socket or another kind of file stays. Returns 0 or a
+ * negative errno, with |*why| set for a message. */
+static int unix_clear(const char *path, const char **why) {
+  struct stat st;
+  if (lstat(path, &st) != 0) {
+    *why = strerror(errno);
+    return errno == ENOENT ? 0 : -errno;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    *why = "the file exists and is not a socket";
+    return -EEXIST;
+  }
+  struct sockaddr_un sun = {.sun_family = AF_UNIX};
+  snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", path);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    *why = strerror(errno);
+    return -errno;
+  }
+  int rc = connect(fd, (struct sockaddr *)&sun, sizeof(sun));
+  int err = errno;
+  close(fd);
+  if (rc == 0) {
+    *why = "another process is listening on it";
+    return -EADDRINUSE;
+  }
+  if (err != ECONNREFUSED) {
+    *why = strerror(err);
+    return -err;
+  }
+  if (unlink(path) != 0 && errno != ENOENT) {
+    *why = strerror(errno);
+    return -errno;
+  }
+  return 0;
+}
+
+/* listen_unix binds |l| to its path, readable and writable by our user
+ * only: the mode is set between bind and listen, before any client can
+ * connect (the process-wide umask is not touched, as other threads create
+ * files meanwhile). */
+static int listen_unix(admin_listener_t *l, const char **why) {
+  int rc = unix_clear(l->unix_path, why);
+  if (rc != 0) return rc;
+  uv_pipe_init(l->admin->loop, &l->s.pipe, 0);
+  l->s.handle.data = l;
+  l->refs = 1;
+  struct stat st;
+  if ((rc = uv_pipe_bind(&l->s.pipe, l->unix_path)) != 0) {
+    *why = uv_strerror(rc);
+    return rc;
+  }
+  if (chmod(l->unix_path, 0600) != 0 || lstat(l->unix_path, &st) != 0) {
+    rc = -errno;
+    *why = strerror(errno);
+    unlink(l->unix_path);
+    return rc;
+  }
+  l->dev = st.st_dev;
+  l->ino = st.st_ino;
+  if ((rc = uv_listen(&l->s.stream, 64, on_connection)) != 0) {
+    *why = uv_strerror(rc);
+    unlink(l->unix_path);
+  }
+  return rc;
+}
+
+static int listen_tcp(admin_listener_t *l, const conf_addr_t *addr, const char **why) {
   char port[8];
   snprintf(port, sizeof(port), "%u", (unsigned)addr->port);
   struct addrinfo hints = {0}, *res = NULL;
@@ -1102,36 +1247,70 @@ static int listen_on(px_admin_t *a, char **out_err, const conf_addr_t *addr) {
   hints.ai_flags = AI_PASSIVE;
   int rc = getaddrinfo(addr->host[0] ? addr->host : NULL, port, &hints, &res);
   if (rc != 0) {
-    *out_err = gh_asprintf("admin.listen %s: %s", addr->text, gai_strerror(rc));
-    return -1;
+    *why = gai_strerror(rc);
+    return UV_EINVAL;
   }
-  uv_tcp_init(a->loop, &a->tcp);
-  a->tcp.data = a;
-  rc = uv_tcp_bind(&a->tcp, res->ai_addr, 0);
+  uv_tcp_init(l->admin->loop, &l->s.tcp);
+  l->s.handle.data = l;
+  l->refs = 1;
+  rc = uv_tcp_bind(&l->s.tcp, res->ai_addr, 0);
   freeaddrinfo(res);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&a->tcp, 64, on_connection);
-  if (rc != 0) {
-    *out_err = gh_asprintf("admin.listen %s: %s", addr->text, uv_strerror(rc));
-    uv_close((uv_handle_t *)&a->tcp, NULL);
-    return -1;
-  }
-  return 0;
+  if (rc == 0) rc = uv_listen(&l->s.stream, 64, on_connection);
+  if (rc != 0) *why = uv_strerror(rc);
+  return rc;
 }
 
-static int is_loopback(const char *host) {
-  return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-         strcmp(host, "::1") == 0;
+/* listener_open listens on |addr|. Returns the listener, or NULL with
+ * |*out_err| set ("admin.listen ADDR: why"). */
+static admin_listener_t *listener_open(px_admin_t *a, char **out_err, const conf_addr_t *addr) {
+  admin_listener_t *l = gh_calloc(1, sizeof(*l));
+  l->admin = a;
+  l->text = gh_strdup(addr->text);
+  l->host = gh_strdup(addr->host);
+  l->port = addr->port;
+  l->loopback = is_loopback(addr->host);
+  l->unix_path = addr->unix_path ? gh_strdup(addr->unix_path) : NULL;
+  const char *why = NULL;
+  int rc = l->unix_path ? listen_unix(l, &why) : listen_tcp(l, addr, &why);
+  if (rc == 0) return l;
+  *out_err = gh_asprintf("admin.listen %s: %s", addr->text, why);
+  l->admin = NULL;
+  if (l->refs == 0) {
+    l->refs = 1; /* no handle was made: free it now */
+    listener_unref(l);
+  } else {
+    uv_close(&l->s.handle, listener_closed);
+  }
+  return NULL;
+}
+
+/* warn_insecure says loudly, at start and at each reload, that a TCP
+ * admin address has no token (admin.insecure_no_token). */
+static void warn_insecure(const conf_t *conf) {
+  if (conf->admin == NULL || conf->admin->unix_path != NULL || conf->admin_token != NULL) return;
+  GH_WARN("admin", "INSECURE: the admin API on %s has no token (admin.insecure_no_token): any "
+          "local process, or a backend that can be made to send requests (SSRF), can reload "
+          "this server and renew or revoke its certificates; set admin.token or listen on a "
+          "unix socket", conf->admin->text);
+}
+
+static void log_listening(const px_admin_t *a, const conf_t *conf) {
+  const admin_listener_t *l = a->listener;
+  if (l->unix_path != NULL) {
+    GH_INFO("admin", "admin API on %s (mode 0600)%s", l->text,
+            conf->admin_token ? " (bearer token required)" : "");
+  } else {
+    GH_INFO("admin", "admin API on http://%s%s", l->text,
+            conf->admin_token ? " (bearer token required)" : "");
+  }
+  warn_insecure(conf);
 }
 
 px_admin_t *px_admin_start(char **out_err, uv_loop_t *loop, const px_admin_env_t *env) {
-  const conf_addr_t *addr = (*env->gen)->conf->admin;
+  const conf_t *conf = (*env->gen)->conf;
   px_admin_t *a = gh_calloc(1, sizeof(*a));
   a->loop = loop;
   a->env = *env;
-  a->text = gh_strdup(addr->text);
-  a->host = gh_strdup(addr->host);
-  a->port = addr->port;
-  a->loopback = is_loopback(addr->host);
   gh_list_init(&a->conns);
   gh_list_init(&a->jobs);
   llhttp_settings_init(&a->settings);
@@ -1141,27 +1320,40 @@ px_admin_t *px_admin_start(char **out_err, uv_loop_t *loop, const px_admin_env_t
   a->settings.on_header_value_complete = on_header_value_complete;
   a->settings.on_body = on_body;
   a->settings.on_message_complete = on_message_complete;
-  if (listen_on(a, out_err, addr) != 0) {
-    /* The listener's close is pending on |loop|: free once it ran. */
-    a->stopping = 1;
-    uv_run(loop, UV_RUN_NOWAIT);
-    gh_free(a->text);
-    gh_free(a->host);
+  if (conf->admin != NULL && (a->listener = listener_open(a, out_err, conf->admin)) == NULL) {
     gh_free(a);
     return NULL;
   }
   pthread_mutex_init(&a->mu, NULL);
   uv_async_init(loop, &a->async, on_jobs_done);
   a->async.data = a;
-  GH_INFO("admin", "admin API on http://%s%s", a->text,
-          (*env->gen)->conf->admin_token ? " (bearer token required)" : "");
+  if (a->listener != NULL) log_listening(a, conf);
   return a;
+}
+
+int px_admin_apply(px_admin_t *a, char **out_err, const conf_t *conf) {
+  if (a == NULL || a->stopping) return 0;
+  admin_listener_t *old = a->listener;
+  if (conf->admin != NULL && old != NULL && strcmp(conf->admin->text, old->text) == 0) {
+    warn_insecure(conf);
+    return 0;
+  }
+  admin_listener_t *l = NULL;
+  if (conf->admin != NULL && (l = listener_open(a, out_err, conf->admin)) == NULL) return -1;
+  if (old != NULL) {
+    GH_INFO("admin", "admin API no longer on %s", old->text);
+    listener_close(old);
+  }
+  a->listener = l;
+  if (l != NULL) log_listening(a, conf);
+  return 0;
 }
 
 void px_admin_stop(px_admin_t *admin) {
   if (admin == NULL || admin->stopping) return;
   admin->stopping = 1;
-  uv_close((uv_handle_t *)&admin->tcp, NULL);
+  if (admin->listener != NULL) listener_close(admin->listener);
+  admin->listener = NULL;
   while (admin->conns.next != &admin->conns)
     conn_close(GH_CONTAINER_OF(admin->conns.next, admin_conn_t, link));
   /* Jobs may still finish until the control thread stops. */
@@ -1172,8 +1364,6 @@ static void admin_closed(uv_handle_t *h) {
   px_admin_t *a = h->data;
   entries_free(&a->certs);
   pthread_mutex_destroy(&a->mu);
-  gh_free(a->text);
-  gh_free(a->host);
   gh_free(a);
 }
 

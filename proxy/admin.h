@@ -11,10 +11,12 @@
  *   POST   /reload              re-read the config file, as SIGHUP does
  *   GET    /metrics             Prometheus text (metrics.h)
  *
- * Requests whose Host is not the admin address are refused with 421 (a
- * DNS-rebinding defence: a browser page cannot talk to it under another
- * name); with admin.token set, requests without "Authorization: Bearer
- * TOKEN" get 401. */
+ * It listens on a TCP address or a unix socket ("unix:PATH", mode 0600,
+ * removed at exit). On TCP, requests whose Host is not the admin address
+ * are refused with 421 (a DNS-rebinding defence: a browser page cannot
+ * talk to it under another name); a unix socket takes any Host. With
+ * admin.token set, requests without "Authorization: Bearer TOKEN" get 401
+ * (on either kind). */
 #ifndef GH_PROXY_ADMIN_H
 #define GH_PROXY_ADMIN_H
 
@@ -37,10 +39,22 @@ typedef struct {
 
 typedef struct px_admin px_admin_t;
 
-/* px_admin_start listens on |(*env->gen)->conf->admin| on |loop| (the
- * main thread's). Returns the server, or NULL with |*out_err| set (caller
- * frees). |env| is copied. */
+/* px_admin_start starts the admin server on |loop| (the main thread's),
+ * listening on |(*env->gen)->conf->admin|, or on nothing while that is
+ * NULL (a reload may add it: px_admin_apply). Returns the server, or NULL
+ * with |*out_err| set (caller frees) when the address cannot be bound.
+ * |env| is copied. */
 px_admin_t *px_admin_start(char **out_err, uv_loop_t *loop, const px_admin_env_t *env);
+
+/* px_admin_apply makes |admin| listen where |conf| (a reload's new
+ * configuration, not yet in use) says: a changed address is bound first
+ * and only then is the old one closed (its connections finish); an added
+ * "admin" starts listening, a removed one stops. Call it before the new
+ * configuration is committed. Returns 0, or -1 with |*out_err| set
+ * ("admin.listen ADDR: why"; caller frees) and nothing changed, when the
+ * new address cannot be bound. Tokens need nothing here: each request
+ * reads the current generation's. NULL |admin| does nothing. */
+int px_admin_apply(px_admin_t *admin, char **out_err, const conf_t *conf);
 
 /* px_admin_stop closes the listener and every admin connection, and posts
  * nothing to the control thread afterwards: call it before the control

@@ -37,7 +37,7 @@ typedef struct {
   px_control_t *control; /* NULL without acme.directory */
   char *control_key;     /* the settings |control| was started with (control_key) */
   px_ondemand_t *ondemand; /* NULL in px_obtain's mode */
-  px_admin_t *admin;       /* NULL without admin.listen */
+  px_admin_t *admin;       /* NULL in px_obtain; listens only with admin.listen */
   int stopping;
   /* px_obtain: one order instead of serving; |done| wakes the main loop. */
   const char *const *names;
@@ -390,6 +390,15 @@ static int reload(px_server_t *s, char **out_err) {
     }
     acme_storage_free(st);
   }
+  /* A new admin address is bound before anything is committed: if it
+   * cannot be, the reload is refused and the old address keeps serving. */
+  if (px_admin_apply(s->admin, &err, conf) != 0) {
+    GH_ERROR("proxy", "reload refused: %s; still serving the previous configuration", err);
+    if (out_err) *out_err = gh_asprintf("%s; still serving the previous configuration", err);
+    gh_free(err);
+    px_gen_unref(gen); /* and |conf| with it */
+    return -1;
+  }
   if (conf->workers != s->gen->conf->workers || !same_listeners(conf, s->gen->conf)) {
     GH_WARN("proxy", "reload: listener and worker changes take effect at the next restart "
                      "(listen, workers)");
@@ -523,7 +532,9 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   } else if (!failed) {
     if (start_control(&s) != 0) failed = 1;
   }
-  if (!failed && names == NULL && conf->admin != NULL) {
+  /* The admin server exists even without "admin", so that a reload can
+   * add it. */
+  if (!failed && names == NULL) {
     px_admin_env_t env = {.gen = &s.gen, .workers = s.workers, .num_workers = s.num_workers,
                           .control = &s.control, .ondemand = s.ondemand,
                           .reload = admin_reload, .reload_arg = &s};

@@ -33,10 +33,18 @@ def echo():
     return _s["echo"]
 
 
-def admin(port, method, path, host=None, headers=None, body=None):
-    """One admin request on a new connection: (status, body bytes, headers)."""
+# A TCP admin address needs a token (issue 13): the servers here get this one.
+TOKEN = "adm-test-token"
+AUTH = {"Authorization": "Bearer " + TOKEN}
+
+
+def admin(port, method, path, host=None, headers=None, body=None, token=TOKEN):
+    """One admin request on a new connection: (status, body bytes, headers).
+    |token| None sends no Authorization header."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=h.IO_TIMEOUT * 6)
     hdrs = {"Host": host or "127.0.0.1:%d" % port}
+    if token is not None:
+        hdrs["Authorization"] = "Bearer " + token
     hdrs.update(headers or {})
     try:
         c.request(method, path, body=body, headers=hdrs)
@@ -55,6 +63,7 @@ def admin_json(port, method, path, expect=200, **kw):
 def start(sites, **extra):
     port = h.free_port()
     extra.setdefault("admin", {})["listen"] = "127.0.0.1:%d" % port
+    extra["admin"].setdefault("token", TOKEN)
     g = h.start_gatehouse(sites, **extra)
     h.wait_until(lambda: h.port_accepts(port), 10, "the admin port accepts")
     g.admin_port = port
@@ -199,7 +208,7 @@ def test_health_notices_a_stalled_worker():
     crt, key = h.ca().leaf(["stall.admin.test"])
     conf = h.make_config([{"hosts": ["stall.admin.test"], "upstreams": [backend.addr],
                            "tls": {"cert": crt, "key": key}}], https_port, http_port,
-                         workers=1, admin={"listen": "127.0.0.1:%d" % port},
+                         workers=1, admin={"listen": "127.0.0.1:%d" % port, "token": TOKEN},
                          storage=os.path.join(cwd, "storage"))
     conf["log"] = {"level": "info", "access": "json"}
     path = os.path.join(cwd, "gatehouse.json")
@@ -232,7 +241,8 @@ def test_health_notices_a_stalled_worker():
             return st == 503 and json.loads(body)
         doc = h.wait_until(stalled, 20, "/health to report the stalled worker", interval=0.5)
         h.eq(doc, {"status": "stalled", "stalled_workers": [0]}, "/health body")
-        r = h.gatehouse_cmd("health", "--admin", "127.0.0.1:%d" % port)
+        r = h.gatehouse_cmd("health", "--admin", "127.0.0.1:%d" % port,
+                            env=dict(os.environ, GATEHOUSE_ADMIN_TOKEN=TOKEN))
         h.eq(r.returncode, 1, "gatehouse health with a stalled worker")
         h.contains(r.stderr, "503", "why")
 
@@ -288,7 +298,8 @@ def test_health_and_host_check():
     h.eq(admin(port, "GET", "/certs/..%2f..%2fetc")[0], 404, "a path that is not a name")
     # Keep-alive: several requests on one connection, answered in order.
     c = h.Conn.plain(port)
-    c.send(("GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port) * 3)
+    c.send(("GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n\r\n"
+            % (port, TOKEN)) * 3)
     for _ in range(3):
         h.eq(c.read_response().status, 200, "pipelined /health")
     c.close()
@@ -309,7 +320,7 @@ def test_health_and_host_check():
 def test_token():
     g = start([h.site(["tok.admin.test"], [echo()])], admin={"token": "s3cret-token"})
     port = g.admin_port
-    h.eq(admin(port, "GET", "/health")[0], 401, "no token")
+    h.eq(admin(port, "GET", "/health", token=None)[0], 401, "no token")
     h.eq(admin(port, "GET", "/health", headers={"Authorization": "Bearer wrong"})[0], 401,
          "wrong token")
     h.eq(admin(port, "GET", "/health", headers={"Authorization": "Bearer s3cret-token"})[0],
@@ -437,7 +448,7 @@ def test_pebble_certs_renew_revoke_delete():
         acme={"directory": p.directory_url, "email": "ops@example.com",
               "ca_roots": [p.ca_file], "challenges": ["tls-alpn-01"]},
         on_demand={"allow": ["*.od.test"], "wait_budget": "30s"},
-        storage=storage, admin={"listen": "127.0.0.1:%d" % port})
+        storage=storage, admin={"listen": "127.0.0.1:%d" % port, "token": TOKEN})
     path = os.path.join(cwd, "gatehouse.json")
     with open(path, "w") as f:
         json.dump(conf, f, indent=2)
@@ -551,14 +562,16 @@ def test_pebble_certs_renew_revoke_delete():
 
 def test_quick_mode_admin():
     port = h.free_port()
-    g = h.start_quick([echo()], ["quick.admin.test"], args=["--admin", "127.0.0.1:%d" % port])
+    g = h.start_quick([echo()], ["quick.admin.test"],
+                      args=["--admin", "127.0.0.1:%d" % port, "--admin-token", TOKEN])
     h.wait_until(lambda: h.port_accepts(port), 10, "the admin port accepts")
     h.eq(admin_json(port, "GET", "/health"), {"status": "ok"}, "/health in quick mode")
     doc = admin_json(port, "POST", "/reload", expect=422)
     h.contains(doc["errors"][0], "quick mode", "quick mode has no file to reload")
     crt, key = h.ca().leaf(["x.test"])
     r = h.gatehouse_cmd("proxy", "--to", "127.0.0.1:1", "--from", "x.test", "--cert", crt,
-                        "--key", key, "--admin", "127.0.0.1:9", "--print-config")
+                        "--key", key, "--admin", "127.0.0.1:9", "--admin-token", TOKEN,
+                        "--print-config")
     h.eq(r.returncode, 0, "print-config exit (%s)" % r.stderr)
     h.eq(json.loads(r.stdout)["admin"]["listen"], "127.0.0.1:9", "--admin in the document")
     h.eq(g.stop(), 0, "exit status")

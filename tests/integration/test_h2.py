@@ -295,7 +295,7 @@ def setup():
         listen={"https": ["127.0.0.1:%d" % ports["https"],
                           {"address": "127.0.0.1:%d" % ports["noh2"], "http2": False}],
                 "http": ["127.0.0.1:%d" % ports["http"]]},
-        admin={"listen": "127.0.0.1:%d" % ports["admin"]})
+        admin={"listen": "127.0.0.1:%d" % ports["admin"], "token": "h2-admin-token"})
     g.https_port, g.http_port = ports["https"], ports["http"]
     h.check_ready(g, [ports["https"], ports["noh2"], ports["http"], ports["admin"]])
     _s.update(e=e, A=g, noh2=ports["noh2"], admin=ports["admin"])
@@ -763,7 +763,8 @@ def metrics():
     s = setup()
     c = http.client.HTTPConnection("127.0.0.1", s["admin"], timeout=h.IO_TIMEOUT)
     try:
-        c.request("GET", "/metrics", headers={"Host": "127.0.0.1:%d" % s["admin"]})
+        c.request("GET", "/metrics", headers={"Host": "127.0.0.1:%d" % s["admin"],
+                                              "Authorization": "Bearer h2-admin-token"})
         r = c.getresponse()
         body = r.read().decode()
         h.eq(r.status, 200, "GET /metrics")

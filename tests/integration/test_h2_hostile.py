@@ -76,7 +76,8 @@ class Inst:
     def calm_total(self):
         c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=h.IO_TIMEOUT)
         try:
-            c.request("GET", "/metrics", headers={"Host": "127.0.0.1:%d" % self.admin_port})
+            c.request("GET", "/metrics", headers={"Host": "127.0.0.1:%d" % self.admin_port,
+                                                  "Authorization": "Bearer hostile-admin"})
             resp = c.getresponse()
             body = resp.read().decode()
         finally:
@@ -95,7 +96,7 @@ def instance(name, **extra):
     if name not in _inst:
         e = h.start_echo()
         port = h.free_port()
-        extra["admin"] = {"listen": "127.0.0.1:%d" % port}
+        extra["admin"] = {"listen": "127.0.0.1:%d" % port, "token": "hostile-admin"}
         g = h.start_gatehouse([h.site([HOST], [e])], workers=1, **extra)
         h.wait_until(lambda: h.port_accepts(port), 10, "the admin port accepts")
         _inst[name] = Inst(g, e, port)

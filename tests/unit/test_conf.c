@@ -67,7 +67,7 @@ static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb) {
 static int addr_eq(const conf_addr_t *a, const conf_addr_t *b) {
   if (a == NULL || b == NULL) return a == b;
   return str_eq(a->text, b->text) && str_eq(a->host, b->host) && a->port == b->port &&
-         a->http2 == b->http2;
+         a->http2 == b->http2 && str_eq(a->unix_path, b->unix_path);
 }
 
 static int addrs_eq(const conf_addr_t *a, size_t na, const conf_addr_t *b, size_t nb) {
@@ -157,6 +157,7 @@ static int conf_eq(const conf_t *a, const conf_t *b) {
          a->tls.ticket_rotate_ms == b->tls.ticket_rotate_ms && acme_eq(&a->acme, &b->acme) &&
          on_demand_eq(&a->on_demand, &b->on_demand) && str_eq(a->storage, b->storage) &&
          addr_eq(a->admin, b->admin) && str_eq(a->admin_token, b->admin_token) &&
+         a->admin_insecure_no_token == b->admin_insecure_no_token &&
          memcmp(&a->timeouts, &b->timeouts, sizeof(a->timeouts)) == 0 &&
          memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && http2_eq(&a->http2, &b->http2) &&
          a->log_level == b->log_level &&
@@ -314,6 +315,52 @@ static void test_relative_config_path(void) {
   ASSERT_EQ(c->https[0].port, 8443);
   ASSERT_STR_EQ(c->sites[0].group.addrs[1].host, "::1");
   conf_free(c);
+}
+
+/* admin.listen "unix:PATH": PATH resolves against the config's directory
+ * (here conf_parse's: the working directory), needs no token, and prints
+ * as the resolved path, which parses back to the same. */
+static void test_admin_unix(void) {
+  char *cwd = getcwd(NULL, 0);
+  ASSERT_NOT_NULL(cwd);
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'admin': {'listen': 'unix:./run/admin.sock'}, " ONE_SITE("") "}");
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  char *want = gh_asprintf("%s/run/admin.sock", cwd);
+  char *want_text = gh_asprintf("unix:%s", want);
+  ASSERT_STR_EQ(c->admin->unix_path, want);
+  ASSERT_STR_EQ(c->admin->text, want_text);
+  ASSERT_STR_EQ(c->admin->host, "");
+  ASSERT_NULL(c->admin_token);
+  ASSERT_FALSE(c->admin_insecure_no_token);
+  cJSON *j = conf_to_json(c);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  conf_t *again = conf_parse(&err, "again.json", text, strlen(text));
+  cJSON_free(text);
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(again);
+  ASSERT_STR_EQ(again->admin->unix_path, want);
+  ASSERT_STR_EQ(again->admin->text, want_text);
+  conf_free(again);
+  conf_free(c);
+  /* A token, when given, is kept (the server checks it there too). */
+  c = parse(&err, "{'admin': {'listen': 'unix:/tmp/gh.sock', 'token': 'x'}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->admin->unix_path, "/tmp/gh.sock");
+  ASSERT_STR_EQ(c->admin_token, "x");
+  conf_free(c);
+  /* The command line's parser (gatehouse health --admin) takes it as given. */
+  conf_addr_t a;
+  ASSERT_EQ(conf_parse_addr(&a, "unix:rel.sock", 0), 0);
+  ASSERT_STR_EQ(a.unix_path, "rel.sock");
+  conf_addr_cleanup(&a);
+  ASSERT_NULL(a.unix_path);
+  ASSERT_EQ(conf_parse_addr(&a, "unix:/x.sock", 1), -1);
+  gh_free(want);
+  gh_free(want_text);
+  free(cwd);
 }
 
 static void test_defaults(void) {
@@ -502,9 +549,9 @@ static void test_valid_variants(void) {
       "'dns_resolvers': ['127.0.0.1:5353', '[::1]:53'], 'dns_propagation_timeout': '2s'}}",
       "{'sites': [{'hosts': ['*'], 'upstreams': ['b.test:80']}], " ACME ", 'on_demand': "
       "{'allow': ['*']}}",
-      /* Loopback admin without a token; IPv6 listeners; zero durations
-       * where zero means "none". */
-      "{'admin': {'listen': '[::1]:2019'}, 'listen': {'https': ['[::]:8443'], 'http': []}, "
+      /* Loopback admin without a token, asked for; IPv6 listeners; zero
+       * durations where zero means "none". */
+      "{'admin': {'listen': '[::1]:2019', 'insecure_no_token': true}, 'listen': {'https': ['[::]:8443'], 'http': []}, "
       "'timeouts': {'drain': '0s'}, " ONE_SITE(", 'fail_backoff': '0'") "}",
       /* Non-loopback admin with a token; sizes as numbers and strings. */
       "{'admin': {'listen': '0.0.0.0:2019', 'token': 't'}, 'limits': {'max_header_bytes': 2048, "
@@ -778,8 +825,30 @@ static const bad_case_t bad_cases[] = {
      "on_demand.public_suffixes[0]: expected a lower-case host name, got \"*.co.test\"",
      "(wildcards are not allowed here)"},
     {"{'admin': {'listen': '0.0.0.0:2019'}, " ONE_SITE("") "}",
-     "t.json: admin: missing \"token\", which is required when \"listen\" is not a loopback",
-     NULL},
+     "t.json: admin: missing \"token\", which \"listen\" \"0.0.0.0:2019\" needs (it is not a "
+     "loopback address): set \"token\", or listen on a unix socket", NULL},
+    /* insecure_no_token is for loopback only. */
+    {"{'admin': {'listen': '0.0.0.0:2019', 'insecure_no_token': true}, " ONE_SITE("") "}",
+     "t.json: admin: missing \"token\", which \"listen\" \"0.0.0.0:2019\" needs", NULL},
+    /* Loopback needs a token too (issue 13), and the message says the three ways out. */
+    {"{'admin': {'listen': '127.0.0.1:2019'}, " ONE_SITE("") "}",
+     "t.json: admin: missing \"token\", which a TCP \"listen\" address needs, loopback too "
+     "(got \"127.0.0.1:2019\";",
+     "set \"token\", listen on a unix socket such as \"unix:/run/gatehouse/admin.sock\" (file "
+     "permissions guard it), or set \"insecure_no_token\": true"},
+    {"{'admin': {'listen': '[::1]:2019', 'insecure_no_token': false}, " ONE_SITE("") "}",
+     "t.json: admin: missing \"token\", which a TCP \"listen\" address needs", NULL},
+    {"{'admin': {'listen': '127.0.0.1:2019', 'token': 't', 'insecure_no_token': true}, "
+     ONE_SITE("") "}",
+     "t.json: admin: \"insecure_no_token\" is true but a \"token\" is set: remove one", NULL},
+    {"{'admin': {'listen': 'unix:'}, " ONE_SITE("") "}",
+     "admin.listen: expected a listen address \":port\", \"IP:port\", \"[IPv6]:port\" or "
+     "\"unix:PATH\", got \"unix:\" (missing the socket's path after \"unix:\")", NULL},
+    {"{'admin': {'listen': 'unix:/" "0123456789012345678901234567890123456789012345678901234567890"
+     "12345678901234567890123456789012345678901234567890'}, " ONE_SITE("") "}",
+     "admin.listen: expected", "(the resolved path is longer than 107 bytes)"},
+    {"{'listen': {'http': ['unix:/tmp/x.sock']}, " ONE_SITE("") "}",
+     "listen.http[0]: expected a listen address", NULL},
     {"{'admin': {'token': 'x'}, " ONE_SITE("") "}", "t.json: admin: missing required key \"listen\"",
      NULL},
     {"{'admin': {'listen': '127.0.0.1:443'}, " ONE_SITE("") "}",
@@ -1193,6 +1262,7 @@ static void test_quick_env(void) {
                        "GATEHOUSE_NO_RESUMPTION=yes",
                        "GATEHOUSE_PRINT_CONFIG=0",
                        "GATEHOUSE_ADMIN=127.0.0.1:2019",
+                       "GATEHOUSE_ADMIN_TOKEN=t",
                        "GATEHOUSE_HTTPS=:8443 127.0.0.1:9443",
                        "GATEHOUSE_HTTP2=no",
                        "GATEHOUSE_ACCESS_LOG=",
@@ -1326,6 +1396,7 @@ int main(void) {
   RUN(test_full_example_matches_readme);
   RUN(test_full_example_values);
   RUN(test_relative_config_path);
+  RUN(test_admin_unix);
   RUN(test_defaults);
   RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);

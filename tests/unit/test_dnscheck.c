@@ -393,7 +393,8 @@ static void test_servers(void) {
   ASSERT_STR_EQ(s[2].text, "[fe80::1%lo]:53");
   gh_free(s);
   /* The config's list wins over the file. */
-  conf_addr_t addrs[2] = {{"127.0.0.1:5353", "127.0.0.1", 5353, 0}, {"[::1]:53", "::1", 53, 0}};
+  conf_addr_t addrs[2] = {{.text = "127.0.0.1:5353", .host = "127.0.0.1", .port = 5353},
+                          {.text = "[::1]:53", .host = "::1", .port = 53}};
   acme.dns_resolvers = addrs;
   acme.num_dns_resolvers = 2;
   ASSERT_EQ(acme__dns_servers(&err, &s, &n, &acme, "/nonexistent"), 0);
