@@ -4,6 +4,7 @@
  *   cert list -c FILE [--json]                 stored certificates
  *   cert revoke NAME -c FILE [--reason R]      revoke the stored one
  *   cert obtain NAME... -c FILE                (see below)
+ *   cert renew NAME -c FILE [--wait]           ask the running server (adminc.c)
  *
  * revoke runs an engine on a loop in this process: it needs no listener.
  * obtain needs the CA to reach this process's challenge answers, so it
@@ -26,7 +27,8 @@
 static const char cert_usage[] =
     "usage: gatehouse cert list -c FILE [--json]\n"
     "       gatehouse cert revoke NAME -c FILE [--reason R]\n"
-    "       gatehouse cert obtain NAME... -c FILE\n";
+    "       gatehouse cert obtain NAME... -c FILE\n"
+    "       gatehouse cert renew NAME [-c FILE | --admin ADDR] [--token T] [--wait]\n";
 
 /* RFC 5280 5.3.1 CRL reasons that RFC 8555 7.6 lets a subscriber give. */
 static const struct {
@@ -266,6 +268,8 @@ int px_cert_cmd(int argc, char **argv) {
     return 2;
   }
   const char *sub = argv[0];
+  /* renew asks the running server, which owns the renewal schedule. */
+  if (strcmp(sub, "renew") == 0) return px_cert_renew_cmd(argc - 1, argv + 1);
   if (strcmp(sub, "list") != 0 && strcmp(sub, "revoke") != 0 && strcmp(sub, "obtain") != 0) {
     fprintf(stderr, "gatehouse cert: unknown subcommand \"%s\"\n%s", sub, cert_usage);
     return 2;

@@ -32,10 +32,28 @@ static const char usage[] =
     "                      revoke a stored certificate at the CA\n"
     "  cert obtain NAME... -c FILE     order a certificate, serving the challenges\n"
     "                      on the config's listeners (exit 2 if they are taken)\n"
-    "  health [-c FILE | --admin ADDR]\n"
-    "                      ask the admin API's /health (exit 0 healthy, 1 not)\n"
+    "\n"
+    "commands for a running server, through its admin API: SERVER is -c FILE\n"
+    "(its \"admin\" address and token) or --admin ADDR [--token T] (ADDR is\n"
+    "IP:port or unix:PATH; else GATEHOUSE_ADMIN and GATEHOUSE_ADMIN_TOKEN):\n"
+    "  health [SERVER]     ask /health (exit 0 healthy, 1 not)\n"
+    "  reload [SERVER]     re-read the config file, as SIGHUP does; prints the\n"
+    "                      server's errors and exits 1 if it refused the file\n"
+    "  cert renew NAME [SERVER] [--wait]\n"
+    "                      order a new certificate for NAME now (--wait: until\n"
+    "                      the server has it)\n"
+    "\n"
     "  version             print the version\n"
-    "  help                print this text\n";
+    "  help                print this text\n"
+    "\n"
+    "signals to `run`/`proxy`: SIGHUP reloads the config file (a bad file is\n"
+    "refused, the old one keeps serving); SIGTERM or SIGINT stops gracefully\n"
+    "(in-flight requests finish, up to timeouts.drain); SIGUSR1 reopens the\n"
+    "log files.\n"
+    "\n"
+    "configuration reference: README.md, section \"Configuration\" (every key,\n"
+    "its default and meaning); `gatehouse validate -c FILE --print` shows the\n"
+    "effective configuration with every default filled in.\n";
 
 /* find_config returns the value of -c/--config in argv, or NULL. */
 static const char *find_config(int argc, char **argv) {
@@ -163,6 +181,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "proxy") == 0) return cmd_proxy(argc - 2, argv + 2);
   if (strcmp(cmd, "cert") == 0) return px_cert_cmd(argc - 2, argv + 2);
   if (strcmp(cmd, "health") == 0) return px_health_cmd(argc - 2, argv + 2);
+  if (strcmp(cmd, "reload") == 0) return px_reload_cmd(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("gatehouse %s\n", GATEHOUSE_VERSION);
     return 0;

@@ -34,6 +34,19 @@ conf_t *px_load_conf(const char *path);
  * to ask), 2 for a malformed command line. */
 int px_health_cmd(int argc, char **argv);
 
+/* px_reload_cmd runs `gatehouse reload ARGS...`: POST /reload on the admin
+ * API of the running server. Returns 0 when it reloaded, 1 when it refused
+ * (its errors printed) or could not be asked, 2 for a malformed command
+ * line. */
+int px_reload_cmd(int argc, char **argv);
+
+/* px_cert_renew_cmd runs `gatehouse cert renew NAME ARGS...` (|argv|
+ * starts at NAME): POST /certs/NAME/renew on the running server's admin
+ * API, and with --wait, GET /certs/NAME until its serial changes. Returns
+ * 0 when the renewal started (--wait: finished), 1 when it did not, 2 for
+ * a malformed command line. */
+int px_cert_renew_cmd(int argc, char **argv);
+
 /* px_raise_bind_capability makes CAP_NET_BIND_SERVICE effective when it is
  * permitted but not effective: the container image gives the binary the
  * capability as permitted only (setcap cap_net_bind_service=+p), because a

@@ -406,6 +406,214 @@ def test_reload_broken_config():
     h.not_contains(g.log(), "loop not empty", "clean loops")
 
 
+def unix_get(sock, path, host="localhost", token=None, method="GET"):
+    """curl --unix-socket: (status, body text)."""
+    argv = ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "--unix-socket", sock,
+            "-X", method, "-H", "Host: " + host, "-o", "-", "-w", "\n%{http_code}",
+            "http://gatehouse" + path]
+    if token is not None:
+        argv[1:1] = ["-H", "Authorization: Bearer " + token]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    out = r.stdout.decode()
+    body, _, code = out.rpartition("\n")
+    return int(code or 0), body.rstrip("\n")
+
+
+def write_json(path, doc):
+    tmp = path + ".new"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+    os.replace(tmp, path)
+
+
+def test_unix_socket():
+    """admin.listen "unix:admin.sock" beside the config file, started from
+    another directory: the socket is made there with mode 0600 (a stale
+    socket left by a killed server is replaced), takes any Host, needs no
+    token until one is configured, serves `gatehouse health` and `gatehouse
+    reload`, and is removed at SIGTERM."""
+    import stat
+    name = h._next_name("gatehouse-unix")
+    confdir = h.subdir(name + "-conf")
+    rundir = h.subdir(name + "-run")
+    sock = os.path.join(confdir, "admin.sock")
+    # A stale socket: bound, then its owner gone without removing it.
+    import socket as _socket
+    stale = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    stale.bind(sock)
+    stale.close()
+    h.check(stat.S_ISSOCK(os.lstat(sock).st_mode), "the stale socket is there")
+    https, http = h.free_port(), h.free_port()
+    conf = h.make_config([h.site(["u.admin.test"], [echo()])], https, http,
+                         admin={"listen": "unix:admin.sock"}, storage="storage")
+    path = os.path.join(confdir, "gatehouse.json")
+    write_json(path, conf)
+    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, rundir, https, http,
+                    config_path=path, config=conf)
+    try:
+        h.wait_until(lambda: unix_get(sock, "/health")[0] == 200, 10, "/health on the socket")
+        st = os.stat(sock)
+        h.check(stat.S_ISSOCK(st.st_mode), "admin.sock is a socket")
+        h.eq(stat.S_IMODE(st.st_mode), 0o600, "the socket's mode")
+        h.eq(unix_get(sock, "/health"), (200, '{"status":"ok"}'), "GET /health")
+        h.eq(unix_get(sock, "/health", host="evil.example:1")[0], 200, "any Host on a socket")
+        certs = json.loads(unix_get(sock, "/certs")[1])
+        h.eq([c["name"] for c in certs], ["u.admin.test"], "/certs over the socket")
+        h.contains(g.log(), "admin API on unix:%s (mode 0600)" % sock, "the start line")
+        r = h.gatehouse_cmd("health", "-c", path)
+        h.eq((r.returncode, r.stdout.strip()), (0, "ok"), "health -c: %s" % r.stderr)
+        r = h.gatehouse_cmd("health", "--admin", "unix:" + sock)
+        h.eq((r.returncode, r.stdout.strip()), (0, "ok"), "health --admin unix: %s" % r.stderr)
+        # `gatehouse reload -c FILE` with a new site and a token: the new
+        # site answers, and the socket now wants the token, which the
+        # commands read from the file.
+        try:
+            g.get("v.admin.test", "/")
+            raise h.Fail("v.admin.test answered before the reload")
+        except (OSError, Exception) as e:
+            if isinstance(e, h.Fail):
+                raise
+        conf["sites"].append(h.site(["v.admin.test"], [echo()]))
+        conf["admin"]["token"] = "unix-token"
+        write_json(path, conf)
+        size = g.log_size()
+        r = h.gatehouse_cmd("reload", "-c", path, cwd=rundir)
+        h.eq((r.returncode, r.stdout.strip()), (0, "reloaded"), "reload -c: %s" % r.stderr)
+        g.wait_log(r"configuration reloaded", since=size)
+        h.eq(g.get("v.admin.test", "/new").status, 200, "the new site answers")
+        h.eq(unix_get(sock, "/health")[0], 401, "no token after the reload")
+        h.eq(unix_get(sock, "/health", token="unix-token")[0], 200, "the token")
+        r = h.gatehouse_cmd("health", "-c", path)
+        h.eq(r.returncode, 0, "health -c sends the file's token: %s" % r.stderr)
+        r = h.gatehouse_cmd("health", "--admin", "unix:" + sock, "--token", "wrong")
+        h.eq(r.returncode, 1, "health with a wrong --token")
+        h.contains(r.stderr, "401", "why")
+        # A file that does not validate: `reload -c` says why without asking;
+        # asked by address, the server refuses it with its own errors.
+        good = dict(conf)
+        with open(path, "w") as f:
+            f.write('{"sites": [{"hosts": ["x.test"], "upstreams": ["nope"]}]}')
+        r = h.gatehouse_cmd("reload", "-c", path)
+        h.eq(r.returncode, 1, "reload -c of a bad file")
+        h.contains(r.stderr, 'sites[0].upstreams[0]: expected an address "host:port"', "why")
+        r = h.gatehouse_cmd("reload", "--admin", "unix:" + sock, "--token", "unix-token")
+        h.eq(r.returncode, 1, "the server refuses the bad file")
+        h.contains(r.stderr, "gatehouse reload: refused (422):", "the server's answer")
+        h.contains(r.stderr, 'sites[0].upstreams[0]: expected an address "host:port"',
+                   "the server's errors")
+        h.eq(g.get("v.admin.test", "/still").status, 200, "still serving")
+        write_json(path, good)
+        g.signal(15)
+        h.eq(g.wait_exit(20), 0, "exit status")
+        h.check(not os.path.exists(sock), "the socket is removed at exit")
+        # A file that is not a socket is never removed: the server refuses to start.
+        with open(sock, "w") as f:
+            f.write("not a socket")
+        r = h.gatehouse_cmd("run", "-c", path, cwd=rundir)
+        h.eq(r.returncode, 1, "run with a regular file where the socket goes")
+        h.contains(r.stderr, "admin.listen unix:%s: the file exists and is not a socket" % sock,
+                   "why")
+        with open(sock) as f:
+            h.eq(f.read(), "not a socket", "the file is left alone")
+    finally:
+        if g.alive():
+            g.stop()
+
+
+def test_tcp_admin_needs_a_token():
+    """A TCP admin address, loopback too, needs a token: validate says what
+    to do; insecure_no_token is accepted, logged loudly, and serves without
+    one."""
+    https, http, port = h.free_port(), h.free_port(), h.free_port()
+    cwd = h.subdir(h._next_name("notoken"))
+    crt, key = h.ca().leaf(["n.admin.test"])
+    site = {"hosts": ["n.admin.test"], "upstreams": [echo().addr], "tls": {"cert": crt, "key": key}}
+    conf = h.make_config([site], https, http, admin={"listen": "127.0.0.1:%d" % port},
+                         storage=os.path.join(cwd, "storage"))
+    path = os.path.join(cwd, "gatehouse.json")
+    write_json(path, conf)
+    r = h.gatehouse_cmd("validate", "-c", path)
+    h.eq(r.returncode, 2, "validate without a token")
+    for part in ('admin: missing "token", which a TCP "listen" address needs, loopback too',
+                 'set "token"', 'listen on a unix socket', 'set "insecure_no_token": true'):
+        h.contains(r.stderr, part, "the message")
+    r = h.gatehouse_cmd("run", "-c", path)
+    h.eq(r.returncode, 2, "run without a token")
+    conf["admin"]["insecure_no_token"] = True
+    write_json(path, conf)
+    r = h.gatehouse_cmd("validate", "-c", path)
+    h.eq((r.returncode, r.stdout.strip()), (0, "OK"), "validate with insecure_no_token: %s"
+         % r.stderr)
+    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], h._next_name("gatehouse"), cwd, https,
+                    http, config_path=path, config=conf)
+    try:
+        h.wait_until(lambda: h.port_accepts(port), 10, "the admin port")
+        h.eq(admin(port, "GET", "/health", token=None)[0], 200, "no token needed")
+        g.wait_log(r"warn\s+admin: INSECURE: the admin API on 127\.0\.0\.1:%d has no token" % port)
+        r = h.gatehouse_cmd("health", "-c", path)
+        h.eq(r.returncode, 0, "health: %s" % r.stderr)
+    finally:
+        g.stop()
+
+
+def test_reload_moves_the_admin_address():
+    """A reload that changes admin.listen binds the new address first and
+    closes the old one (a connection already open finishes); one that
+    cannot bind it is refused and the old address keeps answering; admin
+    can be removed and added back by reloads."""
+    a, b, busy = h.free_port(), h.free_port(), h.free_port()
+    g = start([h.site(["mv.admin.test"], [echo()])])
+    port = g.admin_port
+    conf = g.config
+    old = h.Conn.plain(port)
+    try:
+        old.send("GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n\r\n"
+                 % (port, TOKEN))
+        h.eq(old.read_response().status, 200, "a keep-alive connection to the old address")
+        conf["admin"]["listen"] = "127.0.0.1:%d" % b
+        g.write_config(conf)
+        r = h.gatehouse_cmd("reload", "--admin", "127.0.0.1:%d" % port, "--token", TOKEN)
+        h.eq((r.returncode, r.stdout.strip()), (0, "reloaded"), "reload: %s" % r.stderr)
+        h.eq(admin_json(b, "GET", "/health"), {"status": "ok"}, "the new address answers")
+        h.check(not h.port_accepts(port), "the old address is closed")
+        old.send("GET /health HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: Bearer %s\r\n\r\n"
+                 % (port, TOKEN))
+        h.eq(old.read_response().status, 200, "the open connection finishes its work")
+    finally:
+        old.close()
+    # Addresses that cannot be bound: refused, and b keeps answering.
+    import socket as _socket
+    taken = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", busy))
+    taken.listen(1)
+    try:
+        for listen, why in (("unix:/nonexistent-gatehouse-dir/admin.sock", ""),
+                            ("127.0.0.1:%d" % busy, "address already in use")):
+            conf["admin"]["listen"] = listen
+            g.write_config(conf)
+            r = h.gatehouse_cmd("reload", "--admin", "127.0.0.1:%d" % b, "--token", TOKEN)
+            h.eq(r.returncode, 1, "reload to %s refused" % listen)
+            h.contains(r.stderr, "admin.listen %s: %s" % (listen, why), "why")
+            h.contains(r.stderr, "; still serving the previous configuration", "what remains")
+            h.eq(admin_json(b, "GET", "/health"), {"status": "ok"}, "the old address answers")
+    finally:
+        taken.close()
+    h.check(not os.path.exists("/nonexistent-gatehouse-dir"), "nothing made")
+    # Removed by a reload, added back by another (SIGHUP: no admin to ask).
+    del conf["admin"]
+    g.write_config(conf)
+    h.eq(admin_json(b, "POST", "/reload"), {"status": "reloaded"}, "reload without admin")
+    h.wait_until(lambda: not h.port_accepts(b), 10, "the admin address to close")
+    conf["admin"] = {"listen": "127.0.0.1:%d" % a, "token": TOKEN}
+    g.write_config(conf)
+    size = g.log_size()
+    g.reload()
+    g.wait_log(r"configuration reloaded", since=size)
+    h.eq(admin_json(a, "GET", "/health"), {"status": "ok"}, "admin added by a reload")
+    h.eq(g.stop(), 0, "exit status")
+    h.not_contains(g.log(), "loop not empty", "clean loops")
+
+
 # --- with Pebble -----------------------------------------------------------------------
 
 HTTPS_PORT = h.free_port()
@@ -533,6 +741,18 @@ def test_pebble_certs_renew_revoke_delete():
         g.wait_log(r"%s: renewal done" % re.escape(MANAGED), since=size, timeout=60)
         renewed = admin_json(port, "GET", "/certs/" + MANAGED)
         h.check(renewed["serial"] != serial, "a new serial after renew")
+        # The same from the command line, which finds the server through
+        # the config file and waits for the new certificate.
+        r = h.gatehouse_cmd("cert", "renew", MANAGED, "-c", path, "--wait", timeout=120)
+        h.eq(r.returncode, 0, "cert renew --wait: %s" % r.stderr)
+        again = admin_json(port, "GET", "/certs/" + MANAGED)
+        h.check(again["serial"] not in ("", renewed["serial"]), "a new serial after cert renew")
+        h.contains(r.stdout, "%s: renewed, serial %s" % (MANAGED, again["serial"]),
+                   "cert renew's output")
+        renewed = again
+        r = h.gatehouse_cmd("cert", "renew", "nothing.example.com", "-c", path)
+        h.eq(r.returncode, 1, "cert renew of an unknown name")
+        h.contains(r.stderr, "answered 404", "why")
 
         # Revoke answers when the CA has revoked it.
         st = p.cert_status(renewed["serial"])

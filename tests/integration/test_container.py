@@ -329,9 +329,11 @@ def test_runtime_stage_user_volume_health_and_signal():
     checks = instructions(rt, "HEALTHCHECK")
     h.check(checks and "gatehouse" in checks[0] and "health" in checks[0],
             "HEALTHCHECK does not run `gatehouse health`: %r" % checks)
-    h.check(env.get("GATEHOUSE_ADMIN", "").startswith("127.0.0.1:"),
-            "the health check needs the admin API on loopback: GATEHOUSE_ADMIN=%r"
-            % env.get("GATEHOUSE_ADMIN"))
+    # A unix socket in the data volume: no token to hand around (the file
+    # is the image user's, 0600), and writable even with --read-only.
+    h.check(env.get("GATEHOUSE_ADMIN", "").startswith("unix:/data/"),
+            "the health check needs the admin API on a unix socket in /data: "
+            "GATEHOUSE_ADMIN=%r" % env.get("GATEHOUSE_ADMIN"))
     h.eq(instructions(rt, "STOPSIGNAL"), ["SIGTERM"], "STOPSIGNAL")
     h.eq(sorted(" ".join(instructions(rt, "EXPOSE")).split()), ["443", "80"], "EXPOSE")
     entry = json.loads(instructions(rt, "ENTRYPOINT")[-1])
@@ -422,16 +424,19 @@ def test_non_root_binds_a_low_port_with_only_the_capability():
     binary = image_binary(with_cap=True)
     crt, key = static_cert()
     echo = h.start_echo()
-    port, admin = free_low_port(), h.free_port()
+    port = free_low_port()
     storage = world_dir("data")
     os.chown(storage, NOBODY, NOBODY)
+    # The image's admin socket, moved from /data to this test's data directory.
+    sock = os.path.join(storage, "admin.sock")
     env = container_env({"GATEHOUSE_UPSTREAM": echo.addr, "GATEHOUSE_CERT": crt,
                          "GATEHOUSE_KEY": key, "GATEHOUSE_HTTPS": "127.0.0.1:%d" % port,
                          "GATEHOUSE_HTTP": "127.0.0.1:%d" % h.free_port(),
-                         "GATEHOUSE_ADMIN": "127.0.0.1:%d" % admin,
+                         "GATEHOUSE_ADMIN": "unix:" + sock,
                          "GATEHOUSE_STORAGE": storage, "GATEHOUSE_WORKERS": "2"})
     g = h.Proc(h._next_name("gatehouse-nobody"), as_nobody([binary, "proxy"]), env=env)
-    h.check_ready(g, [port, admin])
+    h.check_ready(g, [port])
+    h.wait_until(lambda: os.path.exists(sock), 10, "the admin socket")
     st = proc_status(g.pid)
     h.check(all(int(u) == NOBODY for u in st["Uid"].split()), "Uid: %s" % st["Uid"])
     h.eq(int(st["CapEff"], 16), CAP_NET_BIND_SERVICE, "effective capabilities")
@@ -459,6 +464,7 @@ def test_non_root_binds_a_low_port_with_only_the_capability():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     h.eq(health.returncode, 1, "gatehouse health with gatehouse stopped")
     h.contains(health.stderr.decode(), "connect", "why health failed")
+    h.check(not os.path.exists(sock), "the admin socket is removed at exit")
 
 
 def test_health_with_a_token_from_a_secret_file():
@@ -568,6 +574,8 @@ def test_every_flag_has_one_variable_with_the_same_effect():
             value = "http://127.0.0.1:9/ask"
         elif flag in ("--https", "--http"):
             value = "127.0.0.1:%d" % (8443 if flag == "--https" else 8080)
+        elif flag == "--admin":  # a TCP address would need a token
+            value = "unix:/tmp/gatehouse-admin.sock"
         args = list(base)
         if flag == "--admin-token":  # a token goes with an admin address
             args += ["--admin", "127.0.0.1:2019"]
@@ -821,7 +829,7 @@ def test_compose_wiring_obtains_a_certificate_on_loopback():
                     env["GATEHOUSE_ACME_CA_ROOT"])),
                 "GATEHOUSE_UPSTREAM": echo.addr,
                 "GATEHOUSE_STORAGE": os.path.join(h.subdir("data"), "store"),
-                "GATEHOUSE_ADMIN": "127.0.0.1:%d" % h.free_port(),
+                "GATEHOUSE_ADMIN": "unix:" + os.path.join(h.subdir("data"), "admin.sock"),
                 "GATEHOUSE_HTTPS": "127.0.0.1:%d" % https_port,
                 "GATEHOUSE_HTTP": "127.0.0.1:%d" % http_port})
     gw = h.Proc("gatehouse-compose", [h.GATEHOUSE_BIN, "proxy"], env=clean_env(env))
