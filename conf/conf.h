@@ -254,6 +254,19 @@ int conf_host_pattern_valid(const char *s);
  * "*" (anything). Returns 1 or 0. */
 int conf_host_match(const char *pattern, const char *name, size_t name_len);
 
+/* conf_cpu_max_parse reads the text of a cgroup v2 "cpu.max" file,
+ * "QUOTA PERIOD" or "max PERIOD" (for cgroup v1, cpu.cfs_quota_us and
+ * cpu.cfs_period_us joined by a space, where a quota of -1 means none).
+ * Returns 0 with |*out_cpus| the CPUs the quota allows, rounded up and at
+ * least 1, or 0 when there is no quota; -1 when |text| is malformed. */
+int conf_cpu_max_parse(const char *text, unsigned *out_cpus);
+
+/* conf_cpu_count returns the CPUs this process may use, what "workers":
+ * "auto" means: the online CPUs, fewer if the affinity mask
+ * (sched_getaffinity) or the cgroup's CPU quota (v2 cpu.max, v1
+ * cpu.cfs_quota_us) allows fewer; at least 1. */
+unsigned conf_cpu_count(void);
+
 /* What conf_quick_json says besides the document. */
 typedef struct {
   int print_config;   /* --print-config (or GATEHOUSE_PRINT_CONFIG) was given */

@@ -536,15 +536,15 @@ static void parse_count(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *v
 
 const conf__type_t conf__t_count = {parse_count, emit_uint, NULL, NULL, 0};
 
-/* "auto" is resolved here, to the online CPUs within the row's range. */
+/* "auto" is resolved here, to the CPUs this process may use (cpus.c)
+ * within the row's range. */
 static void parse_workers(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
                           char *base) {
   if (!cJSON_IsString(val) || strcmp(val->valuestring, "auto") != 0) {
     check_count(ctx, row, val, base, "\"auto\" or ");
     return;
   }
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  uint64_t n = cpus < 0 ? 0 : (uint64_t)cpus;
+  uint64_t n = conf_cpu_count();
   store_uint(base + row->off, row->size, n < row->min ? row->min : n > row->max ? row->max : n);
 }
 

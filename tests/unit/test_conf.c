@@ -363,6 +363,37 @@ static void test_admin_unix(void) {
   free(cwd);
 }
 
+/* cgroup CPU quotas, as cpu.max (v2) and as v1's quota and period joined
+ * by a space, round up and never say less than 1; "max" and -1 mean no
+ * quota; anything else is refused. */
+static void test_cpu_max(void) {
+  static const struct {
+    const char *text;
+    int rc;
+    unsigned cpus;
+  } cases[] = {
+      {"max 100000\n", 0, 0},     {"max 100000", 0, 0},        {"-1 100000\n", 0, 0},
+      {"200000 100000\n", 0, 2},  {"150000 100000\n", 0, 2},  {"100000 100000", 0, 1},
+      {"1000 100000\n", 0, 1},    {"50000 100000\n", 0, 1},   {"400001 100000\n", 0, 5},
+      {"800000 200000\n", 0, 4},  {"", -1, 0},                 {"max", -1, 0},
+      {"100000", -1, 0},           {"0 100000", -1, 0},         {"-2 100000", -1, 0},
+      {"100000 0", -1, 0},         {"100000 -5", -1, 0},        {"abc 100000", -1, 0},
+      {"100000 100000 x", -1, 0},  {"99999999999999999999 1", -1, 0},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+    unsigned cpus = 12345;
+    int rc = conf_cpu_max_parse(cases[i].text, &cpus);
+    if (rc != cases[i].rc || (rc == 0 && cpus != cases[i].cpus))
+      fprintf(stderr, "case %zu: \"%s\" -> %d, %u\n", i, cases[i].text, rc, cpus);
+    ASSERT_EQ(rc, cases[i].rc);
+    if (rc == 0) ASSERT_EQ(cpus, cases[i].cpus);
+  }
+  /* What "auto" resolves to is within the online count and at least 1. */
+  unsigned n = conf_cpu_count();
+  ASSERT_TRUE(n >= 1);
+  ASSERT_TRUE(n <= (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+}
+
 static void test_defaults(void) {
   char *err = NULL;
   conf_t *c = parse(&err, "{" ONE_SITE("") "}");
@@ -372,8 +403,8 @@ static void test_defaults(void) {
   ASSERT_STR_EQ(c->https[0].text, ":443");
   ASSERT_EQ(c->num_http, 1);
   ASSERT_STR_EQ(c->http[0].text, ":80");
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  ASSERT_EQ(c->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+  unsigned cpus = conf_cpu_count();
+  ASSERT_EQ(c->workers, cpus > 256 ? 256 : cpus);
   const conf_upstream_group_t *g = &c->sites[0].group;
   ASSERT_EQ(g->balance, CONF_BALANCE_ROUND_ROBIN);
   ASSERT_NULL(g->health.path);
@@ -1397,6 +1428,7 @@ int main(void) {
   RUN(test_full_example_values);
   RUN(test_relative_config_path);
   RUN(test_admin_unix);
+  RUN(test_cpu_max);
   RUN(test_defaults);
   RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);
