@@ -267,7 +267,7 @@ static const conf__row_t root_rows[] = {
     {"tls", &conf__t_object, .off = offsetof(conf_t, tls), .arg = &tls_table},
     {"acme", &conf__t_object, .off = offsetof(conf_t, acme), .arg = &acme_table},
     {"on_demand", &conf__t_object, .off = offsetof(conf_t, on_demand), .arg = &on_demand_table},
-    {"storage", &conf__t_string, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
+    {"storage", &conf__t_path, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
     {"admin", &conf__t_object, .off = 0, .arg = &admin_table},
     {"timeouts", &conf__t_object, .off = offsetof(conf_t, timeouts), .arg = &timeouts_table},
     {"limits", &conf__t_object, .off = offsetof(conf_t, limits), .arg = &limits_table},

@@ -170,6 +170,19 @@ static void parse_file(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *va
 
 const conf__type_t conf__t_file = {parse_file, emit_string, free_string, string_empty, 0};
 
+/* A directory that need not exist yet (storage): resolved against the
+ * configuration file's directory like the file names, so that where the
+ * server keeps its keys does not depend on where it was started. */
+static void parse_path(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  const char *s = get_text(ctx, "a non-empty string", val);
+  if (s == NULL) return;
+  char **f = FIELD(base, row, char *);
+  gh_free(*f);
+  *f = conf__resolve(ctx, s);
+}
+
+const conf__type_t conf__t_path = {parse_path, emit_string, free_string, string_empty, 0};
+
 /* --- lists --- */
 
 typedef void (*elem_fn)(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot);

@@ -157,5 +157,41 @@ def test_proxy_bad_flag_exits_2():
     h.eq(r.returncode, 2, "exit status of proxy without --to")
 
 
+def test_storage_is_relative_to_the_config_file():
+    """"storage": "data" is beside the config file, whoever's working
+    directory the command runs in (issue 13): validate --print shows it
+    resolved, and `cert list` opens (and so creates) it there. Quick mode,
+    without a file, resolves against the working directory."""
+    confdir, elsewhere = h.subdir("storage-conf"), h.subdir("storage-cwd")
+    crt, key = h.ca().leaf(["s.test"])
+    path = os.path.join(confdir, "gatehouse.json")
+    with open(path, "w") as f:
+        json.dump({"sites": [{"hosts": ["s.test"], "upstreams": ["127.0.0.1:9"],
+                              "tls": {"cert": crt, "key": key}}],
+                   "acme": {"directory": "https://127.0.0.1:9/dir"},
+                   "storage": "./data"}, f)
+    r = h.gatehouse_cmd("validate", "-c", path, "--print", cwd=elsewhere)
+    h.eq(r.returncode, 0, "validate: %s" % r.stderr)
+    h.eq(json.loads(r.stdout)["storage"], os.path.join(confdir, "data"), "the printed storage")
+    r = h.gatehouse_cmd("cert", "list", "-c", os.path.relpath(path, elsewhere), cwd=elsewhere)
+    h.eq(r.returncode, 0, "cert list: %s" % r.stderr)
+    h.check(os.path.isdir(os.path.join(confdir, "data")), "storage made beside the file")
+    h.check(not os.path.exists(os.path.join(elsewhere, "data")), "nothing in the working directory")
+    r = h.gatehouse_cmd("proxy", "--to", "127.0.0.1:9", "--from", "s.test", "--cert", crt,
+                        "--key", key, "--storage", "quick-data", "--print-config", cwd=elsewhere)
+    h.eq(r.returncode, 0, "quick mode: %s" % r.stderr)
+    h.eq(json.loads(r.stdout)["storage"], os.path.join(elsewhere, "quick-data"),
+         "quick mode's storage")
+
+
+def test_help_names_the_new_commands_signals_and_reference():
+    r = h.gatehouse_cmd("help")
+    for part in ("reload [SERVER]", "cert renew NAME", "unix:PATH", "SIGHUP", "SIGTERM",
+                 "SIGINT", "SIGUSR1", 'section "Configuration"'):
+        h.contains(r.stdout, part, "help text")
+    with open(os.path.join(h.SOURCE_DIR, "README.md")) as f:
+        h.contains(f.read(), "\n## Configuration\n", "the section help points at")
+
+
 if __name__ == "__main__":
     h.main()

@@ -309,6 +309,8 @@ static void test_relative_config_path(void) {
   ASSERT_NOT_NULL(c);
   ASSERT_STR_EQ(c->sites[0].cert_file, CERT);
   ASSERT_STR_EQ(c->file, "./examples/static.json");
+  /* storage too, like every path (issue 13): not the working directory's. */
+  ASSERT_STR_EQ(c->storage, GH_SOURCE_DIR "/conf/examples/gatehouse-data");
   /* "listen" strings stand for lists of one. */
   ASSERT_EQ(c->num_https, 1);
   ASSERT_STR_EQ(c->https[0].host, "");
@@ -436,7 +438,12 @@ static void test_defaults(void) {
   ASSERT_UEQ(c->on_demand.wait_budget_ms, 30000);
   ASSERT_EQ(c->on_demand.cache_capacity, 10000);
   ASSERT_UEQ(c->on_demand.negative_ttl_ms, 300000);
-  ASSERT_STR_EQ(c->storage, "./gatehouse-data");
+  /* Without a file, relative to the working directory. */
+  char *cwd = getcwd(NULL, 0);
+  char *storage = gh_asprintf("%s/gatehouse-data", cwd);
+  ASSERT_STR_EQ(c->storage, storage);
+  gh_free(storage);
+  free(cwd);
   ASSERT_NULL(c->admin);
   ASSERT_UEQ(c->timeouts.handshake_ms, 10000);
   ASSERT_UEQ(c->timeouts.header_read_ms, 10000);
