@@ -71,6 +71,7 @@ typedef struct {
   uint64_t hsts_max_age_s; /* 0 = no HSTS header */
   uint64_t max_body;       /* request body limit in bytes; 0 = unlimited (default) */
   int hsts_include_subdomains;
+  int hsts_preload;
 } conf_site_t;
 
 typedef enum {

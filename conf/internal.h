@@ -131,7 +131,7 @@ extern const conf__type_t conf__t_string, conf__t_url, conf__t_email, conf__t_ur
     conf__t_file, conf__t_path, conf__t_file_list, conf__t_base64url, conf__t_bool, conf__t_duration,
     conf__t_size, conf__t_count, conf__t_rate, conf__t_enum, conf__t_enum_list,
     conf__t_addr_list, conf__t_addr, conf__t_addr_here, conf__t_host_list, conf__t_workers,
-    conf__t_object, conf__t_object_list;
+    conf__t_object, conf__t_object_list, conf__t_hsts;
 
 /* conf__walk checks |obj| (NULL: absent, defaults only) against |t| and
  * stores the values in |base| (parse.c). */
@@ -205,6 +205,14 @@ int conf__read_file(const char *path, char **out, size_t *out_len);
 /* conf__closest returns the candidate nearest to |word| by edit distance
  * when it is close enough to be a likely typo, or NULL. */
 const char *conf__closest(const char *word, const char *const *cands, size_t num_cands);
+
+/* conf__hsts_parse parses a Strict-Transport-Security value (RFC 6797
+ * 6.1), "max-age=31536000; includeSubDomains; preload": max-age required,
+ * a positive whole number of seconds; includeSubDomains and preload
+ * optional; directive names in any case, each at most once; nothing else.
+ * Returns NULL with the outputs set, or a reason. */
+const char *conf__hsts_parse(const char *s, uint64_t *out_max_age_s, int *out_subdomains,
+                             int *out_preload);
 
 /* conf__is_loopback reports whether an IP address (as in conf_addr_t.host)
  * is a loopback address. */

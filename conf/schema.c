@@ -80,6 +80,7 @@ static const conf__row_t hsts_rows[] = {
     {"max_age", &conf__t_duration, FLD(conf_site_t, hsts_max_age_s),
      .flags = REQUIRED | POSITIVE | CONF__SECONDS},
     {"include_subdomains", &conf__t_bool, FLD(conf_site_t, hsts_include_subdomains), .def = "false"},
+    {"preload", &conf__t_bool, FLD(conf_site_t, hsts_preload), .def = "false"},
 };
 static const conf__table_t hsts_table = TABLE(hsts_rows);
 
@@ -91,7 +92,7 @@ static const conf__row_t site_rows[] = {
      .size = sizeof(conf_route_t), .arg = &route_table},
     {"tls", &conf__t_object, .off = 0, .arg = &site_tls_table},
     {"default", &conf__t_bool, FLD(conf_site_t, is_default), .def = "false"},
-    {"hsts", &conf__t_object, .off = 0, .arg = &hsts_table},
+    {"hsts", &conf__t_hsts, .off = 0, .arg = &hsts_table},
     {"max_body", &conf__t_size, FLD(conf_site_t, max_body), .def = "0", .max = 1ull << 50},
 };
 static const conf__table_t site_table = TABLE(site_rows, .check = conf__check_site);

@@ -695,6 +695,30 @@ static int object_empty(const conf__row_t *row, const char *base) {
 
 const conf__type_t conf__t_object = {parse_object, emit_object, free_object, object_empty, 1};
 
+/* A site's "hsts": the object of the row's table, or the header's value
+ * as text, "max-age=31536000; includeSubDomains; preload", which sets the
+ * same fields (and is printed back as the object). */
+static void parse_hsts(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val, char *base) {
+  if (!cJSON_IsString(val)) {
+    if (val != NULL && !cJSON_IsObject(val)) {
+      conf__expected(ctx, "an object or a header value such as \"max-age=31536000; "
+                          "includeSubDomains\"", val, NULL);
+      val = NULL;
+    }
+    conf__walk(ctx, row->arg, val, base + row->off);
+    return;
+  }
+  conf_site_t *site = (conf_site_t *)(void *)(base + row->off);
+  const char *why = conf__hsts_parse(val->valuestring, &site->hsts_max_age_s,
+                                     &site->hsts_include_subdomains, &site->hsts_preload);
+  if (why != NULL) {
+    conf__expected(ctx, "a Strict-Transport-Security value such as \"max-age=31536000; "
+                        "includeSubDomains\"", val, why);
+  }
+}
+
+const conf__type_t conf__t_hsts = {parse_hsts, emit_object, free_object, object_empty, 1};
+
 /* An object list holds row->size-byte elements (sites, routes). */
 static void object_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item,
                         void *slot) {

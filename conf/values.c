@@ -240,6 +240,87 @@ void conf_addr_cleanup(conf_addr_t *addr) {
   addr->port = 0;
 }
 
+/* word_eq compares |len| bytes at |s| with |word|, ignoring ASCII case. */
+static int word_eq(const char *s, size_t len, const char *word) {
+  if (strlen(word) != len) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char a = s[i], b = word[i];
+    if (is_upper(a)) a = (char)(a - 'A' + 'a');
+    if (is_upper(b)) b = (char)(b - 'A' + 'a');
+    if (a != b) return 0;
+  }
+  return 1;
+}
+
+static const char *skip_blanks(const char *p) {
+  while (*p == ' ' || *p == '\t') p++;
+  return p;
+}
+
+const char *conf__hsts_parse(const char *s, uint64_t *out_max_age_s, int *out_subdomains,
+                             int *out_preload) {
+  uint64_t max_age = 0;
+  int have_age = 0, sub = 0, preload = 0;
+  const char *p = s;
+  for (;;) {
+    p = skip_blanks(p);
+    const char *name = p;
+    while (*p && *p != ';' && *p != '=' && *p != ' ' && *p != '\t') p++;
+    size_t name_len = (size_t)(p - name);
+    p = skip_blanks(p);
+    const char *val = NULL;
+    size_t val_len = 0;
+    if (*p == '=') {
+      p = skip_blanks(p + 1);
+      if (*p == '"') { /* RFC 6797 6.1: a value may be a quoted-string */
+        val = ++p;
+        while (*p && *p != '"') p++;
+        if (*p != '"') return "a quoted value is not closed";
+        val_len = (size_t)(p++ - val);
+      } else {
+        val = p;
+        while (*p && *p != ';' && *p != ' ' && *p != '\t') p++;
+        val_len = (size_t)(p - val);
+      }
+      p = skip_blanks(p);
+    }
+    if (*p != ';' && *p != '\0') return "directives are separated by \";\"";
+    if (name_len == 0) {
+      if (val != NULL) return "a value without a directive name";
+    } else if (word_eq(name, name_len, "max-age")) {
+      if (have_age) return "max-age is given twice";
+      uint64_t n;
+      char digits[24];
+      if (val == NULL || val_len == 0 || val_len >= sizeof(digits)) {
+        return "max-age needs a positive whole number of seconds";
+      }
+      memcpy(digits, val, val_len);
+      digits[val_len] = '\0';
+      const char *v = digits;
+      if (parse_uint(&v, UINT64_MAX, &n) != 0 || *v != '\0' || n == 0) {
+        return "max-age needs a positive whole number of seconds";
+      }
+      if (n > 36500ull * 86400) return "max-age is at most 3153600000 (36500 days)";
+      max_age = n;
+      have_age = 1;
+    } else if (word_eq(name, name_len, "includeSubDomains") || word_eq(name, name_len, "preload")) {
+      int *flag = word_eq(name, name_len, "preload") ? &preload : &sub;
+      if (*flag) return "a directive is given twice";
+      if (val != NULL) return "includeSubDomains and preload take no value";
+      *flag = 1;
+    } else {
+      return "unknown directive; known: max-age, includeSubDomains, preload";
+    }
+    if (*p == '\0') break;
+    p++;
+  }
+  if (!have_age) return "max-age is required";
+  *out_max_age_s = max_age;
+  *out_subdomains = sub;
+  *out_preload = preload;
+  return NULL;
+}
+
 int conf__is_loopback(const char *host) {
   unsigned char bin[16];
   if (strcmp(host, "::1") == 0) return 1;

@@ -113,9 +113,10 @@ px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges
     }
     qsort(s->routes, s->num_routes, sizeof(px_route_t), prefix_cmp);
     if (cs->hsts_max_age_s) {
-      s->hsts_header = gh_asprintf("Strict-Transport-Security: max-age=%llu%s\r\n",
+      s->hsts_header = gh_asprintf("Strict-Transport-Security: max-age=%llu%s%s\r\n",
                                    (unsigned long long)cs->hsts_max_age_s,
-                                   cs->hsts_include_subdomains ? "; includeSubDomains" : "");
+                                   cs->hsts_include_subdomains ? "; includeSubDomains" : "",
+                                   cs->hsts_preload ? "; preload" : "");
       static const char name[] = "Strict-Transport-Security: ";
       s->hsts_value = (gh_str_t){s->hsts_header + sizeof(name) - 1,
                                  strlen(s->hsts_header) - (sizeof(name) - 1) - 2};

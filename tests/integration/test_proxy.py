@@ -44,6 +44,7 @@ def setup():
         h.site(["rr.test"], [e["r1"], e["r2"]], balance="round_robin"),
         h.site(["down.test"], ["127.0.0.1:%d" % dead]),
         h.site(["hsts.test"], [e["app"]], hsts={"max_age": "365d", "include_subdomains": True}),
+        h.site(["hsts2.test"], [e["app"]], hsts="max-age=63072000; includeSubDomains; preload"),
         h.site(["stale.test"], [e["stale"]]),
     ], workers=2)
     _s["B"] = h.start_gatehouse([
@@ -291,6 +292,40 @@ def test_hsts_header():
     h.contains(v, "includesubdomains", "Strict-Transport-Security")
     r = A.get("app.test", "/")
     h.eq(r.header("Strict-Transport-Security"), None, "HSTS on a site without hsts")
+    # The header's own text as the value (issue 13), preload included.
+    r = A.get("hsts2.test", "/")
+    h.eq(r.header("Strict-Transport-Security"), "max-age=63072000; includeSubDomains; preload",
+         "HSTS from the string form")
+
+
+def test_hsts_string_form_is_validated():
+    crt, key = h.ca().leaf(["v.test"])
+    cases = [
+        ("max-age=31536000", 0, None),
+        ('MAX-AGE="600" ; includesubdomains;', 0, None),
+        ("includeSubDomains", 2, "max-age is required"),
+        ("max-age=0", 2, "max-age needs a positive whole number of seconds"),
+        ("max-age=-5", 2, "max-age needs a positive whole number of seconds"),
+        ("max-age=1h", 2, "max-age needs a positive whole number of seconds"),
+        ("max-age=60; max-age=70", 2, "max-age is given twice"),
+        ("max-age=60; preload=yes", 2, "includeSubDomains and preload take no value"),
+        ("max-age=60; includeSubdomain", 2, "unknown directive; known: max-age, "
+         "includeSubDomains, preload"),
+        ("max-age=60 includeSubDomains", 2, 'directives are separated by ";"'),
+    ]
+    for i, (value, rc, why) in enumerate(cases):
+        path = os.path.join(h.subdir("hsts"), "h%d.json" % i)
+        with open(path, "w") as f:
+            json.dump({"sites": [{"hosts": ["v.test"], "upstreams": ["127.0.0.1:9"],
+                                  "tls": {"cert": crt, "key": key}, "hsts": value}]}, f)
+        r = h.gatehouse_cmd("validate", "-c", path, "--print")
+        h.eq(r.returncode, rc, "validate %r: %s" % (value, r.stderr))
+        if why is None:
+            hsts = json.loads(r.stdout)["sites"][0]["hsts"]
+            h.check(hsts["max_age"] in ("365d", "10m"), "printed as the object: %r" % hsts)
+        else:
+            h.contains(r.stderr, "sites[0].hsts: expected a Strict-Transport-Security value", value)
+            h.contains(r.stderr, "(%s)" % why, value)
 
 
 def test_concurrent_clients():

@@ -90,7 +90,8 @@ static int site_eq(const conf_site_t *a, const conf_site_t *b) {
       a->num_routes != b->num_routes || !str_eq(a->cert_file, b->cert_file) ||
       !str_eq(a->key_file, b->key_file) || a->is_default != b->is_default ||
       a->hsts_max_age_s != b->hsts_max_age_s ||
-      a->hsts_include_subdomains != b->hsts_include_subdomains) {
+      a->hsts_include_subdomains != b->hsts_include_subdomains ||
+      a->hsts_preload != b->hsts_preload) {
     return 0;
   }
   for (size_t i = 0; i < a->num_routes; i++) {
@@ -394,6 +395,36 @@ static void test_cpu_max(void) {
   unsigned n = conf_cpu_count();
   ASSERT_TRUE(n >= 1);
   ASSERT_TRUE(n <= (unsigned)sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+/* "hsts" as the header's own text sets the fields the object does, and
+ * prints back as the object, which parses to the same. */
+static void test_hsts_string(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'sites': [" SITE(", 'hsts': ' max-age=\\\"86400\\\" ; Preload ;'")
+                          ", {'hosts': ['b.test'], 'upstreams': ['127.0.0.1:8080'], " TLS
+                          ", 'hsts': 'max-age=31536000; includeSubDomains; preload'}]}");
+  if (err) fprintf(stderr, "%s", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_UEQ(c->sites[0].hsts_max_age_s, 86400);
+  ASSERT_FALSE(c->sites[0].hsts_include_subdomains);
+  ASSERT_TRUE(c->sites[0].hsts_preload);
+  ASSERT_UEQ(c->sites[1].hsts_max_age_s, 31536000);
+  ASSERT_TRUE(c->sites[1].hsts_include_subdomains);
+  ASSERT_TRUE(c->sites[1].hsts_preload);
+  cJSON *j = conf_to_json(c);
+  cJSON *h = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "sites"), 1), "hsts");
+  ASSERT_TRUE(cJSON_IsObject(h));
+  ASSERT_STR_EQ(cJSON_GetObjectItem(h, "max_age")->valuestring, "365d");
+  ASSERT_TRUE(cJSON_IsTrue(cJSON_GetObjectItem(h, "preload")));
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  conf_t *again = conf_parse(&err, "again.json", text, strlen(text));
+  cJSON_free(text);
+  ASSERT_NOT_NULL(again);
+  ASSERT_TRUE(conf_eq(c, again));
+  conf_free(again);
+  conf_free(c);
 }
 
 static void test_defaults(void) {
@@ -714,6 +745,15 @@ static const bad_case_t bad_cases[] = {
      "limits.max_headers: expected a whole number from 1 to 10000, got 1.5", NULL},
     {"{'limits': {'max_connections': -1}, " ONE_SITE("") "}",
      "limits.max_connections: expected a whole number", "got -1"},
+    {"{'sites': [" SITE(", 'hsts': 'includeSubDomains'") "]}",
+     "sites[0].hsts: expected a Strict-Transport-Security value such as \"max-age=31536000; "
+     "includeSubDomains\", got \"includeSubDomains\" (max-age is required)", NULL},
+    {"{'sites': [" SITE(", 'hsts': 'max-age=0'") "]}", "sites[0].hsts: expected",
+     "(max-age needs a positive whole number of seconds)"},
+    {"{'sites': [" SITE(", 'hsts': 'max-age=9; x=1'") "]}", "sites[0].hsts: expected",
+     "(unknown directive; known: max-age, includeSubDomains, preload)"},
+    {"{'sites': [" SITE(", 'hsts': 5") "]}",
+     "sites[0].hsts: expected an object or a header value", NULL},
     {"{'sites': [" SITE(", 'hsts': {'max_age': '1500ms'}") "]}", "sites[0].hsts.max_age:",
      "whole seconds only"},
     {"{'workers': 0, " ONE_SITE("") "}",
@@ -1436,6 +1476,7 @@ int main(void) {
   RUN(test_relative_config_path);
   RUN(test_admin_unix);
   RUN(test_cpu_max);
+  RUN(test_hsts_string);
   RUN(test_defaults);
   RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);
