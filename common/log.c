@@ -1,23 +1,30 @@
+/* log.c: levels, formats and the formatting of gatehouse's own lines.
+ * Where a finished line goes (the writer thread's rings, or straight to
+ * the destination before it runs) is log_writer.c's business. */
 #include "common/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
-#include <unistd.h>
 
-static volatile int g_level = GH_LOG_INFO;
-static volatile int g_format = GH_LOG_TEXT;
+#include "common/log_internal.h"
+
+static _Atomic int g_level = GH_LOG_INFO;
+static _Atomic int g_format = GH_LOG_TEXT;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void gh_log_setup(gh_log_level_t level, gh_log_format_t format) {
-  g_level = (int)level;
-  g_format = (int)format;
+  atomic_store_explicit(&g_level, (int)level, memory_order_relaxed);
+  atomic_store_explicit(&g_format, (int)format, memory_order_relaxed);
 }
 
-int gh_log_enabled(gh_log_level_t level) { return (int)level >= g_level; }
+int gh_log_enabled(gh_log_level_t level) {
+  return (int)level >= atomic_load_explicit(&g_level, memory_order_relaxed);
+}
 
 int gh_log_level_parse(const char *name, gh_log_level_t *out_level) {
   for (unsigned i = 0; i < 4; i++) {
@@ -45,14 +52,8 @@ static size_t json_escape(char *buf, size_t pos, size_t cap, const char *s) {
   return pos;
 }
 
-void gh_log(gh_log_level_t level, const char *component, const char *fmt, ...) {
-  if (!gh_log_enabled(level)) return;
-  char msg[2048];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
-  va_end(ap);
-
+size_t gh__log_format(char *line, size_t cap, gh_log_level_t level, const char *component,
+                      const char *msg) {
   struct timeval tv;
   gettimeofday(&tv, NULL);
   struct tm tm;
@@ -61,34 +62,37 @@ void gh_log(gh_log_level_t level, const char *component, const char *fmt, ...) {
   size_t tl = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
   snprintf(ts + tl, sizeof(ts) - tl, ".%03dZ", (int)(tv.tv_usec / 1000) % 1000);
 
-  char line[4096];
   size_t n;
-  if (g_format == GH_LOG_JSON) {
-    n = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"",
-                         ts, level_names[level]);
-    n = json_escape(line, n, sizeof(line), component);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, "\",\"msg\":\"");
-    n = json_escape(line, n, sizeof(line), msg);
-    if (n + 3 > sizeof(line)) n = sizeof(line) - 3;
+  if (atomic_load_explicit(&g_format, memory_order_relaxed) == GH_LOG_JSON) {
+    n = (size_t)snprintf(line, cap, "{\"ts\":\"%s\",\"level\":\"%s\",\"component\":\"", ts,
+                         level_names[level]);
+    n = json_escape(line, n, cap, component);
+    n += (size_t)snprintf(line + n, cap - n, "\",\"msg\":\"");
+    n = json_escape(line, n, cap, msg);
+    if (n + 3 > cap) n = cap - 3;
     line[n++] = '"';
     line[n++] = '}';
     line[n++] = '\n';
   } else {
-    n = (size_t)snprintf(line, sizeof(line), "%s %-5s %s: %s\n", ts, level_names[level],
-                         component, msg);
-    if (n >= sizeof(line)) {
-      n = sizeof(line) - 1;
+    n = (size_t)snprintf(line, cap, "%s %-5s %s: %s\n", ts, level_names[level], component, msg);
+    if (n >= cap) {
+      n = cap - 1;
       line[n - 1] = '\n';
     }
   }
-  gh_log_raw(line, (unsigned)n);
+  return n;
 }
 
-void gh_log_raw(const char *line, unsigned len) {
-  while (len > 0) {
-    ssize_t w = write(STDERR_FILENO, line, len);
-    if (w <= 0) return;
-    line += w;
-    len -= (unsigned)w;
-  }
+void gh_log(gh_log_level_t level, const char *component, const char *fmt, ...) {
+  if (!gh_log_enabled(level)) return;
+  char msg[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  char line[4096];
+  size_t n = gh__log_format(line, sizeof(line), level, component, msg);
+  gh__log_emit(GH__LOG_OWN, line, n);
 }
+
+void gh_log_access(const char *line, size_t len) { gh__log_emit(GH__LOG_ACCESS, line, len); }

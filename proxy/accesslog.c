@@ -1,5 +1,5 @@
-/* accesslog.c: one line per request, JSON or combined format, written
- * with a single write(2) to stderr. */
+/* accesslog.c: one line per request, JSON or combined format, handed to
+ * the log writer (common/log.h: queued, never blocking the worker). */
 #include <stdio.h>
 #include <sys/time.h>
 #include <time.h>
@@ -64,5 +64,5 @@ void px_access_log(px_exchange_t *ex) {
                  ex->client_ip, ts, method, path, proto, ex->status,
                  (unsigned long long)ex->resp_bytes, host, (unsigned long long)dur, up);
   }
-  if (n > 0) gh_log_raw(line, (unsigned)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
+  if (n > 0) gh_log_access(line, (size_t)(n < (int)sizeof(line) ? n : (int)sizeof(line) - 1));
 }
