@@ -213,6 +213,9 @@ typedef struct {
   int log_level;       /* gh_log_level_t; default info */
   int log_format;      /* gh_log_format_t; default text */
   conf_access_log_t access_log; /* default json */
+  char *log_file;        /* gatehouse's own lines; NULL = stderr */
+  char *log_access_file; /* access lines; NULL = wherever log_file goes */
+  size_t log_buffer;     /* bytes of each thread's log ring; default 256k */
 } conf_t;
 
 /* conf_parse parses and validates the JSON document |text| (|text_len|

@@ -95,6 +95,7 @@ enum {
   CONF__EXEC = 1u << 8,        /* files: must be executable, not just readable */
   CONF__IP_HOST = 1u << 9,     /* addresses: "IP:port" only, host required */
   CONF__UNIX = 1u << 10,       /* addresses: "unix:PATH" allowed, PATH resolved like files */
+  CONF__CREATE = 1u << 11,     /* files: written, may not exist yet; its directory must */
 };
 
 struct conf__row {

@@ -254,6 +254,10 @@ static const conf__row_t log_rows[] = {
     {"level", &conf__t_enum, FLD(conf_t, log_level), .def = Q("info"), .arg = &level_enum},
     {"format", &conf__t_enum, FLD(conf_t, log_format), .def = Q("text"), .arg = &format_enum},
     {"access", &conf__t_enum, FLD(conf_t, access_log), .def = Q("json"), .arg = &access_enum},
+    {"file", &conf__t_file, FLD(conf_t, log_file), .flags = CONF__CREATE},
+    {"access_file", &conf__t_file, FLD(conf_t, log_access_file), .flags = CONF__CREATE},
+    {"buffer", &conf__t_size, FLD(conf_t, log_buffer), .def = Q("256k"), .min = 16384,
+     .max = 64u << 20},
 };
 static const conf__table_t log_table = TABLE(log_rows);
 

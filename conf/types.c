@@ -137,14 +137,46 @@ TEXT_TYPE(base64url, "a base64url string", check_base64url);
 
 /* --- files --- */
 
+/* writable_problem says why the file |path| (resolved) cannot be written
+ * or created, or returns NULL. A file that does not exist yet is fine
+ * when its directory does and can take a new file. */
+static const char *writable_problem(const char *path, char **out_dir) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return "it is a directory";
+    return access(path, W_OK) != 0 ? strerror(errno) : NULL;
+  }
+  if (errno != ENOENT) return strerror(errno);
+  const char *slash = strrchr(path, '/');
+  *out_dir = slash == NULL ? gh_strdup(".")
+             : slash == path ? gh_strdup("/") : gh_strndup(path, (size_t)(slash - path));
+  if (stat(*out_dir, &st) != 0) return errno == ENOENT ? "no such directory" : strerror(errno);
+  if (!S_ISDIR(st.st_mode)) return "not a directory";
+  return access(*out_dir, W_OK | X_OK) != 0 ? strerror(errno) : NULL;
+}
+
 /* parse_file_into checks that the file |val| names (relative to the
- * configuration file) is a readable, or executable, regular file, and
- * stores the resolved name in |*slot| either way. */
+ * configuration file) is a readable, or executable, regular file (with
+ * CONF__CREATE: one that can be written or created), and stores the
+ * resolved name in |*slot| either way. */
 static void parse_file_into(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
                             char **slot) {
   const char *s = get_text(ctx, "a file name", val);
   if (s == NULL) return;
   char *path = conf__resolve(ctx, s);
+  if (row->flags & CONF__CREATE) {
+    char *dir = NULL;
+    const char *problem = writable_problem(path, &dir);
+    if (problem != NULL) {
+      char *q = conf__quote(dir ? dir : path);
+      conf__error(ctx, "cannot write %s%s: %s", dir ? "in the directory " : "", q, problem);
+      gh_free(q);
+    }
+    gh_free(dir);
+    gh_free(*slot);
+    *slot = path;
+    return;
+  }
   int exec = (row->flags & CONF__EXEC) != 0;
   const char *problem = NULL;
   struct stat st;

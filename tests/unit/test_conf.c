@@ -162,7 +162,9 @@ static int conf_eq(const conf_t *a, const conf_t *b) {
          memcmp(&a->timeouts, &b->timeouts, sizeof(a->timeouts)) == 0 &&
          memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && http2_eq(&a->http2, &b->http2) &&
          a->log_level == b->log_level &&
-         a->log_format == b->log_format && a->access_log == b->access_log;
+         a->log_format == b->log_format && a->access_log == b->access_log &&
+         str_eq(a->log_file, b->log_file) && str_eq(a->log_access_file, b->log_access_file) &&
+         a->log_buffer == b->log_buffer;
 }
 
 /* round_trip checks that conf_parse(conf_to_json(conf)) equals |conf| and
@@ -505,10 +507,29 @@ static void test_defaults(void) {
   ASSERT_EQ(c->log_level, 1);
   ASSERT_EQ(c->log_format, 0);
   ASSERT_EQ(c->access_log, CONF_ACCESS_JSON);
+  ASSERT_NULL(c->log_file);
+  ASSERT_NULL(c->log_access_file);
+  ASSERT_EQ(c->log_buffer, 256 * 1024);
   ASSERT_TRUE(round_trip(c, "the defaults"));
 }
 
 /* "upstream_response" is the old name of "upstream_read" (issue 11). */
+/* Log files resolve like every file name; they need not exist yet. */
+static void test_log_files(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'log': {'file': 'not-yet.log', 'access_file': '/tmp/gh-access.log',"
+                          " 'buffer': '1m'}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  char *cwd = getcwd(NULL, 0);
+  char *want = gh_asprintf("%s/not-yet.log", cwd);
+  free(cwd);
+  ASSERT_STR_EQ(c->log_file, want);
+  gh_free(want);
+  ASSERT_STR_EQ(c->log_access_file, "/tmp/gh-access.log");
+  ASSERT_EQ(c->log_buffer, 1 << 20);
+  ASSERT_TRUE(round_trip(c, "log files"));
+}
+
 static void test_upstream_read_old_name(void) {
   char *err = NULL;
   conf_t *c = parse(&err, "{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1'], " TLS "}],"
@@ -936,6 +957,15 @@ static const bad_case_t bad_cases[] = {
      "(contains a control character)"},
     {"{'storage': '', " ONE_SITE("") "}", "storage: expected a non-empty string, got \"\" (empty)",
      NULL},
+    /* Log files: need not exist, but their directory must. */
+    {"{'log': {'file': '/nonexistent-gh-dir/gatehouse.log'}, " ONE_SITE("") "}",
+     "t.json: log.file: cannot write in the directory \"/nonexistent-gh-dir\": no such directory",
+     NULL},
+    {"{'log': {'access_file': '/'}, " ONE_SITE("") "}",
+     "t.json: log.access_file: cannot write \"/\": it is a directory", NULL},
+    {"{'log': {'file': '" KEY "/x.log'}, " ONE_SITE("") "}",
+     "log.file: cannot write \"" KEY "/x.log\": Not a directory", NULL},
+    {"{'log': {'buffer': '1k'}, " ONE_SITE("") "}", "log.buffer:", NULL},
 };
 
 static void test_invalid_documents(void) {
@@ -1482,6 +1512,7 @@ int main(void) {
   RUN(test_listen_defaults_only_when_absent);
   RUN(test_listen_https_objects);
   RUN(test_upstream_read_old_name);
+  RUN(test_log_files);
   RUN(test_valid_variants);
   RUN(test_invalid_documents);
   RUN(test_every_error_is_reported);
