@@ -704,7 +704,8 @@ static unsigned renewal_failures(const char *meta_text) {
 static void get_metrics(admin_conn_t *c) {
   px_admin_t *a = c->admin;
   px_metrics_src_t src = {.workers = a->env.workers, .num_workers = a->env.num_workers,
-                          .gen = *a->env.gen, .num_paused = -1};
+                          .gen = *a->env.gen, .num_paused = -1,
+                          .log_dropped = gh_log_dropped()};
   px_metrics_ondemand_t od = {0};
   if (a->env.ondemand != NULL) {
     size_t paused = 0;

@@ -275,6 +275,9 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
   }
   if (src->ondemand != NULL) ondemand(&b, src);
   if (src->ca != NULL) orders(&b, src);
+  family(&b, "gatehouse_log_dropped_total", "counter",
+         "Log lines dropped because the log destination did not keep up.");
+  sample_u(&b, "gatehouse_log_dropped_total", NULL, src->log_dropped);
   *out_len = b.len;
   px_buf_append(&b, "", 1); /* NUL, not counted */
   return b.p;

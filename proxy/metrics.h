@@ -95,6 +95,7 @@ typedef struct {
   const px_metrics_ondemand_t *ondemand; /* NULL without on-demand */
   const char *ca;                 /* the ACME directory URL; NULL without ACME */
   uint64_t orders[4][2];          /* acme_engine_order_stats */
+  uint64_t log_dropped;           /* gh_log_dropped */
 } px_metrics_src_t;
 
 /* px_metrics_render returns the Prometheus text exposition (version 0.0.4)

@@ -27,6 +27,7 @@
 typedef struct {
   uv_loop_t loop;
   uv_signal_t sig_term, sig_int, sig_hup;
+  uv_signal_t sig_usr1; /* reopen the log files (logrotate) */
   uv_timer_t trim_timer;
   px_worker_t **workers;
   unsigned num_workers;
@@ -157,6 +158,7 @@ static void worker_main(void *arg) {
   px_worker_t *w = arg;
   const conf_t *conf = w->gen->conf;
   char *err = NULL;
+  gh_log_thread_ring(); /* a worker never waits for the log destination */
   w->num_listeners = conf->num_https + conf->num_http;
   w->listeners = gh_calloc(w->num_listeners ? w->num_listeners : 1, sizeof(px_listener_t));
   size_t k = 0;
@@ -404,6 +406,7 @@ static int reload(px_server_t *s, char **out_err) {
                      "(listen, workers)");
   }
   gh_log_setup((gh_log_level_t)conf->log_level, (gh_log_format_t)conf->log_format);
+  gh_log_configure(conf->log_file, conf->log_access_file); /* keeps the old files on failure */
   /* Managed certificates go into the new table before any worker sees it,
    * so no handshake under the new generation misses them. */
   cache_set_gen(s->cache, gen);
@@ -430,6 +433,7 @@ static void stop_server(px_server_t *s) {
   uv_close((uv_handle_t *)&s->sig_term, NULL);
   uv_close((uv_handle_t *)&s->sig_int, NULL);
   uv_close((uv_handle_t *)&s->sig_hup, NULL);
+  uv_close((uv_handle_t *)&s->sig_usr1, NULL);
   uv_close((uv_handle_t *)&s->trim_timer, NULL);
   if (s->names != NULL) uv_close((uv_handle_t *)&s->done, NULL);
 }
@@ -438,6 +442,10 @@ static void on_signal(uv_signal_t *h, int signum) {
   px_server_t *s = h->data;
   if (signum == SIGHUP) {
     reload(s, NULL);
+    return;
+  }
+  if (signum == SIGUSR1) {
+    gh_log_reopen(); /* the writer thread does it */
     return;
   }
   if (s->stopping) {
@@ -554,6 +562,9 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
     uv_signal_start(&s.sig_term, on_signal, SIGTERM);
     uv_signal_start(&s.sig_int, on_signal, SIGINT);
     uv_signal_start(&s.sig_hup, on_signal, SIGHUP);
+    uv_signal_init(&s.loop, &s.sig_usr1);
+    s.sig_usr1.data = &s;
+    uv_signal_start(&s.sig_usr1, on_signal, SIGUSR1);
     uv_timer_init(&s.loop, &s.trim_timer);
     uv_timer_start(&s.trim_timer, trim_heap, PX_TRIM_MS, PX_TRIM_MS);
     for (size_t i = 0; i < conf->num_https; i++)
@@ -595,6 +606,22 @@ static int serve(conf_t *conf, const char *config_path, const char *const *names
   return failed ? 1 : 0;
 }
 
+/* serve_logged runs serve with the log writer thread: lines go to
+ * log.file / log.access_file through the rings until serve returns, and
+ * what is queued then is written before the process goes on to exit. */
+static int serve_logged(conf_t *conf, const char *config_path, const char *const *names,
+                        size_t num_names) {
+  if (gh_log_configure(conf->log_file, conf->log_access_file) != 0) {
+    conf_free(conf);
+    return 1;
+  }
+  int rc = gh_log_start(conf->log_buffer);
+  if (rc != 0) GH_WARN("proxy", "log writer thread: %s; logging directly", uv_strerror(rc));
+  rc = serve(conf, config_path, names, num_names);
+  gh_log_stop();
+  return rc;
+}
+
 /* listeners_free reports whether every listener of |conf| can be bound.
  * Workers bind with SO_REUSEPORT, which would silently share the ports with
  * another gatehouse already running there (the kernel would split the
@@ -619,7 +646,7 @@ int px_run(conf_t *conf, const char *config_path) {
     conf_free(conf);
     return 1;
   }
-  return serve(conf, config_path, NULL, 0);
+  return serve_logged(conf, config_path, NULL, 0);
 }
 
 int px_obtain(conf_t *conf, const char *const *names, size_t num_names) {
@@ -629,5 +656,5 @@ int px_obtain(conf_t *conf, const char *const *names, size_t num_names) {
     conf_free(conf);
     return PX_OBTAIN_LISTEN_FAILED;
   }
-  return serve(conf, NULL, names, num_names);
+  return serve_logged(conf, NULL, names, num_names);
 }
