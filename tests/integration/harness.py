@@ -33,6 +33,7 @@ Only loopback addresses are used, and every wait has a deadline.
 
 import atexit
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -601,6 +602,49 @@ def start_gatehouse(sites, workers=2, wait=True, **extra):
         json.dump(conf, f, indent=2)
     return Gatehouse([GATEHOUSE_BIN, "run", "-c", path], name, cwd, https_port, http_port,
                      config_path=path, config=conf, wait=wait)
+
+
+class PipedGatehouse:
+    """gatehouse run -c FILE with its stderr on a pipe that nobody reads (a
+    log collector that stopped): one loopback site |host| forwarding to
+    |upstream|, one worker, json access log, the admin API on
+    |admin_port|. The read end stays open until stop(); |pipe_size| sets the
+    pipe's buffer (F_SETPIPE_SZ) when given."""
+
+    def __init__(self, name, host, upstream, pipe_size=None):
+        self.admin_port, self.https_port = free_port(), free_port()
+        cwd = subdir(name)
+        crt, key = ca().leaf([host])
+        conf = make_config([{"hosts": [host], "upstreams": [upstream.addr],
+                             "tls": {"cert": crt, "key": key}}], self.https_port, free_port(),
+                           workers=1, admin={"listen": "127.0.0.1:%d" % self.admin_port},
+                           storage=os.path.join(cwd, "storage"))
+        conf["log"] = {"level": "info", "access": "json"}
+        path = os.path.join(cwd, "gatehouse.json")
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        self.rfd, wfd = os.pipe()
+        if pipe_size:
+            fcntl.fcntl(wfd, 1031, pipe_size)  # F_SETPIPE_SZ
+        self.p = subprocess.Popen([GATEHOUSE_BIN, "run", "-c", path], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=wfd, cwd=cwd,
+                                  preexec_fn=_pdeathsig)
+        os.close(wfd)
+        wait_until(lambda: port_accepts(self.admin_port) and port_accepts(self.https_port), 15,
+                   "gatehouse with a log pipe nobody reads")
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """TERM (KILL after |timeout|), then closes the pipe; returns the
+        exit status, or None if it had to be killed."""
+        self.p.terminate()
+        try:
+            rc = self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+            rc = None
+        os.close(self.rfd)
+        return rc
 
 
 def start_quick(to, names, args=(), wait=True):
