@@ -89,7 +89,7 @@ struct px_worker {
   uv_timer_t health_timer;
   /* Liveness: the loop stamps |beat_ms| every PX_BEAT_MS; the admin API's
    * /health calls a worker stalled when the stamp is PX_STALL_MS old (a
-   * blocked write to a full log pipe, a bug that spins). */
+   * bug that spins or blocks; not a full log pipe since issue 13). */
   uv_timer_t beat_timer;
   atomic_uint_fast64_t beat_ms;
   pthread_mutex_t mu;

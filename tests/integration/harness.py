@@ -608,16 +608,18 @@ class PipedGatehouse:
     """gatehouse run -c FILE with its stderr on a pipe that nobody reads (a
     log collector that stopped): one loopback site |host| forwarding to
     |upstream|, one worker, json access log, the admin API on
-    |admin_port|. The read end stays open until stop(); |pipe_size| sets the
-    pipe's buffer (F_SETPIPE_SZ) when given."""
+    |admin_port| with bearer |token|. The read end stays open until stop();
+    |pipe_size| sets the pipe's buffer (F_SETPIPE_SZ) when given."""
 
-    def __init__(self, name, host, upstream, pipe_size=None):
+    def __init__(self, name, host, upstream, pipe_size=None, token="piped-admin-token"):
         self.admin_port, self.https_port = free_port(), free_port()
+        self.token = token
         cwd = subdir(name)
         crt, key = ca().leaf([host])
         conf = make_config([{"hosts": [host], "upstreams": [upstream.addr],
                              "tls": {"cert": crt, "key": key}}], self.https_port, free_port(),
-                           workers=1, admin={"listen": "127.0.0.1:%d" % self.admin_port},
+                           workers=1,
+                           admin={"listen": "127.0.0.1:%d" % self.admin_port, "token": token},
                            storage=os.path.join(cwd, "storage"))
         conf["log"] = {"level": "info", "access": "json"}
         path = os.path.join(cwd, "gatehouse.json")

@@ -45,10 +45,11 @@ def read(path):
         return ""
 
 
-def metric(port, name):
+def metric(port, name, token="piped-admin-token"):
     c = h.Conn.plain(port)
     try:
-        r = c.request("GET", "/metrics", "127.0.0.1:%d" % port)
+        r = c.request("GET", "/metrics", "127.0.0.1:%d" % port,
+                      headers=[("Authorization", "Bearer " + token)])
     finally:
         c.close()
     h.eq(r.status, 200, "GET /metrics")
