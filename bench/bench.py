@@ -21,7 +21,8 @@ its own loopback port. For each round, each target (order rotated) gets:
 access log on: into a pipe that a reader drains at 256 KiB/s (slower than
 the lines come at full load: a log shipper that falls behind), or into a
 file. The peers keep theirs off; the figure to read is Gatehouse against
-the baseline.
+the baseline. --baseline-access-log sets the baseline's alone (default:
+the same), e.g. a log-less run of the same commit beside a logging one.
 
 Medians over rounds go to a Markdown table on stdout; every raw figure goes
 to bench/results/<timestamp>.json. A target that does not start (or does
@@ -310,7 +311,7 @@ def caddy_cmd(env, d, port, workers, h2=False):
     return ["caddy", "run", "--config", path], extra
 
 
-def gatehouse_cmd(env, d, port, workers, h2=False, binary=None):
+def gatehouse_cmd(env, d, port, workers, h2=False, binary=None, access_log=None):
     # HTTP/2 is on by default on Gatehouse's HTTPS listener (ALPN h2), in the
     # HTTP/1.1 runs too, where the clients offer only http/1.1. A config
     # file rather than quick mode, for the one setting quick mode lacks:
@@ -324,7 +325,8 @@ def gatehouse_cmd(env, d, port, workers, h2=False, binary=None):
                    "keepalive": {"max_idle": 512}}],
         "tls": {"resumption": False},
         "storage": os.path.join(d, "data"),
-        "log": {"level": "warn", "access": "json" if env.args.access_log != "off" else "off"},
+        "log": {"level": "warn",
+                "access": "json" if (access_log or env.args.access_log) != "off" else "off"},
     }
     path = os.path.join(d, "gatehouse.json")
     with open(path, "w") as f:
@@ -336,7 +338,8 @@ def baseline_cmd(env, d, port, workers, h2=False):
     """Another Gatehouse build (--baseline), e.g. the commit before a change,
     measured in the same interleaved run so that a regression shows as a
     ratio rather than drowning in the machine's noise."""
-    return gatehouse_cmd(env, d, port, workers, h2, env.args.baseline)
+    return gatehouse_cmd(env, d, port, workers, h2, env.args.baseline,
+                         env.args.baseline_access_log or env.args.access_log)
 
 
 COMMANDS = {"nginx": nginx_cmd, "haproxy": haproxy_cmd, "caddy": caddy_cmd,
@@ -401,7 +404,10 @@ def start_target(env, name, workers, pinned, tag, h2=False):
     penv.update(extra)
     logf = open(os.path.join(d, "output.log"), "w")
     reader, errf = None, logf
-    if name in ("gatehouse", "baseline") and env.args.access_log == "slowpipe":
+    mode = env.args.access_log
+    if name == "baseline" and env.args.baseline_access_log:
+        mode = env.args.baseline_access_log
+    if name in ("gatehouse", "baseline") and mode == "slowpipe":
         reader = subprocess.Popen([sys.executable, "-c", SLOW_READER], stdin=subprocess.PIPE,
                                   stdout=subprocess.DEVNULL, start_new_session=True)
         errf = reader.stdin
@@ -1062,6 +1068,8 @@ def main():
     ap.add_argument("--baseline", help="another gatehouse binary, measured as target 'baseline'")
     ap.add_argument("--access-log", default="off", choices=("off", "slowpipe", "file"),
                     help="Gatehouse's JSON access log: off, a slowly read pipe, or a file")
+    ap.add_argument("--baseline-access-log", choices=("off", "slowpipe", "file"),
+                    help="the baseline's access log (default: --access-log)")
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     args.scenarios = [x for x in args.scenarios.split(",") if x]
