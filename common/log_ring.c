@@ -22,6 +22,7 @@ gh_log_ring_t *gh_log_ring_new(size_t cap) {
   atomic_init(&r->head, 0);
   atomic_init(&r->tail, 0);
   atomic_init(&r->dropped, 0);
+  atomic_init(&r->kicked, 0);
   return r;
 }
 
@@ -82,6 +83,12 @@ void gh_log_ring_pop(gh_log_ring_t *r) {
   uint32_t hdr;
   memcpy(&hdr, r->buf + (head & (r->cap - 1)), HDR_LEN);
   atomic_store_explicit(&r->head, head + HDR_LEN + align4(hdr >> 1), memory_order_release);
+}
+
+int gh_log_ring_half_full(gh_log_ring_t *r) {
+  uint64_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+  uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+  return tail - head > r->cap / 2;
 }
 
 uint64_t gh_log_ring_dropped(gh_log_ring_t *r) {

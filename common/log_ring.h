@@ -20,6 +20,7 @@ typedef struct gh_log_ring {
   char pad_[56];         /* keep the two ends on different cache lines */
   _Atomic uint64_t tail; /* producer: next byte to write */
   _Atomic uint64_t dropped;
+  _Atomic int kicked; /* the producer woke the writer for a ring past half full */
   char *buf;
   size_t cap;                    /* a power of two */
   struct gh_log_ring *next;      /* the writer's list of rings (log_writer.c) */
@@ -42,6 +43,10 @@ size_t gh_log_ring_peek(gh_log_ring_t *r, unsigned *out_dest, const char **out_p
 
 /* gh_log_ring_pop releases the line the last peek returned. */
 void gh_log_ring_pop(gh_log_ring_t *r);
+
+/* gh_log_ring_half_full reports whether more than half the ring is in
+ * use. Producer. */
+int gh_log_ring_half_full(gh_log_ring_t *r);
 
 /* gh_log_ring_dropped returns how many lines the ring has dropped. Any
  * thread. */

@@ -3,8 +3,12 @@
  * rings while it runs (see log.h).
  *
  * The writer moves lines from every ring into one staging buffer per
- * destination and writes each buffer with one write(2). It waits in
- * poll(2), on an eventfd that producers signal only when it sleeps, and,
+ * destination and writes each buffer with one write(2). After a pass that
+ * moved lines it waits BATCH_MS for more, so that under load it writes
+ * (and wakes) about every BATCH_MS rather than once a line; a producer
+ * whose ring passes half full wakes it sooner. Once a pass finds nothing
+ * it sleeps in poll(2), on an eventfd that producers signal only when it
+ * sleeps (the first line after a quiet spell), and,
  * for a pipe or socket, on the destination becoming writable; it then
  * writes at most PIPE_BUF bytes, which a writable pipe takes without
  * blocking, so a stop request reaches it even when nobody reads the
@@ -32,6 +36,7 @@
 #define DRAIN_MS 3000      /* at stop, for a destination that takes nothing */
 #define WARN_EVERY_MS 10000 /* the "dropped N log lines" warning, at most */
 #define IDLE_MS 250        /* a missed wake-up costs at most this much delay */
+#define BATCH_MS 10        /* under load, lines leave in batches this far apart */
 
 /* Where the two kinds of lines go. path[GH__LOG_ACCESS] NULL means the
  * access lines share gatehouse's own destination (and fd). */
@@ -181,11 +186,18 @@ int gh_log_configure(const char *file, const char *access_file) {
 
 /* ---- producers ---- */
 
-static void wake_writer(void) {
+/* wake_writer runs after a line went into |r|. */
+static void wake_writer(gh_log_ring_t *r) {
   /* Pairs with the fence in writer_sleep: either the writer sees the new
    * line before it sleeps, or we see it sleeping and wake it. */
   atomic_thread_fence(memory_order_seq_cst);
-  if (atomic_load_explicit(&g_sleeping, memory_order_relaxed) && atomic_exchange(&g_sleeping, 0)) {
+  int wake = atomic_load_explicit(&g_sleeping, memory_order_relaxed) &&
+             atomic_exchange(&g_sleeping, 0);
+  /* Batching (BATCH_MS) must not overflow a busy ring: past half full,
+   * once until the writer has drained it. */
+  if (!wake && gh_log_ring_half_full(r) && !atomic_load_explicit(&r->kicked, memory_order_relaxed))
+    wake = !atomic_exchange(&r->kicked, 1);
+  if (wake) {
     uint64_t one = 1;
     (void)!write(g_wake_fd, &one, sizeof(one)); /* an eventfd: never blocks */
   }
@@ -196,12 +208,13 @@ void gh__log_emit(unsigned dest, const char *line, size_t len) {
     gh_log_ring_t *r = tl_ring;
     if (r != NULL && tl_gen == atomic_load_explicit(&g_gen, memory_order_relaxed)) {
       gh_log_ring_push(r, dest, line, len);
+      wake_writer(r);
     } else {
       pthread_mutex_lock(&g_shared_mu);
       gh_log_ring_push(g_shared, dest, line, len);
+      wake_writer(g_shared);
       pthread_mutex_unlock(&g_shared_mu);
     }
-    wake_writer();
     return;
   }
   pthread_mutex_lock(&g_mu);
@@ -340,6 +353,7 @@ static int drain(writer_t *w) {
       budget = len < budget ? budget - len : 0;
       moved = 1;
     }
+    atomic_store_explicit(&r->kicked, 0, memory_order_relaxed);
   }
   return moved;
 }
@@ -399,6 +413,15 @@ static void writer_sleep(void) {
   atomic_store(&g_sleeping, 0);
 }
 
+/* writer_batch waits up to BATCH_MS for more lines after a pass that
+ * moved some (producers do not signal meanwhile, unless a ring passes half
+ * full or a stop, reopen or new destination comes). */
+static void writer_batch(void) {
+  if (atomic_load(&g_stop) || atomic_load(&g_reopen) || atomic_load(&g_has_pending)) return;
+  struct pollfd pfd = {.fd = g_wake_fd, .events = POLLIN};
+  if (poll(&pfd, 1, BATCH_MS) > 0) drain_wake_fd();
+}
+
 static void *writer_main(void *arg) {
   (void)arg;
   /* Signals belong to the main thread's loop. */
@@ -418,6 +441,7 @@ static void *writer_main(void *arg) {
     warn_drops(&w);
     if (w.stopping && (!moved || gh_now_ms() >= w.deadline)) break;
     if (!moved) writer_sleep();
+    else if (!w.stopping) writer_batch();
   }
   gh_free(w.stage[0]);
   gh_free(w.stage[1]);
