@@ -3,8 +3,9 @@
  * rings while it runs (see log.h).
  *
  * The writer moves lines from every ring into one staging buffer per
- * destination and writes each buffer with one write(2). After a pass that
- * moved lines it waits BATCH_MS for more, so that under load it writes
+ * destination and writes each buffer with one write(2). Under load (a
+ * pass that moved lines less than BATCH_MS after the previous one) it then
+ * waits BATCH_MS for more, so that it writes
  * (and wakes) about every BATCH_MS rather than once a line; a producer
  * whose ring passes half full wakes it sooner. Once a pass finds nothing
  * it sleeps in poll(2), on an eventfd that producers signal only when it
@@ -257,6 +258,7 @@ typedef struct {
   int stopping;
   uint64_t deadline;
   uint64_t reported; /* dropped lines already warned about */
+  uint64_t moved_ms; /* gh_now_ms of the last pass that moved lines */
   uint64_t last_warn_ms;
 } writer_t;
 
@@ -440,8 +442,15 @@ static void *writer_main(void *arg) {
     flush(&w);
     warn_drops(&w);
     if (w.stopping && (!moved || gh_now_ms() >= w.deadline)) break;
-    if (!moved) writer_sleep();
-    else if (!w.stopping) writer_batch();
+    /* Batches only under load (passes less than BATCH_MS apart): a line
+     * on its own leaves at once. */
+    uint64_t now = gh_now_ms();
+    if (!moved) {
+      writer_sleep();
+    } else {
+      if (!w.stopping && now - w.moved_ms < BATCH_MS) writer_batch();
+      w.moved_ms = now;
+    }
   }
   gh_free(w.stage[0]);
   gh_free(w.stage[1]);

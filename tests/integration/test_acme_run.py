@@ -181,7 +181,7 @@ def test_run_tlsalpn01():
     g = start_run(acme_config(p, storage, ["alpn1.example.com"], ["tls-alpn-01"]))
     peer = served_cert(p, "alpn1.example.com")
     harness.eq(dns_sans(peer), ["alpn1.example.com"], "SANs of the served certificate")
-    harness.contains(g.log(), "order for alpn1.example.com (1 names) finished", "order log")
+    g.wait_log(r"order for alpn1\.example\.com \(1 names\) finished", timeout=5)
     harness.eq(g.stop(), 0, "exit status after SIGTERM")
 
 

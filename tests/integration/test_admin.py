@@ -412,7 +412,7 @@ def test_unix_socket():
         h.eq(unix_get(sock, "/health", host="evil.example:1")[0], 200, "any Host on a socket")
         certs = json.loads(unix_get(sock, "/certs")[1])
         h.eq([c["name"] for c in certs], ["u.admin.test"], "/certs over the socket")
-        h.contains(g.log(), "admin API on unix:%s (mode 0600)" % sock, "the start line")
+        g.wait_log(re.escape("admin API on unix:%s (mode 0600)" % sock), timeout=5)
         r = h.gatehouse_cmd("health", "-c", path)
         h.eq((r.returncode, r.stdout.strip()), (0, "ok"), "health -c: %s" % r.stderr)
         r = h.gatehouse_cmd("health", "--admin", "unix:" + sock)
