@@ -136,6 +136,19 @@ void conf__check_listen(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   conf__error(ctx, "expected at least one address in \"https\" or \"http\", got none");
 }
 
+/* conf__check_listener: a listener that takes a PROXY header must say
+ * from whom, or anyone could claim any client address. */
+void conf__check_listener(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  (void)obj;
+  const conf_addr_t *addr = (const conf_addr_t *)(const void *)base;
+  if (addr->proxy_protocol && addr->num_proxy_trusted == 0) {
+    size_t mark = conf__path_key(ctx, "proxy_trusted");
+    conf__error(ctx, "required when proxy_protocol is on: the address blocks of the load "
+                     "balancers that may send the PROXY header, e.g. [\"10.0.0.0/8\"]");
+    conf__path_pop(ctx, mark);
+  }
+}
+
 /* --- across the whole document --- */
 
 typedef struct {

@@ -22,11 +22,23 @@ typedef struct cJSON cJSON;
 /* conf_addr_t is a listen or upstream address. |host| is the text before the
  * port ("" for a wildcard listen address such as ":443", "127.0.0.1",
  * "::1" without brackets, or a DNS name for upstreams). */
+/* conf_cidr_t is an address block, "10.0.0.0/8", "::1/128" or a single
+ * address ("127.0.0.1" stands for "127.0.0.1/32"). */
+typedef struct {
+  char *text;       /* as written */
+  int family;       /* AF_INET or AF_INET6 */
+  uint8_t addr[16]; /* network order; bits past |prefix| are zero */
+  unsigned prefix;  /* 0..32 or 0..128 */
+} conf_cidr_t;
+
 typedef struct {
   char *text; /* as written in the config, e.g. "[::1]:8443" */
   char *host;
   uint16_t port;
   int http2; /* listen.https entries: offer h2 by ALPN; default 1 */
+  int proxy_protocol; /* listen entries: a PROXY header (v1 or v2) comes first; default 0 */
+  conf_cidr_t *proxy_trusted; /* listen entries: who may send it; required with it */
+  size_t num_proxy_trusted;
   char *unix_path; /* admin.listen "unix:PATH": the socket's path (resolved against the
                       config file's directory); NULL for a TCP address, whose |host| is
                       then "" */
@@ -207,6 +219,8 @@ typedef struct {
                           |admin_insecure_no_token| */
   int admin_insecure_no_token; /* admin.insecure_no_token: a loopback TCP admin address
                                   without a token, asked for explicitly */
+  conf_cidr_t *trusted_proxies; /* clients whose X-Forwarded-* are kept (extended) */
+  size_t num_trusted_proxies;
   conf_timeouts_t timeouts;
   conf_limits_t limits;
   conf_http2_t http2;
@@ -247,6 +261,11 @@ int conf_parse_duration(const char *s, uint64_t *out_ms);
  * |out|, caller frees with conf_addr_cleanup) or -1. */
 int conf_parse_addr(conf_addr_t *out, const char *s, int need_host);
 void conf_addr_cleanup(conf_addr_t *addr);
+
+/* conf_cidr_match reports whether the address |addr| of |family|
+ * (AF_INET: 4 bytes, AF_INET6: 16, an IPv4-mapped one counting as IPv4)
+ * is in any of the |num| blocks of |list|. Returns 1 or 0. */
+int conf_cidr_match(const conf_cidr_t *list, size_t num, int family, const uint8_t *addr);
 
 /* conf_host_pattern_valid reports whether |s| is a valid lower-case host
  * name or "*.name" pattern (LDH labels of 1-63 bytes, 253 bytes total).

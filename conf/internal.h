@@ -131,7 +131,7 @@ extern const conf__table_t conf__root_table;
 extern const conf__type_t conf__t_string, conf__t_url, conf__t_email, conf__t_url_path,
     conf__t_file, conf__t_path, conf__t_file_list, conf__t_base64url, conf__t_bool, conf__t_duration,
     conf__t_size, conf__t_count, conf__t_rate, conf__t_enum, conf__t_enum_list,
-    conf__t_addr_list, conf__t_addr, conf__t_addr_here, conf__t_host_list, conf__t_workers,
+    conf__t_addr_list, conf__t_addr, conf__t_addr_here, conf__t_cidr_list, conf__t_host_list, conf__t_workers,
     conf__t_object, conf__t_object_list, conf__t_hsts;
 
 /* conf__walk checks |obj| (NULL: absent, defaults only) against |t| and
@@ -154,6 +154,7 @@ char *conf__resolve(const conf__ctx_t *ctx, const char *path);
 /* Cross-field checks (checks.c), named by the tables in schema.c. */
 void conf__check_root(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_listen(conf__ctx_t *ctx, const cJSON *obj, char *base);
+void conf__check_listener(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base);
@@ -180,6 +181,12 @@ enum {
 /* conf__addr_parse is conf_parse_addr with a reason; on failure |out| is
  * left zeroed. */
 const char *conf__addr_parse(conf_addr_t *out, const char *s, unsigned flags);
+
+/* conf__cidr_parse parses "IP/len" or "IP" into |out| (|out->text| a
+ * copy of |s|); on failure |out| is left zeroed. conf__cidrs_free frees a
+ * list of them and zeroes it. */
+const char *conf__cidr_parse(conf_cidr_t *out, const char *s);
+void conf__cidrs_free(conf_cidr_t **list, size_t *num);
 
 /* conf__host_check checks a host pattern; CONF__ANY_HOST allows "*" and
  * CONF__NO_WILDCARD rejects "*.name". */

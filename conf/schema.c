@@ -170,19 +170,32 @@ static const conf__table_t on_demand_table =
 
 /* --- the rest of the top level --- */
 
-/* An entry of listen.https written as an object; a string entry S stands
- * for {"address": S}. */
+/* An entry of listen.https or listen.http written as an object; a string
+ * entry S stands for {"address": S}. */
+#define PROXY_PROTOCOL_ROWS                                                                  \
+  {"proxy_protocol", &conf__t_bool, FLD(conf_addr_t, proxy_protocol), .def = "false"},     \
+      {"proxy_trusted", &conf__t_cidr_list, LIST(conf_addr_t, proxy_trusted, num_proxy_trusted)}
+
 static const conf__row_t https_listener_rows[] = {
     {"address", &conf__t_addr_here, .off = 0, .flags = REQUIRED | CONF__LISTENER},
     {"http2", &conf__t_bool, FLD(conf_addr_t, http2), .def = "true"},
+    PROXY_PROTOCOL_ROWS,
 };
-static const conf__table_t https_listener_table = TABLE(https_listener_rows);
+static const conf__table_t https_listener_table =
+    TABLE(https_listener_rows, .check = conf__check_listener);
+
+static const conf__row_t http_listener_rows[] = {
+    {"address", &conf__t_addr_here, .off = 0, .flags = REQUIRED | CONF__LISTENER},
+    PROXY_PROTOCOL_ROWS,
+};
+static const conf__table_t http_listener_table =
+    TABLE(http_listener_rows, .check = conf__check_listener);
 
 static const conf__row_t listen_rows[] = {
     {"https", &conf__t_addr_list, LIST(conf_t, https, num_https),
      .flags = CONF__LISTENER | CONF__ONE_OR_LIST, .arg = &https_listener_table},
     {"http", &conf__t_addr_list, LIST(conf_t, http, num_http),
-     .flags = CONF__LISTENER | CONF__ONE_OR_LIST},
+     .flags = CONF__LISTENER | CONF__ONE_OR_LIST, .arg = &http_listener_table},
 };
 static const conf__table_t listen_table = TABLE(listen_rows, .check = conf__check_listen);
 
@@ -274,6 +287,8 @@ static const conf__row_t root_rows[] = {
     {"on_demand", &conf__t_object, .off = offsetof(conf_t, on_demand), .arg = &on_demand_table},
     {"storage", &conf__t_path, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
     {"admin", &conf__t_object, .off = 0, .arg = &admin_table},
+    {"trusted_proxies", &conf__t_cidr_list, LIST(conf_t, trusted_proxies, num_trusted_proxies),
+     .def = "[]"},
     {"timeouts", &conf__t_object, .off = offsetof(conf_t, timeouts), .arg = &timeouts_table},
     {"limits", &conf__t_object, .off = offsetof(conf_t, limits), .arg = &limits_table},
     {"http2", &conf__t_object, .off = offsetof(conf_t, http2), .arg = &http2_table},

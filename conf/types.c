@@ -356,6 +356,16 @@ static void resolve_unix(conf__ctx_t *ctx, conf_addr_t *addr, const cJSON *item)
   }
 }
 
+/* string_http2 is the http2 a string entry of |row|'s list gets: on
+ * where its object form has the key (listen.https), else off. */
+static int string_http2(const conf__row_t *row) {
+  const conf__table_t *t = row->arg;
+  for (size_t i = 0; t != NULL && i < t->num_rows; i++) {
+    if (strcmp(t->rows[i].name, "http2") == 0) return 1;
+  }
+  return 0;
+}
+
 /* addr_elem parses one address. A list whose row has a table (|arg|,
  * listen.https) also takes an object, {"address": ..., "http2": ...}; its
  * string entries stand for {"address": S} and get the table's http2
@@ -379,8 +389,8 @@ static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *ite
     conf__expected(ctx, what, item, why);
   } else if (addr->unix_path != NULL) {
     resolve_unix(ctx, addr, item);
-  } else if (row->arg != NULL) {
-    addr->http2 = 1;
+  } else {
+    addr->http2 = string_http2(row);
   }
 }
 
@@ -395,12 +405,14 @@ static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSO
 }
 
 /* An entry that takes an object is written as one only where it differs
- * from the string form's defaults (http2 off). */
+ * from the string form's defaults (http2 off, a PROXY header). */
 static cJSON *emit_addr_list(const conf__row_t *row, const char *base) {
   const conf_addr_t *list = *CFIELD(base, row, conf_addr_t *);
   cJSON *arr = cJSON_CreateArray();
   for (size_t i = 0; i < CNUM(base, row); i++) {
-    cJSON_AddItemToArray(arr, row->arg != NULL && !list[i].http2
+    int plain = list[i].http2 == string_http2(row) && !list[i].proxy_protocol &&
+                list[i].num_proxy_trusted == 0;
+    cJSON_AddItemToArray(arr, row->arg != NULL && !plain
                                   ? conf__emit_walk(row->arg, (const char *)&list[i])
                                   : cJSON_CreateString(list[i].text));
   }
@@ -417,6 +429,43 @@ static void free_addr_list(const conf__row_t *row, char *base) {
 }
 
 const conf__type_t conf__t_addr_list = {parse_addr_list, emit_addr_list, free_addr_list,
+                                         list_empty, 0};
+
+/* A list of address blocks (proxy_trusted, trusted_proxies). */
+static void cidr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item, void *slot) {
+  (void)row;
+  static const char what[] = "an address block \"IP/len\" or an IP address";
+  if (!cJSON_IsString(item)) {
+    conf__expected(ctx, what, item, NULL);
+    return;
+  }
+  const char *why = conf__cidr_parse(slot, item->valuestring);
+  if (why != NULL) conf__expected(ctx, what, item, why);
+}
+
+static void parse_cidr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                            char *base) {
+  size_t n;
+  conf__cidrs_free(FIELD(base, row, conf_cidr_t *), NUM(base, row));
+  void *arr = parse_list(ctx, row, val, "a list of address blocks \"IP/len\"",
+                         sizeof(conf_cidr_t), cidr_elem, &n);
+  store_list(row, base, arr, n);
+}
+
+static cJSON *emit_cidr_list(const conf__row_t *row, const char *base) {
+  const conf_cidr_t *list = *CFIELD(base, row, conf_cidr_t *);
+  cJSON *arr = cJSON_CreateArray();
+  for (size_t i = 0; i < CNUM(base, row); i++) {
+    cJSON_AddItemToArray(arr, cJSON_CreateString(list[i].text ? list[i].text : ""));
+  }
+  return arr;
+}
+
+static void free_cidr_list(const conf__row_t *row, char *base) {
+  conf__cidrs_free(FIELD(base, row, conf_cidr_t *), NUM(base, row));
+}
+
+const conf__type_t conf__t_cidr_list = {parse_cidr_list, emit_cidr_list, free_cidr_list,
                                          list_empty, 0};
 
 /* A single, optional address held by pointer (admin.listen). */

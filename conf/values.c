@@ -229,8 +229,68 @@ int conf_parse_addr(conf_addr_t *out, const char *s, int need_host) {
              : -1;
 }
 
+void conf__cidrs_free(conf_cidr_t **list, size_t *num) {
+  for (size_t i = 0; i < *num && *list != NULL; i++) gh_free((*list)[i].text);
+  gh_free(*list);
+  *list = NULL;
+  *num = 0;
+}
+
+const char *conf__cidr_parse(conf_cidr_t *out, const char *s) {
+  memset(out, 0, sizeof(*out));
+  char ip[INET6_ADDRSTRLEN];
+  const char *slash = strchr(s, '/');
+  size_t n = slash ? (size_t)(slash - s) : strlen(s);
+  if (n == 0 || n >= sizeof(ip)) return "not an IP address";
+  memcpy(ip, s, n);
+  ip[n] = '\0';
+  if (inet_pton(AF_INET, ip, out->addr) == 1) out->family = AF_INET;
+  else if (inet_pton(AF_INET6, ip, out->addr) == 1) out->family = AF_INET6;
+  else return "not an IP address";
+  unsigned max = out->family == AF_INET ? 32 : 128, prefix = max;
+  if (slash != NULL) {
+    const char *d = slash + 1;
+    if (*d == '\0' || strlen(d) > 3) return "the prefix length is not a number";
+    prefix = 0;
+    for (; *d; d++) {
+      if (*d < '0' || *d > '9') return "the prefix length is not a number";
+      prefix = prefix * 10 + (unsigned)(*d - '0');
+    }
+    if (prefix > max) return out->family == AF_INET ? "the prefix length is over 32"
+                                                     : "the prefix length is over 128";
+  }
+  for (unsigned bit = prefix; bit < max; bit++) {
+    if (out->addr[bit / 8] & (0x80u >> (bit % 8))) return "bits are set past the prefix length";
+  }
+  out->prefix = prefix;
+  out->text = gh_strdup(s);
+  return NULL;
+}
+
+static int in_block(const conf_cidr_t *c, const uint8_t *addr) {
+  unsigned full = c->prefix / 8, rest = c->prefix % 8;
+  if (memcmp(c->addr, addr, full) != 0) return 0;
+  if (rest == 0) return 1;
+  uint8_t mask = (uint8_t)(0xff00u >> rest);
+  return (c->addr[full] & mask) == (addr[full] & mask);
+}
+
+int conf_cidr_match(const conf_cidr_t *list, size_t num, int family, const uint8_t *addr) {
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
+    family = AF_INET;
+    addr += 12;
+  }
+  for (size_t i = 0; i < num; i++) {
+    if (list[i].family == family && in_block(&list[i], addr)) return 1;
+  }
+  return 0;
+}
+
 void conf_addr_cleanup(conf_addr_t *addr) {
   if (addr == NULL) return;
+  conf__cidrs_free(&addr->proxy_trusted, &addr->num_proxy_trusted);
+  addr->proxy_protocol = 0;
   gh_free(addr->text);
   addr->text = NULL;
   gh_free(addr->host);

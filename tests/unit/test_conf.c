@@ -64,10 +64,22 @@ static int strs_eq(char *const *a, size_t na, char *const *b, size_t nb) {
   return 1;
 }
 
+static int cidrs_eq(const conf_cidr_t *a, size_t na, const conf_cidr_t *b, size_t nb) {
+  if (na != nb) return 0;
+  for (size_t i = 0; i < na; i++) {
+    if (!str_eq(a[i].text, b[i].text) || a[i].family != b[i].family ||
+        a[i].prefix != b[i].prefix || memcmp(a[i].addr, b[i].addr, 16) != 0)
+      return 0;
+  }
+  return 1;
+}
+
 static int addr_eq(const conf_addr_t *a, const conf_addr_t *b) {
   if (a == NULL || b == NULL) return a == b;
   return str_eq(a->text, b->text) && str_eq(a->host, b->host) && a->port == b->port &&
-         a->http2 == b->http2 && str_eq(a->unix_path, b->unix_path);
+         a->http2 == b->http2 && str_eq(a->unix_path, b->unix_path) &&
+         a->proxy_protocol == b->proxy_protocol && cidrs_eq(a->proxy_trusted, a->num_proxy_trusted,
+                                                            b->proxy_trusted, b->num_proxy_trusted);
 }
 
 static int addrs_eq(const conf_addr_t *a, size_t na, const conf_addr_t *b, size_t nb) {
@@ -159,6 +171,8 @@ static int conf_eq(const conf_t *a, const conf_t *b) {
          on_demand_eq(&a->on_demand, &b->on_demand) && str_eq(a->storage, b->storage) &&
          addr_eq(a->admin, b->admin) && str_eq(a->admin_token, b->admin_token) &&
          a->admin_insecure_no_token == b->admin_insecure_no_token &&
+         cidrs_eq(a->trusted_proxies, a->num_trusted_proxies, b->trusted_proxies,
+                  b->num_trusted_proxies) &&
          memcmp(&a->timeouts, &b->timeouts, sizeof(a->timeouts)) == 0 &&
          memcmp(&a->limits, &b->limits, sizeof(a->limits)) == 0 && http2_eq(&a->http2, &b->http2) &&
          a->log_level == b->log_level &&
@@ -627,6 +641,49 @@ static void test_listen_https_objects(void) {
   conf_free(c);
 }
 
+static void test_proxy_protocol_and_trusted_proxies(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'listen': {'https': [{'address': ':8443', 'proxy_protocol': true, "
+                          "'proxy_trusted': ['10.0.0.0/8', '::1/128', '127.0.0.1']}], "
+                          "'http': [':80', {'address': ':8080', 'proxy_protocol': true, "
+                          "'proxy_trusted': ['192.168.0.0/16']}]}, "
+                          "'trusted_proxies': ['172.16.0.0/12', '2001:db8::/32'], " ONE_SITE("") "}");
+  ASSERT_NULL(err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->https[0].proxy_protocol, 1);
+  ASSERT_EQ(c->https[0].http2, 1);
+  ASSERT_EQ(c->https[0].num_proxy_trusted, 3);
+  ASSERT_EQ(c->https[0].proxy_trusted[2].prefix, 32);
+  ASSERT_EQ(c->http[0].proxy_protocol, 0);
+  ASSERT_EQ(c->http[1].proxy_protocol, 1);
+  ASSERT_EQ(c->http[1].http2, 0);
+  ASSERT_EQ(c->num_trusted_proxies, 2);
+  const conf_cidr_t *t = c->trusted_proxies;
+  uint8_t a4[4] = {172, 31, 255, 1}, b4[4] = {172, 32, 0, 1};
+  uint8_t m6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 172, 16, 0, 9};
+  uint8_t a6[16] = {0x20, 0x01, 0x0d, 0xb8, 0xff}, b6[16] = {0x20, 0x01, 0x0d, 0xb9};
+  ASSERT_EQ(conf_cidr_match(t, 2, AF_INET, a4), 1);
+  ASSERT_EQ(conf_cidr_match(t, 2, AF_INET, b4), 0);
+  ASSERT_EQ(conf_cidr_match(t, 2, AF_INET6, m6), 1); /* IPv4-mapped counts as IPv4 */
+  ASSERT_EQ(conf_cidr_match(t, 2, AF_INET6, a6), 1);
+  ASSERT_EQ(conf_cidr_match(t, 2, AF_INET6, b6), 0);
+  ASSERT_EQ(conf_cidr_match(c->https[0].proxy_trusted, 3, AF_INET, (const uint8_t *)"\x7f\0\0\x01"), 1);
+  ASSERT_EQ(conf_cidr_match(c->https[0].proxy_trusted, 3, AF_INET, (const uint8_t *)"\x7f\0\0\x02"), 0);
+  /* Strings stay strings; entries with a PROXY header print as objects. */
+  cJSON *eff = conf_to_json(c);
+  cJSON *listen = cJSON_GetObjectItemCaseSensitive(eff, "listen");
+  cJSON *http = cJSON_GetObjectItemCaseSensitive(listen, "http");
+  ASSERT_STR_EQ(cJSON_GetArrayItem(http, 0)->valuestring, ":80");
+  ASSERT_TRUE(cJSON_IsObject(cJSON_GetArrayItem(http, 1)));
+  ASSERT_NULL(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(http, 1), "http2"));
+  cJSON_Delete(eff);
+  ASSERT_TRUE(round_trip(c, "proxy protocol"));
+  c = parse(&err, "{" ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(c->num_trusted_proxies, 0); /* by default nobody's X-Forwarded-For is kept */
+  conf_free(c);
+}
+
 static void test_valid_variants(void) {
   /* Documents that must parse: each exercises a rule's permitted side. */
   static const char *const docs[] = {
@@ -726,9 +783,18 @@ static const bad_case_t bad_cases[] = {
     {"{'listen': {'https': [8443]}, " ONE_SITE("") "}",
      "listen.https[0]: expected a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", or "
      "an object with \"address\", got 8443", NULL},
-    {"{'listen': {'http': [{'address': ':8080'}]}, " ONE_SITE("") "}",
-     "listen.http[0]: expected a listen address \":port\", \"IP:port\" or \"[IPv6]:port\", got "
-     "an object", NULL},
+    {"{'listen': {'http': [{'address': ':8080', 'http2': false}]}, " ONE_SITE("") "}",
+     "listen.http[0]: unknown key \"http2\"", NULL},
+    {"{'listen': {'http': [{'address': ':8080', 'proxy_protocol': true}]}, " ONE_SITE("") "}",
+     "listen.http[0].proxy_trusted: required when proxy_protocol is on", NULL},
+    {"{'listen': {'https': [{'address': ':8443', 'proxy_protocol': true, "
+     "'proxy_trusted': ['10.0.0.1/8', '::1/129', 'x', 5]}]}, " ONE_SITE("") "}",
+     "listen.https[0].proxy_trusted[0]: expected an address block \"IP/len\" or an IP address, "
+     "got \"10.0.0.1/8\" (bits are set past the prefix length)",
+     "listen.https[0].proxy_trusted[1]: expected an address block \"IP/len\" or an IP address, "
+     "got \"::1/129\" (the prefix length is over 128)"},
+    {"{'trusted_proxies': '10.0.0.0/8', " ONE_SITE("") "}",
+     "trusted_proxies: expected a list of address blocks \"IP/len\", got \"10.0.0.0/8\"", NULL},
     {"{'listen': {'https': [':8443', {'address': '127.0.0.1:8443', 'http2': false}]}, " ONE_SITE(
          "") "}",
      "listen.https[1]: \"127.0.0.1:8443\" uses the same port as listen.https[0] (\":8443\")",
@@ -1511,6 +1577,7 @@ int main(void) {
   RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);
   RUN(test_listen_https_objects);
+  RUN(test_proxy_protocol_and_trusted_proxies);
   RUN(test_upstream_read_old_name);
   RUN(test_log_files);
   RUN(test_valid_variants);
