@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "proxy/conn.h"
 #include "proxy/ondemand.h"
+#include "proxy/proxyproto.h"
 #include "proxy/tls.h"
 
 typedef struct {
@@ -123,6 +124,12 @@ void px_conn_close(px_conn_t *c) {
 static void on_timer(uv_timer_t *t) {
   px_conn_t *c = t->data;
   if (!px_lazy_expired(t, &c->tl, on_timer)) return;
+  if (c->state == PX_CONN_PROXY) {
+    GH_DEBUG("proxy", "%s: no PROXY header in time", c->client_ip);
+    PX_STAT_ADD(c->w->stats.pp_refused[PX_PP_TIMEOUT], 1);
+    px_conn_close(c);
+    return;
+  }
   if (c->state == PX_CONN_HANDSHAKE) {
     GH_DEBUG("tls", "%s: handshake timeout", c->client_ip);
     PX_STAT_ADD(c->w->stats.handshakes[PX_HS_TIMEOUT], 1);
@@ -396,6 +403,75 @@ void px_conn_resume_handshake(px_conn_t *c) {
   px_buf_free(&held);
 }
 
+/* feed hands bytes from the client to TLS, or to the plain listener's
+ * codec. May close. */
+static void feed(px_conn_t *c, const char *data, size_t len) {
+  if (c->ssl) {
+    on_tls_read(c, data, len);
+    return;
+  }
+  if (c->h2) px_h2_on_bytes(c, data, len);
+  else px_h1_on_bytes(c, data, len);
+  if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
+}
+
+static void start_session(px_conn_t *c);
+
+/* set_client makes |addr| (of |family|) the connection's client address:
+ * c->client_ip, which logs, X-Forwarded-For, on-demand and its per-IP
+ * limits use. An IPv4-mapped IPv6 address reads as IPv4. */
+static void set_client(px_conn_t *c, int family, const uint8_t *addr) {
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
+    family = AF_INET;
+    addr += 12;
+  }
+  memset(c->client_addr, 0, sizeof(c->client_addr));
+  memcpy(c->client_addr, addr, family == AF_INET ? 4 : 16);
+  c->client_family = family;
+  inet_ntop(family, c->client_addr, c->client_ip, sizeof(c->client_ip));
+}
+
+int px_conn_trusted_proxy(const px_conn_t *c) {
+  const conf_t *conf = c->w->gen->conf;
+  return c->client_family != 0 && conf_cidr_match(conf->trusted_proxies, conf->num_trusted_proxies,
+                                                  c->client_family, c->client_addr);
+}
+
+/* proxy_read takes the PROXY header from the first bytes of a connection
+ * to a proxy_protocol listener; what follows it in the same read goes to
+ * TLS or HTTP. Bytes are held until the header is whole; the parser
+ * refuses anything longer than PX_PROXYPROTO_MAX, which bounds them. */
+static void proxy_read(px_conn_t *c, const char *data, size_t len) {
+  const uint8_t *p = (const uint8_t *)data;
+  size_t n = len;
+  if (c->held.len > 0) {
+    px_buf_append(&c->held, data, len);
+    p = (const uint8_t *)c->held.p;
+    n = c->held.len;
+  }
+  px_proxyproto_t pp;
+  int r = px_proxyproto_parse(p, n, &pp);
+  if (r < 0) {
+    GH_DEBUG("proxy", "%s: PROXY header refused: %s", c->client_ip, pp.reason);
+    PX_STAT_ADD(c->w->stats.pp_refused[PX_PP_INVALID], 1);
+    px_conn_close(c);
+    return;
+  }
+  if (r == 0) {
+    if (c->held.len == 0) px_buf_append(&c->held, data, len);
+    return;
+  }
+  if (!pp.local) set_client(c, pp.family, pp.src);
+  /* The rest may be fed from the held copy: take it out of c->held,
+   * which a paused handshake fills again. */
+  px_buf_t held = c->held;
+  memset(&c->held, 0, sizeof(c->held));
+  start_session(c);
+  if (c->state != PX_CONN_CLOSING && n > (size_t)r) feed(c, (const char *)p + r, n - (size_t)r);
+  px_buf_free(&held);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   px_conn_t *c = s->data;
   if (nread == 0) return;
@@ -412,18 +488,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (c->state == PX_CONN_HANDSHAKE) {
       GH_DEBUG("tls", "%s: closed during handshake", c->client_ip);
       PX_STAT_ADD(c->w->stats.handshakes[PX_HS_CLOSED], 1);
+    } else if (c->state == PX_CONN_PROXY) {
+      GH_DEBUG("proxy", "%s: closed before its PROXY header", c->client_ip);
+      PX_STAT_ADD(c->w->stats.pp_refused[PX_PP_CLOSED], 1);
     }
     px_conn_close(c);
     return;
   }
   PX_STAT_ADD(c->w->stats.bytes_in, (uint64_t)nread);
-  if (c->ssl) {
-    on_tls_read(c, buf->base, (size_t)nread);
-  } else {
-    if (c->h2) px_h2_on_bytes(c, buf->base, (size_t)nread);
-    else px_h1_on_bytes(c, buf->base, (size_t)nread);
-    if (c->state != PX_CONN_CLOSING) px_conn_flush(c);
-  }
+  if (c->state == PX_CONN_PROXY) proxy_read(c, buf->base, (size_t)nread);
+  else feed(c, buf->base, (size_t)nread);
 }
 
 void px_conn_drain(px_conn_t *c) {
@@ -472,17 +546,35 @@ void px_conn_accept(px_listener_t *l) {
   int sl = sizeof(ss);
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET6) {
-      const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
-      if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
-        inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], c->client_ip, sizeof(c->client_ip));
-      } else {
-        inet_ntop(AF_INET6, &s6->sin6_addr, c->client_ip, sizeof(c->client_ip));
-      }
-    } else {
-      inet_ntop(AF_INET, &((const struct sockaddr_in *)&ss)->sin_addr, c->client_ip,
-                sizeof(c->client_ip));
+      set_client(c, AF_INET6, ((const struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr);
+    } else if (ss.ss_family == AF_INET) {
+      set_client(c, AF_INET, (const uint8_t *)&((const struct sockaddr_in *)&ss)->sin_addr);
     }
   }
+  if (l->proxy_protocol) {
+    /* Only a listed balancer may name the client (issue 14); anyone else
+     * is closed before a byte is read. */
+    if (c->client_family == 0 || !conf_cidr_match(l->proxy_trusted, l->num_proxy_trusted,
+                                                   c->client_family, c->client_addr)) {
+      GH_DEBUG("proxy", "%s: refused: not in proxy_trusted of %s", c->client_ip, l->label);
+      PX_STAT_ADD(w->stats.pp_refused[PX_PP_UNTRUSTED], 1);
+      px_conn_close(c);
+      return;
+    }
+    c->state = PX_CONN_PROXY;
+    px_conn_set_timer(c, w->gen->conf->timeouts.handshake_ms);
+  } else {
+    start_session(c);
+  }
+  px_conn_read_start(c);
+}
+
+/* start_session begins TLS (the handshake) or, on the plain listener,
+ * HTTP/1.1, once the connection is accepted and its PROXY header, if any,
+ * taken. May close. */
+static void start_session(px_conn_t *c) {
+  px_worker_t *w = c->w;
+  px_listener_t *l = c->listener;
   if (l->is_tls) {
     c->is_tls = 1;
     c->ssl = SSL_new(w->gen->ssl_ctx);
@@ -499,5 +591,4 @@ void px_conn_accept(px_listener_t *l) {
     c->state = PX_CONN_OPEN;
     px_h1_start(c);
   }
-  px_conn_read_start(c);
 }

@@ -18,6 +18,7 @@
 
 typedef enum {
   PX_CONN_HANDSHAKE,
+  PX_CONN_PROXY, /* waiting for the PROXY header (listen.*[].proxy_protocol) */
   PX_CONN_OPEN, /* the handshake is done (or plain HTTP): h1.c drives it */
   PX_CONN_CLOSING,
 } px_conn_state_t;
@@ -39,6 +40,8 @@ struct px_conn {
   int shutdown_when_flushed; /* send FIN once all output is written (lingering close) */
   int shut_down;
   char client_ip[INET6_ADDRSTRLEN];
+  int client_family;       /* of client_ip: AF_INET, AF_INET6, or 0 when unknown */
+  uint8_t client_addr[16]; /* client_ip in binary (4 bytes for AF_INET) */
   px_buf_t held; /* ciphertext held while the handshake is paused */
   const uint8_t *in_ptr; /* ciphertext being fed to SSL (custom BIO) */
   size_t in_len;
@@ -53,6 +56,10 @@ struct px_conn {
 };
 
 void px_conn_accept(px_listener_t *l);
+/* px_conn_trusted_proxy reports whether the client address (the PROXY
+ * header's, if any) is in the current configuration's trusted_proxies,
+ * whose X-Forwarded-* headers are kept. Returns 1 or 0. */
+int px_conn_trusted_proxy(const px_conn_t *c);
 /* px_conn_send queues bytes for the client; never closes. */
 void px_conn_send(px_conn_t *c, const void *data, size_t len);
 /* px_conn_flush writes what is queued. Returns 0, or -1 when the

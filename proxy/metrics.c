@@ -105,11 +105,12 @@ static void listeners(px_buf_t *b, const px_metrics_src_t *src) {
 }
 
 static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
-  uint64_t hs[PX_HS_NUM] = {0}, in = 0, out = 0;
+  uint64_t hs[PX_HS_NUM] = {0}, pp[PX_PP_NUM] = {0}, in = 0, out = 0;
   uint64_t req[PX_METRICS_NUM_SLOTS][6] = {{0}}, by_proto[2][6] = {{0}}, h2_conns = 0, h2_calm = 0;
   for (unsigned k = 0; k < src->num_workers; k++) {
     const px_worker_stats_t *st = &src->workers[k]->stats;
     for (int i = 0; i < PX_HS_NUM; i++) hs[i] += PX_STAT_GET(st->handshakes[i]);
+    for (int i = 0; i < PX_PP_NUM; i++) pp[i] += PX_STAT_GET(st->pp_refused[i]);
     in += PX_STAT_GET(st->bytes_in);
     out += PX_STAT_GET(st->bytes_out);
     for (int s = 0; s < PX_METRICS_NUM_SLOTS; s++)
@@ -128,6 +129,13 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
   for (int i = 1; i < PX_HS_NUM; i++) {
     const char *labels[] = {"result", "failed", "reason", hs_reasons[i], NULL};
     sample_u(b, "gatehouse_handshakes_total", labels, hs[i]);
+  }
+  static const char *const pp_reasons[PX_PP_NUM] = {"untrusted", "invalid", "timeout", "closed"};
+  family(b, "gatehouse_proxy_protocol_refused_total", "counter",
+         "Connections to proxy_protocol listeners closed before a PROXY header was taken.");
+  for (int i = 0; i < PX_PP_NUM; i++) {
+    const char *labels[] = {"reason", pp_reasons[i], NULL};
+    sample_u(b, "gatehouse_proxy_protocol_refused_total", labels, pp[i]);
   }
   family(b, "gatehouse_requests_total", "counter",
          "Requests answered, by status class and upstream (\"none\": answered locally).");

@@ -44,8 +44,19 @@ typedef enum {
   PX_OD_NUM,
 } px_od_refusal_t;
 
+/* Why a connection to a proxy_protocol listener was closed before its
+ * PROXY header was taken. */
+typedef enum {
+  PX_PP_UNTRUSTED, /* the peer is not in the listener's proxy_trusted */
+  PX_PP_INVALID,   /* what came first is not a PROXY header we accept */
+  PX_PP_TIMEOUT,   /* no whole header within timeouts.handshake */
+  PX_PP_CLOSED,    /* the peer closed before sending one */
+  PX_PP_NUM,
+} px_pp_refusal_t;
+
 typedef struct {
   uint64_t handshakes[PX_HS_NUM];
+  uint64_t pp_refused[PX_PP_NUM];
   uint64_t od_refused[PX_OD_NUM];
   uint64_t bytes_in, bytes_out; /* on the client side, as on the wire */
   /* Requests by upstream slot and status class (0: none/other, 1-5). */

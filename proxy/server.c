@@ -170,6 +170,14 @@ static void worker_main(void *arg) {
     snprintf(l->label, sizeof(l->label), "%s:%s", is_tls ? "https" : "http", addr->text);
     l->is_tls = is_tls;
     l->http2 = is_tls && addr->http2;
+    l->proxy_protocol = addr->proxy_protocol;
+    if (addr->num_proxy_trusted) {
+      /* The listener outlives this generation's configuration. */
+      l->num_proxy_trusted = addr->num_proxy_trusted;
+      l->proxy_trusted = gh_calloc(l->num_proxy_trusted, sizeof(conf_cidr_t));
+      memcpy(l->proxy_trusted, addr->proxy_trusted, l->num_proxy_trusted * sizeof(conf_cidr_t));
+      for (size_t j = 0; j < l->num_proxy_trusted; j++) l->proxy_trusted[j].text = NULL;
+    }
     if (px_listen_open(l, &w->loop, addr, &err) != 0) {
       if (w->id == 0) GH_ERROR("proxy", "%s", err);
       gh_free(err);
@@ -228,6 +236,7 @@ static void worker_free(px_worker_t *w) {
   px_gen_unref(w->gen);
   px_gen_unref(w->next_gen);
   gh_free(w->pools);
+  for (size_t i = 0; i < w->num_listeners; i++) gh_free(w->listeners[i].proxy_trusted);
   gh_free(w->listeners);
   gh_free(w->obuf);
   px_buf_free(&w->pout);
@@ -260,14 +269,23 @@ static void cache_set_gen(acme_cache_t *cache, px_gen_t *gen) {
 
 /* same_listeners reports whether |a| and |b| listen on the same addresses
  * (with the same options). */
+static int same_listener(const conf_addr_t *a, const conf_addr_t *b) {
+  if (strcmp(a->text, b->text) != 0 || a->http2 != b->http2 ||
+      a->proxy_protocol != b->proxy_protocol || a->num_proxy_trusted != b->num_proxy_trusted)
+    return 0;
+  for (size_t i = 0; i < a->num_proxy_trusted; i++) {
+    if (strcmp(a->proxy_trusted[i].text, b->proxy_trusted[i].text) != 0) return 0;
+  }
+  return 1;
+}
+
 static int same_listeners(const conf_t *a, const conf_t *b) {
   if (a->num_https != b->num_https || a->num_http != b->num_http) return 0;
   for (size_t i = 0; i < a->num_https; i++) {
-    if (strcmp(a->https[i].text, b->https[i].text) != 0 || a->https[i].http2 != b->https[i].http2)
-      return 0;
+    if (!same_listener(&a->https[i], &b->https[i])) return 0;
   }
   for (size_t i = 0; i < a->num_http; i++) {
-    if (strcmp(a->http[i].text, b->http[i].text) != 0) return 0;
+    if (!same_listener(&a->http[i], &b->http[i])) return 0;
   }
   return 1;
 }

@@ -73,6 +73,9 @@ typedef struct {
   px_worker_t *w;
   int is_tls;
   int http2; /* offer "h2" by ALPN (listen.https[].http2) */
+  int proxy_protocol; /* a PROXY header comes first (listen.*[].proxy_protocol) */
+  conf_cidr_t *proxy_trusted; /* a copy (texts NULL): who may connect and send it */
+  size_t num_proxy_trusted;
   char label[80];            /* "https:ADDR", for metrics */
   px_listener_stats_t stats; /* this worker's connections on it */
 } px_listener_t;
