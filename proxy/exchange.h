@@ -76,6 +76,7 @@ struct px_exchange {
   px_addr_t *addr; /* counted in addr->active while set */
   const char *client_ip;
   int is_tls;
+  int trusted_proxy; /* the client is in trusted_proxies: its X-Forwarded-* are kept */
   /* The request, as the stream's codec parsed it. */
   px_hdrs_t req; /* target in req.buf at [0, url_len) */
   size_t url_len;

@@ -16,6 +16,21 @@ enum { MAX_REASON = 256, MAX_RESP_HEAD = 64 * 1024, MAX_RESP_FIELDS = 256 };
 
 /* ---- the request head ---- */
 
+/* forwarded_field sorts a request field that says where the request came
+ * from: 1 X-Forwarded-For, 2 -Proto, 3 -Host, 4 Forwarded (RFC 7239); 0
+ * for any other. */
+static int forwarded_field(gh_str_t name) {
+  if (gh_str_ieq(name, GH_STR("x-forwarded-for"))) return 1;
+  if (gh_str_ieq(name, GH_STR("x-forwarded-proto"))) return 2;
+  if (gh_str_ieq(name, GH_STR("x-forwarded-host"))) return 3;
+  if (gh_str_ieq(name, GH_STR("forwarded"))) return 4;
+  return 0;
+}
+
+/* A client in trusted_proxies (a balancer of ours) has its X-Forwarded-For
+ * extended with its own address, its X-Forwarded-Proto/-Host and Forwarded
+ * kept; from anyone else those fields are dropped and ours alone say where
+ * the request came from, so that a client cannot forge its address. */
 void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
   const px_hdrs_t *hs = &ex->req;
   px_buf_t *b = &ex->up_head;
@@ -26,14 +41,23 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
   px_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
   px_buf_append(b, host.ptr, host.len);
   px_buf_append(b, "\r\n", 2);
-  gh_str_t xff = {NULL, 0};
+  gh_str_t fwd[4] = {{NULL, 0}, {NULL, 0}, {NULL, 0}, {NULL, 0}}; /* the kept ones, by kind */
+  px_buf_t xff = {0}; /* every kept X-Forwarded-For line, in order, as one list */
   for (size_t i = 0; i < hs->num; i++) {
     gh_str_t name = px_hdr_name(hs, i);
-    if (gh_str_ieq(name, GH_STR("host")) || gh_str_ieq(name, GH_STR("x-forwarded-proto")) ||
-        gh_str_ieq(name, GH_STR("x-forwarded-host")))
+    if (gh_str_ieq(name, GH_STR("host"))) continue;
+    int kind = forwarded_field(name);
+    if (kind == 4 && ex->trusted_proxy) {
+      /* Forwarded goes through as it came, each field line kept. */
+    } else if (kind == 1) {
+      gh_str_t v = px_hdr_value(hs, i);
+      if (ex->trusted_proxy && v.len) {
+        px_buf_append(&xff, v.ptr, v.len);
+        px_buf_append(&xff, ", ", 2);
+      }
       continue;
-    if (gh_str_ieq(name, GH_STR("x-forwarded-for"))) {
-      xff = px_hdr_value(hs, i);
+    } else if (kind != 0) {
+      if (ex->trusted_proxy && fwd[kind - 1].ptr == NULL) fwd[kind - 1] = px_hdr_value(hs, i);
       continue;
     }
     if (px_hop_by_hop(hs, name)) continue;
@@ -44,15 +68,15 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
     px_buf_append(b, "\r\n", 2);
   }
   px_buf_append(b, "X-Forwarded-For: ", 17);
-  if (xff.len) {
-    px_buf_append(b, xff.ptr, xff.len);
-    px_buf_append(b, ", ", 2);
-  }
+  px_buf_append(b, xff.p, xff.len);
+  px_buf_free(&xff);
   px_buf_append(b, ex->client_ip, strlen(ex->client_ip));
+  gh_str_t proto = fwd[1].len ? fwd[1] : ex->is_tls ? GH_STR("https") : GH_STR("http");
   px_buf_append(b, "\r\nX-Forwarded-Proto: ", 21);
-  px_buf_append(b, ex->is_tls ? "https" : "http", ex->is_tls ? 5 : 4);
+  px_buf_append(b, proto.ptr, proto.len);
+  gh_str_t xfh = fwd[2].len ? fwd[2] : host;
   px_buf_append(b, "\r\nX-Forwarded-Host: ", 20);
-  px_buf_append(b, host.ptr, host.len);
+  px_buf_append(b, xfh.ptr, xfh.len);
   px_buf_append(b, "\r\n", 2);
   /* The framing is the one we decoded, written by us (issue 11). */
   if (ex->req_framing == PX_BODY_CHUNKED) {

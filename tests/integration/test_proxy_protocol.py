@@ -298,5 +298,34 @@ def test_slow_loris_header():
             "handshake timeout" % closed)
 
 
+# --- trusted_proxies -------------------------------------------------------------------
+
+FORGED = [("X-Forwarded-For", "192.0.2.66"), ("X-Forwarded-Proto", "http"),
+          ("X-Forwarded-Host", "evil.test"), ("Forwarded", "for=192.0.2.66;proto=http")]
+
+
+def test_trusted_proxies():
+    s = setup()
+    # Untrusted (127.0.0.1 on the listener without PROXY): all replaced.
+    d = get(h.Conn.tls(s["direct"], HOST), "/untrusted", headers=FORGED)
+    h.eq([h.echo_headers(d, n) for n in ("X-Forwarded-For", "X-Forwarded-Proto",
+                                         "X-Forwarded-Host", "Forwarded")],
+         [["127.0.0.1"], ["https"], [HOST], []], "forged X-Forwarded-* from an untrusted client")
+    # Trusted by its socket address (127.0.0.4): extended and kept.
+    sock = raw(s["direct"], "127.0.0.4")
+    d = get(tls_over(sock), "/trusted", headers=FORGED)
+    h.eq([h.echo_headers(d, n) for n in ("X-Forwarded-For", "X-Forwarded-Proto",
+                                         "X-Forwarded-Host", "Forwarded")],
+         [["192.0.2.66, 127.0.0.4"], ["http"], ["evil.test"], ["for=192.0.2.66;proto=http"]],
+         "X-Forwarded-* from a trusted proxy")
+    # Trusted by the address a PROXY header names (203.0.113.0/24), and
+    # untrusted when it names another, whatever the balancer's own address.
+    for src, want in (("203.0.113.9", "192.0.2.66, 203.0.113.9"), ("198.51.100.3", "198.51.100.3")):
+        sock = raw(s["pp"], "127.0.0.2")
+        sock.sendall(v2(src))
+        d = get(tls_over(sock), "/trusted-pp", headers=FORGED[:1])
+        h.eq(h.echo_headers(d, "X-Forwarded-For"), [want], "X-Forwarded-For from %s" % src)
+
+
 if __name__ == "__main__":
     h.main()
