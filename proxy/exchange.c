@@ -4,8 +4,11 @@
  * then give the connection back to the pool or close it.
  *
  * Failure handling lives here in one place: a refused or timed-out connect
- * tries the next upstream (each failure marks that upstream down for the
- * group's back-off); a pooled connection that the upstream had already
+ * tries the next upstream endpoint (each failure marks that endpoint down
+ * for the group's back-off); when a DNS name's endpoint fails and no other
+ * endpoint is usable, the name is looked up again and, if its addresses
+ * changed, the request is dialled once more at the new ones (issue 14:
+ * a backend that moved costs no 502); a pooled connection that the upstream had already
  * closed is retried once on a fresh one when no body byte has been sent;
  * anything else answers 502 (or 504 for upstream silence) if no response
  * head has gone to the client yet, and otherwise aborts the stream, the
@@ -60,7 +63,9 @@ static void settle(px_exchange_t *ex) {
   EX_ASSERT(ex->up == NULL || ex->up->ex == ex);
   EX_ASSERT((ex->addr == NULL) == (ex->up == NULL));
   switch (ex->state) {
-    case PX_EX_CONNECT: EX_ASSERT(ex->up != NULL && !ex->up->connected); break;
+    case PX_EX_CONNECT:
+      EX_ASSERT((ex->up != NULL && !ex->up->connected) || (ex->up == NULL && ex->lookup != NULL));
+      break;
     case PX_EX_WAIT:
     case PX_EX_BODY:
     case PX_EX_TUNNEL: EX_ASSERT(ex->up != NULL && ex->up->connected); break;
@@ -79,6 +84,8 @@ static void settle(px_exchange_t *ex) {
  * |reusable|, else closed. */
 static void detach(px_exchange_t *ex, int reusable) {
   px_upconn_t *u = ex->up;
+  px_lookup_forget(ex->lookup);
+  ex->lookup = NULL;
   if (ex->addr) {
     atomic_fetch_sub(&ex->addr->active, 1);
     ex->addr = NULL;
@@ -142,11 +149,30 @@ static void send_head(px_exchange_t *ex) {
   }
 }
 
-/* unreachable: a connection to |a| could not be made. Back off from the
- * address, and look its name up again: it may have moved. */
-static void unreachable(px_worker_t *w, px_gen_t *gen, px_addr_t *a) {
+/* connect_failed: the connection to endpoint |a| could not be made (the
+ * exchange is detached from it). Back off from the endpoint and try
+ * another one; when none is usable and |a| came from a DNS name, look the
+ * name up again first and wait for the answer (once per request): the
+ * backend may have moved. */
+static void connect_failed(px_exchange_t *ex, px_addr_t *a) {
+  px_worker_t *w = ex->w;
   px_upstream_mark_failed(a);
-  px_addr_refresh(w, gen, a, 1);
+  px_target_t *t = a->target;
+  if (t->is_name && !ex->re_resolved && !px_upstream_usable(ex->group, a)) {
+    ex->re_resolved = 1;
+    ex->lookup = px_addr_refresh_for(w, ex->gen, t, ex);
+    if (ex->lookup != NULL) return; /* px_ex__resolved goes on */
+  }
+  px_addr_refresh(w, ex->gen, t, 1);
+  connect_next(ex, a);
+}
+
+void px_ex__resolved(px_exchange_t *ex, int changed) {
+  EX_ASSERT(ex->state == PX_EX_CONNECT && ex->up == NULL);
+  /* New addresses earn the request one more try, at them. */
+  if (changed && ex->tries > 0) ex->tries--;
+  connect_next(ex, NULL);
+  settle(ex);
 }
 
 static void attach(px_exchange_t *ex, px_upconn_t *u) {
@@ -166,11 +192,12 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   EX_ASSERT(ex->state == PX_EX_CONNECT);
   if (status < 0) {
-    GH_WARN("proxy", "upstream %s: connect: %s", u->addr->conf->text, uv_strerror(status));
-    unreachable(u->w, ex->gen, u->addr);
+    char ep[INET6_ADDRSTRLEN + 8];
+    px_addr_text(u->addr, ep, sizeof(ep));
+    GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep, uv_strerror(status));
     px_addr_t *a = u->addr;
     detach(ex, 0);
-    connect_next(ex, a);
+    connect_failed(ex, a);
     settle(ex);
     return;
   }
@@ -185,18 +212,31 @@ static void on_connect(uv_connect_t *req, int status) {
   settle(ex);
 }
 
+/* max_tries: one try per configured address, and one more when a name
+ * may have several endpoints (issue 14: a failed connect is retried once
+ * on another endpoint). */
+static unsigned max_tries(const px_group_t *g) {
+  return (unsigned)g->num_targets + (g->any_name ? 1u : 0u);
+}
+
 static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   px_group_t *g = ex->group;
-  if (g->num_addrs == 0) {
+  px_worker_t *w = ex->w;
+  if (g->num_targets == 0) {
     fail(ex, 502, "no upstream configured", 0);
     return;
   }
-  if (ex->tries >= g->num_addrs) {
+  if (ex->tries >= max_tries(g)) {
     fail(ex, 502, "every upstream failed", 0);
     return;
   }
-  ex->tries++;
   px_addr_t *a = px_upstream_pick(g, avoid);
+  if (a == NULL) { /* no name of the group has resolved yet */
+    for (size_t k = 0; k < g->num_targets; k++) px_addr_refresh(w, ex->gen, g->targets[k], 1);
+    fail(ex, 502, "upstream not resolved", 0);
+    return;
+  }
+  ex->tries++;
   ex->addr = a;
   ex->upstream_name = a->conf->text;
   unsigned slot = atomic_load_explicit(&a->stat_slot, memory_order_relaxed);
@@ -206,7 +246,6 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   }
   ex->up_slot = (uint8_t)slot;
   atomic_fetch_add(&a->active, 1);
-  px_worker_t *w = ex->w;
   px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;
   if (u) {
     attach(ex, u);
@@ -215,13 +254,13 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
     up_timer(ex);
     return;
   }
-  px_addr_refresh(w, ex->gen, a, 0);
+  px_addr_refresh(w, ex->gen, a->target, 0);
   u = px_upconn_dial(w, a, on_connect);
   if (u == NULL) {
-    unreachable(w, ex->gen, a);
     atomic_fetch_sub(&a->active, 1);
     ex->addr = NULL;
-    connect_next(ex, a);
+    set_state(ex, PX_EX_CONNECT);
+    connect_failed(ex, a);
     return;
   }
   u->gen = px_gen_ref(ex->gen);
@@ -308,11 +347,12 @@ void px_upconn_on_timer(uv_timer_t *t) {
     return;
   }
   if (!u->connected) {
-    GH_WARN("proxy", "upstream %s: connect timeout", u->addr->conf->text);
-    unreachable(u->w, ex->gen, u->addr);
+    char ep[INET6_ADDRSTRLEN + 8];
+    px_addr_text(u->addr, ep, sizeof(ep));
+    GH_WARN("proxy", "upstream %s (%s): connect timeout", u->addr->conf->text, ep);
     px_addr_t *a = u->addr;
     detach(ex, 0);
-    connect_next(ex, a);
+    connect_failed(ex, a);
   } else {
     /* Armed only while the upstream owed bytes (up_timer): its silence. */
     fail(ex, 504, "upstream read timeout", 1);

@@ -99,6 +99,11 @@ struct px_exchange {
   int req_body_sent_any;
   int retried_stale;
   unsigned tries;
+  /* A connect to a name's endpoint failed and no other endpoint is usable:
+   * the name is looked up again and the request waits (state CONNECT, no
+   * upstream) for the answer, once per request (issue 14). */
+  struct px_lookup *lookup;
+  int re_resolved;
   int up_paused; /* reading the upstream stopped: the client is behind */
   /* The response. */
   px_hdrs_t resp; /* reason phrase in resp.buf at [0, status_len) */

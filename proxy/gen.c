@@ -11,36 +11,32 @@
 #include "common/common.h"
 #include "proxy/gen.h"
 #include "proxy/tls.h"
+#include "proxy/upstream.h"
 
-/* resolve fills |a| from its configured host and port. An IP literal is
- * fixed here; a DNS name that does not resolve yet is not an error: a
- * backend container may start after the proxy, and px_addr_refresh looks
- * it up again when a request needs it. */
-static void resolve(px_addr_t *a) {
-  const char *host = a->conf->host[0] ? a->conf->host : "127.0.0.1";
-  struct in6_addr ip;
-  a->is_name = inet_pton(AF_INET, host, &ip) != 1 && inet_pton(AF_INET6, host, &ip) != 1;
-  pthread_mutex_init(&a->sa_lock, NULL);
+/* resolve fills the endpoints of |t| from its configured host and port.
+ * An IP literal is one fixed endpoint; a DNS name expands to every
+ * address it resolves to (up to PX_MAX_ENDPOINTS). A name that does not
+ * resolve yet is not an error: a backend container may start after the
+ * proxy, and px_addr_refresh looks it up again when a request needs it. */
+static void resolve(px_target_t *t) {
+  const char *host = t->conf->host[0] ? t->conf->host : "127.0.0.1";
   struct addrinfo hints = {0}, *res = NULL;
   hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | (a->is_name ? 0 : AI_NUMERICHOST);
+  hints.ai_flags = AI_NUMERICSERV | (t->is_name ? 0 : AI_NUMERICHOST);
   char port[8];
-  snprintf(port, sizeof(port), "%u", a->conf->port);
+  snprintf(port, sizeof(port), "%u", t->conf->port);
   uint64_t now = gh_now_ms();
-  atomic_init(&a->tried_ms, now);
-  atomic_init(&a->resolved_ms, 0);
-  atomic_init(&a->resolving, 0);
+  atomic_init(&t->tried_ms, now);
+  atomic_init(&t->resolved_ms, 0);
+  atomic_init(&t->resolving, 0);
   int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0 || res == NULL) {
+  if (rc != 0 || res == NULL || px_target_from_addrinfo(t, res) == 0) {
     GH_WARN("proxy", "upstream %s: cannot resolve: %s; trying again when a request needs it",
-            a->conf->text, gai_strerror(rc));
-    a->sa_len = 0;
-    return;
+            t->conf->text, rc ? gai_strerror(rc) : "no address");
+  } else {
+    atomic_store(&t->resolved_ms, now);
   }
-  memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
-  a->sa_len = res->ai_addrlen;
-  atomic_store(&a->resolved_ms, now);
-  freeaddrinfo(res);
+  if (res) freeaddrinfo(res);
 }
 
 static int prefix_cmp(const void *x, const void *y) {
@@ -48,37 +44,70 @@ static int prefix_cmp(const void *x, const void *y) {
   return (a->prefix_len < b->prefix_len) - (a->prefix_len > b->prefix_len);
 }
 
-static size_t count_groups(const conf_t *conf, size_t *out_addrs) {
-  size_t groups = 0, addrs = 0;
+/* is_name: |a| names a host rather than an IP literal. */
+static int is_name(const conf_addr_t *a) {
+  const char *host = a->host[0] ? a->host : "127.0.0.1";
+  struct in6_addr ip;
+  return inet_pton(AF_INET, host, &ip) != 1 && inet_pton(AF_INET6, host, &ip) != 1;
+}
+
+static size_t group_slots(const conf_upstream_group_t *g) {
+  size_t n = 0;
+  for (size_t k = 0; k < g->num_addrs; k++) n += is_name(&g->addrs[k]) ? PX_MAX_ENDPOINTS : 1;
+  return n;
+}
+
+static size_t count_groups(const conf_t *conf, size_t *out_targets, size_t *out_slots) {
+  size_t groups = 0, targets = 0, slots = 0;
   for (size_t i = 0; i < conf->num_sites; i++) {
     groups++;
-    addrs += conf->sites[i].group.num_addrs;
+    targets += conf->sites[i].group.num_addrs;
+    slots += group_slots(&conf->sites[i].group);
     for (size_t j = 0; j < conf->sites[i].num_routes; j++) {
       groups++;
-      addrs += conf->sites[i].routes[j].group.num_addrs;
+      targets += conf->sites[i].routes[j].group.num_addrs;
+      slots += group_slots(&conf->sites[i].routes[j].group);
     }
   }
-  *out_addrs = addrs;
+  *out_targets = targets;
+  *out_slots = slots;
   return groups;
 }
 
-static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ai,
+static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ti, size_t *ai,
                                const conf_upstream_group_t *cg, char **out_err) {
+  (void)out_err;
   px_group_t *g = &gen->groups[(*gi)++];
   g->conf = cg;
-  g->num_addrs = cg->num_addrs;
-  g->addrs = gh_calloc(cg->num_addrs, sizeof(px_addr_t *));
+  g->num_targets = cg->num_addrs;
+  g->targets = gh_calloc(cg->num_addrs, sizeof(px_target_t *));
   atomic_init(&g->rr, 0);
   for (size_t k = 0; k < cg->num_addrs; k++) {
-    px_addr_t *a = &gen->addrs[*ai];
-    a->index = (*ai)++;
-    a->conf = &cg->addrs[k];
-    a->group = g;
-    atomic_init(&a->down_until_ms, 0);
-    atomic_init(&a->unhealthy, 0);
-    atomic_init(&a->active, 0);
-    resolve(a);
-    g->addrs[k] = a;
+    px_target_t *t = &gen->targets[(*ti)++];
+    t->conf = &cg->addrs[k];
+    t->group = g;
+    t->is_name = is_name(t->conf);
+    g->any_name |= t->is_name;
+    pthread_mutex_init(&t->sa_lock, NULL);
+    t->num_eps = t->is_name ? PX_MAX_ENDPOINTS : 1;
+    t->eps = &gen->addrs[*ai];
+    atomic_init(&t->num_used, 0);
+    atomic_init(&t->answers, 0);
+    for (size_t e = 0; e < t->num_eps; e++) {
+      px_addr_t *a = &gen->addrs[*ai];
+      a->index = (*ai)++;
+      a->conf = t->conf;
+      a->group = g;
+      a->target = t;
+      atomic_init(&a->live, 0);
+      atomic_init(&a->seq, 0);
+      atomic_init(&a->down_until_ms, 0);
+      atomic_init(&a->unhealthy, 0);
+      atomic_init(&a->active, 0);
+      atomic_init(&a->stat_slot, 0);
+    }
+    resolve(t);
+    g->targets[k] = t;
   }
   return g;
 }
@@ -92,23 +121,24 @@ px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges
   gen->conf = conf;
   gen->ssl_ctx = ctx;
   gen->challenges = challenges;
-  gen->num_groups = count_groups(conf, &gen->num_addrs);
+  gen->num_groups = count_groups(conf, &gen->num_targets, &gen->num_addrs);
   gen->groups = gh_calloc(gen->num_groups, sizeof(px_group_t));
+  gen->targets = gh_calloc(gen->num_targets, sizeof(px_target_t));
   gen->addrs = gh_calloc(gen->num_addrs, sizeof(px_addr_t));
   gen->num_sites = conf->num_sites;
   gen->sites = gh_calloc(conf->num_sites, sizeof(px_site_t));
-  size_t gi = 0, ai = 0;
+  size_t gi = 0, ti = 0, ai = 0;
   for (size_t i = 0; i < conf->num_sites; i++) {
     const conf_site_t *cs = &conf->sites[i];
     px_site_t *s = &gen->sites[i];
     s->conf = cs;
-    if ((s->group = build_group(gen, &gi, &ai, &cs->group, out_err)) == NULL) goto fail;
+    if ((s->group = build_group(gen, &gi, &ti, &ai, &cs->group, out_err)) == NULL) goto fail;
     s->num_routes = cs->num_routes;
     s->routes = gh_calloc(cs->num_routes, sizeof(px_route_t));
     for (size_t j = 0; j < cs->num_routes; j++) {
       s->routes[j].prefix = cs->routes[j].path_prefix;
       s->routes[j].prefix_len = strlen(cs->routes[j].path_prefix);
-      if ((s->routes[j].group = build_group(gen, &gi, &ai, &cs->routes[j].group, out_err)) == NULL)
+      if ((s->routes[j].group = build_group(gen, &gi, &ti, &ai, &cs->routes[j].group, out_err)) == NULL)
         goto fail;
     }
     qsort(s->routes, s->num_routes, sizeof(px_route_t), prefix_cmp);
@@ -142,10 +172,11 @@ void px_gen_unref(px_gen_t *gen) {
     gh_free(gen->sites[i].routes);
     gh_free(gen->sites[i].hsts_header);
   }
-  for (size_t i = 0; i < gen->num_groups; i++) gh_free(gen->groups[i].addrs);
-  for (size_t i = 0; i < gen->num_addrs; i++) {
-    if (gen->addrs[i].conf != NULL) pthread_mutex_destroy(&gen->addrs[i].sa_lock);
+  for (size_t i = 0; i < gen->num_groups; i++) gh_free(gen->groups[i].targets);
+  for (size_t i = 0; i < gen->num_targets; i++) {
+    if (gen->targets[i].conf != NULL) pthread_mutex_destroy(&gen->targets[i].sa_lock);
   }
+  gh_free(gen->targets);
   gh_free(gen->sites);
   gh_free(gen->groups);
   gh_free(gen->addrs);

@@ -1,6 +1,6 @@
 /* gen.h: one configuration generation, shared read-mostly by the workers:
  * the parsed config, the SSL_CTX with its certificate table, and the
- * upstream addresses with their health state (atomics). A reload builds a
+ * upstream addresses, their endpoints and health state (atomics). A reload builds a
  * new generation and hands it to each worker; connections and exchanges
  * keep working on whatever they hold references to. */
 #ifndef GH_PROXY_GEN_H
@@ -16,31 +16,61 @@
 #include "conf/conf.h"
 
 typedef struct px_group px_group_t;
+typedef struct px_target px_target_t;
 
+/* PX_MAX_ENDPOINTS bounds the endpoints one DNS name expands to: an
+ * answer with more addresses uses the first ones (resolver order). */
+#define PX_MAX_ENDPOINTS 32
+
+/* One endpoint: an address to connect to, with its own health, in-flight
+ * count and (per worker) keep-alive pool. An IP literal is one endpoint;
+ * a DNS name owns PX_MAX_ENDPOINTS slots, filled from its answers
+ * (endpoints.c). A slot keeps its address, and with it its health, across
+ * re-resolutions that return that address again; an address that
+ * disappears leaves its slot |live| = 0 (no new requests; pooled
+ * connections are closed when they are next released or time out). A slot
+ * is reused for another address only when every free one is spent; |seq|
+ * then changes, so connections to the old address are never pooled. */
 typedef struct {
-  const conf_addr_t *conf;
-  px_group_t *group; /* the one group this address belongs to */
-  /* Where to connect. An IP literal is fixed at build; a DNS name is
-   * resolved again in the background (px_addr_refresh), so |sa| and
-   * |sa_len| (0 = not resolved yet) are read and written under |sa_lock|. */
+  const conf_addr_t *conf;  /* the configured address it came from */
+  px_group_t *group;
+  px_target_t *target;
+  /* Written only under target->sa_lock (a name's slots), read under it. */
   struct sockaddr_storage sa;
   socklen_t sa_len;
-  int is_name;
-  pthread_mutex_t sa_lock;
-  atomic_uint_fast64_t resolved_ms; /* last successful resolution */
-  atomic_uint_fast64_t tried_ms;    /* last attempt */
-  atomic_int resolving;             /* a lookup is in flight */
+  char text[INET6_ADDRSTRLEN + 8]; /* "ip:port", "[v6]:port" */
+  atomic_int live;                    /* in the current answer */
+  atomic_uint seq;                    /* bumped when the slot changes address */
   atomic_uint_fast64_t down_until_ms; /* passive health: skipped until then */
   atomic_int unhealthy;               /* active health check result */
   atomic_int active;                  /* requests in flight, all workers */
-  size_t index;                       /* into gen->addrs */
+  size_t index;                       /* into gen->addrs and worker pools */
   atomic_uint stat_slot;              /* px_metrics_upstream_slot, 0 until known */
 } px_addr_t;
 
+/* One configured upstream address ("backend:8080"), and the endpoints it
+ * resolves to: |eps[0..num_eps)| (1 for an IP literal), of which the first
+ * |num_used| have held an address. A DNS name is resolved again in the
+ * background (px_addr_refresh). */
+struct px_target {
+  const conf_addr_t *conf;
+  px_group_t *group;
+  int is_name;
+  pthread_mutex_t sa_lock;
+  px_addr_t *eps;
+  size_t num_eps;
+  atomic_size_t num_used;
+  atomic_uint_fast64_t resolved_ms; /* last successful resolution */
+  atomic_uint_fast64_t tried_ms;    /* last attempt */
+  atomic_int resolving;             /* a lookup is in flight */
+  atomic_uint answers;              /* bumped by each resolution that changed the set */
+};
+
 struct px_group {
   const conf_upstream_group_t *conf;
-  px_addr_t **addrs;
-  size_t num_addrs;
+  px_target_t **targets;
+  size_t num_targets;
+  int any_name; /* some target is a DNS name */
   atomic_uint rr;
   uint64_t next_check_ms; /* active health check; worker 0 only */
 };
@@ -69,7 +99,9 @@ typedef struct px_gen {
   px_site_t *default_site;
   px_group_t *groups; /* one per site and per route */
   size_t num_groups;
-  px_addr_t *addrs; /* every upstream address of every group */
+  px_target_t *targets; /* every configured upstream address of every group */
+  size_t num_targets;
+  px_addr_t *addrs; /* every endpoint slot of every target */
   size_t num_addrs;
   char *https_port_suffix; /* ":8443" for redirects, "" for 443 */
   acme_challenges_t *challenges; /* the server's; outlives every generation */

@@ -10,6 +10,7 @@
 
 #include "proxy/worker.h"
 #include "proxy/metrics.h"
+#include "proxy/upstream.h"
 
 /* ---- upstream slots ---- */
 
@@ -169,24 +170,57 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
   sample_u(b, "gatehouse_bytes_out_total", NULL, out);
 }
 
+/* target_healthy: |t| has a live endpoint in use (not backed off, not
+ * failing its health check). */
+static int target_healthy(px_target_t *t, uint64_t now) {
+  size_t n = atomic_load(&t->num_used);
+  for (size_t e = 0; e < n; e++) {
+    px_addr_t *a = &t->eps[e];
+    if (atomic_load(&a->live) && !atomic_load(&a->unhealthy) && atomic_load(&a->down_until_ms) <= now)
+      return 1;
+  }
+  return 0;
+}
+
 static void upstream_health(px_buf_t *b, const px_metrics_src_t *src) {
   family(b, "gatehouse_upstream_healthy", "gauge",
-         "1 if the upstream address is in use, 0 while failed or skipped.");
+         "1 if the upstream address is in use (a DNS name: one of its endpoints), 0 while "
+         "failed or skipped.");
   if (src->gen == NULL) return;
+  px_gen_t *gen = src->gen;
   uint64_t now = gh_now_ms();
-  for (size_t i = 0; i < src->gen->num_addrs; i++) {
-    px_addr_t *a = &src->gen->addrs[i];
+  for (size_t i = 0; i < gen->num_targets; i++) {
+    px_target_t *t = &gen->targets[i];
     int dup = 0;
-    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(src->gen->addrs[j].conf->text, a->conf->text) == 0;
+    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(gen->targets[j].conf->text, t->conf->text) == 0;
     if (dup) continue;
     int healthy = 1;
-    for (size_t j = i; j < src->gen->num_addrs; j++) {
-      px_addr_t *o = &src->gen->addrs[j];
-      if (strcmp(o->conf->text, a->conf->text) != 0) continue;
-      if (atomic_load(&o->unhealthy) || atomic_load(&o->down_until_ms) > now) healthy = 0;
+    for (size_t j = i; j < gen->num_targets; j++) {
+      px_target_t *o = &gen->targets[j];
+      if (strcmp(o->conf->text, t->conf->text) == 0 && !target_healthy(o, now)) healthy = 0;
     }
-    const char *labels[] = {"upstream", a->conf->text, NULL};
+    const char *labels[] = {"upstream", t->conf->text, NULL};
     sample_u(b, "gatehouse_upstream_healthy", labels, (uint64_t)healthy);
+  }
+  const char *name = "gatehouse_upstream_endpoint_healthy";
+  family(b, name, "gauge",
+         "1 if the endpoint (one address the upstream resolves to) is in use, 0 while failed "
+         "or skipped.");
+  for (size_t i = 0; i < gen->num_targets; i++) {
+    px_target_t *t = &gen->targets[i];
+    int dup = 0;
+    for (size_t j = 0; j < i && !dup; j++) dup = strcmp(gen->targets[j].conf->text, t->conf->text) == 0;
+    if (dup) continue; /* the same address in another group: its first copy speaks for it */
+    size_t n = atomic_load(&t->num_used);
+    for (size_t e = 0; e < n; e++) {
+      px_addr_t *a = &t->eps[e];
+      if (!atomic_load(&a->live)) continue;
+      char text[INET6_ADDRSTRLEN + 8];
+      px_addr_text(a, text, sizeof(text));
+      int ok = !atomic_load(&a->unhealthy) && atomic_load(&a->down_until_ms) <= now;
+      const char *labels[] = {"upstream", t->conf->text, "address", text, NULL};
+      sample_u(b, name, labels, (uint64_t)ok);
+    }
   }
 }
 

@@ -11,25 +11,47 @@
 static uint64_t now_ms(void) { return gh_now_ms(); }
 
 static int usable(px_addr_t *a, uint64_t now) {
-  return atomic_load(&a->down_until_ms) <= now && !atomic_load(&a->unhealthy);
+  return atomic_load(&a->live) && atomic_load(&a->down_until_ms) <= now &&
+         !atomic_load(&a->unhealthy);
+}
+
+/* ep_at returns the |i|th endpoint slot of |g| in order (targets, then
+ * their used slots), or NULL past the end. */
+static px_addr_t *ep_at(px_group_t *g, size_t i) {
+  for (size_t k = 0; k < g->num_targets; k++) {
+    px_target_t *t = g->targets[k];
+    size_t n = atomic_load(&t->num_used);
+    if (i < n) return &t->eps[i];
+    i -= n;
+  }
+  return NULL;
 }
 
 px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid) {
   uint64_t now = now_ms();
+  size_t total = 0;
+  for (size_t k = 0; k < g->num_targets; k++) total += atomic_load(&g->targets[k]->num_used);
+  if (total == 0) return NULL;
   unsigned start = atomic_fetch_add(&g->rr, 1);
   px_addr_t *best = NULL;
-  for (size_t k = 0; k < g->num_addrs; k++) {
-    px_addr_t *a = g->addrs[(start + k) % g->num_addrs];
-    if (a == avoid || !usable(a, now)) continue;
+  for (size_t k = 0; k < total; k++) {
+    px_addr_t *a = ep_at(g, (start + k) % total);
+    if (a == NULL || a == avoid || !usable(a, now)) continue;
     if (g->conf->balance == CONF_BALANCE_ROUND_ROBIN) return a;
     if (best == NULL || atomic_load(&a->active) < atomic_load(&best->active)) best = a;
   }
   if (best) return best;
   /* Everything is marked down: try the one that failed longest ago rather
    * than refusing outright, so recovery is noticed. */
-  for (size_t k = 0; k < g->num_addrs; k++) {
-    px_addr_t *a = g->addrs[k];
-    if (a == avoid && g->num_addrs > 1) continue;
+  size_t live = 0;
+  for (size_t k = 0; k < total; k++) {
+    px_addr_t *a = ep_at(g, k);
+    if (a != NULL && atomic_load(&a->live)) live++;
+  }
+  for (size_t k = 0; k < total; k++) {
+    px_addr_t *a = ep_at(g, k);
+    if (a == NULL || !atomic_load(&a->live)) continue;
+    if (a == avoid && live > 1) continue;
     if (best == NULL || atomic_load(&a->down_until_ms) < atomic_load(&best->down_until_ms)) best = a;
   }
   return best;
@@ -41,80 +63,88 @@ void px_upstream_mark_failed(px_addr_t *a) {
 
 /* ---- names looked up again ---- */
 
-int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out) {
-  if (!a->is_name) { /* fixed since the generation was built */
-    memcpy(out, &a->sa, sizeof(*out));
-    return 0;
+struct px_lookup {
+  uv_getaddrinfo_t req;
+  px_target_t *target;
+  px_gen_t *gen;      /* keeps |target| alive */
+  px_exchange_t *ex;  /* waiting for the answer; NULL once forgotten */
+  unsigned answers;   /* target->answers when it started */
+};
+
+int px_upstream_usable(px_group_t *g, px_addr_t *avoid) {
+  uint64_t now = now_ms();
+  for (size_t k = 0; k < g->num_targets; k++) {
+    px_target_t *t = g->targets[k];
+    size_t n = atomic_load(&t->num_used);
+    for (size_t e = 0; e < n; e++) {
+      if (&t->eps[e] != avoid && usable(&t->eps[e], now)) return 1;
+    }
   }
-  pthread_mutex_lock(&a->sa_lock);
-  int ok = a->sa_len > 0;
-  if (ok) memcpy(out, &a->sa, sizeof(*out));
-  pthread_mutex_unlock(&a->sa_lock);
-  return ok ? 0 : -1;
+  return 0;
 }
 
-typedef struct {
-  uv_getaddrinfo_t req;
-  px_addr_t *addr;
-  px_gen_t *gen; /* keeps |addr| alive */
-} px_lookup_t;
-
-static void sockaddr_text(const struct sockaddr *sa, char *buf, size_t len) {
-  const void *ip = sa->sa_family == AF_INET6 ? (const void *)&((const struct sockaddr_in6 *)sa)->sin6_addr
-                                             : (const void *)&((const struct sockaddr_in *)sa)->sin_addr;
-  if (inet_ntop(sa->sa_family, ip, buf, (socklen_t)len) == NULL) snprintf(buf, len, "?");
+void px_lookup_forget(px_lookup_t *l) {
+  if (l) l->ex = NULL;
 }
 
 static void on_lookup(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   px_lookup_t *l = req->data;
-  px_addr_t *a = l->addr;
-  if (status == 0 && res != NULL) {
-    pthread_mutex_lock(&a->sa_lock);
-    int changed = a->sa_len != res->ai_addrlen || memcmp(&a->sa, res->ai_addr, res->ai_addrlen) != 0;
-    memcpy(&a->sa, res->ai_addr, res->ai_addrlen);
-    a->sa_len = res->ai_addrlen;
-    pthread_mutex_unlock(&a->sa_lock);
-    atomic_store(&a->resolved_ms, now_ms());
-    if (changed) {
-      /* A new address owes nothing to the old one's failures. */
-      atomic_store(&a->down_until_ms, 0);
-      char ip[INET6_ADDRSTRLEN];
-      sockaddr_text(res->ai_addr, ip, sizeof(ip));
-      GH_INFO("proxy", "upstream %s: now at %s", a->conf->text, ip);
-    }
+  px_target_t *t = l->target;
+  if (status == 0 && res != NULL && px_target_from_addrinfo(t, res) > 0) {
+    atomic_store(&t->resolved_ms, now_ms());
   } else if (status != UV_ECANCELED) {
-    GH_WARN("proxy", "upstream %s: cannot resolve: %s", a->conf->text, uv_strerror(status));
+    GH_WARN("proxy", "upstream %s: cannot resolve: %s", t->conf->text,
+            status ? uv_strerror(status) : "no address");
   }
   uv_freeaddrinfo(res);
-  atomic_store(&a->resolving, 0);
+  atomic_store(&t->resolving, 0);
+  px_exchange_t *ex = l->ex;
+  int changed = atomic_load(&t->answers) != l->answers;
   px_gen_unref(l->gen);
   gh_free(l);
+  if (ex != NULL && status != UV_ECANCELED) {
+    ex->lookup = NULL;
+    px_ex__resolved(ex, changed);
+  }
 }
 
-void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed) {
-  if (!a->is_name) return;
+static px_lookup_t *refresh(px_worker_t *w, px_gen_t *gen, px_target_t *t, int failed,
+                            px_exchange_t *ex) {
+  if (!t->is_name) return NULL;
   uint64_t now = now_ms();
-  if (now - atomic_load(&a->tried_ms) < 1000) return; /* at most once a second */
-  if (!failed && now - atomic_load(&a->resolved_ms) < PX_RESOLVE_EVERY_MS) return;
+  if (now - atomic_load(&t->tried_ms) < 1000) return NULL; /* at most once a second */
+  if (!failed && now - atomic_load(&t->resolved_ms) < PX_RESOLVE_EVERY_MS) return NULL;
   int idle = 0;
-  if (!atomic_compare_exchange_strong(&a->resolving, &idle, 1)) return;
-  atomic_store(&a->tried_ms, now);
+  if (!atomic_compare_exchange_strong(&t->resolving, &idle, 1)) return NULL;
+  atomic_store(&t->tried_ms, now);
   px_lookup_t *l = gh_calloc(1, sizeof(*l));
-  l->addr = a;
+  l->target = t;
   l->gen = px_gen_ref(gen);
+  l->ex = ex;
+  l->answers = atomic_load(&t->answers);
   l->req.data = l;
   struct addrinfo hints = {0};
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   char port[8];
-  snprintf(port, sizeof(port), "%u", a->conf->port);
-  int rc = uv_getaddrinfo(&w->loop, &l->req, on_lookup, a->conf->host, port, &hints);
+  snprintf(port, sizeof(port), "%u", t->conf->port);
+  int rc = uv_getaddrinfo(&w->loop, &l->req, on_lookup, t->conf->host, port, &hints);
   if (rc != 0) {
-    GH_WARN("proxy", "upstream %s: cannot resolve: %s", a->conf->text, uv_strerror(rc));
-    atomic_store(&a->resolving, 0);
+    GH_WARN("proxy", "upstream %s: cannot resolve: %s", t->conf->text, uv_strerror(rc));
+    atomic_store(&t->resolving, 0);
     px_gen_unref(l->gen);
     gh_free(l);
+    return NULL;
   }
+  return l;
+}
+
+void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_target_t *t, int failed) {
+  refresh(w, gen, t, failed, NULL);
+}
+
+px_lookup_t *px_addr_refresh_for(px_worker_t *w, px_gen_t *gen, px_target_t *t, px_exchange_t *ex) {
+  return refresh(w, gen, t, 1, ex);
 }
 
 /* ---- connections ---- */
@@ -150,7 +180,7 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   gh_list_insert(&w->upconns, &u->all);
   u->dial_ms = px_now(&w->loop);
   struct sockaddr_storage sa;
-  int rc = px_addr_sockaddr(a, &sa) == 0
+  int rc = px_addr_sockaddr(a, &sa, &u->addr_seq) == 0
                ? uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&sa, cb)
                : UV_EAI_NONAME;
   if (rc != 0) {
@@ -161,15 +191,27 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   return u;
 }
 
+/* current: |u| still goes where its endpoint slot points (the name did
+ * not drop or replace that address since it was dialled). */
+static int current(px_upconn_t *u) {
+  return atomic_load(&u->addr->live) && atomic_load(&u->addr->seq) == u->addr_seq;
+}
+
 px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a) {
   px_pool_t *pool = &w->pools[a->index];
-  if (gh_list_empty(&pool->idle)) return NULL;
-  px_upconn_t *u = GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link);
-  gh_list_remove(&u->link);
-  pool->num_idle--;
-  u->idle = 0;
-  u->reused = 1;
-  return u;
+  while (!gh_list_empty(&pool->idle)) {
+    px_upconn_t *u = GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link);
+    if (!current(u)) { /* the name moved away from this address */
+      px_upconn_close(u);
+      continue;
+    }
+    gh_list_remove(&u->link);
+    pool->num_idle--;
+    u->idle = 0;
+    u->reused = 1;
+    return u;
+  }
+  return NULL;
 }
 
 void px_upconn_release(px_upconn_t *u, int reusable) {
@@ -181,9 +223,9 @@ void px_upconn_release(px_upconn_t *u, int reusable) {
     /* The client gave up on a connect that had not finished within a
      * second: as telling as a timeout, which would otherwise never come
      * if every client gives up first. */
-    px_addr_refresh(w, u->gen, u->addr, 1);
+    px_addr_refresh(w, u->gen, u->addr->target, 1);
   }
-  if (!reusable || u->gen != w->gen || w->draining || !u->connected ||
+  if (!reusable || u->gen != w->gen || w->draining || !u->connected || !current(u) ||
       w->pools[u->addr->index].num_idle >= g->max_idle) {
     px_upconn_close(u);
     return;
@@ -276,6 +318,7 @@ typedef struct {
   char resp[16];
   size_t resp_len;
   int done;
+  char text[INET6_ADDRSTRLEN + 8]; /* the endpoint, for the log */
 } px_check_t;
 
 static void check_closed(uv_handle_t *h) {
@@ -292,8 +335,8 @@ static void check_done(px_check_t *k, int healthy, const char *why) {
   int was = !atomic_load(&k->addr->unhealthy);
   atomic_store(&k->addr->unhealthy, healthy ? 0 : 1);
   if (was != healthy) {
-    if (healthy) GH_INFO("health", "upstream %s is healthy again", k->addr->conf->text);
-    else GH_WARN("health", "upstream %s is unhealthy: %s", k->addr->conf->text, why);
+    if (healthy) GH_INFO("health", "upstream %s (%s) is healthy again", k->addr->conf->text, k->text);
+    else GH_WARN("health", "upstream %s (%s) is unhealthy: %s", k->addr->conf->text, k->text, why);
   }
   uv_close((uv_handle_t *)&k->tcp, check_closed);
   uv_close((uv_handle_t *)&k->timer, check_closed);
@@ -348,15 +391,14 @@ static void check_start(px_worker_t *w, px_gen_t *gen, px_group_t *g, px_addr_t 
   k->gen = px_gen_ref(gen);
   k->req = gh_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gatehouse-health\r\n"
                        "Connection: close\r\n\r\n", g->conf->health.path, a->conf->text);
+  px_addr_text(a, k->text, sizeof(k->text));
   uv_tcp_init(&w->loop, &k->tcp);
   uv_timer_init(&w->loop, &k->timer);
   k->tcp.data = k->timer.data = k->creq.data = k;
   k->handles_open = 2;
   uv_timer_start(&k->timer, check_timeout, g->conf->health.timeout_ms, 0);
   struct sockaddr_storage sa;
-  px_addr_refresh(w, gen, a, 0);
-  if (px_addr_sockaddr(a, &sa) != 0) {
-    px_addr_refresh(w, gen, a, 1);
+  if (px_addr_sockaddr(a, &sa, NULL) != 0) {
     check_done(k, 0, "not resolved");
   } else if (uv_tcp_connect(&k->creq, &k->tcp, (const struct sockaddr *)&sa, check_connect) != 0) {
     check_done(k, 0, "connect failed");
@@ -372,7 +414,16 @@ static void health_tick(uv_timer_t *t) {
     if (g->conf->health.path == NULL) continue;
     if (now < g->next_check_ms) continue;
     g->next_check_ms = now + (g->conf->health.interval_ms ? g->conf->health.interval_ms : 10000);
-    for (size_t k = 0; k < g->num_addrs; k++) check_start(w, gen, g, g->addrs[k]);
+    for (size_t k = 0; k < g->num_targets; k++) {
+      px_target_t *tg = g->targets[k];
+      /* Each check looks the name up again when its answer is old, so
+       * the next round checks the endpoints as they are then. */
+      px_addr_refresh(w, gen, tg, atomic_load(&tg->num_used) == 0);
+      size_t n = atomic_load(&tg->num_used);
+      for (size_t e = 0; e < n; e++) {
+        if (atomic_load(&tg->eps[e].live)) check_start(w, gen, g, &tg->eps[e]);
+      }
+    }
   }
 }
 

@@ -25,7 +25,8 @@ struct px_upconn {
   int handles_open;
   px_worker_t *w;
   px_gen_t *gen;
-  px_addr_t *addr;
+  px_addr_t *addr;   /* the endpoint */
+  unsigned addr_seq; /* addr->seq when dialled: the slot held this address */
   gh_link_t link;     /* pool idle list while idle */
   gh_link_t all;      /* worker->upconns */
   px_exchange_t *ex;  /* the exchange using it, NULL while idle */
@@ -43,10 +44,18 @@ struct px_upconn {
   int bad_reason_len;
 };
 
+/* px_upstream_pick chooses an endpoint of |g| by its balancing policy,
+ * across every endpoint of every configured address: a usable one
+ * (live, not backed off, not failing its health check) other than
+ * |avoid|; if none is usable, the one that failed longest ago, so that
+ * recovery is noticed. NULL only when no name has resolved yet. */
 px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid);
-/* px_addr_sockaddr copies where |a| is to be reached into |out|; returns
- * 0, or -1 while a DNS name has not resolved yet. */
-int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out);
+/* px_addr_sockaddr copies where endpoint |a| is to be reached into |out|
+ * (and the slot's seq into |*out_seq| if not NULL); returns 0, or -1 when
+ * the slot holds no address in the current answer. */
+int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out, unsigned *out_seq);
+/* px_addr_text writes endpoint |a|'s "ip:port" into |buf|. */
+void px_addr_text(px_addr_t *a, char *buf, size_t len);
 /* px_addr_refresh looks a DNS name up again on |w|'s loop (libuv's thread
  * pool) when the last answer is older than PX_RESOLVE_EVERY_MS, or, with
  * |failed|, after a connection to it failed or was given up while still
@@ -54,7 +63,44 @@ int px_addr_sockaddr(px_addr_t *a, struct sockaddr_storage *out);
  * that is recreated comes back on a new address. The connection in
  * progress keeps the old address. No-op for IP literals. */
 #define PX_RESOLVE_EVERY_MS 5000
-void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_addr_t *a, int failed);
+void px_addr_refresh(px_worker_t *w, px_gen_t *gen, px_target_t *t, int failed);
+/* px_addr_refresh_for looks |t| up again after a failed connect, as
+ * px_addr_refresh(failed), for |ex|: when the lookup ends it calls
+ * px_ex__resolved(ex, changed) on |w|'s loop, unless px_lookup_forget ran
+ * first. Returns the lookup, or NULL when none started (an IP literal, or
+ * a lookup already in flight or tried within the last second); then
+ * nothing is called. */
+typedef struct px_lookup px_lookup_t;
+px_lookup_t *px_addr_refresh_for(px_worker_t *w, px_gen_t *gen, px_target_t *t, px_exchange_t *ex);
+/* px_lookup_forget detaches |l| from its exchange: its end calls nothing. */
+void px_lookup_forget(px_lookup_t *l);
+/* px_upstream_usable: |g| has a usable endpoint other than |avoid|. */
+int px_upstream_usable(px_group_t *g, px_addr_t *avoid);
+
+/* ---- endpoints.c ---- */
+/* px_sa_equal: same family, address, port (and IPv6 scope). */
+int px_sa_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* px_sa_text writes "ip:port" or "[v6]:port" into |buf|. */
+void px_sa_text(const struct sockaddr_storage *sa, char *buf, size_t len);
+/* px_ep_assign plans a new answer |next| (|num_next| addresses, in
+ * resolver order) onto slots whose first |num_cur| hold |cur|, with |cap|
+ * slots in all (at most PX_MAX_ENDPOINTS). It writes out_slot[i] for each
+ * next[i]: the slot already holding that address; else a never-used slot;
+ * else a slot whose address is not in the answer; duplicates share a
+ * slot; -1 when there is no room. Returns the number of slots used after
+ * it (>= num_cur). Pure. */
+size_t px_ep_assign(const struct sockaddr_storage *cur, size_t num_cur, size_t cap,
+                    const struct sockaddr_storage *next, size_t num_next, int *out_slot);
+/* px_target_install makes |next| the endpoints of |t| (px_ep_assign),
+ * under t->sa_lock: slots not in it stop being live. Returns 1 if the set
+ * of live addresses changed, else 0. */
+int px_target_install(px_target_t *t, const struct sockaddr_storage *next, size_t num_next);
+/* px_target_from_addrinfo installs a getaddrinfo answer into |t| (and
+ * logs a change); returns the number of usable addresses in it. An answer
+ * without any leaves the endpoints as they were. */
+struct addrinfo;
+size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res);
+
 /* px_upstream_mark_failed backs off from |a|: only for the upstream's own
  * failures (refused or failed connect, silence, reset, malformed answer),
  * never for anything a client does. */
@@ -74,6 +120,9 @@ void px_health_start(px_worker_t *w);
 
 /* exchange.c: the upstream connection's events, for upstream.c. */
 void px_ex__up_drained(px_exchange_t *ex);
+/* px_ex__resolved: the lookup px_addr_refresh_for started for |ex| ended;
+ * |changed| says whether it changed the endpoints. Ends with settle. */
+void px_ex__resolved(px_exchange_t *ex, int changed);
 
 /* ---- uph1.c: HTTP/1.1 toward the upstream ---- */
 void px_uph1_init_settings(px_worker_t *w);
