@@ -127,7 +127,7 @@ int px_target_install(px_target_t *t, const struct sockaddr_storage *next, size_
   return changed;
 }
 
-size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res) {
+size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res, int quiet) {
   struct sockaddr_storage next[PX_MAX_ENDPOINTS * 4];
   size_t n = 0;
   for (const struct addrinfo *ai = res; ai != NULL && n < GH_ARRAY_LEN(next); ai = ai->ai_next) {
@@ -138,7 +138,7 @@ size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res) {
     n++;
   }
   if (n == 0) return 0; /* keep what we had: an empty answer is no reason to stop */
-  if (px_target_install(t, next, n)) {
+  if (px_target_install(t, next, n) && !quiet) {
     char list[256] = "";
     size_t used = atomic_load(&t->num_used), at = 0;
     pthread_mutex_lock(&t->sa_lock);

@@ -30,7 +30,7 @@ static void resolve(px_target_t *t) {
   atomic_init(&t->resolved_ms, 0);
   atomic_init(&t->resolving, 0);
   int rc = getaddrinfo(host, port, &hints, &res);
-  if (rc != 0 || res == NULL || px_target_from_addrinfo(t, res) == 0) {
+  if (rc != 0 || res == NULL || px_target_from_addrinfo(t, res, 1) == 0) {
     GH_WARN("proxy", "upstream %s: cannot resolve: %s; trying again when a request needs it",
             t->conf->text, rc ? gai_strerror(rc) : "no address");
   } else {

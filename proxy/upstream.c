@@ -90,7 +90,7 @@ void px_lookup_forget(px_lookup_t *l) {
 static void on_lookup(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   px_lookup_t *l = req->data;
   px_target_t *t = l->target;
-  if (status == 0 && res != NULL && px_target_from_addrinfo(t, res) > 0) {
+  if (status == 0 && res != NULL && px_target_from_addrinfo(t, res, 0) > 0) {
     atomic_store(&t->resolved_ms, now_ms());
   } else if (status != UV_ECANCELED) {
     GH_WARN("proxy", "upstream %s: cannot resolve: %s", t->conf->text,

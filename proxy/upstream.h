@@ -95,11 +95,11 @@ size_t px_ep_assign(const struct sockaddr_storage *cur, size_t num_cur, size_t c
  * under t->sa_lock: slots not in it stop being live. Returns 1 if the set
  * of live addresses changed, else 0. */
 int px_target_install(px_target_t *t, const struct sockaddr_storage *next, size_t num_next);
-/* px_target_from_addrinfo installs a getaddrinfo answer into |t| (and
- * logs a change); returns the number of usable addresses in it. An answer
+/* px_target_from_addrinfo installs a getaddrinfo answer into |t| (and,
+ * unless |quiet|, logs a change); returns the number of usable addresses in it. An answer
  * without any leaves the endpoints as they were. */
 struct addrinfo;
-size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res);
+size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res, int quiet);
 
 /* px_upstream_mark_failed backs off from |a|: only for the upstream's own
  * failures (refused or failed connect, silence, reset, malformed answer),

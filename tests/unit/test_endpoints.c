@@ -132,8 +132,8 @@ static void test_addrinfo(void) {
   px_target_install(&f.t, a, 1);
   struct addrinfo unix_only = {0};
   unix_only.ai_family = AF_UNIX;
-  ASSERT_UEQ(px_target_from_addrinfo(&f.t, &unix_only), 0);
-  ASSERT_UEQ(px_target_from_addrinfo(&f.t, NULL), 0);
+  ASSERT_UEQ(px_target_from_addrinfo(&f.t, &unix_only, 1), 0);
+  ASSERT_UEQ(px_target_from_addrinfo(&f.t, NULL, 1), 0);
   ASSERT_EQ(atomic_load(&f.eps[0].live), 1);
   /* 64+ addresses: the first PX_MAX_ENDPOINTS are used. */
   struct addrinfo ai[80];
@@ -149,7 +149,7 @@ static void test_addrinfo(void) {
     ai[i].ai_addrlen = sizeof(sin[i]);
     ai[i].ai_next = i + 1 < 80 ? &ai[i + 1] : NULL;
   }
-  ASSERT_UEQ(px_target_from_addrinfo(&f.t, ai), 80);
+  ASSERT_UEQ(px_target_from_addrinfo(&f.t, ai, 0), 80);
   ASSERT_UEQ(atomic_load(&f.t.num_used), PX_MAX_ENDPOINTS);
   size_t live = 0;
   for (size_t i = 0; i < PX_MAX_ENDPOINTS; i++) live += (size_t)atomic_load(&f.eps[i].live);
