@@ -13,6 +13,7 @@ bind-mounted over /etc/hosts; glibc reads /etc/hosts on every lookup
 The test rewrites that file in place (the bind mount follows the inode).
 No LD_PRELOAD, no resolver of our own, nothing outside the namespace
 changes. Backends are gh_echo on 127.0.0.2.. and ::1, all on one port."""
+import http.client
 import json
 import os
 import time
@@ -61,6 +62,26 @@ def requests_at(ip, port):
         c.close()
 
 
+TOKEN = "addrs-admin-token"
+
+
+def metrics(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=h.IO_TIMEOUT)
+    try:
+        c.request("GET", "/metrics", headers={"Host": "127.0.0.1:%d" % port,
+                                              "Authorization": "Bearer " + TOKEN})
+        r = c.getresponse()
+        h.eq(r.status, 200, "GET /metrics")
+        return r.read().decode("utf-8")
+    finally:
+        c.close()
+
+
+def endpoint_line(port, ip, up):
+    return 'gatehouse_upstream_endpoint_healthy{upstream="backend.test:%d",address="%s:%d"} %d' % (
+        port, ip, port, up)
+
+
 def site(name, port, **kw):
     s = h.site([name], ["%s:%d" % ("backend.test", port)], **kw)
     s["fail_backoff"] = "1s"
@@ -72,7 +93,12 @@ def test_every_address_used_and_failover():
     ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
     echoes = {ip: echo_at(ip, port) for ip in ips}
     hosts = hosts_file(["%s backend.test" % ip for ip in ips])
-    g = gatehouse_in_ns(hosts, site("multi.test", port))
+    admin_port = h.free_port()
+    g = gatehouse_in_ns(hosts, site("multi.test", port),
+                        admin={"listen": "127.0.0.1:%d" % admin_port, "token": TOKEN})
+    text = metrics(admin_port)
+    for ip in ips:
+        h.contains(text, endpoint_line(port, ip, 1), "endpoint metric")
     before = {ip: requests_at(ip, port) for ip in ips}
     for i in range(30):
         h.eq(g.get("multi.test", "/b%d" % i).status, 200, "request %d" % i)
@@ -86,6 +112,14 @@ def test_every_address_used_and_failover():
     echoes["127.0.0.3"].stop()
     for i in range(20):
         h.eq(g.get("multi.test", "/down%d" % i).status, 200, "request %d with one down" % i)
+
+    def seen_down():  # the back-off is 1s: look right after requests
+        for i in range(3):
+            h.eq(g.get("multi.test", "/m%d" % i).status, 200, "request while scraping")
+        text = metrics(admin_port)
+        return endpoint_line(port, "127.0.0.3", 0) in text and endpoint_line(
+            port, "127.0.0.2", 1) in text
+    h.wait_until(seen_down, 15, "the stopped endpoint to show as down in /metrics", interval=0.1)
     # It comes back, and is used again once its back-off (1s) is over.
     echo_at("127.0.0.3", port)
     base = requests_at("127.0.0.3", port)
