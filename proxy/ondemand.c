@@ -319,21 +319,17 @@ static enum ssl_select_cert_result_t on_miss(void *arg, const SSL_CLIENT_HELLO *
   }
   if (od->num_paused >= od->conf->max_paused_handshakes) {
     size_t max = od->conf->max_paused_handshakes;
-    record(od, name, name_len, c->client_ip, "max_paused_handshakes reached");
     pthread_mutex_unlock(&od->mu);
     GH_WARN("ondemand", "%.*s: not ordered: %zu handshakes already paused (max_paused_handshakes)",
             (int)name_len, name, max);
-    PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
-    return ssl_select_cert_success;
+    return refuse(od, c, PX_OD_CAPACITY, name, name_len, "max_paused_handshakes reached");
   }
   if (*p == NULL) {
     if (od->num_pending >= od->conf->max_pending_names) {
-      record(od, name, name_len, c->client_ip, "max_pending_names reached");
       pthread_mutex_unlock(&od->mu);
       GH_WARN("ondemand", "%.*s: not ordered: too many names in flight (max_pending_names)",
               (int)name_len, name);
-      PX_STAT_ADD(c->w->stats.od_refused[PX_OD_CAPACITY], 1);
-      return ssl_select_cert_success;
+      return refuse(od, c, PX_OD_CAPACITY, name, name_len, "max_pending_names reached");
     }
     if (od->num_entries >= MAX_ENTRIES) sweep(od, now);
     od_name_t *e = gh_malloc(sizeof(*e) + name_len + 1);
