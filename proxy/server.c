@@ -363,6 +363,15 @@ static void restart_control(px_server_t *s) {
   }
 }
 
+/* refuse_reload logs why a reload was refused (|why|, which it frees) and
+ * copies it to |*out_err| if |out_err| is not NULL. Returns -1. */
+static int refuse_reload(char **out_err, char *why) {
+  GH_ERROR("proxy", "reload refused, still serving the previous configuration: %s", why);
+  if (out_err) *out_err = why;
+  else gh_free(why);
+  return -1;
+}
+
 /* reload re-reads the config file (SIGHUP, POST /reload). Returns 0, or
  * -1 with the errors logged and, if |out_err| is not NULL, copied there
  * (caller frees). */
@@ -386,11 +395,8 @@ static int reload(px_server_t *s, char **out_err) {
   }
   px_gen_t *gen = px_gen_new(&err, conf, s->challenges);
   if (gen == NULL) {
-    GH_ERROR("proxy", "reload refused, still serving the previous configuration: %s", err);
-    if (out_err) *out_err = gh_strdup(err);
-    gh_free(err);
     conf_free(conf);
-    return -1;
+    return refuse_reload(out_err, err);
   }
   char *key = control_key(conf);
   int restart = s->control_key == NULL || strcmp(key, s->control_key) != 0;
@@ -401,12 +407,10 @@ static int reload(px_server_t *s, char **out_err) {
      * old thread still runs. */
     acme_storage_t *st = acme_storage_open(&err, conf->storage);
     if (st == NULL) {
-      GH_ERROR("proxy", "reload refused, still serving the previous configuration: storage %s: %s",
-               conf->storage, err);
-      if (out_err) *out_err = gh_asprintf("storage %s: %s", conf->storage, err);
+      char *why = gh_asprintf("storage %s: %s", conf->storage, err);
       gh_free(err);
       px_gen_unref(gen);
-      return -1;
+      return refuse_reload(out_err, why);
     }
     acme_storage_free(st);
   }
