@@ -589,19 +589,31 @@ def make_config(sites, https_port, http_port, workers=2, **extra):
     return conf
 
 
-def start_gatehouse(sites, workers=2, wait=True, **extra):
-    """Writes a config for |sites| (plus top-level keys in |extra|, e.g.
-    timeouts={...}) on fresh loopback ports and runs `gatehouse run -c`."""
+def gatehouse_dir():
+    """A fresh directory for one gatehouse instance: (name, path)."""
     name = _next_name("gatehouse")
-    cwd = subdir(name)
-    https_port, http_port = free_port(), free_port()
-    extra.setdefault("storage", os.path.join(cwd, "storage"))
-    conf = make_config(sites, https_port, http_port, workers=workers, **extra)
+    return name, subdir(name)
+
+
+def run_config(conf, https_port, http_port, where=None, wait=True):
+    """Writes |conf| as gatehouse.json in |where| ((name, dir) from
+    gatehouse_dir(); a fresh one if None) and runs `gatehouse run -c` on it."""
+    name, cwd = where or gatehouse_dir()
     path = os.path.join(cwd, "gatehouse.json")
     with open(path, "w") as f:
         json.dump(conf, f, indent=2)
     return Gatehouse([GATEHOUSE_BIN, "run", "-c", path], name, cwd, https_port, http_port,
                      config_path=path, config=conf, wait=wait)
+
+
+def start_gatehouse(sites, workers=2, wait=True, **extra):
+    """Writes a config for |sites| (plus top-level keys in |extra|, e.g.
+    timeouts={...}) on fresh loopback ports and runs `gatehouse run -c`."""
+    where = gatehouse_dir()
+    https_port, http_port = free_port(), free_port()
+    extra.setdefault("storage", os.path.join(where[1], "storage"))
+    conf = make_config(sites, https_port, http_port, workers=workers, **extra)
+    return run_config(conf, https_port, http_port, where, wait=wait)
 
 
 class PipedGatehouse:

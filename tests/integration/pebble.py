@@ -40,6 +40,7 @@ import re
 import socket
 import ssl
 import struct
+import threading
 import urllib.error
 import urllib.request
 
@@ -117,11 +118,13 @@ class Pebble:
             PEBBLE_BIN, "-config", self.config_path,
             "-dnsserver", "127.0.0.1:%d" % self.dns_port,
         ], cwd=self.dir, env=pebble_env)
+        self._ctx_lock = threading.Lock()
         self._wait_ready()
 
     # --- lifecycle ---
 
     def _wait_ready(self):
+        self._ctx = None  # a Pebble started again has new roots
         def ready():
             if not self.proc.alive():
                 raise harness.Fail("pebble exited with status %s before it was ready; stderr:\n%s"
@@ -194,6 +197,14 @@ class Pebble:
         with open(path, "w") as f:
             f.write(self.root_pem(0))
         return path
+
+    def client_context(self):
+        """A verifying client context trusting this Pebble's root, made once
+        per start and shared (client threads may ask at the same time)."""
+        with self._ctx_lock:
+            if self._ctx is None:
+                self._ctx = harness.client_context(cafile=self.write_roots())
+            return self._ctx
 
     def cert_status(self, serial):
         """{"Certificate", "Status", "Serial", ...} for a hex serial (as

@@ -47,13 +47,7 @@ def acme_config(p, storage, names, challenges):
 
 
 def start_run(conf):
-    name = harness._next_name("gatehouse")
-    cwd = harness.subdir(name)
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    return harness.Gatehouse([harness.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT,
-                             HTTP_PORT, config_path=path, config=conf)
+    return harness.run_config(conf, HTTPS_PORT, HTTP_PORT)
 
 
 def served_cert(p, name):

@@ -600,9 +600,8 @@ def verified_get(name, path="/", timeout=60):
 def test_pebble_certs_renew_revoke_delete():
     p = pb()
     port = h.free_port()
-    name = h._next_name("gatehouse")
-    cwd = h.subdir(name)
-    storage = os.path.join(cwd, "storage")
+    where = h.gatehouse_dir()
+    storage = os.path.join(where[1], "storage")
     conf = h.make_config(
         [h.site([MANAGED], [echo()], cert=None),
          h.site(["*"], [echo()], cert=None, default=True)], HTTPS_PORT, HTTP_PORT, workers=2,
@@ -610,11 +609,8 @@ def test_pebble_certs_renew_revoke_delete():
               "ca_roots": [p.ca_file], "challenges": ["tls-alpn-01"]},
         on_demand={"allow": ["*.od.test"], "wait_budget": "30s"},
         storage=storage, admin={"listen": "127.0.0.1:%d" % port, "token": TOKEN})
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
-                    config_path=path, config=conf)
+    g = h.run_config(conf, HTTPS_PORT, HTTP_PORT, where)
+    path = g.config_path
     try:
         verified_get(MANAGED)
         verified_get(ON_DEMAND)

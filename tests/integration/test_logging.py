@@ -90,19 +90,15 @@ def test_a_log_pipe_nobody_reads_does_not_stall_requests():
 
 
 def test_b_log_files_and_sigusr1_reopen():
-    name = h._next_name("gatehouse")
-    cwd = h.subdir(name)
+    where = h.gatehouse_dir()
+    cwd = where[1]
     os.makedirs(os.path.join(cwd, "logs"))
     https_port, http_port = h.free_port(), h.free_port()
     conf = h.make_config([h.site(["files.log.test"], [echo()])], https_port, http_port,
                          storage=os.path.join(cwd, "storage"),
                          log={"level": "info", "access": "json", "file": "gatehouse.log",
                               "access_file": "logs/access.log"})
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, https_port, http_port,
-                    config_path=path, config=conf)
+    g = h.run_config(conf, https_port, http_port, where)
     _s["files"] = g
     own, acc = os.path.join(cwd, "gatehouse.log"), os.path.join(cwd, "logs", "access.log")
     h.wait_until(lambda: "ready" in read(own), 10, "the ready line in log.file")

@@ -10,7 +10,6 @@ One Pebble validates (TLS-ALPN-01) on Gatehouse's https port, so the
 instances here run one after the other on one pair of ports."""
 
 import http.server
-import json
 import os
 import re
 import socket
@@ -91,31 +90,15 @@ def start(storage, **on_demand):
         acme={"directory": p.directory_url, "email": "ops@example.com",
               "ca_roots": [p.ca_file], "challenges": ["tls-alpn-01"]},
         on_demand=od, storage=storage)
-    name = h._next_name("gatehouse")
-    cwd = h.subdir(name)
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
-                    config_path=path, config=conf)
+    g = h.run_config(conf, HTTPS_PORT, HTTP_PORT)
     _s["gatehouse"] = g
-    verified_ctx()  # made once, before client threads share it
     return g
-
-
-def verified_ctx():
-    """A client context trusting this Pebble's roots (made once: client
-    threads share it)."""
-    if _s.get("ctx_for") is not pb():
-        _s["ctx"] = h.client_context(cafile=pb().write_roots())
-        _s["ctx_for"] = pb()
-    return _s["ctx"]
 
 
 def get(name, timeout=WAIT):
     """One HTTPS request with SNI |name|, verified against Pebble's roots.
     Returns (peer certificate dict, response)."""
-    c = h.Conn.tls(HTTPS_PORT, name, ctx=verified_ctx(), timeout=timeout)
+    c = h.Conn.tls(HTTPS_PORT, name, ctx=pb().client_context(), timeout=timeout)
     try:
         peer = c.sock.getpeercert()
         return peer, c.request("GET", "/od", name)
@@ -369,8 +352,7 @@ def test_ca_down_fails_within_wait_budget_and_stored_names_serve():
         # it has forgotten our account): a later request succeeds.
         p.proc = h.Proc(p.proc.name + "-again", p.proc.argv, cwd=p.proc.cwd,
                         env={"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
-        p._wait_ready()
-        _s.pop("ctx_for", None)
+        p._wait_ready()  # and its client context is made again
 
         def later():
             try:

@@ -109,16 +109,9 @@ def start(conf):
     prev = _s.pop("gatehouse", None)
     if prev is not None and prev.alive():
         prev.stop()
-    name = h._next_name("gatehouse")
-    cwd = h.subdir(name)
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
-                    config_path=path, config=conf)
+    g = h.run_config(conf, HTTPS_PORT, HTTP_PORT)
     _s["gatehouse"] = g
     h.wait_until(lambda: h.port_accepts(ADMIN_PORT), 10, "the admin port accepts")
-    verified_ctx()  # made once, before client threads share it
     return g
 
 
@@ -144,17 +137,10 @@ def admin_get(path):
         c.close()
 
 
-def verified_ctx():
-    if _s.get("ctx_for") is not pb():
-        _s["ctx"] = h.client_context(cafile=pb().write_roots())
-        _s["ctx_for"] = pb()
-    return _s["ctx"]
-
-
 def get(name, timeout=WAIT):
     """One HTTPS request with SNI |name|, verified against Pebble's roots:
     (SANs of the certificate served, status)."""
-    c = h.Conn.tls(HTTPS_PORT, name, ctx=verified_ctx(), timeout=timeout)
+    c = h.Conn.tls(HTTPS_PORT, name, ctx=pb().client_context(), timeout=timeout)
     try:
         peer = c.sock.getpeercert()
         r = c.request("GET", "/r", name)
@@ -206,6 +192,23 @@ def join(ts):
         t.join(WAIT + 30)
 
 
+def paused(fn, names):
+    """Starts fn(name) for each name in a thread of its own and waits until
+    every one's handshake is paused; returns in_threads' (threads, results)."""
+    ts, out = in_threads(fn, names)
+    h.wait_until(lambda: admin_get("/ondemand")["paused_handshakes"] == len(names), 20,
+                 "%d paused handshakes" % len(names))
+    return ts, out
+
+
+def each_got_its_certificate(out, names, what):
+    """Checks that get() answered 200 for every name, with a certificate
+    for exactly that name."""
+    bad = {n: out.get(n) for n in names if out.get(n) != ([n], 200)}
+    h.check(not bad, "%s: %d of %d failed: %r" % (what, len(bad), len(names),
+                                                    dict(list(bad.items())[:3])))
+
+
 # --- reloads -------------------------------------------------------------------------
 
 
@@ -220,9 +223,7 @@ def test_reload_while_20_handshakes_are_paused():
         conf = base_config(os.path.join(h.tmpdir(), "st-paused"), on_demand=od)
         g = start(conf)
         names = ["p%d.paused.test" % i for i in range(20)]
-        ts, out = in_threads(get, names)
-        h.wait_until(lambda: admin_get("/ondemand")["paused_handshakes"] == 20, 20,
-                     "20 paused handshakes")
+        ts, out = paused(get, names)
         new = json.loads(json.dumps(conf))
         new["on_demand"]["negative_ttl"] = "1m"
         off = reload(g, new)
@@ -230,8 +231,7 @@ def test_reload_while_20_handshakes_are_paused():
         h.eq(admin_get("/ondemand")["paused_handshakes"], 20, "still paused after the reload")
         ask.gate.set()
         join(ts)
-        bad = {n: v for n, v in out.items() if v != ([n], 200)}
-        h.check(len(out) == 20 and not bad, "handshakes after the reload: %r" % bad)
+        each_got_its_certificate(out, names, "handshakes after the reload")
         for n in names:
             h.eq(orders(g, n, want=1), 1, "orders for %s" % n)
         h.eq(g.stop(), 0, "exit status")
@@ -257,8 +257,7 @@ def test_reload_while_orders_are_in_flight():
             new["on_demand"]["negative_ttl"] = ttl
             reload(g, new)
         join(ts)
-        bad = {n: v for n, v in out.items() if v != ([n], 200)}
-        h.check(len(out) == 12 and not bad, "handshakes: %r" % bad)
+        each_got_its_certificate(out, names, "handshakes")
         h.eq(g.stop(), 0, "exit status")
     finally:
         ask.close()
@@ -273,9 +272,7 @@ def test_reload_turning_on_demand_off():
         conf = base_config(os.path.join(h.tmpdir(), "st-off"), on_demand=od)
         g = start(conf)
         names = ["o%d.off.test" % i for i in range(3)]
-        ts, out = in_threads(handshake_fails, names)
-        h.wait_until(lambda: admin_get("/ondemand")["paused_handshakes"] == 3, 20,
-                     "3 paused handshakes")
+        ts, out = paused(handshake_fails, names)
         new = json.loads(json.dumps(conf))
         del new["on_demand"]
         # "*" needs on_demand or a certificate of its own.
@@ -411,8 +408,7 @@ def test_burst_of_50_with_ask_gets_50_certificates():
         g = start(base_config(os.path.join(h.tmpdir(), "st-burst-ask"),
                               on_demand={"ask": ask.url, "wait_budget": "50s"}))
         out = burst("t")
-        bad = {n: v for n, v in out.items() if v != ([n], 200)}
-        h.check(not bad, "%d of 50 failed: %r" % (len(bad), dict(list(bad.items())[:3])))
+        each_got_its_certificate(out, list(out), "the burst")
         h.eq(admin_get("/ondemand")["recent_refusals"], [], "refusals")
         h.eq(g.stop(), 0, "exit status")
     finally:

@@ -70,23 +70,13 @@ def start(storage, directory=None, ca_roots=None, validity=VALIDITY):
               "ca_roots": ca_roots or [p.ca_file], "challenges": ["tls-alpn-01"]},
         on_demand={"allow": ["*.od.test"], "wait_budget": "20s"},
         timeouts={"idle": "300s"}, storage=storage)
-    name = h._next_name("gatehouse")
-    cwd = h.subdir(name)
-    path = os.path.join(cwd, "gatehouse.json")
-    with open(path, "w") as f:
-        json.dump(conf, f, indent=2)
-    g = h.Gatehouse([h.GATEHOUSE_BIN, "run", "-c", path], name, cwd, HTTPS_PORT, HTTP_PORT,
-                    config_path=path, config=conf)
+    g = h.run_config(conf, HTTPS_PORT, HTTP_PORT)
     _s["gatehouse"] = g
     return g
 
 
 def ctx():
-    p = _s["pebble"]  # the one the running gatehouse uses
-    if _s.get("ctx_for") is not p:
-        _s["ctx"] = h.client_context(cafile=p.write_roots())
-        _s["ctx_for"] = p
-    return _s["ctx"]
+    return _s["pebble"].client_context()  # the Pebble the running gatehouse uses
 
 
 def served(name, timeout=WAIT):
