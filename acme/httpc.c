@@ -65,7 +65,15 @@ static char *ssl_error_string(void) {
   return gh_strdup(msg);
 }
 
-static int load_roots(char **out_err, SSL_CTX *ctx, const char *path) {
+int acme_httpc_load_roots(char **out_err, SSL_CTX *ctx, const char *path) {
+  if (path == NULL) {
+    if (access(SYSTEM_ROOTS, R_OK) != 0) {
+      *out_err = gh_asprintf("cannot read the system's CA roots %s: %s (install ca-certificates, "
+                             "or give the CA files to trust)", SYSTEM_ROOTS, strerror(errno));
+      return -1;
+    }
+    path = SYSTEM_ROOTS;
+  }
   if (access(path, R_OK) != 0) {
     *out_err = gh_asprintf("cannot read CA roots %s: %s", path, strerror(errno));
     return -1;
@@ -93,12 +101,12 @@ acme_httpc_t *acme_httpc_new(char **out_err, uv_loop_t *loop, const char *const 
   }
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
   /* No system roots is not an error: the extra roots may be all we need. */
-  if (access(SYSTEM_ROOTS, R_OK) == 0 && load_roots(out_err, ctx, SYSTEM_ROOTS) != 0) {
+  if (access(SYSTEM_ROOTS, R_OK) == 0 && acme_httpc_load_roots(out_err, ctx, SYSTEM_ROOTS) != 0) {
     SSL_CTX_free(ctx);
     return NULL;
   }
   for (size_t i = 0; i < num_roots; i++) {
-    if (load_roots(out_err, ctx, extra_roots[i]) != 0) {
+    if (acme_httpc_load_roots(out_err, ctx, extra_roots[i]) != 0) {
       SSL_CTX_free(ctx);
       return NULL;
     }

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+#include <openssl/ssl.h>
 
 #define ACME_HTTPC_MAX_HEAD (64u * 1024u)
 #define ACME_HTTPC_DEFAULT_TIMEOUT_MS 30000u
@@ -79,6 +80,11 @@ typedef void (*acme_httpc_cb)(const acme_httpc_resp_t *resp, void *arg);
  * |*out_err| (caller frees) to a message naming the file at fault. */
 acme_httpc_t *acme_httpc_new(char **out_err, uv_loop_t *loop, const char *const *extra_roots,
                              size_t num_roots);
+
+/* acme_httpc_load_roots makes |ctx| trust the PEM certificates in |path|,
+ * or with |path| NULL the system roots. Returns 0, or -1 with |*out_err|
+ * set (caller frees) to a message naming the file. */
+int acme_httpc_load_roots(char **out_err, SSL_CTX *ctx, const char *path);
 
 /* acme_httpc_free closes the idle connections and cancels the requests in
  * flight: their callbacks run later, from the loop, with UV_ECANCELED, so

@@ -5,6 +5,7 @@
  * whether the key is present in the JSON rather than at the field. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "common/common.h"
@@ -146,6 +147,53 @@ void conf__check_listener(conf__ctx_t *ctx, const cJSON *obj, char *base) {
     conf__error(ctx, "required when proxy_protocol is on: the address blocks of the load "
                      "balancers that may send the PROXY header, e.g. [\"10.0.0.0/8\"]");
     conf__path_pop(ctx, mark);
+  }
+}
+
+/* conf__check_upstream: the TLS options need an "https://" upstream (a
+ * plain one would silently ignore them), HTTP/2 over TLS needs TLS and
+ * h2c must not have it, a client certificate needs its key, and a
+ * server_name must be a name or address that could be verified. */
+void conf__check_upstream(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_addr_t *a = (const conf_addr_t *)(const void *)base;
+  if (obj == NULL || a->text == NULL) return;
+  static const char *const tls_keys[] = {"ca", "server_name", "client_cert", "client_key",
+                                         "insecure_skip_verify"};
+  for (size_t i = 0; i < GH_ARRAY_LEN(tls_keys) && !a->tls; i++) {
+    if (!has_key(obj, tls_keys[i])) continue;
+    size_t mark = conf__path_key(ctx, tls_keys[i]);
+    conf__error(ctx, "applies to TLS upstreams only: write the address as \"https://%s:%u\"",
+                a->host, a->port);
+    conf__path_pop(ctx, mark);
+  }
+  if (a->protocol == CONF_UP_H2 && !a->tls) {
+    size_t mark = conf__path_key(ctx, "protocol");
+    conf__error(ctx, "\"h2\" is HTTP/2 over TLS: write the address as \"https://%s:%u\", or use "
+                     "\"h2c\" for cleartext HTTP/2", a->host, a->port);
+    conf__path_pop(ctx, mark);
+  }
+  if (a->protocol == CONF_UP_H2C && a->tls) {
+    size_t mark = conf__path_key(ctx, "protocol");
+    conf__error(ctx, "\"h2c\" is cleartext HTTP/2, but the address is https://; use \"h2\"");
+    conf__path_pop(ctx, mark);
+  }
+  if ((a->tls_cert == NULL) != (a->tls_key == NULL) && a->tls) {
+    size_t mark = conf__path_key(ctx, a->tls_cert ? "client_key" : "client_cert");
+    conf__error(ctx, "required with \"%s\"", a->tls_cert ? "client_cert" : "client_key");
+    conf__path_pop(ctx, mark);
+  }
+  if (a->server_name != NULL) {
+    struct in6_addr ip;
+    int is_ip = inet_pton(AF_INET, a->server_name, &ip) == 1 ||
+                inet_pton(AF_INET6, a->server_name, &ip) == 1;
+    const char *why = is_ip ? NULL : conf__host_check(a->server_name, CONF__NO_WILDCARD);
+    if (why != NULL) {
+      size_t mark = conf__path_key(ctx, "server_name");
+      char *q = conf__quote(a->server_name);
+      conf__error(ctx, "expected a host name or IP address, got %s: %s", q, why);
+      gh_free(q);
+      conf__path_pop(ctx, mark);
+    }
   }
 }
 

@@ -42,7 +42,24 @@ typedef struct {
   char *unix_path; /* admin.listen "unix:PATH": the socket's path (resolved against the
                       config file's directory); NULL for a TCP address, whose |host| is
                       then "" */
+  /* upstreams entries (issue 14): "https://host:port", or an object with
+   * "address" and the options below. */
+  int tls;                  /* speak TLS to it ("https://"); verified unless skip_verify */
+  int protocol;             /* conf_up_protocol_t */
+  char **tls_ca;            /* "ca": trust only these PEM files; none = the system roots */
+  size_t num_tls_ca;
+  char *server_name;        /* SNI and the name verified; NULL = |host| */
+  char *tls_cert, *tls_key; /* "client_cert"/"client_key": mTLS to the backend */
+  int insecure_skip_verify; /* accept any certificate (logged loudly) */
+  int send_proxy;           /* "send_proxy_protocol": a PROXY v2 header opens each connection */
 } conf_addr_t;
+
+/* How a request goes to an upstream. */
+typedef enum {
+  CONF_UP_HTTP1 = 0, /* "http/1.1" */
+  CONF_UP_H2 = 1,    /* "h2": HTTP/2 over TLS (ALPN) */
+  CONF_UP_H2C = 2,   /* "h2c": HTTP/2 in cleartext, prior knowledge */
+} conf_up_protocol_t;
 
 typedef enum {
   CONF_BALANCE_ROUND_ROBIN = 0,

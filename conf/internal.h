@@ -96,6 +96,7 @@ enum {
   CONF__IP_HOST = 1u << 9,     /* addresses: "IP:port" only, host required */
   CONF__UNIX = 1u << 10,       /* addresses: "unix:PATH" allowed, PATH resolved like files */
   CONF__CREATE = 1u << 11,     /* files: written, may not exist yet; its directory must */
+  CONF__SCHEME = 1u << 12,     /* addresses: "http://" or "https://" may come first (upstreams) */
 };
 
 struct conf__row {
@@ -155,6 +156,7 @@ char *conf__resolve(const conf__ctx_t *ctx, const char *path);
 void conf__check_root(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_listen(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_listener(conf__ctx_t *ctx, const cJSON *obj, char *base);
+void conf__check_upstream(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base);
@@ -176,6 +178,8 @@ enum {
   CONF__ADDR_NEED_HOST = 1u << 0, /* reject ":port" */
   CONF__ADDR_IP_ONLY = 1u << 1,   /* reject DNS names */
   CONF__ADDR_UNIX = 1u << 2,      /* accept "unix:PATH" (unix_path = PATH as given) */
+  CONF__ADDR_SCHEME = 1u << 3,    /* accept "http://" and "https://" (sets |tls|); the port
+                                     then defaults to 80 or 443 */
 };
 
 /* conf__addr_parse is conf_parse_addr with a reason; on failure |out| is

@@ -55,10 +55,29 @@ static const conf__row_t keepalive_rows[] = {
 };
 static const conf__table_t keepalive_table = TABLE(keepalive_rows);
 
+/* An entry of "upstreams" written as an object; a string entry S stands
+ * for {"address": S}. */
+static const char *const protocol_names[] = {"http/1.1", "h2", "h2c"};
+static const conf__enum_t protocol_enum = {protocol_names, 3};
+_Static_assert(CONF_UP_H2C == 2, "protocol names");
+
+static const conf__row_t upstream_rows[] = {
+    {"address", &conf__t_addr_here, .off = 0, .flags = REQUIRED | CONF__SCHEME},
+    {"protocol", &conf__t_enum, FLD(conf_addr_t, protocol), .def = Q("http/1.1"),
+     .arg = &protocol_enum},
+    {"ca", &conf__t_file_list, LIST(conf_addr_t, tls_ca, num_tls_ca), .def = "[]"},
+    {"server_name", &conf__t_string, FLD(conf_addr_t, server_name)},
+    {"client_cert", &conf__t_file, FLD(conf_addr_t, tls_cert)},
+    {"client_key", &conf__t_file, FLD(conf_addr_t, tls_key)},
+    {"insecure_skip_verify", &conf__t_bool, FLD(conf_addr_t, insecure_skip_verify), .def = "false"},
+    {"send_proxy_protocol", &conf__t_bool, FLD(conf_addr_t, send_proxy), .def = "false"},
+};
+static const conf__table_t upstream_table = TABLE(upstream_rows, .check = conf__check_upstream);
+
 /* The keys of an upstream group, shared by sites and routes. */
 #define GROUP_ROWS(st, g, upstream_flags)                                                       \
   {"upstreams", &conf__t_addr_list, LIST(st, g.addrs, g.num_addrs),                             \
-   .flags = CONF__NONEMPTY | (upstream_flags)},                                                 \
+   .flags = CONF__NONEMPTY | CONF__SCHEME | (upstream_flags), .arg = &upstream_table},          \
       {"balance", &conf__t_enum, FLD(st, g.balance), .def = Q("round_robin"), .arg = &balance_enum}, \
       {"health_check", &conf__t_object, .off = offsetof(st, g.health), .arg = &health_table},   \
       {"fail_backoff", &conf__t_duration, FLD(st, g.fail_backoff_ms), .def = Q("10s")},         \

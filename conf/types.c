@@ -334,6 +334,7 @@ static const char *addr_what(unsigned flags) {
     return "a listen address \":port\", \"IP:port\", \"[IPv6]:port\" or \"unix:PATH\"";
   }
   if (flags & CONF__IP_HOST) return "an address \"IP:port\" or \"[IPv6]:port\"";
+  if (flags & CONF__SCHEME) return "an address \"host:port\", \"http://host:port\" or \"https://host:port\"";
   return (flags & CONF__LISTENER) ? "a listen address \":port\", \"IP:port\" or \"[IPv6]:port\""
                                   : "an address \"host:port\"";
 }
@@ -377,12 +378,16 @@ static void addr_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *ite
   }
   const char *what = addr_what(row->flags);
   if (!cJSON_IsString(item)) {
-    conf__expected(ctx, row->arg ? LISTENER_OBJECT_WHAT : what, item, NULL);
+    const char *obj_what = (row->flags & CONF__LISTENER) ? LISTENER_OBJECT_WHAT
+                           : "an address \"host:port\" or \"https://host:port\", or an object "
+                             "with \"address\"";
+    conf__expected(ctx, row->arg ? obj_what : what, item, NULL);
     return;
   }
   unsigned flags = (row->flags & CONF__LISTENER) ? CONF__ADDR_IP_ONLY : CONF__ADDR_NEED_HOST;
   if (row->flags & CONF__IP_HOST) flags = CONF__ADDR_IP_ONLY | CONF__ADDR_NEED_HOST;
   if (row->flags & CONF__UNIX) flags |= CONF__ADDR_UNIX;
+  if (row->flags & CONF__SCHEME) flags |= CONF__ADDR_SCHEME;
   conf_addr_t *addr = slot;
   const char *why = conf__addr_parse(addr, item->valuestring, flags);
   if (why != NULL) {
@@ -405,13 +410,16 @@ static void parse_addr_list(conf__ctx_t *ctx, const conf__row_t *row, const cJSO
 }
 
 /* An entry that takes an object is written as one only where it differs
- * from the string form's defaults (http2 off, a PROXY header). */
+ * from the string form's defaults (http2 off, a PROXY header, upstream
+ * options). */
 static cJSON *emit_addr_list(const conf__row_t *row, const char *base) {
   const conf_addr_t *list = *CFIELD(base, row, conf_addr_t *);
   cJSON *arr = cJSON_CreateArray();
   for (size_t i = 0; i < CNUM(base, row); i++) {
-    int plain = list[i].http2 == string_http2(row) && !list[i].proxy_protocol &&
-                list[i].num_proxy_trusted == 0;
+    const conf_addr_t *a = &list[i];
+    int plain = a->http2 == string_http2(row) && !a->proxy_protocol && a->num_proxy_trusted == 0 &&
+                a->protocol == CONF_UP_HTTP1 && a->num_tls_ca == 0 && a->server_name == NULL &&
+                a->tls_cert == NULL && !a->insecure_skip_verify && !a->send_proxy;
     cJSON_AddItemToArray(arr, row->arg != NULL && !plain
                                   ? conf__emit_walk(row->arg, (const char *)&list[i])
                                   : cJSON_CreateString(list[i].text));
@@ -510,6 +518,7 @@ static void parse_addr_here(conf__ctx_t *ctx, const conf__row_t *row, const cJSO
   f->text = addr.text;
   f->host = addr.host;
   f->port = addr.port;
+  f->tls = addr.tls;
 }
 
 static cJSON *emit_addr_here(const conf__row_t *row, const char *base) {

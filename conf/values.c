@@ -176,11 +176,40 @@ static const char *check_host(const char *s, size_t len, int bracketed, unsigned
   return check_dns_name(s, len);
 }
 
+/* addr_with_scheme parses "http://ADDR" and "https://ADDR" (an optional
+ * trailing "/"; the port defaults to the scheme's), keeping the text as
+ * written. */
+static const char *addr_with_scheme(conf_addr_t *out, const char *s, unsigned flags) {
+  int tls = strncmp(s, "https://", 8) == 0;
+  const char *rest = s + (tls ? 8 : 7);
+  size_t len = strlen(rest);
+  if (len > 0 && rest[len - 1] == '/') len--;
+  if (memchr(rest, '/', len) != NULL) return "an upstream address takes no path";
+  const char *close = memchr(rest, ']', len), *colon = NULL;
+  for (const char *p = close ? close : rest; p < rest + len; p++) {
+    if (*p == ':') colon = p;
+  }
+  char *full = colon ? gh_asprintf("%.*s", (int)len, rest)
+                     : gh_asprintf("%.*s:%s", (int)len, rest, tls ? "443" : "80");
+  const char *why = conf__addr_parse(out, full, flags & ~CONF__ADDR_SCHEME);
+  gh_free(full);
+  if (why != NULL) return why;
+  gh_free(out->text);
+  out->text = gh_strdup(s);
+  out->tls = tls;
+  return NULL;
+}
+
 const char *conf__addr_parse(conf_addr_t *out, const char *s, unsigned flags) {
   const char *host, *port_text;
   size_t host_len;
   int bracketed = 0;
   memset(out, 0, sizeof(*out));
+  if ((flags & CONF__ADDR_SCHEME) &&
+      (strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0)) {
+    return addr_with_scheme(out, s, flags);
+  }
+  if (strstr(s, "://") != NULL) return "the scheme must be \"http://\" or \"https://\"";
   if ((flags & CONF__ADDR_UNIX) && strncmp(s, "unix:", 5) == 0) {
     if (s[5] == '\0') return "missing the socket's path after \"unix:\"";
     out->text = gh_strdup(s);
@@ -298,6 +327,15 @@ void conf_addr_cleanup(conf_addr_t *addr) {
   gh_free(addr->unix_path);
   addr->unix_path = NULL;
   addr->port = 0;
+  for (size_t i = 0; i < addr->num_tls_ca; i++) gh_free(addr->tls_ca[i]);
+  gh_free(addr->tls_ca);
+  addr->tls_ca = NULL;
+  addr->num_tls_ca = 0;
+  gh_free(addr->server_name);
+  gh_free(addr->tls_cert);
+  gh_free(addr->tls_key);
+  addr->server_name = addr->tls_cert = addr->tls_key = NULL;
+  addr->tls = addr->protocol = addr->insecure_skip_verify = addr->send_proxy = 0;
 }
 
 /* word_eq compares |len| bytes at |s| with |word|, ignoring ASCII case. */

@@ -420,7 +420,7 @@ static void start_session(px_conn_t *c);
 /* set_client makes |addr| (of |family|) the connection's client address:
  * c->client_ip, which logs, X-Forwarded-For, on-demand and its per-IP
  * limits use. An IPv4-mapped IPv6 address reads as IPv4. */
-static void set_client(px_conn_t *c, int family, const uint8_t *addr) {
+static void set_client(px_conn_t *c, int family, const uint8_t *addr, uint16_t port) {
   static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
     family = AF_INET;
@@ -429,6 +429,7 @@ static void set_client(px_conn_t *c, int family, const uint8_t *addr) {
   memset(c->client_addr, 0, sizeof(c->client_addr));
   memcpy(c->client_addr, addr, family == AF_INET ? 4 : 16);
   c->client_family = family;
+  c->client_port = port;
   inet_ntop(family, c->client_addr, c->client_ip, sizeof(c->client_ip));
 }
 
@@ -462,7 +463,7 @@ static void proxy_read(px_conn_t *c, const char *data, size_t len) {
     if (c->held.len == 0) px_buf_append(&c->held, data, len);
     return;
   }
-  if (!pp.local) set_client(c, pp.family, pp.src);
+  if (!pp.local) set_client(c, pp.family, pp.src, pp.src_port);
   /* The rest may be fed from the held copy: take it out of c->held,
    * which a paused handshake fills again. */
   px_buf_t held = c->held;
@@ -546,9 +547,11 @@ void px_conn_accept(px_listener_t *l) {
   int sl = sizeof(ss);
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
     if (ss.ss_family == AF_INET6) {
-      set_client(c, AF_INET6, ((const struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr);
+      set_client(c, AF_INET6, ((const struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr,
+                 ntohs(((const struct sockaddr_in6 *)&ss)->sin6_port));
     } else if (ss.ss_family == AF_INET) {
-      set_client(c, AF_INET, (const uint8_t *)&((const struct sockaddr_in *)&ss)->sin_addr);
+      set_client(c, AF_INET, (const uint8_t *)&((const struct sockaddr_in *)&ss)->sin_addr,
+                 ntohs(((const struct sockaddr_in *)&ss)->sin_port));
     }
   }
   if (l->proxy_protocol) {

@@ -32,8 +32,6 @@ static const conf_t *conf_of(const px_exchange_t *ex) { return ex->gen->conf; }
 static size_t limit_of(const px_exchange_t *ex) { return conf_of(ex)->limits.write_queue_bytes; }
 
 static void connect_next(px_exchange_t *ex, px_addr_t *avoid);
-static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 
 /* set_state moves |ex| on; the transitions allowed are the lifecycle of
  * exchange.h, checked in sanitizer and debug builds. */
@@ -93,10 +91,10 @@ static void detach(px_exchange_t *ex, int reusable) {
   if (u == NULL) return;
   ex->up = NULL;
   u->ex = NULL;
-  if (ex->up_paused && reusable && !uv_is_closing((uv_handle_t *)&u->tcp)) {
+  if (ex->up_paused && reusable) {
     /* An idle connection is read, so that bytes or a close while idle are
      * seen (and the connection dropped) before anyone reuses it. */
-    uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+    px_upconn_read_start(u);
   }
   ex->up_paused = 0;
   px_upconn_release(u, reusable);
@@ -182,9 +180,7 @@ static void attach(px_exchange_t *ex, px_upconn_t *u) {
   px_uph1_begin(u);
 }
 
-static void on_connect(uv_connect_t *req, int status) {
-  px_upconn_t *u = req->data;
-  if (status == UV_ECANCELED) return;
+void px_ex__up_connected(px_upconn_t *u, int status, const char *why) {
   px_exchange_t *ex = u->ex;
   if (ex == NULL) { /* the client left while we were connecting */
     px_upconn_close(u);
@@ -194,7 +190,8 @@ static void on_connect(uv_connect_t *req, int status) {
   if (status < 0) {
     char ep[INET6_ADDRSTRLEN + 8];
     px_addr_text(u->addr, ep, sizeof(ep));
-    GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep, uv_strerror(status));
+    GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep,
+            why ? why : uv_strerror(status));
     px_addr_t *a = u->addr;
     detach(ex, 0);
     connect_failed(ex, a);
@@ -202,8 +199,7 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   u->connected = 1;
-  uv_tcp_nodelay(&u->tcp, 1);
-  uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_up_read);
+  px_upconn_read_start(u);
   set_state(ex, PX_EX_WAIT);
   send_head(ex);
   up_timer(ex);
@@ -246,7 +242,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   }
   ex->up_slot = (uint8_t)slot;
   atomic_fetch_add(&a->active, 1);
-  px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a) : NULL;
+  px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a, ex->client_ip) : NULL;
   if (u) {
     attach(ex, u);
     set_state(ex, PX_EX_WAIT);
@@ -255,7 +251,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
     return;
   }
   px_addr_refresh(w, ex->gen, a->target, 0);
-  u = px_upconn_dial(w, a, on_connect);
+  u = px_upconn_dial(w, a);
   if (u == NULL) {
     atomic_fetch_sub(&a->active, 1);
     ex->addr = NULL;
@@ -306,21 +302,15 @@ int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len) {
   return px_upconn_write_queue(ex->up) > limit_of(ex);
 }
 
-static void on_up_shutdown(uv_shutdown_t *req, int status) {
-  (void)req, (void)status; /* a failure shows on the read side */
-}
-
 void px_ex_tunnel_end(px_exchange_t *ex) {
   if (ex->state != PX_EX_TUNNEL || ex->up == NULL) return;
-  px_upconn_t *u = ex->up;
-  if (u->shutdown_req.type == UV_SHUTDOWN) return; /* once */
-  uv_shutdown(&u->shutdown_req, (uv_stream_t *)&u->tcp, on_up_shutdown);
+  px_upconn_shutdown(ex->up);
 }
 
 void px_ex_client_drained(px_exchange_t *ex) {
   if (!ex->up_paused || ex->up == NULL) return;
   ex->up_paused = 0;
-  uv_read_start((uv_stream_t *)&ex->up->tcp, on_alloc, on_up_read);
+  px_upconn_read_start(ex->up);
   up_timer(ex);
 }
 
@@ -367,18 +357,11 @@ void px_ex__up_drained(px_exchange_t *ex) {
   settle(ex);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)suggested;
-  px_upconn_t *u = h->data;
-  buf->base = u->w->rbuf;
-  buf->len = sizeof(u->w->rbuf);
-}
-
 /* backpressure stops reading the upstream while the client is behind. */
 static void backpressure(px_exchange_t *ex) {
   if (ex->up == NULL || ex->up_paused) return;
   if (ex->ops->queued(ex) > limit_of(ex)) {
-    uv_read_stop((uv_stream_t *)&ex->up->tcp);
+    px_upconn_read_stop(ex->up);
     ex->up_paused = 1;
   }
 }
@@ -472,9 +455,7 @@ static void up_closed(px_exchange_t *ex, px_upconn_t *u, ssize_t err) {
   fail(ex, 502, err == UV_EOF ? "upstream closed the connection early" : uv_strerror((int)err), 1);
 }
 
-static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  px_upconn_t *u = s->data;
-  if (nread == 0) return;
+void px_ex__up_read(px_upconn_t *u, ssize_t nread, const char *p) {
   px_exchange_t *ex = u->ex;
   if (ex == NULL) {
     /* Bytes or a close on an idle connection: it can never be reused
@@ -490,11 +471,11 @@ static void on_up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   u->got_bytes = 1;
   switch (ex->state) {
     case PX_EX_TUNNEL:
-      ex->ops->tunnel_data(ex, buf->base, (size_t)nread);
+      ex->ops->tunnel_data(ex, p, (size_t)nread);
       break;
     case PX_EX_WAIT:
     case PX_EX_BODY:
-      relay(ex, u, buf->base, (size_t)nread);
+      relay(ex, u, p, (size_t)nread);
       break;
     default:
       /* Nothing is owed in any other state. */

@@ -74,6 +74,7 @@ struct px_exchange {
   px_group_t *group;
   px_upconn_t *up;
   px_addr_t *addr; /* counted in addr->active while set */
+  px_conn_t *conn; /* the client connection (outlives its exchanges) */
   const char *client_ip;
   int is_tls;
   int trusted_proxy; /* the client is in trusted_proxies: its X-Forwarded-* are kept */

@@ -76,7 +76,6 @@ static size_t count_groups(const conf_t *conf, size_t *out_targets, size_t *out_
 
 static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ti, size_t *ai,
                                const conf_upstream_group_t *cg, char **out_err) {
-  (void)out_err;
   px_group_t *g = &gen->groups[(*gi)++];
   g->conf = cg;
   g->num_targets = cg->num_addrs;
@@ -108,6 +107,7 @@ static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ti, size_t *ai
     }
     resolve(t);
     g->targets[k] = t;
+    if (t->conf->tls && (t->tls_ctx = px_uptls_ctx_new(out_err, t->conf)) == NULL) return NULL;
   }
   return g;
 }
@@ -175,6 +175,7 @@ void px_gen_unref(px_gen_t *gen) {
   for (size_t i = 0; i < gen->num_groups; i++) gh_free(gen->groups[i].targets);
   for (size_t i = 0; i < gen->num_targets; i++) {
     if (gen->targets[i].conf != NULL) pthread_mutex_destroy(&gen->targets[i].sa_lock);
+    SSL_CTX_free(gen->targets[i].tls_ctx);
   }
   gh_free(gen->targets);
   gh_free(gen->sites);

@@ -54,6 +54,7 @@ typedef struct {
  * background (px_addr_refresh). */
 struct px_target {
   const conf_addr_t *conf;
+  SSL_CTX *tls_ctx; /* "https://" upstreams (uptls.c); NULL for plain ones */
   px_group_t *group;
   int is_name;
   pthread_mutex_t sa_lock;

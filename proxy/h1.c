@@ -30,6 +30,7 @@ static void arm_timer(px_conn_t *c);
 
 static px_exchange_t *new_exchange(px_conn_t *c) {
   px_exchange_t *ex = px_ex_new(c->w, &h1_ops, c);
+  ex->conn = c;
   ex->client_ip = c->client_ip;
   ex->trusted_proxy = px_conn_trusted_proxy(c);
   ex->is_tls = c->is_tls;

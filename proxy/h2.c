@@ -606,6 +606,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   s->id = frame->hd.stream_id;
   s->read_mark = now_of(h2);
   px_exchange_t *ex = px_ex_new(c->w, &h2_ops, s);
+  ex->conn = c;
   ex->client_ip = c->client_ip;
   ex->trusted_proxy = px_conn_trusted_proxy(c);
   ex->is_tls = 1;

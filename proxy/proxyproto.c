@@ -138,3 +138,23 @@ int px_proxyproto_parse(const uint8_t *p, size_t len, px_proxyproto_t *out) {
   if (p[0] == v2_sig[0]) return parse_v2(p, len, out);
   return refuse(out, "not a PROXY header");
 }
+
+size_t px_proxyproto_v2(uint8_t *out, const px_proxyproto_t *h) {
+  memcpy(out, v2_sig, sizeof(v2_sig));
+  size_t alen = h->local ? 0 : h->family == AF_INET ? 12 : 36;
+  out[12] = h->local ? 0x20 : 0x21;                   /* version 2; LOCAL or PROXY */
+  out[13] = h->local ? 0x00 : h->family == AF_INET ? 0x11 : 0x21; /* TCP over IPv4 / IPv6 */
+  out[14] = (uint8_t)(alen >> 8);
+  out[15] = (uint8_t)alen;
+  if (alen == 0) return 16;
+  size_t n = h->family == AF_INET ? 4 : 16;
+  uint8_t *p = out + 16;
+  memcpy(p, h->src, n);
+  memcpy(p + n, h->dst, n);
+  p += 2 * n;
+  *p++ = (uint8_t)(h->src_port >> 8);
+  *p++ = (uint8_t)h->src_port;
+  *p++ = (uint8_t)(h->dst_port >> 8);
+  *p++ = (uint8_t)h->dst_port;
+  return 16 + alen;
+}

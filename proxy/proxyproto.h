@@ -38,4 +38,11 @@ typedef struct {
  * input that starts with them, so the caller may decide as bytes arrive. */
 int px_proxyproto_parse(const uint8_t *p, size_t len, px_proxyproto_t *out);
 
+/* px_proxyproto_v2 writes a v2 PROXY header (command PROXY over TCP) for
+ * |h| (family, src, dst and ports; |h->local| writes a LOCAL header) into
+ * |out|, which has room for PX_PROXYPROTO_V2_OUT bytes. Returns its
+ * length. */
+#define PX_PROXYPROTO_V2_OUT 52
+size_t px_proxyproto_v2(uint8_t *out, const px_proxyproto_t *h);
+
 #endif

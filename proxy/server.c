@@ -117,11 +117,10 @@ static void begin_drain(px_worker_t *w) {
 
 void px_worker_adopt_gen(px_worker_t *w, px_gen_t *gen) {
   px_worker_pools_close(w);
-  gh_free(w->pools);
+  px_worker_pools_free(w);
   px_gen_t *old = w->gen;
   w->gen = gen;
-  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
+  px_worker_pools_new(w, gen);
   px_gen_unref(old);
   if (w->id == 0) px_health_start(w);
 }
@@ -215,12 +214,12 @@ static px_worker_t *worker_new(unsigned id, px_gen_t *gen, uv_sem_t *started) {
   gh_list_init(&w->upconns);
   gh_list_init(&w->paused);
   w->gen = px_gen_ref(gen);
-  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
+  px_worker_pools_new(w, gen);
   w->started = started;
   px_h1_init_settings(w);
   px_uph1_init_settings(w);
   px_worker_bio_init(w);
+  px_uptls_worker_init(w);
   return w;
 }
 
@@ -233,14 +232,15 @@ static void worker_free(px_worker_t *w) {
   px_ex_cache_free(w);
   px_h2_worker_free(w);
   px_ondemand_worker_cleanup(w);
+  px_worker_pools_free(w);
   px_gen_unref(w->gen);
   px_gen_unref(w->next_gen);
-  gh_free(w->pools);
   for (size_t i = 0; i < w->num_listeners; i++) gh_free(w->listeners[i].proxy_trusted);
   gh_free(w->listeners);
   gh_free(w->obuf);
   px_buf_free(&w->pout);
   BIO_meth_free(w->bio_method);
+  px_uptls_worker_free(w);
   pthread_mutex_destroy(&w->mu);
   gh_free(w);
 }

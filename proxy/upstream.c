@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/conn.h"
+#include "proxy/proxyproto.h"
 #include "proxy/upstream.h"
 
 static uint64_t now_ms(void) { return gh_now_ms(); }
@@ -153,8 +155,96 @@ static void up_closed(uv_handle_t *h) {
   px_upconn_t *u = h->data;
   if (--u->handles_open > 0) return;
   gh_list_remove(&u->all);
+  SSL_free(u->ssl);
+  px_buf_free(&u->tls_out);
   px_gen_unref(u->gen);
   gh_free(u);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  px_upconn_t *u = h->data;
+  buf->base = u->w->rbuf;
+  buf->len = sizeof(u->w->rbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  px_upconn_t *u = s->data;
+  if (nread == 0) return;
+  if (u->ssl != NULL) px_uptls_read(u, nread, buf->base);
+  else px_ex__up_read(u, nread, buf->base);
+}
+
+void px_upconn_read_start(px_upconn_t *u) {
+  if (!uv_is_closing((uv_handle_t *)&u->tcp)) uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_read);
+}
+
+void px_upconn_read_stop(px_upconn_t *u) { uv_read_stop((uv_stream_t *)&u->tcp); }
+
+static void on_up_shutdown(uv_shutdown_t *req, int status) {
+  (void)req, (void)status; /* a failure shows on the read side */
+}
+
+void px_upconn_shutdown(px_upconn_t *u) {
+  if (u->shutdown_req.type == UV_SHUTDOWN || uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  px_uptls_shutdown(u);
+  uv_shutdown(&u->shutdown_req, (uv_stream_t *)&u->tcp, on_up_shutdown);
+}
+
+/* send_proxy_header opens |u| with a PROXY v2 header naming its
+ * exchange's client (issue 14: send_proxy_protocol), and remembers the
+ * client: the connection then serves that client only. */
+static void send_proxy_header(px_upconn_t *u) {
+  px_conn_t *c = u->ex->conn;
+  px_proxyproto_t h;
+  memset(&h, 0, sizeof(h));
+  h.local = c == NULL || c->client_family == 0;
+  if (!h.local) {
+    h.family = c->client_family;
+    size_t n = h.family == AF_INET ? 4 : 16;
+    memcpy(h.src, c->client_addr, n);
+    h.src_port = c->client_port;
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+      if (ss.ss_family == AF_INET && h.family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        memcpy(h.dst, &in->sin_addr, 4);
+        h.dst_port = ntohs(in->sin_port);
+      } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        h.dst_port = ntohs(in6->sin6_port);
+        if (h.family == AF_INET6) memcpy(h.dst, &in6->sin6_addr, 16);
+        else if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) memcpy(h.dst, in6->sin6_addr.s6_addr + 12, 4);
+      }
+    }
+  }
+  uint8_t hdr[PX_PROXYPROTO_V2_OUT];
+  uv_buf_t b = uv_buf_init((char *)hdr, (unsigned)px_proxyproto_v2(hdr, &h));
+  px_upconn_raw_writev(u, &b, 1);
+  snprintf(u->pp_client, sizeof(u->pp_client), "%s", u->ex->client_ip ? u->ex->client_ip : "");
+}
+
+/* on_tcp_connect: the TCP connection is made (or failed). Plain
+ * upstreams are ready; TLS ones start their handshake first. */
+static void on_tcp_connect(uv_connect_t *req, int status) {
+  px_upconn_t *u = req->data;
+  if (status == UV_ECANCELED) return;
+  if (status < 0 || u->ex == NULL) {
+    px_ex__up_connected(u, status, NULL);
+    return;
+  }
+  uv_tcp_nodelay(&u->tcp, 1);
+  if (u->addr->conf->send_proxy) send_proxy_header(u);
+  SSL_CTX *ctx = u->addr->target->tls_ctx;
+  if (ctx == NULL) {
+    px_ex__up_connected(u, 0, NULL);
+    return;
+  }
+  px_upconn_read_start(u);
+  int r = px_uptls_begin(u, ctx);
+  if (r < 0) px_ex__up_connected(u, UV_EPROTO, "cannot start the TLS handshake");
+  else if (r > 0) px_ex__up_connected(u, 0, NULL);
 }
 
 void px_upconn_close(px_upconn_t *u) {
@@ -169,7 +259,7 @@ void px_upconn_close(px_upconn_t *u) {
   uv_close((uv_handle_t *)&u->tcp, up_closed);
 }
 
-px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
+px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a) {
   px_upconn_t *u = gh_calloc(1, sizeof(*u));
   u->w = w;
   u->addr = a;
@@ -181,7 +271,7 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb) {
   u->dial_ms = px_now(&w->loop);
   struct sockaddr_storage sa;
   int rc = px_addr_sockaddr(a, &sa, &u->addr_seq) == 0
-               ? uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&sa, cb)
+               ? uv_tcp_connect(&u->connect_req, &u->tcp, (const struct sockaddr *)&sa, on_tcp_connect)
                : UV_EAI_NONAME;
   if (rc != 0) {
     GH_WARN("proxy", "upstream %s: connect: %s", a->conf->text, uv_strerror(rc));
@@ -197,14 +287,18 @@ static int current(px_upconn_t *u) {
   return atomic_load(&u->addr->live) && atomic_load(&u->addr->seq) == u->addr_seq;
 }
 
-px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a) {
+px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a, const char *client) {
   px_pool_t *pool = &w->pools[a->index];
-  while (!gh_list_empty(&pool->idle)) {
-    px_upconn_t *u = GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link);
+  int per_client = a->conf->send_proxy;
+  gh_link_t *l = pool->idle.next;
+  while (l != &pool->idle) {
+    px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, link);
+    l = l->next;
     if (!current(u)) { /* the name moved away from this address */
       px_upconn_close(u);
       continue;
     }
+    if (per_client && strcmp(u->pp_client, client ? client : "") != 0) continue;
     gh_list_remove(&u->link);
     pool->num_idle--;
     u->idle = 0;
@@ -262,6 +356,14 @@ size_t px_upconn_write_queue(px_upconn_t *u) {
 }
 
 void px_upconn_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num) {
+  if (u->ssl != NULL) {
+    if (!uv_is_closing((uv_handle_t *)&u->tcp)) px_uptls_writev(u, bufs, num);
+    return;
+  }
+  px_upconn_raw_writev(u, bufs, num);
+}
+
+void px_upconn_raw_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num) {
   if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
   size_t len = 0, off = 0;
   for (unsigned i = 0; i < num; i++) len += bufs[i].len;
@@ -292,6 +394,20 @@ void px_upconn_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num) {
 void px_upconn_write(px_upconn_t *u, const void *p, size_t len) {
   uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
   px_upconn_writev(u, &b, 1);
+}
+
+void px_worker_pools_new(px_worker_t *w, px_gen_t *gen) {
+  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
+  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
+}
+
+void px_worker_pools_free(px_worker_t *w) {
+  if (w->pools == NULL) return;
+  for (size_t i = 0; w->gen != NULL && i < w->gen->num_addrs; i++) {
+    SSL_SESSION_free(w->pools[i].session);
+  }
+  gh_free(w->pools);
+  w->pools = NULL;
 }
 
 void px_worker_pools_close(px_worker_t *w) {

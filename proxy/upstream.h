@@ -35,6 +35,16 @@ struct px_upconn {
   int idle;
   int reused;
   int got_bytes;      /* a response byte arrived for the current exchange */
+  /* TLS (uptls.c): NULL for a plain upstream. */
+  SSL *ssl;
+  int tls_done;       /* the handshake is over */
+  int tls_resumed;    /* it resumed a session */
+  const char *in_p;   /* ciphertext being fed to SSL */
+  size_t in_len;
+  px_buf_t tls_out;   /* ciphertext produced by the last SSL call */
+  /* send_proxy_protocol: the client whose PROXY header opened this
+   * connection; it is reused only for requests of the same client. */
+  char pp_client[INET6_ADDRSTRLEN];
   /* HTTP/1.1 response codec (uph1.c). */
   llhttp_t parser; /* response heads only */
   px_uph1_phase_t phase;
@@ -105,21 +115,62 @@ size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res, int q
  * failures (refused or failed connect, silence, reset, malformed answer),
  * never for anything a client does. */
 void px_upstream_mark_failed(px_addr_t *a);
-px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a);
-px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a, uv_connect_cb cb);
+/* px_upconn_get_idle takes an idle connection to |a| from |w|'s pool for
+ * a request of |client| (only a connection opened with a PROXY header
+ * for that client when the upstream sends one), or NULL. */
+px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a, const char *client);
+/* px_upconn_dial starts a connection to endpoint |a| for the exchange
+ * that attaches to it next: TCP, then the PROXY header and the TLS
+ * handshake when the upstream wants them, then px_ex__up_connected.
+ * NULL when the connect cannot even start. */
+px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a);
+/* px_upconn_read_start / _stop: whether |u| is read (back-pressure). */
+void px_upconn_read_start(px_upconn_t *u);
+void px_upconn_read_stop(px_upconn_t *u);
+/* px_upconn_shutdown: nothing more will be written (a tunnel's client
+ * finished): close_notify for TLS, then the write side is shut. */
+void px_upconn_shutdown(px_upconn_t *u);
+/* px_worker_pools_new makes |w|'s pools for |gen|; px_worker_pools_free
+ * releases them (after px_worker_pools_close). */
+void px_worker_pools_new(px_worker_t *w, px_gen_t *gen);
+void px_worker_pools_free(px_worker_t *w);
 /* px_upconn_release gives |u| back: to the pool if |reusable| (its last
  * response ended exactly at a message boundary, nothing unread), else it
  * is closed. */
 void px_upconn_release(px_upconn_t *u, int reusable);
 void px_upconn_close(px_upconn_t *u);
+/* px_upconn_write / _writev send plaintext (encrypted for TLS). */
 void px_upconn_write(px_upconn_t *u, const void *p, size_t len);
 void px_upconn_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num);
+/* px_upconn_raw_writev writes bytes to the socket as they are. */
+void px_upconn_raw_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num);
 size_t px_upconn_write_queue(px_upconn_t *u);
 void px_worker_pools_close(px_worker_t *w);
 void px_health_start(px_worker_t *w);
 
 /* exchange.c: the upstream connection's events, for upstream.c. */
 void px_ex__up_drained(px_exchange_t *ex);
+/* px_ex__up_connected: |u| is ready for its request (status 0), or could
+ * not be made ready (a libuv error; |why| says more, or NULL). */
+void px_ex__up_connected(px_upconn_t *u, int status, const char *why);
+/* px_ex__up_read: plaintext from |u| (|nread| bytes at |p|), or its end
+ * (|nread| < 0: UV_EOF, or an error). */
+void px_ex__up_read(px_upconn_t *u, ssize_t nread, const char *p);
+
+/* ---- uptls.c: TLS toward the upstream ---- */
+/* px_uptls_ctx_new builds the TLS client context for upstream |a|, or
+ * returns NULL with |*out_err| set (caller frees). */
+SSL_CTX *px_uptls_ctx_new(char **out_err, const conf_addr_t *a);
+void px_uptls_worker_init(px_worker_t *w);
+void px_uptls_worker_free(px_worker_t *w);
+/* px_uptls_begin starts the handshake on connected |u|: 1 done (never on
+ * a first flight), 0 waiting for the upstream, -1 failed. */
+int px_uptls_begin(px_upconn_t *u, SSL_CTX *ctx);
+int px_uptls_handshake(px_upconn_t *u);
+/* px_uptls_read takes ciphertext (or the socket's end) from |u|. */
+void px_uptls_read(px_upconn_t *u, ssize_t nread, const char *p);
+void px_uptls_writev(px_upconn_t *u, const uv_buf_t *bufs, unsigned num);
+void px_uptls_shutdown(px_upconn_t *u);
 /* px_ex__resolved: the lookup px_addr_refresh_for started for |ex| ended;
  * |changed| says whether it changed the endpoints. Ends with settle. */
 void px_ex__resolved(px_exchange_t *ex, int changed);

@@ -66,6 +66,7 @@ static inline int px_lazy_expired(uv_timer_t *t, px_lazy_t *l, uv_timer_cb cb) {
 typedef struct {
   gh_link_t idle; /* px_upconn_t.link */
   size_t num_idle;
+  SSL_SESSION *session; /* TLS upstreams: the newest session, offered for resumption */
 } px_pool_t;
 
 typedef struct {
@@ -118,6 +119,8 @@ struct px_worker {
   px_conn_t *pout_owner;
   size_t obuf_len, obuf_cap;
   BIO_METHOD *bio_method;
+  BIO_METHOD *up_bio_method; /* TLS upstreams (uptls.c) */
+  char upbuf[32 * 1024];     /* plaintext decrypted from a TLS upstream */
   px_exchange_t *ex_cache; /* freed exchanges, buffers kept (see exchange.c) */
   size_t num_ex_cache;
   struct px_ondemand *ondemand; /* NULL in px_obtain's mode (on-demand may be off) */
