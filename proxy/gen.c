@@ -157,6 +157,7 @@ px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges
   gen->https_port_suffix = port == 443 ? gh_strdup("") : gh_asprintf(":%u", port);
   return gen;
 fail:
+  gen->conf = NULL; /* the caller keeps |conf| when this fails */
   px_gen_unref(gen);
   return NULL;
 }

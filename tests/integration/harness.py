@@ -229,30 +229,37 @@ class CA:
               "-out", self.cert])
         self._leaves = {}
 
-    def leaf(self, sans, cn=None):
+    def leaf(self, sans, cn=None, ips=(), days=3, client=False):
         """Returns (cert_path, key_path) of an ECDSA P-256 leaf for the DNS
-        names |sans| (e.g. ["a.test", "*.example.test"])."""
+        names |sans| (e.g. ["a.test", "*.example.test"]) and IP addresses
+        |ips|, valid for |days| from now (a negative number: expired that
+        long ago), for a server or, with |client|, a TLS client."""
         sans = list(sans)
-        key = tuple(sans)
+        key = (tuple(sans), cn, tuple(ips), days, client)
         if key in self._leaves:
             return self._leaves[key]
         n = len(self._leaves)
-        stem = os.path.join(self.dir, "leaf%d-%s" % (n, re.sub(r"[^a-z0-9.-]", "_", sans[0])))
+        first = sans[0] if sans else (cn or ips[0])
+        stem = os.path.join(self.dir, "leaf%d-%s" % (n, re.sub(r"[^a-z0-9.-]", "_", first)))
         keyf, csr, crt, ext = stem + ".key", stem + ".csr", stem + ".pem", stem + ".ext"
         _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
               "-out", keyf])
-        _run(["openssl", "req", "-new", "-key", keyf, "-subj", "/CN=%s" % (cn or sans[0]),
+        _run(["openssl", "req", "-new", "-key", keyf, "-subj", "/CN=%s" % (cn or first),
               "-out", csr])
+        alt = ["DNS:" + s for s in sans] + ["IP:" + ip for ip in ips]
         with open(ext, "w") as f:
             f.write("basicConstraints=critical,CA:FALSE\n"
                     "keyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=serverAuth\n"
+                    "extendedKeyUsage=%s\n"
                     "subjectKeyIdentifier=hash\n"
-                    "authorityKeyIdentifier=keyid,issuer\n"
-                    "subjectAltName=%s\n" % ",".join("DNS:" + s for s in sans))
+                    "authorityKeyIdentifier=keyid,issuer\n" % ("clientAuth" if client else "serverAuth"))
+            if alt:
+                f.write("subjectAltName=%s\n" % ",".join(alt))
         serial = "0x" + os.urandom(12).hex()
+        # A negative -days puts notAfter that far before notBefore (now):
+        # an expired certificate.
         _run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
-              "-set_serial", serial, "-days", "3", "-sha256", "-extfile", ext, "-out", crt])
+              "-set_serial", serial, "-days", str(days), "-sha256", "-extfile", ext, "-out", crt])
         self._leaves[key] = (crt, keyf)
         return crt, keyf
 
