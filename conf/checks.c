@@ -29,9 +29,32 @@ void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   }
 }
 
+/* check_protocols: one group's upstreams speak one HTTP version, because
+ * the request body is framed for it before an upstream is picked. */
+static void check_protocols(conf__ctx_t *ctx, const conf_upstream_group_t *g) {
+  for (size_t i = 1; i < g->num_addrs; i++) {
+    if ((g->addrs[i].protocol == CONF_UP_HTTP1) == (g->addrs[0].protocol == CONF_UP_HTTP1)) continue;
+    size_t mark = conf__path_key(ctx, "upstreams");
+    conf__path_index(ctx, i);
+    conf__error(ctx, "speaks HTTP/%s but upstreams[0] speaks HTTP/%s: the upstreams of one site or "
+                     "route use one HTTP version (put the others in a route)",
+                g->addrs[i].protocol == CONF_UP_HTTP1 ? "1.1" : "2",
+                g->addrs[0].protocol == CONF_UP_HTTP1 ? "1.1" : "2");
+    conf__path_pop(ctx, mark);
+    return;
+  }
+}
+
 void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_site_t *site = (const conf_site_t *)(const void *)base;
   if (obj == NULL) return;
+  check_protocols(ctx, &site->group);
+  for (size_t j = 0; j < site->num_routes; j++) {
+    size_t mark = conf__path_key(ctx, "routes");
+    conf__path_index(ctx, j);
+    check_protocols(ctx, &site->routes[j].group);
+    conf__path_pop(ctx, mark);
+  }
   /* Requests that match no route go to the site's upstreams: without them
    * a route must catch everything. */
   const cJSON *routes = cJSON_GetObjectItemCaseSensitive(obj, "routes");
@@ -175,6 +198,12 @@ void conf__check_upstream(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   if (a->protocol == CONF_UP_H2C && a->tls) {
     size_t mark = conf__path_key(ctx, "protocol");
     conf__error(ctx, "\"h2c\" is cleartext HTTP/2, but the address is https://; use \"h2\"");
+    conf__path_pop(ctx, mark);
+  }
+  if (a->send_proxy && a->protocol != CONF_UP_HTTP1) {
+    size_t mark = conf__path_key(ctx, "send_proxy_protocol");
+    conf__error(ctx, "needs \"protocol\": \"http/1.1\": an HTTP/2 connection carries the "
+                     "requests of many clients, and a PROXY header names one");
     conf__path_pop(ctx, mark);
   }
   if ((a->tls_cert == NULL) != (a->tls_key == NULL) && a->tls) {

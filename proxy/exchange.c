@@ -58,7 +58,7 @@ static int finished(const px_exchange_t *ex) {
  * (in sanitizer and debug builds) what every state promises. */
 static void settle(px_exchange_t *ex) {
 #ifdef GH_DEBUG_ASSERTS
-  EX_ASSERT(ex->up == NULL || ex->up->ex == ex);
+  EX_ASSERT(ex->up == NULL || ex->up->ex == ex || (ex->up_h2 && ex->up->h2 != NULL));
   EX_ASSERT((ex->addr == NULL) == (ex->up == NULL));
   switch (ex->state) {
     case PX_EX_CONNECT:
@@ -90,6 +90,13 @@ static void detach(px_exchange_t *ex, int reusable) {
   }
   if (u == NULL) return;
   ex->up = NULL;
+  if (ex->up_h2) {
+    ex->up_h2 = 0;
+    ex->up_paused = 0;
+    ex->up_deadline = 0;
+    px_uph2_detach(u, ex);
+    return;
+  }
   u->ex = NULL;
   if (ex->up_paused && reusable) {
     /* An idle connection is read, so that bytes or a close while idle are
@@ -104,14 +111,32 @@ static void detach(px_exchange_t *ex, int reusable) {
  * or bytes while the request is sent (or the upstream is not taking it)
  * and we are not holding it back. Nothing while the upstream is only
  * waiting for the client's body, or for the client to read. */
+static uint64_t read_ms(const px_exchange_t *ex) {
+  uint64_t ms = conf_of(ex)->timeouts.upstream_read_ms;
+  /* A gRPC deadline longer than ours is the client's to enforce: a
+   * long-running call is not cut short by a proxy timeout. */
+  return ex->grpc_timeout_ms > ms ? ex->grpc_timeout_ms : ms;
+}
+
 static void up_timer(px_exchange_t *ex) {
   px_upconn_t *u = ex->up;
   if (u == NULL || !u->connected) return;
   uint64_t ms = 0;
+  if (ex->up_h2) {
+    /* One connection, many streams: each keeps its own deadline, and
+     * owes bytes only once the request is all sent and the client keeps
+     * up (flow control holds the upstream back otherwise). */
+    if ((ex->state == PX_EX_WAIT || ex->state == PX_EX_BODY) && ex->req_done &&
+        ex->up_unconsumed == 0 && ex->up_out.len == 0)
+      ms = read_ms(ex);
+    ex->up_deadline = ms ? px_now(&ex->w->loop) + ms : 0;
+    px_uph2_watch(u);
+    return;
+  }
   if (ex->state == PX_EX_WAIT) {
-    if (ex->req_done || px_upconn_write_queue(u) > 0) ms = conf_of(ex)->timeouts.upstream_read_ms;
+    if (ex->req_done || px_upconn_write_queue(u) > 0) ms = read_ms(ex);
   } else if (ex->state == PX_EX_BODY) {
-    if (!ex->up_paused) ms = conf_of(ex)->timeouts.upstream_read_ms;
+    if (!ex->up_paused) ms = read_ms(ex);
   }
   px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, ms);
 }
@@ -181,6 +206,10 @@ static void attach(px_exchange_t *ex, px_upconn_t *u) {
 }
 
 void px_ex__up_connected(px_upconn_t *u, int status, const char *why) {
+  if (u->h2) {
+    px_uph2_connected(u, status, why);
+    return;
+  }
   px_exchange_t *ex = u->ex;
   if (ex == NULL) { /* the client left while we were connecting */
     px_upconn_close(u);
@@ -215,11 +244,35 @@ static unsigned max_tries(const px_group_t *g) {
   return (unsigned)g->num_targets + (g->any_name ? 1u : 0u);
 }
 
+/* connect_h2 puts |ex| on an HTTP/2 connection to |a| as a new stream. */
+static void connect_h2(px_exchange_t *ex, px_addr_t *a) {
+  px_upconn_t *u = px_uph2_get(ex->w, a, ex->gen);
+  if (u == NULL) {
+    atomic_fetch_sub(&a->active, 1);
+    ex->addr = NULL;
+    set_state(ex, PX_EX_CONNECT);
+    connect_failed(ex, a);
+    return;
+  }
+  ex->up = u;
+  ex->up_h2 = 1;
+  set_state(ex, u->connected ? PX_EX_WAIT : PX_EX_CONNECT);
+  if (px_uph2_attach(u, ex) != 0) {
+    fail(ex, 502, "cannot send the request to the upstream", 0);
+    return;
+  }
+  up_timer(ex);
+}
+
 static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   px_group_t *g = ex->group;
   px_worker_t *w = ex->w;
   if (g->num_targets == 0) {
     fail(ex, 502, "no upstream configured", 0);
+    return;
+  }
+  if (g->h2 && ex->upgrade) {
+    fail(ex, 502, "an upgrade (WebSocket) cannot go to an HTTP/2 upstream", 0);
     return;
   }
   if (ex->tries >= max_tries(g)) {
@@ -242,6 +295,10 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   }
   ex->up_slot = (uint8_t)slot;
   atomic_fetch_add(&a->active, 1);
+  if (g->h2) {
+    connect_h2(ex, a);
+    return;
+  }
   px_upconn_t *u = ex->gen == w->gen ? px_upconn_get_idle(w, a, ex->client_ip) : NULL;
   if (u) {
     attach(ex, u);
@@ -267,19 +324,88 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
 
 /* ---- calls from the stream (never free, never close the stream) ---- */
 
+/* grpc_timeout parses a grpc-timeout value ("TimeoutValue TimeoutUnit":
+ * 1 to 8 digits, then H, M, S, m, u or n) into milliseconds, rounded up;
+ * 0 when it is not one. */
+static uint64_t grpc_timeout(gh_str_t v) {
+  if (v.len < 2 || v.len > 9) return 0;
+  uint64_t n = 0;
+  for (size_t i = 0; i + 1 < v.len; i++) {
+    if (v.ptr[i] < '0' || v.ptr[i] > '9') return 0;
+    n = n * 10 + (uint64_t)(v.ptr[i] - '0');
+  }
+  switch (v.ptr[v.len - 1]) {
+    case 'H': return n * 3600000;
+    case 'M': return n * 60000;
+    case 'S': return n * 1000;
+    case 'm': return n;
+    case 'u': return (n + 999) / 1000;
+    case 'n': return (n + 999999) / 1000000;
+    default: return 0;
+  }
+}
+
 void px_ex_start(px_exchange_t *ex) {
   EX_ASSERT(ex->state == PX_EX_HEAD);
+  gh_str_t ct = px_hdrs_get(&ex->req, GH_STR("content-type"));
+  ex->grpc = ct.len >= 16 && gh_str_ieq((gh_str_t){ct.ptr, 16}, GH_STR("application/grpc"));
+  if (ex->grpc) ex->grpc_timeout_ms = grpc_timeout(px_hdrs_get(&ex->req, GH_STR("grpc-timeout")));
   connect_next(ex, NULL);
+}
+
+int px_grpc_status(int status) {
+  switch (status) {
+    case 400: return 13; /* INTERNAL */
+    case 401: return 16; /* UNAUTHENTICATED */
+    case 403: return 7;  /* PERMISSION_DENIED */
+    case 404: return 12; /* UNIMPLEMENTED */
+    case 413: return 8;  /* RESOURCE_EXHAUSTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504: return 14; /* UNAVAILABLE */
+    default: return 2;   /* UNKNOWN */
+  }
+}
+
+size_t px_grpc_message(char *out, size_t cap, int status, const char *why) {
+  /* Percent-encoded as gRPC wants (PROTOCOL-HTTP2.md: grpc-message). */
+  char text[256];
+  snprintf(text, sizeof(text), "%d %s: %s", status, px_reason(status), why ? why : "");
+  static const char hex[] = "0123456789ABCDEF";
+  size_t k = 0;
+  for (const unsigned char *p = (const unsigned char *)text; *p && k + 4 < cap; p++) {
+    if (*p >= 0x20 && *p <= 0x7e && *p != '%') {
+      out[k++] = (char)*p;
+    } else {
+      out[k++] = '%';
+      out[k++] = hex[*p >> 4];
+      out[k++] = hex[*p & 15];
+    }
+  }
+  out[k] = '\0';
+  return k;
+}
+
+/* h2_body queues body bytes for an HTTP/2 upstream's data provider. */
+static int h2_body(px_exchange_t *ex, const char *p, size_t len) {
+  px_buf_append(&ex->up_out, p, len);
+  if (ex->up) px_uph2_body(ex->up, ex);
+  int full = ex->up_out.len > limit_of(ex);
+  ex->up_body_blocked = (uint8_t)full;
+  return full;
 }
 
 int px_ex_req_body(px_exchange_t *ex, const char *p, size_t len) {
   switch (ex->state) {
     case PX_EX_CONNECT:
+      if (ex->up_h2) return h2_body(ex, p, len);
       px_buf_append(&ex->up_out, p, len);
       return ex->up_out.len > limit_of(ex);
     case PX_EX_WAIT:
     case PX_EX_BODY:
       if (ex->up == NULL) return 0;
+      if (ex->up_h2) return h2_body(ex, p, len);
       px_upconn_write(ex->up, p, len);
       ex->req_body_sent_any = 1;
       up_timer(ex);
@@ -292,8 +418,24 @@ int px_ex_req_body(px_exchange_t *ex, const char *p, size_t len) {
 
 int px_ex_req_end(px_exchange_t *ex) {
   ex->req_done = 1;
+  if (ex->up_h2 && ex->up) px_uph2_body(ex->up, ex);
   up_timer(ex);
   return 0;
+}
+
+int px_ex_req_chunk(px_exchange_t *ex, const char *p, size_t len) {
+  if (ex->group != NULL && ex->group->h2) return px_ex_req_body(ex, p, len);
+  char size[24];
+  int full = px_ex_req_body(ex, size, px_chunk_head(size, len));
+  full |= px_ex_req_body(ex, p, len);
+  full |= px_ex_req_body(ex, "\r\n", 2);
+  return full;
+}
+
+int px_ex_req_last_chunk(px_exchange_t *ex) {
+  /* HTTP/2 ends the body with END_STREAM (or the trailers) instead. */
+  if (ex->group != NULL && ex->group->h2) return 0;
+  return px_uph1_last_chunk(ex);
 }
 
 int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len) {
@@ -309,6 +451,11 @@ void px_ex_tunnel_end(px_exchange_t *ex) {
 
 void px_ex_client_drained(px_exchange_t *ex) {
   if (!ex->up_paused || ex->up == NULL) return;
+  if (ex->up_h2) {
+    px_uph2_consume(ex->up, ex);
+    up_timer(ex);
+    return;
+  }
   ex->up_paused = 0;
   px_upconn_read_start(ex->up);
   up_timer(ex);
@@ -331,6 +478,10 @@ void px_ex_local(px_exchange_t *ex, int status) {
 void px_upconn_on_timer(uv_timer_t *t) {
   px_upconn_t *u = t->data;
   if (!px_lazy_expired(t, &u->tl, px_upconn_on_timer)) return;
+  if (u->h2) {
+    px_uph2_on_timer(u);
+    return;
+  }
   px_exchange_t *ex = u->ex;
   if (ex == NULL) { /* idle in the pool too long */
     px_upconn_close(u);
@@ -456,6 +607,10 @@ static void up_closed(px_exchange_t *ex, px_upconn_t *u, ssize_t err) {
 }
 
 void px_ex__up_read(px_upconn_t *u, ssize_t nread, const char *p) {
+  if (u->h2) {
+    px_uph2_read(u, nread, p);
+    return;
+  }
   px_exchange_t *ex = u->ex;
   if (ex == NULL) {
     /* Bytes or a close on an idle connection: it can never be reused
@@ -487,6 +642,97 @@ void px_ex__up_read(px_upconn_t *u, ssize_t nread, const char *p) {
     up_timer(ex);
   }
   settle(ex);
+}
+
+/* ---- an HTTP/2 upstream's events (uph2.c settles after each) ---- */
+
+void px_ex__settle(px_exchange_t *ex) { settle(ex); }
+
+void px_ex__h2_ready(px_exchange_t *ex) {
+  if (ex->state != PX_EX_CONNECT) return;
+  set_state(ex, PX_EX_WAIT);
+  up_timer(ex);
+  if (!ex->req_done && ex->up_out.len <= limit_of(ex)) ex->ops->want_body(ex);
+}
+
+void px_ex__h2_connect_failed(px_exchange_t *ex) {
+  px_addr_t *a = ex->up->addr;
+  detach(ex, 0);
+  connect_failed(ex, a);
+  settle(ex);
+}
+
+void px_ex__h2_head(px_exchange_t *ex, int end_stream) {
+  if (ex->state != PX_EX_WAIT) return;
+  int status = ex->resp_status;
+  if (status == 101) {
+    fail(ex, 502, "101 from an HTTP/2 upstream", 1);
+    return;
+  }
+  if (status < 200) {
+    ex->ops->interim(ex);
+    return;
+  }
+  /* The body's length is what content-length says (nghttp2 holds the DATA
+   * to it), else unknown: chunked toward an HTTP/1.1 client. */
+  gh_str_t cl = px_hdrs_get(&ex->resp, GH_STR("content-length"));
+  uint64_t v = 0;
+  int have_len = cl.len > 0 && cl.len <= 19;
+  for (size_t i = 0; have_len && i < cl.len; i++) {
+    if (cl.ptr[i] < '0' || cl.ptr[i] > '9') have_len = 0;
+    else v = v * 10 + (uint64_t)(cl.ptr[i] - '0');
+  }
+  if (status == 204) ex->resp_framing = PX_BODY_NONE;
+  else if (have_len) ex->resp_framing = PX_BODY_LENGTH, ex->resp_len = v;
+  else if (ex->method == HTTP_HEAD || status == 304) ex->resp_framing = PX_BODY_NONE;
+  /* A head with END_STREAM has an empty body: said so to an HTTP/1.1
+   * client, and a gRPC trailers-only answer stays one HEADERS frame. */
+  else if (end_stream) ex->resp_framing = PX_BODY_LENGTH, ex->resp_len = 0;
+  else ex->resp_framing = PX_BODY_CHUNKED;
+  px_hdrs_reset(&ex->resp_tr);
+  ex->status = status;
+  ex->resp_head_sent = 1;
+  set_state(ex, PX_EX_BODY);
+  ex->ops->head(ex);
+  up_timer(ex);
+}
+
+void px_ex__h2_data(px_exchange_t *ex, const char *p, size_t len) {
+  if (ex->state != PX_EX_BODY) return;
+  ex->resp_bytes += len;
+  ex->ops->body(ex, p, len);
+}
+
+void px_ex__h2_end(px_exchange_t *ex) {
+  if (ex->state != PX_EX_BODY) {
+    if (!finished(ex)) fail(ex, 502, "the upstream ended the stream without a response", 1);
+    return;
+  }
+  ex->ops->end(ex);
+  detach(ex, 1);
+  set_state(ex, PX_EX_DONE);
+}
+
+void px_ex__h2_reset(px_exchange_t *ex, int retry, const char *why) {
+  if (finished(ex)) return;
+  if (retry && !ex->resp_head_sent && !ex->req_body_sent_any && !ex->retried_stale &&
+      !ex->client_gone) {
+    /* Not processed by the upstream (RFC 9113 8.7): safe to send again. */
+    ex->retried_stale = 1;
+    detach(ex, 0);
+    ex->tries = 0;
+    connect_next(ex, NULL);
+    return;
+  }
+  fail(ex, 502, why, 1);
+}
+
+void px_ex__h2_timeout(px_exchange_t *ex) {
+  if (!finished(ex)) fail(ex, 504, "upstream read timeout", 1);
+}
+
+void px_ex__h2_want_body(px_exchange_t *ex) {
+  if (!finished(ex) && !ex->req_done) ex->ops->want_body(ex);
 }
 
 /* ---- allocation ---- */

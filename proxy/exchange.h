@@ -106,6 +106,20 @@ struct px_exchange {
   struct px_lookup *lookup;
   int re_resolved;
   int up_paused; /* reading the upstream stopped: the client is behind */
+  /* HTTP/2 upstreams (uph2.c): |up| is a connection shared by many
+   * exchanges, each a stream of it; |up->ex| is not this exchange. */
+  int up_h2;
+  int32_t up_sid;             /* the stream's id, 0 until submitted */
+  gh_link_t up_link;          /* in the connection's streams */
+  gh_link_t dirty_link;       /* events to settle once the connection's input is read */
+  uint64_t up_deadline;       /* px_now by which the upstream must send more; 0: none */
+  size_t up_unconsumed;       /* DATA bytes relayed but not yet given back as window */
+  uint8_t up_body_blocked;    /* px_ex_req_body asked the stream to stop reading */
+  uint8_t up_want_body;       /* ... and the upstream has since taken the body */
+  uint8_t up_trailers;        /* the HEADERS being received are trailers */
+  uint8_t up_closed;          /* the upstream stream is closed */
+  int grpc;                   /* a gRPC request (content-type application/grpc*) */
+  uint64_t grpc_timeout_ms;   /* its grpc-timeout, 0: none */
   /* The response. */
   px_hdrs_t resp; /* reason phrase in resp.buf at [0, status_len) */
   size_t status_len;
@@ -141,6 +155,13 @@ void px_ex_start(px_exchange_t *ex);
  * for now (ops->want_body says when to start again). */
 int px_ex_req_body(px_exchange_t *ex, const char *p, size_t len);
 int px_ex_req_end(px_exchange_t *ex);
+/* px_ex_req_chunk forwards body bytes of a request whose length is
+ * unknown (chunked, or HTTP/2 without content-length): chunked for an
+ * HTTP/1.1 upstream, as they are for an HTTP/2 one. px_ex_req_last_chunk
+ * ends such a body (with ex->req_tr as trailers). Both return 1 like
+ * px_ex_req_body. */
+int px_ex_req_chunk(px_exchange_t *ex, const char *p, size_t len);
+int px_ex_req_last_chunk(px_exchange_t *ex);
 /* px_ex_tunnel_up forwards client bytes after a 101. Returns 1 like
  * px_ex_req_body. */
 int px_ex_tunnel_up(px_exchange_t *ex, const char *p, size_t len);
@@ -156,6 +177,14 @@ void px_ex_client_drained(px_exchange_t *ex);
 void px_ex_client_gone(px_exchange_t *ex);
 /* px_ex_local marks an exchange answered by the stream itself. */
 void px_ex_local(px_exchange_t *ex, int status);
+
+/* An error answered to a gRPC request (ex->grpc) is a gRPC status, not an
+ * HTML page: HTTP 200 with grpc-status and grpc-message and no body.
+ * px_grpc_status maps our HTTP status to the gRPC code (gRPC's own
+ * HTTP-to-gRPC table: 502, 503, 504 are UNAVAILABLE); px_grpc_message
+ * writes the percent-encoded message into |out| (|cap| bytes). */
+int px_grpc_status(int status);
+size_t px_grpc_message(char *out, size_t cap, int status, const char *why);
 
 /* px_access_log writes |ex|'s access-log line (accesslog.c). */
 void px_access_log(px_exchange_t *ex);

@@ -87,6 +87,7 @@ static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ti, size_t *ai
     t->group = g;
     t->is_name = is_name(t->conf);
     g->any_name |= t->is_name;
+    g->h2 = t->conf->protocol != CONF_UP_HTTP1;
     pthread_mutex_init(&t->sa_lock, NULL);
     t->num_eps = t->is_name ? PX_MAX_ENDPOINTS : 1;
     t->eps = &gen->addrs[*ai];

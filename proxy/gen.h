@@ -72,6 +72,7 @@ struct px_group {
   px_target_t **targets;
   size_t num_targets;
   int any_name; /* some target is a DNS name */
+  int h2;       /* its upstreams speak HTTP/2 ("h2" or "h2c"; all or none, conf checks) */
   atomic_uint rr;
   uint64_t next_check_ms; /* active health check; worker 0 only */
 };

@@ -404,6 +404,19 @@ static void h1_tunnel_data(px_exchange_t *ex, const char *p, size_t len) {
 static void h1_error(px_exchange_t *ex, int status, const char *why) {
   px_conn_t *c = conn_of_ex(ex);
   GH_DEBUG("http", "%s: %d: %s", c->client_ip, status, why);
+  if (ex->grpc) { /* a gRPC status, in the head (a trailers-only response) */
+    char msg[256], extra[512];
+    px_grpc_message(msg, sizeof(msg), status, why);
+    int n = snprintf(extra, sizeof(extra), "Content-Type: application/grpc\r\nGrpc-Status: %d\r\n"
+                     "Grpc-Message: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                     px_grpc_status(status), msg);
+    px_conn_send(c, "HTTP/1.1 200 OK\r\n", 17);
+    px_conn_send(c, extra, (size_t)n);
+    c->h1.close_after = 1;
+    ex->status = status;
+    ex->resp_head_sent = 1;
+    return;
+  }
   char body[64];
   snprintf(body, sizeof(body), "%d %s\n", status, px_reason(status));
   respond(c, status, (gh_str_t){NULL, 0}, body, 0);
@@ -708,16 +721,11 @@ static size_t body_step(px_conn_t *c, const char *p, size_t len) {
       }
       case PX_CK_DATA: {
         h->body_bytes += data.len;
-        char size[24];
-        size_t sn = px_chunk_head(size, data.len);
-        int full = px_ex_req_body(ex, size, sn);
-        full |= px_ex_req_body(ex, data.ptr, data.len);
-        full |= px_ex_req_body(ex, "\r\n", 2);
-        if (full) h->client_paused = 1;
+        if (px_ex_req_chunk(ex, data.ptr, data.len)) h->client_paused = 1;
         break;
       }
       case PX_CK_DONE: {
-        if (px_uph1_last_chunk(ex)) h->client_paused = 1;
+        if (px_ex_req_last_chunk(ex)) h->client_paused = 1;
         body_end(c);
         return len - rem;
       }

@@ -469,7 +469,23 @@ static void h2_tunnel_data(px_exchange_t *ex, const char *p, size_t len) {
 static void h2_error(px_exchange_t *ex, int status, const char *why) {
   px_h2_stream_t *s = stream_of(ex);
   GH_DEBUG("http2", "%s: stream %d: %d: %s", s->h2->c->client_ip, s->id, status, why);
-  answer(s, status);
+  if (!ex->grpc) {
+    answer(s, status);
+    return;
+  }
+  /* A trailers-only gRPC response: HEADERS with END_STREAM. */
+  char code[4], msg[256];
+  size_t code_len = (size_t)snprintf(code, sizeof(code), "%d", px_grpc_status(status));
+  size_t msg_len = px_grpc_message(msg, sizeof(msg), status, why);
+  nghttp2_nv extra[] = {
+      NV_LIT("content-type", "application/grpc", 16),
+      NV_LIT("grpc-status", code, code_len),
+      NV_LIT("grpc-message", msg, msg_len),
+  };
+  submit_head(s, 200, NULL, extra, 3, 0, 0);
+  end_out(s);
+  ex->status = status;
+  ex->resp_head_sent = 1;
 }
 
 /* ack tells the client it may send |s|'s held DATA bytes again. */
@@ -839,7 +855,7 @@ static void request_end(px_h2_stream_t *s) {
     return;
   }
   if (ex->req_framing == PX_BODY_CHUNKED) {
-    if (px_uph1_last_chunk(ex)) s->paused = 1;
+    if (px_ex_req_last_chunk(ex)) s->paused = 1;
   }
   px_ex_req_end(ex);
 }
@@ -869,10 +885,7 @@ static int on_data_chunk(nghttp2_session *session, uint8_t flags, int32_t id, co
       return 0;
     }
     if (ex->req_framing == PX_BODY_CHUNKED) {
-      char size[24];
-      full = px_ex_req_body(ex, size, px_chunk_head(size, len));
-      full |= px_ex_req_body(ex, p, len);
-      full |= px_ex_req_body(ex, "\r\n", 2);
+      full = px_ex_req_chunk(ex, p, len);
     } else {
       full = px_ex_req_body(ex, p, len);
     }

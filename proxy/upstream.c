@@ -155,6 +155,7 @@ static void up_closed(uv_handle_t *h) {
   px_upconn_t *u = h->data;
   if (--u->handles_open > 0) return;
   gh_list_remove(&u->all);
+  px_uph2_free(u);
   SSL_free(u->ssl);
   px_buf_free(&u->tls_out);
   px_gen_unref(u->gen);
@@ -230,12 +231,12 @@ static void send_proxy_header(px_upconn_t *u) {
 static void on_tcp_connect(uv_connect_t *req, int status) {
   px_upconn_t *u = req->data;
   if (status == UV_ECANCELED) return;
-  if (status < 0 || u->ex == NULL) {
+  if (status < 0 || (u->ex == NULL && u->h2 == NULL)) {
     px_ex__up_connected(u, status, NULL);
     return;
   }
   uv_tcp_nodelay(&u->tcp, 1);
-  if (u->addr->conf->send_proxy) send_proxy_header(u);
+  if (u->addr->conf->send_proxy && u->ex != NULL) send_proxy_header(u);
   SSL_CTX *ctx = u->addr->target->tls_ctx;
   if (ctx == NULL) {
     px_ex__up_connected(u, 0, NULL);
@@ -255,6 +256,7 @@ void px_upconn_close(px_upconn_t *u) {
     u->idle = 0;
   }
   u->ex = NULL;
+  px_uph2_closing(u);
   uv_close((uv_handle_t *)&u->timer, up_closed);
   uv_close((uv_handle_t *)&u->tcp, up_closed);
 }
@@ -283,7 +285,7 @@ px_upconn_t *px_upconn_dial(px_worker_t *w, px_addr_t *a) {
 
 /* current: |u| still goes where its endpoint slot points (the name did
  * not drop or replace that address since it was dialled). */
-static int current(px_upconn_t *u) {
+int px_upconn_current(px_upconn_t *u) {
   return atomic_load(&u->addr->live) && atomic_load(&u->addr->seq) == u->addr_seq;
 }
 
@@ -294,7 +296,7 @@ px_upconn_t *px_upconn_get_idle(px_worker_t *w, px_addr_t *a, const char *client
   while (l != &pool->idle) {
     px_upconn_t *u = GH_CONTAINER_OF(l, px_upconn_t, link);
     l = l->next;
-    if (!current(u)) { /* the name moved away from this address */
+    if (!px_upconn_current(u)) { /* the name moved away from this address */
       px_upconn_close(u);
       continue;
     }
@@ -319,7 +321,7 @@ void px_upconn_release(px_upconn_t *u, int reusable) {
      * if every client gives up first. */
     px_addr_refresh(w, u->gen, u->addr->target, 1);
   }
-  if (!reusable || u->gen != w->gen || w->draining || !u->connected || !current(u) ||
+  if (!reusable || u->gen != w->gen || w->draining || !u->connected || !px_upconn_current(u) ||
       w->pools[u->addr->index].num_idle >= g->max_idle) {
     px_upconn_close(u);
     return;
@@ -348,7 +350,8 @@ static void on_up_write(uv_write_t *req, int status) {
     GH_DEBUG("proxy", "upstream %s: write: %s", u->addr->conf->text, uv_strerror(status));
     return;
   }
-  if (ex && px_upconn_write_queue(u) < ex->gen->conf->limits.write_queue_bytes) px_ex__up_drained(ex);
+  if (u->h2) px_uph2_on_drained(u);
+  else if (ex && px_upconn_write_queue(u) < ex->gen->conf->limits.write_queue_bytes) px_ex__up_drained(ex);
 }
 
 size_t px_upconn_write_queue(px_upconn_t *u) {
@@ -398,7 +401,10 @@ void px_upconn_write(px_upconn_t *u, const void *p, size_t len) {
 
 void px_worker_pools_new(px_worker_t *w, px_gen_t *gen) {
   w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
+  for (size_t i = 0; i < gen->num_addrs; i++) {
+    gh_list_init(&w->pools[i].idle);
+    gh_list_init(&w->pools[i].h2);
+  }
 }
 
 void px_worker_pools_free(px_worker_t *w) {
@@ -417,6 +423,9 @@ void px_worker_pools_close(px_worker_t *w) {
     while (!gh_list_empty(&pool->idle)) {
       px_upconn_close(GH_CONTAINER_OF(pool->idle.next, px_upconn_t, link));
     }
+    /* HTTP/2 connections leave the pool; busy ones close after their
+     * last stream (uph2.c). */
+    while (!gh_list_empty(&pool->h2)) px_uph2_leave(pool->h2.next);
   }
 }
 

@@ -16,8 +16,11 @@ typedef enum {
   PX_UPH1_DONE,     /* the response ended; nothing more is expected */
 } px_uph1_phase_t;
 
+typedef struct px_uph2 px_uph2_t;
+
 struct px_upconn {
   uv_tcp_t tcp;
+  px_uph2_t *h2;      /* an HTTP/2 connection (uph2.c): many exchanges, |ex| unused */
   uv_connect_t connect_req;
   uv_shutdown_t shutdown_req; /* a tunnel's client finished sending (px_ex_tunnel_end) */
   uv_timer_t timer;
@@ -156,6 +159,48 @@ void px_ex__up_connected(px_upconn_t *u, int status, const char *why);
 /* px_ex__up_read: plaintext from |u| (|nread| bytes at |p|), or its end
  * (|nread| < 0: UV_EOF, or an error). */
 void px_ex__up_read(px_upconn_t *u, ssize_t nread, const char *p);
+
+/* exchange.c: an HTTP/2 upstream's events for one exchange (uph2.c). None
+ * settles; uph2.c calls px_ex__settle for each afterwards. */
+void px_ex__h2_ready(px_exchange_t *ex);           /* the connection is ready */
+void px_ex__h2_connect_failed(px_exchange_t *ex);  /* it could not be made; settles */
+/* px_ex__h2_head: a head is in ex->resp; |end_stream|: and nothing
+ * follows it (a gRPC trailers-only answer must reach the client so). */
+void px_ex__h2_head(px_exchange_t *ex, int end_stream);
+void px_ex__h2_data(px_exchange_t *ex, const char *p, size_t len);
+void px_ex__h2_end(px_exchange_t *ex);             /* END_STREAM; trailers in ex->resp_tr */
+/* px_ex__h2_reset: the stream ended early; with |retry| the upstream did
+ * not process it, and it may go to another connection. */
+void px_ex__h2_reset(px_exchange_t *ex, int retry, const char *why);
+void px_ex__h2_timeout(px_exchange_t *ex);
+void px_ex__h2_want_body(px_exchange_t *ex);       /* the upstream took the buffered body */
+void px_ex__settle(px_exchange_t *ex);
+
+/* ---- uph2.c: HTTP/2 toward the upstream ---- */
+/* px_uph2_get returns an HTTP/2 connection to |a| with room for a stream
+ * (pooled when |gen| is the worker's), dialling one if needed; NULL when a
+ * connect cannot start. */
+px_upconn_t *px_uph2_get(px_worker_t *w, px_addr_t *a, px_gen_t *gen);
+/* px_uph2_attach submits |ex|'s request (head from ex->up_head, body
+ * from ex->up_out as it comes) on |u|. 0, or -1 when it cannot. */
+int px_uph2_attach(px_upconn_t *u, px_exchange_t *ex);
+/* px_uph2_detach ends |ex|'s stream (reset if still open). */
+void px_uph2_detach(px_upconn_t *u, px_exchange_t *ex);
+void px_uph2_body(px_upconn_t *u, px_exchange_t *ex);    /* more body, or its end */
+void px_uph2_consume(px_upconn_t *u, px_exchange_t *ex); /* the client caught up */
+/* px_uph2_watch arms |u|'s timer for its streams' deadlines or idleness. */
+void px_uph2_watch(px_upconn_t *u);
+void px_uph2_connected(px_upconn_t *u, int status, const char *why);
+void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p);
+void px_uph2_on_drained(px_upconn_t *u);
+void px_uph2_on_timer(px_upconn_t *u);
+void px_uph2_closing(px_upconn_t *u); /* px_upconn_close: leave the pool */
+/* px_uph2_leave takes the connection at |pool_link| (pool->h2) out of its
+ * pool for good: it closes now if idle, else after its last stream. */
+void px_uph2_leave(gh_link_t *pool_link);
+void px_uph2_free(px_upconn_t *u);    /* the handles have closed */
+/* px_upconn_current: |u| still goes where its endpoint slot points. */
+int px_upconn_current(px_upconn_t *u);
 
 /* ---- uptls.c: TLS toward the upstream ---- */
 /* px_uptls_ctx_new builds the TLS client context for upstream |a|, or

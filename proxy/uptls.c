@@ -199,7 +199,9 @@ int px_uptls_begin(px_upconn_t *u, SSL_CTX *ctx) {
 /* handshake_error says why the handshake on |u| failed. */
 static void handshake_error(px_upconn_t *u, char *out, size_t len) {
   long v = SSL_get_verify_result(u->ssl);
-  if (v != X509_V_OK) {
+  uint32_t last = ERR_peek_last_error();
+  if (v != X509_V_OK && ERR_GET_LIB(last) == ERR_LIB_SSL &&
+      ERR_GET_REASON(last) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
     snprintf(out, len, "TLS: certificate verify failed: %s (verified as %s)",
              X509_verify_cert_error_string(v), verify_name(u->addr->conf));
     return;

@@ -67,6 +67,7 @@ typedef struct {
   gh_link_t idle; /* px_upconn_t.link */
   size_t num_idle;
   SSL_SESSION *session; /* TLS upstreams: the newest session, offered for resumption */
+  gh_link_t h2;          /* HTTP/2 upstream connections (uph2.c), busy or not */
 } px_pool_t;
 
 typedef struct {

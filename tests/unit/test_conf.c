@@ -748,10 +748,10 @@ static const bad_case_t bad_cases[] = {
     {"{'timeouts': [], " ONE_SITE("") "}", "timeouts: expected an object, got a list", NULL},
     /* Addresses. */
     {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:1', 'localhost'], " TLS "}]}",
-     "t.json: sites[0].upstreams[1]: expected an address \"host:port\", got \"localhost\"",
+     "t.json: sites[0].upstreams[1]: expected an address \"host:port\", \"http://host:port\" or \"https://host:port\", got \"localhost\"",
      "(missing port)"},
     {"{'sites': [{'hosts': ['a.test'], 'upstreams': [':8080'], " TLS "}]}",
-     "sites[0].upstreams[0]: expected an address \"host:port\", got \":8080\"", "missing host"},
+     "sites[0].upstreams[0]: expected an address \"host:port\", \"http://host:port\" or \"https://host:port\", got \":8080\"", "missing host"},
     {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['a.test:0'], " TLS "}]}",
      "sites[0].upstreams[0]:", "port must be 1-65535"},
     {"{'sites': [{'hosts': ['a.test'], 'upstreams': ['a.test:65536'], " TLS "}]}",
