@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <arpa/inet.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/common.h"
 #include "conf/conf.h"
@@ -82,6 +83,19 @@ void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base) {
       break;
     }
   }
+}
+
+/* The two field names of client_auth must differ: one would overwrite
+ * the other upstream. */
+void conf__check_client_auth(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_client_auth_t *ca = (const conf_client_auth_t *)(const void *)base;
+  if (obj == NULL || ca->subject_header == NULL || ca->fingerprint_header == NULL) return;
+  if (strcasecmp(ca->subject_header, ca->fingerprint_header) != 0) return;
+  size_t mark = conf__path_key(ctx, "fingerprint_header");
+  char *q = conf__quote(ca->fingerprint_header);
+  conf__error(ctx, "%s is also \"subject_header\"; the two fields need different names", q);
+  gh_free(q);
+  conf__path_pop(ctx, mark);
 }
 
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {

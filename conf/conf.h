@@ -88,6 +88,26 @@ typedef struct {
   conf_upstream_group_t group;
 } conf_route_t;
 
+typedef enum {
+  CONF_CLIENT_AUTH_REQUIRED = 0,
+  CONF_CLIENT_AUTH_OPTIONAL = 1,
+} conf_client_auth_mode_t;
+
+/* A site's "client_auth": TLS client certificates, verified against the
+ * site's own CAs (nginx ssl_verify_client, Caddy client_auth). */
+typedef struct {
+  int enabled;     /* set when the "client_auth" object is present */
+  char **ca_files; /* PEM files of the CAs that issue client certificates, resolved;
+                      read when the TLS context is built (proxy/ccert.c) */
+  size_t num_ca_files;
+  conf_client_auth_mode_t mode; /* default required */
+  /* Request fields that carry the verified certificate to the upstream;
+   * removed from every client request, whatever the site. Valid field
+   * names (tokens); defaults "X-Client-Subject", "X-Client-Cert-SHA256". */
+  char *subject_header;
+  char *fingerprint_header;
+} conf_client_auth_t;
+
 typedef struct {
   char **hosts; /* lower-case; exact names or "*.example.com" */
   size_t num_hosts;
@@ -101,6 +121,7 @@ typedef struct {
   uint64_t max_body;       /* request body limit in bytes; 0 = unlimited (default) */
   int hsts_include_subdomains;
   int hsts_preload;
+  conf_client_auth_t client_auth;
 } conf_site_t;
 
 typedef enum {
@@ -293,6 +314,15 @@ int conf_host_pattern_valid(const char *s);
  * |pattern|: exact, "*.example.com" (exactly one label in place of '*'), or
  * "*" (anything). Returns 1 or 0. */
 int conf_host_match(const char *pattern, const char *name, size_t name_len);
+
+/* conf_site_find returns the index of the site, among the |num_sites| of
+ * |sites|, that serves the lower-case host |name| (no port, no trailing
+ * dot): an exact name, else the first site with a matching "*.name"
+ * pattern, else the first with "*", else the default site; SIZE_MAX when
+ * none does. Without a name (|name_len| 0) the default site, else the
+ * first with "*". Only |hosts| and |is_default| of each site are read. */
+size_t conf_site_find(const conf_site_t *sites, size_t num_sites, const char *name,
+                      size_t name_len);
 
 /* conf_cpu_max_parse reads the text of a cgroup v2 "cpu.max" file,
  * "QUOTA PERIOD" or "max PERIOD" (for cgroup v1, cpu.cfs_quota_us and

@@ -24,6 +24,7 @@ _Static_assert(CONF_BALANCE_LEAST_CONN == 1, "balance names");
 _Static_assert(CONF_KEY_RSA2048 == 2, "key type names");
 _Static_assert(CONF_CHALLENGE_DNS_01 == 2, "challenge names");
 _Static_assert(CONF_ACCESS_COMBINED == 2 && CONF_ACCESS_OFF == 0, "access log names");
+_Static_assert(CONF_CLIENT_AUTH_OPTIONAL == 1, "client_auth mode names");
 _Static_assert(GH_LOG_ERROR == 3 && GH_LOG_JSON == 1, "log names");
 
 static const char *const balance_names[] = {"round_robin", "least_conn"};
@@ -38,6 +39,8 @@ static const char *const format_names[] = {"text", "json"};
 static const conf__enum_t format_enum = {format_names, 2};
 static const char *const access_names[] = {"off", "json", "combined"};
 static const conf__enum_t access_enum = {access_names, 3};
+static const char *const client_auth_mode_names[] = {"required", "optional"};
+static const conf__enum_t client_auth_mode_enum = {client_auth_mode_names, 2};
 
 /* --- sites --- */
 
@@ -103,6 +106,22 @@ static const conf__row_t hsts_rows[] = {
 };
 static const conf__table_t hsts_table = TABLE(hsts_rows);
 
+static const conf__row_t client_auth_rows[] = {
+    {"ca", &conf__t_file_list, LIST(conf_client_auth_t, ca_files, num_ca_files),
+     .flags = REQUIRED | CONF__NONEMPTY},
+    {"mode", &conf__t_enum, FLD(conf_client_auth_t, mode), .def = Q("required"),
+     .arg = &client_auth_mode_enum},
+    {"subject_header", &conf__t_field_name, FLD(conf_client_auth_t, subject_header),
+     .def = Q("X-Client-Subject")},
+    {"fingerprint_header", &conf__t_field_name, FLD(conf_client_auth_t, fingerprint_header),
+     .def = Q("X-Client-Cert-SHA256")},
+};
+/* Absent, the object still gets its default field names: every request
+ * has them removed, client_auth or not. */
+static const conf__table_t client_auth_table =
+    TABLE(client_auth_rows, .has_present = 1, .present_off = offsetof(conf_client_auth_t, enabled),
+          .check = conf__check_client_auth);
+
 static const conf__row_t site_rows[] = {
     {"hosts", &conf__t_host_list, LIST(conf_site_t, hosts, num_hosts),
      .flags = REQUIRED | CONF__NONEMPTY | CONF__ANY_HOST},
@@ -113,6 +132,8 @@ static const conf__row_t site_rows[] = {
     {"default", &conf__t_bool, FLD(conf_site_t, is_default), .def = "false"},
     {"hsts", &conf__t_hsts, .off = 0, .arg = &hsts_table},
     {"max_body", &conf__t_size, FLD(conf_site_t, max_body), .def = "0", .max = 1ull << 50},
+    {"client_auth", &conf__t_object, .off = offsetof(conf_site_t, client_auth),
+     .arg = &client_auth_table},
 };
 static const conf__table_t site_table = TABLE(site_rows, .check = conf__check_site);
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -129,7 +130,31 @@ static const char *check_base64url(const char *s) {
   return NULL;
 }
 
+/* A request field name that Gatehouse writes itself (client_auth's): a
+ * token (RFC 9110 5.1), and not one of the fields the proxy already
+ * decides, whose meaning the upstream relies on. */
+static const char *check_field_name(const char *s) {
+  static const char tchar_extra[] = "!#$%&'*+-.^_`|~";
+  for (const char *p = s; *p; p++) {
+    unsigned char ch = (unsigned char)*p;
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+          strchr(tchar_extra, ch) != NULL)) {
+      return "a field name is letters, digits and !#$%&'*+-.^_`|~ only";
+    }
+  }
+  static const char *const reserved[] = {
+      "host", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+      "transfer-encoding", "upgrade", "content-length", "forwarded", "x-forwarded-for",
+      "x-forwarded-proto", "x-forwarded-host",
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(reserved); i++) {
+    if (strcasecmp(s, reserved[i]) == 0) return "the proxy writes or removes that field itself";
+  }
+  return NULL;
+}
+
 TEXT_TYPE(string, "a non-empty string", NULL);
+TEXT_TYPE(field_name, "a header field name such as \"X-Client-Subject\"", check_field_name);
 TEXT_TYPE(url, "an http:// or https:// URL", conf__url_check);
 TEXT_TYPE(email, "an e-mail address", conf__email_check);
 TEXT_TYPE(url_path, "a path such as \"/api/\"", check_url_path);

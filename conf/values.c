@@ -487,6 +487,26 @@ int conf_host_match(const char *pattern, const char *name, size_t name_len) {
   return pat_len == name_len && ieq(pattern, name, name_len);
 }
 
+size_t conf_site_find(const conf_site_t *sites, size_t num_sites, const char *name,
+                      size_t name_len) {
+  size_t wild = SIZE_MAX, any = SIZE_MAX, def = SIZE_MAX;
+  for (size_t i = 0; i < num_sites; i++) {
+    if (sites[i].is_default && def == SIZE_MAX) def = i;
+    for (size_t j = 0; j < sites[i].num_hosts; j++) {
+      const char *p = sites[i].hosts[j];
+      if (p[0] == '*' && p[1] == '\0') {
+        if (any == SIZE_MAX) any = i;
+      } else if (p[0] == '*') {
+        if (wild == SIZE_MAX && conf_host_match(p, name, name_len)) wild = i;
+      } else if (name_len != 0 && strlen(p) == name_len && memcmp(p, name, name_len) == 0) {
+        return i;
+      }
+    }
+  }
+  if (name_len == 0) return def != SIZE_MAX ? def : any;
+  return wild != SIZE_MAX ? wild : any != SIZE_MAX ? any : def;
+}
+
 const char *conf__url_check(const char *s) {
   const char *rest;
   if (strncmp(s, "https://", 8) == 0) {

@@ -206,23 +206,8 @@ px_site_t *px_gen_site(px_gen_t *gen, const char *host, size_t host_len) {
     name[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch + 32) : ch;
   }
   name[host_len] = '\0';
-  px_site_t *wild = NULL, *any = NULL;
-  for (size_t i = 0; i < gen->num_sites; i++) {
-    const conf_site_t *cs = gen->sites[i].conf;
-    for (size_t j = 0; j < cs->num_hosts; j++) {
-      const char *p = cs->hosts[j];
-      if (p[0] == '*' && p[1] == '\0') {
-        if (any == NULL) any = &gen->sites[i];
-      } else if (p[0] == '*') {
-        if (wild == NULL && conf_host_match(p, name, host_len)) wild = &gen->sites[i];
-      } else if (strcmp(p, name) == 0) {
-        return &gen->sites[i];
-      }
-    }
-  }
-  if (wild) return wild;
-  if (any) return any;
-  return gen->default_site;
+  size_t i = conf_site_find(gen->conf->sites, gen->conf->num_sites, name, host_len);
+  return i == SIZE_MAX ? NULL : &gen->sites[i];
 }
 
 px_group_t *px_site_route(px_site_t *site, const char *path, size_t path_len) {

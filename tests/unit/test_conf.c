@@ -97,13 +97,20 @@ static int group_eq(const conf_upstream_group_t *a, const conf_upstream_group_t 
          a->max_idle == b->max_idle && a->idle_timeout_ms == b->idle_timeout_ms;
 }
 
+static int client_auth_eq(const conf_client_auth_t *a, const conf_client_auth_t *b) {
+  return a->enabled == b->enabled &&
+         strs_eq(a->ca_files, a->num_ca_files, b->ca_files, b->num_ca_files) &&
+         a->mode == b->mode && str_eq(a->subject_header, b->subject_header) &&
+         str_eq(a->fingerprint_header, b->fingerprint_header);
+}
+
 static int site_eq(const conf_site_t *a, const conf_site_t *b) {
   if (!strs_eq(a->hosts, a->num_hosts, b->hosts, b->num_hosts) || !group_eq(&a->group, &b->group) ||
       a->num_routes != b->num_routes || !str_eq(a->cert_file, b->cert_file) ||
       !str_eq(a->key_file, b->key_file) || a->is_default != b->is_default ||
       a->hsts_max_age_s != b->hsts_max_age_s ||
       a->hsts_include_subdomains != b->hsts_include_subdomains ||
-      a->hsts_preload != b->hsts_preload) {
+      a->hsts_preload != b->hsts_preload || !client_auth_eq(&a->client_auth, &b->client_auth)) {
     return 0;
   }
   for (size_t i = 0; i < a->num_routes; i++) {
@@ -441,6 +448,68 @@ static void test_hsts_string(void) {
   ASSERT_TRUE(conf_eq(c, again));
   conf_free(again);
   conf_free(c);
+}
+
+/* client_auth: absent, its field names still have their defaults (every
+ * request has them removed); present, "ca" is resolved against the
+ * config file's directory, and it is printed back and parsed again the
+ * same. */
+static void test_client_auth(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'sites': [" SITE(", 'client_auth': {'ca': ['" CERT "']}") ", "
+                          "{'hosts': ['b.test'], 'upstreams': ['127.0.0.1:8080'], " TLS ", "
+                          "'client_auth': {'ca': ['" CERT "', '" CERT "'], 'mode': 'optional', "
+                          "'subject_header': 'X-Who', 'fingerprint_header': 'X-Which'}}, "
+                          "{'hosts': ['c.test'], 'upstreams': ['127.0.0.1:8080'], " TLS "}]}");
+  if (err) fprintf(stderr, "%s", err);
+  ASSERT_NOT_NULL(c);
+  const conf_client_auth_t *a = &c->sites[0].client_auth, *b = &c->sites[1].client_auth,
+                           *none = &c->sites[2].client_auth;
+  ASSERT_TRUE(a->enabled);
+  ASSERT_UEQ(a->num_ca_files, 1);
+  ASSERT_STR_EQ(a->ca_files[0], CERT);
+  ASSERT_EQ(a->mode, CONF_CLIENT_AUTH_REQUIRED);
+  ASSERT_STR_EQ(a->subject_header, "X-Client-Subject");
+  ASSERT_STR_EQ(a->fingerprint_header, "X-Client-Cert-SHA256");
+  ASSERT_UEQ(b->num_ca_files, 2);
+  ASSERT_EQ(b->mode, CONF_CLIENT_AUTH_OPTIONAL);
+  ASSERT_STR_EQ(b->subject_header, "X-Who");
+  ASSERT_STR_EQ(b->fingerprint_header, "X-Which");
+  ASSERT_FALSE(none->enabled);
+  ASSERT_UEQ(none->num_ca_files, 0);
+  ASSERT_STR_EQ(none->subject_header, "X-Client-Subject");
+  ASSERT_STR_EQ(none->fingerprint_header, "X-Client-Cert-SHA256");
+  cJSON *j = conf_to_json(c);
+  cJSON *sites = cJSON_GetObjectItem(j, "sites");
+  cJSON *ca = cJSON_GetObjectItem(cJSON_GetArrayItem(sites, 0), "client_auth");
+  ASSERT_STR_EQ(cJSON_GetObjectItem(ca, "mode")->valuestring, "required");
+  ASSERT_STR_EQ(cJSON_GetObjectItem(ca, "subject_header")->valuestring, "X-Client-Subject");
+  ASSERT_NULL(cJSON_GetObjectItem(cJSON_GetArrayItem(sites, 2), "client_auth"));
+  cJSON_Delete(j);
+  ASSERT_TRUE(round_trip(c, "client_auth"));
+  /* Relative to the config file, like the certificate files. */
+  char dir[] = "/tmp/gh-conf-ca-XXXXXX";
+  ASSERT_NOT_NULL(mkdtemp(dir));
+  char *path = gh_asprintf("%s/ca.pem", dir);
+  FILE *f = fopen(path, "w");
+  ASSERT_NOT_NULL(f);
+  fputs("x", f);
+  fclose(f);
+  char *file = gh_asprintf("%s/g.json", dir);
+  f = fopen(file, "w");
+  ASSERT_NOT_NULL(f);
+  fputs(json("{" ONE_SITE(", 'client_auth': {'ca': ['ca.pem']}") "}"), f);
+  fclose(f);
+  c = conf_load(&err, file);
+  if (err) fprintf(stderr, "%s", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->sites[0].client_auth.ca_files[0], path);
+  conf_free(c);
+  unlink(path);
+  unlink(file);
+  rmdir(dir);
+  gh_free(path);
+  gh_free(file);
 }
 
 static void test_defaults(void) {
@@ -1032,6 +1101,30 @@ static const bad_case_t bad_cases[] = {
     {"{'log': {'file': '" KEY "/x.log'}, " ONE_SITE("") "}",
      "log.file: cannot write \"" KEY "/x.log\": Not a directory", NULL},
     {"{'log': {'buffer': '1k'}, " ONE_SITE("") "}", "log.buffer:", NULL},
+    /* client_auth. */
+    {"{" ONE_SITE(", 'client_auth': {'mode': 'optional'}") "}",
+     "t.json: sites[0].client_auth: missing required key \"ca\"", NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': []}") "}",
+     "t.json: sites[0].client_auth.ca: expected a list of file names, got an empty list", NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': '" CERT "'}") "}",
+     "t.json: sites[0].client_auth.ca: expected a list of file names, got \"", NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['/nonexistent-gh/ca.pem']}") "}",
+     "t.json: sites[0].client_auth.ca[0]: cannot read \"/nonexistent-gh/ca.pem\": No such file",
+     NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['" CERT "'], 'mode': 'on'}") "}",
+     "t.json: sites[0].client_auth.mode: expected one of \"required\", \"optional\", got \"on\"",
+     NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['" CERT "'], 'subject_header': 'X Subject'}") "}",
+     "t.json: sites[0].client_auth.subject_header: expected a header field name such as "
+     "\"X-Client-Subject\", got \"X Subject\" (a field name is letters, digits and", NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['" CERT "'], 'fingerprint_header': 'X-Forwarded-For'}") "}",
+     "sites[0].client_auth.fingerprint_header: expected a header field name",
+     "(the proxy writes or removes that field itself)"},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['" CERT "'], 'subject_header': 'x-id', "
+     "'fingerprint_header': 'X-ID'}") "}",
+     "t.json: sites[0].client_auth.fingerprint_header: \"X-ID\" is also \"subject_header\"", NULL},
+    {"{" ONE_SITE(", 'client_auth': {'ca': ['" CERT "'], 'verify': 'on'}") "}",
+     "t.json: sites[0].client_auth: unknown key \"verify\"", NULL},
 };
 
 static void test_invalid_documents(void) {
@@ -1573,6 +1666,7 @@ int main(void) {
   RUN(test_admin_unix);
   RUN(test_cpu_max);
   RUN(test_hsts_string);
+  RUN(test_client_auth);
   RUN(test_defaults);
   RUN(test_rate_defaults_follow_ask);
   RUN(test_listen_defaults_only_when_absent);
