@@ -98,6 +98,7 @@ static void handle_closed(uv_handle_t *h) {
   c->ssl = NULL;
   px_h1_freed(c);
   px_h2_freed(c);
+  px_ccert_peer_cleanup(&c->peer);
   px_buf_free(&c->held);
   gh_free(c);
   px_worker_conn_gone(w);
@@ -329,6 +330,7 @@ static int handshake(px_conn_t *c) {
     }
     PX_STAT_ADD(c->w->stats.handshakes[PX_HS_OK], 1);
     c->state = PX_CONN_OPEN;
+    px_ccert_peer_init(&c->peer, c->ssl);
     if (c->listener && c->listener->http2 && px_h2_alpn_is_h2(c->ssl)) px_h2_start(c);
     else px_h1_start(c);
     return c->state == PX_CONN_CLOSING ? -1 : 0;

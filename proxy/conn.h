@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <openssl/ssl.h>
 
+#include "proxy/ccert.h"
 #include "proxy/h1.h"
 #include "proxy/h2.h"
 #include "proxy/worker.h"
@@ -49,6 +50,7 @@ struct px_conn {
   px_exchange_t *ex; /* the current exchange, owned */
   px_h1_t h1;
   px_h2_t *h2; /* set when the handshake chose "h2": h2.c drives it, not h1.c */
+  px_ccert_peer_t peer; /* the client certificate, set once the handshake is done */
   uint64_t requests;
   char *paused_name;     /* handshake paused for this name (ondemand.c) */
   gh_link_t paused_link; /* in w->paused while paused_name is set */

@@ -78,6 +78,7 @@ struct px_exchange {
   const char *client_ip;
   int is_tls;
   int trusted_proxy; /* the client is in trusted_proxies: its X-Forwarded-* are kept */
+  const px_ccert_peer_t *peer; /* the connection's client certificate (owned by it) */
   /* The request, as the stream's codec parsed it. */
   px_hdrs_t req; /* target in req.buf at [0, url_len) */
   size_t url_len;

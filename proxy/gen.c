@@ -153,6 +153,16 @@ px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges
                                  strlen(s->hsts_header) - (sizeof(name) - 1) - 2};
     }
     if (cs->is_default) gen->default_site = s;
+    s->client_auth = px_tls_ctx_client_auth(ctx, i);
+  }
+  gen->ccert_fields = gh_calloc(2 * conf->num_sites, sizeof(gh_str_t));
+  for (size_t i = 0; i < conf->num_sites; i++) {
+    const char *names[2] = {conf->sites[i].client_auth.subject_header,
+                            conf->sites[i].client_auth.fingerprint_header};
+    for (size_t k = 0; k < 2; k++) {
+      gh_str_t name = {names[k], names[k] ? strlen(names[k]) : 0};
+      if (name.len && !px_gen_ccert_field(gen, name)) gen->ccert_fields[gen->num_ccert_fields++] = name;
+    }
   }
   uint16_t port = conf->num_https ? conf->https[0].port : 443;
   gen->https_port_suffix = port == 443 ? gh_strdup("") : gh_asprintf(":%u", port);
@@ -184,6 +194,7 @@ void px_gen_unref(px_gen_t *gen) {
   gh_free(gen->groups);
   gh_free(gen->addrs);
   gh_free(gen->https_port_suffix);
+  gh_free(gen->ccert_fields);
   SSL_CTX_free(gen->ssl_ctx);
   conf_free(gen->conf);
   gh_free(gen);
@@ -208,6 +219,13 @@ px_site_t *px_gen_site(px_gen_t *gen, const char *host, size_t host_len) {
   name[host_len] = '\0';
   size_t i = conf_site_find(gen->conf->sites, gen->conf->num_sites, name, host_len);
   return i == SIZE_MAX ? NULL : &gen->sites[i];
+}
+
+int px_gen_ccert_field(const px_gen_t *gen, gh_str_t name) {
+  for (size_t i = 0; i < gen->num_ccert_fields; i++) {
+    if (gh_str_ieq(gen->ccert_fields[i], name)) return 1;
+  }
+  return 0;
 }
 
 px_group_t *px_site_route(px_site_t *site, const char *path, size_t path_len) {

@@ -14,6 +14,7 @@
 #include "common/common.h"
 #include "acme/acme.h"
 #include "conf/conf.h"
+#include "proxy/ccert.h"
 
 typedef struct px_group px_group_t;
 typedef struct px_target px_target_t;
@@ -90,6 +91,7 @@ typedef struct {
   size_t num_routes;
   char *hsts_header;  /* full header line or NULL */
   gh_str_t hsts_value; /* its value, inside hsts_header (HTTP/2 sends the field alone) */
+  const px_ccert_site_t *client_auth; /* owned by the gen's SSL_CTX; NULL: none */
 } px_site_t;
 
 typedef struct px_gen {
@@ -107,6 +109,12 @@ typedef struct px_gen {
   size_t num_addrs;
   char *https_port_suffix; /* ":8443" for redirects, "" for 443 */
   acme_challenges_t *challenges; /* the server's; outlives every generation */
+  /* Every site's client_auth field names (defaults too, for sites
+   * without it), each once: removed from every client request, so that
+   * no client can send what only a verified certificate may say. Views
+   * of the strings in |conf|. */
+  gh_str_t *ccert_fields;
+  size_t num_ccert_fields;
 } px_gen_t;
 
 px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges);
@@ -115,6 +123,9 @@ void px_gen_unref(px_gen_t *gen);
 /* px_gen_site finds the site for a Host header value (port stripped,
  * any case): exact, wildcard, "*", then default. NULL if none. */
 px_site_t *px_gen_site(px_gen_t *gen, const char *host, size_t host_len);
+/* px_gen_ccert_field reports whether a request field named |name| (any
+ * case) is one of the client_auth fields, which no client may send. */
+int px_gen_ccert_field(const px_gen_t *gen, gh_str_t name);
 px_group_t *px_site_route(px_site_t *site, const char *path, size_t path_len);
 
 #endif

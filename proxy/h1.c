@@ -33,6 +33,7 @@ static px_exchange_t *new_exchange(px_conn_t *c) {
   ex->conn = c;
   ex->client_ip = c->client_ip;
   ex->trusted_proxy = px_conn_trusted_proxy(c);
+  ex->peer = &c->peer;
   ex->is_tls = c->is_tls;
   ex->http_major = 1;
   return ex;
@@ -619,6 +620,10 @@ static void head_done(px_conn_t *c) {
   ex->host = px_host_text(host);
   if (ex->site == NULL) {
     reject(c, 421, "no site for this host");
+    return;
+  }
+  if (!px_ccert_allows(ex->peer, ex->site->client_auth)) {
+    reject(c, 421, "client certificate not checked for this host's site");
     return;
   }
   uint64_t max_body = ex->site->conf->max_body;

@@ -625,6 +625,7 @@ static int on_begin_headers(nghttp2_session *session, const nghttp2_frame *frame
   ex->conn = c;
   ex->client_ip = c->client_ip;
   ex->trusted_proxy = px_conn_trusted_proxy(c);
+  ex->peer = &c->peer;
   ex->is_tls = 1;
   ex->http_major = 2;
   ex->http_minor = 0;
@@ -819,6 +820,13 @@ static void head_done(px_h2_stream_t *s, int end_stream) {
   ex->site = px_gen_site(ex->gen, host.ptr, host.len);
   if (ex->site == NULL) {
     refuse(s, 421, "no site for this host");
+    return;
+  }
+  /* A connection is reused for any name its certificate covers (RFC 9113
+   * 9.1.1): one whose handshake was for another site never showed a
+   * client certificate to this one. */
+  if (!px_ccert_allows(ex->peer, ex->site->client_auth)) {
+    refuse(s, 421, "client certificate not checked for this host's site");
     return;
   }
   /* Framing toward the upstream: none with END_STREAM, the client's

@@ -6,7 +6,9 @@
  *  - alpn_select: "h2" (where the listener allows it), "http/1.1", or
  *    "acme-tls/1" for a challenge handshake;
  *  - ticket_key: session ticket keys from one process-wide ring, so every
- *    SSL_CTX (all workers, every reload) resumes every other's sessions.
+ *    SSL_CTX (all workers, every reload) resumes every other's sessions;
+ *    a site with client_auth gives its handshakes a session id context of
+ *    its own (ccert.c), so its sessions resume there only.
  *
  * Protocol choices, and why:
  *  - TLS 1.2 and 1.3 only; TLS 1.2 with ECDHE and AEADs only, server order,
@@ -69,6 +71,7 @@ typedef struct {
   px_tls_miss_fn on_miss; /* on-demand certificates (proxy/ondemand.c); may be NULL */
   void *on_miss_arg;
   acme_challenges_t *challenges; /* not owned; NULL: no TLS-ALPN-01 */
+  px_ccert_t *ccert; /* client certificates, per site (ccert.c) */
 } tls_state_t;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
@@ -81,6 +84,7 @@ static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, l
   tls_state_t *st = ptr;
   if (st == NULL) return;
   acme_cert_table_free(st->table);
+  px_ccert_free(st->ccert);
   gh_free(st);
 }
 
@@ -117,6 +121,11 @@ int px_tls_is_challenge(const SSL *ssl) { return SSL_get_ex_data(ssl, challenge_
 acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx) {
   tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
   return st ? st->table : NULL;
+}
+
+const px_ccert_site_t *px_tls_ctx_client_auth(SSL_CTX *ctx, size_t site) {
+  tls_state_t *st = SSL_CTX_get_ex_data(ctx, ctx_index);
+  return st ? px_ccert_site(st->ccert, site) : NULL;
 }
 
 /* ---- certificate selection ---- */
@@ -244,6 +253,11 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
   int ok = SSL_set_chain_and_key(ssl, cert->chain, cert->num_chain, cert->key, NULL);
   acme_cert_unref(cert);
   if (!ok) return reject(ssl, SSL_AD_INTERNAL_ERROR);
+  /* A client certificate is asked for only here, never for a TLS-ALPN-01
+   * validator (above): the CA has none to give. */
+  if (px_ccert_handshake(st->ccert, ssl, name, name_len) != 0) {
+    return reject(ssl, SSL_AD_INTERNAL_ERROR);
+  }
   /* Whoever made the SSL (proxy/conn.c does too): every SSL of this
    * SSL_CTX frees its handshake configuration once done. */
   SSL_set_shed_handshake_config(ssl, 1);
@@ -495,7 +509,8 @@ SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf) {
   /* From here on SSL_CTX_free frees |st| too. */
   if (!SSL_CTX_set_ex_data(ctx, ctx_index, st)) abort();
   if (configure(out_err, ctx, conf, st->ticket_rotate_ms) != 0 ||
-      load_sites(out_err, st->table, conf) != 0) {
+      load_sites(out_err, st->table, conf) != 0 ||
+      (st->ccert = px_ccert_new(out_err, conf)) == NULL) {
     SSL_CTX_free(ctx);
     return NULL;
   }

@@ -19,6 +19,7 @@
 #include "acme/acme.h"
 #include "acme/certs.h"
 #include "conf/conf.h"
+#include "proxy/ccert.h"
 
 /* px_tls_ctx_new returns a new SSL_CTX (caller frees with SSL_CTX_free), or
  * NULL with |*out_err| set (caller frees), e.g. when a certificate file is
@@ -27,6 +28,11 @@ SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf);
 
 /* px_tls_ctx_table returns the certificate table of |ctx| (owned by ctx). */
 acme_cert_table_t *px_tls_ctx_table(SSL_CTX *ctx);
+
+/* px_tls_ctx_client_auth returns the client_auth state of sites[|site|]
+ * of the configuration |ctx| was built from (owned by ctx), or NULL when
+ * that site has none. */
+const px_ccert_site_t *px_tls_ctx_client_auth(SSL_CTX *ctx, size_t site);
 
 /* px_tls_miss_fn is called by the select-certificate callback when a valid
  * SNI name is in neither the table nor its wildcard, before the default

@@ -30,7 +30,9 @@ static int forwarded_field(gh_str_t name) {
 /* A client in trusted_proxies (a balancer of ours) has its X-Forwarded-For
  * extended with its own address, its X-Forwarded-Proto/-Host and Forwarded
  * kept; from anyone else those fields are dropped and ours alone say where
- * the request came from, so that a client cannot forge its address. */
+ * the request came from, so that a client cannot forge its address. The
+ * client_auth fields are dropped from everyone, whatever the site, and
+ * written by us from a verified certificate only. */
 void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
   const px_hdrs_t *hs = &ex->req;
   px_buf_t *b = &ex->up_head;
@@ -60,7 +62,7 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
       if (ex->trusted_proxy && fwd[kind - 1].ptr == NULL) fwd[kind - 1] = px_hdr_value(hs, i);
       continue;
     }
-    if (px_hop_by_hop(hs, name)) continue;
+    if (px_hop_by_hop(hs, name) || px_gen_ccert_field(ex->gen, name)) continue;
     gh_str_t value = px_hdr_value(hs, i);
     px_buf_append(b, name.ptr, name.len);
     px_buf_append(b, ": ", 2);
@@ -78,6 +80,14 @@ void px_uph1_build_head(px_exchange_t *ex, gh_str_t host, gh_str_t target) {
   px_buf_append(b, "\r\nX-Forwarded-Host: ", 20);
   px_buf_append(b, xfh.ptr, xfh.len);
   px_buf_append(b, "\r\n", 2);
+  /* The client certificate, verified for this very site (the stream
+   * answered 421 otherwise, px_ccert_allows). */
+  const px_ccert_peer_t *peer = ex->peer;
+  if (ex->site && ex->site->client_auth && peer && peer->subject) {
+    const conf_client_auth_t *ca = &ex->site->conf->client_auth;
+    px_buf_appendf(b, "%s: %s\r\n%s: %s\r\n", ca->subject_header, peer->subject,
+                   ca->fingerprint_header, peer->fingerprint);
+  }
   /* The framing is the one we decoded, written by us (issue 11). */
   if (ex->req_framing == PX_BODY_CHUNKED) {
     px_buf_append(b, "Transfer-Encoding: chunked\r\n", 28);
