@@ -51,13 +51,14 @@ static void worker_teardown(void) {
   }
   px_ex_cache_free(w);
   px_h2_worker_free(w);
+  px_worker_pools_free(w);
   px_gen_unref(w->gen);
   acme_challenges_free(g_challenges);
   gh_free(g_json);
-  gh_free(w->pools);
   gh_free(w->obuf);
   px_buf_free(&w->pout);
   BIO_meth_free(w->bio_method);
+  px_uptls_worker_free(w);
   gh_free(w);
   g_w = NULL;
   tc_dir_cleanup(&g_dir);
@@ -97,11 +98,11 @@ px_worker_t *fw_worker_conf(const char *conf_fmt) {
   gh_list_init(&w->conns);
   gh_list_init(&w->upconns);
   w->gen = gen;
-  w->pools = gh_calloc(gen->num_addrs ? gen->num_addrs : 1, sizeof(px_pool_t));
-  for (size_t i = 0; i < gen->num_addrs; i++) gh_list_init(&w->pools[i].idle);
+  px_worker_pools_new(w, gen);
   px_h1_init_settings(w);
   px_uph1_init_settings(w);
   px_worker_bio_init(w);
+  px_uptls_worker_init(w);
   uv_timer_init(&w->loop, &w->health_timer); /* px_worker_adopt_gen stops it */
   g_w = w;
   atexit(worker_teardown);
@@ -270,4 +271,114 @@ void fw_set_access_log(px_worker_t *w, unsigned bits) {
   static const conf_access_log_t modes[] = {CONF_ACCESS_OFF, CONF_ACCESS_JSON,
                                             CONF_ACCESS_COMBINED, CONF_ACCESS_OFF};
   w->gen->conf->access_log = modes[bits & 3];
+}
+
+/* ---- a scripted upstream: a listener in the worker's loop ---- */
+
+enum { MAX_UP = 8 };
+
+static uv_tcp_t g_up[MAX_UP]; /* the upstream's side of accepted connections */
+static size_t g_num_up;
+static char g_rbuf[4096];
+
+typedef struct {
+  uv_write_t req;
+  char data[];
+} up_write_t;
+
+static void on_written(uv_write_t *req, int status) {
+  (void)status;
+  gh_free(req);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h, (void)suggested;
+  *buf = uv_buf_init(g_rbuf, sizeof(g_rbuf));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  if (nread < 0) uv_read_stop(s); /* the request is ignored; EOF is kept */
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  if (status != 0 || g_num_up == MAX_UP) return;
+  uv_tcp_t *t = &g_up[g_num_up];
+  uv_tcp_init(server->loop, t);
+  if (uv_accept(server, (uv_stream_t *)t) != 0) {
+    uv_close((uv_handle_t *)t, NULL);
+    return;
+  }
+  g_num_up++;
+  uv_read_start((uv_stream_t *)t, on_alloc, on_read);
+}
+
+void fw_up_write(uv_tcp_t *t, const char *p, size_t len) {
+  if (len == 0 || uv_is_closing((uv_handle_t *)t)) return;
+  up_write_t *wr = gh_malloc(sizeof(*wr) + len);
+  memcpy(wr->data, p, len);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)len);
+  if (uv_write(&wr->req, (uv_stream_t *)t, &b, 1, on_written) != 0) gh_free(wr);
+}
+
+static uv_tcp_t g_listener;
+
+px_worker_t *fw_up_worker(const char *conf_fmt) {
+  static px_worker_t *w;
+  if (w) return w;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t sl = sizeof(sa);
+  if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 64) != 0 ||
+      getsockname(fd, (struct sockaddr *)&sa, &sl) != 0)
+    abort();
+  char upstream[32];
+  snprintf(upstream, sizeof(upstream), "127.0.0.1:%u", ntohs(sa.sin_port));
+  if (conf_fmt == NULL) {
+    w = fw_worker(upstream);
+  } else {
+    /* The upstream goes in twice (site and route), the certificate after. */
+    char *fmt = gh_asprintf(conf_fmt, upstream, upstream, "%1$s", "%2$s");
+    w = fw_worker_conf(fmt);
+    gh_free(fmt);
+  }
+  uv_tcp_init(&w->loop, &g_listener);
+  if (uv_tcp_open(&g_listener, fd) != 0 ||
+      uv_listen((uv_stream_t *)&g_listener, 64, on_connection) != 0)
+    abort();
+  uv_unref((uv_handle_t *)&g_listener); /* fw_finish waits for the rest only */
+  return w;
+}
+
+uv_tcp_t *fw_up_wait(px_worker_t *w, size_t index) {
+  for (int i = 0; i < 50 && g_num_up <= index; i++) fw_spin(w, 1);
+  return g_num_up > index ? &g_up[index] : NULL;
+}
+
+uv_tcp_t *fw_up_newest(void) { return g_num_up ? &g_up[g_num_up - 1] : NULL; }
+
+void fw_up_close_all(void) {
+  for (size_t i = 0; i < g_num_up; i++) {
+    if (!uv_is_closing((uv_handle_t *)&g_up[i])) uv_close((uv_handle_t *)&g_up[i], NULL);
+  }
+  g_num_up = 0;
+}
+
+int fw_up_answer(px_worker_t *w, px_conn_t *c, const char *p, size_t len, uint8_t flags,
+                 uint8_t cut) {
+  uv_tcp_t *up = fw_up_wait(w, 0);
+  if (up == NULL) return 0;
+  size_t off[4];
+  size_t n = fw_split(len, flags & 64 ? 2 : 1, cut, 0, off);
+  for (size_t i = 0; i < n; i++) {
+    /* A later write goes to the newest connection: after a response
+     * that left the first one unusable, the next request dials again. */
+    up = fw_up_newest();
+    fw_up_write(up, p + off[i], off[i + 1] - off[i]);
+    fw_spin(w, 4);
+    if (i == 0 && (flags & 128) && fw_alive(w, c)) px_conn_close(c);
+  }
+  if (flags & 8) uv_close((uv_handle_t *)up, NULL);
+  fw_spin(w, 4);
+  return 1;
 }

@@ -79,4 +79,26 @@ size_t fw_split(size_t len, unsigned slices, uint8_t f1, uint8_t f2, size_t off[
  * 2 combined, 3 off) so the formatter sees fuzzed hosts and paths. */
 void fw_set_access_log(px_worker_t *w, unsigned bits);
 
+/* A scripted upstream for fuzz_http_response and fuzz_uph2: a listener on
+ * a free loopback port in the worker's loop. fw_up_worker makes the
+ * worker with it as the upstream: fw_worker's configuration when
+ * |conf_fmt| is NULL, else |conf_fmt| with the address for its first two
+ * %s and the certificate and key for the next two. fw_up_wait turns the
+ * loop until the proxy has made its |index|th connection (or gave up) and
+ * returns the upstream's side of it or NULL; fw_up_newest is the latest;
+ * what the proxy sends there is read and dropped. fw_up_write writes to
+ * one; fw_up_close_all closes them all and forgets them. */
+px_worker_t *fw_up_worker(const char *conf_fmt);
+uv_tcp_t *fw_up_wait(px_worker_t *w, size_t index);
+uv_tcp_t *fw_up_newest(void);
+void fw_up_write(uv_tcp_t *t, const char *p, size_t len);
+void fw_up_close_all(void);
+/* fw_up_answer waits for the proxy's first upstream connection and
+ * answers |len| bytes at |p| as the shared control byte |flags| says: bit
+ * 6 in two writes cut at |cut| (in 256ths; the second to the newest
+ * connection), bit 7 the client |c| leaves after the first, bit 3 the
+ * upstream closes after. Returns 0 when the proxy never connected. */
+int fw_up_answer(px_worker_t *w, px_conn_t *c, const char *p, size_t len, uint8_t flags,
+                 uint8_t cut);
+
 #endif
