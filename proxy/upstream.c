@@ -444,6 +444,10 @@ typedef struct {
   size_t resp_len;
   int done;
   char text[INET6_ADDRSTRLEN + 8]; /* the endpoint, for the log */
+  /* An upstream spoken to over TLS or HTTP/2 is checked by a TCP connect:
+   * the plain HTTP/1.1 GET would fail against it and mark a healthy
+   * backend down. */
+  int connect_only;
 } px_check_t;
 
 static void check_closed(uv_handle_t *h) {
@@ -502,6 +506,10 @@ static void check_connect(uv_connect_t *r, int status) {
     if (status != UV_ECANCELED) check_done(k, 0, uv_strerror(status));
     return;
   }
+  if (k->connect_only) { /* TLS or HTTP/2: reachable is what is checked */
+    check_done(k, 1, NULL);
+    return;
+  }
   uv_buf_t b = uv_buf_init(k->req, (unsigned)strlen(k->req));
   k->wreq.data = k;
   uv_write(&k->wreq, (uv_stream_t *)&k->tcp, &b, 1, check_write);
@@ -517,6 +525,7 @@ static void check_start(px_worker_t *w, px_gen_t *gen, px_group_t *g, px_addr_t 
   k->req = gh_asprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: gatehouse-health\r\n"
                        "Connection: close\r\n\r\n", g->conf->health.path, a->conf->text);
   px_addr_text(a, k->text, sizeof(k->text));
+  k->connect_only = a->conf->tls || a->conf->protocol != CONF_UP_HTTP1 || a->conf->send_proxy;
   uv_tcp_init(&w->loop, &k->tcp);
   uv_timer_init(&w->loop, &k->timer);
   k->tcp.data = k->timer.data = k->creq.data = k;
