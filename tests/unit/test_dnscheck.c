@@ -125,7 +125,7 @@ static void test_good_answer(void) {
   put8(&p, 20);
   put_bytes(&p, VALUE, 20);
   put8(&p, 23);
-  put_bytes(&p, VALUE + 20, 23);
+  put_bytes(&p, &VALUE[20], 23);
   /* An A record for the name is skipped. */
   put16(&p, 0xc00c);
   rr_head(&p, 1, 4);
