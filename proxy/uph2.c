@@ -144,9 +144,6 @@ static size_t head_nv(px_upconn_t *u, px_exchange_t *ex, nghttp2_nv *v, size_t c
   const char *target = sp1 + 1;
   size_t target_len = (size_t)(eol - 9 - target); /* " HTTP/1.1" */
   px_uph2_t *h = u->h2;
-  h->names.len = 0;
-  px_buf_append(&h->names, p, (size_t)(eol - p) + 2); /* room enough: names go after */
-  h->names.len = 0;
   size_t k = 0;
   v[k++] = nv(":method", 7, p, (size_t)(sp1 - p));
   v[k++] = u->ssl ? nv(":scheme", 7, "https", 5) : nv(":scheme", 7, "http", 4);
@@ -231,8 +228,10 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
 
 int px_uph2_attach(px_upconn_t *u, px_exchange_t *ex) {
   px_uph2_t *h = u->h2;
+  /* The client's fields, and ours: 4 pseudo-headers, X-Forwarded-*, the
+   * client certificate's, te, framing. */
   nghttp2_nv stack[64], *v = stack;
-  size_t cap = ex->req.num + 8;
+  size_t cap = ex->req.num + 16;
   if (cap > 64) v = gh_calloc(cap, sizeof(*v));
   else cap = 64;
   size_t k = head_nv(u, ex, v, cap);
