@@ -184,6 +184,43 @@ def test_grpc_bidi_streaming():
             h.eq(it.code(), grpc.StatusCode.OK, "%s: status OK" % host)
 
 
+def test_grpc_stream_survives_reload():
+    """A reload while a bidirectional call is open: the call goes on over
+    its HTTP/2 upstream connection (the old generation's, which leaves the
+    pool and closes after its last stream) and ends normally; a call after
+    the reload works too."""
+    import grpc
+    s = setup()
+    g = s["g"]
+    q = queue.Queue()
+
+    def gen():
+        while True:
+            m = q.get()
+            if m is None:
+                return
+            yield m
+
+    with grpc_channel(g, "grpc.test") as ch:
+        it = ch.stream_stream("/test.Echo/Bidi")(gen(), timeout=20)
+        q.put(b"before")
+        h.eq(next(it), b"echo:before", "before the reload")
+        since = g.log_size()
+        g.reload()
+        g.wait_log(r"configuration reloaded from", since=since)
+        r = ch.unary_unary("/test.Echo/Unary")(b"after", timeout=10)
+        h.eq(r, b"unary:after", "a new call after the reload")
+        q.put(b"during")
+        h.eq(next(it), b"echo:during", "the open call after the reload")
+        q.put(None)
+        h.eq(list(it), [], "it ends with the client's end")
+        h.eq(it.code(), grpc.StatusCode.OK, "status OK")
+    # The old generation's connection closed after its last stream; the new
+    # one stays pooled.
+    h.wait_until(lambda: established(s["ports"]["grpc"]) == 1, 5,
+                 "one upstream connection left after the call")
+
+
 def test_grpc_deadline_outlives_proxy_timeout():
     """upstream_read is 700ms here; a call with a 10 s deadline to a method
     that takes 1.5 s succeeds (the deadline is the client's), and one
