@@ -448,6 +448,28 @@ static int on_stream_close(nghttp2_session *s, int32_t id, uint32_t code, void *
   return 0;
 }
 
+/* on_error logs nghttp2's reason for an error it handles itself (the
+ * session or the stream ends without one of our callbacks saying why). */
+static int on_error(nghttp2_session *s, int code, const char *msg, size_t len, void *user_data) {
+  (void)s, (void)code;
+  px_upconn_t *u = user_data;
+  GH_WARN("proxy", "upstream %s: HTTP/2 error: %.*s", u->addr->conf->text, (int)len, msg);
+  return 0;
+}
+
+/* on_frame_send logs a GOAWAY we send for an error, with the reason
+ * nghttp2 put in its debug data (for a PUSH_PROMISE refused, say, it
+ * calls no error callback). */
+static int on_frame_send(nghttp2_session *s, const nghttp2_frame *f, void *user_data) {
+  (void)s;
+  px_upconn_t *u = user_data;
+  if (f->hd.type != NGHTTP2_GOAWAY || f->goaway.error_code == NGHTTP2_NO_ERROR) return 0;
+  GH_WARN("proxy", "upstream %s: HTTP/2 error: GOAWAY (%s) sent: %.*s", u->addr->conf->text,
+          nghttp2_http2_strerror(f->goaway.error_code), (int)f->goaway.opaque_data_len,
+          (const char *)f->goaway.opaque_data);
+  return 0;
+}
+
 static nghttp2_session_callbacks *cbs;
 static nghttp2_option *opts;
 static pthread_once_t cbs_once = PTHREAD_ONCE_INIT;
@@ -459,6 +481,8 @@ static void cbs_init(void) {
   nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+  nghttp2_session_callbacks_set_error_callback2(cbs, on_error);
+  nghttp2_session_callbacks_set_on_frame_send_callback(cbs, on_frame_send);
   nghttp2_option_new(&opts);
   nghttp2_option_set_no_auto_window_update(opts, 1);
   nghttp2_option_set_peer_max_concurrent_streams(opts, ASSUMED_STREAMS);
@@ -596,6 +620,23 @@ void px_uph2_connected(px_upconn_t *u, int status, const char *why) {
   px_uph2_watch(u);
 }
 
+/* terminated fails the streams of a session that nghttp2 ended itself.
+ * A connection error it handles (bytes that are not HTTP/2, a
+ * PUSH_PROMISE after ENABLE_PUSH=0, a bad frame) queues a GOAWAY and
+ * returns no error from mem_recv; once the GOAWAY is written the session
+ * wants neither to read nor to write, and without this the streams still
+ * open waited for upstream_read and answered 504 instead of 502. Returns
+ * 1 if it failed them (|u| is closing). */
+static int terminated(px_upconn_t *u) {
+  px_uph2_t *h = u->h2;
+  if (h->num_streams == 0 || nghttp2_session_want_read(h->session) ||
+      nghttp2_session_want_write(h->session))
+    return 0;
+  px_upstream_mark_failed(u->addr);
+  fail_all(u, "invalid HTTP/2 from upstream", 0);
+  return 1;
+}
+
 void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p) {
   px_uph2_t *h = u->h2;
   if (nread < 0) {
@@ -619,6 +660,7 @@ void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p) {
     return;
   }
   flush(u);
+  if (terminated(u)) return;
   settle_dirty(u);
   if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
   if (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session)) {
@@ -631,6 +673,7 @@ void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p) {
 
 void px_uph2_on_drained(px_upconn_t *u) {
   flush(u);
+  if (terminated(u)) return;
   settle_dirty(u);
 }
 
