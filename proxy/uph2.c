@@ -368,10 +368,20 @@ static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *us
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
                      size_t name_len, const uint8_t *value, size_t value_len, uint8_t flags,
                      void *user_data) {
-  (void)flags, (void)user_data;
+  (void)flags;
   if (f->hd.type != NGHTTP2_HEADERS) return 0;
   px_exchange_t *ex = ex_of(s, f->hd.stream_id);
   if (ex == NULL) return 0;
+  px_hdrs_t *hs = ex->up_trailers ? &ex->resp_tr : &ex->resp;
+  /* SETTINGS_MAX_HEADER_LIST_SIZE is advisory and nghttp2 does not hold
+   * the upstream to ours: without this an upstream grew |hs| without
+   * bound (CONTINUATION after CONTINUATION). Size as RFC 9113 6.5.2 counts
+   * it; the fields after the limit are dropped with the stream. */
+  if (hs->len + name_len + value_len + 32 * (hs->num + 1) > MAX_HEADER_LIST) {
+    px_ex__h2_reset(ex, 0, "the upstream's header fields exceed SETTINGS_MAX_HEADER_LIST_SIZE");
+    mark(user_data, ex);
+    return 0;
+  }
   const char *n = (const char *)name, *v = (const char *)value;
   if (name_len > 0 && n[0] == ':') {
     if (!ex->up_trailers && name_len == 7 && memcmp(n, ":status", 7) == 0 && value_len == 3) {
@@ -381,7 +391,6 @@ static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *
     }
     return 0; /* nghttp2 has checked them */
   }
-  px_hdrs_t *hs = ex->up_trailers ? &ex->resp_tr : &ex->resp;
   px_hdrs_name(hs, n, name_len);
   px_hdrs_value(hs, v, value_len);
   return 0;

@@ -107,9 +107,11 @@ def test_header_list_too_large():
     502, and the connection keeps working."""
     s = setup()
     g = s["g"]
+    since = g.log_size()
     for proto in ("--http1.1", "--http2"):
         r = g.curl("paths.test", "/hdr/huge", proto)
         h.eq(r.status, 502, "80 KiB of fields (%s)" % proto)
+    g.wait_log(r"answering 502: the upstream.s header fields exceed", since=since)
     alive(what="after oversized fields")
 
 
