@@ -123,11 +123,14 @@ static void up_timer(px_exchange_t *ex) {
   if (u == NULL || !u->connected) return;
   uint64_t ms = 0;
   if (ex->up_h2) {
-    /* One connection, many streams: each keeps its own deadline, and
-     * owes bytes only once the request is all sent and the client keeps
-     * up (flow control holds the upstream back otherwise). */
-    if ((ex->state == PX_EX_WAIT || ex->state == PX_EX_BODY) && ex->req_done &&
-        ex->up_unconsumed == 0 && ex->up_out.len == 0)
+    /* One connection, many streams: each keeps its own deadline. The
+     * upstream owes the answer once the request is all sent and the
+     * client keeps up (flow control holds the upstream back otherwise),
+     * and owes window while body bytes wait for it: an upstream that
+     * never sent WINDOW_UPDATE held the request (and the client, paused
+     * by the full buffer) forever. px_ex__h2_body_sent restarts it. */
+    if ((ex->state == PX_EX_WAIT || ex->state == PX_EX_BODY) && ex->up_unconsumed == 0 &&
+        (ex->req_done || ex->up_out.len > 0))
       ms = read_ms(ex);
     ex->up_deadline = ms ? px_now(&ex->w->loop) + ms : 0;
     px_uph2_watch(u);
@@ -390,7 +393,10 @@ size_t px_grpc_message(char *out, size_t cap, int status, const char *why) {
 /* h2_body queues body bytes for an HTTP/2 upstream's data provider. */
 static int h2_body(px_exchange_t *ex, const char *p, size_t len) {
   px_buf_append(&ex->up_out, p, len);
-  if (ex->up) px_uph2_body(ex->up, ex);
+  if (ex->up) {
+    px_uph2_body(ex->up, ex);
+    up_timer(ex);
+  }
   int full = ex->up_out.len > limit_of(ex);
   ex->up_body_blocked = (uint8_t)full;
   return full;
@@ -729,6 +735,10 @@ void px_ex__h2_reset(px_exchange_t *ex, int retry, const char *why) {
 
 void px_ex__h2_timeout(px_exchange_t *ex) {
   if (!finished(ex)) fail(ex, 504, "upstream read timeout", 1);
+}
+
+void px_ex__h2_body_sent(px_exchange_t *ex) {
+  if (!finished(ex)) up_timer(ex);
 }
 
 void px_ex__h2_want_body(px_exchange_t *ex) {

@@ -192,6 +192,7 @@ static ssize_t read_body(nghttp2_session *session, int32_t id, uint8_t *buf, siz
     memcpy(buf, ex->up_out.p, n);
     px_buf_consume(&ex->up_out, n);
     ex->req_body_sent_any = 1;
+    px_ex__h2_body_sent(ex);
   }
   if (ex->up_body_blocked && ex->up_out.len <= limit_of(u)) {
     ex->up_body_blocked = 0;

@@ -174,6 +174,9 @@ void px_ex__h2_end(px_exchange_t *ex);             /* END_STREAM; trailers in ex
 void px_ex__h2_reset(px_exchange_t *ex, int retry, const char *why);
 void px_ex__h2_timeout(px_exchange_t *ex);
 void px_ex__h2_want_body(px_exchange_t *ex);       /* the upstream took the buffered body */
+/* px_ex__h2_body_sent: body bytes went to the upstream (its window let
+ * them): the deadline for what it owes starts again. Does not settle. */
+void px_ex__h2_body_sent(px_exchange_t *ex);
 void px_ex__settle(px_exchange_t *ex);
 
 /* ---- uph2.c: HTTP/2 toward the upstream ---- */

@@ -229,11 +229,13 @@ def test_no_window_update():
     body = os.path.join(h.tmpdir(), "1mb")
     with open(body, "wb") as f:
         f.write(os.urandom(1 << 20))
+    since = g.log_size()
     for proto in ("--http1.1", "--http2"):
         r = g.curl("nowindow.test", "/upload", proto, "--data-binary", "@" + body, timeout=15)
         h.check(r.elapsed < 10, "%s: the stalled upload ended after %.1fs" % (proto, r.elapsed))
         h.check(r.status in (502, 504) or r.rc != 0,
                 "%s: an error answer or a failed transfer (status %d, rc %d)" % (proto, r.status, r.rc))
+    g.wait_log(r"nowindow\.test: answering 504: upstream read timeout", since=since)
     alive("nowindow.test", "after a stalled upload")
 
 
