@@ -55,6 +55,9 @@ PATHS = """
   /upload          reads the request body, answers its length
   /trailers/pseudo 200, a body, trailers with :status in them
   /early-hints     103 with a link field, then 200 "final"
+  /pair            held until a second /pair arrives on the connection; then
+                   both get a head without :status in one write (prints
+                   "pair SID" for each, and "reset SID" for each RST_STREAM)
 """
 
 HEADERS, PUSH_PROMISE, CONTINUATION = 0x1, 0x5, 0x9
@@ -150,6 +153,7 @@ class Conn:
             pass
         elif isinstance(ev, h2.events.StreamReset):
             self.pending.pop(ev.stream_id, None)
+            out("reset %d" % ev.stream_id)
         elif isinstance(ev, h2.events.ConnectionTerminated):
             self.closed = True
 
@@ -180,7 +184,14 @@ class Conn:
 
     def answer(self, sid, path):
         self.send()  # what h2 queued (SETTINGS ACK, WINDOW_UPDATE) goes first
-        if path.startswith("/hdr/"):
+        if path == "/pair":
+            out("pair %d" % sid)
+            self.pair = getattr(self, "pair", []) + [sid]
+            if len(self.pair) == 2:
+                self.send(b"".join(raw_headers(i, [("content-type", "x")], end_stream=True)
+                                   for i in self.pair))
+                self.pair = []
+        elif path.startswith("/hdr/"):
             what = path[5:]
             fields = {"upper": [(":status", "200"), ("X-Upper", "1")],
                       "connection": [(":status", "200"), ("connection", "close")],

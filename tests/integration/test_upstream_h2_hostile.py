@@ -102,6 +102,28 @@ def test_invalid_response_fields():
     alive(what="after malformed heads")
 
 
+def test_two_malformed_heads_in_one_read():
+    """Two streams' malformed heads in one read: nghttp2 resets both, and
+    each RST_STREAM reaches the upstream (a stream it never sees reset
+    keeps one of its slots forever)."""
+    s = setup()
+    g = s["g"]
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(g.curl("paths.test", "/pair").status))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    h.eq(results, [502, 502], "both malformed heads")
+    peer = s["peer"]
+    sids = re.findall(r"^pair (\d+)$", peer.stdout(), re.M)[-2:]
+    h.wait_until(lambda: all(re.search(r"^reset %s$" % i, peer.stdout(), re.M) for i in sids), 5,
+                 "the upstream to see streams %s reset (it saw %r)" % (
+                     sids, re.findall(r"^reset \d+$", peer.stdout(), re.M)))
+    alive(what="after two malformed heads")
+
+
 def test_header_list_too_large():
     """Response fields past our SETTINGS_MAX_HEADER_LIST_SIZE (64 KiB):
     502, and the connection keeps working."""
