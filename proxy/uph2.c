@@ -49,6 +49,7 @@ struct px_uph2 {
   gh_link_t dirty;   /* px_exchange_t.dirty_link */
   int dead;          /* GOAWAY or a failure: no new streams */
   int in_recv;       /* inside nghttp2_session_mem_recv */
+  int in_send;       /* inside flush's nghttp2_session_mem_send */
   px_buf_t names;    /* lower-cased field names for one submit */
 };
 
@@ -67,16 +68,25 @@ static void mark(px_upconn_t *u, px_exchange_t *ex) {
 /* ---- writing ---- */
 
 /* flush writes what nghttp2 has to send, while the socket keeps up (the
- * rest goes when it drains: px_uph2_on_drained). Never inside mem_recv. */
+ * rest goes when it drains: px_uph2_on_drained). Never inside mem_recv,
+ * and never inside itself: mem_send calls back (a RST_STREAM nghttp2
+ * sent for a malformed response closes the stream, and on_stream_close
+ * fails and detaches its exchange, which flushes). A nested mem_send
+ * reset the frame the outer one had just returned and wrote the next
+ * frame over its bytes: with two malformed heads in one read the
+ * upstream got the second RST_STREAM twice and never the first. The
+ * loop here sends whatever the callbacks queued. */
 static void flush(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
-  if (h->in_recv || !u->connected || uv_is_closing((uv_handle_t *)&u->tcp)) return;
-  while (px_upconn_write_queue(u) <= limit_of(u)) {
+  if (h->in_recv || h->in_send || !u->connected || uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  h->in_send = 1;
+  while (px_upconn_write_queue(u) <= limit_of(u) && !uv_is_closing((uv_handle_t *)&u->tcp)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(h->session, &data);
     if (n <= 0) break;
     px_upconn_write(u, data, (size_t)n);
   }
+  h->in_send = 0;
 }
 
 /* ---- settling ---- */
