@@ -794,6 +794,9 @@ static void release_buffers(px_exchange_t *ex) {
 void px_ex_free(px_exchange_t *ex) {
   if (ex == NULL) return;
   detach(ex, 0);
+  /* Marked by an HTTP/2 upstream's callback after it was detached, and
+   * not settled yet (uph2.c's defer_settle): it must not stay listed. */
+  gh_list_remove(&ex->dirty_link);
   gh_free(ex->host);
   ex->host = NULL;
   gh_free(ex->http01_answer);

@@ -110,6 +110,16 @@ static void settle_dirty(px_upconn_t *u) {
 
 static void maybe_close(px_upconn_t *u);
 
+/* defer_settle: a flush the stream asked for (a body, a consume, a
+ * submit, a detach) may have run nghttp2's callbacks (on_stream_close of
+ * a stream whose RST_STREAM went out late) and marked exchanges, but the
+ * stream's call must not settle them (settling may free what the stream
+ * is using). The connection's timer settles them on the next loop turn. */
+static void defer_settle(px_upconn_t *u) {
+  if (!gh_list_empty(&u->h2->dirty) && !uv_is_closing((uv_handle_t *)&u->tcp))
+    px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 1);
+}
+
 /* ---- the request ---- */
 
 static char lower(char ch) { return ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch; }
@@ -263,12 +273,14 @@ int px_uph2_attach(px_upconn_t *u, px_exchange_t *ex) {
   gh_list_insert(&h->streams, &ex->up_link);
   h->num_streams++;
   flush(u);
+  defer_settle(u);
   return 0;
 }
 
 void px_uph2_body(px_upconn_t *u, px_exchange_t *ex) {
   if (ex->up_sid > 0 && !ex->up_closed) nghttp2_session_resume_data(u->h2->session, ex->up_sid);
   flush(u);
+  defer_settle(u);
 }
 
 void px_uph2_consume(px_upconn_t *u, px_exchange_t *ex) {
@@ -278,6 +290,7 @@ void px_uph2_consume(px_upconn_t *u, px_exchange_t *ex) {
   ex->up_unconsumed = 0;
   ex->up_paused = 0;
   flush(u);
+  defer_settle(u);
 }
 
 void px_uph2_detach(px_upconn_t *u, px_exchange_t *ex) {
@@ -300,6 +313,7 @@ void px_uph2_detach(px_upconn_t *u, px_exchange_t *ex) {
   ex->up_sid = 0;
   ex->up_unconsumed = 0;
   flush(u);
+  defer_settle(u);
   maybe_close(u);
 }
 
@@ -318,6 +332,7 @@ static void unpool(px_upconn_t *u) {
 static void maybe_close(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (h->num_streams > 0 || h->in_recv || uv_is_closing((uv_handle_t *)&u->tcp)) return;
+  if (!gh_list_empty(&h->dirty)) return; /* defer_settle's timer comes back here */
   if (h->dead || !h->pooled) {
     px_upconn_close(u);
     return;
@@ -532,6 +547,8 @@ static px_uph2_t *uph2_new(px_upconn_t *u) {
 void px_uph2_free(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (h == NULL) return;
+  /* No exchange may keep a link into this list (px_ex_free unlinks). */
+  while (!gh_list_empty(&h->dirty)) gh_list_remove(h->dirty.next);
   nghttp2_session_del(h->session);
   px_buf_free(&h->names);
   gh_free(h);
@@ -707,6 +724,11 @@ void px_uph2_on_timer(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (!u->connected) { /* the connect (or TLS handshake) took too long */
     px_uph2_connected(u, UV_ETIMEDOUT, "connect timeout");
+    return;
+  }
+  if (!gh_list_empty(&h->dirty)) { /* defer_settle's turn, not a deadline */
+    settle_dirty(u);
+    if (!uv_is_closing((uv_handle_t *)&u->tcp)) px_uph2_watch(u);
     return;
   }
   if (h->num_streams == 0) { /* idle too long */
