@@ -14,8 +14,12 @@ its own loopback port. For each round, each target (order rotated) gets:
     2 workers:           idle RSS, RSS with N idle HTTP/2 connections,
                          h2load req/s
     1 worker, pinned:    h2load req/s
+  tlsup (HTTPS to the upstream: an nginx TLS 1.3 backend, pinned to CPU 1):
+    1 worker, pinned:    keep-alive req/s (wrk)
+  h2cup (h2c to the upstream: nghttpd --no-tls, pinned to CPU 1):
+    1 worker, pinned:    h2load req/s
 
-(--scenarios h1 or h2 runs only one of the two groups.)
+(--scenarios picks groups: h1 and h2 by default, tlsup and h2cup on request.)
 
 --access-log slowpipe|file turns Gatehouse's (and the baseline's) JSON
 access log on: into a pipe that a reader drains at 256 KiB/s (slower than
@@ -49,8 +53,10 @@ import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PEERS = ("nginx", "haproxy", "caddy")
+SCENARIOS = ("h1", "h2", "tlsup", "h2cup")
 ALL_TARGETS = ("gatehouse",) + PEERS
 SNI = "bench.local"
+BACKEND_NAME = "backend.bench"  # the TLS backend's name, verified by the proxies (tlsup)
 
 
 def log(msg):
@@ -113,7 +119,7 @@ def wait_quiet(env, run, limit=15.0):
     """Waits (at most |limit| s, and within QUIET_BUDGET) until processes
     other than ours use less than 0.2 of a core; returns the seconds waited.
     Other sessions' builds and tests share these two cores."""
-    ours = run.pids() + [env.backend_pid]
+    ours = run.pids() + run.backend_pids()
     start = time.time()
     while QUIET_BUDGET[0] > 0 and time.time() - start < limit:
         m0, o0, t0 = machine_busy_seconds(), cpu_seconds(ours), time.time()
@@ -135,13 +141,14 @@ class Meter:
         self.env, self.pids = env, run.pids()
         self.t0, self.p0 = time.time(), cpu_seconds(self.pids)
         self.c0, self.m0 = children_cpu(), machine_busy_seconds()
-        self.b0 = cpu_seconds([env.backend_pid])
+        self.backend = run.backend_pids()
+        self.b0 = cpu_seconds(self.backend)
 
     def stop(self, res):
         wall = time.time() - self.t0
         proxy = cpu_seconds(self.pids) - self.p0
         client = children_cpu() - self.c0
-        backend = cpu_seconds([self.env.backend_pid]) - self.b0
+        backend = cpu_seconds(self.backend) - self.b0
         other = machine_busy_seconds() - self.m0 - proxy - client - backend
         res.update({"cpu_s": proxy, "client_cpu_share": client / wall,
                     "backend_cpu_share": backend / wall,
@@ -181,12 +188,25 @@ class Env:
         self.cert = os.path.join(tmp, "cert.pem")
         self.key = os.path.join(tmp, "key.pem")
         self.combined = os.path.join(tmp, "combined.pem")
+        # The upstream-protocol scenarios' backends (tlsup, h2cup), when run:
+        # name -> Backend; their certificate's CA for the proxies to verify.
+        self.backends = {}
+        self.ca = os.path.join(tmp, "ca.pem")
+
+    def upstream(self, up):
+        """host:port of the backend of upstream kind |up| (None: gh_echo)."""
+        return self.backend if up is None else "127.0.0.1:%d" % self.backends[up].port
 
 
-def nginx_cmd(env, d, port, workers, h2=False):
+def nginx_argv(d, workers, http):
+    """Writes d/nginx.conf (|workers| workers, in the foreground, its pid,
+    logs and temp files in |d|, no access log, the http block's body |http|)
+    and returns the command line that runs it."""
     tmpdir = os.path.join(d, "tmp")
     os.makedirs(tmpdir, exist_ok=True)
     os.chmod(tmpdir, 0o777)
+    temp_paths = "\n".join("  %s_temp_path %s/%s;" % (k, tmpdir, k)
+                           for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = f"""
 worker_processes {workers};
 worker_rlimit_nofile 20000;
@@ -196,15 +216,44 @@ error_log {d}/error.log warn;
 events {{ worker_connections 20000; }}
 http {{
   access_log off;
+{temp_paths}
+{http}
+}}
+"""
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")]
+
+
+def nginx_location(env, up):
+    """The proxying of nginx's location /: HTTP/1.1 keep-alive to gh_echo,
+    HTTPS verified against the run's CA (tlsup), or gRPC's HTTP/2 (h2c, the
+    only HTTP/2-to-upstream path nginx has) to the h2c backend (h2cup)."""
+    if up == "h2c":
+        return "grpc_pass grpc://backend;"
+    if up == "tls":
+        # nginx 1.22's default proxy_ssl_protocols stop at TLSv1.2.
+        return f"""proxy_pass https://backend;
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate {env.ca};
+      proxy_ssl_name {BACKEND_NAME};
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+      proxy_ssl_protocols TLSv1.2 TLSv1.3;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";"""
+    return """proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";"""
+
+
+def nginx_cmd(env, d, port, workers, h2=False, up=None):
+    http = f"""
   keepalive_timeout 300s;
   keepalive_requests 1000000;
-  client_body_temp_path {tmpdir}/body;
-  proxy_temp_path {tmpdir}/proxy;
-  fastcgi_temp_path {tmpdir}/fastcgi;
-  uwsgi_temp_path {tmpdir}/uwsgi;
-  scgi_temp_path {tmpdir}/scgi;
   upstream backend {{
-    server {env.backend};
+    server {env.upstream(up)};
     keepalive 512;
   }}
   server {{
@@ -217,20 +266,19 @@ http {{
     ssl_session_cache off;
     ssl_conf_command NumTickets 0;
     location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      {nginx_location(env, up)}
     }}
-  }}
-}}
-"""
-    path = os.path.join(d, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    return ["nginx", "-p", d, "-c", path, "-e", os.path.join(d, "error.log")], {}
+  }}"""
+    return nginx_argv(d, workers, http), {}
 
 
-def haproxy_cmd(env, d, port, workers, h2=False):
+def haproxy_cmd(env, d, port, workers, h2=False, up=None):
+    server = "server echo %s" % env.upstream(up)
+    if up == "tls":
+        server = ("server s1 %s ssl verify required ca-file %s sni str(%s) verifyhost %s" % (
+            env.upstream(up), env.ca, BACKEND_NAME, BACKEND_NAME))
+    elif up == "h2c":
+        server = "server s1 %s proto h2" % env.upstream(up)
     conf = f"""
 global
   nbthread {workers}
@@ -254,7 +302,7 @@ frontend fe
 
 backend be
   http-reuse always
-  server echo {env.backend}
+  {server}
 """
     path = os.path.join(d, "haproxy.cfg")
     with open(path, "w") as f:
@@ -268,7 +316,13 @@ backend be
     return ["haproxy", "-db", "-f", path], {"OPENSSL_CONF": ossl}
 
 
-def caddy_cmd(env, d, port, workers, h2=False):
+def caddy_cmd(env, d, port, workers, h2=False, up=None):
+    transport = {"protocol": "http", "keep_alive": {"max_idle_conns_per_host": 512}}
+    if up == "tls":  # HTTP/1.1 over TLS (Go would offer h2 by ALPN otherwise)
+        transport.update({"tls": {"root_ca_pem_files": [env.ca], "server_name": BACKEND_NAME},
+                          "versions": ["1.1"]})
+    elif up == "h2c":  # what reverse_proxy h2c://… sets
+        transport["versions"] = ["h2c", "2"]
     conf = {
         "admin": {"disabled": True, "config": {"persist": False}},
         "logging": {"logs": {"default": {"level": "ERROR"}}},
@@ -293,11 +347,8 @@ def caddy_cmd(env, d, port, workers, h2=False):
                         }],
                         "routes": [{"handle": [{
                             "handler": "reverse_proxy",
-                            "upstreams": [{"dial": env.backend}],
-                            "transport": {
-                                "protocol": "http",
-                                "keep_alive": {"max_idle_conns_per_host": 512},
-                            },
+                            "upstreams": [{"dial": env.upstream(up)}],
+                            "transport": transport,
                         }]}],
                     }
                 }
@@ -311,16 +362,22 @@ def caddy_cmd(env, d, port, workers, h2=False):
     return ["caddy", "run", "--config", path], extra
 
 
-def gatehouse_cmd(env, d, port, workers, h2=False, binary=None, access_log=None):
+def gatehouse_cmd(env, d, port, workers, h2=False, up=None, binary=None, access_log=None):
     # HTTP/2 is on by default on Gatehouse's HTTPS listener (ALPN h2), in the
     # HTTP/1.1 runs too, where the clients offer only http/1.1. A config
     # file rather than quick mode, for the one setting quick mode lacks:
     # 512 idle upstream connections per worker, as the peers keep (nginx
     # keepalive 512, Caddy max_idle_conns_per_host 512, HAProxy unbounded).
+    upstream = env.backend
+    if up == "tls":
+        upstream = {"address": "https://" + env.upstream(up), "ca": [env.ca],
+                    "server_name": BACKEND_NAME}
+    elif up == "h2c":
+        upstream = {"address": env.upstream(up), "protocol": "h2c"}
     conf = {
         "listen": {"https": ["127.0.0.1:%d" % port], "http": ["127.0.0.1:%d" % free_port()]},
         "workers": workers,
-        "sites": [{"hosts": ["*"], "upstreams": [env.backend],
+        "sites": [{"hosts": ["*"], "upstreams": [upstream],
                    "tls": {"cert": env.cert, "key": env.key},
                    "keepalive": {"max_idle": 512}}],
         "tls": {"resumption": False},
@@ -334,11 +391,11 @@ def gatehouse_cmd(env, d, port, workers, h2=False, binary=None, access_log=None)
     return [binary or env.args.gatehouse, "run", "-c", path], {}
 
 
-def baseline_cmd(env, d, port, workers, h2=False):
+def baseline_cmd(env, d, port, workers, h2=False, up=None):
     """Another Gatehouse build (--baseline), e.g. the commit before a change,
     measured in the same interleaved run so that a regression shows as a
     ratio rather than drowning in the machine's noise."""
-    return gatehouse_cmd(env, d, port, workers, h2, env.args.baseline,
+    return gatehouse_cmd(env, d, port, workers, h2, up, env.args.baseline,
                          env.args.baseline_access_log or env.args.access_log)
 
 
@@ -357,6 +414,7 @@ class Running:
     def __init__(self, name, proc, port, d):
         self.name, self.proc, self.port, self.dir = name, proc, port, d
         self.reader = None  # the slow log reader, with --access-log slowpipe
+        self.backend_pids = lambda: []  # the pids whose CPU is the backend's
 
     def pids(self):
         return proc_tree(self.proc.pid)
@@ -393,11 +451,14 @@ def probe(env, port, tries_until):
         time.sleep(0.2)
 
 
-def start_target(env, name, workers, pinned, tag, h2=False):
+def start_target(env, name, workers, pinned, tag, h2=False, up=None):
+    """Starts |name|; with |up| ("tls", "h2c") in front of that scenario's
+    backend instead of gh_echo, and ready only once a request through it
+    has come back with that backend's body."""
     d = os.path.join(env.tmp, "%s-%s" % (name, tag))
     os.makedirs(d, exist_ok=True)
     port = free_port()
-    argv, extra = COMMANDS[name](env, d, port, workers, h2)
+    argv, extra = COMMANDS[name](env, d, port, workers, h2, up)
     if pinned:
         argv = ["taskset", "-c", "0"] + argv
     penv = dict(os.environ)
@@ -424,6 +485,10 @@ def start_target(env, name, workers, pinned, tag, h2=False):
         reader.stdin.close()  # the proxy holds the write end
     run = Running(name, proc, port, d)
     run.reader = reader
+    if up is None:
+        run.backend_pids = lambda: [env.backend_pid]
+    else:
+        run.backend_pids = env.backends[up].pids
     deadline = time.time() + 15
     while time.time() < deadline and proc.poll() is None:
         try:
@@ -431,14 +496,237 @@ def start_target(env, name, workers, pinned, tag, h2=False):
             break
         except OSError:
             time.sleep(0.1)
-    if proc.poll() is not None or not probe(env, port, deadline):
+    why = None
+    if proc.poll() is None:
+        why = (probe(env, port, deadline) or "no 2xx") if up is None else \
+            probe_backend_body(env.backends[up], port, deadline)
+    if why is not True:
         run.stop()
         with open(os.path.join(d, "output.log"), errors="replace") as f:
             tail = f.read()[-600:].strip()
-        return None, "did not serve a request through to the backend (exit %s): %s" % (
-            proc.poll(), tail)
+        return None, "did not serve a request through to the backend (%s; exit %s): %s" % (
+            why or "not running", proc.poll(), tail)
     time.sleep(0.5)
     return run, None
+
+
+# --- upstream-protocol backends (tlsup, h2cup) ----------------------------------
+
+# 64-byte bodies, each naming its backend: a probe through a proxy that finds
+# this body knows the request went to that backend (not to gh_echo).
+TLS_BODY = "gatehouse bench: tlsup backend (nginx, HTTPS, TLS 1.3)".ljust(63, ".") + "\n"
+H2C_BODY = "gatehouse bench: h2cup backend (nghttpd --no-tls, h2c)".ljust(63, ".") + "\n"
+
+
+class Backend(Running):
+    """A backend of the upstream-protocol scenarios, pinned to CPU 1 for the
+    whole run (those scenarios are all pinned runs: proxy on CPU 0, load
+    generator and backend on CPU 1); stopped like a target."""
+
+    def __init__(self, kind, proc, port, body, d):
+        super().__init__("backend-" + kind, proc, port, d)
+        self.kind, self.body = kind, body
+
+
+def make_backend_cert(tmp):
+    """A private CA made for the run (ca.pem) and the TLS backend's ECDSA
+    P-256 certificate for BACKEND_NAME, signed by it."""
+    ca, ca_key = os.path.join(tmp, "ca.pem"), os.path.join(tmp, "ca.key")
+    cert, key = os.path.join(tmp, "backend.pem"), os.path.join(tmp, "backend.key")
+    csr, ext = os.path.join(tmp, "backend.csr"), os.path.join(tmp, "backend.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    subprocess.run(["openssl", "req", "-x509"] + ec + [
+        "-keyout", ca_key, "-out", ca, "-days", "7", "-subj", "/CN=gatehouse bench CA",
+        "-addext", "basicConstraints=critical,CA:true",
+        "-addext", "keyUsage=critical,keyCertSign"], check=True, capture_output=True)
+    subprocess.run(["openssl", "req"] + ec + ["-keyout", key, "-out", csr,
+                                              "-subj", "/CN=" + BACKEND_NAME],
+                   check=True, capture_output=True)
+    with open(ext, "w") as f:
+        f.write("subjectAltName=DNS:%s\nextendedKeyUsage=serverAuth\n" % BACKEND_NAME)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                    "-CAcreateserial", "-out", cert, "-days", "7", "-extfile", ext],
+                   check=True, capture_output=True)
+    os.chmod(key, 0o644)
+    return cert, key
+
+
+def start_backend(env, kind):
+    """The TLS backend (kind "tls": nginx, 1 worker, TLS 1.3 only, a fixed
+    64-byte body) or the h2c one (kind "h2c": nghttpd --no-tls serving a
+    64-byte file), pinned to CPU 1. Returns a Backend; exits if it does not
+    answer a direct request with its body within 10 s."""
+    d = os.path.join(env.tmp, "backend-" + kind)
+    os.makedirs(d, exist_ok=True)
+    port = free_port()
+    if kind == "tls":
+        cert, key = make_backend_cert(env.tmp)
+        http = f"""
+  keepalive_timeout 300s;
+  keepalive_requests 100000;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.3;
+    location / {{
+      default_type text/plain;
+      return 200 "{TLS_BODY}";
+    }}
+    location = /bench-status {{
+      stub_status;
+    }}
+  }}"""
+        argv, body = nginx_argv(d, 1, http), TLS_BODY
+    else:
+        root = os.path.join(d, "htdocs")
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(root, "index.html"), "w") as f:
+            f.write(H2C_BODY)
+        argv, body = ["nghttpd", "--no-tls", "-d", root, str(port)], H2C_BODY
+    logf = open(os.path.join(d, "output.log"), "w")
+    proc = subprocess.Popen(["taskset", "-c", "1"] + argv, stdin=subprocess.DEVNULL,
+                            stdout=logf, stderr=logf, cwd=d, start_new_session=True)
+    logf.close()
+    be = Backend(kind, proc, port, body, d)
+    deadline, why = time.time() + 10, "not started"
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            got = backend_direct_get(env, be)
+            if got == body.encode():
+                return be
+            why = "body %r" % got[:80]
+        except (OSError, H2Error) as e:
+            why = str(e)
+        time.sleep(0.1)
+    be.stop()
+    sys.exit("bench.py: the %s backend (%s) did not answer with its body: %s; see %s" % (
+        kind, argv[0], why, d))
+
+
+def backend_direct_get(env, be, path="/"):
+    """GET |path| straight to the backend: HTTPS verified against the run's
+    CA as BACKEND_NAME, TLS 1.3 (tls), or GET / by HTTP/2 prior knowledge
+    (h2c). Returns the body."""
+    raw = socket.create_connection(("127.0.0.1", be.port), timeout=5)
+    with raw:
+        if be.kind == "tls":
+            ctx = ssl.create_default_context(cafile=env.ca)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+            with ctx.wrap_socket(raw, server_hostname=BACKEND_NAME) as s:
+                return http1_get(s, BACKEND_NAME, path)[1]
+        # h2c: the preface, an empty SETTINGS, GET / with :scheme http.
+        auth = b"backend"
+        raw.sendall(H2_PREFACE + h2_frame(4, 0, 0) +
+                    h2_frame(1, 0x5, 1, b"\x82\x86\x84\x01" + bytes([len(auth)]) + auth))
+        buf, body = b"", b""
+        while True:
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                n = int.from_bytes(buf[:3], "big")
+                ftype, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big")
+                payload, buf = buf[9:9 + n], buf[9 + n:]
+                if stream == 1 and ftype in (0, 1) and flags & 1:
+                    return body + (payload if ftype == 0 else b"")
+                if stream == 1 and ftype == 0:
+                    body += payload
+                elif ftype in (3, 7):
+                    raise H2Error("RST_STREAM or GOAWAY")
+            data = raw.recv(16384)
+            if not data:
+                raise H2Error("closed")
+            buf += data
+
+
+def http1_get(s, host, path="/"):
+    """GET |path| with Connection: close on the (TLS) socket s; (status,
+    body)."""
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (
+        path, host)).encode())
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if not m:
+        raise OSError("no HTTP/1.1 response: %r" % data[:80])
+    if re.search(rb"(?im)^transfer-encoding:\s*chunked", head):
+        out = b""
+        while body:
+            size, _, rest = body.partition(b"\r\n")
+            n = int(size.split(b";")[0], 16)
+            if n == 0:
+                break
+            out, body = out + rest[:n], rest[n + 2:]
+        body = out
+    return int(m.group(1)), body
+
+
+def probe_backend_body(be, port, deadline):
+    """A request through the proxy on |port| until |deadline|: HTTP/1.1 over
+    TLS for the TLS backend's scenario (what wrk sends), HTTP/2 over TLS for
+    the h2c backend's (what h2load sends). True once one came back 2xx with
+    the backend's own body; else the last reason, as a string."""
+    why = "no answer"
+    while True:
+        try:
+            if be.kind == "tls":
+                ctx = h2_client_context()
+                ctx.set_alpn_protocols(["http/1.1"])
+                raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+                with ctx.wrap_socket(raw, server_hostname=SNI) as s:
+                    status, body = http1_get(s, SNI)
+                if not 200 <= status < 300:
+                    raise H2Error("status %d" % status)
+            else:
+                parts = []
+                h2_connect(port, h2_client_context(), timeout=5, body=parts).close()
+                body = b"".join(parts)
+            if body == be.body.encode():
+                return True
+            why = "2xx, but not the %s backend's body: %r" % (be.kind, body[:80])
+        except (OSError, H2Error) as e:
+            why = str(e)[:200]
+        if time.time() > deadline:
+            return why
+        time.sleep(0.2)
+
+
+def backend_counts(env, be):
+    """The TLS backend's (nginx stub_status) connections accepted and
+    requests served so far, this query's own included; None if unknown (the
+    h2c backend has no such page)."""
+    if be.kind != "tls":
+        return None
+    try:
+        m = re.search(rb"\n\s*(\d+) \d+ (\d+)", backend_direct_get(env, be, "/bench-status"))
+    except (OSError, H2Error):
+        return None
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def upstream_conns(run, port):
+    """Established TCP connections from the proxy's processes to 127.0.0.1:
+    |port| (ss -p, itself on CPU 1)."""
+    pids = set(run.pids())
+    r = subprocess.run(["taskset", "-c", "1", "ss", "-Htnp", "state", "established",
+                        "dst", "127.0.0.1:%d" % port], capture_output=True, text=True,
+                       timeout=10)
+    return sum(1 for line in r.stdout.splitlines()
+               if any(int(pid) in pids for pid in re.findall(r"pid=(\d+)", line)))
+
+
+def watch_upstream(proc, run, port):
+    """While the load |proc| runs, checks (every 0.2 s until it sees one)
+    that the proxy holds connections to the backend's port; returns how many
+    it saw (0: none all along)."""
+    while True:
+        n = upstream_conns(run, port)
+        if n or proc.poll() is not None:
+            return n
+        time.sleep(0.2)
 
 
 # --- measurements -----------------------------------------------------------
@@ -465,20 +753,57 @@ def parse_wrk(out):
     return res
 
 
-def run_keepalive(env, run, pinned, seconds):
+def run_keepalive(env, run, pinned, seconds, upstream=None):
+    """wrk keep-alive. With |upstream| (a Backend: the tlsup scenario), the
+    run is n/a unless the proxy was seen connected to that backend during
+    it and every request got a 2xx without a socket error."""
     url = "https://127.0.0.1:%d/" % run.port
     base = load_prefix(pinned) + ["wrk", "-c", str(env.args.connections), "-t", "1", "--latency"]
     subprocess.run(base + ["-d", "1s", url], capture_output=True, timeout=60)  # warm-up
+    counts0 = backend_counts(env, upstream) if upstream else None
     meter = Meter(env, run)
-    r = subprocess.run(base + ["-d", "%ds" % seconds, url], capture_output=True, text=True,
-                       timeout=seconds + 60)
-    res = parse_wrk(r.stdout)
+    p = subprocess.Popen(base + ["-d", "%ds" % seconds, url], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    conns = watch_upstream(p, run, upstream.port) if upstream else None
+    try:
+        stdout, stderr = p.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        stdout, stderr = p.communicate()
+    res = parse_wrk(stdout)
     proxy, _ = meter.stop(res)
     ok = res["requests"] - res["non_2xx"]
     res["cpu_us_per_req"] = proxy * 1e6 / ok if ok > 0 else None
     if ok <= 0:
-        res["error"] = (r.stdout + r.stderr)[-400:]
+        res["error"] = (stdout + stderr)[-400:]
+    if upstream:
+        res["upstream_conns"] = conns
+        counts1 = backend_counts(env, upstream)
+        missing = 0
+        if counts0 and counts1:
+            # New connections to the backend (each a TLS handshake) and the
+            # requests it served, less the second query's own: at least one
+            # for each 2xx the clients got.
+            res["backend_conns_opened"] = counts1[0] - counts0[0] - 1
+            res["backend_requests"] = counts1[1] - counts0[1] - 1
+            missing = max(0, ok - res["backend_requests"])
+        why = upstream_failure(conns, upstream, {
+            "non-2xx": res["non_2xx"], "socket errors": res["socket_errors"],
+            "2xx more than the backend served": missing})
+        if why and not res.get("error"):
+            res["error"] = why
+        if res.get("error"):  # never a figure from a run that failed anywhere
+            res.update({"rps": None, "p99_ms": None, "cpu_us_per_req": None})
     return res
+
+
+def upstream_failure(conns, upstream, counts):
+    """Why an upstream-protocol run is n/a, or None."""
+    bad = ", ".join("%d %s" % (v, k) for k, v in counts.items() if v)
+    if not conns:
+        return "no connection from the proxy to the %s backend seen during the run%s" % (
+            upstream.kind, " (%s)" % bad if bad else "")
+    return "not every request succeeded: %s" % bad if bad else None
 
 
 def run_handshakes(env, run, pinned, seconds):
@@ -557,10 +882,12 @@ def h2load_failure(res, r):
         m.group(0) if m else "no summary", "; " + err[-1][:120] if err else "")
 
 
-def run_h2load(env, run, pinned):
+def run_h2load(env, run, pinned, upstream=None):
     """h2load over TLS with ALPN h2 only (its default list would fall back to
     http/1.1 silently): a warm-up of a tenth of the requests, then the
-    measured run. n/a (an "error") when the connections did not get h2."""
+    measured run. n/a (an "error") when the connections did not get h2; with
+    |upstream| (a Backend: the h2cup scenario) also unless the proxy was seen
+    connected to it during the run and every request got a 2xx."""
     n = env.args.h2_requests
     url = "https://127.0.0.1:%d/" % run.port
     base = load_prefix(pinned) + ["h2load", "--npn-list=h2", "-c", str(env.args.connections),
@@ -573,8 +900,16 @@ def run_h2load(env, run, pinned):
         if warm.get("alpn") != "h2" or warm["ok"] == 0:
             return {"error": "no HTTP/2 in the warm-up: " + h2load_failure(warm, r)}
         meter = Meter(env, run)
-        r = subprocess.run(base + ["-n", str(n), url], capture_output=True, text=True,
-                           timeout=timeout)
+        p = subprocess.Popen(base + ["-n", str(n), url], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        conns = watch_upstream(p, run, upstream.port) if upstream else None
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
+        r = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     except subprocess.TimeoutExpired:
         return {"error": "h2load did not finish within %d s" % timeout}
     res = parse_h2load(r.stdout)
@@ -586,6 +921,12 @@ def run_h2load(env, run, pinned):
         return res
     res["cpu_us_per_req"] = proxy * 1e6 / ok
     res["client_cpu_us_per_req"] = client * 1e6 / ok
+    if upstream:
+        res["upstream_conns"] = conns
+        why = upstream_failure(conns, upstream, {
+            k: res.get(k, 0) for k in ("failed", "errored", "timeout", "non_2xx")})
+        if why:
+            res.update({"error": why, "rps": None, "cpu_us_per_req": None})
     return res
 
 
@@ -639,12 +980,13 @@ def hpack_status(block):
     return int(out) if len(out) == 3 else None
 
 
-def h2_connect(port, ctx, timeout=10.0):
+def h2_connect(port, ctx, timeout=10.0, body=None):
     """One HTTP/2 connection set up and left idle: TLS with ALPN h2, the
     preface and an empty SETTINGS, one GET / (HPACK by hand: static-table
     :method GET, :scheme https, :path /, :authority without indexing), the
     server's SETTINGS acknowledged and ours acknowledged by it, the response
-    read to END_STREAM. Returns the socket; raises H2Error or OSError."""
+    read to END_STREAM (its DATA appended to the list |body| if given).
+    Returns the socket; raises H2Error or OSError."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -685,6 +1027,9 @@ def h2_connect(port, ctx, timeout=10.0):
                         raise H2Error("response status %s, not a 2xx" % status)
                     done = done or bool(flags & 1)
                 elif ftype == 0 and stream == 1:
+                    if body is not None:
+                        pad = payload[0] if flags & 0x8 else 0
+                        body.append(payload[1 if flags & 0x8 else 0:len(payload) - pad])
                     done = done or bool(flags & 1)
             if settings and acked and done:
                 break
@@ -765,18 +1110,26 @@ def run_h2_idle_memory(env, run):
     return res
 
 
-def measure(env, name, rnd, out, workers, pinned, phases, h2=False):
+def measure(env, name, rnd, out, workers, pinned, phases, h2=False, up=None):
     """Starts |name| with |workers| workers (its listener offering h2 too if
-    |h2|), runs each (key, label, fn) of |phases| into out[key], stops it. A
+    |h2|; in front of the |up| backend, "tls" or "h2c", instead of gh_echo if
+    given), runs each (key, label, fn) of |phases| into out[key], stops it. A
     target that does not start leaves its reason in out["error"] (or
-    "error_pinned", "error_h2", "error_h2_pinned")."""
+    "error_pinned", "error_h2", "error_h2_pinned", "error_tlsup",
+    "error_h2cup")."""
     mode = "%d worker%s%s%s" % (workers, "s" if workers > 1 else "", " pinned" if pinned else "",
                                 ", h2 listener" if h2 else "")
-    run, err = start_target(env, name, workers, pinned,
-                            "r%d-w%d%s" % (rnd, workers, "-h2" if h2 else ""), h2)
+    scen = {None: "", "tls": "tlsup", "h2c": "h2cup"}[up]
+    if up:
+        mode += ", %s upstream" % {"tls": "HTTPS", "h2c": "h2c"}[up]
+    run, err = start_target(env, name, workers, pinned, "r%d-w%d%s%s" % (
+        rnd, workers, "-h2" if h2 else "", "-" + scen if scen else ""), h2, up)
     if run is None:
         log("%s (%s): n/a: %s" % (name, mode, err))
-        out["error" + ("_h2" if h2 else "") + ("_pinned" if pinned else "")] = err
+        if scen:
+            out["error_" + scen] = err
+        else:
+            out["error" + ("_h2" if h2 else "") + ("_pinned" if pinned else "")] = err
         return
     try:
         for key, label, fn in phases:
@@ -827,6 +1180,19 @@ def bench_target(env, name, rnd):
             ("h2load2", "HTTP/2 h2load -n %d" % a.h2_requests, h2load(False))], h2=True)
         pinned_backend(env, lambda: measure(env, name, rnd, out, 1, True, [
             ("h2load1", "HTTP/2 h2load -n %d" % a.h2_requests, h2load(True))], h2=True))
+    # The upstream-protocol scenarios: 1 worker pinned to CPU 0, the load
+    # generator and the scenario's own backend (pinned for the whole run) on
+    # CPU 1.
+    if "tlsup" in a.scenarios:
+        be = env.backends["tls"]
+        measure(env, name, rnd, out, 1, True, [
+            ("tlsup1", "keep-alive",
+             lambda e, r: run_keepalive(e, r, True, a.ka_seconds, be))], up="tls")
+    if "h2cup" in a.scenarios:
+        be = env.backends["h2c"]
+        measure(env, name, rnd, out, 1, True, [
+            ("h2cup1", "HTTP/2 h2load -n %d" % a.h2_requests,
+             lambda e, r: run_h2load(e, r, True, be))], h2=True, up="h2c")
     return out
 
 
@@ -844,13 +1210,20 @@ H2_METRICS = [("rps", "h2 req/s", True, "{:,.0f}"),
               ("cpu_us_per_req", "CPU µs/req", False, "{:.1f}")]
 H2_PINNED_METRICS = [("rps", "h2 req/s, 1 worker pinned", True, "{:,.0f}"),
                      ("cpu_us_per_req", "CPU µs/req, 1 worker pinned", False, "{:.1f}")]
+TLSUP_METRICS = [("rps", "req/s, HTTPS upstream", True, "{:,.0f}"),
+                 ("p99_ms", "p99 ms", False, "{:.2f}"),
+                 ("cpu_us_per_req", "CPU µs/req", False, "{:.1f}")]
+H2CUP_METRICS = [("rps", "h2 req/s, h2c upstream", True, "{:,.0f}"),
+                 ("cpu_us_per_req", "CPU µs/req", False, "{:.1f}")]
 H2_MEM_METRICS = [("rss_idle", "RSS idle MiB", False, "{:.1f}"),
                   ("bytes_per_conn", "bytes/idle h2 conn", False, "{:,.0f}")]
 METRICS = [(phase,) + m for phase, ms in (("ka2", KA_METRICS), ("hs2", HS_METRICS),
                                           ("memory", MEM_METRICS), ("ka1", KA_METRICS),
                                           ("hs1", HS_METRICS), ("h2load2", H2_METRICS),
                                           ("h2load1", H2_PINNED_METRICS),
-                                          ("h2mem", H2_MEM_METRICS)) for m in ms]
+                                          ("h2mem", H2_MEM_METRICS),
+                                          ("tlsup1", TLSUP_METRICS),
+                                          ("h2cup1", H2CUP_METRICS)) for m in ms]
 
 
 def medians(rounds, targets):
@@ -901,7 +1274,7 @@ def table(med, targets, phases, title):
 
 def goals(med, scenarios):
     g = med.get("gatehouse")
-    if not g:
+    if not g or not {"h1", "h2"} & set(scenarios):  # none for tlsup, h2cup
         return []
     out = ["### Gatehouse against the issue's targets", ""]
 
@@ -956,7 +1329,9 @@ def against_baseline(med):
                         ("hs2.cpu_us_per_hs", "CPU per full handshake, 2 workers"),
                         ("hs1.cpu_us_per_hs", "CPU per full handshake, 1 worker pinned"),
                         ("h2load2.cpu_us_per_req", "CPU per HTTP/2 request, 2 workers"),
-                        ("h2load1.cpu_us_per_req", "CPU per HTTP/2 request, 1 worker pinned")):
+                        ("h2load1.cpu_us_per_req", "CPU per HTTP/2 request, 1 worker pinned"),
+                        ("tlsup1.cpu_us_per_req", "CPU per request, HTTPS upstream, pinned"),
+                        ("h2cup1.cpu_us_per_req", "CPU per HTTP/2 request, h2c upstream, pinned")):
         for peer in ("nginx", "haproxy"):
             ref = med.get(peer, {}).get(mkey)
             gv, bv = g.get(mkey), b.get(mkey)
@@ -970,11 +1345,12 @@ def against_baseline(med):
 
 def problems(rounds, targets):
     """Failures worth a reader's attention, one line each."""
-    out, noisy, saturated = [], [], []
+    out, noisy, saturated, cpu1_full = [], [], [], []
     for r in rounds:
         for t in targets:
             res = r["results"].get(t, {})
-            for k in ("error", "error_pinned", "error_h2", "error_h2_pinned"):
+            for k in ("error", "error_pinned", "error_h2", "error_h2_pinned", "error_tlsup",
+                      "error_h2cup"):
                 if k in res:
                     out.append("- round %d, %s: n/a (%s)" % (r["round"], t, res[k][:200]))
             for phase in ("ka2", "ka1"):
@@ -991,12 +1367,21 @@ def problems(rounds, targets):
                                                               p["error"][:200]))
                 elif bad:
                     out.append("- round %d, %s %s: %s" % (r["round"], t, phase, bad))
-            for phase in ("ka2", "ka1", "hs2", "hs1", "h2load2", "h2load1"):
+            for phase in ("tlsup1", "h2cup1"):
+                p = res.get(phase, {})
+                if p.get("error"):
+                    out.append("- round %d, %s %s: n/a (%s)" % (r["round"], t, phase,
+                                                              p["error"][:300]))
+            for phase in ("ka2", "ka1", "hs2", "hs1", "h2load2", "h2load1", "tlsup1", "h2cup1"):
                 p = res.get(phase, {})
                 if p.get("other_cpu_share", 0) > 0.15:
                     noisy.append("r%d %s %s %.2f" % (r["round"], t, phase, p["other_cpu_share"]))
                 if phase.endswith("1") and p.get("client_cpu_share", 0) > 0.9:
                     saturated.append("r%d %s %s" % (r["round"], t, phase))
+                elif phase in ("tlsup1", "h2cup1") and (
+                        p.get("client_cpu_share", 0) + p.get("backend_cpu_share", 0) > 0.9):
+                    cpu1_full.append("r%d %s %s %.2f+%.2f" % (
+                        r["round"], t, phase, p["client_cpu_share"], p["backend_cpu_share"]))
             for phase in ("hs2", "hs1", "memory", "h2mem"):
                 p = res.get(phase, {})
                 bad = {k: p[k] for k in ("fail", "reused", "wrong_params", "tickets",
@@ -1014,6 +1399,10 @@ def problems(rounds, targets):
     if saturated:
         out.append("- the load generator used a whole core (so the rate is its limit, not the "
                    "proxy's) in: %s" % "; ".join(saturated))
+    if cpu1_full:
+        out.append("- the load generator and the backend together used CPU 1 fully (so the "
+                   "rate is their limit, not the proxy's; CPU per request still holds) in "
+                   "(round, target, run, load + backend cores): %s" % "; ".join(cpu1_full))
     return out
 
 
@@ -1028,7 +1417,8 @@ def versions(args):
             "caddy": first_line(["caddy", "version"]),
             "gatehouse": first_line([args.gatehouse, "version"]),
             "wrk": first_line(["wrk", "--version"]),
-            "h2load": first_line(["h2load", "--version"]), "kernel": platform.release(),
+            "h2load": first_line(["h2load", "--version"]),
+            "nghttpd": first_line(["nghttpd", "--version"]), "kernel": platform.release(),
             "cpus": os.cpu_count()}
 
 
@@ -1063,7 +1453,8 @@ def main():
     ap.add_argument("--h2-idle-conns", type=int, default=1000)
     ap.add_argument("--scenarios", default="h1,h2",
                     help="comma-separated subset of h1 (HTTP/1.1: memory, keep-alive, "
-                         "handshakes) and h2 (HTTP/2: memory, h2load)")
+                         "handshakes), h2 (HTTP/2: memory, h2load), tlsup (keep-alive with "
+                         "HTTPS to the upstream) and h2cup (h2load with h2c to the upstream)")
     ap.add_argument("--targets", default=",".join(ALL_TARGETS))
     ap.add_argument("--baseline", help="another gatehouse binary, measured as target 'baseline'")
     ap.add_argument("--access-log", default="off", choices=("off", "slowpipe", "file"),
@@ -1073,8 +1464,9 @@ def main():
     args = ap.parse_args()
     targets = [t for t in args.targets.split(",") if t]
     args.scenarios = [x for x in args.scenarios.split(",") if x]
-    if not args.scenarios or set(args.scenarios) - {"h1", "h2"}:
-        sys.exit("bench.py: --scenarios takes h1, h2 or h1,h2")
+    if not args.scenarios or set(args.scenarios) - set(SCENARIOS):
+        sys.exit("bench.py: --scenarios takes a comma-separated subset of %s" %
+                 ",".join(SCENARIOS))
     if args.baseline and "baseline" not in targets:
         targets.append("baseline")
     for t in targets:
@@ -1091,6 +1483,7 @@ def main():
                              str(args.body_size), "--ready-file", backend_port_file],
                             stdin=subprocess.DEVNULL, stdout=echo_log, stderr=echo_log,
                             start_new_session=True)
+    env = None
     try:
         deadline = time.time() + 10
         while not os.path.exists(backend_port_file):
@@ -1100,6 +1493,10 @@ def main():
         env = Env(args, tmp, int(open(backend_port_file).read()), echo.pid)
         log("backend gh_echo on %s, body %d bytes; temp dir %s" % (env.backend, args.body_size,
                                                                    tmp))
+        for scen, kind in (("tlsup", "tls"), ("h2cup", "h2c")):
+            if scen in args.scenarios:
+                env.backends[kind] = start_backend(env, kind)
+                log("%s backend on 127.0.0.1:%d (CPU 1)" % (kind, env.backends[kind].port))
         rounds = []
         for rnd in range(args.rounds):
             order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
@@ -1108,9 +1505,14 @@ def main():
             for name in order:
                 if echo.poll() is not None:
                     sys.exit("bench.py: gh_echo died (see %s/echo.log)" % tmp)
+                for be in env.backends.values():
+                    if be.proc.poll() is not None:
+                        sys.exit("bench.py: the %s backend died (see %s)" % (be.kind, be.dir))
                 results[name] = bench_target(env, name, rnd)
             rounds.append({"round": rnd + 1, "order": order, "results": results})
     finally:
+        for be in (env.backends.values() if env else ()):
+            be.stop()
         echo.send_signal(signal.SIGTERM)
         try:
             echo.wait(timeout=10)
@@ -1144,6 +1546,18 @@ def main():
         report += table(med, targets, ("h2mem",),
                         "HTTP/2 memory: VmRSS of all proxy processes, idle and with %d idle "
                         "HTTP/2 connections (2 workers)" % args.h2_idle_conns)
+    if "tlsup" in args.scenarios:
+        report += table(med, targets, ("tlsup1",),
+                        "HTTPS to the upstream (wrk -c %d -t 1, %d s, HTTP/1.1 keep-alive over "
+                        "TLS; the proxy to an nginx TLS 1.3 backend, verified against the "
+                        "run's CA, keep-alive): 1 worker pinned to CPU 0, wrk and the backend "
+                        "on CPU 1" % (args.connections, args.ka_seconds))
+    if "h2cup" in args.scenarios:
+        report += table(med, targets, ("h2cup1",),
+                        "h2c to the upstream (h2load -n %d -c %d -m %d over TLS, ALPN h2; the "
+                        "proxy to nghttpd --no-tls by HTTP/2 prior knowledge): 1 worker pinned "
+                        "to CPU 0, h2load and the backend on CPU 1" % (
+                            args.h2_requests, args.connections, args.h2_streams))
     report += goals(med, args.scenarios) if "gatehouse" in targets else []
     report += against_baseline(med)
     probs = problems(rounds, targets)
