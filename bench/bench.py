@@ -1352,7 +1352,8 @@ def problems(rounds, targets):
             for k in ("error", "error_pinned", "error_h2", "error_h2_pinned", "error_tlsup",
                       "error_h2cup"):
                 if k in res:
-                    out.append("- round %d, %s: n/a (%s)" % (r["round"], t, res[k][:200]))
+                    out.append("- round %d, %s%s: n/a (%s)" % (
+                        r["round"], t, " " + k[6:] if k != "error" else "", res[k][:200]))
             for phase in ("ka2", "ka1"):
                 p = res.get(phase, {})
                 if p.get("socket_errors") or p.get("non_2xx") or p.get("error"):
