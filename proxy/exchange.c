@@ -795,7 +795,7 @@ void px_ex_free(px_exchange_t *ex) {
   if (ex == NULL) return;
   detach(ex, 0);
   /* Marked by an HTTP/2 upstream's callback after it was detached, and
-   * not settled yet (uph2.c's defer_settle): it must not stay listed. */
+   * not settled yet (uph2.c's on_check): it must not stay listed. */
   gh_list_remove(&ex->dirty_link);
   gh_free(ex->host);
   ex->host = NULL;

@@ -186,6 +186,10 @@ static void *mem_realloc(void *p, size_t n, void *user_data) {
   return q;
 }
 
+nghttp2_mem px_h2_worker_mem(px_worker_t *w) {
+  return (nghttp2_mem){w, mem_alloc, mem_free, mem_calloc, mem_realloc};
+}
+
 void px_h2_worker_free(px_worker_t *w) {
   px_h2_mem_t *m = w->h2_mem;
   if (m == NULL) return;
@@ -1104,7 +1108,7 @@ void px_h2_start(px_conn_t *c) {
    * wide, is a backstop. */
   uint64_t per_s = hc->max_resets.per_ms ? hc->max_resets.count * 1000ull / hc->max_resets.per_ms : 0;
   nghttp2_option_set_stream_reset_rate_limit(opt, 2ull * hc->max_resets.count + 1, 2 * per_s + 1);
-  nghttp2_mem mem = {c->w, mem_alloc, mem_free, mem_calloc, mem_realloc};
+  nghttp2_mem mem = px_h2_worker_mem(c->w);
   int rc = nghttp2_session_server_new3(&h2->session, cbs, h2, opt, &mem);
   nghttp2_option_del(opt);
   if (rc != 0) {

@@ -25,6 +25,8 @@
 #ifndef GH_PROXY_H2_H
 #define GH_PROXY_H2_H
 
+#include <nghttp2/nghttp2.h>
+
 #include "proxy/worker.h"
 
 typedef struct px_h2 px_h2_t;
@@ -40,6 +42,11 @@ void px_h2_on_timeout(px_conn_t *c);                             /* may close */
 void px_h2_on_written(px_conn_t *c);                             /* may close */
 void px_h2_closing(px_conn_t *c); /* closing: every stream's exchange is told */
 void px_h2_freed(px_conn_t *c);   /* the connection's memory goes: free the streams */
+/* px_h2_worker_mem is the allocator of the worker's nghttp2 sessions,
+ * client-facing and upstream (uph2.c) alike: per-worker free lists by
+ * size class, so a request's small blocks skip malloc. */
+nghttp2_mem px_h2_worker_mem(px_worker_t *w);
+
 /* px_h2_worker_free releases the worker's HTTP/2 memory lists (server.c,
  * once the worker's connections are gone). */
 void px_h2_worker_free(px_worker_t *w);

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "proxy/h2.h"
 #include "proxy/upstream.h"
 
 enum {
@@ -50,6 +51,8 @@ struct px_uph2 {
   int dead;          /* GOAWAY or a failure: no new streams */
   int in_recv;       /* inside nghttp2_session_mem_recv */
   int in_send;       /* inside flush's nghttp2_session_mem_send */
+  gh_link_t sched;   /* in w->uph2_dirty: to be written this loop iteration */
+  px_buf_t out;      /* frames gathered for one write */
   px_buf_t names;    /* lower-cased field names for one submit */
 };
 
@@ -80,11 +83,17 @@ static void flush(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (h->in_recv || h->in_send || !u->connected || uv_is_closing((uv_handle_t *)&u->tcp)) return;
   h->in_send = 1;
+  /* Frames are gathered and written together: one write (one TLS record
+   * run) for all that is queued, not one per frame. */
   while (px_upconn_write_queue(u) <= limit_of(u) && !uv_is_closing((uv_handle_t *)&u->tcp)) {
     const uint8_t *data;
     ssize_t n = nghttp2_session_mem_send(h->session, &data);
+    if (n > 0) px_buf_append(&h->out, data, (size_t)n);
+    if (h->out.len > 0 && (n <= 0 || h->out.len >= 64 * 1024)) {
+      px_upconn_write(u, h->out.p, h->out.len);
+      h->out.len = 0;
+    }
     if (n <= 0) break;
-    px_upconn_write(u, data, (size_t)n);
   }
   h->in_send = 0;
 }
@@ -110,14 +119,40 @@ static void settle_dirty(px_upconn_t *u) {
 
 static void maybe_close(px_upconn_t *u);
 
-/* defer_settle: a flush the stream asked for (a body, a consume, a
- * submit, a detach) may have run nghttp2's callbacks (on_stream_close of
- * a stream whose RST_STREAM went out late) and marked exchanges, but the
- * stream's call must not settle them (settling may free what the stream
- * is using). The connection's timer settles them on the next loop turn. */
-static void defer_settle(px_upconn_t *u) {
-  if (!gh_list_empty(&u->h2->dirty) && !uv_is_closing((uv_handle_t *)&u->tcp))
-    px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, 1);
+/* on_check writes every HTTP/2 upstream connection that stream-side calls
+ * (a submit, more body, a consume, a detach) touched, once per loop
+ * iteration after all its I/O: the requests of every client that spoke in
+ * one poll leave in one write. It also settles what nghttp2's callbacks
+ * marked during such a flush (on_stream_close of a stream whose
+ * RST_STREAM went out late): the stream's own call could not. */
+static void on_check(uv_check_t *chk) {
+  px_worker_t *w = chk->data;
+  while (!gh_list_empty(&w->uph2_dirty)) {
+    px_uph2_t *h = GH_CONTAINER_OF(w->uph2_dirty.next, px_uph2_t, sched);
+    gh_list_remove(&h->sched);
+    px_upconn_t *u = h->u;
+    if (uv_is_closing((uv_handle_t *)&u->tcp)) continue;
+    flush(u);
+    settle_dirty(u);
+    px_uph2_watch(u);
+  }
+}
+
+/* schedule asks for |u| to be written at the end of this loop iteration.
+ * Never sends, settles or closes: stream-side calls use it. */
+static void schedule(px_upconn_t *u) {
+  px_worker_t *w = u->w;
+  if (!w->uph2_check_on) {
+    w->uph2_check_on = 1;
+    gh_list_init(&w->uph2_dirty);
+    uv_check_init(&w->loop, &w->uph2_check);
+    w->uph2_check.data = w;
+    uv_check_start(&w->uph2_check, on_check);
+    uv_unref((uv_handle_t *)&w->uph2_check);
+  }
+  px_uph2_t *h = u->h2;
+  if (h->sched.next != NULL && h->sched.next != &h->sched) return;
+  gh_list_insert(&w->uph2_dirty, &h->sched);
 }
 
 /* ---- the request ---- */
@@ -272,15 +307,13 @@ int px_uph2_attach(px_upconn_t *u, px_exchange_t *ex) {
   ex->up_closed = 0;
   gh_list_insert(&h->streams, &ex->up_link);
   h->num_streams++;
-  flush(u);
-  defer_settle(u);
+  schedule(u);
   return 0;
 }
 
 void px_uph2_body(px_upconn_t *u, px_exchange_t *ex) {
   if (ex->up_sid > 0 && !ex->up_closed) nghttp2_session_resume_data(u->h2->session, ex->up_sid);
-  flush(u);
-  defer_settle(u);
+  schedule(u);
 }
 
 void px_uph2_consume(px_upconn_t *u, px_exchange_t *ex) {
@@ -289,8 +322,7 @@ void px_uph2_consume(px_upconn_t *u, px_exchange_t *ex) {
   }
   ex->up_unconsumed = 0;
   ex->up_paused = 0;
-  flush(u);
-  defer_settle(u);
+  schedule(u);
 }
 
 void px_uph2_detach(px_upconn_t *u, px_exchange_t *ex) {
@@ -312,8 +344,7 @@ void px_uph2_detach(px_upconn_t *u, px_exchange_t *ex) {
   }
   ex->up_sid = 0;
   ex->up_unconsumed = 0;
-  flush(u);
-  defer_settle(u);
+  schedule(u);
   maybe_close(u);
 }
 
@@ -332,7 +363,7 @@ static void unpool(px_upconn_t *u) {
 static void maybe_close(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (h->num_streams > 0 || h->in_recv || uv_is_closing((uv_handle_t *)&u->tcp)) return;
-  if (!gh_list_empty(&h->dirty)) return; /* defer_settle's timer comes back here */
+  if (!gh_list_empty(&h->dirty)) return; /* on_check settles them, then comes back here */
   if (h->dead || !h->pooled) {
     px_upconn_close(u);
     return;
@@ -530,7 +561,8 @@ static px_uph2_t *uph2_new(px_upconn_t *u) {
   h->u = u;
   gh_list_init(&h->streams);
   gh_list_init(&h->dirty);
-  if (nghttp2_session_client_new2(&h->session, cbs, u, opts) != 0) {
+  nghttp2_mem mem = px_h2_worker_mem(u->w);
+  if (nghttp2_session_client_new3(&h->session, cbs, u, opts, &mem) != 0) {
     gh_free(h);
     return NULL;
   }
@@ -549,6 +581,8 @@ void px_uph2_free(px_upconn_t *u) {
   if (h == NULL) return;
   /* No exchange may keep a link into this list (px_ex_free unlinks). */
   while (!gh_list_empty(&h->dirty)) gh_list_remove(h->dirty.next);
+  gh_list_remove(&h->sched);
+  px_buf_free(&h->out);
   nghttp2_session_del(h->session);
   px_buf_free(&h->names);
   gh_free(h);
@@ -558,6 +592,7 @@ void px_uph2_free(px_upconn_t *u) {
 void px_uph2_closing(px_upconn_t *u) {
   if (u->h2 == NULL) return;
   u->h2->dead = 1;
+  gh_list_remove(&u->h2->sched); /* the memory goes before the next check */
   unpool(u);
 }
 
@@ -724,11 +759,6 @@ void px_uph2_on_timer(px_upconn_t *u) {
   px_uph2_t *h = u->h2;
   if (!u->connected) { /* the connect (or TLS handshake) took too long */
     px_uph2_connected(u, UV_ETIMEDOUT, "connect timeout");
-    return;
-  }
-  if (!gh_list_empty(&h->dirty)) { /* defer_settle's turn, not a deadline */
-    settle_dirty(u);
-    if (!uv_is_closing((uv_handle_t *)&u->tcp)) px_uph2_watch(u);
     return;
   }
   if (h->num_streams == 0) { /* idle too long */

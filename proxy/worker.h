@@ -135,6 +135,11 @@ struct px_worker {
   uv_check_t h2_check;
   int h2_check_on;
   struct px_h2_mem *h2_mem; /* HTTP/2 small blocks (h2.c); NULL until used */
+  /* HTTP/2 upstream connections to write at the end of this iteration
+   * (uph2.c), likewise batched. */
+  gh_link_t uph2_dirty;
+  uv_check_t uph2_check;
+  int uph2_check_on;
   uint64_t clock_offset_ms;     /* added to the loop's time; 0 but in tests */
 };
 
