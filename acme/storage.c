@@ -324,6 +324,8 @@ static int read_json(char **out, char **out_err, const char *path) {
 
 /* ---- opening ---- */
 
+static const acme_storage_ops_t dir_ops;
+
 acme_storage_t *acme_storage_open(char **out_err, const char *root) {
   if (root == NULL || root[0] == '\0') {
     *out_err = gh_strdup("storage directory: empty path");
@@ -358,6 +360,7 @@ acme_storage_t *acme_storage_open(char **out_err, const char *root) {
   }
   clean_tmp(path);
   acme_storage_t *st = gh_calloc(1, sizeof(*st));
+  st->ops = &dir_ops;
   st->root = path;
   return st;
 err:
@@ -366,7 +369,10 @@ err:
 }
 
 void acme_storage_free(acme_storage_t *st) {
-  if (st == NULL) return;
+  if (st != NULL) st->ops->free(st);
+}
+
+static void dir_free(acme_storage_t *st) {
   gh_free(st->root);
   gh_free(st);
 }
@@ -386,7 +392,7 @@ static int account_path(acme_storage_t *st, char **out_dir, char **out_file, cha
   return 0;
 }
 
-int acme_storage_account_save(acme_storage_t *st, char **out_err, const char *ca_url,
+static int dir_account_save(acme_storage_t *st, char **out_err, const char *ca_url,
                               const char *account_id, gh_str_t json) {
   char *dir, *file;
   int ret = account_path(st, &dir, &file, out_err, ca_url, account_id);
@@ -404,7 +410,7 @@ int acme_storage_account_save(acme_storage_t *st, char **out_err, const char *ca
   return ret;
 }
 
-int acme_storage_account_load(acme_storage_t *st, char **out_json, char **out_err,
+static int dir_account_load(acme_storage_t *st, char **out_json, char **out_err,
                               const char *ca_url, const char *account_id) {
   *out_json = NULL;
   char *dir, *file;
@@ -575,7 +581,7 @@ static void collect(const char *dir, const char *keep, const char *previous) {
   }
 }
 
-int acme_storage_cert_save(acme_storage_t *st, char **out_err, const char *name,
+static int dir_cert_save(acme_storage_t *st, char **out_err, const char *name,
                            const acme_storage_bundle_t *bundle) {
   char file_name[NAME_MAX + 1];
   int ret = acme__storage_name_encode(file_name, sizeof(file_name), out_err, name);
@@ -641,7 +647,7 @@ static int load_version(acme_cert_t **out_cert, char **out_meta, char **out_err,
   return ret;
 }
 
-int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+static int dir_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
                            char **out_err, const char *name) {
   *out_cert = NULL;
   if (out_meta != NULL) *out_meta = NULL;
@@ -684,7 +690,7 @@ static int compare_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,
+static int dir_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,
                            char **out_err) {
   *out_names = NULL;
   *out_num_names = 0;
@@ -727,7 +733,7 @@ void acme_storage_names_free(char **names, size_t num_names) {
   gh_free(names);
 }
 
-int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *name) {
+static int dir_cert_delete(acme_storage_t *st, char **out_err, const char *name) {
   char file_name[NAME_MAX + 1];
   int ret = acme__storage_name_encode(file_name, sizeof(file_name), out_err, name);
   if (ret != 0) return ret;
@@ -757,4 +763,47 @@ int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *nam
   if (fd >= 0) close(fd);
   gh_free(dir);
   return ret;
+}
+
+static const acme_storage_ops_t dir_ops = {
+    .kind = "directory",
+    .free = dir_free,
+    .account_save = dir_account_save,
+    .account_load = dir_account_load,
+    .cert_save = dir_cert_save,
+    .cert_load = dir_cert_load,
+    .cert_list = dir_cert_list,
+    .cert_delete = dir_cert_delete,
+    .lock = acme__dir_lock,
+};
+
+/* ---- the public calls: the backend's ---- */
+
+int acme_storage_account_save(acme_storage_t *st, char **out_err, const char *ca_url,
+                              const char *account_id, gh_str_t json) {
+  return st->ops->account_save(st, out_err, ca_url, account_id, json);
+}
+
+int acme_storage_account_load(acme_storage_t *st, char **out_json, char **out_err,
+                              const char *ca_url, const char *account_id) {
+  return st->ops->account_load(st, out_json, out_err, ca_url, account_id);
+}
+
+int acme_storage_cert_save(acme_storage_t *st, char **out_err, const char *name,
+                           const acme_storage_bundle_t *bundle) {
+  return st->ops->cert_save(st, out_err, name, bundle);
+}
+
+int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                           char **out_err, const char *name) {
+  return st->ops->cert_load(st, out_cert, out_meta, out_err, name);
+}
+
+int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,
+                           char **out_err) {
+  return st->ops->cert_list(st, out_names, out_num_names, out_err);
+}
+
+int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *name) {
+  return st->ops->cert_delete(st, out_err, name);
 }

@@ -5,9 +5,39 @@
 
 #include "acme/storage.h"
 
+/* A storage backend: the directory (storage.c, storage_lock.c) or, for a
+ * fleet, etcd. acme_storage_* in storage.h dispatch to these; each takes
+ * and returns what the public function of the same name documents. */
+typedef struct acme_storage_ops {
+  const char *kind; /* "directory", "etcd": for messages */
+  void (*free)(acme_storage_t *st);
+  int (*account_save)(acme_storage_t *st, char **out_err, const char *ca_url,
+                      const char *account_id, gh_str_t json);
+  int (*account_load)(acme_storage_t *st, char **out_json, char **out_err, const char *ca_url,
+                      const char *account_id);
+  int (*cert_save)(acme_storage_t *st, char **out_err, const char *name,
+                   const acme_storage_bundle_t *bundle);
+  int (*cert_load)(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta, char **out_err,
+                   const char *name);
+  int (*cert_list)(acme_storage_t *st, char ***out_names, size_t *out_num_names, char **out_err);
+  int (*cert_delete)(acme_storage_t *st, char **out_err, const char *name);
+  int (*lock)(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
+              const char *name, unsigned ttl_s);
+} acme_storage_ops_t;
+
 struct acme_storage {
-  char *root; /* no trailing slash */
+  const acme_storage_ops_t *ops;
+  char *root; /* the directory backend's root, no trailing slash */
 };
+
+/* Every backend's lock starts with this: acme__storage_unlock calls it. */
+struct acme_storage_lock {
+  void (*release)(acme_storage_lock_t *lock);
+};
+
+/* The directory backend's lock (storage_lock.c), for storage.c's table. */
+int acme__dir_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
+                   const char *name, unsigned ttl_s);
 
 /* acme__storage_sys_err sets |*out_err| to "|path|: |what|: <errno text>"
  * and returns the negative errno, which the caller must not have disturbed

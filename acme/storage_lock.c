@@ -20,10 +20,13 @@
 /* How often a locker retries when unlockers keep replacing the file. */
 #define MAX_RETRIES 8
 
-struct acme_storage_lock {
+typedef struct {
+  acme_storage_lock_t base;
   int fd;
   char *path;
-};
+} dir_lock_t;
+
+static void dir_unlock(acme_storage_lock_t *l);
 
 /* holder_record formats what a lock file says about its holder. */
 static int holder_record(char *out, size_t out_size, unsigned ttl_s) {
@@ -52,8 +55,8 @@ static char *held_message(int fd, const char *path) {
   return msg;
 }
 
-int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
-                       const char *name, unsigned ttl_s) {
+int acme__dir_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
+                   const char *name, unsigned ttl_s) {
   *out_lock = NULL;
   char file_name[NAME_MAX + 1];
   int ret = acme__storage_name_encode(file_name, sizeof(file_name), out_err, name);
@@ -91,10 +94,11 @@ int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char 
     if (ftruncate(fd, 0) != 0 || pwrite(fd, record, (size_t)len, 0) != len) {
       GH_WARN("acme", "storage: %s: cannot record the holder: %s", path, strerror(errno));
     }
-    acme_storage_lock_t *lock = gh_calloc(1, sizeof(*lock));
+    dir_lock_t *lock = gh_calloc(1, sizeof(*lock));
+    lock->base.release = dir_unlock;
     lock->fd = fd;
     lock->path = path;
-    *out_lock = lock;
+    *out_lock = &lock->base;
     return ACME_STORAGE_LOCK_ACQUIRED;
   }
   if (ret == -EAGAIN) *out_err = gh_asprintf("%s: lock file replaced again and again", path);
@@ -102,8 +106,17 @@ int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char 
   return ret;
 }
 
+int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
+                       const char *name, unsigned ttl_s) {
+  return st->ops->lock(st, out_lock, out_err, name, ttl_s);
+}
+
 void acme__storage_unlock(acme_storage_lock_t *lock) {
-  if (lock == NULL) return;
+  if (lock != NULL) lock->release(lock);
+}
+
+static void dir_unlock(acme_storage_lock_t *l) {
+  dir_lock_t *lock = (dir_lock_t *)l;
   /* Unlink while still holding it: whoever locks the unlinked file next
    * sees that it is no longer at the path and tries again. */
   unlink(lock->path);
