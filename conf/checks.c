@@ -240,6 +240,38 @@ void conf__check_upstream(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   }
 }
 
+/* conf__check_etcd: a prefix that keys can be put under, a client
+ * certificate with its key, a user with a password, and TLS options only
+ * for https:// endpoints (they would silently not apply). */
+void conf__check_etcd(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_etcd_t *e = (const conf_etcd_t *)(const void *)base;
+  if (obj == NULL) return;
+  const char *p = e->prefix;
+  if (p != NULL && (p[0] != '/' || p[strlen(p) - 1] != '/' || strlen(p) < 2)) {
+    size_t mark = conf__path_key(ctx, "prefix");
+    conf__error(ctx, "expected a key prefix that begins and ends with \"/\", such as "
+                     "\"/gatehouse/prod/\"");
+    conf__path_pop(ctx, mark);
+  }
+  if ((e->cert == NULL) != (e->key == NULL)) {
+    size_t mark = conf__path_key(ctx, e->cert ? "key" : "cert");
+    conf__error(ctx, "required with \"%s\"", e->cert ? "cert" : "key");
+    conf__path_pop(ctx, mark);
+  }
+  if ((e->username == NULL) != (e->password == NULL)) {
+    size_t mark = conf__path_key(ctx, e->username ? "password" : "username");
+    conf__error(ctx, "required with \"%s\"", e->username ? "username" : "password");
+    conf__path_pop(ctx, mark);
+  }
+  int any_tls = 0;
+  for (size_t i = 0; i < e->num_endpoints; i++) any_tls |= e->endpoints[i].tls;
+  if (!any_tls && (e->ca || e->cert)) {
+    size_t mark = conf__path_key(ctx, e->ca ? "ca" : "cert");
+    conf__error(ctx, "applies to https:// endpoints only, and every endpoint is http://");
+    conf__path_pop(ctx, mark);
+  }
+}
+
 /* --- across the whole document --- */
 
 typedef struct {

@@ -54,6 +54,29 @@ typedef struct {
   int send_proxy;           /* "send_proxy_protocol": a PROXY v2 header opens each connection */
 } conf_addr_t;
 
+/* storage.etcd (issue 15): the store a fleet of nodes shares. */
+typedef struct {
+  int enabled;               /* the object was given */
+  conf_addr_t *endpoints;    /* "http://host:port" or "https://host:port" (|tls|) */
+  size_t num_endpoints;
+  char *prefix;              /* every key under it; begins and ends with "/" */
+  char *ca, *cert, *key;     /* TLS to etcd: CA file, client certificate and key */
+  char *username, *password; /* etcd authentication (both or neither) */
+  uint64_t timeout_ms;       /* per request; default 2s */
+} conf_etcd_t;
+
+/* What a node does with a new on-demand name while the store is down. */
+typedef enum {
+  CONF_STORE_DOWN_DENY = 0,  /* refuse it (the default: no duplicate orders) */
+  CONF_STORE_DOWN_LOCAL = 1, /* order it alone and keep it locally */
+} conf_store_down_t;
+
+typedef struct {
+  conf_store_down_t issue_when_store_down;
+  uint64_t lease_ttl_ms; /* the node's etcd lease; default 30s */
+  char *node;            /* this node's name in the store; default the host name */
+} conf_fleet_t;
+
 /* How a request goes to an upstream. */
 typedef enum {
   CONF_UP_HTTP1 = 0, /* "http/1.1" */
@@ -251,7 +274,10 @@ typedef struct {
   conf_acme_t acme;
   conf_on_demand_t on_demand;
   char *storage;       /* default "./gatehouse-data", resolved against the config file's
-                          directory (quick mode: the working directory) */
+                          directory (quick mode: the working directory); with |etcd| the
+                          node's local copy */
+  conf_etcd_t etcd;    /* storage.etcd: a fleet's shared store (issue 15) */
+  conf_fleet_t fleet;
   conf_addr_t *admin;  /* NULL = admin API off */
   char *admin_token;   /* bearer token; required for a TCP address unless
                           |admin_insecure_no_token| */

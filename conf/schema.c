@@ -314,6 +314,43 @@ static const conf__row_t log_rows[] = {
 };
 static const conf__table_t log_table = TABLE(log_rows);
 
+/* --- storage and the fleet (issue 15) --- */
+
+static const conf__row_t etcd_rows[] = {
+    {"endpoints", &conf__t_addr_list, LIST(conf_etcd_t, endpoints, num_endpoints),
+     .flags = REQUIRED | CONF__NONEMPTY | CONF__SCHEME, .max = 16},
+    {"prefix", &conf__t_string, FLD(conf_etcd_t, prefix), .def = Q("/gatehouse/default/")},
+    {"ca", &conf__t_file, FLD(conf_etcd_t, ca)},
+    {"cert", &conf__t_file, FLD(conf_etcd_t, cert)},
+    {"key", &conf__t_file, FLD(conf_etcd_t, key)},
+    {"username", &conf__t_string, FLD(conf_etcd_t, username)},
+    {"password", &conf__t_string, FLD(conf_etcd_t, password)},
+    {"timeout", &conf__t_duration, FLD(conf_etcd_t, timeout_ms), .def = Q("2s"), .flags = POSITIVE},
+};
+static const conf__table_t etcd_table =
+    TABLE(etcd_rows, .has_present = 1, .present_off = offsetof(conf_etcd_t, enabled),
+          .check = conf__check_etcd);
+
+/* "storage" is a directory, or {"directory": ..., "etcd": {...}}. */
+static const conf__row_t storage_rows[] = {
+    {"directory", &conf__t_path, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
+    {"etcd", &conf__t_object, .off = offsetof(conf_t, etcd), .arg = &etcd_table},
+};
+static const conf__table_t storage_table = TABLE(storage_rows);
+
+static const char *const store_down_names[] = {"deny", "local"};
+static const conf__enum_t store_down_enum = {store_down_names, 2};
+_Static_assert(CONF_STORE_DOWN_LOCAL == 1, "store-down names");
+
+static const conf__row_t fleet_rows[] = {
+    {"issue_when_store_down", &conf__t_enum, FLD(conf_fleet_t, issue_when_store_down),
+     .def = Q("deny"), .arg = &store_down_enum},
+    {"lease_ttl", &conf__t_duration, FLD(conf_fleet_t, lease_ttl_ms), .def = Q("30s"),
+     .flags = POSITIVE},
+    {"node", &conf__t_string, FLD(conf_fleet_t, node)},
+};
+static const conf__table_t fleet_table = TABLE(fleet_rows);
+
 static const conf__row_t root_rows[] = {
     /* The listen defaults apply only when "listen" is absent: a file that
      * lists only "https" gets no plain-HTTP listener. */
@@ -325,7 +362,8 @@ static const conf__row_t root_rows[] = {
     {"tls", &conf__t_object, .off = offsetof(conf_t, tls), .arg = &tls_table},
     {"acme", &conf__t_object, .off = offsetof(conf_t, acme), .arg = &acme_table},
     {"on_demand", &conf__t_object, .off = offsetof(conf_t, on_demand), .arg = &on_demand_table},
-    {"storage", &conf__t_path, FLD(conf_t, storage), .def = Q("./gatehouse-data")},
+    {"storage", &conf__t_storage, .off = 0, .arg = &storage_table},
+    {"fleet", &conf__t_object, .off = offsetof(conf_t, fleet), .arg = &fleet_table},
     {"admin", &conf__t_object, .off = 0, .arg = &admin_table},
     {"trusted_proxies", &conf__t_cidr_list, LIST(conf_t, trusted_proxies, num_trusted_proxies),
      .def = "[]"},

@@ -834,6 +834,34 @@ static void parse_hsts(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *va
 
 const conf__type_t conf__t_hsts = {parse_hsts, emit_object, free_object, object_empty, 1};
 
+/* "storage": a directory as a string, or the object of the row's table
+ * ({"directory": ..., "etcd": {...}}). Printed back as the string unless
+ * etcd is on, so configurations without a fleet read as they always did. */
+static void parse_storage(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *val,
+                          char *base) {
+  if (cJSON_IsString(val)) {
+    /* The defaults first, then the string as "directory", at the path
+     * "storage" itself, which is where the user wrote it. */
+    const conf__table_t *t = row->arg;
+    conf__walk(ctx, t, NULL, base + row->off);
+    t->rows[0].type->parse(ctx, &t->rows[0], val, base + row->off);
+    return;
+  }
+  if (val != NULL && !cJSON_IsObject(val)) {
+    conf__expected(ctx, "a directory, or an object with \"directory\" and \"etcd\"", val, NULL);
+    val = NULL;
+  }
+  conf__walk(ctx, row->arg, val, base + row->off);
+}
+
+static cJSON *emit_storage(const conf__row_t *row, const char *base) {
+  const conf_t *conf = (const conf_t *)(const void *)(base + row->off);
+  if (!conf->etcd.enabled) return cJSON_CreateString(conf->storage);
+  return conf__emit_walk(row->arg, base + row->off);
+}
+
+const conf__type_t conf__t_storage = {parse_storage, emit_storage, free_object, object_empty, 1};
+
 /* An object list holds row->size-byte elements (sites, routes). */
 static void object_elem(conf__ctx_t *ctx, const conf__row_t *row, const cJSON *item,
                         void *slot) {

@@ -779,6 +779,11 @@ static void test_valid_variants(void) {
       "{'http2': {'max_concurrent_streams': 2147483647, 'max_header_list_size': '16m', "
       "'max_continuations': 1000, 'stream_window': 2147483647, 'connection_window': "
       "2147483647, 'hpack_table_size': '64k'}, " ONE_SITE("") "}",
+      /* A fleet's etcd store (issue 15), in both spellings of an endpoint. */
+      "{'storage': {'directory': '/tmp/gh-local', 'etcd': {'endpoints': ['http://127.0.0.1:2379', "
+      "'https://etcd.internal:2379'], 'prefix': '/gatehouse/prod/', 'ca': '" EXAMPLES "certs/example.crt', "
+      "'username': 'u', 'password': 'p', 'timeout': '500ms'}}, 'fleet': {'issue_when_store_down': "
+      "'local', 'lease_ttl': '10s', 'node': 'n1'}, " ONE_SITE("") "}",
       /* Upper-case upstream host names are fine (DNS is case-blind). */
       "{'sites': [{'hosts': ['a.test'], 'upstreams': ['Backend_1.internal:8080'], " TLS "}]}",
   };
@@ -1092,6 +1097,20 @@ static const bad_case_t bad_cases[] = {
      "(contains a control character)"},
     {"{'storage': '', " ONE_SITE("") "}", "storage: expected a non-empty string, got \"\" (empty)",
      NULL},
+    /* storage.etcd (issue 15). */
+    {"{'storage': 5, " ONE_SITE("") "}",
+     "storage: expected a directory, or an object with \"directory\" and \"etcd\", got 5", NULL},
+    {"{'storage': {'etcd': {'endpoints': []}}, " ONE_SITE("") "}", "storage.etcd.endpoints:", NULL},
+    {"{'storage': {'etcd': {'endpoints': ['ftp://a:1']}}, " ONE_SITE("") "}",
+     "storage.etcd.endpoints[0]: expected an address", "the scheme must be"},
+    {"{'storage': {'etcd': {'endpoints': ['http://a:1'], 'prefix': 'gh'}}, " ONE_SITE("") "}",
+     "storage.etcd.prefix: expected a key prefix that begins and ends with \"/\"", NULL},
+    {"{'storage': {'etcd': {'endpoints': ['https://a:1'], 'username': 'u'}}, " ONE_SITE("") "}",
+     "storage.etcd.password: required with \"username\"", NULL},
+    {"{'storage': {'etcd': {'endpoints': ['http://a:1'], 'ca': '" EXAMPLES "certs/example.crt'}}, "
+     ONE_SITE("") "}", "storage.etcd.ca: applies to https:// endpoints only", NULL},
+    {"{'fleet': {'issue_when_store_down': 'maybe'}, " ONE_SITE("") "}",
+     "fleet.issue_when_store_down: expected one of", NULL},
     /* Log files: need not exist, but their directory must. */
     {"{'log': {'file': '/nonexistent-gh-dir/gatehouse.log'}, " ONE_SITE("") "}",
      "t.json: log.file: cannot write in the directory \"/nonexistent-gh-dir\": no such directory",
