@@ -1,6 +1,6 @@
 /* b64.c: base64url and base64 (RFC 4648). Both encoders share one loop
- * that differs only in alphabet and padding; there is only a base64url
- * decoder, since nothing in Gatehouse reads standard base64. */
+ * that differs only in alphabet and padding, and so do both decoders
+ * (standard base64 is read from etcd's JSON gateway, acme/etcd*.c). */
 #include "common/b64.h"
 
 #include "common/common.h"
@@ -45,17 +45,18 @@ char *gh_b64_encode(const uint8_t *in, size_t in_len) {
   return encode(std_alphabet, 1, in, in_len);
 }
 
-/* url_value returns the 6-bit value of base64url character |c|, or -1. */
-static int url_value(unsigned char c) {
+/* char_value returns the 6-bit value of character |c| in the base64url
+ * (|std| 0) or the standard (|std| 1) alphabet, or -1. */
+static int char_value(unsigned char c, int std) {
   if (c >= 'A' && c <= 'Z') return c - 'A';
   if (c >= 'a' && c <= 'z') return c - 'a' + 26;
   if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
+  if (c == (std ? '+' : '-')) return 62;
+  if (c == (std ? '/' : '_')) return 63;
   return -1;
 }
 
-int gh_b64url_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_len) {
+static int decode(uint8_t **out, size_t *out_len, const char *in, size_t in_len, int std) {
   *out = NULL;
   *out_len = 0;
   /* One leftover character carries only 6 bits: not a whole byte. */
@@ -65,7 +66,7 @@ int gh_b64url_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_l
   uint32_t acc = 0;
   unsigned bits = 0;
   for (size_t i = 0; i < in_len; i++) {
-    int v = url_value((unsigned char)in[i]);
+    int v = char_value((unsigned char)in[i], std);
     if (v < 0) goto err;
     acc = (acc << 6) | (uint32_t)v;
     bits += 6;
@@ -85,4 +86,18 @@ int gh_b64url_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_l
 err:
   gh_free(buf);
   return -1;
+}
+
+int gh_b64url_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_len) {
+  return decode(out, out_len, in, in_len, 0);
+}
+
+int gh_b64_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_len) {
+  *out = NULL;
+  *out_len = 0;
+  /* Padded: whole quanta, and exactly the '=' the last one needs. */
+  if (in_len % 4 != 0) return -1;
+  size_t pad = 0;
+  while (pad < 2 && pad < in_len && in[in_len - 1 - pad] == '=') pad++;
+  return decode(out, out_len, in, in_len - pad, 1);
 }

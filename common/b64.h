@@ -29,4 +29,10 @@ int gh_b64url_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_l
  * frees). */
 char *gh_b64_encode(const uint8_t *in, size_t in_len);
 
+/* gh_b64_decode strictly decodes standard, padded base64 (what etcd's JSON
+ * gateway sends for bytes): the length must be a multiple of 4 with one or
+ * two '=' exactly where the last quantum needs them, and nothing but the
+ * standard alphabet before them. Returns and owns as gh_b64url_decode. */
+int gh_b64_decode(uint8_t **out, size_t *out_len, const char *in, size_t in_len);
+
 #endif

@@ -36,6 +36,10 @@ static void test_rfc4648_vectors(void) {
     ASSERT_EQ(memcmp(out, in, len), 0);
     ASSERT_EQ(out[out_len], '\0');
     gh_free(out);
+    ASSERT_EQ(gh_b64_decode(&out, &out_len, std, strlen(std)), 0);
+    ASSERT_EQ(out_len, len);
+    ASSERT_EQ(memcmp(out, in, len), 0);
+    gh_free(out);
     gh_free(url);
     gh_free(std);
   }
@@ -88,6 +92,33 @@ static void test_decode_strict(void) {
   ASSERT_EQ(DECODES("Zm8"), 1);
 }
 
+static int std_decodes(const char *s, size_t len) {
+  uint8_t *out = (uint8_t *)"x";
+  size_t out_len = 7;
+  if (gh_b64_decode(&out, &out_len, s, len) != 0) return out != NULL || out_len != 0 ? 2 : 0;
+  gh_free(out);
+  return 1;
+}
+
+#define STD_DECODES(s) std_decodes((s), sizeof(s) - 1)
+
+/* Standard base64 as etcd's JSON gateway writes it: padded, '+' and '/'. */
+static void test_std_decode_strict(void) {
+  ASSERT_EQ(STD_DECODES("Zm9v"), 1);
+  ASSERT_EQ(STD_DECODES("Zg=="), 1);
+  ASSERT_EQ(STD_DECODES("Zm8="), 1);
+  ASSERT_EQ(STD_DECODES("+/8="), 1);
+  ASSERT_EQ(STD_DECODES(""), 1);
+  ASSERT_EQ(STD_DECODES("Zg"), 0);   /* unpadded */
+  ASSERT_EQ(STD_DECODES("Zg="), 0);  /* not whole quanta */
+  ASSERT_EQ(STD_DECODES("Z==="), 0); /* too much padding */
+  ASSERT_EQ(STD_DECODES("===="), 0);
+  ASSERT_EQ(STD_DECODES("Zm=v"), 0); /* padding inside */
+  ASSERT_EQ(STD_DECODES("-_8="), 0); /* the URL alphabet */
+  ASSERT_EQ(STD_DECODES("Zh=="), 0); /* unused bits set */
+  ASSERT_EQ(STD_DECODES("Zm9v\n"), 0);
+}
+
 static void test_round_trip_lengths(void) {
   uint8_t buf[300];
   for (size_t i = 0; i < sizeof(buf); i++) buf[i] = (uint8_t)(i * 167 + 13);
@@ -110,6 +141,7 @@ static void test_round_trip_lengths(void) {
 int main(void) {
   RUN(test_rfc4648_vectors);
   RUN(test_decode_strict);
+  RUN(test_std_decode_strict);
   RUN(test_round_trip_lengths);
   TEST_EXIT();
 }
