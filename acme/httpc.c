@@ -57,7 +57,7 @@ static void client_unref(acme_httpc_t *client) {
   }
 }
 
-static char *ssl_error_string(void) {
+char *acme__httpc_ssl_error(void) {
   char msg[256];
   uint32_t e = ERR_peek_last_error();
   if (e == 0) return gh_strdup("unknown error");
@@ -80,7 +80,7 @@ int acme_httpc_load_roots(char **out_err, SSL_CTX *ctx, const char *path) {
   }
   ERR_clear_error();
   if (!SSL_CTX_load_verify_locations(ctx, path, NULL)) {
-    char *e = ssl_error_string();
+    char *e = acme__httpc_ssl_error();
     *out_err = gh_asprintf("cannot load CA roots from %s (PEM certificates expected): %s", path, e);
     gh_free(e);
     return -1;
@@ -88,18 +88,26 @@ int acme_httpc_load_roots(char **out_err, SSL_CTX *ctx, const char *path) {
   return 0;
 }
 
-acme_httpc_t *acme_httpc_new(char **out_err, uv_loop_t *loop, const char *const *extra_roots,
-                             size_t num_roots) {
+SSL_CTX *acme__httpc_client_ctx(void) {
   static const uint8_t alpn[] = "\x08http/1.1";
-  *out_err = NULL;
   SSL_CTX *ctx = SSL_CTX_new(TLS_method());
   if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) ||
       SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1) != 0) {
     SSL_CTX_free(ctx);
-    *out_err = gh_strdup("cannot create the HTTPS client's TLS context");
     return NULL;
   }
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+  return ctx;
+}
+
+acme_httpc_t *acme_httpc_new(char **out_err, uv_loop_t *loop, const char *const *extra_roots,
+                             size_t num_roots) {
+  *out_err = NULL;
+  SSL_CTX *ctx = acme__httpc_client_ctx();
+  if (ctx == NULL) {
+    *out_err = gh_strdup("cannot create the HTTPS client's TLS context");
+    return NULL;
+  }
   /* No system roots is not an error: the extra roots may be all we need. */
   if (access(SYSTEM_ROOTS, R_OK) == 0 && acme_httpc_load_roots(out_err, ctx, SYSTEM_ROOTS) != 0) {
     SSL_CTX_free(ctx);
@@ -304,7 +312,7 @@ static void conn_tls_error(httpc_conn_t *conn) {
     req_fail(req, ACME_HTTPC_ETLS, "TLS certificate of %s (%s) rejected: %s", req->host,
              conn->peer, X509_verify_cert_error_string(vr));
   } else {
-    char *e = ssl_error_string();
+    char *e = acme__httpc_ssl_error();
     req_fail(req, ACME_HTTPC_ETLS, "TLS %s with %s failed: %s",
              conn->handshake_done ? "read" : "handshake", conn->peer, e);
     gh_free(e);
@@ -409,13 +417,16 @@ static int conn_start_tls(httpc_conn_t *conn, httpc_req_t *req) {
   BIO_set_mem_eof_return(conn->rbio, -1); /* empty means "wait", not EOF */
   SSL_set_bio(conn->ssl, conn->rbio, conn->wbio);
   SSL_set_connect_state(conn->ssl);
-  X509_VERIFY_PARAM *param = SSL_get0_param(conn->ssl);
+  return acme__httpc_tls_peer(conn->ssl, req->host, req->host_is_ip);
+}
+
+int acme__httpc_tls_peer(SSL *ssl, const char *host, int host_is_ip) {
+  X509_VERIFY_PARAM *param = SSL_get0_param(ssl);
   X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  if (req->host_is_ip) {
+  if (host_is_ip) {
     /* RFC 6066 3: no SNI for an address; its IP SAN is checked instead. */
-    if (!X509_VERIFY_PARAM_set1_ip_asc(param, req->host)) return -1;
-  } else if (!SSL_set_tlsext_host_name(conn->ssl, req->host) ||
-             !SSL_set1_host(conn->ssl, req->host)) {
+    if (!X509_VERIFY_PARAM_set1_ip_asc(param, host)) return -1;
+  } else if (!SSL_set_tlsext_host_name(ssl, host) || !SSL_set1_host(ssl, host)) {
     return -1;
   }
   return 0;
@@ -447,7 +458,7 @@ static void on_connect(uv_connect_t *c, int status) {
   }
   req->phase = HTTPC_PHASE_HANDSHAKE;
   if (conn_start_tls(conn, req) != 0) {
-    char *e = ssl_error_string();
+    char *e = acme__httpc_ssl_error();
     req_fail(req, ACME_HTTPC_ETLS, "cannot set up TLS for %s: %s", req->host, e);
     gh_free(e);
     return;

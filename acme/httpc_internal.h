@@ -108,13 +108,29 @@ struct httpc_conn {
 };
 
 /* The llhttp callbacks that fill a request's response fields; the parser's
- * |data| is the connection. */
+ * |data| is the connection. They use only the connection's |req| and
+ * |peer| and the request's response fields, |max_body| and |head_only|, so
+ * a blocking client (acme/etcd_conn.c) runs them on a zeroed pair whose
+ * libuv handles are never initialised. */
 extern const llhttp_settings_t acme__httpc_parser_settings;
 
 /* acme__httpc_prepare parses |r|'s URL into |req| (scheme, host, port, pool
  * key) and serializes the request into |req->wire|. Returns 0 or UV_EINVAL
  * (bad URL, method or header); what was set is freed with |req|. */
 int acme__httpc_prepare(httpc_req_t *req, const acme_httpc_req_t *r);
+
+/* acme__httpc_client_ctx returns a new client SSL_CTX: TLS 1.2 or newer,
+ * ALPN http/1.1, peers verified (roots still to be loaded), or NULL. */
+SSL_CTX *acme__httpc_client_ctx(void);
+
+/* acme__httpc_ssl_error returns the last BoringSSL error of this thread as
+ * a new string (caller frees), "unknown error" when there is none. */
+char *acme__httpc_ssl_error(void);
+
+/* acme__httpc_tls_peer makes client connection |ssl| send SNI for |host|
+ * (unless it is an IP literal) and verify the peer's certificate against
+ * it (an IP literal against the IP SANs). Returns 0 or -1. */
+int acme__httpc_tls_peer(SSL *ssl, const char *host, int host_is_ip);
 
 /* acme__httpc_reset_response forgets a (partial) response, for a retry or
  * after an interim 1xx response. */
