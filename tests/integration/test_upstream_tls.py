@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 
 import harness as h
 
@@ -248,6 +249,115 @@ def test_bad_client_key_refused():
                % s["ports"]["mtls"])
     r = g.get("mtls.test", "/after-refused-reload")
     h.eq(r.status, 200, "still serving the old configuration")
+
+
+class HostileTLS:
+    """A TLS server of our own (Python's ssl, a thread per connection) that
+    misbehaves as |mode| says, on a free loopback port."""
+
+    def __init__(self, mode, cert):
+        import ssl
+        import threading
+        self.mode = mode
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert[0], cert[1])
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        import threading
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    def handle(self, c):
+        import time
+        c.settimeout(10)
+        try:
+            if self.mode == "close_in_handshake":
+                c.recv(100)  # the ClientHello, then nothing
+                return
+            if self.mode == "plaintext":
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                return
+            if self.mode == "stall_handshake":
+                c.recv(4096)
+                time.sleep(3)
+                return
+            t = self.ctx.wrap_socket(c, server_side=True)
+            t.recv(65536)
+            if self.mode == "garbage":
+                t.sendall(b"\x00\x01garbage that is not HTTP\r\n\r\n")
+            elif self.mode == "truncated":
+                t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+                t.unwrap()  # close_notify after 10 of 100 bytes
+            elif self.mode == "reset_after_head":
+                t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+
+
+def test_hostile_tls_upstreams():
+    """TLS upstreams that misbehave: close during the handshake, answer in
+    plaintext, stall the handshake past upstream_connect, send garbage
+    after it, end a body early with close_notify, or reset after the head.
+    Each gives the client a 502 (or a cut response once the head went
+    out), logs why, and the next good request still works."""
+    s = setup()
+    good = s["ca"].leaf(["backend.test"], ips=["127.0.0.1"])
+    servers = {m: HostileTLS(m, good) for m in ("close_in_handshake", "plaintext",
+                                                 "stall_handshake", "garbage", "truncated",
+                                                 "reset_after_head")}
+    sites = [h.site(["%s.test" % m.replace("_", "-")],
+                    [{"address": "https://127.0.0.1:%d" % srv.port, "ca": [s["ca"].cert],
+                      "server_name": "backend.test"}]) for m, srv in servers.items()]
+    sites.append(h.site(["good.test"], [{"address": "https://127.0.0.1:%d" % s["ports"]["good"],
+                                         "ca": [s["ca"].cert], "server_name": "backend.test"}]))
+    g = h.start_gatehouse(sites, workers=1, timeouts={"upstream_connect": "1s"})
+    try:
+        for mode, why in (("close_in_handshake", r"TLS handshake"),
+                          ("plaintext", r"TLS handshake: .*WRONG_VERSION_NUMBER"),
+                          ("stall_handshake", r"connect timeout"),
+                          ("garbage", r"invalid response from upstream")):
+            host = "%s.test" % mode.replace("_", "-")
+            r = g.get(host, "/h")
+            h.eq(r.status, 502, mode)
+            g.wait_log(why)
+            h.eq(g.get("good.test", "/after-%s" % mode).status, 200, "still serving after " + mode)
+        for mode in ("truncated", "reset_after_head"):
+            host = "%s.test" % mode.replace("_", "-")
+            c = h.Conn.tls(g.https_port, host)
+            try:
+                c.send(h.build_request("GET", "/t", host, (), None))
+                head = c.read_head()
+                h.eq(head.status, 200, mode + ": the head went out")
+                h.eq(head.header("content-length"), "100", mode)
+                got = c.read_until_close()  # fails if the connection stays open
+                h.check(len(got) < 100, "%s: the client sees the body cut short (%r)" % (mode, got))
+            finally:
+                c.close()
+            h.eq(g.get("good.test", "/after-%s" % mode).status, 200, "still serving after " + mode)
+        g.wait_log(r"upstream https://127\.0\.0\.1:%d failed mid-response"
+                   % servers["truncated"].port)
+    finally:
+        for srv in servers.values():
+            srv.close()
 
 
 if __name__ == "__main__":
