@@ -1008,7 +1008,7 @@ acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *co
   e->conf = conf;
   e->acme = &conf->acme;
   e->challenges = challenges;
-  e->storage = acme_storage_open(out_err, conf->storage);
+  e->storage = acme_storage_open_conf(out_err, conf);
   if (e->storage == NULL) {
     gh_free(e);
     return NULL;

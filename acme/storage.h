@@ -53,6 +53,7 @@
 #include <stddef.h>
 
 #include "acme/certs.h"
+#include "conf/conf.h"
 #include "common/common.h"
 
 typedef struct acme_storage acme_storage_t;
@@ -63,6 +64,17 @@ typedef struct acme_storage acme_storage_t;
  * processes. Returns a new handle (free with acme_storage_free), or NULL
  * with |*out_err| set. */
 acme_storage_t *acme_storage_open(char **out_err, const char *root);
+
+/* acme_storage_open_conf opens the store |conf| names: its storage
+ * directory, or with storage.etcd the fleet's etcd store (storage_etcd.c)
+ * with that directory as the node's local copy. etcd is not contacted
+ * here: a node whose etcd is down still starts, from its copy. */
+acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf);
+
+/* acme_storage_keepalive renews an etcd store's node lease when a third of
+ * it has passed (call it on a timer, well within fleet.lease_ttl); the
+ * directory needs none. Returns 0 or a negative error (logged). */
+int acme_storage_keepalive(acme_storage_t *st);
 
 /* acme_storage_free closes |st|. acme_storage_free(NULL) does nothing. */
 void acme_storage_free(acme_storage_t *st);

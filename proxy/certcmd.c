@@ -106,7 +106,7 @@ static int cert_list(const args_t *a) {
   conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
   char *err = NULL;
-  acme_storage_t *st = acme_storage_open(&err, conf->storage);
+  acme_storage_t *st = acme_storage_open_conf(&err, conf);
   char **names = NULL;
   size_t num_names = 0;
   if (st == NULL || acme_storage_cert_list(st, &names, &num_names, &err) != 0) {
@@ -193,7 +193,7 @@ static int cert_revoke(const args_t *a) {
   gh_log_setup((gh_log_level_t)conf->log_level, GH_LOG_TEXT);
   char *err = NULL;
   acme_cert_t *cert = NULL;
-  acme_storage_t *st = acme_storage_open(&err, conf->storage);
+  acme_storage_t *st = acme_storage_open_conf(&err, conf);
   if (st == NULL || acme_storage_cert_load(st, &cert, NULL, &err, a->names[0]) != 0) {
     fprintf(stderr, "gatehouse cert revoke: %s\n", err);
     gh_free(err);

@@ -184,7 +184,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   ctl->done = done;
   ctl->done_arg = done_arg;
   uv_loop_init(&ctl->loop);
-  ctl->storage = acme_storage_open(out_err, conf->storage);
+  ctl->storage = acme_storage_open_conf(out_err, conf);
   if (ctl->storage != NULL) ctl->engine = acme_engine_new(out_err, &ctl->loop, conf, challenges);
   if (ctl->engine == NULL) {
     acme_storage_free(ctl->storage);

@@ -405,7 +405,7 @@ static int reload(px_server_t *s, char **out_err) {
       strcmp(conf->storage, s->gen->conf->storage) != 0) {
     /* A storage the new thread could not open is refused now, while the
      * old thread still runs. */
-    acme_storage_t *st = acme_storage_open(&err, conf->storage);
+    acme_storage_t *st = acme_storage_open_conf(&err, conf);
     if (st == NULL) {
       char *why = gh_asprintf("storage %s: %s", conf->storage, err);
       gh_free(err);

@@ -536,6 +536,91 @@ def site(hosts, upstreams, cert=True, **kw):
     return s
 
 
+
+class LineDriver:
+    """A test driver program that takes one JSON command a line on stdin and
+    answers each with one JSON line (tests/acme/*_driver.c): do(op, **args)
+    sends a command and returns the answer, ok() also requires "ok"; its
+    stderr goes to a file, checked for sanitizer reports by close()."""
+
+    def __init__(self, name, argv):
+        self.name = name
+        self.err_path = os.path.join(subdir(_next_name(name)), "stderr")
+        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=open(self.err_path, "w"), text=True)
+
+    def stderr(self):
+        with open(self.err_path) as f:
+            return f.read()
+
+    def do(self, op, **kw):
+        kw["op"] = op
+        self.p.stdin.write(json.dumps(kw) + "\n")
+        self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            raise Fail("%s exited (%s): %s" % (self.name, self.p.wait(), self.stderr()))
+        return json.loads(line)
+
+    def ok(self, op, **kw):
+        r = self.do(op, **kw)
+        check(r["ok"], "%s: %s %r failed: %s" % (self.name, op, kw, r.get("err")))
+        return r
+
+    def close(self):
+        self.p.stdin.close()
+        rc = self.p.wait(timeout=30)
+        err = self.stderr()
+        for m in SANITIZER_MARKERS:
+            check(m not in err, "%s stderr: %s" % (self.name, err))
+        eq(rc, 0, "%s exit status" % self.name)
+
+    def kill(self):
+        self.p.send_signal(signal.SIGKILL)
+        self.p.wait(timeout=10)
+
+
+# --- etcd (issue 15) -------------------------------------------------------------
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
+
+
+class Etcd(Proc):
+    """One etcd member (Debian's etcd-server) on free loopback ports; |tls| = (cert, key, ca) for
+    an https client URL with client certificates required."""
+
+    def __init__(self, tls=None):
+        self.port, peer = free_port(), free_port()
+        name = _next_name("etcd")
+        d = subdir(name)
+        scheme = "https" if tls else "http"
+        self.url = "%s://127.0.0.1:%d" % (scheme, self.port)
+        argv = [ETCD, "--name", "n1", "--data-dir", os.path.join(d, "data"),
+                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+                "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
+                "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
+                "--initial-cluster", "n1=http://127.0.0.1:%d" % peer]
+        self.ctl_tls = []
+        if tls:
+            cert, key, ca, ccert, ckey = tls
+            argv += ["--cert-file", cert, "--key-file", key, "--client-cert-auth",
+                     "--trusted-ca-file", ca]
+            self.ctl_tls = ["--cacert", ca, "--cert", ccert, "--key", ckey]
+        super().__init__(name, argv, cwd=d)
+        check_ready(self, [self.port])
+        wait_until(lambda: self.ctl("endpoint", "health").returncode == 0, 15,
+                   "etcd %s healthy" % self.url, interval=0.1)
+
+    def ctl(self, *args, user=None):
+        argv = [ETCDCTL, "--endpoints", self.url] + self.ctl_tls
+        if user:
+            argv += ["--user", user]
+        return subprocess.run(argv + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+
+
 class Gatehouse(Proc):
     """gatehouse run -c FILE (or quick mode) on loopback ports."""
 

@@ -21,8 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import check, eq, contains, wait_until, Fail  # noqa: E402
 
-ETCD = shutil.which("etcd") or "/usr/bin/etcd"
-ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
 DRIVER = harness._find_bin("TEST_ETCD_BIN", os.path.join("tests", "acme", "test_etcd"))
 
 
@@ -30,70 +28,14 @@ def h(b):
     return (b.encode() if isinstance(b, str) else b).hex()
 
 
-class Etcd(harness.Proc):
-    """One etcd member on free loopback ports; |tls| = (cert, key, ca) for
-    an https client URL with client certificates required."""
-
-    def __init__(self, tls=None):
-        self.port, peer = harness.free_port(), harness.free_port()
-        name = harness._next_name("etcd")
-        d = harness.subdir(name)
-        scheme = "https" if tls else "http"
-        self.url = "%s://127.0.0.1:%d" % (scheme, self.port)
-        argv = [ETCD, "--name", "n1", "--data-dir", os.path.join(d, "data"),
-                "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-                "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
-                "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
-                "--initial-cluster", "n1=http://127.0.0.1:%d" % peer]
-        self.ctl_tls = []
-        if tls:
-            cert, key, ca, ccert, ckey = tls
-            argv += ["--cert-file", cert, "--key-file", key, "--client-cert-auth",
-                     "--trusted-ca-file", ca]
-            self.ctl_tls = ["--cacert", ca, "--cert", ccert, "--key", ckey]
-        super().__init__(name, argv, cwd=d)
-        harness.check_ready(self, [self.port])
-        wait_until(lambda: self.ctl("endpoint", "health").returncode == 0, 15,
-                   "etcd %s healthy" % self.url, interval=0.1)
-
-    def ctl(self, *args, user=None):
-        argv = [ETCDCTL, "--endpoints", self.url] + self.ctl_tls
-        if user:
-            argv += ["--user", user]
-        return subprocess.run(argv + list(args), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, timeout=30,
-                              env=dict(os.environ, ETCDCTL_API="3"))
+Etcd = harness.Etcd
 
 
-class Client:
+class Client(harness.LineDriver):
     """The driver: do(op, **args) sends one command and returns the answer."""
 
     def __init__(self, endpoints, *opts):
-        argv = [DRIVER, "--endpoints", ",".join(endpoints)] + list(opts)
-        self.p = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
-
-    def do(self, op, **kw):
-        kw["op"] = op
-        self.p.stdin.write(json.dumps(kw) + "\n")
-        self.p.stdin.flush()
-        line = self.p.stdout.readline()
-        if not line:
-            raise Fail("test_etcd exited (%s): %s" % (self.p.wait(), self.p.stderr.read()))
-        return json.loads(line)
-
-    def ok(self, op, **kw):
-        r = self.do(op, **kw)
-        check(r["ok"], "%s %r failed: %s" % (op, kw, r.get("err")))
-        return r
-
-    def close(self):
-        self.p.stdin.close()
-        rc = self.p.wait(timeout=30)
-        err = self.p.stderr.read()
-        for m in harness.SANITIZER_MARKERS:
-            check(m not in err, "test_etcd stderr: %s" % err)
-        eq(rc, 0, "test_etcd exit status")
+        super().__init__("test_etcd", [DRIVER, "--endpoints", ",".join(endpoints)] + list(opts))
 
 
 _etcd = None

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""The fleet's etcd store (issue 15, acme/storage_etcd.c) through the
+storage interface, as two nodes would use it: each node is a test_store
+driver (tests/acme/store_driver.c) on a configuration of its own (its own
+local directory, the same etcd prefix), against a real etcd member started
+here. Certificates come from the test CA.
+
+What it checks: what one node stores the other reads (certificates with
+their meta, accounts, the list); one order lock per name across nodes,
+released by unlock, by the holder's exit (lease revoked) and by its death
+(kill -9: the lease runs out); the fence (a holder whose lease expired has
+its late write refused, and the name keeps the new holder's certificate);
+and etcd down: the node reads its local copy."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import harness as h
+
+DRIVER = h._find_bin("TEST_STORE_BIN", os.path.join("tests", "acme", "test_store"))
+PREFIX = "/gatehouse/test-%d/"
+
+_s = {}
+
+
+class Node(h.LineDriver):
+    """A test_store driver on a configuration with |etcd_urls|."""
+
+    def __init__(self, name, etcd_urls, prefix, lease_ttl="2s"):
+        d = h.subdir(h._next_name(name))
+        crt, key = h.ca().leaf(["site.fleet.test"])
+        conf = {"sites": [{"hosts": ["site.fleet.test"], "upstreams": ["127.0.0.1:9"],
+                           "tls": {"cert": crt, "key": key}}],
+                "storage": {"directory": os.path.join(d, "local"),
+                            "etcd": {"endpoints": list(etcd_urls), "prefix": prefix,
+                                     "timeout": "1s"}},
+                "fleet": {"node": name, "lease_ttl": lease_ttl}}
+        path = os.path.join(d, "gatehouse.json")
+        with open(path, "w") as f:
+            json.dump(conf, f)
+        super().__init__(name, [DRIVER, path])
+
+
+def setup():
+    if not _s:
+        _s["etcd"] = h.Etcd()
+    return _s
+
+
+def nodes(n=2, ttl="2s"):
+    s = setup()
+    prefix = PREFIX % h.free_port()
+    return [Node("node%d" % i, [s["etcd"].url], prefix, ttl) for i in range(n)], prefix
+
+
+def leaf(name):
+    crt, key = h.ca().leaf([name])
+    return crt, key
+
+
+def sha256_of(crt):
+    out = subprocess.run(["openssl", "x509", "-in", crt, "-outform", "DER"],
+                         stdout=subprocess.PIPE, check=True).stdout
+    import hashlib
+    return hashlib.sha256(out).hexdigest()
+
+
+def test_shared_certificates_and_accounts():
+    """A certificate and an account stored by one node are read by the
+    other, with the meta; the list has the name; a bad bundle (key of
+    another certificate) is refused before anything is written; delete
+    removes it for both."""
+    (a, b), _ = nodes()
+    crt, key = leaf("one.fleet.test")
+    a.ok("save", name="one.fleet.test", cert=crt, key=key, meta='{"renew_at": 1}')
+    r = b.ok("load", name="one.fleet.test")
+    h.eq(r["sha256"], sha256_of(crt), "node1 reads node0's certificate")
+    h.eq(json.loads(r["meta"]), {"renew_at": 1}, "and its meta")
+    h.eq(b.ok("list")["names"], ["one.fleet.test"], "the list")
+    _, other_key = leaf("two.fleet.test")
+    r = a.do("save", name="bad.fleet.test", cert=crt, key=other_key, meta="{}")
+    h.check(not r["ok"] and "refusing to store" in r["err"], "mismatched key refused: %r" % r)
+    h.eq(b.ok("list")["names"], ["one.fleet.test"], "nothing written for the bad one")
+    a.ok("account_save", ca="https://ca.test/dir", id="acct1", json='{"url": "u"}')
+    h.eq(json.loads(b.ok("account_load", ca="https://ca.test/dir", id="acct1")["json"]),
+         {"url": "u"}, "node1 reads node0's account")
+    b.ok("delete", name="one.fleet.test")
+    r = a.do("load", name="one.fleet.test")
+    h.eq((r["ok"], r.get("code")), (False, -2), "gone for node0 too (-ENOENT)")
+    a.close()
+    b.close()
+
+
+def test_one_lock_per_name():
+    """Only one node holds a name's order lock; the refusal names the
+    holder; unlock, and the holder's exit (its lease revoked), release it."""
+    (a, b), _ = nodes()
+    h.eq(a.ok("lock", name="l.fleet.test")["result"], "acquired", "node0 locks")
+    r = b.ok("lock", name="l.fleet.test")
+    h.eq(r["result"], "held", "node1 is refused")
+    h.contains(r["holder"], "node0", "the refusal names the holder")
+    a.ok("unlock", name="l.fleet.test")
+    h.eq(b.ok("lock", name="l.fleet.test")["result"], "acquired", "free after unlock")
+    h.eq(a.ok("lock", name="m.fleet.test")["result"], "acquired", "node0 locks another name")
+    a.close()  # exits holding it: the lease is revoked at exit
+    h.eq(b.ok("lock", name="m.fleet.test")["result"], "acquired", "free once its holder exited")
+    b.close()
+
+
+def test_dead_holder_and_fence():
+    """A holder killed with -9 keeps the lock only until its lease runs
+    out (2 s here). A holder that stalls past its lease (no keepalive) has
+    its late certificate write refused (-ESTALE) once another node took
+    the lock, and the name keeps the new holder's certificate."""
+    (a, b, c), _ = nodes(3)
+    h.eq(a.ok("lock", name="k.fleet.test")["result"], "acquired", "node0 locks")
+    a.kill()
+    t0 = time.monotonic()
+    h.wait_until(lambda: b.ok("lock", name="k.fleet.test")["result"] == "acquired", 10,
+                 "the dead holder's lock to expire", interval=0.2)
+    h.check(time.monotonic() - t0 < 6, "freed within the lease TTL and a little")
+    # The fence: node1 holds "k" and stalls (no calls) past its lease.
+    h.wait_until(lambda: c.ok("lock", name="k.fleet.test")["result"] == "acquired", 10,
+                 "node1's lease to run out while it stalls", interval=0.2)
+    crt_c, key_c = leaf("k.fleet.test")
+    c.ok("save", name="k.fleet.test", cert=crt_c, key=key_c, meta='{"by": "node2"}')
+    crt_b, key_b = h.ca().leaf(["k.fleet.test", "late.fleet.test"])
+    r = b.do("save", name="k.fleet.test", cert=crt_b, key=key_b, meta='{"by": "node1"}')
+    h.eq((r["ok"], r.get("code")), (False, -116), "the stale holder's write is refused (-ESTALE)")
+    h.contains(r["err"], "lock on it", "and says why")
+    r = c.ok("load", name="k.fleet.test")
+    h.eq(json.loads(r["meta"]), {"by": "node2"}, "the name keeps the new holder's certificate")
+    b.close()
+    c.close()
+
+
+def test_etcd_down_reads_local_copy():
+    """With etcd stopped, a node still reads what it wrote through to its
+    local copy (and lists it); a write fails clearly; etcd back, it works."""
+    (a,), prefix = nodes(1)
+    crt, key = leaf("local.fleet.test")
+    a.ok("save", name="local.fleet.test", cert=crt, key=key, meta="{}")
+    e = _s["etcd"]
+    e.p.send_signal(signal.SIGSTOP)
+    try:
+        r = a.ok("load", name="local.fleet.test")
+        h.eq(r["sha256"], sha256_of(crt), "read from the local copy")
+        h.eq(a.ok("list")["names"], ["local.fleet.test"], "listed from the local copy")
+        r = a.do("save", name="other.fleet.test", cert=crt, key=key, meta="{}")
+        h.check(not r["ok"], "a write fails while etcd is away: %r" % r)
+    finally:
+        e.p.send_signal(signal.SIGCONT)
+    h.wait_until(lambda: a.do("list")["ok"] and "local.fleet.test" in a.do("list")["names"], 10,
+                 "etcd back")
+    a.ok("save", name="other.fleet.test", cert=crt, key=key, meta="{}")
+    a.close()
+    err = a.stderr()
+    h.contains(err, "etcd unreachable", "the outage is logged")
+    h.check(err.count("etcd unreachable") == 1, "once, not once per call: %r" % err)
+
+
+if __name__ == "__main__":
+    h.main()
