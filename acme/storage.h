@@ -76,6 +76,22 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf);
  * directory needs none. Returns 0 or a negative error (logged). */
 int acme_storage_keepalive(acme_storage_t *st);
 
+/* acme_storage_watch_start follows a fleet (etcd) store's certificates
+ * from a thread of its own (with its own etcd client): it calls |fn| from
+ * that thread for every certificate stored now, then for every one put
+ * (|cert| a reference for the call only, |meta| its JSON) or deleted
+ * (|cert| and |meta| NULL) by any node, in revision order; after a
+ * compaction or a broken stream it lists again (calling |fn| for what is
+ * there then). Returns NULL with |*out_err| for a directory store. Stop it
+ * (acme_storage_watch_stop waits for the thread, at most about 0.5 s)
+ * before freeing the store. */
+typedef struct acme_storage_watcher acme_storage_watcher_t;
+typedef void (*acme_storage_watch_fn)(void *arg, const char *name, acme_cert_t *cert,
+                                      const char *meta);
+acme_storage_watcher_t *acme_storage_watch_start(acme_storage_t *st, char **out_err,
+                                                 acme_storage_watch_fn fn, void *arg);
+void acme_storage_watch_stop(acme_storage_watcher_t *w);
+
 /* acme_storage_free closes |st|. acme_storage_free(NULL) does nothing. */
 void acme_storage_free(acme_storage_t *st);
 

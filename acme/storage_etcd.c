@@ -26,6 +26,8 @@
  *
  * Calls are synchronous (etcd.h), on the control thread. */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +46,8 @@ typedef struct {
 
 typedef struct {
   acme_storage_t base;   /* must be first: ops and the local copy's root */
+  acme_etcd_conf_t econf; /* for the watcher's own client (one per thread) */
+  char **endpoints;       /* econf's, owned */
   acme_storage_t *local; /* the directory backend */
   acme_etcd_t *etcd;
   char *prefix;
@@ -442,6 +446,13 @@ static void etcd_free(acme_storage_t *st) {
   for (size_t i = 0; i < s->num_held; i++) gh_free(s->held[i].name);
   gh_free(s->held);
   acme_etcd_free(s->etcd);
+  for (size_t i = 0; i < s->econf.num_endpoints; i++) gh_free(s->endpoints[i]);
+  gh_free(s->endpoints);
+  gh_free((char *)s->econf.ca);
+  gh_free((char *)s->econf.cert);
+  gh_free((char *)s->econf.key);
+  gh_free((char *)s->econf.username);
+  gh_free((char *)s->econf.password);
   acme_storage_free(s->local);
   gh_free(s->prefix);
   gh_free(s->node);
@@ -460,6 +471,8 @@ static const acme_storage_ops_t etcd_ops = {
     .lock = etcd_lock,
 };
 
+static char *dup_or_null(const char *v) { return v ? gh_strdup(v) : NULL; }
+
 acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
   acme_storage_t *local = acme_storage_open(out_err, conf->storage);
   if (local == NULL || !conf->etcd.enabled) return local;
@@ -472,12 +485,23 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
       .timeout_ms = e->timeout_ms,
   };
   acme_etcd_t *etcd = acme_etcd_new(out_err, &ec);
-  gh_free(endpoints);
   if (etcd == NULL) {
+    gh_free(endpoints);
     acme_storage_free(local);
     return NULL;
   }
   etcd_store_t *s = gh_calloc(1, sizeof(*s));
+  /* Copies: the watcher's thread makes its client from them, and the
+   * configuration may go before the store does. */
+  for (size_t i = 0; i < e->num_endpoints; i++) endpoints[i] = gh_strdup(endpoints[i]);
+  s->endpoints = (char **)endpoints;
+  s->econf = ec;
+  s->econf.endpoints = (const char *const *)s->endpoints;
+  s->econf.ca = dup_or_null(e->ca);
+  s->econf.cert = dup_or_null(e->cert);
+  s->econf.key = dup_or_null(e->key);
+  s->econf.username = dup_or_null(e->username);
+  s->econf.password = dup_or_null(e->password);
   s->base.ops = &etcd_ops;
   s->base.root = local->root;
   s->local = local;
@@ -492,4 +516,148 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
   }
   s->lease_ttl_s = conf->fleet.lease_ttl_ms / 1000 ? conf->fleet.lease_ttl_ms / 1000 : 1;
   return &s->base;
+}
+
+/* ---- propagation: the watcher thread ---- */
+
+struct acme_storage_watcher {
+  etcd_store_t *st;
+  acme_storage_watch_fn fn;
+  void *arg;
+  pthread_t thread;
+  atomic_int stop;
+};
+
+/* deliver parses one certificate entry and hands it to the callback; a
+ * corrupt one is logged and skipped (it is not ours to serve). */
+static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd_kv_t *kv) {
+  cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
+  const cJSON *chain = cJSON_GetObjectItemCaseSensitive(doc, "chain");
+  const cJSON *keyp = cJSON_GetObjectItemCaseSensitive(doc, "key");
+  const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+  char *err = NULL;
+  acme_cert_t *cert = NULL;
+  if (cJSON_IsString(chain) && cJSON_IsString(keyp) && cJSON_IsObject(meta)) {
+    cert = acme_cert_from_pem(&err, chain->valuestring, strlen(chain->valuestring),
+                              keyp->valuestring, strlen(keyp->valuestring));
+  }
+  if (cert == NULL) {
+    GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name,
+            err ? err : "expected {\"chain\", \"key\", \"meta\"}");
+  } else {
+    char *m = cJSON_PrintUnformatted(meta);
+    w->fn(w->arg, name, cert, m);
+    gh_free(m);
+    acme_cert_unref(cert);
+  }
+  gh_free(err);
+  cJSON_Delete(doc);
+}
+
+/* name_of returns the certificate name of key |k| under |pfx|, or NULL
+ * for a key that is not a valid name. */
+static const char *name_of(const uint8_t *k, size_t plen) {
+  const char *name = (const char *)k + plen;
+  char enc[NAME_MAX + 1], *why = NULL;
+  int ok = acme__storage_name_encode(enc, sizeof(enc), &why, name) == 0;
+  gh_free(why);
+  return ok ? name : NULL;
+}
+
+/* pause waits |ms| in slices, returning early when asked to stop. */
+static void pause_ms(acme_storage_watcher_t *w, uint64_t ms) {
+  for (uint64_t t = 0; t < ms && !atomic_load(&w->stop); t += 50) usleep(50 * 1000);
+}
+
+static void *watch_main(void *p) {
+  acme_storage_watcher_t *w = p;
+  etcd_store_t *s = w->st;
+  char *err = NULL;
+  acme_etcd_t *c = acme_etcd_new(&err, &s->econf);
+  if (c == NULL) {
+    GH_ERROR("fleet", "watch: %s", err);
+    gh_free(err);
+    return NULL;
+  }
+  char *pfx = key(s, "certs/", "");
+  size_t plen = strlen(pfx);
+  acme_etcd_watch_t *watch = NULL;
+  uint64_t backoff = 100;
+  while (!atomic_load(&w->stop)) {
+    if (watch == NULL) {
+      /* (Re)start: everything there is now, then what changes after it. */
+      acme_etcd_kv_t *kvs = NULL;
+      size_t num = 0;
+      int64_t rev = 0;
+      int ret = acme_etcd_list(c, &err, &kvs, &num, &rev, str(pfx));
+      if (ret == 0) {
+        for (size_t i = 0; i < num && !atomic_load(&w->stop); i++) {
+          const char *name = name_of(kvs[i].key, plen);
+          if (name) deliver(w, name, &kvs[i]);
+        }
+        acme_etcd_kvs_free(kvs, num);
+        watch = acme_etcd_watch_open(c, &err, str(pfx), rev + 1);
+      }
+      if (watch == NULL) {
+        GH_DEBUG("fleet", "watch: %s; again in %llu ms", err, (unsigned long long)backoff);
+        gh_free(err);
+        err = NULL;
+        pause_ms(w, backoff);
+        backoff = backoff < 5000 ? backoff * 2 : 5000;
+        continue;
+      }
+      backoff = 100;
+    }
+    acme_etcd_event_t *ev = NULL;
+    size_t num = 0;
+    int64_t rev = 0;
+    int r = acme_etcd_watch_next(watch, &err, &ev, &num, &rev, 500);
+    if (r == ACME_ETCD_WATCH_TIMEOUT) continue;
+    if (r == ACME_ETCD_WATCH_EVENTS) {
+      for (size_t i = 0; i < num; i++) {
+        const char *name = name_of(ev[i].kv.key, plen);
+        if (name == NULL) continue;
+        if (ev[i].type == ACME_ETCD_EVENT_PUT) deliver(w, name, &ev[i].kv);
+        else w->fn(w->arg, name, NULL, NULL);
+      }
+      acme_etcd_events_free(ev, num);
+      continue;
+    }
+    /* Compacted past us, or the stream broke: list again. */
+    GH_DEBUG("fleet", "watch: %s", r == ACME_ETCD_WATCH_COMPACTED ? "compacted" : err);
+    gh_free(err);
+    err = NULL;
+    acme_etcd_watch_free(watch);
+    watch = NULL;
+  }
+  acme_etcd_watch_free(watch);
+  acme_etcd_free(c);
+  gh_free(pfx);
+  return NULL;
+}
+
+acme_storage_watcher_t *acme_storage_watch_start(acme_storage_t *st, char **out_err,
+                                                 acme_storage_watch_fn fn, void *arg) {
+  if (st->ops != &etcd_ops) {
+    *out_err = gh_strdup("watch: only a fleet (etcd) store is watched");
+    return NULL;
+  }
+  acme_storage_watcher_t *w = gh_calloc(1, sizeof(*w));
+  w->st = store_of(st);
+  w->fn = fn;
+  w->arg = arg;
+  atomic_init(&w->stop, 0);
+  if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {
+    *out_err = gh_strdup("watch: cannot start its thread");
+    gh_free(w);
+    return NULL;
+  }
+  return w;
+}
+
+void acme_storage_watch_stop(acme_storage_watcher_t *w) {
+  if (w == NULL) return;
+  atomic_store(&w->stop, 1);
+  pthread_join(w->thread, NULL);
+  gh_free(w);
 }

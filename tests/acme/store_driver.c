@@ -17,8 +17,12 @@
  *   {"op":"unlock","name":N}
  *   {"op":"keepalive"}
  *   {"op":"account_save","ca":URL,"id":ID,"json":TEXT}
- *   {"op":"account_load","ca":URL,"id":ID} -> json */
+ *   {"op":"account_load","ca":URL,"id":ID} -> json
+ *   {"op":"watch"}                  starts following the store (a fleet's)
+ *   {"op":"events"}                 -> events: [{name, sha256 or deleted, meta}]
+ *                                      seen since the last "events" */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -60,6 +64,27 @@ static void leaf_sha256(cJSON *out, acme_cert_t *cert) {
   char hex[2 * SHA256_DIGEST_LENGTH + 1];
   for (size_t i = 0; i < sizeof(md); i++) sprintf(hex + 2 * i, "%02x", md[i]);
   cJSON_AddStringToObject(out, "sha256", hex);
+}
+
+/* The watcher's thread adds here; "events" takes them. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static cJSON *g_events;
+static acme_storage_watcher_t *g_watcher;
+
+static void on_event(void *arg, const char *name, acme_cert_t *cert, const char *meta) {
+  (void)arg;
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "name", name);
+  if (cert != NULL) {
+    leaf_sha256(e, cert);
+    cJSON_AddStringToObject(e, "meta", meta);
+  } else {
+    cJSON_AddBoolToObject(e, "deleted", 1);
+  }
+  pthread_mutex_lock(&g_mu);
+  if (g_events == NULL) g_events = cJSON_CreateArray();
+  cJSON_AddItemToArray(g_events, e);
+  pthread_mutex_unlock(&g_mu);
 }
 
 static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
@@ -138,6 +163,19 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
     gh_free(json);
     return ret;
   }
+  if (strcmp(op, "watch") == 0) {
+    if (g_watcher != NULL) return 0;
+    g_watcher = acme_storage_watch_start(st, err, on_event, NULL);
+    return g_watcher ? 0 : -EINVAL;
+  }
+  if (strcmp(op, "events") == 0) {
+    pthread_mutex_lock(&g_mu);
+    cJSON *ev = g_events ? g_events : cJSON_CreateArray();
+    g_events = NULL;
+    pthread_mutex_unlock(&g_mu);
+    cJSON_AddItemToObject(out, "events", ev);
+    return 0;
+  }
   *err = gh_asprintf("unknown op %s", op);
   return -EINVAL;
 }
@@ -175,6 +213,8 @@ int main(int argc, char **argv) {
     cJSON_Delete(out);
     cJSON_Delete(cmd);
   }
+  acme_storage_watch_stop(g_watcher);
+  cJSON_Delete(g_events);
   for (size_t i = 0; i < MAX_LOCKS; i++) {
     if (g_locks[i].name == NULL) continue;
     acme__storage_unlock(g_locks[i].lock);

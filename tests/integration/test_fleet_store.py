@@ -136,6 +136,39 @@ def test_dead_holder_and_fence():
     c.close()
 
 
+def test_watch_propagates():
+    """A node that follows the store sees what is already there, then each
+    certificate another node stores, replaces or deletes, in order, each
+    with its own leaf."""
+    (a, b), _ = nodes()
+    crt0, key0 = leaf("w0.fleet.test")
+    b.ok("save", name="w0.fleet.test", cert=crt0, key=key0, meta='{"n": 0}')
+    a.ok("watch")
+    seen = []
+
+    def until(pred, what):
+        def f():
+            seen.extend(a.ok("events")["events"])
+            return pred()
+        h.wait_until(f, 10, what, interval=0.05)
+
+    until(lambda: any(e["name"] == "w0.fleet.test" for e in seen), "the existing certificate")
+    h.eq(seen[-1]["sha256"], sha256_of(crt0), "listed with its leaf")
+    crt1, key1 = leaf("w1.fleet.test")
+    crt1b, key1b = h.ca().leaf(["w1.fleet.test", "www.w1.fleet.test"])
+    b.ok("save", name="w1.fleet.test", cert=crt1, key=key1, meta='{"n": 1}')
+    b.ok("save", name="w1.fleet.test", cert=crt1b, key=key1b, meta='{"n": 2}')
+    b.ok("delete", name="w0.fleet.test")
+    until(lambda: any(e.get("deleted") for e in seen), "the deletion")
+    w1 = [e for e in seen if e["name"] == "w1.fleet.test"]
+    h.eq([e["sha256"] for e in w1], [sha256_of(crt1), sha256_of(crt1b)],
+         "both versions, in order (a renewal replaces the leaf)")
+    h.eq(json.loads(w1[-1]["meta"]), {"n": 2}, "with their meta")
+    h.eq(seen[-1], {"name": "w0.fleet.test", "deleted": True}, "the deletion last")
+    a.close()
+    b.close()
+
+
 def test_etcd_down_reads_local_copy():
     """With etcd stopped, a node still reads what it wrote through to its
     local copy (and lists it); a write fails clearly; etcd back, it works."""
