@@ -253,6 +253,30 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
   return ret;
 }
 
+/* parse_entry reads a stored certificate entry, {"chain", "key", "meta"}:
+ * the certificate (key checked against the leaf) and the meta's text in
+ * |*out_meta| (caller frees), or NULL with |*out_err| saying what is wrong.
+ * What is stored is untrusted: another node, or anyone with write access
+ * to the prefix, wrote it. */
+static acme_cert_t *parse_entry(const acme_etcd_kv_t *kv, char **out_meta, char **out_err) {
+  *out_meta = NULL;
+  *out_err = NULL;
+  cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
+  const cJSON *chain = cJSON_GetObjectItemCaseSensitive(doc, "chain");
+  const cJSON *keyp = cJSON_GetObjectItemCaseSensitive(doc, "key");
+  const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
+  acme_cert_t *cert = NULL;
+  if (cJSON_IsString(chain) && cJSON_IsString(keyp) && cJSON_IsObject(meta)) {
+    cert = acme_cert_from_pem(out_err, chain->valuestring, strlen(chain->valuestring),
+                              keyp->valuestring, strlen(keyp->valuestring));
+  } else {
+    *out_err = gh_strdup("expected {\"chain\", \"key\", \"meta\"}");
+  }
+  if (cert != NULL) *out_meta = cJSON_PrintUnformatted(meta);
+  cJSON_Delete(doc);
+  return cert;
+}
+
 static int etcd_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
                           char **out_err, const char *name) {
   etcd_store_t *s = store_of(st);
@@ -276,26 +300,17 @@ static int etcd_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out
     gh_free(k);
     return -ENOENT;
   }
-  cJSON *doc = cJSON_ParseWithLength((const char *)kv.value, kv.value_len);
-  const cJSON *chain = cJSON_GetObjectItemCaseSensitive(doc, "chain");
-  const cJSON *keyp = cJSON_GetObjectItemCaseSensitive(doc, "key");
-  const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
-  char *err = NULL;
-  acme_cert_t *cert = NULL;
-  if (cJSON_IsString(chain) && cJSON_IsString(keyp) && cJSON_IsObject(meta)) {
-    cert = acme_cert_from_pem(&err, chain->valuestring, strlen(chain->valuestring),
-                              keyp->valuestring, strlen(keyp->valuestring));
-  }
+  char *meta = NULL, *err = NULL;
+  acme_cert_t *cert = parse_entry(&kv, &meta, &err);
   if (cert == NULL) {
-    *out_err = gh_asprintf("etcd %s: corrupt certificate entry: %s", k,
-                           err ? err : "expected {\"chain\", \"key\", \"meta\"}");
+    *out_err = gh_asprintf("etcd %s: corrupt certificate entry: %s", k, err);
     ret = -EBADMSG;
   } else {
     *out_cert = cert;
-    if (out_meta) *out_meta = cJSON_PrintUnformatted(meta);
+    if (out_meta) *out_meta = meta;
+    else gh_free(meta);
   }
   gh_free(err);
-  cJSON_Delete(doc);
   acme_etcd_kv_cleanup(&kv);
   gh_free(k);
   return ret;
@@ -531,27 +546,16 @@ struct acme_storage_watcher {
 /* deliver parses one certificate entry and hands it to the callback; a
  * corrupt one is logged and skipped (it is not ours to serve). */
 static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd_kv_t *kv) {
-  cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
-  const cJSON *chain = cJSON_GetObjectItemCaseSensitive(doc, "chain");
-  const cJSON *keyp = cJSON_GetObjectItemCaseSensitive(doc, "key");
-  const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
-  char *err = NULL;
-  acme_cert_t *cert = NULL;
-  if (cJSON_IsString(chain) && cJSON_IsString(keyp) && cJSON_IsObject(meta)) {
-    cert = acme_cert_from_pem(&err, chain->valuestring, strlen(chain->valuestring),
-                              keyp->valuestring, strlen(keyp->valuestring));
-  }
+  char *meta = NULL, *err = NULL;
+  acme_cert_t *cert = parse_entry(kv, &meta, &err);
   if (cert == NULL) {
-    GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name,
-            err ? err : "expected {\"chain\", \"key\", \"meta\"}");
+    GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name, err);
   } else {
-    char *m = cJSON_PrintUnformatted(meta);
-    w->fn(w->arg, name, cert, m);
-    gh_free(m);
+    w->fn(w->arg, name, cert, meta);
     acme_cert_unref(cert);
   }
+  gh_free(meta);
   gh_free(err);
-  cJSON_Delete(doc);
 }
 
 /* name_of returns the certificate name of key |k| under |pfx|, or NULL
