@@ -807,3 +807,28 @@ int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_nu
 int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *name) {
   return st->ops->cert_delete(st, out_err, name);
 }
+
+static int no_challenges(acme_storage_t *st, char **out_err) {
+  *out_err = gh_asprintf("challenge records: a %s store keeps none (one node answers its own)",
+                         st->ops->kind);
+  return -ENOTSUP;
+}
+
+int acme_storage_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
+                               const char *id, const char *key_auth) {
+  if (st->ops->challenge_put == NULL) return no_challenges(st, out_err);
+  return st->ops->challenge_put(st, out_err, kind, id, key_auth);
+}
+
+int acme_storage_challenge_delete(acme_storage_t *st, char **out_err,
+                                  acme_storage_challenge_t kind, const char *id) {
+  if (st->ops->challenge_delete == NULL) return no_challenges(st, out_err);
+  return st->ops->challenge_delete(st, out_err, kind, id);
+}
+
+int acme_storage_challenge_get(acme_storage_t *st, char **out_key_auth, char **out_err,
+                               acme_storage_challenge_t kind, const char *id) {
+  *out_key_auth = NULL;
+  if (st->ops->challenge_get == NULL) return no_challenges(st, out_err);
+  return st->ops->challenge_get(st, out_key_auth, out_err, kind, id);
+}

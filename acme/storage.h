@@ -76,20 +76,43 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf);
  * directory needs none. Returns 0 or a negative error (logged). */
 int acme_storage_keepalive(acme_storage_t *st);
 
-/* acme_storage_watch_start follows a fleet (etcd) store's certificates
- * from a thread of its own (with its own etcd client): it calls |fn| from
- * that thread for every certificate stored now, then for every one put
+/* Challenge records (issue 15): in a fleet the CA's validator may reach
+ * any node, so a node writes each challenge it is about to have validated
+ * to the store, bound to its lease, before telling the CA, and every node
+ * answers from what it watched (or, on a miss, from a read). |id| is the
+ * HTTP-01 token (base64url) or the TLS-ALPN-01 name; |key_auth| the key
+ * authorization. A directory store has none: -ENOTSUP. */
+typedef enum {
+  ACME_STORAGE_HTTP01 = 0,
+  ACME_STORAGE_TLSALPN01 = 1,
+} acme_storage_challenge_t;
+int acme_storage_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
+                               const char *id, const char *key_auth);
+int acme_storage_challenge_delete(acme_storage_t *st, char **out_err,
+                                  acme_storage_challenge_t kind, const char *id);
+/* acme_storage_challenge_get reads one record (a linearizable read):
+ * 0 with |*out_key_auth| (caller frees), -ENOENT, or another error. */
+int acme_storage_challenge_get(acme_storage_t *st, char **out_key_auth, char **out_err,
+                               acme_storage_challenge_t kind, const char *id);
+
+/* acme_storage_watch_start follows a fleet (etcd) store from a thread of
+ * its own (with its own etcd client). From that thread it calls
+ * |cbs->cert| for every certificate stored now, then for every one put
  * (|cert| a reference for the call only, |meta| its JSON) or deleted
- * (|cert| and |meta| NULL) by any node, in revision order; after a
- * compaction or a broken stream it lists again (calling |fn| for what is
- * there then). Returns NULL with |*out_err| for a directory store. Stop it
- * (acme_storage_watch_stop waits for the thread, at most about 0.5 s)
- * before freeing the store. */
+ * (|cert| and |meta| NULL) by any node; and |cbs->challenge| likewise for
+ * challenge records (|key_auth| NULL: deleted, or gone with its node's
+ * lease). All in revision order; after a compaction or a broken stream it
+ * lists again (calling back for what is there then). Returns NULL with
+ * |*out_err| for a directory store. Stop it (acme_storage_watch_stop waits
+ * for the thread, at most about 0.5 s) before freeing the store. */
 typedef struct acme_storage_watcher acme_storage_watcher_t;
-typedef void (*acme_storage_watch_fn)(void *arg, const char *name, acme_cert_t *cert,
-                                      const char *meta);
+typedef struct {
+  void (*cert)(void *arg, const char *name, acme_cert_t *cert, const char *meta);
+  void (*challenge)(void *arg, acme_storage_challenge_t kind, const char *id,
+                    const char *key_auth);
+} acme_storage_watch_cbs_t;
 acme_storage_watcher_t *acme_storage_watch_start(acme_storage_t *st, char **out_err,
-                                                 acme_storage_watch_fn fn, void *arg);
+                                                 const acme_storage_watch_cbs_t *cbs, void *arg);
 void acme_storage_watch_stop(acme_storage_watcher_t *w);
 
 /* acme_storage_free closes |st|. acme_storage_free(NULL) does nothing. */

@@ -448,6 +448,80 @@ static int etcd_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **
   return ret;
 }
 
+/* ---- challenge records ---- */
+
+static const char *const challenge_dirs[] = {"challenges/http-01/", "challenges/tls-alpn-01/"};
+
+/* challenge_key checks |id| (a base64url token, or a certificate name)
+ * and returns its key (caller frees), or NULL with |*out_err|. */
+static char *challenge_key(etcd_store_t *s, char **out_err, acme_storage_challenge_t kind,
+                           const char *id) {
+  if (kind == ACME_STORAGE_HTTP01) {
+    size_t n = strlen(id);
+    int ok = n > 0 && n <= 256;
+    for (size_t i = 0; ok && i < n; i++) {
+      char ch = id[i];
+      ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '_';
+    }
+    if (!ok) {
+      char *p = acme__storage_printable(id);
+      *out_err = gh_asprintf("challenge token %s: expected 1-256 base64url characters", p);
+      gh_free(p);
+      return NULL;
+    }
+  } else {
+    char enc[NAME_MAX + 1];
+    if (acme__storage_name_encode(enc, sizeof(enc), out_err, id) != 0) return NULL;
+  }
+  return key(s, challenge_dirs[kind == ACME_STORAGE_HTTP01 ? 0 : 1], id);
+}
+
+static int etcd_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
+                              const char *id, const char *key_auth) {
+  etcd_store_t *s = store_of(st);
+  char *k = challenge_key(s, out_err, kind, id);
+  if (k == NULL) return -EINVAL;
+  /* Bound to the node's lease: a node that dies takes its records along. */
+  int ret = ensure_lease(s, out_err);
+  if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), str(key_auth), s->lease);
+  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  gh_free(k);
+  return ret;
+}
+
+static int etcd_challenge_delete(acme_storage_t *st, char **out_err,
+                                 acme_storage_challenge_t kind, const char *id) {
+  etcd_store_t *s = store_of(st);
+  char *k = challenge_key(s, out_err, kind, id);
+  if (k == NULL) return -EINVAL;
+  int ret = acme_etcd_delete(s->etcd, out_err, NULL, NULL, str(k), 0);
+  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  gh_free(k);
+  return ret;
+}
+
+static int etcd_challenge_get(acme_storage_t *st, char **out_key_auth, char **out_err,
+                              acme_storage_challenge_t kind, const char *id) {
+  etcd_store_t *s = store_of(st);
+  char *k = challenge_key(s, out_err, kind, id);
+  if (k == NULL) return -EINVAL;
+  acme_etcd_kv_t kv;
+  int found = 0;
+  int ret = acme_etcd_get(s->etcd, out_err, &kv, &found, NULL, str(k));
+  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  if (ret == 0 && !found) {
+    *out_err = gh_asprintf("etcd %s: no such challenge record", k);
+    ret = -ENOENT;
+  } else if (ret == 0) {
+    *out_key_auth = (char *)kv.value;
+    kv.value = NULL;
+    acme_etcd_kv_cleanup(&kv);
+  }
+  gh_free(k);
+  return ret;
+}
+
 /* ---- the store ---- */
 
 static void etcd_free(acme_storage_t *st) {
@@ -484,6 +558,9 @@ static const acme_storage_ops_t etcd_ops = {
     .cert_list = etcd_cert_list,
     .cert_delete = etcd_cert_delete,
     .lock = etcd_lock,
+    .challenge_put = etcd_challenge_put,
+    .challenge_delete = etcd_challenge_delete,
+    .challenge_get = etcd_challenge_get,
 };
 
 static char *dup_or_null(const char *v) { return v ? gh_strdup(v) : NULL; }
@@ -537,7 +614,7 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
 
 struct acme_storage_watcher {
   etcd_store_t *st;
-  acme_storage_watch_fn fn;
+  acme_storage_watch_cbs_t cbs;
   void *arg;
   pthread_t thread;
   atomic_int stop;
@@ -551,7 +628,7 @@ static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd
   if (cert == NULL) {
     GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name, err);
   } else {
-    w->fn(w->arg, name, cert, meta);
+    w->cbs.cert(w->arg, name, cert, meta);
     acme_cert_unref(cert);
   }
   gh_free(meta);
@@ -566,6 +643,26 @@ static const char *name_of(const uint8_t *k, size_t plen) {
   int ok = acme__storage_name_encode(enc, sizeof(enc), &why, name) == 0;
   gh_free(why);
   return ok ? name : NULL;
+}
+
+/* route hands one put (|kv| with a value) or delete of a key under the
+ * prefix (|plen| bytes) to its callback: certificates and challenge
+ * records; accounts and locks concern no one else. */
+static void route(acme_storage_watcher_t *w, const acme_etcd_kv_t *kv, int put, size_t plen) {
+  const char *rest = (const char *)kv->key + plen;
+  if (strncmp(rest, "certs/", 6) == 0) {
+    const char *name = name_of(kv->key, plen + 6);
+    if (name == NULL) return;
+    if (put) deliver(w, name, kv);
+    else w->cbs.cert(w->arg, name, NULL, NULL);
+    return;
+  }
+  for (int kind = 0; kind < 2 && w->cbs.challenge; kind++) {
+    size_t n = strlen(challenge_dirs[kind]);
+    if (strncmp(rest, challenge_dirs[kind], n) != 0) continue;
+    acme_storage_challenge_t k = kind == 0 ? ACME_STORAGE_HTTP01 : ACME_STORAGE_TLSALPN01;
+    w->cbs.challenge(w->arg, k, rest + n, put ? (const char *)kv->value : NULL);
+  }
 }
 
 /* pause waits |ms| in slices, returning early when asked to stop. */
@@ -583,7 +680,7 @@ static void *watch_main(void *p) {
     gh_free(err);
     return NULL;
   }
-  char *pfx = key(s, "certs/", "");
+  char *pfx = gh_strdup(s->prefix);
   size_t plen = strlen(pfx);
   acme_etcd_watch_t *watch = NULL;
   uint64_t backoff = 100;
@@ -595,10 +692,7 @@ static void *watch_main(void *p) {
       int64_t rev = 0;
       int ret = acme_etcd_list(c, &err, &kvs, &num, &rev, str(pfx));
       if (ret == 0) {
-        for (size_t i = 0; i < num && !atomic_load(&w->stop); i++) {
-          const char *name = name_of(kvs[i].key, plen);
-          if (name) deliver(w, name, &kvs[i]);
-        }
+        for (size_t i = 0; i < num && !atomic_load(&w->stop); i++) route(w, &kvs[i], 1, plen);
         acme_etcd_kvs_free(kvs, num);
         watch = acme_etcd_watch_open(c, &err, str(pfx), rev + 1);
       }
@@ -618,12 +712,7 @@ static void *watch_main(void *p) {
     int r = acme_etcd_watch_next(watch, &err, &ev, &num, &rev, 500);
     if (r == ACME_ETCD_WATCH_TIMEOUT) continue;
     if (r == ACME_ETCD_WATCH_EVENTS) {
-      for (size_t i = 0; i < num; i++) {
-        const char *name = name_of(ev[i].kv.key, plen);
-        if (name == NULL) continue;
-        if (ev[i].type == ACME_ETCD_EVENT_PUT) deliver(w, name, &ev[i].kv);
-        else w->fn(w->arg, name, NULL, NULL);
-      }
+      for (size_t i = 0; i < num; i++) route(w, &ev[i].kv, ev[i].type == ACME_ETCD_EVENT_PUT, plen);
       acme_etcd_events_free(ev, num);
       continue;
     }
@@ -641,14 +730,14 @@ static void *watch_main(void *p) {
 }
 
 acme_storage_watcher_t *acme_storage_watch_start(acme_storage_t *st, char **out_err,
-                                                 acme_storage_watch_fn fn, void *arg) {
+                                                 const acme_storage_watch_cbs_t *cbs, void *arg) {
   if (st->ops != &etcd_ops) {
     *out_err = gh_strdup("watch: only a fleet (etcd) store is watched");
     return NULL;
   }
   acme_storage_watcher_t *w = gh_calloc(1, sizeof(*w));
   w->st = store_of(st);
-  w->fn = fn;
+  w->cbs = *cbs;
   w->arg = arg;
   atomic_init(&w->stop, 0);
   if (pthread_create(&w->thread, NULL, watch_main, w) != 0) {

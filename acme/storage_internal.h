@@ -23,6 +23,13 @@ typedef struct acme_storage_ops {
   int (*cert_delete)(acme_storage_t *st, char **out_err, const char *name);
   int (*lock)(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
               const char *name, unsigned ttl_s);
+  /* Shared challenge records; NULL for a store of one node. */
+  int (*challenge_put)(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
+                       const char *id, const char *key_auth);
+  int (*challenge_delete)(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
+                          const char *id);
+  int (*challenge_get)(acme_storage_t *st, char **out_key_auth, char **out_err,
+                       acme_storage_challenge_t kind, const char *id);
 } acme_storage_ops_t;
 
 struct acme_storage {

@@ -18,8 +18,12 @@
  *   {"op":"keepalive"}
  *   {"op":"account_save","ca":URL,"id":ID,"json":TEXT}
  *   {"op":"account_load","ca":URL,"id":ID} -> json
+ *   {"op":"challenge_put","kind":"http-01"|"tls-alpn-01","id":ID,"key_auth":KA}
+ *   {"op":"challenge_delete","kind":K,"id":ID}
+ *   {"op":"challenge_get","kind":K,"id":ID}  -> key_auth
  *   {"op":"watch"}                  starts following the store (a fleet's)
- *   {"op":"events"}                 -> events: [{name, sha256 or deleted, meta}]
+ *   {"op":"events"}                 -> events: [{name, sha256 or deleted, meta}
+ *                                      or {challenge, id, key_auth or deleted}]
  *                                      seen since the last "events" */
 #include <errno.h>
 #include <pthread.h>
@@ -85,6 +89,25 @@ static void on_event(void *arg, const char *name, acme_cert_t *cert, const char 
   if (g_events == NULL) g_events = cJSON_CreateArray();
   cJSON_AddItemToArray(g_events, e);
   pthread_mutex_unlock(&g_mu);
+}
+
+static void on_challenge(void *arg, acme_storage_challenge_t kind, const char *id,
+                         const char *key_auth) {
+  (void)arg;
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "challenge", kind == ACME_STORAGE_HTTP01 ? "http-01" : "tls-alpn-01");
+  cJSON_AddStringToObject(e, "id", id);
+  if (key_auth) cJSON_AddStringToObject(e, "key_auth", key_auth);
+  else cJSON_AddBoolToObject(e, "deleted", 1);
+  pthread_mutex_lock(&g_mu);
+  if (g_events == NULL) g_events = cJSON_CreateArray();
+  cJSON_AddItemToArray(g_events, e);
+  pthread_mutex_unlock(&g_mu);
+}
+
+static acme_storage_challenge_t kind_of(const cJSON *cmd) {
+  return strcmp(field(cmd, "kind"), "tls-alpn-01") == 0 ? ACME_STORAGE_TLSALPN01
+                                                         : ACME_STORAGE_HTTP01;
 }
 
 static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
@@ -165,7 +188,8 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
   }
   if (strcmp(op, "watch") == 0) {
     if (g_watcher != NULL) return 0;
-    g_watcher = acme_storage_watch_start(st, err, on_event, NULL);
+    static const acme_storage_watch_cbs_t cbs = {on_event, on_challenge};
+    g_watcher = acme_storage_watch_start(st, err, &cbs, NULL);
     return g_watcher ? 0 : -EINVAL;
   }
   if (strcmp(op, "events") == 0) {
@@ -175,6 +199,17 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
     pthread_mutex_unlock(&g_mu);
     cJSON_AddItemToObject(out, "events", ev);
     return 0;
+  }
+  if (strcmp(op, "challenge_put") == 0)
+    return acme_storage_challenge_put(st, err, kind_of(cmd), field(cmd, "id"), field(cmd, "key_auth"));
+  if (strcmp(op, "challenge_delete") == 0)
+    return acme_storage_challenge_delete(st, err, kind_of(cmd), field(cmd, "id"));
+  if (strcmp(op, "challenge_get") == 0) {
+    char *ka = NULL;
+    int ret = acme_storage_challenge_get(st, &ka, err, kind_of(cmd), field(cmd, "id"));
+    if (ret == 0) cJSON_AddStringToObject(out, "key_auth", ka);
+    gh_free(ka);
+    return ret;
   }
   *err = gh_asprintf("unknown op %s", op);
   return -EINVAL;

@@ -169,6 +169,42 @@ def test_watch_propagates():
     b.close()
 
 
+def test_challenge_records():
+    """A challenge record one node writes is seen by a watching node and
+    read back by another; a deleted one goes; the records of a node that
+    dies go with its lease; a token that is not base64url is refused."""
+    (a, b, c), _ = nodes(3)
+    b.ok("watch")
+    seen = []
+
+    def until(pred, what, timeout=10):
+        def f():
+            seen.extend(e for e in b.ok("events")["events"] if "challenge" in e)
+            return pred()
+        h.wait_until(f, timeout, what, interval=0.05)
+
+    a.ok("challenge_put", kind="http-01", id="tok_ABC-123", key_auth="tok_ABC-123.thumb")
+    c.ok("challenge_put", kind="tls-alpn-01", id="alpn.fleet.test", key_auth="k.thumb")
+    until(lambda: len(seen) >= 2, "both records at the watching node")
+    h.eq(sorted((e["challenge"], e["id"], e.get("key_auth")) for e in seen),
+         [("http-01", "tok_ABC-123", "tok_ABC-123.thumb"),
+          ("tls-alpn-01", "alpn.fleet.test", "k.thumb")], "as written")
+    h.eq(c.ok("challenge_get", kind="http-01", id="tok_ABC-123")["key_auth"],
+         "tok_ABC-123.thumb", "a read on a miss finds node0's record")
+    c.ok("challenge_delete", kind="tls-alpn-01", id="alpn.fleet.test")
+    until(lambda: any(e.get("deleted") and e["id"] == "alpn.fleet.test" for e in seen),
+          "the deleted record")
+    a.kill()  # its lease ends within its TTL, and its record with it
+    until(lambda: any(e.get("deleted") and e["id"] == "tok_ABC-123" for e in seen),
+          "the dead node's record gone with its lease")
+    r = c.do("challenge_get", kind="http-01", id="tok_ABC-123")
+    h.eq((r["ok"], r.get("code")), (False, -2), "gone for reads too")
+    r = c.do("challenge_put", kind="http-01", id="../x", key_auth="k")
+    h.check(not r["ok"] and "base64url" in r["err"], "a bad token refused: %r" % r)
+    b.close()
+    c.close()
+
+
 def test_etcd_down_reads_local_copy():
     """With etcd stopped, a node still reads what it wrote through to its
     local copy (and lists it); a write fails clearly; etcd back, it works."""

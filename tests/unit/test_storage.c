@@ -335,6 +335,22 @@ static void test_open_modes(void) {
 
 #define PEBBLE "https://localhost:14000/dir"
 
+/* A directory store serves one node: it keeps no challenge records and
+ * says so, rather than pretending to share them. */
+static void test_no_challenge_records(void) {
+  fixture_t f;
+  fixture_init(&f);
+  char *err = NULL, *ka = NULL;
+  ASSERT_EQ(acme_storage_challenge_put(f.st, &err, ACME_STORAGE_HTTP01, "tok", "tok.x"), -ENOTSUP);
+  ASSERT_NOT_NULL(strstr(err, "directory store keeps none"));
+  gh_free(err);
+  err = NULL;
+  ASSERT_EQ(acme_storage_challenge_get(f.st, &ka, &err, ACME_STORAGE_TLSALPN01, "a.test"), -ENOTSUP);
+  ASSERT_NULL(ka);
+  gh_free(err);
+  fixture_cleanup(&f);
+}
+
 static void test_account_round_trip(void) {
   fixture_t f;
   fixture_init(&f);
@@ -899,6 +915,7 @@ int main(void) {
   RUN(test_name_encode);
   RUN(test_ca_dir);
   RUN(test_open_modes);
+  RUN(test_no_challenge_records);
   RUN(test_account_round_trip);
   RUN(test_cert_round_trip);
   RUN(test_cert_corrupt);
