@@ -111,8 +111,10 @@ static int ensure_lease(etcd_store_t *s, char **out_err) {
   return 0;
 }
 
+static const acme_storage_ops_t etcd_ops;
+
 int acme_storage_keepalive(acme_storage_t *st) {
-  if (st->ops->kind[0] != 'e') return 0; /* the directory needs none */
+  if (st->ops != &etcd_ops) return 0; /* the directory needs none */
   etcd_store_t *s = store_of(st);
   if (s->lease == 0) return 0;
   char *err = NULL;

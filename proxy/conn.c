@@ -73,12 +73,18 @@ static int bio_create(BIO *b) {
   return 1;
 }
 
+BIO_METHOD *px_bio_method_new(const char *name, int (*rd)(BIO *, char *, int),
+                              int (*wr)(BIO *, const char *, int)) {
+  BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, name);
+  BIO_meth_set_write(m, wr);
+  BIO_meth_set_read(m, rd);
+  BIO_meth_set_ctrl(m, bio_ctrl);
+  BIO_meth_set_create(m, bio_create);
+  return m;
+}
+
 void px_worker_bio_init(px_worker_t *w) {
-  w->bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gatehouse");
-  BIO_meth_set_write(w->bio_method, bio_write);
-  BIO_meth_set_read(w->bio_method, bio_read);
-  BIO_meth_set_ctrl(w->bio_method, bio_ctrl);
-  BIO_meth_set_create(w->bio_method, bio_create);
+  w->bio_method = px_bio_method_new("gatehouse", bio_read, bio_write);
 }
 
 /* ---- lifetime ---- */

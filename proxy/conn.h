@@ -85,6 +85,11 @@ void px_conn_read_stop(px_conn_t *c);
 size_t px_conn_write_queue(px_conn_t *c);
 void px_conn_set_timer(px_conn_t *c, uint64_t ms);
 void px_worker_bio_init(px_worker_t *w);
+/* px_bio_method_new makes a source/sink BIO method over a connection's
+ * buffers: |rd| and |wr| move the bytes, flush always succeeds (the
+ * bytes are written after the SSL call). For conn.c and uptls.c. */
+BIO_METHOD *px_bio_method_new(const char *name, int (*rd)(BIO *, char *, int),
+                              int (*wr)(BIO *, const char *, int));
 /* px_conn_resume_handshake continues a handshake ondemand.c paused. */
 void px_conn_resume_handshake(px_conn_t *c);
 

@@ -247,14 +247,22 @@ static unsigned max_tries(const px_group_t *g) {
   return (unsigned)g->num_targets + (g->any_name ? 1u : 0u);
 }
 
-/* connect_h2 puts |ex| on an HTTP/2 connection to |a| as a new stream. */
+/* dial_failed: a connection to |a| could not even start; |ex| no longer
+ * counts on |a| and goes on as after a failed connect. */
+static void dial_failed(px_exchange_t *ex, px_addr_t *a) {
+  atomic_fetch_sub(&a->active, 1);
+  ex->addr = NULL;
+  set_state(ex, PX_EX_CONNECT);
+  connect_failed(ex, a);
+}
+
+/* connect_h2 puts |ex| on an HTTP/2 connection to |a| as a new stream. A
+ * name is looked up again when its answer is old, as for HTTP/1.1. */
 static void connect_h2(px_exchange_t *ex, px_addr_t *a) {
+  px_addr_refresh(ex->w, ex->gen, a->target, 0);
   px_upconn_t *u = px_uph2_get(ex->w, a, ex->gen);
   if (u == NULL) {
-    atomic_fetch_sub(&a->active, 1);
-    ex->addr = NULL;
-    set_state(ex, PX_EX_CONNECT);
-    connect_failed(ex, a);
+    dial_failed(ex, a);
     return;
   }
   ex->up = u;
@@ -313,10 +321,7 @@ static void connect_next(px_exchange_t *ex, px_addr_t *avoid) {
   px_addr_refresh(w, ex->gen, a->target, 0);
   u = px_upconn_dial(w, a);
   if (u == NULL) {
-    atomic_fetch_sub(&a->active, 1);
-    ex->addr = NULL;
-    set_state(ex, PX_EX_CONNECT);
-    connect_failed(ex, a);
+    dial_failed(ex, a);
     return;
   }
   u->gen = px_gen_ref(ex->gen);

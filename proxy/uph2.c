@@ -371,6 +371,12 @@ static void maybe_close(px_upconn_t *u) {
   px_lazy_set(&u->timer, &u->tl, px_upconn_on_timer, u->addr->group->conf->idle_timeout_ms);
 }
 
+/* retire takes |u| out of service: no new streams, out of the pool. */
+static void retire(px_upconn_t *u) {
+  u->h2->dead = 1;
+  unpool(u);
+}
+
 /* take_streams moves every attached exchange to |out|, so that each can
  * be failed or moved on while the connection's list changes. */
 static void take_streams(px_uph2_t *h, gh_link_t *out) {
@@ -382,20 +388,28 @@ static void take_streams(px_uph2_t *h, gh_link_t *out) {
   }
 }
 
+/* drop_next takes the first exchange off |list| (from take_streams) for
+ * good: the connection is dead, so there is no stream to reset. NULL when
+ * the list is empty. */
+static px_exchange_t *drop_next(px_uph2_t *h, gh_link_t *list) {
+  if (gh_list_empty(list)) return NULL;
+  gh_link_t *l = list->next;
+  gh_list_remove(l);
+  h->num_streams--;
+  px_exchange_t *ex = GH_CONTAINER_OF(l, px_exchange_t, up_link);
+  ex->up_closed = 1;
+  return ex;
+}
+
 /* fail_all ends every exchange on |u| after the connection failed: those
  * the upstream never saw (|retry|) may go elsewhere. Then closes |u|. */
 static void fail_all(px_upconn_t *u, const char *why, int retry) {
   px_uph2_t *h = u->h2;
-  h->dead = 1;
-  unpool(u);
+  retire(u);
   gh_link_t list;
   take_streams(h, &list);
-  while (!gh_list_empty(&list)) {
-    gh_link_t *l = list.next;
-    gh_list_remove(l);
-    h->num_streams--;
-    px_exchange_t *ex = GH_CONTAINER_OF(l, px_exchange_t, up_link);
-    ex->up_closed = 1; /* nothing to reset on a dead connection */
+  px_exchange_t *ex;
+  while ((ex = drop_next(h, &list)) != NULL) {
     gh_list_remove(&ex->dirty_link);
     px_ex__h2_reset(ex, retry, why);
     px_ex__settle(ex);
@@ -458,8 +472,7 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *user_
   if (f->hd.type == NGHTTP2_GOAWAY) {
     /* No new streams here; nghttp2 closes those past last_stream_id with
      * REFUSED_STREAM, which are retried elsewhere. */
-    u->h2->dead = 1;
-    unpool(u);
+    retire(u);
     return 0;
   }
   if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
@@ -591,16 +604,14 @@ void px_uph2_free(px_upconn_t *u) {
 
 void px_uph2_closing(px_upconn_t *u) {
   if (u->h2 == NULL) return;
-  u->h2->dead = 1;
   gh_list_remove(&u->h2->sched); /* the memory goes before the next check */
-  unpool(u);
+  retire(u);
 }
 
 void px_uph2_leave(gh_link_t *pool_link) {
   px_uph2_t *h = GH_CONTAINER_OF(pool_link, px_uph2_t, link);
   px_upconn_t *u = h->u;
-  h->dead = 1;
-  unpool(u);
+  retire(u);
   maybe_close(u);
 }
 
@@ -657,18 +668,11 @@ void px_uph2_connected(px_upconn_t *u, int status, const char *why) {
               why ? why : uv_strerror(status));
       px_upstream_mark_failed(u->addr);
     }
-    h->dead = 1;
-    unpool(u);
+    retire(u);
     gh_link_t list;
     take_streams(h, &list);
-    while (!gh_list_empty(&list)) {
-      gh_link_t *l = list.next;
-      gh_list_remove(l);
-      h->num_streams--;
-      px_exchange_t *ex = GH_CONTAINER_OF(l, px_exchange_t, up_link);
-      ex->up_closed = 1;
-      px_ex__h2_connect_failed(ex);
-    }
+    px_exchange_t *ex;
+    while ((ex = drop_next(h, &list)) != NULL) px_ex__h2_connect_failed(ex);
     px_upconn_close(u);
     return;
   }
@@ -736,8 +740,7 @@ void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p) {
   settle_dirty(u);
   if (uv_is_closing((uv_handle_t *)&u->tcp)) return;
   if (!nghttp2_session_want_read(h->session) && !nghttp2_session_want_write(h->session)) {
-    h->dead = 1;
-    unpool(u);
+    retire(u);
   }
   maybe_close(u);
   px_uph2_watch(u);

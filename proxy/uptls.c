@@ -25,6 +25,7 @@
 
 #include "acme/httpc.h"
 #include "common/log.h"
+#include "proxy/conn.h"
 #include "proxy/upstream.h"
 
 /* ---- the context ---- */
@@ -124,22 +125,8 @@ static int bio_write(BIO *b, const char *data, int len) {
   return len;
 }
 
-static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
-  (void)b, (void)num, (void)ptr;
-  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
-}
-
-static int bio_create(BIO *b) {
-  BIO_set_init(b, 1);
-  return 1;
-}
-
 void px_uptls_worker_init(px_worker_t *w) {
-  w->up_bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "gatehouse-up");
-  BIO_meth_set_write(w->up_bio_method, bio_write);
-  BIO_meth_set_read(w->up_bio_method, bio_read);
-  BIO_meth_set_ctrl(w->up_bio_method, bio_ctrl);
-  BIO_meth_set_create(w->up_bio_method, bio_create);
+  w->up_bio_method = px_bio_method_new("gatehouse-up", bio_read, bio_write);
 }
 
 void px_uptls_worker_free(px_worker_t *w) {

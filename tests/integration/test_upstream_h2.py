@@ -159,6 +159,16 @@ def test_grpc_unary_and_errors():
             h.contains(e.details(), "502", "the message says what happened")
 
 
+def fed_by(q):
+    """A request stream that yields what the test puts in |q|, until None:
+    the test decides when each message goes."""
+    while True:
+        m = q.get()
+        if m is None:
+            return
+        yield m
+
+
 def test_grpc_bidi_streaming():
     """A bidirectional stream: each message's answer arrives before the
     next message is sent, so both directions stream through."""
@@ -166,16 +176,8 @@ def test_grpc_bidi_streaming():
     s = setup()
     for host in ("grpc.test", "grpcs.test"):
         q = queue.Queue()
-
-        def gen():
-            while True:
-                m = q.get()
-                if m is None:
-                    return
-                yield m
-
         with grpc_channel(s["g"], host) as ch:
-            it = ch.stream_stream("/test.Echo/Bidi")(gen(), timeout=20)
+            it = ch.stream_stream("/test.Echo/Bidi")(fed_by(q), timeout=20)
             for i in range(5):
                 q.put(b"m%d" % i)
                 h.eq(next(it), b"echo:m%d" % i, "%s: answer %d before the next message" % (host, i))
@@ -193,16 +195,8 @@ def test_grpc_stream_survives_reload():
     s = setup()
     g = s["g"]
     q = queue.Queue()
-
-    def gen():
-        while True:
-            m = q.get()
-            if m is None:
-                return
-            yield m
-
     with grpc_channel(g, "grpc.test") as ch:
-        it = ch.stream_stream("/test.Echo/Bidi")(gen(), timeout=20)
+        it = ch.stream_stream("/test.Echo/Bidi")(fed_by(q), timeout=20)
         q.put(b"before")
         h.eq(next(it), b"echo:before", "before the reload")
         since = g.log_size()
