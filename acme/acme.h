@@ -49,6 +49,25 @@ acme_cert_t *acme_challenges_get_tlsalpn(acme_challenges_t *table, const char *n
  * authorization for |token| (caller frees with gh_free), or NULL. */
 char *acme_challenges_get_http01(acme_challenges_t *table, const char *token, size_t token_len);
 
+/* Fleets (issue 15). acme_challenges_put_fleet makes |keyauth| the answer
+ * another node published for the HTTP-01 token (|http01|) or TLS-ALPN-01
+ * name |id| (NULL removes it). It lives beside this node's own answers,
+ * which win, so the two never undo each other. Any thread. */
+void acme_challenges_put_fleet(acme_challenges_t *table, int http01, const char *id,
+                               const char *keyauth);
+
+/* acme_challenges_fetch_fn is asked on a miss of both layers, from a
+ * worker, one call at a time: the key authorization for |id| (|id_len|
+ * bytes, unchecked: whatever a client sent), a new string, or NULL. It
+ * must be quick and bounded. */
+typedef char *(*acme_challenges_fetch_fn)(void *arg, int http01, const char *id, size_t id_len);
+
+/* acme_challenges_set_fetch installs |fn| (NULL: none), calling the
+ * previous one's |free_fn| (if any) on its |arg| once no call is in
+ * flight. Removing it also forgets every fleet answer. */
+void acme_challenges_set_fetch(acme_challenges_t *table, acme_challenges_fetch_fn fn,
+                               void (*free_fn)(void *arg), void *arg);
+
 /* ---- engine ---- */
 
 typedef struct acme_engine acme_engine_t;
@@ -162,6 +181,25 @@ typedef struct {
   char last_error[256];
   int revoked; /* the certificate was revoked: renew it now, never serve it at start */
 } acme_renewal_state_t;
+
+/* acme_engine_gate_fn is asked once an order's lock is taken (and, in a
+ * fleet, no stored certificate made it needless), just before its first
+ * request to the CA, on the engine's loop: 0 to go on, or a negative
+ * errno (libuv style) and |*out_why| (caller frees) to fail the order
+ * with it. acme_engine_obtain_gated is acme_engine_obtain with one: the
+ * on-demand manager charges a fleet's shared limits there, where only the
+ * node that will really order gets to. */
+typedef int (*acme_engine_gate_fn)(void *arg, const char *const *names, size_t num_names,
+                                   char **out_why);
+int acme_engine_obtain_gated(acme_engine_t *engine, const char *const *names, size_t num_names,
+                             acme_engine_gate_fn gate, void *gate_arg, acme_obtain_cb cb,
+                             void *arg);
+
+/* acme_engine_storage returns the store |engine| orders with (its locks
+ * and challenge records are bound to that store's node lease, which the
+ * caller keeps alive with acme_storage_keepalive). Valid until
+ * acme_engine_free. */
+struct acme_storage *acme_engine_storage(acme_engine_t *engine);
 
 /* acme_renewal_state_load reads the renewal state stored with |name|'s
  * certificate into |out| (all zero when there is none). Returns 0, or a

@@ -465,3 +465,71 @@ size_t acme_cert_table_size(acme_cert_table_t *table) {
   pthread_rwlock_unlock(&table->lock);
   return n;
 }
+
+char *acme_cert_serial_hex(const acme_cert_t *cert) {
+  if (cert->num_chain == 0) return NULL;
+  const uint8_t *p = CRYPTO_BUFFER_data(cert->chain[0]);
+  X509 *x = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(cert->chain[0]));
+  if (x == NULL) return NULL;
+  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+  X509_free(x);
+  if (bn == NULL) return NULL;
+  char *hex = BN_bn2hex(bn);
+  BN_free(bn);
+  if (hex == NULL) return NULL;
+  const char *digits = hex;
+  while (digits[0] == '0' && digits[1] != '\0') digits++;
+  char *out = gh_strdup(digits);
+  OPENSSL_free(hex);
+  for (char *q = out; *q; q++) {
+    if (*q >= 'A' && *q <= 'F') *q = (char)(*q - 'A' + 'a');
+  }
+  return out;
+}
+
+int acme_cert_same(const acme_cert_t *a, const acme_cert_t *b) {
+  if (a == NULL || b == NULL || a->num_chain == 0 || b->num_chain == 0) return a == b;
+  return CRYPTO_BUFFER_len(a->chain[0]) == CRYPTO_BUFFER_len(b->chain[0]) &&
+         memcmp(CRYPTO_BUFFER_data(a->chain[0]), CRYPTO_BUFFER_data(b->chain[0]),
+                CRYPTO_BUFFER_len(a->chain[0])) == 0;
+}
+
+/* bio_text returns what |bio| holds as a new string. */
+static char *bio_text(BIO *bio) {
+  const uint8_t *data;
+  size_t len;
+  if (!BIO_mem_contents(bio, &data, &len)) return NULL;
+  return gh_strndup((const char *)data, len);
+}
+
+int acme_cert_to_pem(const acme_cert_t *cert, char **out_chain, char **out_key) {
+  *out_chain = *out_key = NULL;
+  BIO *chain = BIO_new(BIO_s_mem()), *key = BIO_new(BIO_s_mem());
+  int ok = chain != NULL && key != NULL && cert->num_chain > 0;
+  for (size_t i = 0; ok && i < cert->num_chain; i++) {
+    const uint8_t *p = CRYPTO_BUFFER_data(cert->chain[i]);
+    X509 *x = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(cert->chain[i]));
+    ok = x != NULL && PEM_write_bio_X509(chain, x);
+    X509_free(x);
+  }
+  ok = ok && PEM_write_bio_PrivateKey(key, cert->key, NULL, NULL, 0, NULL, NULL);
+  if (ok) {
+    *out_chain = bio_text(chain);
+    *out_key = bio_text(key);
+    ok = *out_chain != NULL && *out_key != NULL;
+  }
+  BIO_free(chain);
+  if (key != NULL) {
+    const uint8_t *data;
+    size_t len;
+    if (BIO_mem_contents(key, &data, &len)) OPENSSL_cleanse((void *)data, len);
+    BIO_free(key);
+  }
+  if (!ok) {
+    gh_free(*out_chain);
+    gh_free(*out_key);
+    *out_chain = *out_key = NULL;
+    return -1;
+  }
+  return 0;
+}

@@ -46,6 +46,18 @@ acme_cert_t *acme_cert_from_pem(char **out_err, const char *chain_pem, size_t ch
  * acme_cert_from_pem; errors name the file. */
 acme_cert_t *acme_cert_load(char **out_err, const char *cert_file, const char *key_file);
 
+/* acme_cert_serial_hex returns the leaf's serial number in lower-case hex
+ * without leading zeros, as CAs show it (caller frees), or NULL. */
+char *acme_cert_serial_hex(const acme_cert_t *cert);
+
+/* acme_cert_same reports whether |a| and |b| have the same leaf (NULL is
+ * the same only as NULL). */
+int acme_cert_same(const acme_cert_t *a, const acme_cert_t *b);
+
+/* acme_cert_to_pem writes |cert|'s chain and key as PEM: 0 with two new
+ * strings (caller frees; cleanse the key), or -1. */
+int acme_cert_to_pem(const acme_cert_t *cert, char **out_chain, char **out_key);
+
 /* acme_cert_ref adds a reference and returns |cert|; acme_cert_unref drops
  * one and frees on the last. acme_cert_unref(NULL) does nothing. Safe from
  * any thread. */

@@ -43,7 +43,7 @@
 #define MAX_NAMES 100
 #define HOOK_TIMEOUT_MS 120000u
 
-enum { TIMER_PROCESS = 0, TIMER_SEND, TIMER_FAIL, TIMER_CANCEL, TIMER_HOOK_TIMEOUT };
+enum { TIMER_PROCESS = 0, TIMER_SEND, TIMER_FAIL, TIMER_CANCEL, TIMER_HOOK_TIMEOUT, TIMER_STORED };
 
 typedef struct {
   uv_process_t proc;
@@ -128,6 +128,7 @@ static void job_free(acme_job_t *job) {
   EVP_PKEY_free(job->probe_key);
   gh_free(job->ari_cert_id);
   gh_free(job->ari_explanation);
+  acme_cert_unref(job->stored);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -149,6 +150,7 @@ static void on_timer(uv_timer_t *t) {
     case TIMER_SEND: job_send(job); break;
     case TIMER_FAIL: job_finish(job, job->fail_status, job->fail_msg, NULL); break;
     case TIMER_CANCEL: job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL); break;
+    case TIMER_STORED: job_finish(job, 0, NULL, job->stored); break;
     case TIMER_HOOK_TIMEOUT:
       acme__job_fail(job, UV_ETIMEDOUT, "dns hook %s present %s: no exit after %u s",
                      job->engine->acme->dns_hook, job->dns_fqdn ? job->dns_fqdn : "?",
@@ -226,8 +228,6 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   job->state = ACME_JOB_DONE;
   if (job->hook != NULL) uv_process_kill(&((hook_t *)job->hook)->proc, SIGTERM);
   acme__order_cleanup(job);
-  acme__storage_unlock(job->lock);
-  job->lock = NULL;
   uint64_t ms = gh_now_ms() - job->started_ms;
   static const char *const whats[] = {"order", "revocation", "key rollover", "deactivation",
                                       "renewal info"};
@@ -236,7 +236,9 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   if (status == 0) {
     GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms", what, name, job->num_names,
             (unsigned long long)ms);
-  } else if (job->kind == ACME_KIND_ARI && status == UV_ENOTSUP) {
+  } else if ((job->kind == ACME_KIND_ARI && status == UV_ENOTSUP) ||
+             (status == UV_EBUSY && acme_storage_shared(e->storage))) {
+    /* No renewal information; or another node of the fleet orders it. */
     GH_DEBUG("acme", "%s for %s: %s", what, name, err ? err : "not supported");
   } else {
     GH_WARN("acme", "%s for %s (%zu names) failed after %llu ms: %s", what, name,
@@ -250,6 +252,11 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   } else if (job->obtain_cb) {
     job->obtain_cb(job->arg, status, status ? err : NULL, status ? NULL : cert);
   }
+  /* Released after the callback: in a fleet, what it records about the
+   * name (a refusal others should not repeat) is in the store before
+   * the nodes waiting on this lock see it go. */
+  acme__storage_unlock(job->lock);
+  job->lock = NULL;
   uv_timer_stop(&job->timer);
   uv_close((uv_handle_t *)&job->timer, on_timer_close);
 }
@@ -290,6 +297,14 @@ static void job_send(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   if (e->closing) {
     job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL);
+    return;
+  }
+  char *why = NULL;
+  if (!acme__storage_lock_fresh(job->lock, &why)) {
+    /* A fleet's lock this node may have lost: not one more request. */
+    acme__job_fail(job, UV_ETIMEDOUT, "%s: stopped before the next ACME request: %s",
+                   job->names[0], why);
+    gh_free(why);
     return;
   }
   acme_httpc_req_t req;
@@ -1063,6 +1078,8 @@ static void job_start(acme_job_t *job, int status, char *msg) {
   }
 }
 
+struct acme_storage *acme_engine_storage(acme_engine_t *engine) { return engine->storage; }
+
 void acme_engine_order_stats(acme_engine_t *engine, uint64_t out[4][2]) {
   for (int c = 0; c < 4; c++) {
     for (int r = 0; r < 2; r++)
@@ -1090,8 +1107,58 @@ int acme_engine_renewal_info(acme_engine_t *engine, const acme_cert_t *cert, acm
   return 0;
 }
 
+/* stored_meanwhile returns (a reference) the certificate a fleet's store
+ * holds for |names| if it makes this order needless: valid for a while
+ * yet, covering every name, not revoked, and for a renewal newer than
+ * |replaces|. Another node may have finished between this node's look at
+ * the store and its taking the lock. A directory store answers NULL: its
+ * one process looked just before. */
+static acme_cert_t *stored_meanwhile(acme_engine_t *engine, const char *const *names,
+                                     size_t num_names, const acme_cert_t *replaces) {
+  if (!acme_storage_shared(engine->storage)) return NULL;
+  acme_cert_t *have = NULL;
+  char *err = NULL;
+  int rc = acme_storage_cert_load(engine->storage, &have, NULL, &err, names[0]);
+  gh_free(err);
+  if (rc != 0) return NULL;
+  int ok = have->not_after > time(NULL) + 60;
+  for (size_t i = 0; ok && i < num_names; i++) {
+    int found = 0;
+    for (size_t j = 0; j < have->num_sans && !found; j++)
+      found = strcmp(have->sans[j], names[i]) == 0;
+    ok = found;
+  }
+  if (ok && replaces != NULL)
+    ok = !acme_cert_same(have, replaces) && have->not_after > replaces->not_after;
+  acme_renewal_state_t st;
+  if (ok && acme_renewal_state_load(engine->storage, &st, names[0]) == 0) ok = !st.revoked;
+  if (!ok) {
+    acme_cert_unref(have);
+    return NULL;
+  }
+  return have;
+}
+
+/* order_start is acme_engine_renew with an optional gate
+ * (acme_engine_obtain_gated). */
+static int order_start(acme_engine_t *engine, const char *const *names, size_t num_names,
+                       const acme_cert_t *replaces, acme_engine_gate_fn gate, void *gate_arg,
+                       acme_obtain_cb cb, void *arg);
+
 int acme_engine_renew(acme_engine_t *engine, const char *const *names, size_t num_names,
                       const acme_cert_t *replaces, acme_obtain_cb cb, void *arg) {
+  return order_start(engine, names, num_names, replaces, NULL, NULL, cb, arg);
+}
+
+int acme_engine_obtain_gated(acme_engine_t *engine, const char *const *names, size_t num_names,
+                             acme_engine_gate_fn gate, void *gate_arg, acme_obtain_cb cb,
+                             void *arg) {
+  return order_start(engine, names, num_names, NULL, gate, gate_arg, cb, arg);
+}
+
+static int order_start(acme_engine_t *engine, const char *const *names, size_t num_names,
+                       const acme_cert_t *replaces, acme_engine_gate_fn gate, void *gate_arg,
+                       acme_obtain_cb cb, void *arg) {
   if (engine == NULL || engine->closing || cb == NULL) return UV_EINVAL;
   if (num_names == 0 || num_names > MAX_NAMES) return UV_EINVAL;
   for (size_t i = 0; i < num_names; i++) {
@@ -1107,11 +1174,23 @@ int acme_engine_renew(acme_engine_t *engine, const char *const *names, size_t nu
   job->obtain_cb = cb;
   job->arg = arg;
   if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
-  GH_INFO("acme", "order for %s (%zu names) started", names[0], num_names);
   char *err = NULL;
   int rc = acme__storage_lock(engine->storage, &job->lock, &err, names[0], LOCK_TTL_S);
-  if (rc == ACME_STORAGE_LOCK_ACQUIRED) {
-    job_start(job, 0, NULL);
+  if (rc == ACME_STORAGE_LOCK_ACQUIRED &&
+      (job->stored = stored_meanwhile(engine, names, num_names, replaces)) != NULL) {
+    GH_INFO("acme", "%s: another node stored a valid certificate meanwhile: not ordering",
+            names[0]);
+    job_timer(job, TIMER_STORED, 0);
+  } else if (rc == ACME_STORAGE_LOCK_ACQUIRED) {
+    char *why = NULL;
+    int gate_rc = gate != NULL ? gate(gate_arg, names, num_names, &why) : 0;
+    if (gate_rc != 0) {
+      job_start(job, gate_rc, gh_asprintf("acme: %s: %s", names[0], why ? why : "refused"));
+    } else {
+      GH_INFO("acme", "order for %s (%zu names) started", names[0], num_names);
+      job_start(job, 0, NULL);
+    }
+    gh_free(why);
   } else if (rc == ACME_STORAGE_LOCK_HELD) {
     job_start(job, UV_EBUSY,
               gh_asprintf("acme: %s is locked by another process or order: %s", names[0], err));

@@ -191,6 +191,7 @@ struct acme_job {
   size_t num_names;
   uint64_t started_ms;
   acme_storage_lock_t *lock;
+  acme_cert_t *stored; /* a fleet's certificate that made the order needless */
   uv_timer_t timer;
   int timer_action; /* what the timer does when it fires (engine.c) */
   int timer_closed;

@@ -117,4 +117,20 @@ void acme_manager_cert_renewed(acme_manager_t *m, const char *name, const acme_c
  * after a restart it is never installed. */
 void acme_manager_cert_revoked(acme_manager_t *m, const char *name);
 
+/* Fleets (issue 15): the control thread passes on what the store's watch
+ * reports. acme_manager_fleet_cert: |name|'s certificate as any node
+ * stored it (|cert| a reference for the call, |meta| its JSON), or NULL
+ * when it was deleted. A valid one that is new here is installed (a site
+ * it covers, or an on-demand name when on_demand is on), its renewal
+ * scheduled from it, and the on-demand handshakes that waited for another
+ * node's order answered; a revoked or deleted on-demand name stops being
+ * served. */
+void acme_manager_fleet_cert(acme_manager_t *m, const char *name, acme_cert_t *cert,
+                             const char *meta);
+
+/* acme_manager_fleet_unlocked: the order lock on |name| is gone. Names
+ * that waited for the node that held it and got no certificate are
+ * ordered here (that node failed or died). */
+void acme_manager_fleet_unlocked(acme_manager_t *m, const char *name);
+
 #endif

@@ -33,6 +33,7 @@ struct acme_manager {
   acme_manager_hooks_t hooks;
   acme_policy_t *policy;
   struct acme__od_job *od_queue; /* waiting for an order slot */
+  struct acme__od_job *od_parked; /* waiting for another node of the fleet */
   unsigned od_inflight;
   /* Renewal (manager_renew.c). */
   struct acme__renewal *renewals;
@@ -67,6 +68,20 @@ void acme__manager_track_stored(acme_manager_t *m);
 /* acme__manager_renewals_free frees the renewals once the loop has
  * stopped. */
 void acme__manager_renewals_free(acme_manager_t *m);
+
+/* acme__manager_od_wake finishes, as ok, the on-demand jobs for |name|
+ * that wait for another node of the fleet, once |cert| (installed by the
+ * caller) arrived. */
+void acme__manager_od_wake(acme_manager_t *m, const char *name, acme_cert_t *cert);
+
+/* acme__manager_od_retry puts the jobs for |name| that wait for another
+ * node back in the order queue: that node's lock went without a
+ * certificate (it failed, or died with its lease). */
+void acme__manager_od_retry(acme_manager_t *m, const char *name);
+
+/* acme__manager_tracked returns the certificate |name|'s renewal follows
+ * (no reference), or NULL. */
+const acme_cert_t *acme__manager_tracked(acme_manager_t *m, const char *name);
 
 /* acme__manager_ondemand_stop finishes, as not ok, every on-demand name
  * still waiting for an order slot. */

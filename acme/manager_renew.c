@@ -180,6 +180,17 @@ static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
   acme_manager_t *m = e->m;
   e->ordering = 0;
   if (m->stopping) return;
+  if (status == UV_EBUSY && acme_storage_shared(m->storage)) {
+    /* Another node of the fleet renews it: its certificate comes through
+     * the watch (acme_manager_fleet_cert), which schedules the next
+     * renewal. Not a failure, and nothing written to the shared meta,
+     * which that node is about to replace. Look again in a few minutes in
+     * case it fails. */
+    GH_INFO("fleet", "%s: renewed by another node; waiting for its certificate", e->name);
+    e->due = time(NULL) + RENEW_BACKOFF_MIN_S * 5 + (time_t)random_below(RENEW_BACKOFF_MIN_S);
+    renew_arm(m);
+    return;
+  }
   if (status != 0) {
     renew_failed(e, status, err);
     return;
@@ -331,6 +342,11 @@ static renewal_t *renewal_find(acme_manager_t *m, const char *name) {
   renewal_t *e = m->renewals;
   while (e != NULL && strcmp(e->name, name) != 0) e = e->next;
   return e;
+}
+
+const acme_cert_t *acme__manager_tracked(acme_manager_t *m, const char *name) {
+  renewal_t *e = renewal_find(m, name);
+  return e ? e->cert : NULL;
 }
 
 void acme_manager_cert_renewed(acme_manager_t *m, const char *name, const acme_cert_t *cert) {

@@ -106,6 +106,39 @@ void acme__order_request(acme_job_t *job) {
 
 /* ---- challenges ---- */
 
+/* publish writes the answer of the current challenge (|kind|, |id|) to a
+ * fleet's store before the CA is told to validate, since its validator may
+ * reach any node. Returns 0 (published, or nothing to publish) or -1 (the
+ * job failed). With fleet.issue_when_store_down "local", a store that
+ * cannot be reached is logged and the order goes on with this node's
+ * answer only. */
+static int publish(acme_job_t *job, acme_storage_challenge_t kind, const char *id) {
+  acme_engine_t *e = job->engine;
+  if (!acme_storage_shared(e->storage)) return 0;
+  char *err = NULL;
+  int rc = acme_storage_challenge_put(e->storage, &err, kind, id, job->keyauth);
+  if (rc != 0 && e->conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL) {
+    GH_WARN("fleet", "%s: challenge not published (%s): only this node answers it", id, err);
+    rc = 0;
+  } else if (rc != 0) {
+    acme__job_fail(job, UV_EAI_AGAIN, "%s: cannot publish the challenge to the fleet: %s", id,
+                   err);
+  }
+  gh_free(err);
+  return rc == 0 ? 0 : -1;
+}
+
+/* unpublish removes what publish wrote; a failure is only logged (the
+ * record goes with the node's lease at the latest). */
+static void unpublish(acme_job_t *job, acme_storage_challenge_t kind, const char *id) {
+  acme_engine_t *e = job->engine;
+  if (!acme_storage_shared(e->storage)) return;
+  char *err = NULL;
+  if (acme_storage_challenge_delete(e->storage, &err, kind, id) != 0)
+    GH_DEBUG("fleet", "%s: challenge record not removed: %s", id, err);
+  gh_free(err);
+}
+
 /* challenge_unpresent removes the answer of the current challenge. */
 static void challenge_unpresent(acme_job_t *job) {
   acme_engine_t *e = job->engine;
@@ -114,9 +147,11 @@ static void challenge_unpresent(acme_job_t *job) {
     switch (job->chall_type) {
       case ACME_CHALL_TLS_ALPN_01:
         acme_challenges_put_tlsalpn(e->challenges, job->chall_name, NULL);
+        unpublish(job, ACME_STORAGE_TLSALPN01, job->chall_name);
         break;
       case ACME_CHALL_HTTP_01:
         acme_challenges_put_http01(e->challenges, job->chall_token, NULL);
+        unpublish(job, ACME_STORAGE_HTTP01, job->chall_token);
         break;
       case ACME_CHALL_DNS_01:
         acme__hook_run(job, "cleanup", job->dns_fqdn, job->dns_value);
@@ -154,12 +189,14 @@ static int challenge_present(acme_job_t *job) {
       acme_challenges_put_tlsalpn(e->challenges, job->chall_name, cert);
       acme_cert_unref(cert);
       job->presented = 1;
+      if (publish(job, ACME_STORAGE_TLSALPN01, job->chall_name) != 0) return -1;
       acme__job_goto(job, ACME_JOB_RESPOND);
       return 0;
     }
     case ACME_CHALL_HTTP_01:
       acme_challenges_put_http01(e->challenges, job->chall_token, job->keyauth);
       job->presented = 1;
+      if (publish(job, ACME_STORAGE_HTTP01, job->chall_token) != 0) return -1;
       acme__job_goto(job, ACME_JOB_RESPOND);
       return 0;
     case ACME_CHALL_DNS_01: {

@@ -239,6 +239,15 @@ static void bucket_charge(acme__pmap_t *m, const conf_rate_t *rate, const char *
   e->expires_ms = acme__bucket_full_at(&e->u.bucket, rate);
 }
 
+size_t acme_policy_domain(const conf_on_demand_t *od, const char *name, const char **out_start) {
+  size_t len = strlen(name);
+  *out_start = name;
+  /* An IP literal (with on_demand.allow_ip) is its own domain. */
+  if (memchr(name, ':', len) != NULL || strspn(name, "0123456789.") == len) return len;
+  return acme__registered_domain(name, len, (const char *const *)od->public_suffixes,
+                                 od->num_public_suffixes, out_start);
+}
+
 static void step_rate(acme_policy_t *p, decision_t *d) {
   if (!d->needs_order) {
     finish(p, d, CLS_ALLOWED, NULL);
@@ -250,14 +259,8 @@ static void step_rate(acme_policy_t *p, decision_t *d) {
   char ip_key[MAX_CLIENT_IP_LEN + 8] = "";
   if (d->client_ip[0] != '\0') client_key(ip_key, sizeof(ip_key), d->client_ip);
   size_t ip_len = strlen(ip_key);
-  /* An IP literal (with on_demand.allow_ip) is its own domain. */
-  const char *dom = d->name;
-  size_t dom_len = d->name_len;
-  if (memchr(d->name, ':', d->name_len) == NULL && strspn(d->name, "0123456789.") != d->name_len) {
-    dom_len = acme__registered_domain(d->name, d->name_len,
-                                      (const char *const *)od->public_suffixes,
-                                      od->num_public_suffixes, &dom);
-  }
+  const char *dom;
+  size_t dom_len = acme_policy_domain(od, d->name, &dom);
   if (ip_len > 0 && !bucket_ok(&p->lim->ip_buckets, &od->rate_per_client_ip, ip_key, ip_len, now)) {
     acme__format_rate(rate, sizeof(rate), &od->rate_per_client_ip);
     finish(p, d, CLS_RATE_CLIENT_IP, "rate limit per_client_ip (%s) for %s", rate, ip_key);

@@ -37,6 +37,11 @@
  * and thread-safe. */
 const char *acme_policy_precheck(const conf_on_demand_t *od, const char *name, size_t name_len);
 
+/* acme_policy_domain finds the key of |name|'s per-domain rate limit: its
+ * registered domain (eTLD+1, with |od|'s extra public suffixes), or an IP
+ * literal itself. Sets |*out_start| within |name| and returns the length. */
+size_t acme_policy_domain(const conf_on_demand_t *od, const char *name, const char **out_start);
+
 typedef struct acme_policy acme_policy_t;
 
 /* The outcome given to an acme_policy_cb. */

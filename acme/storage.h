@@ -71,6 +71,16 @@ acme_storage_t *acme_storage_open(char **out_err, const char *root);
  * here: a node whose etcd is down still starts, from its copy. */
 acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf);
 
+/* acme_storage_shared reports (1 or 0) whether |st| is a fleet's shared
+ * store (etcd): its locks, certificates and challenge records are seen by
+ * every node. */
+int acme_storage_shared(const acme_storage_t *st);
+
+/* acme_storage_down reports (1 or 0) whether the last call to |st|'s
+ * shared store failed to reach it (reads were then served from the local
+ * copy). Always 0 for a directory. */
+int acme_storage_down(const acme_storage_t *st);
+
 /* acme_storage_keepalive renews an etcd store's node lease when a third of
  * it has passed (call it on a timer, well within fleet.lease_ttl); the
  * directory needs none. Returns 0 or a negative error (logged). */
@@ -110,10 +120,46 @@ typedef struct {
   void (*cert)(void *arg, const char *name, acme_cert_t *cert, const char *meta);
   void (*challenge)(void *arg, acme_storage_challenge_t kind, const char *id,
                     const char *key_auth);
+  /* unlocked (NULL: not wanted): the order lock on |name| is gone,
+   * released by its holder or lapsed with its node's lease. */
+  void (*unlocked)(void *arg, const char *name);
+  /* refused (NULL: not wanted): a node refused the on-demand name |name|
+   * for |why| until |until_ms| (wall clock, ms since the epoch). */
+  void (*refused)(void *arg, const char *name, const char *why, uint64_t until_ms);
 } acme_storage_watch_cbs_t;
 acme_storage_watcher_t *acme_storage_watch_start(acme_storage_t *st, char **out_err,
                                                  const acme_storage_watch_cbs_t *cbs, void *arg);
 void acme_storage_watch_stop(acme_storage_watcher_t *w);
+
+/* Fleet-wide on-demand limits and refusals (issue 15), so N nodes do not
+ * each allow the whole budget or each retry a name one of them was
+ * refused. acme_storage_limit_take takes one order from the fleet's window
+ * |limit_key| ("domain/example.com", "global"), |count| per |per_ms|:
+ * 0, -EDQUOT with |*out_err| saying when the window ends, -ENOTSUP for a
+ * directory (its node's own buckets are the limit), or another error.
+ * acme_storage_refusal_put records that |name| was refused for |why|,
+ * for |ttl_ms| (0 for a directory); acme_storage_refusal_get reads it back:
+ * 0 with |*out_why| (caller frees), -ENOENT, or another error. */
+int acme_storage_limit_take(acme_storage_t *st, char **out_err, const char *limit_key,
+                            uint32_t count, uint64_t per_ms);
+int acme_storage_refusal_put(acme_storage_t *st, char **out_err, const char *name,
+                             const char *why, uint64_t ttl_ms);
+int acme_storage_refusal_get(acme_storage_t *st, char **out_why, const char *name);
+
+/* A challenge reader answers the data plane's misses (a validator asked
+ * this node about a challenge another node published, before this node's
+ * watch delivered it) with a linearizable read of the record, from any
+ * thread. It is built to be asked by strangers: ids are checked, reads
+ * are serialized, at most 50 a second are made, none for a second after
+ * one failed to reach etcd, and each waits at most 500 ms.
+ * acme_storage_reader_new returns NULL for a directory store. */
+typedef struct acme_storage_reader acme_storage_reader_t;
+acme_storage_reader_t *acme_storage_reader_new(acme_storage_t *st, char **out_err);
+/* acme_storage_reader_challenge returns the key authorization of the
+ * record (|id|, |id_len| bytes), a new string (caller frees), or NULL. */
+char *acme_storage_reader_challenge(acme_storage_reader_t *r, acme_storage_challenge_t kind,
+                                    const char *id, size_t id_len);
+void acme_storage_reader_free(acme_storage_reader_t *r);
 
 /* acme_storage_free closes |st|. acme_storage_free(NULL) does nothing. */
 void acme_storage_free(acme_storage_t *st);
@@ -201,6 +247,16 @@ int acme__storage_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char 
 
 /* acme__storage_unlock releases and frees |lock|. NULL does nothing. */
 void acme__storage_unlock(acme_storage_lock_t *lock);
+
+/* acme__storage_lock_fresh reports whether the holder of |lock| may still
+ * act on it: 1 for a directory lock (flock lasts while we live) and for a
+ * fleet lock whose node lease was renewed recently enough that it cannot
+ * lapse before the next step; 0 with |*out_why| (caller frees) when the
+ * lease was lost or has not been renewed for two thirds of its TTL (a node
+ * that was stopped, or cut off from etcd), so the order stops before its
+ * next ACME request instead of racing the node that takes the name over.
+ * NULL is fresh. */
+int acme__storage_lock_fresh(const acme_storage_lock_t *lock, char **out_why);
 
 /* acme__storage_name_encode checks the certificate name |name| and writes
  * its on-disk form ("*." as "_wildcard.") to |out| (|out_size| bytes, 256

@@ -42,6 +42,7 @@
 typedef struct {
   char *name;
   int64_t revision; /* the lock key's create_revision: the fence */
+  int64_t lease;    /* the lease it is bound to */
 } held_t;
 
 typedef struct {
@@ -58,6 +59,9 @@ typedef struct {
   held_t *held;
   size_t num_held;
   int down; /* the last call to etcd failed (logged once until it works) */
+  int local_mode; /* fleet.issue_when_store_down is "local" */
+  char **pending; /* names stored only locally while etcd was down ("local") */
+  size_t num_pending;
 } etcd_store_t;
 
 typedef struct {
@@ -108,20 +112,42 @@ static int ensure_lease(etcd_store_t *s, char **out_err) {
   if (ret != 0) return ret;
   s->lease = id;
   s->renewed_ms = now;
+  /* The node's presence, for operators (etcdctl get --prefix .../nodes/):
+   * it goes with the lease. */
+  char *nk = gh_asprintf("%snodes/%s", s->prefix, s->node);
+  char *err = NULL;
+  if (acme_etcd_put(s->etcd, &err, NULL, str(nk), str(s->node), id) != 0) gh_free(err);
+  gh_free(nk);
   return 0;
 }
 
 static const acme_storage_ops_t etcd_ops;
 
+int acme_storage_shared(const acme_storage_t *st) { return st->ops == &etcd_ops; }
+
+int acme_storage_down(const acme_storage_t *st) {
+  return st->ops == &etcd_ops && ((const etcd_store_t *)(const void *)st)->down;
+}
+
+static void push_pending(etcd_store_t *s);
+static int etcd_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                          char **out_err, const char *name);
+
 int acme_storage_keepalive(acme_storage_t *st) {
   if (st->ops != &etcd_ops) return 0; /* the directory needs none */
   etcd_store_t *s = store_of(st);
-  if (s->lease == 0) return 0;
   char *err = NULL;
   int ret = ensure_lease(s, &err);
   reachable(s, ret == 0, err);
   gh_free(err);
+  if (ret == 0 && s->num_pending > 0) push_pending(s);
   return ret;
+}
+
+static int pending_has(etcd_store_t *s, const char *name) {
+  for (size_t i = 0; i < s->num_pending; i++)
+    if (strcmp(s->pending[i], name) == 0) return 1;
+  return 0;
 }
 
 static held_t *held_find(etcd_store_t *s, const char *name) {
@@ -249,10 +275,64 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
   reachable(s, ret == 0 || ret == -ESTALE, out_err ? *out_err : NULL);
   gh_free(text);
   gh_free(k);
+  if (ret != 0 && ret != -ESTALE && h == NULL && s->local_mode) {
+    /* fleet.issue_when_store_down "local": kept here, and given to the
+     * fleet once etcd answers again (push_pending). */
+    GH_WARN("fleet", "certificate %s: etcd unreachable (%s): stored locally only, for now",
+            name, out_err && *out_err ? *out_err : "?");
+    gh_free(*out_err);
+    *out_err = NULL;
+    if (!pending_has(s, name)) {
+      s->pending = gh_realloc(s->pending, (s->num_pending + 1) * sizeof(char *));
+      s->pending[s->num_pending++] = gh_strdup(name);
+    }
+    ret = 0;
+  }
   /* Written through only once the fleet has it: a refused write must not
    * leave this node serving a certificate the others never see. */
   if (ret == 0) ret = acme_storage_cert_save(s->local, out_err, name, bundle);
   return ret;
+}
+
+/* push_pending gives the fleet the certificates stored only locally while
+ * etcd was down, each unless the fleet has one valid for longer by now. */
+static void push_pending(etcd_store_t *s) {
+  while (s->num_pending > 0) {
+    char *name = s->pending[s->num_pending - 1];
+    acme_cert_t *mine = NULL, *theirs = NULL;
+    char *meta = NULL, *err = NULL;
+    int ret = acme_storage_cert_load(s->local, &mine, &meta, &err, name);
+    if (ret == 0) {
+      gh_free(err);
+      err = NULL;
+      ret = etcd_cert_load(&s->base, &theirs, NULL, &err, name);
+      if (ret == 0 && s->down) break; /* read from the local copy: etcd is down again */
+      if (ret == -ENOENT || (ret == 0 && theirs->not_after < mine->not_after)) {
+        char *chain = NULL, *keypem = NULL;
+        ret = acme_cert_to_pem(mine, &chain, &keypem);
+        if (ret == 0) {
+          acme_storage_bundle_t b = {str(chain), str(keypem), str(meta)};
+          gh_free(err);
+          err = NULL;
+          ret = etcd_cert_save(&s->base, &err, name, &b);
+        }
+        gh_free(chain);
+        gh_free(keypem);
+      }
+    }
+    acme_cert_unref(mine);
+    acme_cert_unref(theirs);
+    gh_free(meta);
+    if (ret != 0 && ret != -ENOENT && s->down) {
+      gh_free(err);
+      break; /* etcd is gone again: next time */
+    }
+    if (ret != 0) GH_WARN("fleet", "certificate %s: not given to the fleet: %s", name, err);
+    else GH_INFO("fleet", "certificate %s: stored while etcd was down, now shared", name);
+    gh_free(err);
+    gh_free(name);
+    s->num_pending--;
+  }
 }
 
 /* parse_entry reads a stored certificate entry, {"chain", "key", "meta"}:
@@ -404,9 +484,27 @@ static void etcd_unlock(acme_storage_lock_t *l) {
   gh_free(lock);
 }
 
+static int etcd_lock_fresh(const acme_storage_lock_t *l, char **out_why) {
+  const etcd_lock_t *lock = (const etcd_lock_t *)l;
+  etcd_store_t *s = lock->st;
+  held_t *h = held_find(s, lock->name);
+  if (h == NULL || h->lease != s->lease) {
+    *out_why = gh_asprintf("this node's lease expired: its lock on %s is lost", lock->name);
+    return 0;
+  }
+  uint64_t age = gh_now_ms() - s->renewed_ms, limit = s->lease_ttl_s * 1000 * 2 / 3;
+  if (age > limit) {
+    *out_why = gh_asprintf("this node's lease was last renewed %llu ms ago (lease_ttl %llu s): "
+                           "stopping before its lock on %s can lapse",
+                           (unsigned long long)age, (unsigned long long)s->lease_ttl_s,
+                           lock->name);
+    return 0;
+  }
+  return 1;
+}
+
 static int etcd_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,
                      const char *name, unsigned ttl_s) {
-  (void)ttl_s; /* the node's lease bounds it, kept alive while the node lives */
   etcd_store_t *s = store_of(st);
   *out_lock = NULL;
   char enc[NAME_MAX + 1];
@@ -425,6 +523,16 @@ static int etcd_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **
                                      s->lease);
   }
   reachable(s, ret == 0, out_err ? *out_err : NULL);
+  if (ret != 0 && s->local_mode) {
+    /* fleet.issue_when_store_down "local": this node orders alone, under
+     * its directory's lock. */
+    GH_WARN("fleet", "lock %s: etcd unreachable (%s): ordering alone (issue_when_store_down "
+            "is \"local\")", name, *out_err ? *out_err : "?");
+    gh_free(*out_err);
+    *out_err = NULL;
+    gh_free(lk);
+    return acme__storage_lock(s->local, out_lock, out_err, name, ttl_s);
+  }
   if (ret == 0 && !created) {
     acme_etcd_kv_t kv;
     int found = 0;
@@ -438,9 +546,10 @@ static int etcd_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **
     ret = ACME_STORAGE_LOCK_HELD;
   } else if (ret == 0) {
     s->held = gh_realloc(s->held, (s->num_held + 1) * sizeof(held_t));
-    s->held[s->num_held++] = (held_t){gh_strdup(name), rev};
+    s->held[s->num_held++] = (held_t){gh_strdup(name), rev, s->lease};
     etcd_lock_t *lock = gh_calloc(1, sizeof(*lock));
     lock->base.release = etcd_unlock;
+    lock->base.fresh = etcd_lock_fresh;
     lock->st = s;
     lock->name = gh_strdup(name);
     *out_lock = &lock->base;
@@ -524,6 +633,127 @@ static int etcd_challenge_get(acme_storage_t *st, char **out_key_auth, char **ou
   return ret;
 }
 
+/* ---- shared on-demand limits and refusals ---- */
+
+/* parse_refusal reads a refusal record: 0 with |*out_why| (caller frees)
+ * and |*out_until_ms| (may be NULL) while it holds, -ENOENT once it has
+ * expired or if it is not one. */
+static int parse_refusal(const char *v, size_t len, char **out_why, uint64_t *out_until_ms) {
+  cJSON *doc = cJSON_ParseWithLength(v, len);
+  const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "why"));
+  const cJSON *until = cJSON_GetObjectItemCaseSensitive(doc, "until");
+  int ret = -ENOENT;
+  if (why != NULL && cJSON_IsNumber(until) && until->valuedouble > (double)gh_wall_ms()) {
+    char *p = acme__storage_printable(why);
+    *out_why = p;
+    if (out_until_ms) *out_until_ms = (uint64_t)until->valuedouble;
+    ret = 0;
+  }
+  cJSON_Delete(doc);
+  return ret;
+}
+
+/* A fleet-wide limit is a fixed window, "<prefix>limits/<key>" =
+ * {"start": ms since the epoch, "count": n}, changed only by a
+ * transaction on the revision it was read at, so two nodes never both
+ * take the last order of a window. */
+int acme_storage_limit_take(acme_storage_t *st, char **out_err, const char *limit_key,
+                            uint32_t count, uint64_t per_ms) {
+  if (st->ops != &etcd_ops) {
+    *out_err = gh_strdup("limits: a directory store shares none");
+    return -ENOTSUP;
+  }
+  etcd_store_t *s = store_of(st);
+  if (count == 0) return 0; /* unlimited */
+  char *k = key(s, "limits/", limit_key);
+  int ret = -EAGAIN;
+  for (int attempt = 0; attempt < 8 && ret == -EAGAIN; attempt++) {
+    acme_etcd_kv_t kv;
+    int found = 0;
+    ret = acme_etcd_get(s->etcd, out_err, &kv, &found, NULL, str(k));
+    reachable(s, ret == 0, out_err ? *out_err : NULL);
+    if (ret != 0) break;
+    uint64_t now = (uint64_t)gh_wall_ms(), start = now, used = 0;
+    int64_t mod = 0;
+    if (found) {
+      cJSON *doc = cJSON_ParseWithLength((const char *)kv.value, kv.value_len);
+      const cJSON *st_ = cJSON_GetObjectItemCaseSensitive(doc, "start");
+      const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "count");
+      if (cJSON_IsNumber(st_) && cJSON_IsNumber(n) && st_->valuedouble >= 0 && n->valuedouble >= 0 &&
+          now >= (uint64_t)st_->valuedouble && now - (uint64_t)st_->valuedouble < per_ms) {
+        start = (uint64_t)st_->valuedouble;
+        used = (uint64_t)n->valuedouble;
+      }
+      cJSON_Delete(doc);
+      mod = kv.mod_revision;
+      acme_etcd_kv_cleanup(&kv);
+    }
+    if (used >= count) {
+      *out_err = gh_asprintf("%llu of %u used across the fleet; the window ends in %llu s",
+                             (unsigned long long)used, count,
+                             (unsigned long long)((start + per_ms - now) / 1000 + 1));
+      ret = -EDQUOT;
+      break;
+    }
+    char *val = gh_asprintf("{\"start\":%llu,\"count\":%llu}", (unsigned long long)start,
+                            (unsigned long long)used + 1);
+    acme_etcd_cmp_t cmp = {.key = str(k), .target = found ? ACME_ETCD_CMP_MOD : ACME_ETCD_CMP_CREATE,
+                           .revision = mod};
+    acme_etcd_op_t put = {.type = ACME_ETCD_OP_PUT, .key = str(k), .value = str(val)};
+    acme_etcd_txn_t txn = {.cmps = &cmp, .num_cmps = 1, .success = &put, .num_success = 1};
+    int ok = 0;
+    ret = acme_etcd_txn(s->etcd, out_err, &ok, NULL, NULL, NULL, &txn);
+    reachable(s, ret == 0, out_err ? *out_err : NULL);
+    gh_free(val);
+    if (ret == 0 && !ok) ret = -EAGAIN; /* another node took one meanwhile: again */
+  }
+  if (ret == -EAGAIN) *out_err = gh_asprintf("limit %s: too much contention", limit_key);
+  gh_free(k);
+  return ret;
+}
+
+int acme_storage_refusal_put(acme_storage_t *st, char **out_err, const char *name,
+                             const char *why, uint64_t ttl_ms) {
+  if (st->ops != &etcd_ops) return 0;
+  etcd_store_t *s = store_of(st);
+  char *k = NULL;
+  int ret = cert_key(&k, out_err, s, name); /* checks the name */
+  if (ret != 0) return ret;
+  gh_free(k);
+  k = key(s, "refused/", name);
+  cJSON *doc = cJSON_CreateObject();
+  cJSON_AddStringToObject(doc, "why", why);
+  cJSON_AddNumberToObject(doc, "until", (double)((uint64_t)gh_wall_ms() + ttl_ms));
+  char *val = cJSON_PrintUnformatted(doc);
+  cJSON_Delete(doc);
+  /* A lease of its own, so the record goes by itself. */
+  int64_t lease = 0, ttl = 0;
+  ret = acme_etcd_lease_grant(s->etcd, out_err, &lease, &ttl, (int64_t)(ttl_ms / 1000 + 1));
+  if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), str(val), lease);
+  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  free(val);
+  gh_free(k);
+  return ret;
+}
+
+int acme_storage_refusal_get(acme_storage_t *st, char **out_why, const char *name) {
+  *out_why = NULL;
+  if (st->ops != &etcd_ops) return -ENOENT;
+  etcd_store_t *s = store_of(st);
+  char *k = key(s, "refused/", name), *err = NULL;
+  acme_etcd_kv_t kv;
+  int found = 0;
+  int ret = acme_etcd_get(s->etcd, &err, &kv, &found, NULL, str(k));
+  reachable(s, ret == 0, err);
+  gh_free(err);
+  gh_free(k);
+  if (ret != 0) return ret;
+  if (!found) return -ENOENT;
+  ret = parse_refusal((const char *)kv.value, kv.value_len, out_why, NULL);
+  acme_etcd_kv_cleanup(&kv);
+  return ret;
+}
+
 /* ---- the store ---- */
 
 static void etcd_free(acme_storage_t *st) {
@@ -536,6 +766,8 @@ static void etcd_free(acme_storage_t *st) {
   }
   for (size_t i = 0; i < s->num_held; i++) gh_free(s->held[i].name);
   gh_free(s->held);
+  for (size_t i = 0; i < s->num_pending; i++) gh_free(s->pending[i]);
+  gh_free(s->pending);
   acme_etcd_free(s->etcd);
   for (size_t i = 0; i < s->econf.num_endpoints; i++) gh_free(s->endpoints[i]);
   gh_free(s->endpoints);
@@ -609,6 +841,7 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
     s->node = gh_strdup(host);
   }
   s->lease_ttl_s = conf->fleet.lease_ttl_ms / 1000 ? conf->fleet.lease_ttl_ms / 1000 : 1;
+  s->local_mode = conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL;
   return &s->base;
 }
 
@@ -620,7 +853,36 @@ struct acme_storage_watcher {
   void *arg;
   pthread_t thread;
   atomic_int stop;
+  acme_storage_t *local; /* the thread's own handle on the local copy, or NULL */
 };
+
+/* copy_local writes what the fleet stored for |name| (|cert|, |meta|, the
+ * entry |kv|) through to the node's local copy unless it is there already,
+ * so a node that restarts while etcd is down serves every name the fleet
+ * had. */
+static void copy_local(acme_storage_watcher_t *w, const char *name, const acme_cert_t *cert,
+                       const char *meta, const acme_etcd_kv_t *kv) {
+  if (w->local == NULL) return;
+  acme_cert_t *have = NULL;
+  char *have_meta = NULL, *err = NULL;
+  int same = acme_storage_cert_load(w->local, &have, &have_meta, &err, name) == 0 &&
+             acme_cert_same(have, cert) && strcmp(have_meta, meta) == 0;
+  acme_cert_unref(have);
+  gh_free(have_meta);
+  gh_free(err);
+  err = NULL;
+  if (same) return;
+  cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
+  const char *chain = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "chain"));
+  const char *keyp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "key"));
+  if (chain != NULL && keyp != NULL) {
+    acme_storage_bundle_t b = {str(chain), str(keyp), str(meta)};
+    if (acme_storage_cert_save(w->local, &err, name, &b) != 0)
+      GH_WARN("fleet", "watch: %s: cannot keep the local copy: %s", name, err);
+  }
+  gh_free(err);
+  cJSON_Delete(doc);
+}
 
 /* deliver parses one certificate entry and hands it to the callback; a
  * corrupt one is logged and skipped (it is not ours to serve). */
@@ -630,6 +892,7 @@ static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd
   if (cert == NULL) {
     GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name, err);
   } else {
+    copy_local(w, name, cert, meta, kv);
     w->cbs.cert(w->arg, name, cert, meta);
     acme_cert_unref(cert);
   }
@@ -655,8 +918,29 @@ static void route(acme_storage_watcher_t *w, const acme_etcd_kv_t *kv, int put, 
   if (strncmp(rest, "certs/", 6) == 0) {
     const char *name = name_of(kv->key, plen + 6);
     if (name == NULL) return;
-    if (put) deliver(w, name, kv);
-    else w->cbs.cert(w->arg, name, NULL, NULL);
+    if (put) {
+      deliver(w, name, kv);
+    } else {
+      char *err = NULL;
+      if (w->local != NULL) acme_storage_cert_delete(w->local, &err, name);
+      gh_free(err);
+      w->cbs.cert(w->arg, name, NULL, NULL);
+    }
+    return;
+  }
+  if (strncmp(rest, "refused/", 8) == 0) {
+    const char *name = name_of(kv->key, plen + 8);
+    char *why = NULL;
+    uint64_t until = 0;
+    if (name != NULL && put && w->cbs.refused != NULL &&
+        parse_refusal((const char *)kv->value, kv->value_len, &why, &until) == 0)
+      w->cbs.refused(w->arg, name, why, until);
+    gh_free(why);
+    return;
+  }
+  if (strncmp(rest, "locks/", 6) == 0) {
+    const char *name = name_of(kv->key, plen + 6);
+    if (name != NULL && !put && w->cbs.unlocked != NULL) w->cbs.unlocked(w->arg, name);
     return;
   }
   for (int kind = 0; kind < 2 && w->cbs.challenge; kind++) {
@@ -684,6 +968,12 @@ static void *watch_main(void *p) {
   }
   char *pfx = gh_strdup(s->prefix);
   size_t plen = strlen(pfx);
+  w->local = acme_storage_open(&err, s->base.root);
+  if (w->local == NULL) {
+    GH_WARN("fleet", "watch: no local copy kept: %s", err);
+    gh_free(err);
+    err = NULL;
+  }
   acme_etcd_watch_t *watch = NULL;
   uint64_t backoff = 100;
   while (!atomic_load(&w->stop)) {
@@ -727,6 +1017,7 @@ static void *watch_main(void *p) {
   }
   acme_etcd_watch_free(watch);
   acme_etcd_free(c);
+  acme_storage_free(w->local);
   gh_free(pfx);
   return NULL;
 }
@@ -755,4 +1046,78 @@ void acme_storage_watch_stop(acme_storage_watcher_t *w) {
   atomic_store(&w->stop, 1);
   pthread_join(w->thread, NULL);
   gh_free(w);
+}
+
+/* ---- the data plane's reads on a miss ---- */
+
+#define READER_PER_S 50
+#define READER_TIMEOUT_MS 500
+#define READER_QUIET_MS 1000
+
+struct acme_storage_reader {
+  pthread_mutex_t mu;
+  etcd_store_t view; /* prefix only, for challenge_key */
+  acme_etcd_t *etcd;
+  uint64_t window_ms; /* the current second */
+  unsigned reads;     /* in it */
+  uint64_t quiet_until_ms;
+};
+
+acme_storage_reader_t *acme_storage_reader_new(acme_storage_t *st, char **out_err) {
+  if (st->ops != &etcd_ops) {
+    *out_err = gh_strdup("challenge reader: only a fleet (etcd) store has records to read");
+    return NULL;
+  }
+  etcd_store_t *s = store_of(st);
+  acme_etcd_conf_t ec = s->econf;
+  if (ec.timeout_ms == 0 || ec.timeout_ms > READER_TIMEOUT_MS) ec.timeout_ms = READER_TIMEOUT_MS;
+  acme_etcd_t *etcd = acme_etcd_new(out_err, &ec);
+  if (etcd == NULL) return NULL;
+  acme_storage_reader_t *r = gh_calloc(1, sizeof(*r));
+  pthread_mutex_init(&r->mu, NULL);
+  r->etcd = etcd;
+  r->view.prefix = gh_strdup(s->prefix);
+  return r;
+}
+
+char *acme_storage_reader_challenge(acme_storage_reader_t *r, acme_storage_challenge_t kind,
+                                    const char *id, size_t id_len) {
+  if (r == NULL || id_len == 0 || id_len > 256 || memchr(id, '\0', id_len) != NULL) return NULL;
+  char *idz = gh_strndup(id, id_len), *err = NULL, *answer = NULL;
+  char *k = challenge_key(&r->view, &err, kind, idz);
+  gh_free(idz);
+  gh_free(err);
+  if (k == NULL) return NULL;
+  pthread_mutex_lock(&r->mu);
+  uint64_t now = gh_now_ms();
+  if (now - r->window_ms >= 1000) {
+    r->window_ms = now;
+    r->reads = 0;
+  }
+  if (now >= r->quiet_until_ms && r->reads < READER_PER_S) {
+    r->reads++;
+    acme_etcd_kv_t kv;
+    int found = 0;
+    err = NULL;
+    if (acme_etcd_get(r->etcd, &err, &kv, &found, NULL, str(k)) != 0) {
+      r->quiet_until_ms = now + READER_QUIET_MS;
+      GH_DEBUG("fleet", "challenge read %s: %s", k, err);
+    } else if (found) {
+      answer = (char *)kv.value;
+      kv.value = NULL;
+      acme_etcd_kv_cleanup(&kv);
+    }
+    gh_free(err);
+  }
+  pthread_mutex_unlock(&r->mu);
+  gh_free(k);
+  return answer;
+}
+
+void acme_storage_reader_free(acme_storage_reader_t *r) {
+  if (r == NULL) return;
+  acme_etcd_free(r->etcd);
+  gh_free(r->view.prefix);
+  pthread_mutex_destroy(&r->mu);
+  gh_free(r);
 }

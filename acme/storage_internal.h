@@ -37,9 +37,12 @@ struct acme_storage {
   char *root; /* the directory backend's root, no trailing slash */
 };
 
-/* Every backend's lock starts with this: acme__storage_unlock calls it. */
+/* Every backend's lock starts with this: acme__storage_unlock calls
+ * |release|; acme__storage_lock_fresh calls |fresh| (NULL: a lock that
+ * lasts while its holder lives, as flock does). */
 struct acme_storage_lock {
   void (*release)(acme_storage_lock_t *lock);
+  int (*fresh)(const acme_storage_lock_t *lock, char **out_why);
 };
 
 /* The directory backend's lock (storage_lock.c), for storage.c's table. */

@@ -115,6 +115,10 @@ void acme__storage_unlock(acme_storage_lock_t *lock) {
   if (lock != NULL) lock->release(lock);
 }
 
+int acme__storage_lock_fresh(const acme_storage_lock_t *lock, char **out_why) {
+  return lock == NULL || lock->fresh == NULL || lock->fresh(lock, out_why);
+}
+
 static void dir_unlock(acme_storage_lock_t *l) {
   dir_lock_t *lock = (dir_lock_t *)l;
   /* Unlink while still holding it: whoever locks the unlinked file next

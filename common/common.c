@@ -66,6 +66,12 @@ uint64_t gh_now_ms(void) {
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+uint64_t gh_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 const char *gh_format_time(char *buf, size_t size, time_t t) {
   struct tm tm;
   gmtime_r(&t, &tm);

@@ -44,6 +44,10 @@ int gh_str_ieq(gh_str_t a, gh_str_t b);
 /* gh_now_ms returns a monotonic clock in milliseconds. */
 uint64_t gh_now_ms(void);
 
+/* gh_wall_ms returns the wall clock in milliseconds since the epoch: for
+ * times shared with other hosts, never for intervals. */
+uint64_t gh_wall_ms(void);
+
 /* gh_format_time writes |t| as RFC 3339 UTC ("2026-11-28T16:46:15Z") into
  * |buf| (21 bytes suffice) and returns |buf|. */
 const char *gh_format_time(char *buf, size_t size, time_t t);

@@ -244,28 +244,6 @@ static void respond_error(admin_conn_t *c, int status, const char *msg) {
 
 /* ---- certificates ---- */
 
-/* serial_hex returns the leaf's serial number in lower-case hex without
- * leading zeros, as CAs show it (caller frees), or NULL. */
-static char *serial_hex(const acme_cert_t *cert) {
-  if (cert->num_chain == 0) return NULL;
-  const uint8_t *p = CRYPTO_BUFFER_data(cert->chain[0]);
-  X509 *x = d2i_X509(NULL, &p, (long)CRYPTO_BUFFER_len(cert->chain[0]));
-  if (x == NULL) return NULL;
-  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
-  X509_free(x);
-  if (bn == NULL) return NULL;
-  char *hex = BN_bn2hex(bn);
-  BN_free(bn);
-  if (hex == NULL) return NULL;
-  const char *digits = hex;
-  while (digits[0] == '0' && digits[1] != '\0') digits++;
-  char *out = gh_strdup(digits);
-  OPENSSL_free(hex);
-  for (char *q = out; *q; q++) {
-    if (*q >= 'A' && *q <= 'F') *q = (char)(*q - 'A' + 'a');
-  }
-  return out;
-}
 
 /* managed_site returns the site of |conf| whose certificate is stored
  * under |name| (its first host, no static files), or NULL. */
@@ -296,7 +274,7 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   char t[32];
   cJSON_AddStringToObject(o, "name", name);
   cJSON_AddStringToObject(o, "issuer", cert->issuer_cn ? cert->issuer_cn : "");
-  char *serial = serial_hex(cert);
+  char *serial = acme_cert_serial_hex(cert);
   cJSON_AddStringToObject(o, "serial", serial ? serial : "");
   gh_free(serial);
   gh_format_time(t, sizeof(t), cert->not_before);

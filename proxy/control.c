@@ -12,6 +12,14 @@
  * waiting for an on-demand name when the manager is done with it
  * (px_ondemand_finish).
  *
+ * With a fleet's store (storage.etcd, issue 15) the thread also keeps the
+ * node's lease alive on a timer, and a watcher thread (acme/storage.h)
+ * follows the store: certificates other nodes stored are posted here to
+ * the manager like any request, and their challenge records go straight
+ * into the challenge table's fleet layer. A validator asking about a
+ * record the watch has not delivered yet is answered by a read through
+ * the table's fetch function (acme_storage_reader_t).
+ *
  * px_obtain (`gatehouse cert obtain`) runs the same thread for one order
  * and no manager. */
 #include <stdio.h>
@@ -40,6 +48,11 @@ struct px_control {
   uv_async_t async; /* stop, from the main thread */
   px_gen_t *gen;    /* keeps the configuration the engine reads alive */
   acme_cache_t *cache;
+  acme_challenges_t *challenges;
+  /* A fleet's store (NULL/unused otherwise). */
+  acme_storage_watcher_t *watcher; /* its own thread; stopped in on_stop */
+  uv_timer_t keepalive;            /* the node's lease */
+  int has_keepalive;
   acme_engine_t *engine;
   acme_storage_t *storage;
   acme_manager_t *manager; /* NULL in one-shot mode */
@@ -127,6 +140,101 @@ static void policy_stats(void *arg, const acme_policy_stats_t *st) {
   px_ondemand_set_policy_stats(ctl->ondemand, st);
 }
 
+/* ---- the fleet ---- */
+
+/* What the watcher saw, carried to the control thread. */
+typedef struct {
+  char *name;
+  acme_cert_t *cert; /* NULL: deleted, or |unlocked| */
+  char *meta;
+  int unlocked;
+} fleet_event_t;
+
+static void fleet_event_run(px_control_t *ctl, void *arg) {
+  fleet_event_t *ev = arg;
+  if (ctl->manager != NULL && !ctl->stopping) {
+    if (ev->unlocked) acme_manager_fleet_unlocked(ctl->manager, ev->name);
+    else acme_manager_fleet_cert(ctl->manager, ev->name, ev->cert, ev->meta);
+  }
+  acme_cert_unref(ev->cert);
+  gh_free(ev->meta);
+  gh_free(ev->name);
+  gh_free(ev);
+}
+
+/* The watcher's callbacks, on its thread. */
+static void fleet_cert(void *arg, const char *name, acme_cert_t *cert, const char *meta) {
+  fleet_event_t *ev = gh_calloc(1, sizeof(*ev));
+  ev->name = gh_strdup(name);
+  ev->cert = cert ? acme_cert_ref(cert) : NULL;
+  ev->meta = meta ? gh_strdup(meta) : NULL;
+  px_control_call(arg, fleet_event_run, ev);
+}
+
+static void fleet_unlocked(void *arg, const char *name) {
+  fleet_event_t *ev = gh_calloc(1, sizeof(*ev));
+  ev->name = gh_strdup(name);
+  ev->unlocked = 1;
+  px_control_call(arg, fleet_event_run, ev);
+}
+
+static void fleet_challenge(void *arg, acme_storage_challenge_t kind, const char *id,
+                            const char *key_auth) {
+  px_control_t *ctl = arg;
+  acme_challenges_put_fleet(ctl->challenges, kind == ACME_STORAGE_HTTP01, id, key_auth);
+}
+
+static void fleet_refused(void *arg, const char *name, const char *why, uint64_t until_ms) {
+  px_control_t *ctl = arg;
+  uint64_t now = gh_wall_ms();
+  if (ctl->ondemand != NULL && until_ms > now)
+    px_ondemand_refuse(ctl->ondemand, name, why, until_ms - now);
+}
+
+/* fleet_fetch is the challenge table's fetch function: a worker's miss. */
+static char *fleet_fetch(void *arg, int http01, const char *id, size_t id_len) {
+  return acme_storage_reader_challenge(arg, http01 ? ACME_STORAGE_HTTP01 : ACME_STORAGE_TLSALPN01,
+                                       id, id_len);
+}
+
+static void fleet_reader_free(void *arg) { acme_storage_reader_free(arg); }
+
+static void on_keepalive(uv_timer_t *t) {
+  px_control_t *ctl = t->data;
+  if (ctl->engine != NULL) acme_storage_keepalive(acme_engine_storage(ctl->engine));
+}
+
+/* fleet_start follows a fleet's store: the lease, the watch, the reads on
+ * a miss. Logged, not fatal, if a part cannot start: the node still
+ * serves what it has. */
+static void fleet_start(px_control_t *ctl, const conf_t *conf) {
+  if (!acme_storage_shared(ctl->storage)) return;
+  char *err = NULL;
+  uint64_t every = conf->fleet.lease_ttl_ms / 6;
+  uv_timer_init(&ctl->loop, &ctl->keepalive);
+  ctl->keepalive.data = ctl;
+  ctl->has_keepalive = 1;
+  uv_timer_start(&ctl->keepalive, on_keepalive, 0, every < 250 ? 250 : every);
+  acme_storage_reader_t *reader = acme_storage_reader_new(ctl->storage, &err);
+  if (reader != NULL) {
+    acme_challenges_set_fetch(ctl->challenges, fleet_fetch, fleet_reader_free, reader);
+  } else {
+    GH_WARN("fleet", "challenge reads on a miss are off: %s", err);
+    gh_free(err);
+    err = NULL;
+  }
+  const acme_storage_watch_cbs_t cbs = {fleet_cert, fleet_challenge, fleet_unlocked,
+                                        fleet_refused};
+  ctl->watcher = acme_storage_watch_start(ctl->storage, &err, &cbs, ctl);
+  if (ctl->watcher == NULL) {
+    GH_ERROR("fleet", "not following the fleet's store: %s", err);
+    gh_free(err);
+  }
+  GH_INFO("fleet", "node %s in the fleet at %s (prefix %s)",
+          conf->fleet.node ? conf->fleet.node : "(host name)", conf->etcd.endpoints[0].text,
+          conf->etcd.prefix);
+}
+
 /* ---- the thread ---- */
 
 static void free_handle(uv_handle_t *h) { gh_free(h); }
@@ -162,6 +270,10 @@ static void on_stop(uv_async_t *a) {
   /* The manager schedules nothing more; then orders in flight end with
    * UV_ECANCELED, from the loop, and install nothing. */
   if (ctl->manager != NULL) acme_manager_stop(ctl->manager);
+  /* The watcher posts to req_async: it stops before that closes. */
+  acme_storage_watch_stop(ctl->watcher);
+  ctl->watcher = NULL;
+  if (ctl->has_keepalive) uv_close((uv_handle_t *)&ctl->keepalive, NULL);
   acme_engine_free(ctl->engine);
   ctl->engine = NULL;
   uv_close((uv_handle_t *)&ctl->req_async, NULL);
@@ -195,6 +307,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   }
   ctl->gen = px_gen_ref(gen);
   ctl->cache = cache;
+  ctl->challenges = challenges;
   ctl->ondemand = ondemand;
   uv_async_init(&ctl->loop, &ctl->async, on_stop);
   ctl->async.data = ctl;
@@ -207,6 +320,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
                                   .arg = ctl};
     ctl->manager = acme_manager_new(&ctl->loop, conf, ctl->engine, ctl->storage, cache,
                                     ondemand != NULL ? &hooks : NULL);
+    fleet_start(ctl, conf);
   } else {
     /* The order starts from the loop, in the control thread. */
     uv_timer_t *start = gh_malloc(sizeof(*start));
@@ -234,6 +348,9 @@ void px_control_stop(px_control_t *ctl) {
   uv_async_send(&ctl->async);
   uv_thread_join(&ctl->thread);
   if (uv_loop_close(&ctl->loop) != 0) GH_WARN("acme", "control thread: loop not empty at exit");
+  /* Waits for a worker's read in flight; the next thread installs its own. */
+  if (acme_storage_shared(ctl->storage) && ctl->manager != NULL)
+    acme_challenges_set_fetch(ctl->challenges, NULL, NULL, NULL);
   acme_manager_free(ctl->manager);
   acme_storage_free(ctl->storage);
   /* Calls posted too late still run, here, with no engine (so they answer

@@ -114,13 +114,6 @@ static px_group_t *build_group(px_gen_t *gen, size_t *gi, size_t *ti, size_t *ai
 }
 
 px_gen_t *px_gen_new(char **out_err, conf_t *conf, acme_challenges_t *challenges) {
-  if (conf->etcd.enabled) {
-    /* Accepted and checked by conf/, so files can be written now, but
-     * refused rather than silently run without the shared store. */
-    *out_err = gh_strdup("storage.etcd: the fleet's etcd store is not available in this "
-                         "version yet (issue 15); use a storage directory");
-    return NULL;
-  }
   SSL_CTX *ctx = px_tls_ctx_new(out_err, conf);
   if (ctx == NULL) return NULL;
   px_tls_ctx_set_challenges(ctx, challenges);

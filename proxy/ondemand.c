@@ -416,6 +416,30 @@ void px_ondemand_finish(px_ondemand_t *od, const char *name, int ok, const char 
   }
 }
 
+void px_ondemand_refuse(px_ondemand_t *od, const char *name, const char *why,
+                        uint64_t ttl_ms) {
+  size_t len = strlen(name);
+  uint64_t now = gh_now_ms();
+  pthread_mutex_lock(&od->mu);
+  od_name_t **p = find(od, name, len);
+  if (*p == NULL) {
+    if (od->num_entries >= MAX_ENTRIES) sweep(od, now);
+    if (od->num_entries < MAX_ENTRIES) {
+      od_name_t *e = gh_calloc(1, sizeof(*e) + len + 1);
+      memcpy(e->name, name, len + 1);
+      e->state = OD_REFUSED;
+      e->expires_ms = now + ttl_ms;
+      *p = e;
+      od->num_entries++;
+      record(od, name, len, NULL, why);
+    }
+  } else if ((*p)->state == OD_REFUSED && (*p)->expires_ms < now + ttl_ms) {
+    (*p)->expires_ms = now + ttl_ms;
+  }
+  /* A name pending here is the manager's to answer. */
+  pthread_mutex_unlock(&od->mu);
+}
+
 void px_conn_resume_handshake(px_conn_t *c);
 
 void px_ondemand_wakeups(px_worker_t *w) {

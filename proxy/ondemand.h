@@ -82,6 +82,12 @@ typedef struct {
   uint64_t count;
 } px_od_refused_t;
 
+/* px_ondemand_refuse remembers that another node of the fleet refused
+ * |name| for |why|, for |ttl_ms|: its handshakes here fail at once too,
+ * as for a refusal of this node's own. A name pending here is left to
+ * this node's manager. Any thread. */
+void px_ondemand_refuse(px_ondemand_t *od, const char *name, const char *why, uint64_t ttl_ms);
+
 /* px_ondemand_refusals copies up to |cap| of the last refusals (of
  * distinct name and reason), newest first; returns how many. Any
  * thread. */

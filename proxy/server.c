@@ -297,7 +297,7 @@ static int same_listeners(const conf_t *a, const conf_t *b) {
 static char *control_key(const conf_t *conf) {
   cJSON *all = conf_to_json(conf);
   cJSON *key = cJSON_CreateObject();
-  static const char *const keys[] = {"acme", "on_demand", "storage"};
+  static const char *const keys[] = {"acme", "on_demand", "storage", "fleet"};
   for (size_t i = 0; i < GH_ARRAY_LEN(keys); i++) {
     cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(all, keys[i]);
     if (v != NULL) cJSON_AddItemToObject(key, keys[i], v);

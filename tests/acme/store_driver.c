@@ -105,6 +105,16 @@ static void on_challenge(void *arg, acme_storage_challenge_t kind, const char *i
   pthread_mutex_unlock(&g_mu);
 }
 
+static void on_unlocked(void *arg, const char *name) {
+  (void)arg;
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "unlocked", name);
+  pthread_mutex_lock(&g_mu);
+  if (g_events == NULL) g_events = cJSON_CreateArray();
+  cJSON_AddItemToArray(g_events, e);
+  pthread_mutex_unlock(&g_mu);
+}
+
 static acme_storage_challenge_t kind_of(const cJSON *cmd) {
   return strcmp(field(cmd, "kind"), "tls-alpn-01") == 0 ? ACME_STORAGE_TLSALPN01
                                                          : ACME_STORAGE_HTTP01;
@@ -174,6 +184,19 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
     return -ENOENT;
   }
   if (strcmp(op, "keepalive") == 0) return acme_storage_keepalive(st);
+  if (strcmp(op, "fresh") == 0) {
+    for (size_t i = 0; i < MAX_LOCKS; i++) {
+      if (g_locks[i].name == NULL || strcmp(g_locks[i].name, name) != 0) continue;
+      char *why = NULL;
+      int fresh = acme__storage_lock_fresh(g_locks[i].lock, &why);
+      cJSON_AddBoolToObject(out, "fresh", fresh);
+      if (why != NULL) cJSON_AddStringToObject(out, "why", why);
+      gh_free(why);
+      return 0;
+    }
+    *err = gh_asprintf("not locked here: %s", name);
+    return -ENOENT;
+  }
   if (strcmp(op, "account_save") == 0) {
     const char *json = field(cmd, "json");
     return acme_storage_account_save(st, err, field(cmd, "ca"), field(cmd, "id"),
@@ -188,7 +211,7 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
   }
   if (strcmp(op, "watch") == 0) {
     if (g_watcher != NULL) return 0;
-    static const acme_storage_watch_cbs_t cbs = {on_event, on_challenge};
+    static const acme_storage_watch_cbs_t cbs = {on_event, on_challenge, on_unlocked, NULL};
     g_watcher = acme_storage_watch_start(st, err, &cbs, NULL);
     return g_watcher ? 0 : -EINVAL;
   }
