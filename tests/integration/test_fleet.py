@@ -38,6 +38,7 @@ Figures (orders per name, burst time, propagation, recovery) are printed
 on stdout as "# figure: ..." lines."""
 
 import base64
+import collections
 import concurrent.futures
 import datetime
 import json
@@ -66,6 +67,10 @@ TOKEN = "fleet-admin-token"
 WAIT = 30           # on_demand.wait_budget, seconds
 LEASE_TTL = 5       # fleet.lease_ttl, seconds
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_dns_hook.sh")
+
+ORDER_RX = re.compile(r"acme: order for (\S+) \(\d+ names?\) started")
+OBTAINED_RX = re.compile(r"ondemand: (\S+): certificate obtained in")
+INSTALLED_RX = re.compile(r"fleet: (\S+): certificate installed from the fleet")
 
 _s = {}
 
@@ -117,6 +122,7 @@ class Fleet:
     def __init__(self, tag, challenges=("tls-alpn-01",), endpoints=None, use_etcd=True,
                  released=NODES):
         stop_fleet()
+        _s["fleet"] = self  # stopped by the next test even if a node fails to start
         p, e = pb(), echo()
         lb()
         self.tag = tag
@@ -166,7 +172,6 @@ class Fleet:
             self.admin_ports.append(admin_port)
         for g in self.nodes:
             h.wait_until(lambda: h.port_accepts(g.admin_port), 10, "%s admin port" % g.node)
-        _s["fleet"] = self
 
     # The hook's gate.
     def release(self, node):
@@ -179,10 +184,20 @@ class Fleet:
         h.wait_until(lambda: os.path.exists(path), timeout, "%s mid-order for %s" % (node, name))
 
     # What the logs say.
+    def order_counts(self):
+        """{node: Counter(name: number of "order for NAME ... started"
+        lines)}, each log read once."""
+        return {g.node: collections.Counter(ORDER_RX.findall(g.log())) for g in self.nodes}
+
     def orders(self, name):
         """{node: number of "order for NAME ... started" lines}."""
-        rx = re.compile(r"acme: order for %s \(\d+ names?\) started" % re.escape(name))
-        return {g.node: len(rx.findall(g.log())) for g in self.nodes}
+        return {n: c[name] for n, c in self.order_counts().items()}
+
+    def owner(self, name):
+        """The one node that ordered |name| (fails unless exactly one did)."""
+        who = [g for g in self.nodes if self.orders(name)[g.node]]
+        h.eq(len(who), 1, "nodes that ordered %s (%r)" % (name, self.orders(name)))
+        return who[0]
 
     def total_orders(self, name):
         return sum(self.orders(name).values())
@@ -288,17 +303,19 @@ def serial_at(name, host):
 _TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z")
 
 
-def line_time(g, pattern):
-    """The UTC time (epoch seconds) of the first line of |g|'s log that
-    matches |pattern|, or None."""
-    rx = re.compile(pattern)
+def first_times(g, rx):
+    """{name: UTC time (epoch seconds) of the first line of |g|'s log that
+    matches |rx|}, the name being the regex's group 1."""
+    out = {}
     for line in g.log().splitlines():
-        if rx.search(line):
-            m = _TS.match(line)
-            h.check(m, "no timestamp on %r" % line)
-            return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
-                tzinfo=datetime.timezone.utc).timestamp()
-    return None
+        m = rx.search(line)
+        if m and m.group(1) not in out:
+            t = _TS.match(line)
+            h.check(t, "no timestamp on %r" % line)
+            out[m.group(1)] = datetime.datetime.strptime(
+                t.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                    tzinfo=datetime.timezone.utc).timestamp()
+    return out
 
 
 def pebble_issued():
@@ -380,10 +397,14 @@ def test_burst_of_new_names_one_order_each():
     multi = {n: s for n, s in per_name.items() if len(s) != 1}
     h.check(not multi, "names served with several certificates: %r" % list(multi.items())[:5])
     # Exactly one order line per name across the three logs.
-    h.wait_until(lambda: all(f.total_orders(n) >= 1 for n in names), 5, "order lines")
-    counts = {n: f.total_orders(n) for n in names}
+
+    def totals():
+        per_node = f.order_counts()
+        return {n: sum(c[n] for c in per_node.values()) for n in names}, per_node
+    h.wait_until(lambda: all(totals()[0].values()), 5, "an order line for every name")
+    counts, per_node = totals()
     wrong = {n: c for n, c in counts.items() if c != 1}
-    by_node = {g.node: sum(f.orders(n)[g.node] for n in names) for g in f.nodes}
+    by_node = {node: sum(c[n] for n in names) for node, c in per_node.items()}
     issued = h.wait_until(lambda: pebble_issued() - issued0 >= 200 and pebble_issued() - issued0,
                           10, "Pebble to log 200 issued certificates")
     figure("burst: %d names x 3 clients = %d handshakes in %.1f s; orders per name: "
@@ -439,27 +460,23 @@ def test_propagation_and_renewal():
     bad = {n: r for n, r in results.items() if r.startswith("error")}
     h.check(not bad, "failed: %r" % list(bad.items())[:5])
 
+    owners = {n: f.owner(n) for n in names}
+
     def installed_everywhere():
-        for n in names:
-            owners = [g for g in f.nodes if f.orders(n)[g.node]]
-            if len(owners) != 1:
-                return False
-            for g in f.nodes:
-                if g is not owners[0] and not re.search(
-                        r"fleet: %s: certificate installed from the fleet" % re.escape(n), g.log()):
-                    return False
-        return True
-    h.wait_until(installed_everywhere, 10, "every name installed on the two other nodes")
+        inst = {g.node: first_times(g, INSTALLED_RX) for g in f.nodes}
+        return all(n in inst[g.node] for n in names for g in f.nodes if g is not owners[n])
+    h.wait_until(installed_everywhere, 10, "every name installed on the two other nodes",
+                 interval=0.2)
+    obtained = {g.node: first_times(g, OBTAINED_RX) for g in f.nodes}
+    installed = {g.node: first_times(g, INSTALLED_RX) for g in f.nodes}
     delays = []
     for n in names:
-        owner = [g for g in f.nodes if f.orders(n)[g.node]][0]
-        t_ok = line_time(owner, r"ondemand: %s: certificate obtained in" % re.escape(n))
+        owner = owners[n]
+        t_ok = obtained[owner.node].get(n)
         h.check(t_ok is not None, "%s: no 'certificate obtained' line for %s" % (owner.node, n))
         for g in f.nodes:
-            if g is owner:
-                continue
-            t_in = line_time(g, r"fleet: %s: certificate installed from the fleet" % re.escape(n))
-            delays.append(t_in - t_ok)
+            if g is not owner:
+                delays.append(installed[g.node][n] - t_ok)
     p50, p99 = percentile(delays, 50), percentile(delays, 99)
     figure("propagation over %d installs (%d names): p50 %.0f ms, p99 %.0f ms, max %.0f ms" % (
         len(delays), len(names), p50 * 1000, p99 * 1000, max(delays) * 1000))
@@ -473,7 +490,7 @@ def test_propagation_and_renewal():
     # Renewal through the admin API of the node that ordered the name.
     n = names[0]
     old = fetch_ok(n, host=ADDRS[0])
-    owner = [g for g in f.nodes if f.orders(n)[g.node]][0]
+    owner = owners[n]
     status, body = admin(owner.admin_port, "POST", "/certs/%s/renew" % n)
     h.eq(status, 202, "POST /certs/%s/renew (%r)" % (n, body[:300]))
     t0 = time.monotonic()
@@ -530,8 +547,9 @@ def test_kill9_of_the_lock_holder_mid_order():
     b.wait_log(r"fleet: %s: ordered by another node; waiting for its certificate"
                % re.escape(name), since=size_b, timeout=10)
     t_kill = time.monotonic()
-    a.signalled = True  # our signal: not a crash
     a.signal(signal.SIGKILL)
+    h.eq(a.wait_exit(10), -signal.SIGKILL, "exit of the killed node")
+    h._procs.remove(a)  # this death is the point of the test
     tb.join(LEASE_TTL + 25)
     took = time.monotonic() - t_kill
     figure("kill -9: the waiting node served %s %.2f s after the lock holder was killed "
