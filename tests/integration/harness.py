@@ -330,14 +330,26 @@ class Proc:
         self.needed_kill = False
         self.reported = False      # sanitizer/crash problems already reported
         self.returncode = None
-        e = dict(os.environ)
+        self.env = dict(os.environ)
         if env:
-            e.update(env)
-        with open(self.log_path, "wb") as err, open(self.out_path, "wb") as out:
-            self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                      cwd=self.cwd, env=e, preexec_fn=_pdeathsig)
-        self.pid = self.p.pid
+            self.env.update(env)
+        self._spawn("wb")
         _procs.append(self)
+
+    def _spawn(self, mode):
+        with open(self.log_path, mode) as err, open(self.out_path, mode) as out:
+            self.p = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                      cwd=self.cwd, env=self.env, preexec_fn=_pdeathsig)
+        self.pid = self.p.pid
+
+    def restart(self):
+        """Starts the same command again (same directory and environment)
+        after it exited; its output is appended to the same files, so log
+        offsets taken earlier stay valid."""
+        check(not self.alive(), "%s: restart while still running" % self.name)
+        self.signalled = self.needed_kill = self.reported = False
+        self.returncode = None
+        self._spawn("ab")
 
     def alive(self):
         return self.p.poll() is None
@@ -608,9 +620,18 @@ class Etcd(Proc):
                      "--trusted-ca-file", ca]
             self.ctl_tls = ["--cacert", ca, "--cert", ccert, "--key", ckey]
         super().__init__(name, argv, cwd=d)
+        self._wait_healthy()
+
+    def _wait_healthy(self):
         check_ready(self, [self.port])
         wait_until(lambda: self.ctl("endpoint", "health").returncode == 0, 15,
                    "etcd %s healthy" % self.url, interval=0.1)
+
+    def start_again(self):
+        """After stop(): the same member on the same ports and data
+        directory (its keys and revisions kept), ready when healthy."""
+        self.restart()
+        self._wait_healthy()
 
     def ctl(self, *args, user=None):
         argv = [ETCDCTL, "--endpoints", self.url] + self.ctl_tls
@@ -621,18 +642,138 @@ class Etcd(Proc):
                               env=dict(os.environ, ETCDCTL_API="3"))
 
 
+class EtcdCluster:
+    """|n| etcd members (n1, n2, ...) forming one cluster on free loopback
+    ports (plain http): urls lists their client URLs; stop(i) stops member i
+    (TERM) and start(i) brings it back on the same ports and data
+    directory. Ready when `etcdctl endpoint health` passes on every member
+    (polled); ctl() asks all members."""
+
+    def __init__(self, n=3):
+        self.name = _next_name("etcd-cluster")
+        d = subdir(self.name)
+        ports = [(free_port(), free_port()) for _ in range(n)]
+        self.urls = ["http://127.0.0.1:%d" % c for c, _ in ports]
+        initial = ",".join("n%d=http://127.0.0.1:%d" % (i + 1, p) for i, (_, p) in enumerate(ports))
+        token = "%s-%d" % (self.name, os.getpid())
+        self.members = []
+        for i, (client, peer) in enumerate(ports):
+            mname = "n%d" % (i + 1)
+            argv = [ETCD, "--name", mname, "--data-dir", os.path.join(d, mname),
+                    "--listen-client-urls", self.urls[i], "--advertise-client-urls", self.urls[i],
+                    "--listen-peer-urls", "http://127.0.0.1:%d" % peer,
+                    "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % peer,
+                    "--initial-cluster", initial, "--initial-cluster-state", "new",
+                    "--initial-cluster-token", token]
+            m = Proc("%s-%s" % (self.name, mname), argv, cwd=d)
+            m.port = client
+            self.members.append(m)
+        for m in self.members:
+            check_ready(m, [m.port])
+        self.wait_healthy(range(n))
+
+    def wait_healthy(self, which, timeout=30):
+        for i in which:
+            wait_until(lambda: self.ctl("endpoint", "health", endpoints=[self.urls[i]])
+                       .returncode == 0, timeout, "etcd member %s healthy" % self.urls[i],
+                       interval=0.1)
+
+    def stop(self, i):
+        return self.members[i].stop()
+
+    def start(self, i):
+        self.members[i].restart()
+        check_ready(self.members[i], [self.members[i].port])
+        self.wait_healthy([i])
+
+    def ctl(self, *args, endpoints=None):
+        argv = [ETCDCTL, "--endpoints", ",".join(endpoints or self.urls)]
+        return subprocess.run(argv + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=30,
+                              env=dict(os.environ, ETCDCTL_API="3"))
+
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+class HAProxy(Proc):
+    """HAProxy in TCP mode: |frontends| maps a bind address ("127.0.0.1:P")
+    to a list of server addresses, balanced round robin (no health checks:
+    a dead server's connections fail over with `option redispatch`). An
+    admin socket lets a test put a server in maintenance: set_state(bind,
+    i, "maint" | "ready"); sessions(bind) returns each server's total
+    sessions. Ready when every bind address accepts."""
+
+    def __init__(self, frontends):
+        name = _next_name("haproxy")
+        d = subdir(name)
+        self.sock_path = os.path.join(d, "admin.sock")
+        self.backends = {}
+        lines = ["global", "  maxconn 4000", "  stats socket %s level admin" % self.sock_path,
+                 "defaults", "  mode tcp", "  timeout connect 2s", "  timeout client 60s",
+                 "  timeout server 60s", "  retries 3", "  option redispatch"]
+        for k, (bind, servers) in enumerate(sorted(frontends.items())):
+            be = "be%d" % k
+            self.backends[bind] = be
+            lines += ["frontend fe%d" % k, "  bind %s" % bind, "  default_backend %s" % be,
+                      "backend %s" % be, "  balance roundrobin"]
+            lines += ["  server s%d %s" % (i, addr) for i, addr in enumerate(servers)]
+        self.config_path = os.path.join(d, "haproxy.cfg")
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        super().__init__(name, [HAPROXY, "-db", "-f", self.config_path], cwd=d)
+        for bind in frontends:
+            host, port = bind.rsplit(":", 1)
+            check_ready(self, [int(port)], host=host)
+        wait_until(lambda: os.path.exists(self.sock_path), READY_TIMEOUT, "haproxy admin socket")
+
+    def command(self, line):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(IO_TIMEOUT)
+        try:
+            s.connect(self.sock_path)
+            s.sendall(line.encode() + b"\n")
+            out = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                out += b
+        finally:
+            s.close()
+        return out.decode(errors="replace")
+
+    def set_state(self, bind, i, state):
+        out = self.command("set server %s/s%d state %s" % (self.backends[bind], i, state))
+        check(out.strip() == "", "haproxy set server: %r" % out)
+
+    def sessions(self, bind):
+        """[total sessions of server 0, of server 1, ...] behind |bind|."""
+        out = self.command("show stat")
+        hdr = out.splitlines()[0].lstrip("# ").split(",")
+        px, sv, stot = hdr.index("pxname"), hdr.index("svname"), hdr.index("stot")
+        got = {}
+        for line in out.splitlines()[1:]:
+            f = line.split(",")
+            if len(f) > stot and f[px] == self.backends[bind] and f[sv].startswith("s") \
+                    and f[sv][1:].isdigit():
+                got[int(f[sv][1:])] = int(f[stot] or 0)
+        return [got[i] for i in sorted(got)]
+
+
 class Gatehouse(Proc):
     """gatehouse run -c FILE (or quick mode) on loopback ports."""
 
     def __init__(self, argv, name, cwd, https_port, http_port, config_path=None, config=None,
-                 wait=True):
+                 wait=True, host="127.0.0.1", env=None):
         self.https_port = https_port
         self.http_port = http_port
+        self.host = host
         self.config_path = config_path
         self.config = config
-        super().__init__(name, argv, cwd=cwd)
+        super().__init__(name, argv, cwd=cwd, env=env)
         if wait:
-            check_ready(self, [p for p in (https_port, http_port) if p])
+            check_ready(self, [p for p in (https_port, http_port) if p], host=host)
 
     def write_config(self, config):
         """Replaces the config file atomically (rename)."""
@@ -653,6 +794,7 @@ class Gatehouse(Proc):
 
     # Clients bound to this instance.
     def connect(self, sni, **kw):
+        kw.setdefault("host", self.host)
         return Conn.tls(self.https_port, sni, **kw)
 
     def request(self, host, method, path, headers=(), body=None, sni=None, **kw):
@@ -687,15 +829,17 @@ def gatehouse_dir():
     return name, subdir(name)
 
 
-def run_config(conf, https_port, http_port, where=None, wait=True):
+def run_config(conf, https_port, http_port, where=None, wait=True, host="127.0.0.1", env=None):
     """Writes |conf| as gatehouse.json in |where| ((name, dir) from
-    gatehouse_dir(); a fresh one if None) and runs `gatehouse run -c` on it."""
+    gatehouse_dir(); a fresh one if None) and runs `gatehouse run -c` on it
+    (with |env| added to its environment), ready when |host| accepts on
+    the ports."""
     name, cwd = where or gatehouse_dir()
     path = os.path.join(cwd, "gatehouse.json")
     with open(path, "w") as f:
         json.dump(conf, f, indent=2)
     return Gatehouse([GATEHOUSE_BIN, "run", "-c", path], name, cwd, https_port, http_port,
-                     config_path=path, config=conf, wait=wait)
+                     config_path=path, config=conf, wait=wait, host=host, env=env)
 
 
 def start_gatehouse(sites, workers=2, wait=True, **extra):

@@ -19,6 +19,10 @@ Docker engine, which this machine does not have.
     and its wiring (docker/pebble-entrypoint.sh, challtestsrv's arguments,
     Gatehouse's variables) obtains a certificate on demand when replayed
     on loopback.
+  * docker/compose.fleet.yaml (issue 15) parses; its nodes run
+    docker/fleet/gatehouse.json, which `gatehouse validate` accepts and
+    which names the file's etcd members; HAProxy's config (haproxy -c)
+    balances over the nodes, and challtestsrv sends every name to it.
 """
 
 import json
@@ -851,6 +855,120 @@ def test_compose_wiring_obtains_a_certificate_on_loopback():
     h.check(info and name in info["sans"], "the certificate names %s: %r" % (name, info or out))
     r = h.curl(https_port, "outside.example", "/", cafile=roots)
     h.check(r.status == 0, "a name outside %s is refused at the handshake" % pattern)
+
+
+# --- 5. docker/compose.fleet.yaml (issue 15) ------------------------------------------
+
+COMPOSE_FLEET = os.path.join(DOCKER, "compose.fleet.yaml")
+
+
+def test_compose_fleet_file_haproxy_and_node_config():
+    """docker/compose.fleet.yaml parses; its locally built services build
+    Dockerfile stages; the nodes run the mounted docker/fleet config, which
+    `gatehouse validate` accepts and which names the compose file's etcd
+    members, Pebble and backend; the etcd members form one cluster;
+    challtestsrv sends every name to HAProxy, whose config (haproxy -c)
+    balances over the nodes' addresses."""
+    h.check(yaml is not None, "python3-yaml is missing (scripts/deps installs it)")
+    with open(COMPOSE_FLEET) as f:
+        doc = yaml.safe_load(f)
+    svcs = doc["services"]
+    nodes = sorted(n for n in svcs if n.startswith("gh"))
+    members = sorted(n for n in svcs if n.startswith("etcd"))
+    h.eq(nodes, ["gh1", "gh2", "gh3"], "gatehouse nodes")
+    h.eq(members, ["etcd1", "etcd2", "etcd3"], "etcd members")
+    for n in ("haproxy", "pebble", "challtestsrv", "backend"):
+        h.check(n in svcs, "no %s service" % n)
+    stages = {st["name"] for st in dockerfile_stages()}
+    for name, svc in svcs.items():
+        b = svc.get("build")
+        if b is None:
+            h.check(svc.get("image"), "%s has neither build nor image" % name)
+            continue
+        h.eq(os.path.normpath(os.path.join(DOCKER, b["context"])), os.path.normpath(h.SOURCE_DIR),
+             "%s's build context" % name)
+        h.check(b.get("target") in stages, "%s builds %r, not a Dockerfile stage"
+                % (name, b.get("target")))
+    net = doc["networks"]["fleet"]["ipam"]["config"][0]["subnet"]
+    ips = {n: s["networks"]["fleet"]["ipv4_address"] for n, s in svcs.items()}
+    h.eq(len(set(ips.values())), len(ips), "distinct addresses")
+    for n, ip in ips.items():
+        h.check(ip.startswith(net.rsplit(".", 1)[0] + "."), "%s's address %s" % (n, ip))
+    # The nodes: one configuration file, mounted from docker/fleet/.
+    conf_path = None
+    for n in nodes:
+        g = svcs[n]
+        h.eq(g["build"]["target"], "runtime", "%s's target" % n)
+        h.eq(g.get("hostname"), n, "%s's host name (its fleet node name)" % n)
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in g["volumes"]}
+        cmd = g["command"]
+        h.eq(cmd[:2], ["run", "-c"], "%s's command" % n)
+        src = mounts.get(cmd[2])
+        h.check(src, "%s's config %s is not mounted" % (n, cmd[2]))
+        src = os.path.normpath(os.path.join(DOCKER, src))
+        h.check(conf_path in (None, src), "nodes run different configs")
+        conf_path = src
+        h.check("/data" in mounts, "%s mounts no /data" % n)
+        h.check(str(g.get("stop_grace_period", "10s")).rstrip("s").isdigit() and
+                int(str(g["stop_grace_period"]).rstrip("s")) > 30, "%s's stop_grace_period" % n)
+    with open(conf_path) as f:
+        conf = json.load(f)
+    h.check("node" not in conf.get("fleet", {}), "the shared config names no node")
+    endpoints = conf["storage"]["etcd"]["endpoints"]
+    h.eq(sorted(urllib.parse.urlsplit(u).hostname for u in endpoints), members,
+         "the nodes' etcd endpoints")
+    for u in endpoints:
+        h.check(("--advertise-client-urls=%s" % u) in svcs[urllib.parse.urlsplit(u).hostname]
+                ["command"], "%s is the member's advertised client URL" % u)
+    h.eq(conf["storage"]["directory"], "/data", "the nodes' local copy is in the volume")
+    pe = svcs["pebble"]["environment"]
+    u = urllib.parse.urlsplit(conf["acme"]["directory"])
+    h.eq((u.hostname, u.port), ("pebble", split_addr(pe["PEBBLE_DEMO_LISTEN"])[1]),
+         "the ACME directory")
+    h.eq(conf["sites"][0]["upstreams"], ["backend:8080"], "the upstream")
+    # Validate it as the image would see it: the Pebble CA volume stands in
+    # for a file of ours.
+    local = dict(conf)
+    local["acme"] = dict(conf["acme"], ca_roots=[h.ca().cert])
+    d = h.subdir("fleet-conf")
+    path = os.path.join(d, "gatehouse.json")
+    with open(path, "w") as f:
+        json.dump(local, f)
+    r = h.gatehouse_cmd("validate", "-c", path)
+    h.eq((r.returncode, r.stdout.strip()), (0, "OK"), "validate %s (%s)" % (conf_path, r.stderr))
+    # etcd: one cluster of the three members.
+    cluster = None
+    for m in members:
+        opts = dict(a.split("=", 1) for a in svcs[m]["command"][1:])
+        h.eq(opts["--name"], m, "%s's member name" % m)
+        h.eq(opts["--initial-cluster-state"], "new", "%s's cluster state" % m)
+        h.check(cluster in (None, opts["--initial-cluster"]), "one --initial-cluster")
+        cluster = opts["--initial-cluster"]
+        h.contains(cluster, "%s=%s" % (m, opts["--initial-advertise-peer-urls"]),
+                   "the initial cluster")
+    # Pebble's validator is sent to HAProxy, which balances over the nodes.
+    ct = svcs["challtestsrv"]["entrypoint"]
+    opts = dict(zip(ct[1::2], ct[2::2]))
+    h.eq(opts["-defaultIPv4"], ips["haproxy"], "every name resolves to HAProxy")
+    h.eq(pe["PEBBLE_DEMO_DNS"], "%s:%d" % (ips["challtestsrv"], split_addr(opts["-dns01"])[1]),
+         "Pebble's DNS server")
+    ha = svcs["haproxy"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in ha["volumes"]}
+    cfg = os.path.normpath(os.path.join(DOCKER, mounts["/usr/local/etc/haproxy/haproxy.cfg"]))
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    r = subprocess.run([haproxy, "-c", "-f", cfg], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    h.eq(r.returncode, 0, "haproxy -c %s: %s" % (cfg, r.stdout.decode(errors="replace")))
+    with open(cfg) as f:
+        text = f.read()
+    h.contains(text, "mode tcp", "HAProxy passes TLS through")
+    for port in (443, 80):
+        servers = re.findall(r"^\s*server \S+ ([\d.]+):%d\b" % port, text, re.M)
+        h.eq(sorted(servers), sorted(ips[n] for n in nodes), "HAProxy's servers on %d" % port)
+    h.eq(int(pe["PEBBLE_DEMO_TLS_PORT"]), 443, "TLS-ALPN-01 port")
+    h.eq(int(pe["PEBBLE_DEMO_HTTP_PORT"]), 80, "HTTP-01 port")
+    for vol in [n + "-data" for n in nodes + members] + ["pebble-ca"]:
+        h.check(vol in doc.get("volumes", {}), "volume %s is not declared" % vol)
 
 
 def _remove_dirs():
