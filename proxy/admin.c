@@ -462,8 +462,21 @@ static void job_run(px_control_t *ctl, void *arg) {
   acme_engine_t *engine = px_control_engine(ctl);
   int rc = UV_ECANCELED;
   if (engine != NULL && job->kind == JOB_RENEW) {
-    rc = acme_engine_obtain(engine, (const char *const *)job->names, job->num_names, on_renewed,
-                            job);
+    /* In a fleet it names the certificate it replaces: a newer one another
+     * node stored meanwhile then does instead, and only a renewal of the
+     * current one is ordered (the order says which, ARI's "replaces"). */
+    acme_storage_t *st = px_control_storage(ctl);
+    acme_cert_t *current = NULL;
+    char *err = NULL;
+    if (acme_storage_shared(st) &&
+        acme_storage_cert_load(st, &current, NULL, &err, job->names[0]) != 0) {
+      acme_cert_unref(current);
+      current = NULL;
+    }
+    gh_free(err);
+    rc = acme_engine_renew(engine, (const char *const *)job->names, job->num_names, current,
+                           on_renewed, job);
+    acme_cert_unref(current);
   } else if (engine != NULL) {
     rc = acme_engine_revoke(engine, job->cert, job->reason, on_revoked, job);
   }
