@@ -182,6 +182,13 @@ static int etcd_account_save(acme_storage_t *st, char **out_err, const char *ca_
   ret = account_key(&k, out_err, s, ca_url, account_id);
   if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), json, 0);
   reachable(s, ret == 0 || ret == -EINVAL, out_err ? *out_err : NULL);
+  if (ret != 0 && ret != -EINVAL && s->local_mode) {
+    GH_WARN("fleet", "account %s: etcd unreachable (%s): kept locally only", account_id,
+            *out_err ? *out_err : "?");
+    gh_free(*out_err);
+    *out_err = NULL;
+    ret = 0;
+  }
   gh_free(k);
   return ret;
 }
@@ -884,6 +891,39 @@ static void copy_local(acme_storage_watcher_t *w, const char *name, const acme_c
   cJSON_Delete(doc);
 }
 
+/* copy_account keeps the account "<ca>/<id>" (|rest|) that a node stored
+ * in the local copy too, so a node whose etcd is away (and whose
+ * issue_when_store_down is "local") orders with the fleet's account
+ * rather than making one of its own. */
+static void copy_account(acme_storage_watcher_t *w, const char *rest, const acme_etcd_kv_t *kv) {
+  const char *slash = strchr(rest, '/');
+  if (w->local == NULL || slash == NULL || slash == rest || (size_t)(slash - rest) > 255) return;
+  /* The CA directory name is "host" or "host_port": back to a URL that
+   * maps to it again, or nothing. */
+  char ca[256], url[300], check[NAME_MAX + 1];
+  memcpy(ca, rest, (size_t)(slash - rest));
+  ca[slash - rest] = '\0';
+  char *us = strrchr(ca, '_');
+  if (us != NULL) *us = ':';
+  snprintf(url, sizeof(url), "https://%s/", ca);
+  if (us != NULL) *us = '_';
+  char *err = NULL;
+  if (acme__storage_ca_dir(check, sizeof(check), &err, url) != 0 || strcmp(check, ca) != 0) {
+    gh_free(err);
+    return;
+  }
+  char *have = NULL;
+  int same = acme_storage_account_load(w->local, &have, &err, url, slash + 1) == 0 &&
+             strlen(have) == kv->value_len && memcmp(have, kv->value, kv->value_len) == 0;
+  gh_free(have);
+  gh_free(err);
+  err = NULL;
+  if (!same && acme_storage_account_save(w->local, &err, url, slash + 1,
+                                         (gh_str_t){(const char *)kv->value, kv->value_len}) != 0)
+    GH_DEBUG("fleet", "watch: account %s not copied: %s", rest, err);
+  gh_free(err);
+}
+
 /* deliver parses one certificate entry and hands it to the callback; a
  * corrupt one is logged and skipped (it is not ours to serve). */
 static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd_kv_t *kv) {
@@ -926,6 +966,10 @@ static void route(acme_storage_watcher_t *w, const acme_etcd_kv_t *kv, int put, 
       gh_free(err);
       w->cbs.cert(w->arg, name, NULL, NULL);
     }
+    return;
+  }
+  if (strncmp(rest, "accounts/", 9) == 0) {
+    if (put) copy_account(w, rest + 9, kv);
     return;
   }
   if (strncmp(rest, "refused/", 8) == 0) {

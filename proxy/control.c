@@ -187,8 +187,10 @@ static void fleet_challenge(void *arg, acme_storage_challenge_t kind, const char
 static void fleet_refused(void *arg, const char *name, const char *why, uint64_t until_ms) {
   px_control_t *ctl = arg;
   uint64_t now = gh_wall_ms();
-  if (ctl->ondemand != NULL && until_ms > now)
-    px_ondemand_refuse(ctl->ondemand, name, why, until_ms - now);
+  if (ctl->ondemand == NULL || until_ms <= now) return;
+  GH_DEBUG("fleet", "%s: refused by a node of the fleet for %llu s more: %s", name,
+           (unsigned long long)((until_ms - now) / 1000), why);
+  px_ondemand_refuse(ctl->ondemand, name, why, until_ms - now);
 }
 
 /* fleet_fetch is the challenge table's fetch function: a worker's miss. */

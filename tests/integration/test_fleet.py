@@ -120,7 +120,7 @@ class Fleet:
     member by default); use_etcd=False gives plain directory stores."""
 
     def __init__(self, tag, challenges=("tls-alpn-01",), endpoints=None, use_etcd=True,
-                 released=NODES):
+                 released=NODES, store_down="deny", on_demand=None):
         stop_fleet()
         _s["fleet"] = self  # stopped by the next test even if a node fails to start
         p, e = pb(), echo()
@@ -152,16 +152,18 @@ class Fleet:
                 "workers": 1,
                 "sites": [h.site(["*"], [e], cert=None, default=True)],
                 "acme": acme,
-                "on_demand": {"allow": ["*.fleet.test"], "wait_budget": "%ds" % WAIT,
-                              "rate_limits": {"global": "10000/1h", "per_domain": "10000/1h",
-                                              "per_client_ip": "10000/1h"}},
+                "on_demand": dict({"allow": ["*.fleet.test"], "wait_budget": "%ds" % WAIT,
+                                   "rate_limits": {"global": "10000/1h",
+                                                   "per_domain": "10000/1h",
+                                                   "per_client_ip": "10000/1h"}},
+                                  **(on_demand or {})),
                 "storage": storage,
                 "admin": {"listen": "127.0.0.1:%d" % admin_port, "token": TOKEN},
                 "log": {"level": "debug", "access": "json"},
             }
             if use_etcd:
                 conf["fleet"] = {"node": n, "lease_ttl": "%ds" % LEASE_TTL,
-                                 "issue_when_store_down": "deny"}
+                                 "issue_when_store_down": store_down}
             env = {"CHALLTESTSRV_URL": "http://127.0.0.1:%d" % p.challtestsrv_port,
                    "FLEET_HOOK_DIR": self.hook_dir, "FLEET_NODE": n,
                    "CHALLTESTSRV_LOG": os.path.join(self.hook_dir, "calls-" + n)}
@@ -703,6 +705,135 @@ def test_one_member_of_three_stopped():
     fetch_ok("after-%s.fleet.test" % tag)
     f.stop()
 
+
+
+def test_store_down_local_orders_alone_then_shares():
+    """fleet.issue_when_store_down "local": with etcd down a node orders a
+    new name alone (the validator reaches it: HAProxy has the others in
+    maintenance) and keeps it locally; once etcd is back it gives it to
+    the fleet, and the other nodes serve it without ordering."""
+    tag = label()
+    f = Fleet(tag, store_down="local")
+    ha, e = lb(), etcd()
+    fetch_ok("warm-%s.fleet.test" % tag)
+    sizes = [g.log_size() for g in f.nodes]
+    name = "alone-%s.fleet.test" % tag
+    binds = ["127.0.0.1:%d" % P_TLS, "127.0.0.1:%d" % P_HTTP]
+    e.stop()
+    try:
+        for b in binds:
+            ha.set_state(b, 1, "maint")
+            ha.set_state(b, 2, "maint")
+        n1 = f.node("n1")
+        serial = fetch_ok(name, host=ADDRS[0])
+        n1.wait_log(r"fleet: certificate %s: etcd unreachable .*stored locally only" %
+                    re.escape(name), since=sizes[0], timeout=5)
+        h.eq(f.orders(name), {"n1": 1, "n2": 0, "n3": 0}, "orders while etcd is down")
+    finally:
+        for b in binds:
+            ha.set_state(b, 1, "ready")
+            ha.set_state(b, 2, "ready")
+        e.start_again()
+    n1.wait_log(r"fleet: certificate %s: stored while etcd was down, now shared" %
+                re.escape(name), since=sizes[0], timeout=30)
+    for addr in ADDRS[1:]:
+        h.wait_until(lambda: serial_at(name, addr) == serial, 15, "%s to serve %s" % (addr, name))
+    h.eq(f.total_orders(name), 1, "orders for %s after etcd came back" % name)
+    f.stop()
+
+
+def test_fleet_shares_domain_limit_and_refusals():
+    """on_demand.rate_limits.per_domain is a budget for the whole fleet, not
+    for each node: 6 names of one registered domain asked 2 per node, with
+    per_domain 3/1h, get exactly 3 certificates. A name refused on one
+    node is refused on the others too, at once and without an order."""
+    tag = label()
+    f = Fleet(tag, on_demand={"rate_limits": {"global": "10000/1h", "per_domain": "3/1h",
+                                              "per_client_ip": "10000/1h"}})
+    names = ["q%d-%s.fleet.test" % (i, tag) for i in range(6)]
+    got = {}
+    for i, n in enumerate(names):
+        try:
+            got[n] = fetch_ok(n, host=ADDRS[i % 3], timeout=15)
+        except (ssl.SSLError, OSError):
+            got[n] = None
+    served = [n for n in names if got[n]]
+    figure("per_domain 3/1h over 3 nodes: %d of 6 names served" % len(served))
+    h.eq(len(served), 3, "names served under a fleet-wide per_domain of 3 (%r)" % got)
+    refused = [n for n in names if not got[n]]
+    logs = "".join(g.log() for g in f.nodes)
+    h.contains(logs, "across the fleet", "a refusal by the fleet-wide limit")
+    # The refusal of one node is every node's: no order, at once.
+    n = refused[0]
+    for g in f.nodes:
+        h.wait_until(lambda: n in g.log(), 5, "%s heard of %s" % (g.node, n))
+    orders_before = f.total_orders(n)
+    for addr in ADDRS:
+        took = refused_at(n, host=addr)
+        h.check(took < 2.0, "refusal of %s at %s took %.2f s" % (n, addr, took))
+    h.eq(f.total_orders(n), orders_before, "no new order for the refused %s" % n)
+    f.stop()
+
+
+def etcd_ranges(e):
+    """etcd's count of range (read) requests so far, from its /metrics."""
+    import urllib.request
+    body = urllib.request.urlopen(e.url + "/metrics", timeout=5).read().decode()
+    m = re.search(r"^etcd_debugging_mvcc_range_total (\S+)$", body, re.M)
+    h.check(m, "etcd_debugging_mvcc_range_total in etcd's metrics")
+    return float(m.group(1))
+
+
+def test_hostile_challenge_misses_and_junk_records():
+    """A client that asks for challenges nobody published (1,000 HTTP-01
+    tokens, hostile ones among them, and TLS-ALPN-01 handshakes for
+    unknown names) gets 404s and failed handshakes, and the reads they
+    cause in etcd stay within the reader's budget (50 a second). Junk that
+    someone wrote under the prefix (a certificate entry that is not one, a
+    challenge record for a bad name) is logged and skipped; the node keeps
+    serving."""
+    tag = label()
+    f = Fleet(tag)
+    e = etcd()
+    good = "ok-%s.fleet.test" % tag
+    fetch_ok(good)
+    g = f.node("n1")
+    before = etcd_ranges(e)
+    t0 = time.monotonic()
+    tokens = ["A" * 43, "../../etc/passwd", "%00", "x" * 300, "a/b", "tok%2F..%2Fx"]
+    tokens += ["t%04dabcdefghijklmnopqrstuvwxyz0123456789ABCD" % i for i in range(994)]
+    statuses = collections.Counter()
+    c = h.Conn.plain(P_HTTP, host=ADDRS[0])
+    for tok in tokens:
+        r = c.request("GET", "/.well-known/acme-challenge/" + tok, good)
+        statuses[r.status] += 1
+    c.close()
+    for i in range(50):
+        ctx = h.client_context(verify=False, alpn=["acme-tls/1"])
+        try:
+            h.Conn.tls(P_TLS, "nope%d-%s.fleet.test" % (i, tag), ctx=ctx, timeout=5,
+                       host=ADDRS[0]).close()
+        except (ssl.SSLError, OSError):
+            pass
+    dt = time.monotonic() - t0
+    reads = etcd_ranges(e) - before
+    figure("hostile misses: %d requests + 50 acme-tls/1 handshakes in %.1f s caused %d etcd "
+           "reads" % (len(tokens), dt, reads))
+    h.eq(dict(statuses), {404: len(tokens)}, "answers to unknown challenge tokens")
+    h.check(reads <= 50 * (math.ceil(dt) + 1) + 20, "etcd reads %d in %.1f s" % (reads, dt))
+    # Junk under the prefix.
+    size = g.log_size()
+    r = f.ctl("put", f.prefix + "certs/junk-%s.fleet.test" % tag, '{"chain": "nope"}')
+    h.eq(r.returncode, 0, "etcdctl put")
+    r = f.ctl("put", f.prefix + "challenges/tls-alpn-01/" + "Bad..Name", "x")
+    h.eq(r.returncode, 0, "etcdctl put")
+    r = f.ctl("put", f.prefix + "challenges/tls-alpn-01/x-%s.fleet.test" % tag, "")
+    h.eq(r.returncode, 0, "etcdctl put")
+    g.wait_log(r"corrupt certificate entry skipped", since=size, timeout=10)
+    fetch_ok(good, host=ADDRS[0])
+    for node in f.nodes:
+        h.check(node.alive(), "%s still running" % node.node)
+    f.stop()
 
 if __name__ == "__main__":
     h.main()
