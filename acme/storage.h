@@ -146,6 +146,15 @@ int acme_storage_refusal_put(acme_storage_t *st, char **out_err, const char *nam
                              const char *why, uint64_t ttl_ms);
 int acme_storage_refusal_get(acme_storage_t *st, char **out_why, const char *name);
 
+/* acme_storage_fleet_stats: the process's fleet counters, for metrics.
+ * |enabled| once a fleet store was opened; |up| whether its last call
+ * reached etcd; |outages| the times it went from reachable to not. */
+typedef struct {
+  int enabled, up;
+  uint64_t outages, watch_events, challenge_reads, fence_refusals;
+} acme_fleet_stats_t;
+void acme_storage_fleet_stats(acme_fleet_stats_t *out);
+
 /* A challenge reader answers the data plane's misses (a validator asked
  * this node about a challenge another node published, before this node's
  * watch delivered it) with a linearizable read of the record, from any

@@ -79,14 +79,31 @@ static char *key(etcd_store_t *s, const char *kind, const char *rest) {
   return gh_asprintf("%s%s%s", s->prefix, kind, rest);
 }
 
+/* The process's fleet counters (acme_storage_fleet_stats). */
+static struct {
+  atomic_int enabled, down;
+  atomic_uint_fast64_t outages, watch_events, challenge_reads, fence_refusals;
+} g_stats;
+
+void acme_storage_fleet_stats(acme_fleet_stats_t *out) {
+  out->enabled = atomic_load(&g_stats.enabled);
+  out->up = out->enabled && !atomic_load(&g_stats.down);
+  out->outages = atomic_load(&g_stats.outages);
+  out->watch_events = atomic_load(&g_stats.watch_events);
+  out->challenge_reads = atomic_load(&g_stats.challenge_reads);
+  out->fence_refusals = atomic_load(&g_stats.fence_refusals);
+}
+
 /* reachable records whether etcd answered, logging only the changes, so an
- * outage is one line, not one per call. */
+ * outage is one line, not one per call (and one count in the metrics). */
 static void reachable(etcd_store_t *s, int ok, const char *err) {
   if (ok && s->down) GH_INFO("fleet", "etcd reachable again at %s", acme_etcd_endpoint(s->etcd));
   if (!ok && !s->down) {
     GH_WARN("fleet", "etcd unreachable (%s); serving the local copy", err ? err : "?");
+    atomic_fetch_add(&g_stats.outages, 1);
   }
   s->down = !ok;
+  atomic_store(&g_stats.down, !ok);
 }
 
 /* ---- the node's lease ---- */
@@ -275,6 +292,7 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
                              "%lld) is gone, another node may hold it now",
                              name, (long long)h->revision);
       ret = -ESTALE;
+      atomic_fetch_add(&g_stats.fence_refusals, 1);
     }
   } else {
     ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), str(text), 0);
@@ -849,6 +867,7 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
   }
   s->lease_ttl_s = conf->fleet.lease_ttl_ms / 1000 ? conf->fleet.lease_ttl_ms / 1000 : 1;
   s->local_mode = conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL;
+  atomic_store(&g_stats.enabled, 1);
   return &s->base;
 }
 
@@ -1048,6 +1067,7 @@ static void *watch_main(void *p) {
     int r = acme_etcd_watch_next(watch, &err, &ev, &num, &rev, 500);
     if (r == ACME_ETCD_WATCH_TIMEOUT) continue;
     if (r == ACME_ETCD_WATCH_EVENTS) {
+      atomic_fetch_add(&g_stats.watch_events, num);
       for (size_t i = 0; i < num; i++) route(w, &ev[i].kv, ev[i].type == ACME_ETCD_EVENT_PUT, plen);
       acme_etcd_events_free(ev, num);
       continue;
@@ -1147,6 +1167,7 @@ char *acme_storage_reader_challenge(acme_storage_reader_t *r, acme_storage_chall
       r->quiet_until_ms = now + READER_QUIET_MS;
       GH_DEBUG("fleet", "challenge read %s: %s", k, err);
     } else if (found) {
+      atomic_fetch_add(&g_stats.challenge_reads, 1);
       answer = (char *)kv.value;
       kv.value = NULL;
       acme_etcd_kv_cleanup(&kv);

@@ -711,6 +711,9 @@ static void get_metrics(admin_conn_t *c) {
     src.ca = src.gen->conf->acme.directory;
     acme_engine_order_stats(engine, src.orders);
   }
+  acme_fleet_stats_t fleet_stats;
+  acme_storage_fleet_stats(&fleet_stats);
+  if (fleet_stats.enabled) src.fleet = &fleet_stats;
   /* Reading every stored certificate costs disk reads and parsing: a
    * scraper polling every second reuses the last look for a few seconds. */
   uint64_t now = uv_now(a->loop);

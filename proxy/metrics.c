@@ -292,6 +292,32 @@ static void orders(px_buf_t *b, const px_metrics_src_t *src) {
   }
 }
 
+/* fleet renders a fleet store's counters (issue 15). */
+static void fleet(px_buf_t *b, const acme_fleet_stats_t *f) {
+  family(b, "gatehouse_fleet_store_up", "gauge",
+         "1 when the last call to the fleet's etcd reached it, else 0.");
+  sample_u(b, "gatehouse_fleet_store_up", NULL, (uint64_t)f->up);
+  const struct {
+    const char *name, *help;
+    uint64_t v;
+  } c[] = {
+      {"gatehouse_fleet_store_outages_total", "Times etcd went from reachable to unreachable.",
+       f->outages},
+      {"gatehouse_fleet_watch_events_total", "Changes other nodes made, seen through the watch.",
+       f->watch_events},
+      {"gatehouse_fleet_challenge_reads_total",
+       "Challenge records read from etcd on a miss (the watch had not delivered them yet).",
+       f->challenge_reads},
+      {"gatehouse_fleet_fenced_writes_refused_total",
+       "Certificate writes refused because this node's lock on the name was gone.",
+       f->fence_refusals},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(c); i++) {
+    family(b, c[i].name, "counter", c[i].help);
+    sample_u(b, c[i].name, NULL, c[i].v);
+  }
+}
+
 char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
   px_buf_t b = {0};
   listeners(&b, src);
@@ -317,6 +343,7 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
   }
   if (src->ondemand != NULL) ondemand(&b, src);
   if (src->ca != NULL) orders(&b, src);
+  if (src->fleet != NULL) fleet(&b, src->fleet);
   family(&b, "gatehouse_log_dropped_total", "counter",
          "Log lines dropped because the log destination did not keep up.");
   sample_u(&b, "gatehouse_log_dropped_total", NULL, src->log_dropped);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "acme/policy.h"
+#include "acme/storage.h"
 
 /* PX_STAT_ADD adds |n| to the counter |field|; only its owner calls it. */
 #define PX_STAT_ADD(field, n) __atomic_store_n(&(field), (field) + (n), __ATOMIC_RELAXED)
@@ -107,6 +108,7 @@ typedef struct {
   const char *ca;                 /* the ACME directory URL; NULL without ACME */
   uint64_t orders[4][2];          /* acme_engine_order_stats */
   uint64_t log_dropped;           /* gh_log_dropped */
+  const acme_fleet_stats_t *fleet; /* NULL without a fleet store */
 } px_metrics_src_t;
 
 /* px_metrics_render returns the Prometheus text exposition (version 0.0.4)

@@ -667,6 +667,14 @@ def test_etcd_down_stored_names_served_new_refused_then_recovery():
         fetch_ok("after%d-%s.fleet.test" % (i, tag), host=addr)
     for g in f.nodes:
         h.check(g.alive(), "%s still running" % g.node)
+    # The outage is counted once per node in its metrics, and over.
+    for g in f.nodes:
+        status, body = admin(g.admin_port, "GET", "/metrics")
+        h.eq(status, 200, "%s /metrics" % g.node)
+        text = body.decode()
+        m = re.search(r"^gatehouse_fleet_store_outages_total (\d+)$", text, re.M)
+        h.check(m and int(m.group(1)) >= 1, "%s counted the outage: %r" % (g.node, m))
+        h.contains(text, "\ngatehouse_fleet_store_up 1\n", "%s: etcd up again" % g.node)
     f.stop()
 
 
