@@ -1014,6 +1014,30 @@ static void route(acme_storage_watcher_t *w, const acme_etcd_kv_t *kv, int put, 
   }
 }
 
+void acme__storage_etcd_route(const char *prefix, const char *local_root, const uint8_t *key,
+                              size_t key_len, const uint8_t *value, size_t value_len, int put,
+                              const acme_storage_watch_cbs_t *cbs, void *arg) {
+  acme_storage_watcher_t w = {.cbs = *cbs, .arg = arg};
+  char *err = NULL;
+  if (local_root != NULL && (w.local = acme_storage_open(&err, local_root)) == NULL) gh_free(err);
+  size_t plen = strlen(prefix);
+  acme_etcd_kv_t kv = {0};
+  uint8_t *k = gh_malloc(plen + key_len + 1), *v = gh_malloc(value_len + 1);
+  memcpy(k, prefix, plen);
+  memcpy(k + plen, key, key_len);
+  k[plen + key_len] = '\0';
+  memcpy(v, value, value_len);
+  v[value_len] = '\0';
+  kv.key = k;
+  kv.key_len = plen + key_len;
+  kv.value = v;
+  kv.value_len = value_len;
+  route(&w, &kv, put, plen);
+  gh_free(k);
+  gh_free(v);
+  acme_storage_free(w.local);
+}
+
 /* pause waits |ms| in slices, returning early when asked to stop. */
 static void pause_ms(acme_storage_watcher_t *w, uint64_t ms) {
   for (uint64_t t = 0; t < ms && !atomic_load(&w->stop); t += 50) usleep(50 * 1000);

@@ -64,4 +64,12 @@ char *acme__storage_printable(const char *s);
  * with |*out_err|. */
 int acme__storage_account_id_check(char **out_err, const char *id);
 
+/* acme__storage_etcd_route hands one watched change (a put of |value|,
+ * or a delete) of the key |prefix| + |key| to the watcher's routing, as
+ * the watch would, with the local copy at |local_root| (NULL: none): for
+ * the fuzz target (tests/fuzz/fuzz_fleet.c). */
+void acme__storage_etcd_route(const char *prefix, const char *local_root, const uint8_t *key,
+                              size_t key_len, const uint8_t *value, size_t value_len, int put,
+                              const acme_storage_watch_cbs_t *cbs, void *arg);
+
 #endif
