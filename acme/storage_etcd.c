@@ -668,7 +668,9 @@ static int parse_refusal(const char *v, size_t len, char **out_why, uint64_t *ou
   const char *why = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "why"));
   const cJSON *until = cJSON_GetObjectItemCaseSensitive(doc, "until");
   int ret = -ENOENT;
-  if (why != NULL && cJSON_IsNumber(until) && until->valuedouble > (double)gh_wall_ms()) {
+  /* Bounded before any conversion: a double past 2^64 is no uint64_t. */
+  if (why != NULL && cJSON_IsNumber(until) && until->valuedouble > (double)gh_wall_ms() &&
+      until->valuedouble < 1e15) {
     char *p = acme__storage_printable(why);
     *out_why = p;
     if (out_until_ms) *out_until_ms = (uint64_t)until->valuedouble;
@@ -704,7 +706,8 @@ int acme_storage_limit_take(acme_storage_t *st, char **out_err, const char *limi
       cJSON *doc = cJSON_ParseWithLength((const char *)kv.value, kv.value_len);
       const cJSON *st_ = cJSON_GetObjectItemCaseSensitive(doc, "start");
       const cJSON *n = cJSON_GetObjectItemCaseSensitive(doc, "count");
-      if (cJSON_IsNumber(st_) && cJSON_IsNumber(n) && st_->valuedouble >= 0 && n->valuedouble >= 0 &&
+      if (cJSON_IsNumber(st_) && cJSON_IsNumber(n) && st_->valuedouble >= 0 &&
+          st_->valuedouble < 1e15 && n->valuedouble >= 0 && n->valuedouble < 1e15 &&
           now >= (uint64_t)st_->valuedouble && now - (uint64_t)st_->valuedouble < per_ms) {
         start = (uint64_t)st_->valuedouble;
         used = (uint64_t)n->valuedouble;

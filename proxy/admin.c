@@ -353,7 +353,10 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
     entries_add(out, s->hosts[0], cert, NULL, "static");
   }
   if (conf->acme.directory == NULL) return 0;
-  acme_storage_t *st = acme_storage_open_conf(out_err, conf);
+  /* The storage directory: in a fleet, the local copy the watch keeps
+   * current, so the admin API costs etcd nothing and answers while it is
+   * away. */
+  acme_storage_t *st = acme_storage_open(out_err, conf->storage);
   if (st == NULL) return -1;
   char **names = NULL;
   size_t num_names = 0;
@@ -541,7 +544,7 @@ static acme_cert_t *stored_cert(admin_conn_t *c, const char *name) {
   const conf_t *conf = conf_now(c->admin);
   char *err = NULL;
   acme_cert_t *cert = NULL;
-  acme_storage_t *st = acme_storage_open_conf(&err, conf);
+  acme_storage_t *st = acme_storage_open(&err, conf->storage); /* see collect */
   int rc = st ? acme_storage_cert_load(st, &cert, NULL, &err, name) : -EIO;
   acme_storage_free(st);
   if (rc != 0) {
