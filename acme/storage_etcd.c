@@ -34,6 +34,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/mem.h>
 
 #include "acme/etcd.h"
 #include "acme/storage_internal.h"
@@ -322,39 +323,48 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
 /* push_pending gives the fleet the certificates stored only locally while
  * etcd was down, each unless the fleet has one valid for longer by now. */
 static void push_pending(etcd_store_t *s) {
-  while (s->num_pending > 0) {
+  while (s->num_pending > 0 && !s->down) {
     char *name = s->pending[s->num_pending - 1];
     acme_cert_t *mine = NULL, *theirs = NULL;
     char *meta = NULL, *err = NULL;
     int ret = acme_storage_cert_load(s->local, &mine, &meta, &err, name);
-    if (ret == 0) {
+    const char *outcome = NULL; /* NULL: try again later */
+    if (ret != 0) {
+      GH_WARN("fleet", "certificate %s: not given to the fleet: %s", name, err);
+      outcome = "";
+    } else {
       gh_free(err);
       err = NULL;
       ret = etcd_cert_load(&s->base, &theirs, NULL, &err, name);
-      if (ret == 0 && s->down) break; /* read from the local copy: etcd is down again */
-      if (ret == -ENOENT || (ret == 0 && theirs->not_after < mine->not_after)) {
+      if (s->down) {
+        /* read from the local copy: etcd is away again */
+      } else if (ret == 0 && theirs->not_after >= mine->not_after) {
+        outcome = "the fleet has one valid as long or longer";
+      } else if (ret == 0 || ret == -ENOENT) {
         char *chain = NULL, *keypem = NULL;
-        ret = acme_cert_to_pem(mine, &chain, &keypem);
-        if (ret == 0) {
+        if (acme_cert_to_pem(mine, &chain, &keypem) == 0) {
           acme_storage_bundle_t b = {str(chain), str(keypem), str(meta)};
           gh_free(err);
           err = NULL;
           ret = etcd_cert_save(&s->base, &err, name, &b);
+          if (!s->down) outcome = ret == 0 ? "now shared" : err;
+        } else {
+          outcome = "cannot write it as PEM";
         }
         gh_free(chain);
+        if (keypem) OPENSSL_cleanse(keypem, strlen(keypem));
         gh_free(keypem);
+      } else {
+        outcome = err ? err : "unreadable in etcd";
       }
+      if (outcome != NULL && outcome[0] != '\0')
+        GH_INFO("fleet", "certificate %s, stored while etcd was down: %s", name, outcome);
     }
     acme_cert_unref(mine);
     acme_cert_unref(theirs);
     gh_free(meta);
-    if (ret != 0 && ret != -ENOENT && s->down) {
-      gh_free(err);
-      break; /* etcd is gone again: next time */
-    }
-    if (ret != 0) GH_WARN("fleet", "certificate %s: not given to the fleet: %s", name, err);
-    else GH_INFO("fleet", "certificate %s: stored while etcd was down, now shared", name);
     gh_free(err);
+    if (outcome == NULL) break; /* etcd is away again: at the next keepalive */
     gh_free(name);
     s->num_pending--;
   }

@@ -742,7 +742,7 @@ def test_store_down_local_orders_alone_then_shares():
             ha.set_state(b, 1, "ready")
             ha.set_state(b, 2, "ready")
         e.start_again()
-    n1.wait_log(r"fleet: certificate %s: stored while etcd was down, now shared" %
+    n1.wait_log(r"fleet: certificate %s, stored while etcd was down: now shared" %
                 re.escape(name), since=sizes[0], timeout=30)
     for addr in ADDRS[1:]:
         h.wait_until(lambda: serial_at(name, addr) == serial, 15, "%s to serve %s" % (addr, name))
