@@ -34,9 +34,12 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/aead.h>
 #include <openssl/mem.h>
+#include <openssl/rand.h>
 
 #include "acme/etcd.h"
+#include "common/b64.h"
 #include "acme/storage_internal.h"
 #include "common/log.h"
 
@@ -63,6 +66,8 @@ typedef struct {
   int local_mode; /* fleet.issue_when_store_down is "local" */
   char **pending; /* names stored only locally while etcd was down ("local") */
   size_t num_pending;
+  int sealed;             /* storage.etcd.encryption_key: private keys sealed in etcd */
+  uint8_t seal_key[32];
 } etcd_store_t;
 
 typedef struct {
@@ -93,6 +98,124 @@ void acme_storage_fleet_stats(acme_fleet_stats_t *out) {
   out->watch_events = atomic_load(&g_stats.watch_events);
   out->challenge_reads = atomic_load(&g_stats.challenge_reads);
   out->fence_refusals = atomic_load(&g_stats.fence_refusals);
+}
+
+/* ---- private keys sealed at rest (storage.etcd.encryption_key) ----
+ *
+ * A sealed value is "gh-aead-v1:" base64url(nonce (12) | AES-256-GCM
+ * ciphertext | tag (16)), its associated data the key's name under the
+ * prefix ("certs/NAME", "accounts/CA/ID"), so a sealed value moved to
+ * another name does not open. Certificate entries seal their "key";
+ * accounts (which hold the account key) are sealed whole. Values written
+ * before a key was configured are still read. */
+
+#define SEAL_PREFIX "gh-aead-v1:"
+#define SEAL_NONCE 12
+
+static char *seal(const etcd_store_t *s, const char *ad, const char *plain, size_t len) {
+  EVP_AEAD_CTX ctx;
+  if (!EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), s->seal_key, 32,
+                         EVP_AEAD_DEFAULT_TAG_LENGTH, NULL))
+    return NULL;
+  size_t cap = SEAL_NONCE + len + EVP_AEAD_max_overhead(EVP_aead_aes_256_gcm()), out_len = 0;
+  uint8_t *buf = gh_malloc(cap);
+  RAND_bytes(buf, SEAL_NONCE);
+  char *text = NULL;
+  if (EVP_AEAD_CTX_seal(&ctx, buf + SEAL_NONCE, &out_len, cap - SEAL_NONCE, buf, SEAL_NONCE,
+                        (const uint8_t *)plain, len, (const uint8_t *)ad, strlen(ad))) {
+    char *b64 = gh_b64url_encode(buf, SEAL_NONCE + out_len);
+    text = gh_asprintf("%s%s", SEAL_PREFIX, b64);
+    gh_free(b64);
+  }
+  EVP_AEAD_CTX_cleanup(&ctx);
+  gh_free(buf);
+  return text;
+}
+
+/* unseal returns the plaintext of |text| (|len| bytes) as a new string: a
+ * sealed value opened with the store's key, or a value that was never
+ * sealed as it is; NULL with |*out_err| when it cannot be opened. */
+static char *unseal(const etcd_store_t *s, const char *ad, const char *text, size_t len,
+                    char **out_err) {
+  size_t plen = sizeof(SEAL_PREFIX) - 1;
+  if (len < plen || memcmp(text, SEAL_PREFIX, plen) != 0) return gh_strndup(text, len);
+  if (!s->sealed) {
+    *out_err = gh_asprintf("%s is sealed, and storage.etcd.encryption_key is not set", ad);
+    return NULL;
+  }
+  uint8_t *raw = NULL;
+  size_t raw_len = 0;
+  char *plain = NULL;
+  if (gh_b64url_decode(&raw, &raw_len, text + plen, len - plen) == 0 && raw_len > SEAL_NONCE) {
+    EVP_AEAD_CTX ctx;
+    if (EVP_AEAD_CTX_init(&ctx, EVP_aead_aes_256_gcm(), s->seal_key, 32,
+                          EVP_AEAD_DEFAULT_TAG_LENGTH, NULL)) {
+      size_t out_len = 0;
+      plain = gh_malloc(raw_len + 1);
+      if (EVP_AEAD_CTX_open(&ctx, (uint8_t *)plain, &out_len, raw_len, raw, SEAL_NONCE,
+                            raw + SEAL_NONCE, raw_len - SEAL_NONCE, (const uint8_t *)ad,
+                            strlen(ad))) {
+        plain[out_len] = '\0';
+      } else {
+        gh_free(plain);
+        plain = NULL;
+      }
+      EVP_AEAD_CTX_cleanup(&ctx);
+    }
+  }
+  gh_free(raw);
+  if (plain == NULL)
+    *out_err = gh_asprintf("%s: cannot open the sealed value (another encryption_key, or "
+                           "altered)", ad);
+  return plain;
+}
+
+/* load_seal_key reads storage.etcd.encryption_key: 32 bytes, raw, as 64
+ * hex digits, or base64 (openssl rand -base64 32). */
+static int load_seal_key(uint8_t out[32], char **out_err, const char *file) {
+  size_t len = 0;
+  char *text = NULL;
+  FILE *f = fopen(file, "rb");
+  if (f != NULL) {
+    text = gh_malloc(256);
+    len = fread(text, 1, 255, f);
+    fclose(f);
+  }
+  int ok = 0;
+  if (text != NULL && len == 32) {
+    memcpy(out, text, 32);
+    ok = 1;
+  } else if (text != NULL) {
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' '))
+      len--;
+    text[len] = '\0';
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    if (len == 64 && strspn(text, "0123456789abcdefABCDEF") == 64) {
+      for (int i = 0; i < 32; i++) {
+        unsigned v;
+        sscanf(text + 2 * i, "%2x", &v);
+        out[i] = (uint8_t)v;
+      }
+      ok = 1;
+    } else if ((gh_b64_decode(&raw, &raw_len, text, len) == 0 ||
+                gh_b64url_decode(&raw, &raw_len, text, len) == 0) && raw_len == 32) {
+      memcpy(out, raw, 32);
+      ok = 1;
+    }
+    if (raw != NULL) OPENSSL_cleanse(raw, raw_len);
+    gh_free(raw);
+  }
+  if (text != NULL) OPENSSL_cleanse(text, 256);
+  gh_free(text);
+  if (!ok) {
+    *out_err = gh_asprintf("storage.etcd.encryption_key %s: %s", file,
+                           f == NULL ? strerror(errno)
+                                     : "expected 32 bytes: raw, 64 hex digits or base64 "
+                                       "(openssl rand -base64 32)");
+    return -EINVAL;
+  }
+  return 0;
 }
 
 /* reachable records whether etcd answered, logging only the changes, so an
@@ -196,10 +319,16 @@ static int etcd_account_save(acme_storage_t *st, char **out_err, const char *ca_
    * serves from when etcd is away. */
   int ret = acme_storage_account_save(s->local, out_err, ca_url, account_id, json);
   if (ret != 0) return ret;
-  char *k = NULL;
+  char *k = NULL, *sealed = NULL;
   ret = account_key(&k, out_err, s, ca_url, account_id);
-  if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), json, 0);
-  reachable(s, ret == 0 || ret == -EINVAL, out_err ? *out_err : NULL);
+  if (ret == 0 && s->sealed &&
+      (sealed = seal(s, k + strlen(s->prefix), json.ptr, json.len)) == NULL) {
+    *out_err = gh_asprintf("account %s: cannot seal it", account_id);
+    ret = -EIO;
+  }
+  if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), sealed ? str(sealed) : json, 0);
+  gh_free(sealed);
+  reachable(s, ret == 0 || ret == -EINVAL || ret == -EIO, out_err ? *out_err : NULL);
   if (ret != 0 && ret != -EINVAL && s->local_mode) {
     GH_WARN("fleet", "account %s: etcd unreachable (%s): kept locally only", account_id,
             *out_err ? *out_err : "?");
@@ -232,10 +361,10 @@ static int etcd_account_load(acme_storage_t *st, char **out_json, char **out_err
     *out_err = gh_asprintf("etcd: no account %s for %s", account_id, ca_url);
     return -ENOENT;
   }
-  *out_json = (char *)kv.value; /* NUL-terminated */
-  kv.value = NULL;
+  *out_json = unseal(s, (const char *)kv.key + strlen(s->prefix), (const char *)kv.value,
+                     kv.value_len, out_err);
   acme_etcd_kv_cleanup(&kv);
-  return 0;
+  return *out_json != NULL ? 0 : -EBADMSG;
 }
 
 /* ---- certificates ---- */
@@ -272,9 +401,23 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
   acme_cert_unref(cert);
   cJSON *doc = cJSON_CreateObject();
   char *chain = gh_strndup(bundle->chain_pem.ptr, bundle->chain_pem.len);
-  char *keypem = gh_strndup(bundle->key_pem.ptr, bundle->key_pem.len);
+  char *keypem = NULL;
+  if (s->sealed) {
+    keypem = seal(s, k + strlen(s->prefix), bundle->key_pem.ptr, bundle->key_pem.len);
+  } else {
+    keypem = gh_strndup(bundle->key_pem.ptr, bundle->key_pem.len);
+  }
+  if (keypem == NULL) {
+    *out_err = gh_asprintf("certificate %s: cannot seal its key", name);
+    cJSON_Delete(doc);
+    cJSON_Delete(meta);
+    gh_free(chain);
+    gh_free(k);
+    return -EIO;
+  }
   cJSON_AddStringToObject(doc, "chain", chain);
   cJSON_AddStringToObject(doc, "key", keypem);
+  OPENSSL_cleanse(keypem, strlen(keypem));
   cJSON_AddItemToObject(doc, "meta", meta);
   gh_free(chain);
   gh_free(keypem);
@@ -375,17 +518,29 @@ static void push_pending(etcd_store_t *s) {
  * |*out_meta| (caller frees), or NULL with |*out_err| saying what is wrong.
  * What is stored is untrusted: another node, or anyone with write access
  * to the prefix, wrote it. */
-static acme_cert_t *parse_entry(const acme_etcd_kv_t *kv, char **out_meta, char **out_err) {
+static acme_cert_t *parse_entry(const etcd_store_t *s, const acme_etcd_kv_t *kv,
+                                char **out_meta, char **out_err, char **out_key_pem) {
   *out_meta = NULL;
   *out_err = NULL;
+  if (out_key_pem) *out_key_pem = NULL;
   cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
   const cJSON *chain = cJSON_GetObjectItemCaseSensitive(doc, "chain");
   const cJSON *keyp = cJSON_GetObjectItemCaseSensitive(doc, "key");
   const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "meta");
   acme_cert_t *cert = NULL;
   if (cJSON_IsString(chain) && cJSON_IsString(keyp) && cJSON_IsObject(meta)) {
-    cert = acme_cert_from_pem(out_err, chain->valuestring, strlen(chain->valuestring),
-                              keyp->valuestring, strlen(keyp->valuestring));
+    char *keypem = unseal(s, (const char *)kv->key + strlen(s->prefix), keyp->valuestring,
+                          strlen(keyp->valuestring), out_err);
+    if (keypem != NULL) {
+      cert = acme_cert_from_pem(out_err, chain->valuestring, strlen(chain->valuestring), keypem,
+                                strlen(keypem));
+      if (cert != NULL && out_key_pem != NULL) {
+        *out_key_pem = keypem;
+        keypem = NULL;
+      }
+      if (keypem != NULL) OPENSSL_cleanse(keypem, strlen(keypem));
+      gh_free(keypem);
+    }
   } else {
     *out_err = gh_strdup("expected {\"chain\", \"key\", \"meta\"}");
   }
@@ -418,7 +573,7 @@ static int etcd_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out
     return -ENOENT;
   }
   char *meta = NULL, *err = NULL;
-  acme_cert_t *cert = parse_entry(&kv, &meta, &err);
+  acme_cert_t *cert = parse_entry(s, &kv, &meta, &err, NULL);
   if (cert == NULL) {
     *out_err = gh_asprintf("etcd %s: corrupt certificate entry: %s", k, err);
     ret = -EBADMSG;
@@ -817,6 +972,7 @@ static void etcd_free(acme_storage_t *st) {
   acme_storage_free(s->local);
   gh_free(s->prefix);
   gh_free(s->node);
+  OPENSSL_cleanse(s->seal_key, sizeof(s->seal_key));
   gh_free(s);
 }
 
@@ -880,6 +1036,13 @@ acme_storage_t *acme_storage_open_conf(char **out_err, const conf_t *conf) {
   }
   s->lease_ttl_s = conf->fleet.lease_ttl_ms / 1000 ? conf->fleet.lease_ttl_ms / 1000 : 1;
   s->local_mode = conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL;
+  if (e->encryption_key != NULL) {
+    if (load_seal_key(s->seal_key, out_err, e->encryption_key) != 0) {
+      etcd_free(&s->base);
+      return NULL;
+    }
+    s->sealed = 1;
+  }
   atomic_store(&g_stats.enabled, 1);
   return &s->base;
 }
@@ -900,7 +1063,7 @@ struct acme_storage_watcher {
  * so a node that restarts while etcd is down serves every name the fleet
  * had. */
 static void copy_local(acme_storage_watcher_t *w, const char *name, const acme_cert_t *cert,
-                       const char *meta, const acme_etcd_kv_t *kv) {
+                       const char *meta, const char *key_pem, const acme_etcd_kv_t *kv) {
   if (w->local == NULL) return;
   acme_cert_t *have = NULL;
   char *have_meta = NULL, *err = NULL;
@@ -913,9 +1076,8 @@ static void copy_local(acme_storage_watcher_t *w, const char *name, const acme_c
   if (same) return;
   cJSON *doc = cJSON_ParseWithLength((const char *)kv->value, kv->value_len);
   const char *chain = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "chain"));
-  const char *keyp = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(doc, "key"));
-  if (chain != NULL && keyp != NULL) {
-    acme_storage_bundle_t b = {str(chain), str(keyp), str(meta)};
+  if (chain != NULL && key_pem != NULL) { /* the key as opened, never sealed on disk */
+    acme_storage_bundle_t b = {str(chain), str(key_pem), str(meta)};
     if (acme_storage_cert_save(w->local, &err, name, &b) != 0)
       GH_WARN("fleet", "watch: %s: cannot keep the local copy: %s", name, err);
   }
@@ -944,27 +1106,37 @@ static void copy_account(acme_storage_watcher_t *w, const char *rest, const acme
     gh_free(err);
     return;
   }
+  char *json = unseal(w->st, rest - strlen("accounts/"), (const char *)kv->value, kv->value_len,
+                      &err);
+  if (json == NULL) {
+    GH_WARN("fleet", "watch: account %s: %s", rest, err);
+    gh_free(err);
+    return;
+  }
   char *have = NULL;
   int same = acme_storage_account_load(w->local, &have, &err, url, slash + 1) == 0 &&
-             strlen(have) == kv->value_len && memcmp(have, kv->value, kv->value_len) == 0;
+             strcmp(have, json) == 0;
   gh_free(have);
   gh_free(err);
   err = NULL;
-  if (!same && acme_storage_account_save(w->local, &err, url, slash + 1,
-                                         (gh_str_t){(const char *)kv->value, kv->value_len}) != 0)
+  if (!same && acme_storage_account_save(w->local, &err, url, slash + 1, str(json)) != 0)
     GH_DEBUG("fleet", "watch: account %s not copied: %s", rest, err);
   gh_free(err);
+  OPENSSL_cleanse(json, strlen(json));
+  gh_free(json);
 }
 
 /* deliver parses one certificate entry and hands it to the callback; a
  * corrupt one is logged and skipped (it is not ours to serve). */
 static void deliver(acme_storage_watcher_t *w, const char *name, const acme_etcd_kv_t *kv) {
-  char *meta = NULL, *err = NULL;
-  acme_cert_t *cert = parse_entry(kv, &meta, &err);
+  char *meta = NULL, *err = NULL, *key_pem = NULL;
+  acme_cert_t *cert = parse_entry(w->st, kv, &meta, &err, &key_pem);
   if (cert == NULL) {
     GH_WARN("fleet", "watch: %s: corrupt certificate entry skipped: %s", name, err);
   } else {
-    copy_local(w, name, cert, meta, kv);
+    copy_local(w, name, cert, meta, key_pem, kv);
+    OPENSSL_cleanse(key_pem, strlen(key_pem));
+    gh_free(key_pem);
     w->cbs.cert(w->arg, name, cert, meta);
     acme_cert_unref(cert);
   }
@@ -1030,7 +1202,9 @@ static void route(acme_storage_watcher_t *w, const acme_etcd_kv_t *kv, int put, 
 void acme__storage_etcd_route(const char *prefix, const char *local_root, const uint8_t *key,
                               size_t key_len, const uint8_t *value, size_t value_len, int put,
                               const acme_storage_watch_cbs_t *cbs, void *arg) {
-  acme_storage_watcher_t w = {.cbs = *cbs, .arg = arg};
+  /* A store that seals, with a fixed key: sealed values are tried too. */
+  etcd_store_t view = {.prefix = (char *)prefix, .sealed = 1};
+  acme_storage_watcher_t w = {.st = &view, .cbs = *cbs, .arg = arg};
   char *err = NULL;
   if (local_root != NULL && (w.local = acme_storage_open(&err, local_root)) == NULL) gh_free(err);
   size_t plen = strlen(prefix);

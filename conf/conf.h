@@ -63,6 +63,7 @@ typedef struct {
   char *ca, *cert, *key;     /* TLS to etcd: CA file, client certificate and key */
   char *username, *password; /* etcd authentication (both or neither) */
   uint64_t timeout_ms;       /* per request; default 2s */
+  char *encryption_key;      /* file with 32 bytes: private keys sealed in etcd (NULL: not) */
 } conf_etcd_t;
 
 /* What a node does with a new on-demand name while the store is down. */

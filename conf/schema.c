@@ -326,6 +326,7 @@ static const conf__row_t etcd_rows[] = {
     {"username", &conf__t_string, FLD(conf_etcd_t, username)},
     {"password", &conf__t_string, FLD(conf_etcd_t, password)},
     {"timeout", &conf__t_duration, FLD(conf_etcd_t, timeout_ms), .def = Q("2s"), .flags = POSITIVE},
+    {"encryption_key", &conf__t_file, FLD(conf_etcd_t, encryption_key)},
 };
 static const conf__table_t etcd_table =
     TABLE(etcd_rows, .has_present = 1, .present_off = offsetof(conf_etcd_t, enabled),

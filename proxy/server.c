@@ -402,9 +402,10 @@ static int reload(px_server_t *s, char **out_err) {
   int restart = s->control_key == NULL || strcmp(key, s->control_key) != 0;
   gh_free(key);
   if (restart && conf->acme.directory != NULL &&
-      strcmp(conf->storage, s->gen->conf->storage) != 0) {
-    /* A storage the new thread could not open is refused now, while the
-     * old thread still runs. */
+      (strcmp(conf->storage, s->gen->conf->storage) != 0 || conf->etcd.enabled)) {
+    /* A storage the new thread could not open (a directory, a fleet's
+     * encryption key file) is refused now, while the old thread still
+     * runs. Opening a fleet's store does not contact etcd. */
     acme_storage_t *st = acme_storage_open_conf(&err, conf);
     if (st == NULL) {
       char *why = gh_asprintf("storage %s: %s", conf->storage, err);

@@ -120,7 +120,7 @@ class Fleet:
     member by default); use_etcd=False gives plain directory stores."""
 
     def __init__(self, tag, challenges=("tls-alpn-01",), endpoints=None, use_etcd=True,
-                 released=NODES, store_down="deny", on_demand=None):
+                 released=NODES, store_down="deny", on_demand=None, encryption_key=None):
         stop_fleet()
         _s["fleet"] = self  # stopped by the next test even if a node fails to start
         p, e = pb(), echo()
@@ -147,6 +147,8 @@ class Fleet:
             if use_etcd:
                 storage["etcd"] = {"endpoints": list(endpoints), "prefix": self.prefix,
                                    "timeout": "1s"}
+                if encryption_key:
+                    storage["etcd"]["encryption_key"] = encryption_key
             conf = {
                 "listen": {"https": ["%s:%d" % (addr, P_TLS)], "http": ["%s:%d" % (addr, P_HTTP)]},
                 "workers": 1,
@@ -380,9 +382,14 @@ def lock_holder(f, name):
 # --- the tests ---------------------------------------------------------------------
 
 def test_burst_of_new_names_one_order_each():
-    """200 new names, 3 clients each, all at once through HAProxy."""
+    """200 new names, 3 clients each, all at once through HAProxy. The
+    nodes seal private keys in etcd (storage.etcd.encryption_key): what
+    they install from the watch they open."""
     tag = label()
-    f = Fleet(tag)
+    key = os.path.join(h.subdir("sealkey-" + tag), "key")
+    with open(key, "w") as fh:
+        fh.write("0123456789abcdef" * 4 + "\n")
+    f = Fleet(tag, encryption_key=key)
     names = ["n%d-%s.fleet.test" % (i, tag) for i in range(200)]
     issued0 = pebble_issued()
     jobs = [(n, k) for n in names for k in range(3)]  # a name's 3 clients side by side
@@ -415,6 +422,8 @@ def test_burst_of_new_names_one_order_each():
                sum(counts.values()), by_node, issued))
     h.check(not wrong, "names not ordered exactly once: %r" % list(wrong.items())[:10])
     h.eq(issued, 200, "certificates Pebble issued for 200 names")
+    for k, v in f.kvs("certs/", prefix=True):
+        h.not_contains(v, b"PRIVATE KEY", "the entry %s in etcd" % k)
     f.stop()
 
 
@@ -841,6 +850,29 @@ def test_hostile_challenge_misses_and_junk_records():
     fetch_ok(good, host=ADDRS[0])
     for node in f.nodes:
         h.check(node.alive(), "%s still running" % node.node)
+    f.stop()
+
+
+def test_reload_with_a_bad_encryption_key_is_refused():
+    """A reload whose storage.etcd.encryption_key file does not hold 32
+    bytes is refused, naming the file, and the node keeps serving."""
+    tag = label()
+    f = Fleet(tag)
+    name = "rl-%s.fleet.test" % tag
+    fetch_ok(name)
+    g = f.node("n1")
+    bad = os.path.join(h.subdir("badkey-" + tag), "key")
+    with open(bad, "w") as fh:
+        fh.write("short\n")
+    conf = json.loads(json.dumps(g.config))
+    conf["storage"]["etcd"]["encryption_key"] = bad
+    size = g.log_size()
+    g.write_config(conf)
+    g.reload()
+    g.wait_log(r"reload refused.*storage.etcd.encryption_key %s: expected 32 bytes" %
+               re.escape(bad), since=size, timeout=10)
+    fetch_ok(name, host=ADDRS[0])
+    fetch_ok("rl2-%s.fleet.test" % tag, host=ADDRS[0])
     f.stop()
 
 if __name__ == "__main__":

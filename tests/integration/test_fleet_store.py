@@ -28,14 +28,16 @@ _s = {}
 class Node(h.LineDriver):
     """A test_store driver on a configuration with |etcd_urls|."""
 
-    def __init__(self, name, etcd_urls, prefix, lease_ttl="2s"):
+    def __init__(self, name, etcd_urls, prefix, lease_ttl="2s", encryption_key=None):
         d = h.subdir(h._next_name(name))
         crt, key = h.ca().leaf(["site.fleet.test"])
         conf = {"sites": [{"hosts": ["site.fleet.test"], "upstreams": ["127.0.0.1:9"],
                            "tls": {"cert": crt, "key": key}}],
                 "storage": {"directory": os.path.join(d, "local"),
-                            "etcd": {"endpoints": list(etcd_urls), "prefix": prefix,
-                                     "timeout": "1s"}},
+                            "etcd": dict({"endpoints": list(etcd_urls), "prefix": prefix,
+                                          "timeout": "1s"},
+                                         **({"encryption_key": encryption_key}
+                                            if encryption_key else {}))},
                 "fleet": {"node": name, "lease_ttl": lease_ttl}}
         path = os.path.join(d, "gatehouse.json")
         with open(path, "w") as f:
@@ -229,6 +231,77 @@ def test_etcd_down_reads_local_copy():
     h.contains(err, "etcd unreachable", "the outage is logged")
     h.check(err.count("etcd unreachable") == 1, "once, not once per call: %r" % err)
 
+
+
+def etcd_value(prefix, key):
+    r = setup()["etcd"].ctl("get", prefix + key, "--print-value-only")
+    h.eq(r.returncode, 0, "etcdctl get %s" % key)
+    return r.stdout
+
+
+def key_file(name, text):
+    path = os.path.join(h.subdir(h._next_name(name)), "key")
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_private_keys_sealed_at_rest():
+    """With storage.etcd.encryption_key, certificate keys and accounts are
+    sealed in etcd (no PEM private key and no account JSON in the values),
+    a node with the same key reads them back, a node without it or with
+    another is told why and reads nothing, an entry moved to another name
+    does not open, and values written before the key was set still read."""
+    s = setup()
+    prefix = PREFIX % h.free_port()
+    k1 = key_file("k1", base64_key(1))
+    k2 = key_file("k2", "ab" * 32)  # 64 hex digits
+    a = Node("sealer", [s["etcd"].url], prefix, encryption_key=k1)
+    b = Node("reader", [s["etcd"].url], prefix, encryption_key=k1)
+    plain = Node("plain", [s["etcd"].url], prefix)
+    other = Node("other", [s["etcd"].url], prefix, encryption_key=k2)
+    crt, key = leaf("sealed.fleet.test")
+    a.ok("save", name="sealed.fleet.test", cert=crt, key=key, meta='{"n": 1}')
+    a.ok("account_save", ca="https://ca.test/dir", id="ops@example.com",
+         json='{"url": "https://ca.test/acct/1", "key": "SECRET-ACCOUNT-KEY"}')
+    raw = etcd_value(prefix, "certs/sealed.fleet.test")
+    h.not_contains(raw, b"PRIVATE KEY", "the certificate entry in etcd")
+    h.contains(raw, b"gh-aead-v1:", "the sealed key")
+    acct = etcd_value(prefix, "accounts/ca.test/ops@example.com")
+    h.not_contains(acct, b"SECRET-ACCOUNT-KEY", "the account in etcd")
+    h.eq(b.ok("load", name="sealed.fleet.test")["sha256"], sha256_of(crt), "read with the key")
+    h.contains(b.ok("account_load", ca="https://ca.test/dir", id="ops@example.com")["json"],
+               "SECRET-ACCOUNT-KEY", "the account read with the key")
+    for n, why in ((plain, "encryption_key is not set"), (other, "cannot open")):
+        r = n.do("load", name="sealed.fleet.test")
+        h.check(not r["ok"] and why in r["err"], "%s: %r" % (n.name, r))
+    # Moved to another name: the associated data no longer matches.
+    r = setup()["etcd"].ctl("put", prefix + "certs/moved.fleet.test", raw.decode().rstrip("\n"))
+    h.eq(r.returncode, 0, "etcdctl put")
+    r = b.do("load", name="moved.fleet.test")
+    h.check(not r["ok"] and "cannot open" in r["err"], "a moved entry: %r" % r)
+    # Written in the clear before the key was set: still read.
+    crt2, key2 = leaf("old.fleet.test")
+    plain.ok("save", name="old.fleet.test", cert=crt2, key=key2, meta="{}")
+    h.eq(b.ok("load", name="old.fleet.test")["sha256"], sha256_of(crt2), "a clear entry")
+    for n in (a, b, plain, other):
+        n.close()
+
+
+def base64_key(seed):
+    import base64
+    return base64.b64encode(bytes((seed * 7 + i) % 256 for i in range(32))).decode() + "\n"
+
+
+def test_encryption_key_file_checked():
+    """A key file that is not 32 bytes is refused at open, naming it."""
+    s = setup()
+    bad = key_file("bad", "too short\n")
+    n = Node("badkey", [s["etcd"].url], PREFIX % h.free_port(), encryption_key=bad)
+    rc = n.p.wait(timeout=10)
+    h.eq(rc, 1, "test_store exit status")
+    h.contains(n.stderr(), "storage.etcd.encryption_key %s: expected 32 bytes" % bad, "the error")
 
 if __name__ == "__main__":
     h.main()
