@@ -92,7 +92,6 @@ int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name
   cJSON_Delete(root);
   char *chain = chain_pem(cert);
   char *key = cert->key ? acme__key_to_pem(cert->key) : NULL;
-  acme_cert_unref(cert);
   if (chain == NULL || key == NULL) {
     *out_err = gh_asprintf("%s: cannot re-encode the stored certificate", name);
     rc = -EINVAL;
@@ -102,8 +101,11 @@ int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name
         .key_pem = {key, strlen(key)},
         .meta_json = {text, strlen(text)},
     };
-    rc = acme_storage_cert_save(st, out_err, name, &bundle);
+    /* The same certificate with new meta: never over one another node
+     * stored since it was read. */
+    rc = acme_storage_cert_save_over(st, out_err, name, &bundle, cert);
   }
+  acme_cert_unref(cert);
   if (key != NULL) OPENSSL_cleanse(key, strlen(key));
   gh_free(key);
   gh_free(chain);

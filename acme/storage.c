@@ -804,6 +804,12 @@ int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_nu
   return st->ops->cert_list(st, out_names, out_num_names, out_err);
 }
 
+int acme_storage_cert_save_over(acme_storage_t *st, char **out_err, const char *name,
+                                const acme_storage_bundle_t *bundle, const acme_cert_t *expected) {
+  if (st->ops->cert_save_over == NULL) return st->ops->cert_save(st, out_err, name, bundle);
+  return st->ops->cert_save_over(st, out_err, name, bundle, expected);
+}
+
 int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *name) {
   return st->ops->cert_delete(st, out_err, name);
 }

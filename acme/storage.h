@@ -202,6 +202,13 @@ typedef struct {
 int acme_storage_cert_save(acme_storage_t *st, char **out_err, const char *name,
                            const acme_storage_bundle_t *bundle);
 
+/* acme_storage_cert_save_over is acme_storage_cert_save for a new version
+ * of the same certificate (its meta changed): in a fleet it stores only if
+ * the stored leaf is still |expected|, else -ESTALE (another node replaced
+ * it meanwhile, and its version stays). */
+int acme_storage_cert_save_over(acme_storage_t *st, char **out_err, const char *name,
+                                const acme_storage_bundle_t *bundle, const acme_cert_t *expected);
+
 /* acme_storage_cert_load reads the bundle stored under |name|. On success
  * |*out_cert| holds one reference (caller unrefs) and, if |out_meta| is not
  * NULL, |*out_meta| is the meta JSON text (caller frees). Returns 0,

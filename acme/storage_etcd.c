@@ -377,12 +377,11 @@ static int cert_key(char **out_key, char **out_err, etcd_store_t *s, const char 
   return 0;
 }
 
-static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
-                          const acme_storage_bundle_t *bundle) {
-  etcd_store_t *s = store_of(st);
-  char *k = NULL;
-  int ret = cert_key(&k, out_err, s, name);
-  if (ret != 0) return ret;
+/* entry_text checks |bundle| for |name| (key |k|) and returns the value to
+ * store, {"chain", "key" (sealed with an encryption key), "meta"}: 0 with
+ * |*out_text| (caller frees), or -EINVAL/-EIO with |*out_err|. */
+static int entry_text(etcd_store_t *s, char **out_text, char **out_err, const char *name,
+                      const char *k, const acme_storage_bundle_t *bundle) {
   /* Checked before anything is written: a key that matches the leaf, and
    * meta that is a JSON object (as the directory backend checks). */
   char *err = NULL;
@@ -395,7 +394,6 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
     acme_cert_unref(cert);
     cJSON_Delete(meta);
     gh_free(err);
-    gh_free(k);
     return -EINVAL;
   }
   acme_cert_unref(cert);
@@ -412,7 +410,6 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
     cJSON_Delete(doc);
     cJSON_Delete(meta);
     gh_free(chain);
-    gh_free(k);
     return -EIO;
   }
   cJSON_AddStringToObject(doc, "chain", chain);
@@ -421,8 +418,21 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
   cJSON_AddItemToObject(doc, "meta", meta);
   gh_free(chain);
   gh_free(keypem);
-  char *text = cJSON_PrintUnformatted(doc);
+  *out_text = cJSON_PrintUnformatted(doc);
   cJSON_Delete(doc);
+  return 0;
+}
+
+static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
+                          const acme_storage_bundle_t *bundle) {
+  etcd_store_t *s = store_of(st);
+  char *k = NULL, *text = NULL;
+  int ret = cert_key(&k, out_err, s, name);
+  if (ret == 0) ret = entry_text(s, &text, out_err, name, k, bundle);
+  if (ret != 0) {
+    gh_free(k);
+    return ret;
+  }
   held_t *h = held_find(s, name);
   if (h != NULL) {
     /* Fenced: only while our lock on the name is the one we took. */
@@ -459,6 +469,58 @@ static int etcd_cert_save(acme_storage_t *st, char **out_err, const char *name,
   }
   /* Written through only once the fleet has it: a refused write must not
    * leave this node serving a certificate the others never see. */
+  if (ret == 0) ret = acme_storage_cert_save(s->local, out_err, name, bundle);
+  return ret;
+}
+
+static acme_cert_t *parse_entry(const etcd_store_t *s, const acme_etcd_kv_t *kv,
+                                char **out_meta, char **out_err, char **out_key_pem);
+
+/* etcd_cert_save_over stores |bundle| only if the entry is still the
+ * version whose leaf is |expected| (a transaction on the revision it was
+ * read at): a node updating a certificate's meta (its renewal state) never
+ * puts back the certificate another node has just replaced. */
+static int etcd_cert_save_over(acme_storage_t *st, char **out_err, const char *name,
+                               const acme_storage_bundle_t *bundle, const acme_cert_t *expected) {
+  etcd_store_t *s = store_of(st);
+  char *k = NULL, *text = NULL;
+  int ret = cert_key(&k, out_err, s, name);
+  if (ret == 0) ret = entry_text(s, &text, out_err, name, k, bundle);
+  acme_etcd_kv_t kv;
+  int found = 0;
+  if (ret == 0) {
+    ret = acme_etcd_get(s->etcd, out_err, &kv, &found, NULL, str(k));
+    reachable(s, ret == 0, out_err ? *out_err : NULL);
+  }
+  if (ret == 0 && !found) {
+    *out_err = gh_asprintf("certificate %s: gone from etcd", name);
+    ret = -ENOENT;
+  } else if (ret == 0) {
+    char *meta = NULL, *err = NULL;
+    acme_cert_t *have = parse_entry(s, &kv, &meta, &err, NULL);
+    int same = acme_cert_same(have, expected);
+    acme_cert_unref(have);
+    gh_free(meta);
+    gh_free(err);
+    int ok = 0;
+    if (same) {
+      acme_etcd_cmp_t cmp = {.key = str(k), .target = ACME_ETCD_CMP_MOD,
+                             .revision = kv.mod_revision};
+      acme_etcd_op_t put = {.type = ACME_ETCD_OP_PUT, .key = str(k), .value = str(text)};
+      acme_etcd_txn_t txn = {.cmps = &cmp, .num_cmps = 1, .success = &put, .num_success = 1,
+                             .retry_safe = 1};
+      ret = acme_etcd_txn(s->etcd, out_err, &ok, NULL, NULL, NULL, &txn);
+      reachable(s, ret == 0, out_err ? *out_err : NULL);
+    }
+    if (ret == 0 && !ok) {
+      *out_err = gh_asprintf("certificate %s: replaced meanwhile (by another node)", name);
+      ret = -ESTALE;
+    }
+    acme_etcd_kv_cleanup(&kv);
+  }
+  if (text != NULL) OPENSSL_cleanse(text, strlen(text));
+  gh_free(text);
+  gh_free(k);
   if (ret == 0) ret = acme_storage_cert_save(s->local, out_err, name, bundle);
   return ret;
 }
@@ -982,6 +1044,7 @@ static const acme_storage_ops_t etcd_ops = {
     .account_save = etcd_account_save,
     .account_load = etcd_account_load,
     .cert_save = etcd_cert_save,
+    .cert_save_over = etcd_cert_save_over,
     .cert_load = etcd_cert_load,
     .cert_list = etcd_cert_list,
     .cert_delete = etcd_cert_delete,

@@ -17,6 +17,9 @@ typedef struct acme_storage_ops {
                       const char *account_id);
   int (*cert_save)(acme_storage_t *st, char **out_err, const char *name,
                    const acme_storage_bundle_t *bundle);
+  /* NULL: cert_save (one process writes the directory at a time per name). */
+  int (*cert_save_over)(acme_storage_t *st, char **out_err, const char *name,
+                        const acme_storage_bundle_t *bundle, const acme_cert_t *expected);
   int (*cert_load)(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta, char **out_err,
                    const char *name);
   int (*cert_list)(acme_storage_t *st, char ***out_names, size_t *out_num_names, char **out_err);

@@ -10,6 +10,8 @@
  * answer has "ok"; a failure has "code" and "err".
  *
  *   {"op":"save","name":N,"cert":FILE,"key":FILE,"meta":TEXT}
+ *   {"op":"save_over", ... as save, "expected":FILE, "expected_key":FILE}
+ *                                   only over that certificate
  *   {"op":"load","name":N}          -> sha256 (of the leaf, hex), meta
  *   {"op":"list"}                   -> names
  *   {"op":"delete","name":N}
@@ -122,12 +124,25 @@ static acme_storage_challenge_t kind_of(const cJSON *cmd) {
 
 static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
   const char *op = field(cmd, "op"), *name = field(cmd, "name");
-  if (strcmp(op, "save") == 0) {
+  if (strcmp(op, "save") == 0 || strcmp(op, "save_over") == 0) {
     size_t cl = 0, kl = 0;
     char *chain = read_file(field(cmd, "cert"), &cl), *key = read_file(field(cmd, "key"), &kl);
     const char *meta = field(cmd, "meta");
     acme_storage_bundle_t b = {{chain ? chain : "", cl}, {key ? key : "", kl}, {meta, strlen(meta)}};
-    int ret = acme_storage_cert_save(st, err, name, &b);
+    int ret;
+    if (strcmp(op, "save") == 0) {
+      ret = acme_storage_cert_save(st, err, name, &b);
+    } else {
+      size_t el = 0, ekl = 0;
+      char *exp = read_file(field(cmd, "expected"), &el), *e2 = NULL;
+      char *ekey = read_file(field(cmd, "expected_key"), &ekl);
+      acme_cert_t *expected = exp && ekey ? acme_cert_from_pem(&e2, exp, el, ekey, ekl) : NULL;
+      gh_free(e2);
+      ret = acme_storage_cert_save_over(st, err, name, &b, expected);
+      acme_cert_unref(expected);
+      gh_free(exp);
+      gh_free(ekey);
+    }
     gh_free(chain);
     gh_free(key);
     return ret;

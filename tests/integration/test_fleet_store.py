@@ -303,5 +303,26 @@ def test_encryption_key_file_checked():
     h.eq(rc, 1, "test_store exit status")
     h.contains(n.stderr(), "storage.etcd.encryption_key %s: expected 32 bytes" % bad, "the error")
 
+
+def test_meta_update_never_over_a_newer_certificate():
+    """A node updating a certificate's meta (its renewal state) writes only
+    over the version it read: after another node stored a new certificate,
+    the update is refused and the new certificate stays."""
+    (a, b), prefix = nodes()
+    crt, key = leaf("meta.fleet.test")
+    crt2, key2 = h.ca().leaf(["meta.fleet.test", "www.meta.fleet.test"])
+    a.ok("save", name="meta.fleet.test", cert=crt, key=key, meta="{}")
+    b.ok("save", name="meta.fleet.test", cert=crt2, key=key2, meta="{}")  # a renewal elsewhere
+    r = a.do("save_over", name="meta.fleet.test", cert=crt, key=key,
+             meta='{"renewal": {"failures": 1}}', expected=crt, expected_key=key)
+    h.check(not r["ok"] and "replaced meanwhile" in r["err"], "stale meta update: %r" % r)
+    h.eq(b.ok("load", name="meta.fleet.test")["sha256"], sha256_of(crt2), "the newer one stays")
+    a.ok("save_over", name="meta.fleet.test", cert=crt2, key=key2,
+         meta='{"renewal": {"failures": 1}}', expected=crt2, expected_key=key2)
+    h.eq(json.loads(b.ok("load", name="meta.fleet.test")["meta"]), {"renewal": {"failures": 1}},
+         "an update over the current one is stored")
+    a.close()
+    b.close()
+
 if __name__ == "__main__":
     h.main()
