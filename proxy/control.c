@@ -206,17 +206,23 @@ static void on_keepalive(uv_timer_t *t) {
   if (ctl->engine != NULL) acme_storage_keepalive(acme_engine_storage(ctl->engine));
 }
 
-/* fleet_start follows a fleet's store: the lease, the watch, the reads on
- * a miss. Logged, not fatal, if a part cannot start: the node still
- * serves what it has. */
-static void fleet_start(px_control_t *ctl, const conf_t *conf) {
+/* fleet_lease keeps a fleet node's lease alive, also for the one order of
+ * `gatehouse cert obtain`: its lock hangs off it. */
+static void fleet_lease(px_control_t *ctl, const conf_t *conf) {
   if (!acme_storage_shared(ctl->storage)) return;
-  char *err = NULL;
   uint64_t every = conf->fleet.lease_ttl_ms / 6;
   uv_timer_init(&ctl->loop, &ctl->keepalive);
   ctl->keepalive.data = ctl;
   ctl->has_keepalive = 1;
   uv_timer_start(&ctl->keepalive, on_keepalive, 0, every < 250 ? 250 : every);
+}
+
+/* fleet_start follows a fleet's store: the watch, the reads on a miss.
+ * Logged, not fatal, if a part cannot start: the node still serves what
+ * it has. */
+static void fleet_start(px_control_t *ctl, const conf_t *conf) {
+  if (!acme_storage_shared(ctl->storage)) return;
+  char *err = NULL;
   acme_storage_reader_t *reader = acme_storage_reader_new(ctl->storage, &err);
   if (reader != NULL) {
     acme_challenges_set_fetch(ctl->challenges, fleet_fetch, fleet_reader_free, reader);
@@ -316,6 +322,7 @@ static px_control_t *control_new(char **out_err, px_gen_t *gen, acme_challenges_
   pthread_mutex_init(&ctl->req_mu, NULL);
   uv_async_init(&ctl->loop, &ctl->req_async, on_requests);
   ctl->req_async.data = ctl;
+  fleet_lease(ctl, conf);
   if (done == NULL) {
     acme_manager_hooks_t hooks = {.ondemand_done = ondemand_done, .policy_stats = policy_stats,
                                   .limits = ondemand ? px_ondemand_limits(ondemand) : NULL,
