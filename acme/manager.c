@@ -34,6 +34,14 @@ static void on_obtained(void *arg, int status, const char *err, acme_cert_t *cer
   acme__site_t *ms = arg;
   ms->ordering = 0;
   if (status == UV_ECANCELED && ms->m->stopping) return;
+  if (status == UV_EBUSY && acme_storage_shared(ms->m->storage)) {
+    /* Another node of the fleet orders it: its certificate comes through
+     * the watch (acme_manager_fleet_cert), which cancels this retry. */
+    GH_INFO("fleet", "%s: ordered by another node; waiting for its certificate",
+            ms->site->hosts[0]);
+    schedule_retry(ms);
+    return;
+  }
   if (status != 0) {
     GH_ERROR("acme", "%s: %s", ms->site->hosts[0], err ? err : uv_strerror(status));
     schedule_retry(ms);

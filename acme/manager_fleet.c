@@ -46,6 +46,8 @@ void acme_manager_fleet_cert(acme_manager_t *m, const char *name, acme_cert_t *c
   if (site != NULL) {
     if (!acme__manager_covers(cert, site->site)) return;
     acme_cache_install_site(m->cache, site->site, cert);
+    uv_timer_stop(&site->retry); /* its own order, if it lost the race, is not needed */
+    site->backoff_ms = 0;
   } else if (m->ondemand && m->conf->on_demand.enabled) {
     acme_cache_install_name(m->cache, name, cert, m->conf->on_demand.cache_capacity);
   } else {

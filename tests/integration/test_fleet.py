@@ -120,7 +120,8 @@ class Fleet:
     member by default); use_etcd=False gives plain directory stores."""
 
     def __init__(self, tag, challenges=("tls-alpn-01",), endpoints=None, use_etcd=True,
-                 released=NODES, store_down="deny", on_demand=None, encryption_key=None):
+                 released=NODES, store_down="deny", on_demand=None, encryption_key=None,
+                 managed=()):
         stop_fleet()
         _s["fleet"] = self  # stopped by the next test even if a node fails to start
         p, e = pb(), echo()
@@ -152,7 +153,8 @@ class Fleet:
             conf = {
                 "listen": {"https": ["%s:%d" % (addr, P_TLS)], "http": ["%s:%d" % (addr, P_HTTP)]},
                 "workers": 1,
-                "sites": [h.site(["*"], [e], cert=None, default=True)],
+                "sites": [h.site([m], [e], cert=None) for m in managed] +
+                         [h.site(["*"], [e], cert=None, default=True)],
                 "acme": acme,
                 "on_demand": dict({"allow": ["*.fleet.test"], "wait_budget": "%ds" % WAIT,
                                    "rate_limits": {"global": "10000/1h",
@@ -873,6 +875,33 @@ def test_reload_with_a_bad_encryption_key_is_refused():
                re.escape(bad), since=size, timeout=10)
     fetch_ok(name, host=ADDRS[0])
     fetch_ok("rl2-%s.fleet.test" % tag, host=ADDRS[0])
+    f.stop()
+
+
+def test_managed_site_ordered_once_by_the_fleet():
+    """Three nodes given the same managed site at once (a reload on each):
+    one orders its certificate, the other two wait for it (no error) and
+    install it from the watch; all three serve the same serial."""
+    tag = label()
+    name = "site-%s.fleet.test" % tag
+    f = Fleet(tag)
+    # All three up first (the validator must find every node listening),
+    # then the site added everywhere at once by a reload.
+    for g in f.nodes:
+        conf = json.loads(json.dumps(g.config))
+        conf["sites"].insert(0, h.site([name], [echo()], cert=None))
+        g.write_config(conf)
+    for g in f.nodes:
+        g.reload()
+    serials = {}
+    for addr in ADDRS:
+        h.wait_until(lambda: serial_at(name, addr), 30, "%s to serve %s" % (addr, name))
+        serials[addr] = serial_at(name, addr)
+    h.eq(len(set(serials.values())), 1, "one certificate on every node: %r" % serials)
+    h.eq(f.total_orders(name), 1, "orders for the managed site")
+    for g in f.nodes:
+        bad = re.findall(r"(?m)^\S+ (?:warn|error) .*locked by another.*$", g.log())
+        h.eq(bad, [], "warnings or errors about the lock in %s's log" % g.node)
     f.stop()
 
 if __name__ == "__main__":
