@@ -48,10 +48,11 @@ void acme_manager_fleet_cert(acme_manager_t *m, const char *name, acme_cert_t *c
     acme_cache_install_site(m->cache, site->site, cert);
     uv_timer_stop(&site->retry); /* its own order, if it lost the race, is not needed */
     site->backoff_ms = 0;
-  } else if (m->ondemand && m->conf->on_demand.enabled) {
+  } else if (m->ondemand && m->conf->on_demand.enabled &&
+             acme_policy_precheck(&m->conf->on_demand, name, strlen(name)) == NULL) {
     acme_cache_install_name(m->cache, name, cert, m->conf->on_demand.cache_capacity);
   } else {
-    return; /* a name this node does not serve */
+    return; /* a name this node does not serve (its on_demand.allow differs) */
   }
   char *serial = acme_cert_serial_hex(cert);
   GH_INFO("fleet", "%s: certificate installed from the fleet (serial %s)", name,
