@@ -116,8 +116,8 @@ static int publish(acme_job_t *job, acme_storage_challenge_t kind, const char *i
   acme_engine_t *e = job->engine;
   if (!acme_storage_shared(e->storage)) return 0;
   char *err = NULL;
-  int rc = acme_storage_challenge_put(e->storage, &err, kind, id, job->keyauth);
-  if (rc != 0 && e->conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL) {
+  int rc = acme_storage_challenge_put(e->storage, &err, kind, id, job->keyauth, job->lock);
+  if (rc != 0 && rc != -ESTALE && e->conf->fleet.issue_when_store_down == CONF_STORE_DOWN_LOCAL) {
     GH_WARN("fleet", "%s: challenge not published (%s): only this node answers it", id, err);
     rc = 0;
   } else if (rc != 0) {
@@ -134,7 +134,7 @@ static void unpublish(acme_job_t *job, acme_storage_challenge_t kind, const char
   acme_engine_t *e = job->engine;
   if (!acme_storage_shared(e->storage)) return;
   char *err = NULL;
-  if (acme_storage_challenge_delete(e->storage, &err, kind, id) != 0)
+  if (acme_storage_challenge_delete(e->storage, &err, kind, id, job->lock) != 0)
     GH_DEBUG("fleet", "%s: challenge record not removed: %s", id, err);
   gh_free(err);
 }

@@ -821,15 +821,17 @@ static int no_challenges(acme_storage_t *st, char **out_err) {
 }
 
 int acme_storage_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
-                               const char *id, const char *key_auth) {
+                               const char *id, const char *key_auth,
+                               const acme_storage_lock_t *lock) {
   if (st->ops->challenge_put == NULL) return no_challenges(st, out_err);
-  return st->ops->challenge_put(st, out_err, kind, id, key_auth);
+  return st->ops->challenge_put(st, out_err, kind, id, key_auth, lock);
 }
 
 int acme_storage_challenge_delete(acme_storage_t *st, char **out_err,
-                                  acme_storage_challenge_t kind, const char *id) {
+                                  acme_storage_challenge_t kind, const char *id,
+                                  const acme_storage_lock_t *lock) {
   if (st->ops->challenge_delete == NULL) return no_challenges(st, out_err);
-  return st->ops->challenge_delete(st, out_err, kind, id);
+  return st->ops->challenge_delete(st, out_err, kind, id, lock);
 }
 
 int acme_storage_challenge_get(acme_storage_t *st, char **out_key_auth, char **out_err,

@@ -92,14 +92,21 @@ int acme_storage_keepalive(acme_storage_t *st);
  * answers from what it watched (or, on a miss, from a read). |id| is the
  * HTTP-01 token (base64url) or the TLS-ALPN-01 name; |key_auth| the key
  * authorization. A directory store has none: -ENOTSUP. */
+struct acme_storage_lock; /* acme__storage_lock, below */
 typedef enum {
   ACME_STORAGE_HTTP01 = 0,
   ACME_STORAGE_TLSALPN01 = 1,
 } acme_storage_challenge_t;
+/* With |lock| (the order's lock on its name; NULL: none) a write is
+ * fenced like a certificate's: refused (-ESTALE) once another node holds
+ * the name, so a node that stalled never overwrites or removes the new
+ * holder's record. */
 int acme_storage_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
-                               const char *id, const char *key_auth);
+                               const char *id, const char *key_auth,
+                               const struct acme_storage_lock *lock);
 int acme_storage_challenge_delete(acme_storage_t *st, char **out_err,
-                                  acme_storage_challenge_t kind, const char *id);
+                                  acme_storage_challenge_t kind, const char *id,
+                                  const struct acme_storage_lock *lock);
 /* acme_storage_challenge_get reads one record (a linearizable read):
  * 0 with |*out_key_auth| (caller frees), -ENOENT, or another error. */
 int acme_storage_challenge_get(acme_storage_t *st, char **out_key_auth, char **out_err,

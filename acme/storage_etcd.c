@@ -840,26 +840,71 @@ static char *challenge_key(etcd_store_t *s, char **out_err, acme_storage_challen
   return key(s, challenge_dirs[kind == ACME_STORAGE_HTTP01 ? 0 : 1], id);
 }
 
+/* fence_of returns the fencing revision of |lock| when it is one of this
+ * store's etcd locks still held (0: unfenced, such as a directory lock
+ * taken while etcd was down in "local" mode), and the lock key in |*out_lk|
+ * (caller frees). */
+static int64_t fence_of(etcd_store_t *s, const acme_storage_lock_t *lock, char **out_lk) {
+  *out_lk = NULL;
+  if (lock == NULL || lock->release != etcd_unlock) return 0;
+  const etcd_lock_t *l = (const etcd_lock_t *)lock;
+  held_t *h = held_find(s, l->name);
+  *out_lk = key(s, "locks/", l->name);
+  return h != NULL ? h->revision : -1; /* -1: released, nothing matches */
+}
+
+/* challenge_write puts |key_auth| at |k| (bound to the lease), or deletes
+ * |k| when it is NULL, fenced by |lock| when it has one. */
+static int challenge_write(etcd_store_t *s, char **out_err, const char *k, const char *key_auth,
+                           const acme_storage_lock_t *lock) {
+  char *lk = NULL;
+  int64_t fence = fence_of(s, lock, &lk);
+  int ret = 0, ok = 1;
+  if (lk == NULL && key_auth != NULL) {
+    ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), str(key_auth), s->lease);
+  } else if (lk == NULL) {
+    ret = acme_etcd_delete(s->etcd, out_err, NULL, NULL, str(k), 0);
+  } else {
+    acme_etcd_cmp_t cmp = {.key = str(lk), .target = ACME_ETCD_CMP_CREATE, .revision = fence};
+    acme_etcd_op_t op = {.type = key_auth ? ACME_ETCD_OP_PUT : ACME_ETCD_OP_DELETE,
+                         .key = str(k), .value = key_auth ? str(key_auth) : (gh_str_t){0},
+                         .lease = key_auth ? s->lease : 0};
+    acme_etcd_txn_t txn = {.cmps = &cmp, .num_cmps = 1, .success = &op, .num_success = 1,
+                           .retry_safe = 1};
+    ret = acme_etcd_txn(s->etcd, out_err, &ok, NULL, NULL, NULL, &txn);
+  }
+  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  if (ret == 0 && !ok) {
+    *out_err = gh_asprintf("challenge record %s: not written: this node's lock is gone, "
+                           "another node may hold it now", k);
+    ret = -ESTALE;
+    atomic_fetch_add(&g_stats.fence_refusals, 1);
+  }
+  gh_free(lk);
+  return ret;
+}
+
 static int etcd_challenge_put(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
-                              const char *id, const char *key_auth) {
+                              const char *id, const char *key_auth,
+                              const acme_storage_lock_t *lock) {
   etcd_store_t *s = store_of(st);
   char *k = challenge_key(s, out_err, kind, id);
   if (k == NULL) return -EINVAL;
   /* Bound to the node's lease: a node that dies takes its records along. */
   int ret = ensure_lease(s, out_err);
-  if (ret == 0) ret = acme_etcd_put(s->etcd, out_err, NULL, str(k), str(key_auth), s->lease);
-  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  if (ret == 0) ret = challenge_write(s, out_err, k, key_auth, lock);
+  else reachable(s, 0, out_err ? *out_err : NULL);
   gh_free(k);
   return ret;
 }
 
 static int etcd_challenge_delete(acme_storage_t *st, char **out_err,
-                                 acme_storage_challenge_t kind, const char *id) {
+                                 acme_storage_challenge_t kind, const char *id,
+                                 const acme_storage_lock_t *lock) {
   etcd_store_t *s = store_of(st);
   char *k = challenge_key(s, out_err, kind, id);
   if (k == NULL) return -EINVAL;
-  int ret = acme_etcd_delete(s->etcd, out_err, NULL, NULL, str(k), 0);
-  reachable(s, ret == 0, out_err ? *out_err : NULL);
+  int ret = challenge_write(s, out_err, k, NULL, lock);
   gh_free(k);
   return ret;
 }

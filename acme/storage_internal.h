@@ -28,9 +28,9 @@ typedef struct acme_storage_ops {
               const char *name, unsigned ttl_s);
   /* Shared challenge records; NULL for a store of one node. */
   int (*challenge_put)(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
-                       const char *id, const char *key_auth);
+                       const char *id, const char *key_auth, const acme_storage_lock_t *lock);
   int (*challenge_delete)(acme_storage_t *st, char **out_err, acme_storage_challenge_t kind,
-                          const char *id);
+                          const char *id, const acme_storage_lock_t *lock);
   int (*challenge_get)(acme_storage_t *st, char **out_key_auth, char **out_err,
                        acme_storage_challenge_t kind, const char *id);
 } acme_storage_ops_t;

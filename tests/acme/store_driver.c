@@ -20,7 +20,8 @@
  *   {"op":"keepalive"}
  *   {"op":"account_save","ca":URL,"id":ID,"json":TEXT}
  *   {"op":"account_load","ca":URL,"id":ID} -> json
- *   {"op":"challenge_put","kind":"http-01"|"tls-alpn-01","id":ID,"key_auth":KA}
+ *   {"op":"challenge_put","kind":"http-01"|"tls-alpn-01","id":ID,"key_auth":KA[,"lock":N]}
+ *                                   ("lock": fenced by this driver's lock on N)
  *   {"op":"challenge_delete","kind":K,"id":ID}
  *   {"op":"challenge_get","kind":K,"id":ID}  -> key_auth
  *   {"op":"watch"}                  starts following the store (a fleet's)
@@ -115,6 +116,17 @@ static void on_unlocked(void *arg, const char *name) {
   if (g_events == NULL) g_events = cJSON_CreateArray();
   cJSON_AddItemToArray(g_events, e);
   pthread_mutex_unlock(&g_mu);
+}
+
+/* lock_of returns the lock this driver holds on the command's "lock" name
+ * (a fenced challenge write), or NULL. */
+static acme_storage_lock_t *lock_of(const cJSON *cmd) {
+  const cJSON *l = cJSON_GetObjectItemCaseSensitive(cmd, "lock");
+  if (!cJSON_IsString(l)) return NULL;
+  for (size_t i = 0; i < MAX_LOCKS; i++)
+    if (g_locks[i].name != NULL && strcmp(g_locks[i].name, l->valuestring) == 0)
+      return g_locks[i].lock;
+  return NULL;
 }
 
 static acme_storage_challenge_t kind_of(const cJSON *cmd) {
@@ -239,9 +251,10 @@ static int run(acme_storage_t *st, const cJSON *cmd, cJSON *out, char **err) {
     return 0;
   }
   if (strcmp(op, "challenge_put") == 0)
-    return acme_storage_challenge_put(st, err, kind_of(cmd), field(cmd, "id"), field(cmd, "key_auth"));
+    return acme_storage_challenge_put(st, err, kind_of(cmd), field(cmd, "id"), field(cmd, "key_auth"),
+                                      lock_of(cmd));
   if (strcmp(op, "challenge_delete") == 0)
-    return acme_storage_challenge_delete(st, err, kind_of(cmd), field(cmd, "id"));
+    return acme_storage_challenge_delete(st, err, kind_of(cmd), field(cmd, "id"), lock_of(cmd));
   if (strcmp(op, "challenge_get") == 0) {
     char *ka = NULL;
     int ret = acme_storage_challenge_get(st, &ka, err, kind_of(cmd), field(cmd, "id"));

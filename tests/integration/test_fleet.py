@@ -59,9 +59,29 @@ import pebble  # noqa: E402
 
 h.TEST_TIMEOUT = 150.0  # the burst and the etcd outage take longer than most
 
-P_TLS = h.free_port()
-P_HTTP = h.free_port()
 ADDRS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+
+
+def fleet_port():
+    """A port free on 127.0.0.1 (HAProxy) and on every node's address."""
+    import socket
+    for _ in range(50):
+        port = h.free_port()
+        try:
+            for a in ADDRS:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                try:
+                    s.bind((a, port))
+                finally:
+                    s.close()
+            return port
+        except OSError:
+            continue
+    raise h.Fail("no port free on every fleet address")
+
+
+P_TLS = fleet_port()
+P_HTTP = fleet_port()
 NODES = ["n1", "n2", "n3"]
 TOKEN = "fleet-admin-token"
 WAIT = 30           # on_demand.wait_budget, seconds

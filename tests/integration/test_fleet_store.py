@@ -134,6 +134,17 @@ def test_dead_holder_and_fence():
     h.contains(r["err"], "lock on it", "and says why")
     r = c.ok("load", name="k.fleet.test")
     h.eq(json.loads(r["meta"]), {"by": "node2"}, "the name keeps the new holder's certificate")
+    # Challenge records are fenced the same way: the stale holder can
+    # neither overwrite nor remove the new holder's TLS-ALPN-01 record.
+    c.ok("challenge_put", kind="tls-alpn-01", id="k.fleet.test", key_auth="new.holder",
+         lock="k.fleet.test")
+    r = b.do("challenge_put", kind="tls-alpn-01", id="k.fleet.test", key_auth="stale",
+             lock="k.fleet.test")
+    h.eq((r["ok"], r.get("code")), (False, -116), "the stale holder's challenge put")
+    r = b.do("challenge_delete", kind="tls-alpn-01", id="k.fleet.test", lock="k.fleet.test")
+    h.eq((r["ok"], r.get("code")), (False, -116), "the stale holder's challenge delete")
+    h.eq(c.ok("challenge_get", kind="tls-alpn-01", id="k.fleet.test")["key_auth"], "new.holder",
+         "the new holder's record stays")
     b.close()
     c.close()
 

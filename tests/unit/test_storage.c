@@ -341,7 +341,7 @@ static void test_no_challenge_records(void) {
   fixture_t f;
   fixture_init(&f);
   char *err = NULL, *ka = NULL;
-  ASSERT_EQ(acme_storage_challenge_put(f.st, &err, ACME_STORAGE_HTTP01, "tok", "tok.x"), -ENOTSUP);
+  ASSERT_EQ(acme_storage_challenge_put(f.st, &err, ACME_STORAGE_HTTP01, "tok", "tok.x", NULL), -ENOTSUP);
   ASSERT_NOT_NULL(strstr(err, "directory store keeps none"));
   gh_free(err);
   err = NULL;
