@@ -221,7 +221,11 @@ static void fleet_lease(px_control_t *ctl, const conf_t *conf) {
  * Logged, not fatal, if a part cannot start: the node still serves what
  * it has. */
 static void fleet_start(px_control_t *ctl, const conf_t *conf) {
-  if (!acme_storage_shared(ctl->storage)) return;
+  if (!acme_storage_shared(ctl->storage)) {
+    /* Not (or no longer, after a reload) in a fleet. */
+    acme_challenges_set_fetch(ctl->challenges, NULL, NULL, NULL);
+    return;
+  }
   char *err = NULL;
   acme_storage_reader_t *reader = acme_storage_reader_new(ctl->storage, &err);
   if (reader != NULL) {
@@ -357,9 +361,10 @@ void px_control_stop(px_control_t *ctl) {
   uv_async_send(&ctl->async);
   uv_thread_join(&ctl->thread);
   if (uv_loop_close(&ctl->loop) != 0) GH_WARN("acme", "control thread: loop not empty at exit");
-  /* Waits for a worker's read in flight; the next thread installs its own. */
-  if (acme_storage_shared(ctl->storage) && ctl->manager != NULL)
-    acme_challenges_set_fetch(ctl->challenges, NULL, NULL, NULL);
+  /* The challenge table keeps its fetch function (the reader has its own
+   * etcd client) and its fleet answers: while a reload replaces this
+   * thread, the validator may be checking another node's challenge here.
+   * The next thread replaces the function; the table's end frees it. */
   acme_manager_free(ctl->manager);
   acme_storage_free(ctl->storage);
   /* Calls posted too late still run, here, with no engine (so they answer

@@ -907,12 +907,16 @@ def test_managed_site_ordered_once_by_the_fleet():
     f = Fleet(tag)
     # All three up first (the validator must find every node listening),
     # then the site added everywhere at once by a reload.
+    sizes = []
     for g in f.nodes:
         conf = json.loads(json.dumps(g.config))
         conf["sites"].insert(0, h.site([name], [echo()], cert=None))
         g.write_config(conf)
+        sizes.append(g.log_size())
     for g in f.nodes:
         g.reload()
+    for g, size in zip(f.nodes, sizes):
+        g.wait_log(r"configuration reloaded", since=size, timeout=10)
     serials = {}
     for addr in ADDRS:
         h.wait_until(lambda: serial_at(name, addr), 30, "%s to serve %s" % (addr, name))
