@@ -27,6 +27,8 @@
 
 #include "acme/csr.h"
 #include "acme/engine_internal.h"
+#include <strings.h>
+
 #include "acme/jws.h"
 #include "common/b64.h"
 #include "common/common.h"
@@ -65,6 +67,35 @@ const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field)
     return NULL;
   }
   return v->valuestring;
+}
+
+const char *acme__url_problem(const char *url) {
+  if (url == NULL || url[0] == '\0') return "it is empty";
+  size_t n = strlen(url);
+  if (n > 2048) return "it is over 2048 bytes";
+  if (strncasecmp(url, "https://", 8) != 0) return "it is not an https:// URL";
+  const char *host = url + 8;
+  if (host[0] == '\0' || host[0] == '/' || host[0] == ':' || host[0] == '?' || host[0] == '#')
+    return "it has no host";
+  size_t auth = strcspn(host, "/?#");
+  if (memchr(host, '@', auth) != NULL) return "it carries a user name";
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)url[i];
+    if (c <= 0x20 || c >= 0x7f) return "it holds a space, control or non-ASCII byte";
+  }
+  return NULL;
+}
+
+const char *acme__json_url(acme_job_t *job, const cJSON *obj, const char *field) {
+  const char *url = acme__json_str(job, obj, field);
+  if (url == NULL) return NULL;
+  const char *why = acme__url_problem(url);
+  if (why != NULL) {
+    acme__job_fail(job, UV_EPROTO, "%s %s: field \"%s\" of the CA's response is refused: %s",
+                   job->method, job->url, field, why);
+    return NULL;
+  }
+  return url;
 }
 
 uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms) {
@@ -580,10 +611,10 @@ static void after_account(acme_job_t *job) {
 static int directory_response(acme_job_t *job, const cJSON *json) {
   acme_engine_t *e = job->engine;
   const char *nn, *na, *no, *rv;
-  if ((nn = acme__json_str(job, json, "newNonce")) == NULL ||
-      (na = acme__json_str(job, json, "newAccount")) == NULL ||
-      (no = acme__json_str(job, json, "newOrder")) == NULL ||
-      (rv = acme__json_str(job, json, "revokeCert")) == NULL)
+  if ((nn = acme__json_url(job, json, "newNonce")) == NULL ||
+      (na = acme__json_url(job, json, "newAccount")) == NULL ||
+      (no = acme__json_url(job, json, "newOrder")) == NULL ||
+      (rv = acme__json_url(job, json, "revokeCert")) == NULL)
     return -1;
   if (!e->have_directory) {
     e->url_new_nonce = gh_strdup(nn);
@@ -592,10 +623,10 @@ static int directory_response(acme_job_t *job, const cJSON *json) {
     e->url_revoke = gh_strdup(rv);
     /* Optional here: only a key rollover needs it, and says so. */
     const cJSON *kc = cJSON_GetObjectItemCaseSensitive(json, "keyChange");
-    if (cJSON_IsString(kc) && kc->valuestring[0] != '\0')
+    if (cJSON_IsString(kc) && acme__url_problem(kc->valuestring) == NULL)
       e->url_key_change = gh_strdup(kc->valuestring);
     const cJSON *ri = cJSON_GetObjectItemCaseSensitive(json, "renewalInfo");
-    if (cJSON_IsString(ri) && strncmp(ri->valuestring, "https://", 8) == 0)
+    if (cJSON_IsString(ri) && acme__url_problem(ri->valuestring) == NULL)
       e->url_renewal_info = gh_strdup(ri->valuestring);
     e->have_directory = 1;
   }
@@ -823,6 +854,12 @@ static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
   if (loc == NULL || loc[0] == '\0') {
     acme__job_fail(job, UV_EPROTO, "POST %s: status %d without a Location header (the account "
                    "URL)", job->url, resp->status);
+    return;
+  }
+  const char *why = acme__url_problem(loc);
+  if (why != NULL) {
+    acme__job_fail(job, UV_EPROTO, "POST %s: the account URL (Location) is refused: %s",
+                   job->url, why);
     return;
   }
   e->kid = gh_strdup(loc);

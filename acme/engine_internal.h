@@ -258,6 +258,14 @@ void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void acme__job_succeed(acme_job_t *job, acme_cert_t *cert);
 const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field);
+/* acme__url_problem says why |url|, given by the CA, is not to be
+ * followed (NULL: it is fine): every URL must be https:// (so it gets the
+ * same TLS checks as the directory, against the same roots), with a host,
+ * no user name, no space or control byte, at most 2048 bytes.
+ * acme__json_url is acme__json_str for such a URL: it fails the job with
+ * the reason. */
+const char *acme__url_problem(const char *url);
+const char *acme__json_url(acme_job_t *job, const cJSON *obj, const char *field);
 uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms);
 int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const char *value);
 

@@ -8,6 +8,7 @@
  * the CA is honoured up to the same cap. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <openssl/bio.h>
@@ -16,6 +17,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "acme/csr.h"
 #include "acme/engine_internal.h"
@@ -273,10 +275,47 @@ static void poll_again(acme_job_t *job, const acme_httpc_resp_t *resp, const cha
   acme__job_wait(job, job->state, delay);
 }
 
+/* printable returns a copy of what the CA sent fit for a message (caller
+ * frees): at most 80 bytes, anything but printable ASCII as '?'. */
+static char *printable(const char *s) {
+  size_t n = strnlen(s, 80);
+  char *out = gh_strndup(s, n);
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) out[i] = '?';
+  return out;
+}
+
+/* authz_ours checks that the authorization |json| is for an identifier
+ * this order asked for (a DNS name of job->names, "*." with "wildcard");
+ * otherwise it fails the job and returns -1. */
+static int authz_ours(acme_job_t *job, const cJSON *json) {
+  const cJSON *id = cJSON_GetObjectItemCaseSensitive(json, "identifier");
+  if (!cJSON_IsObject(id)) {
+    acme__job_fail(job, UV_EPROTO, "%s: the authorization has no object \"identifier\"", job->url);
+    return -1;
+  }
+  const char *value = acme__json_str(job, id, "value");
+  const char *type = value ? acme__json_str(job, id, "type") : NULL;
+  if (type == NULL) return -1;
+  int wildcard = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "wildcard"));
+  for (size_t i = 0; strcmp(type, "dns") == 0 && i < job->num_names; i++) {
+    const char *n = job->names[i];
+    if (wildcard && strncmp(n, "*.", 2) == 0 && strcasecmp(n + 2, value) == 0) return 0;
+    if (!wildcard && strcasecmp(n, value) == 0) return 0;
+  }
+  char *p = printable(value);
+  acme__job_fail(job, UV_EPROTO, "%s: the authorization is for %s %s%s, which this order did not "
+                 "ask for", job->url, strcmp(type, "dns") == 0 ? "the name" : type,
+                 wildcard ? "*." : "", p);
+  gh_free(p);
+  return -1;
+}
+
 static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json) {
   acme_engine_t *e = job->engine;
   const char *status = acme__json_str(job, json, "status");
   if (status == NULL) return;
+  if (authz_ours(job, json) != 0) return;
   if (strcmp(status, "valid") == 0) {
     authz_next(job);
     return;
@@ -354,7 +393,7 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
                    offered[0] ? offered : "none", wildcard ? " (a wildcard needs dns-01)" : "");
     return;
   }
-  const char *url = acme__json_str(job, chosen, "url");
+  const char *url = acme__json_url(job, chosen, "url");
   if (url == NULL) return;
   const char *token = acme__json_str(job, chosen, "token");
   if (token == NULL) return;
@@ -380,14 +419,14 @@ static void order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   const char *status = acme__json_str(job, json, "status");
   if (status == NULL) return;
   if (strcmp(status, "valid") == 0) {
-    const char *cert = acme__json_str(job, json, "certificate");
+    const char *cert = acme__json_url(job, json, "certificate");
     if (cert == NULL) return;
     gh_free(job->cert_url);
     job->cert_url = gh_strdup(cert);
     acme__job_goto(job, ACME_JOB_CERT);
   } else if (strcmp(status, "ready") == 0 && !job->finalized) {
     if (job->finalize_url == NULL) {
-      const char *fin = acme__json_str(job, json, "finalize");
+      const char *fin = acme__json_url(job, json, "finalize");
       if (fin == NULL) return;
       job->finalize_url = gh_strdup(fin);
     }
@@ -412,13 +451,26 @@ static void new_order_response(acme_job_t *job, const acme_httpc_resp_t *resp,
                    "URL)", job->url, resp->status);
     return;
   }
-  const char *fin = acme__json_str(job, json, "finalize");
+  const char *why = acme__url_problem(loc);
+  if (why != NULL) {
+    acme__job_fail(job, UV_EPROTO, "POST %s: the order URL (Location) is refused: %s", job->url,
+                   why);
+    return;
+  }
+  const char *fin = acme__json_url(job, json, "finalize");
   if (fin == NULL || acme__json_str(job, json, "status") == NULL) return;
   const cJSON *az = cJSON_GetObjectItemCaseSensitive(json, "authorizations");
   int n = cJSON_IsArray(az) ? cJSON_GetArraySize(az) : -1;
-  if (n < 0 || n > 1000) {
+  if (n < 0) {
     acme__job_fail(job, UV_EPROTO, "POST %s: field \"authorizations\" is not an array of URLs",
                    job->url);
+    return;
+  }
+  /* One authorization per identifier (RFC 8555 7.1.4): more is a CA
+   * sending this order on errands. */
+  if ((size_t)n > job->num_names) {
+    acme__job_fail(job, UV_EPROTO, "POST %s: %d authorizations for an order of %zu name(s)",
+                   job->url, n, job->num_names);
     return;
   }
   job->order_url = gh_strdup(loc);
@@ -429,6 +481,11 @@ static void new_order_response(acme_job_t *job, const acme_httpc_resp_t *resp,
     if (!cJSON_IsString(a) || a->valuestring[0] == '\0') {
       acme__job_fail(job, UV_EPROTO, "POST %s: field \"authorizations\" holds a non-string",
                      job->url);
+      return;
+    }
+    if ((why = acme__url_problem(a->valuestring)) != NULL) {
+      acme__job_fail(job, UV_EPROTO, "POST %s: an authorization URL is refused: %s", job->url,
+                     why);
       return;
     }
     job->authz_urls[job->num_authz++] = gh_strdup(a->valuestring);
@@ -466,9 +523,86 @@ static char *chain_top_issuer(const char *pem, size_t len, size_t *out_num) {
   return r > 0 ? gh_strdup(cn) : NULL;
 }
 
+/* cert_problem checks the chain the CA returned before anything stores or
+ * serves it: the leaf's key is the CSR's, its DNS names are exactly the
+ * ordered ones, it is valid now, and each certificate of the chain is
+ * issued (and signed) by the next one. Returns NULL or why not (a new
+ * string). */
+static char *cert_problem(acme_job_t *job) {
+  STACK_OF(X509) *chain = sk_X509_new_null();
+  BIO *bio = BIO_new_mem_buf(job->chain_pem, (int)strlen(job->chain_pem));
+  X509 *x;
+  while (bio != NULL && sk_X509_num(chain) < 16 &&
+         (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+    sk_X509_push(chain, x);
+  ERR_clear_error();
+  BIO_free(bio);
+  char *why = NULL;
+  X509 *leaf = sk_X509_num(chain) > 0 ? sk_X509_value(chain, 0) : NULL;
+  EVP_PKEY *leaf_key = leaf ? X509_get_pubkey(leaf) : NULL;
+  time_t now = time(NULL);
+  if (leaf == NULL) {
+    why = gh_strdup("no certificate in it");
+  } else if (leaf_key == NULL || EVP_PKEY_cmp(leaf_key, job->cert_key) != 1) {
+    why = gh_strdup("its key is not the one of this order's CSR");
+  } else if (X509_cmp_time(X509_get0_notAfter(leaf), &now) <= 0) {
+    why = gh_strdup("it has expired");
+  } else if (X509_cmp_time(X509_get0_notBefore(leaf), &(time_t){now + 300}) > 0) {
+    why = gh_strdup("it is not valid yet");
+  } else if (sk_X509_num(chain) < 2) {
+    why = gh_strdup("no issuer certificate came with it");
+  }
+  if (why == NULL) { /* the names: exactly the ordered ones */
+    GENERAL_NAMES *sans = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    size_t found = 0, count = 0;
+    for (size_t i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && why == NULL; i++) {
+      const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+      if (g->type != GEN_DNS) {
+        why = gh_strdup("it names something other than DNS names");
+        break;
+      }
+      const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+      int len = ASN1_STRING_length(g->d.dNSName);
+      int ours = 0;
+      for (size_t k = 0; k < job->num_names && !ours; k++)
+        ours = strlen(job->names[k]) == (size_t)len &&
+               strncasecmp(job->names[k], (const char *)d, (size_t)len) == 0;
+      if (!ours) {
+        char *p = gh_strndup((const char *)d, (size_t)len), *q = printable(p);
+        why = gh_asprintf("it names %s, which this order did not ask for", q);
+        gh_free(p);
+        gh_free(q);
+      }
+      found += ours;
+      count++;
+    }
+    GENERAL_NAMES_free(sans);
+    if (why == NULL && found != job->num_names)
+      why = gh_asprintf("it names %zu of the %zu ordered names", found, job->num_names);
+  }
+  for (size_t i = 0; why == NULL && i + 1 < sk_X509_num(chain); i++) {
+    X509 *sub = sk_X509_value(chain, i), *iss = sk_X509_value(chain, i + 1);
+    EVP_PKEY *ik = X509_get_pubkey(iss);
+    if (X509_check_issued(iss, sub) != X509_V_OK || ik == NULL || X509_verify(sub, ik) != 1)
+      why = gh_asprintf("certificate %zu of the chain is not issued by the next one", i);
+    EVP_PKEY_free(ik);
+  }
+  EVP_PKEY_free(leaf_key);
+  ERR_clear_error();
+  sk_X509_pop_free(chain, X509_free);
+  return why;
+}
+
 static void store_cert(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   char *err = NULL;
+  char *why = cert_problem(job);
+  if (why != NULL) {
+    acme__job_fail(job, UV_EPROTO, "%s: the certificate for %s is refused: %s", job->cert_url,
+                   job->names[0], why);
+    gh_free(why);
+    return;
+  }
   char *key_pem = acme__key_to_pem(job->cert_key);
   if (key_pem == NULL) {
     acme__job_fail(job, UV_EINVAL, "cannot encode the certificate key");

@@ -567,7 +567,9 @@ class _FakeCA(http.server.BaseHTTPRequestHandler):
         self.seen.append(key)
         n = self.seen.count(key)
         answers = self.script.get(key, [(404, {}, "")])
-        status, headers, body = answers[min(n, len(answers)) - 1]
+        answer = answers[min(n, len(answers)) - 1]
+        # A callable answers from the bodies posted so far (a finalize's CSR).
+        status, headers, body = answer(self.bodies) if callable(answer) else answer
         body = body.replace("BASE", self.base).encode()
         self.send_response(status)
         if self.command != "GET" and status < 500:
@@ -586,7 +588,7 @@ class _FakeCA(http.server.BaseHTTPRequestHandler):
         self._answer()
 
     def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.bodies[self.path] = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         self._answer()
 
     def log_message(self, *a):
@@ -595,7 +597,7 @@ class _FakeCA(http.server.BaseHTTPRequestHandler):
 
 def _fake_ca(script):
     seen = []
-    handler = type("F", (_FakeCA,), {"script": script, "seen": seen})
+    handler = type("F", (_FakeCA,), {"script": script, "seen": seen, "bodies": {}})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     handler.base = "https://localhost:%d" % srv.server_address[1]
     crt, key = harness.ca().leaf(["localhost"])
@@ -679,6 +681,155 @@ def test_retries_and_rate_limits():
     harness.contains(out["error"], '/authz/1: the CA\'s response has no string field "value"',
                      "error names the field")
 
+
+
+# --- a CA whose answers are not to be trusted (issue 16) ----------------------
+
+def _csr_key(body):
+    """The public key of the CSR in a finalize request (a flattened JWS)."""
+    import base64
+    from cryptography import x509
+
+    def b64(s):
+        return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    payload = json.loads(b64(json.loads(body)["payload"]))
+    return x509.load_der_x509_csr(b64(payload["csr"])).public_key()
+
+
+def _mint(body, names, key=None, days=(-1, 30), chain_ca=None):
+    """A chain for the CSR in |body| (or for |key|) naming |names|, valid
+    from |days[0]| to |days[1]| days from now, issued by a CA made here and
+    followed by that CA (or by |chain_ca|, another one)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def ca(cn):
+        k = ec.generate_private_key(ec.SECP256R1())
+        n = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        now = datetime.datetime.utcnow()
+        c = (x509.CertificateBuilder().subject_name(n).issuer_name(n).public_key(k.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=90))
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .sign(k, hashes.SHA256()))
+        return c, k
+    issuer, issuer_key = ca("Hostile Test CA")
+    pub = key.public_key() if key is not None else _csr_key(body)
+    now = datetime.datetime.utcnow()
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+            .issuer_name(issuer.subject).public_key(pub)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=days[0]))
+            .not_valid_after(now + datetime.timedelta(days=days[1]))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .sign(issuer_key, hashes.SHA256()))
+    second = chain_ca if chain_ca is not None else issuer
+    pem = serialization.Encoding.PEM
+    return (leaf.public_bytes(pem) + second.public_bytes(pem)).decode()
+
+
+def _order_script(name, cert_answer, order=None, authz=None):
+    """A whole order at the fake CA: account, order (one authorization,
+    already valid), finalize, then |cert_answer| for the certificate."""
+    order = order or {"status": "pending", "finalize": "BASE/fin",
+                      "authorizations": ["BASE/authz/1"]}
+    authz = authz or {"status": "valid", "identifier": {"type": "dns", "value": name}}
+    ready = dict(order, status="ready")
+    done = dict(order, status="valid", certificate="BASE/cert/1")
+    return {
+        "GET /dir": [(200, {}, FAKE_DIR)],
+        "HEAD /nonce": [(200, {}, "")],
+        "POST /acct": [(201, {"Location": "BASE/acct/1"}, "{}")],
+        "POST /order": [(201, {"Location": "BASE/order/1"}, json.dumps(order))],
+        "POST /authz/1": [(200, {}, json.dumps(authz))],
+        "POST /order/1": [(200, {}, json.dumps(ready))],
+        "POST /fin": [(200, {"Location": "BASE/order/1"}, json.dumps(done))],
+        "POST /cert/1": [cert_answer],
+    }
+
+
+def test_hostile_ca_answers_refused():
+    """A CA's answers are checked before anything is followed, stored or
+    served: each hostile answer fails the order with its reason, and a
+    good answer from the same fake CA is stored (so the checks can pass)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    name = "hostile-ca.example.com"
+    pem = {"Content-Type": "application/pem-certificate-chain"}
+    other_ca = _mint(None, ["x.example.com"], key=ec.generate_private_key(ec.SECP256R1()))
+    from cryptography import x509
+    blocks = re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", other_ca, re.S)
+    other_issuer = x509.load_pem_x509_certificate(blocks[1].encode())
+    cases = [
+        ("a good chain", lambda b: (200, pem, _mint(b["/fin"], [name])), None),
+        ("a certificate for another key",
+         lambda b: (200, pem, _mint(b["/fin"], [name], key=ec.generate_private_key(ec.SECP256R1()))),
+         "its key is not the one of this order's CSR"),
+        ("a certificate for other names",
+         lambda b: (200, pem, _mint(b["/fin"], [name, "other.example.com"])),
+         "it names other.example.com, which this order did not ask for"),
+        ("a certificate missing the name",
+         lambda b: (200, pem, _mint(b["/fin"], ["other.example.com"])),
+         "it names other.example.com, which this order did not ask for"),
+        ("an expired certificate",
+         lambda b: (200, pem, _mint(b["/fin"], [name], days=(-30, -1))), "it has expired"),
+        ("a certificate not valid yet",
+         lambda b: (200, pem, _mint(b["/fin"], [name], days=(2, 30))), "it is not valid yet"),
+        ("a chain whose issuer did not issue the leaf",
+         lambda b: (200, pem, _mint(b["/fin"], [name], chain_ca=other_issuer)),
+         "certificate 0 of the chain is not issued by the next one"),
+    ]
+    for what, answer, why in cases:
+        rc, out, err, seen = _run_fake(_order_script(name, answer), name)
+        if why is None:
+            harness.eq(rc, 0, "%s: exit (%s)" % (what, out))
+            continue
+        harness.eq(rc, 1, "%s: exit" % what)
+        harness.contains(out["error"], "the certificate for %s is refused: %s" % (name, why),
+                         what)
+        harness.check("POST /cert/1" in seen, "%s: the certificate was downloaded" % what)
+
+    # URLs that are not https, and authorizations the order did not ask for.
+    good = lambda b: (200, pem, _mint(b["/fin"], [name]))  # noqa: E731
+    http_authz = {"status": "pending", "finalize": "BASE/fin",
+                  "authorizations": ["BASE/authz/1".replace("BASE", "http://localhost:1")]}
+    rc, out, err, seen = _run_fake(_order_script(name, good, order=http_authz), name)
+    harness.eq(rc, 1, "http:// authorization: exit")
+    harness.contains(out["error"], "an authorization URL is refused: it is not an https:// URL",
+                     "http:// authorization")
+    http_fin = {"status": "pending", "finalize": "http://localhost:1/fin",
+                "authorizations": ["BASE/authz/1"]}
+    rc, out, err, seen = _run_fake(_order_script(name, good, order=http_fin), name)
+    harness.eq(rc, 1, "http:// finalize: exit")
+    harness.contains(out["error"], 'field "finalize" of the CA\'s response is refused: it is not '
+                     'an https:// URL', "http:// finalize")
+    userinfo = {"status": "pending", "finalize": "https://user@localhost:1/fin",
+                "authorizations": ["BASE/authz/1"]}
+    rc, out, err, seen = _run_fake(_order_script(name, good, order=userinfo), name)
+    harness.contains(out["error"], "it carries a user name", "a URL with a user name")
+    foreign = {"status": "valid", "identifier": {"type": "dns", "value": "foreign.example.com"}}
+    rc, out, err, seen = _run_fake(_order_script(name, good, authz=foreign), name)
+    harness.eq(rc, 1, "foreign identifier: exit")
+    harness.contains(out["error"], "the authorization is for the name foreign.example.com, which "
+                     "this order did not ask for", "foreign identifier")
+    harness.check("POST /fin" not in seen, "nothing finalized for a foreign identifier")
+    two = {"status": "pending", "finalize": "BASE/fin",
+           "authorizations": ["BASE/authz/1", "BASE/authz/2"]}
+    rc, out, err, seen = _run_fake(_order_script(name, good, order=two), name)
+    harness.contains(out["error"], "2 authorizations for an order of 1 name(s)",
+                     "more authorizations than names")
+    bad_dir = json.dumps({"newNonce": "http://localhost:1/nonce", "newAccount": "BASE/acct",
+                          "newOrder": "BASE/order", "revokeCert": "BASE/revoke"})
+    script = _order_script(name, good)
+    script["GET /dir"] = [(200, {}, bad_dir)]
+    rc, out, err, seen = _run_fake(script, name)
+    harness.contains(out["error"], 'field "newNonce" of the CA\'s response is refused',
+                     "an http:// directory entry")
 
 def test_preferred_chain():
     p = pebble.start(env={"PEBBLE_ALTERNATE_ROOTS": "1"})
