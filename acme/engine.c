@@ -160,6 +160,7 @@ static void job_free(acme_job_t *job) {
   gh_free(job->ari_cert_id);
   gh_free(job->ari_explanation);
   acme_cert_unref(job->stored);
+  gh_free(job->profile);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -608,6 +609,42 @@ static void after_account(acme_job_t *job) {
   acme__job_goto(job, next[job->kind]);
 }
 
+char *acme__profile_problem(const acme_engine_t *e, const char *name) {
+  for (size_t i = 0; i < e->num_profiles; i++)
+    if (strcmp(e->profiles[i], name) == 0) return NULL;
+  if (e->num_profiles == 0)
+    return gh_asprintf("the CA at %s offers no profiles (its directory has no meta.profiles)",
+                       e->acme->directory);
+  size_t len = 0;
+  for (size_t i = 0; i < e->num_profiles; i++) len += strlen(e->profiles[i]) + 2;
+  char *list = gh_calloc(1, len + 1);
+  for (size_t i = 0; i < e->num_profiles; i++) {
+    if (i) strcat(list, ", ");
+    strcat(list, e->profiles[i]);
+  }
+  char *why = gh_asprintf("the CA at %s does not offer profile \"%s\"; it offers: %s",
+                          e->acme->directory, name, list);
+  gh_free(list);
+  return why;
+}
+
+/* check_profiles logs, once the directory is known, each configured
+ * profile the CA does not offer: orders for it will fail with the same
+ * words. */
+static void check_profiles(acme_engine_t *e) {
+  const char *where[] = {"acme.profile"};
+  for (size_t i = 0; i <= e->conf->num_sites; i++) {
+    const char *name = i == 0 ? e->acme->profile : e->conf->sites[i - 1].acme_profile;
+    if (name == NULL) continue;
+    char *why = acme__profile_problem(e, name);
+    if (why != NULL) {
+      GH_ERROR("acme", "%s%s%s: %s", i == 0 ? where[0] : "sites[",
+               i == 0 ? "" : e->conf->sites[i - 1].hosts[0], i == 0 ? "" : "].acme_profile", why);
+      gh_free(why);
+    }
+  }
+}
+
 static int directory_response(acme_job_t *job, const cJSON *json) {
   acme_engine_t *e = job->engine;
   const char *nn, *na, *no, *rv;
@@ -628,7 +665,18 @@ static int directory_response(acme_job_t *job, const cJSON *json) {
     const cJSON *ri = cJSON_GetObjectItemCaseSensitive(json, "renewalInfo");
     if (cJSON_IsString(ri) && acme__url_problem(ri->valuestring) == NULL)
       e->url_renewal_info = gh_strdup(ri->valuestring);
+    /* meta.profiles: {"name": "description", ...}, a few short names. */
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(json, "meta");
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(meta, "profiles"), *it;
+    if (cJSON_IsObject(pr)) {
+      e->profiles = gh_calloc(32, sizeof(char *));
+      cJSON_ArrayForEach(it, pr) {
+        if (e->num_profiles < 32 && it->string != NULL && strlen(it->string) <= 64)
+          e->profiles[e->num_profiles++] = gh_strdup(it->string);
+      }
+    }
     e->have_directory = 1;
+    check_profiles(e);
   }
   return 0;
 }
@@ -1085,6 +1133,8 @@ static void engine_destroy(acme_engine_t *e) {
   gh_free(e->url_revoke);
   gh_free(e->url_key_change);
   gh_free(e->url_renewal_info);
+  for (size_t i = 0; i < e->num_profiles; i++) gh_free(e->profiles[i]);
+  gh_free(e->profiles);
   EVP_PKEY_free(e->account_key);
   gh_free(e->thumbprint);
   gh_free(e->kid);
@@ -1176,6 +1226,31 @@ static acme_cert_t *stored_meanwhile(acme_engine_t *engine, const char *const *n
   return have;
 }
 
+/* profile_for returns the ACME profile an order for |name| asks for (a
+ * new string, or NULL for the CA's default): its managed site's
+ * acme_profile, else acme.profile, else the profile its stored
+ * certificate was issued under, so a renewal keeps it. */
+static char *profile_for(acme_engine_t *e, const char *name) {
+  for (size_t i = 0; i < e->conf->num_sites; i++) {
+    const conf_site_t *s = &e->conf->sites[i];
+    if (s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0 && s->acme_profile != NULL)
+      return gh_strdup(s->acme_profile);
+  }
+  if (e->acme->profile != NULL) return gh_strdup(e->acme->profile);
+  acme_cert_t *cert = NULL;
+  char *meta = NULL, *err = NULL, *out = NULL;
+  if (acme_storage_cert_load(e->storage, &cert, &meta, &err, name) == 0) {
+    cJSON *m = cJSON_Parse(meta);
+    const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "profile"));
+    if (p != NULL && p[0] != '\0' && strlen(p) <= 64) out = gh_strdup(p);
+    cJSON_Delete(m);
+  }
+  acme_cert_unref(cert);
+  gh_free(meta);
+  gh_free(err);
+  return out;
+}
+
 /* order_start is acme_engine_renew with an optional gate
  * (acme_engine_obtain_gated). */
 static int order_start(acme_engine_t *engine, const char *const *names, size_t num_names,
@@ -1211,6 +1286,7 @@ static int order_start(acme_engine_t *engine, const char *const *names, size_t n
   job->obtain_cb = cb;
   job->arg = arg;
   if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
+  job->profile = profile_for(engine, names[0]);
   char *err = NULL;
   int rc = acme__storage_lock(engine->storage, &job->lock, &err, names[0], LOCK_TTL_S);
   if (rc == ACME_STORAGE_LOCK_ACQUIRED &&

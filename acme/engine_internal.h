@@ -168,6 +168,8 @@ struct acme_engine {
   char *url_new_nonce, *url_new_account, *url_new_order, *url_revoke;
   char *url_key_change; /* NULL when the CA's directory has none */
   char *url_renewal_info; /* NULL when the CA's directory has none (RFC 9773) */
+  char **profiles;        /* meta.profiles' names (draft-aaron-acme-profiles) */
+  size_t num_profiles;
   acme_nonce_pool_t nonces;
   /* the account, once found or created */
   EVP_PKEY *account_key;
@@ -241,6 +243,8 @@ struct acme_job {
   /* key rollover: the new account key, until it is the engine's */
   EVP_PKEY *new_key;
 
+  char *profile; /* the ACME profile this order asks for, or NULL */
+
   /* renewal information (RFC 9773): the certificate's ARI identifier, for
    * ACME_KIND_ARI and for an order's "replaces" */
   char *ari_cert_id;
@@ -266,6 +270,9 @@ const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field)
  * the reason. */
 const char *acme__url_problem(const char *url);
 const char *acme__json_url(acme_job_t *job, const cJSON *obj, const char *field);
+/* acme__profile_problem says why |engine|'s CA will not take an order for
+ * profile |name| (a new string: which profiles it offers), or NULL. */
+char *acme__profile_problem(const acme_engine_t *engine, const char *name);
 uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms);
 int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const char *value);
 

@@ -17,7 +17,7 @@
  *
  * Renewal. Every certificate installed (managed, on-demand, or found in
  * storage at start) gets a renewal time computed from the certificate:
- * when a third of its lifetime is left (half, below 10 days), a little
+ * when a third of its lifetime is left (whatever the lifetime), a little
  * earlier by jitter. Where the CA's directory offers renewalInfo (ACME
  * Renewal Information, RFC 9773), a random moment in the CA's suggested
  * window wins instead, asked again as its Retry-After says, and the new

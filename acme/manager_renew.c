@@ -41,13 +41,14 @@ static uint64_t random_below(uint64_t n) {
 }
 
 /* renewal_time is when a certificate valid from |nb| to |na| is renewed:
- * with a third of its lifetime left (half, below 10 days), less a jitter
+ * with a third of its real lifetime left (a 6-day certificate after 4
+ * days, a 90-day one after 60; issue 16), less a jitter
  * of up to a tenth of that (at most an hour), so that certificates issued
  * together are not all renewed in the same second. */
 static time_t renewal_time(time_t nb, time_t na) {
   time_t life = na - nb;
   if (life <= 0) return na;
-  time_t left = life < 10 * 86400 ? life / 2 : life / 3;
+  time_t left = life / 3;
   uint64_t spread = (uint64_t)left / 10;
   if (spread > 3600) spread = 3600;
   return na - left - (time_t)random_below(spread + 1);

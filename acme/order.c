@@ -57,6 +57,16 @@ void acme__order_request(acme_job_t *job) {
        * the CA speaks ARI. */
       if (job->ari_cert_id != NULL && e->url_renewal_info != NULL)
         cJSON_AddStringToObject(p, "replaces", job->ari_cert_id);
+      if (job->profile != NULL) {
+        char *why = acme__profile_problem(e, job->profile);
+        if (why != NULL) {
+          cJSON_Delete(p);
+          acme__job_fail(job, UV_EINVAL, "%s", why);
+          gh_free(why);
+          return;
+        }
+        cJSON_AddStringToObject(p, "profile", job->profile);
+      }
       char *payload = cJSON_PrintUnformatted(p);
       cJSON_Delete(p);
       acme__job_request(job, "POST", e->url_new_order, payload, 0);
@@ -630,6 +640,7 @@ static void store_cert(acme_job_t *job) {
   cJSON_AddStringToObject(meta, "order_url", job->order_url ? job->order_url : "");
   cJSON_AddStringToObject(meta, "certificate_url", job->cert_url ? job->cert_url : "");
   cJSON_AddStringToObject(meta, "ca", e->acme->directory);
+  if (job->profile != NULL) cJSON_AddStringToObject(meta, "profile", job->profile);
   cJSON_AddStringToObject(meta, "key_type", e->acme->key_type == CONF_KEY_P384 ? "p384"
                                             : e->acme->key_type == CONF_KEY_RSA2048 ? "rsa2048"
                                                                                    : "p256");
@@ -687,6 +698,18 @@ static void cert_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
         while (nv < GH_ARRAY_LEN(vals) && (v = acme_httpc_header_next(resp, "Link", &pos)) != NULL)
           vals[nv++] = v;
         job->num_alt = acme__links(&job->alt_urls, vals, nv, "alternate");
+        /* Only https alternates are followed; the others are dropped. */
+        size_t kept = 0;
+        for (size_t i = 0; i < job->num_alt; i++) {
+          if (acme__url_problem(job->alt_urls[i]) == NULL) {
+            job->alt_urls[kept++] = job->alt_urls[i];
+          } else {
+            GH_WARN("acme", "%s: an alternate chain URL is not followed: %s", job->cert_url,
+                    acme__url_problem(job->alt_urls[i]));
+            gh_free(job->alt_urls[i]);
+          }
+        }
+        job->num_alt = kept;
         if (job->num_alt > 0) {
           job->alt_i = 0;
           acme__job_goto(job, ACME_JOB_ALT_CERT);

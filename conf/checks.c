@@ -46,9 +46,30 @@ static void check_protocols(conf__ctx_t *ctx, const conf_upstream_group_t *g) {
   }
 }
 
+/* check_profile: an ACME profile name is a short token, as CAs name them
+ * ("classic", "tlsserver", "shortlived"). */
+static void check_profile(conf__ctx_t *ctx, const char *key, const char *name) {
+  if (name == NULL) return;
+  size_t n = strlen(name);
+  if (n >= 1 && n <= 64 && strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                        "0123456789._-") == n)
+    return;
+  size_t mark = conf__path_key(ctx, key);
+  conf__error(ctx, "expected a profile name the CA offers (1-64 letters, digits, '.', '_' or "
+                   "'-'), such as \"shortlived\"");
+  conf__path_pop(ctx, mark);
+}
+
 void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_site_t *site = (const conf_site_t *)(const void *)base;
   if (obj == NULL) return;
+  check_profile(ctx, "acme_profile", site->acme_profile);
+  if (site->acme_profile != NULL && site->cert_file != NULL) {
+    size_t mark = conf__path_key(ctx, "acme_profile");
+    conf__error(ctx, "applies to sites whose certificate ACME obtains, and this one has \"tls\" "
+                     "files");
+    conf__path_pop(ctx, mark);
+  }
   check_protocols(ctx, &site->group);
   for (size_t j = 0; j < site->num_routes; j++) {
     size_t mark = conf__path_key(ctx, "routes");
@@ -100,6 +121,7 @@ void conf__check_client_auth(conf__ctx_t *ctx, const cJSON *obj, char *base) {
 
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_acme_t *acme = (const conf_acme_t *)(const void *)base;
+  if (obj != NULL) check_profile(ctx, "profile", acme->profile);
   if (obj == NULL || has_key(obj, "dns_hook")) return;
   for (size_t i = 0; i < acme->num_challenges; i++) {
     if (acme->challenges[i] == CONF_CHALLENGE_DNS_01) {

@@ -146,6 +146,7 @@ typedef struct {
   int hsts_include_subdomains;
   int hsts_preload;
   conf_client_auth_t client_auth;
+  char *acme_profile; /* "acme_profile": the ACME profile of its certificate; NULL: acme.profile */
 } conf_site_t;
 
 typedef enum {
@@ -177,6 +178,7 @@ typedef struct {
   size_t num_dns_resolvers;   /* default 0: the nameservers of /etc/resolv.conf, read
                                  by the engine when it checks */
   char *preferred_chain; /* issuer common name of the preferred alternate chain */
+  char *profile; /* ACME profile (draft-aaron-acme-profiles) for orders; NULL: the CA's default */
 } conf_acme_t;
 
 /* A token bucket: |count| events per |per_ms|; count 0 = unlimited. */

@@ -134,6 +134,7 @@ static const conf__row_t site_rows[] = {
     {"max_body", &conf__t_size, FLD(conf_site_t, max_body), .def = "0", .max = 1ull << 50},
     {"client_auth", &conf__t_object, .off = offsetof(conf_site_t, client_auth),
      .arg = &client_auth_table},
+    {"acme_profile", &conf__t_string, FLD(conf_site_t, acme_profile)},
 };
 static const conf__table_t site_table = TABLE(site_rows, .check = conf__check_site);
 
@@ -168,6 +169,7 @@ static const conf__row_t acme_rows[] = {
     {"dns_resolvers", &conf__t_addr_list, LIST(conf_acme_t, dns_resolvers, num_dns_resolvers),
      .def = "[]", .flags = CONF__IP_HOST, .max = 8},
     {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
+    {"profile", &conf__t_string, FLD(conf_acme_t, profile)},
 };
 static const conf__table_t acme_table = TABLE(acme_rows, .check = conf__check_acme);
 

@@ -831,6 +831,65 @@ def test_hostile_ca_answers_refused():
     harness.contains(out["error"], 'field "newNonce" of the CA\'s response is refused',
                      "an http:// directory entry")
 
+
+def _payload(body):
+    """The JSON payload of a flattened JWS request body."""
+    import base64
+    p = json.loads(body)["payload"]
+    return json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+
+
+def test_profiles():
+    """ACME profiles (draft-aaron-acme-profiles): the directory's
+    meta.profiles is read, the configured profile is sent in newOrder and
+    kept in the certificate's meta (a renewal asks for it again); a profile
+    the CA does not offer fails the order before it is placed, saying which
+    ones it offers. Pebble 2.4 has no profiles: the scripted CA plays one."""
+    name = "profile.example.com"
+    pem = {"Content-Type": "application/pem-certificate-chain"}
+    directory = json.dumps({"newNonce": "BASE/nonce", "newAccount": "BASE/acct",
+                            "newOrder": "BASE/order", "revokeCert": "BASE/revoke",
+                            "meta": {"profiles": {"classic": "90 days",
+                                                  "shortlived": "6 days"}}})
+
+    def run(profile, directory=directory, st=None):
+        srv, seen = _fake_ca(_order_script(name, lambda b: (200, pem, _mint(b["/fin"], [name],
+                                                                           days=(0, 6)))))
+        srv.RequestHandlerClass.script["GET /dir"] = [(200, {}, directory)]
+        try:
+            url = "https://localhost:%d/dir" % srv.server_address[1]
+            st = st or storage_dir()
+            cfg = config(pb(), st, ["http-01"], directory=url, ca_roots=[harness.ca().cert],
+                         extra={"profile": profile} if profile else None)
+            rc, out, err = obtain(cfg, name, timeout=60)
+            return rc, out, err, seen, srv.RequestHandlerClass.bodies, st
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+    rc, out, err, seen, bodies, st = run("shortlived")
+    harness.eq(rc, 0, "exit with an offered profile (%s)" % out)
+    harness.eq(_payload(bodies["/order"]).get("profile"), "shortlived", "newOrder's profile")
+    with open(os.path.join(st, "certs", name, "meta.json")) as f:
+        harness.eq(json.load(f).get("profile"), "shortlived", "the profile kept in meta.json")
+    # The next order for the name (a renewal) asks for it again, though the
+    # configuration no longer names one.
+    rc, out, err, seen, bodies, st = run(None, st=st)
+    harness.eq(rc, 0, "exit of the next order (%s)" % out)
+    harness.eq(_payload(bodies["/order"]).get("profile"), "shortlived", "the profile kept")
+    rc, out, err, seen, bodies, st = run("tlsserver")
+    harness.eq(rc, 1, "exit with a profile the CA does not offer")
+    harness.contains(out["error"], 'does not offer profile "tlsserver"; it offers: classic, '
+                     'shortlived', "error")
+    harness.check("POST /order" not in seen, "no order placed for it")
+    harness.contains(err, 'acme.profile: the CA at', "logged when the directory is read")
+    rc, out, err, seen, bodies, st = run("shortlived", directory=FAKE_DIR)
+    harness.contains(out["error"], "offers no profiles (its directory has no meta.profiles)",
+                     "a CA without profiles")
+    rc, out, err, seen, bodies, st = run(None)
+    harness.eq(rc, 0, "exit without a profile (%s)" % out)
+    harness.check("profile" not in _payload(bodies["/order"]), "no profile asked for")
+
 def test_preferred_chain():
     p = pebble.start(env={"PEBBLE_ALTERNATE_ROOTS": "1"})
     try:
