@@ -244,6 +244,16 @@ struct acme_job {
   EVP_PKEY *new_key;
 
   char *profile; /* the ACME profile this order asks for, or NULL */
+  /* Authorizations validated in parallel (issue 16): an HTTP-01 or
+   * TLS-ALPN-01 challenge is answered and left to the CA while the next
+   * authorization is fetched; once all are, each is polled in turn. */
+  struct acme_pend {
+    size_t authz;        /* index in authz_urls */
+    acme_chall_type_t type;
+    char *id;            /* the token (http-01) or the name (tls-alpn-01) */
+  } *pend;
+  size_t num_pend, pend_i;
+  int pend_polling;      /* polling pend[pend_i] */
 
   /* renewal information (RFC 9773): the certificate's ARI identifier, for
    * ACME_KIND_ARI and for an order's "replaces" */

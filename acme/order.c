@@ -75,7 +75,10 @@ void acme__order_request(acme_job_t *job) {
     }
     case ACME_JOB_AUTHZ:
     case ACME_JOB_AUTHZ_POLL:
-      acme__job_request(job, "POST", job->authz_urls[job->authz_i], "", 0);
+      acme__job_request(job, "POST",
+                        job->authz_urls[job->pend_polling ? job->pend[job->pend_i].authz
+                                                          : job->authz_i],
+                        "", 0);
       return;
     case ACME_JOB_RESPOND:
       acme__job_request(job, "POST", job->chall_url, "{}", 0);
@@ -182,7 +185,58 @@ static void challenge_unpresent(acme_job_t *job) {
   }
 }
 
-void acme__order_cleanup(acme_job_t *job) { challenge_unpresent(job); }
+/* pend_unpresent removes the answer of the deferred challenge |p|. */
+static void pend_unpresent(acme_job_t *job, struct acme_pend *p) {
+  acme_engine_t *e = job->engine;
+  if (p->type == ACME_CHALL_TLS_ALPN_01) {
+    acme_challenges_put_tlsalpn(e->challenges, p->id, NULL);
+    unpublish(job, ACME_STORAGE_TLSALPN01, p->id);
+  } else {
+    acme_challenges_put_http01(e->challenges, p->id, NULL);
+    unpublish(job, ACME_STORAGE_HTTP01, p->id);
+  }
+  gh_free(p->id);
+  p->id = NULL;
+}
+
+void acme__order_cleanup(acme_job_t *job) {
+  challenge_unpresent(job);
+  for (size_t i = 0; i < job->num_pend; i++)
+    if (job->pend[i].id != NULL) pend_unpresent(job, &job->pend[i]);
+  gh_free(job->pend);
+  job->pend = NULL;
+  job->num_pend = 0;
+}
+
+/* authz_advance moves to the next authorization, or once all were
+ * fetched to polling the ones answered in parallel, or to the order. */
+static void authz_advance(acme_job_t *job) {
+  if (++job->authz_i < job->num_authz) {
+    acme__job_goto(job, ACME_JOB_AUTHZ);
+  } else if (job->pend_i < job->num_pend) {
+    job->pend_polling = 1;
+    job->poll_delay_ms = POLL_FIRST_MS * 2;
+    job->poll_deadline_ms = gh_now_ms() + POLL_DEADLINE_MS;
+    acme__job_wait(job, ACME_JOB_AUTHZ_POLL, POLL_FIRST_MS);
+  } else {
+    job->pend_polling = 0;
+    job->poll_delay_ms = POLL_FIRST_MS;
+    job->poll_deadline_ms = gh_now_ms() + POLL_DEADLINE_MS;
+    acme__job_goto(job, ACME_JOB_ORDER_POLL);
+  }
+}
+
+/* defer_challenge hands the challenge just answered to the CA over to the
+ * parallel list (it stays presented) and fetches the next authorization. */
+static void defer_challenge(acme_job_t *job) {
+  job->pend = gh_realloc(job->pend, (job->num_pend + 1) * sizeof(*job->pend));
+  job->pend[job->num_pend++] = (struct acme_pend){
+      job->authz_i, job->chall_type,
+      gh_strdup(job->chall_type == ACME_CHALL_HTTP_01 ? job->chall_token : job->chall_name)};
+  job->presented = 0; /* now the list's to remove */
+  challenge_unpresent(job);
+  authz_advance(job);
+}
 
 /* challenge_present puts the chosen challenge's answer in place; returns 0
  * (the state is set) or -1 (the job failed). */
@@ -260,15 +314,12 @@ static char *problem_text(const cJSON *obj) {
   return out;
 }
 
+static void authz_advance(acme_job_t *job);
+static void pend_unpresent(acme_job_t *job, struct acme_pend *p);
+
 static void authz_next(acme_job_t *job) {
   challenge_unpresent(job);
-  if (++job->authz_i < job->num_authz) {
-    acme__job_goto(job, ACME_JOB_AUTHZ);
-  } else {
-    job->poll_delay_ms = POLL_FIRST_MS;
-    job->poll_deadline_ms = gh_now_ms() + POLL_DEADLINE_MS;
-    acme__job_goto(job, ACME_JOB_ORDER_POLL);
-  }
+  authz_advance(job);
 }
 
 /* poll_again schedules the next poll of the current state, or fails once
@@ -326,6 +377,20 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   const char *status = acme__json_str(job, json, "status");
   if (status == NULL) return;
   if (authz_ours(job, json) != 0) return;
+  if (strcmp(status, "valid") == 0 && job->state == ACME_JOB_AUTHZ_POLL) {
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(json, "identifier");
+    GH_DEBUG("acme", "%s: authorization for %s is valid", job->url,
+             cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(id, "value")));
+  }
+  if (job->pend_polling && strcmp(status, "valid") == 0) {
+    pend_unpresent(job, &job->pend[job->pend_i]);
+    if (++job->pend_i < job->num_pend) {
+      acme__job_goto(job, ACME_JOB_AUTHZ_POLL); /* validated meanwhile, most likely */
+    } else {
+      authz_advance(job);
+    }
+    return;
+  }
   if (strcmp(status, "valid") == 0) {
     authz_next(job);
     return;
@@ -786,6 +851,12 @@ void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const 
       authz_response(job, resp, json);
       break;
     case ACME_JOB_RESPOND:
+      if (job->chall_type != ACME_CHALL_DNS_01 && job->num_authz > 1) {
+        /* Left to the CA while the next authorizations are fetched and
+         * answered: they are all validated at once. */
+        defer_challenge(job);
+        break;
+      }
       /* The challenge is now processing: poll its authorization soon. */
       acme__job_wait(job, ACME_JOB_AUTHZ_POLL, POLL_FIRST_MS);
       job->poll_delay_ms = POLL_FIRST_MS * 2;

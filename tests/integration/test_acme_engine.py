@@ -133,6 +133,29 @@ def test_http01():
     harness.eq(account_count(p), 1, "accounts created at Pebble")
 
 
+def test_authorizations_validated_in_parallel():
+    """A many-name order answers every authorization's challenge before it
+    polls any (the CA validates them at once), then polls each; each
+    challenge is removed once its authorization is valid. 20 names over
+    HTTP-01, 8 over TLS-ALPN-01."""
+    p = pb()
+    for challenge, n in (("http-01", 20), ("tls-alpn-01", 8)):
+        names = ["par%d-%s.example.com" % (i, challenge.split("-")[0]) for i in range(n)]
+        st = storage_dir()
+        rc, out, err = obtain(config(p, st, [challenge]), *names, p=p)
+        harness.eq(rc, 0, "%s: gh_obtain exit (%s; %s)" % (challenge, out, err[-3000:]))
+        harness.eq(sorted(out["sans"]), sorted(names), "%s: SANs" % challenge)
+        # The log shows every challenge chosen before the first authorization
+        # is polled again: all answered, then all polled.
+        chosen = [m.start() for m in re.finditer(r": %s for par\d+" % challenge, err)]
+        harness.eq(len(chosen), n, "%s: challenges answered" % challenge)
+        valid = [m.start() for m in re.finditer(r"authorization for par\d+\S* is valid", err)]
+        harness.eq(len(valid), n, "%s: authorizations polled to valid" % challenge)
+        harness.check(max(chosen) < min(valid), "%s: every challenge answered before the "
+                      "first authorization was polled to valid" % challenge)
+        verify_chain(p, st, names[0])
+
+
 def test_account_reused():
     p = pb()
     before = account_count(p)
