@@ -283,6 +283,13 @@ const char *acme__json_url(acme_job_t *job, const cJSON *obj, const char *field)
 /* acme__profile_problem says why |engine|'s CA will not take an order for
  * profile |name| (a new string: which profiles it offers), or NULL. */
 char *acme__profile_problem(const acme_engine_t *engine, const char *name);
+/* acme__cert_problem checks a certificate chain a CA returned (|chain_pem|,
+ * |chain_len| bytes, leaf first) for an order of |names| whose CSR has
+ * |key|: the leaf's key is |key|, its DNS names are exactly |names|, it is
+ * valid now, and each certificate is issued and signed by the next.
+ * Returns NULL, or why not (a new string). */
+char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *const *names,
+                         size_t num_names, const EVP_PKEY *key);
 uint64_t acme__retry_after_ms(const acme_httpc_resp_t *resp, uint64_t dflt_ms, uint64_t cap_ms);
 int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const char *value);
 

@@ -6,6 +6,7 @@
  * Polling starts fast (POLL_FIRST_MS, doubling up to POLL_CAP_MS) because
  * on-demand issuance keeps a client's handshake waiting; a Retry-After from
  * the CA is honoured up to the same cap. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -598,14 +599,15 @@ static char *chain_top_issuer(const char *pem, size_t len, size_t *out_num) {
   return r > 0 ? gh_strdup(cn) : NULL;
 }
 
-/* cert_problem checks the chain the CA returned before anything stores or
+/* acme__cert_problem checks the chain the CA returned before anything stores or
  * serves it: the leaf's key is the CSR's, its DNS names are exactly the
  * ordered ones, it is valid now, and each certificate of the chain is
  * issued (and signed) by the next one. Returns NULL or why not (a new
  * string). */
-static char *cert_problem(acme_job_t *job) {
+char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *const *names,
+                         size_t num_names, const EVP_PKEY *key) {
   STACK_OF(X509) *chain = sk_X509_new_null();
-  BIO *bio = BIO_new_mem_buf(job->chain_pem, (int)strlen(job->chain_pem));
+  BIO *bio = chain_len <= INT_MAX ? BIO_new_mem_buf(chain_pem, (int)chain_len) : NULL;
   X509 *x;
   while (bio != NULL && sk_X509_num(chain) < 16 &&
          (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
@@ -618,7 +620,7 @@ static char *cert_problem(acme_job_t *job) {
   time_t now = time(NULL);
   if (leaf == NULL) {
     why = gh_strdup("no certificate in it");
-  } else if (leaf_key == NULL || EVP_PKEY_cmp(leaf_key, job->cert_key) != 1) {
+  } else if (leaf_key == NULL || EVP_PKEY_cmp(leaf_key, key) != 1) {
     why = gh_strdup("its key is not the one of this order's CSR");
   } else if (X509_cmp_time(X509_get0_notAfter(leaf), &now) <= 0) {
     why = gh_strdup("it has expired");
@@ -639,9 +641,9 @@ static char *cert_problem(acme_job_t *job) {
       const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
       int len = ASN1_STRING_length(g->d.dNSName);
       int ours = 0;
-      for (size_t k = 0; k < job->num_names && !ours; k++)
-        ours = strlen(job->names[k]) == (size_t)len &&
-               strncasecmp(job->names[k], (const char *)d, (size_t)len) == 0;
+      for (size_t k = 0; k < num_names && !ours; k++)
+        ours = strlen(names[k]) == (size_t)len &&
+               strncasecmp(names[k], (const char *)d, (size_t)len) == 0;
       if (!ours) {
         char *p = gh_strndup((const char *)d, (size_t)len), *q = printable(p);
         why = gh_asprintf("it names %s, which this order did not ask for", q);
@@ -652,8 +654,8 @@ static char *cert_problem(acme_job_t *job) {
       count++;
     }
     GENERAL_NAMES_free(sans);
-    if (why == NULL && found != job->num_names)
-      why = gh_asprintf("it names %zu of the %zu ordered names", found, job->num_names);
+    if (why == NULL && found != num_names)
+      why = gh_asprintf("it names %zu of the %zu ordered names", found, num_names);
   }
   for (size_t i = 0; why == NULL && i + 1 < sk_X509_num(chain); i++) {
     X509 *sub = sk_X509_value(chain, i), *iss = sk_X509_value(chain, i + 1);
@@ -671,7 +673,8 @@ static char *cert_problem(acme_job_t *job) {
 static void store_cert(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   char *err = NULL;
-  char *why = cert_problem(job);
+  char *why = acme__cert_problem(job->chain_pem, strlen(job->chain_pem),
+                                 (const char *const *)job->names, job->num_names, job->cert_key);
   if (why != NULL) {
     acme__job_fail(job, UV_EPROTO, "%s: the certificate for %s is refused: %s", job->cert_url,
                    job->names[0], why);
