@@ -294,9 +294,9 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   } else if (strcmp(source, "static") == 0) {
     cJSON_AddNullToObject(o, "renewal_time");
   } else {
-    /* A third of the lifetime left; half for certificates under 10 days. */
+    /* A third of the lifetime left (acme/manager_renew.c), before jitter. */
     time_t life = cert->not_after - cert->not_before;
-    time_t left = life < 10 * 24 * 3600 ? life / 2 : life / 3;
+    time_t left = life / 3;
     gh_format_time(t, sizeof(t), cert->not_after - left);
     cJSON_AddStringToObject(o, "renewal_time", t);
   }
@@ -314,6 +314,12 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   for (size_t k = 0; k < cert->num_sans; k++)
     cJSON_AddItemToArray(sans, cJSON_CreateString(cert->sans[k]));
   cJSON_AddStringToObject(o, "source", source);
+  /* Which CA issued it, and under which profile (meta.json, acme/order.c). */
+  const char *ca = meta_string(meta, "ca"), *profile = meta_string(meta, "profile");
+  if (ca != NULL) cJSON_AddStringToObject(o, "ca", ca);
+  else cJSON_AddNullToObject(o, "ca");
+  if (profile != NULL) cJSON_AddStringToObject(o, "profile", profile);
+  else cJSON_AddNullToObject(o, "profile");
   cJSON_Delete(meta);
   return o;
 }

@@ -263,6 +263,7 @@ def test_health_and_host_check():
     h.eq(one["sans"], ["static.admin.test"], "sans")
     for k in ("issuer", "serial", "not_before", "not_after", "renewal_time", "last_error"):
         h.check(k in one, "/certs/NAME has %s: %r" % (k, one))
+    h.eq((one["ca"], one["profile"]), (None, None), "a static certificate has no CA or profile")
     h.check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", one["not_after"]), "RFC 3339 time")
     h.check(re.match(r"^[0-9a-f]+$", one["serial"]), "hex serial")
     h.eq(admin(port, "GET", "/certs/missing.admin.test")[0], 404, "unknown name")
@@ -635,6 +636,8 @@ def test_pebble_certs_renew_revoke_delete():
         h.eq(by[MANAGED]["serial"], serial, "serial")
         h.check(by[MANAGED]["renewal_time"] < by[MANAGED]["not_after"], "renewal before expiry")
         h.eq(by[MANAGED]["last_error"], None, "no renewal error")
+        h.eq(by[MANAGED]["ca"], pb().directory_url, "the CA that issued it (its directory)")
+        h.eq(by[MANAGED]["profile"], None, "no ACME profile asked for")
         h.eq(by[MANAGED]["renewal_failures"], 0, "no renewal failures")
         m = scrape(port)
         h.check(sample(m, "gatehouse_certificate_expiry_timestamp_seconds", name=MANAGED) > 0,
