@@ -408,6 +408,19 @@ static int job_backoff(acme_job_t *job, uint64_t min_delay_ms) {
 
 static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp);
 
+/* paused_account says once, clearly, that the CA has paused this account
+ * (Let's Encrypt does after too many failed validations for a name: every
+ * order for it fails until someone visits the unpause URL in the error). */
+static void paused_account(acme_engine_t *e, const acme_problem_t *p) {
+  if (e->paused_logged || !acme__problem_is(p, "unauthorized")) return;
+  const char *url = strstr(p->detail, "https://");
+  if (url == NULL || strstr(p->detail, "paus") == NULL) return;
+  size_t n = strcspn(url, " \t\r\n\"'<>");
+  e->paused_logged = 1;
+  GH_ERROR("acme", "the CA has PAUSED account %s at %s: orders fail until it is unpaused at "
+           "%.*s (%s)", e->account_id, e->acme->directory, (int)n, url, p->detail);
+}
+
 static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
   acme_job_t *job = arg;
   acme_engine_t *e = job->engine;
@@ -511,6 +524,7 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
       acme__problem_cleanup(&p);
       return;
     }
+    if (have) paused_account(job->engine, &p);
     acme__job_fail(job, UV_EPROTO, "%s %s: status %d: %s", job->method, job->url, resp->status,
                    what);
     if (have) acme__problem_cleanup(&p);

@@ -176,6 +176,7 @@ struct acme_engine {
   char *thumbprint;
   char *kid;
   int account_busy; /* a job is finding or creating the account */
+  int paused_logged; /* the CA's "account paused" error was logged once */
   acme_job_t *jobs; /* not yet finished */
   size_t num_jobs;  /* not yet freed */
   int closing;

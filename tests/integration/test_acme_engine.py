@@ -913,6 +913,26 @@ def test_profiles():
     harness.eq(rc, 0, "exit without a profile (%s)" % out)
     harness.check("profile" not in _payload(bodies["/order"]), "no profile asked for")
 
+
+def test_paused_account_said_clearly():
+    """Let's Encrypt pauses an account for a name after too many failed
+    validations; every order for it fails until someone visits the unpause
+    URL in the error. It is logged as such, with the URL."""
+    name = "paused.example.com"
+    url = "https://portal.letsencrypt.org/sfe/v1/unpause?jwt=eyJhbGciOi.abc-def_1"
+    paused = json.dumps({
+        "type": "urn:ietf:params:acme:error:unauthorized",
+        "detail": "Your account is temporarily prevented from requesting certificates for %s "
+                  "and possibly others. Please visit: %s" % (name, url)})
+    script = _order_script(name, lambda b: (500, {}, ""))
+    script["POST /order"] = [(403, PROBLEM, paused)]
+    rc, out, err, seen = _run_fake(script, name)
+    harness.eq(rc, 1, "exit")
+    harness.contains(out["error"], "temporarily prevented", "the CA's words in the error")
+    logged = re.findall(r"the CA has PAUSED account \S+ at \S+: orders fail until it is unpaused "
+                        r"at (\S+) ", err)
+    harness.eq(logged, [url], "logged once, with the unpause URL")
+
 def test_preferred_chain():
     p = pebble.start(env={"PEBBLE_ALTERNATE_ROOTS": "1"})
     try:
