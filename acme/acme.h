@@ -206,6 +206,16 @@ struct acme_storage *acme_engine_storage(acme_engine_t *engine);
  * negative errno as acme_storage_cert_load does (|out| zeroed). */
 int acme_renewal_state_load(struct acme_storage *st, acme_renewal_state_t *out, const char *name);
 
+/* acme_renewal_state_parse reads the renewal state from a certificate's
+ * meta JSON text |meta| (NULL or not JSON: all zero). */
+void acme_renewal_state_parse(acme_renewal_state_t *out, const char *meta);
+
+/* acme_renewal_nominal is when a certificate valid from |not_before| to
+ * |not_after| is due for renewal, before jitter and ARI: with a third of
+ * its lifetime left, whatever the lifetime (a 6-day certificate after 4
+ * days, a 90-day one after 60). */
+time_t acme_renewal_nominal(time_t not_before, time_t not_after);
+
 /* acme_renewal_state_save stores |state| with |name|'s certificate (a new
  * version of the bundle, same certificate and key). Returns 0 or a
  * negative errno with |*out_err| (caller frees). */

@@ -487,6 +487,15 @@ char *acme_cert_serial_hex(const acme_cert_t *cert) {
   return out;
 }
 
+int acme_cert_covers(const acme_cert_t *cert, const char *const *names, size_t num_names) {
+  for (size_t i = 0; i < num_names; i++) {
+    int found = 0;
+    for (size_t j = 0; j < cert->num_sans && !found; j++) found = strcmp(cert->sans[j], names[i]) == 0;
+    if (!found) return 0;
+  }
+  return 1;
+}
+
 int acme_cert_same(const acme_cert_t *a, const acme_cert_t *b) {
   if (a == NULL || b == NULL || a->num_chain == 0 || b->num_chain == 0) return a == b;
   return CRYPTO_BUFFER_len(a->chain[0]) == CRYPTO_BUFFER_len(b->chain[0]) &&

@@ -50,6 +50,10 @@ acme_cert_t *acme_cert_load(char **out_err, const char *cert_file, const char *k
  * without leading zeros, as CAs show it (caller frees), or NULL. */
 char *acme_cert_serial_hex(const acme_cert_t *cert);
 
+/* acme_cert_covers reports whether |cert|'s DNS names include every one
+ * of |names[0..num_names)|. */
+int acme_cert_covers(const acme_cert_t *cert, const char *const *names, size_t num_names);
+
 /* acme_cert_same reports whether |a| and |b| have the same leaf (NULL is
  * the same only as NULL). */
 int acme_cert_same(const acme_cert_t *a, const acme_cert_t *b);

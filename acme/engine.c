@@ -1222,13 +1222,7 @@ static acme_cert_t *stored_meanwhile(acme_engine_t *engine, const char *const *n
   int rc = acme_storage_cert_load(engine->storage, &have, NULL, &err, names[0]);
   gh_free(err);
   if (rc != 0) return NULL;
-  int ok = have->not_after > time(NULL) + 60;
-  for (size_t i = 0; ok && i < num_names; i++) {
-    int found = 0;
-    for (size_t j = 0; j < have->num_sans && !found; j++)
-      found = strcmp(have->sans[j], names[i]) == 0;
-    ok = found;
-  }
+  int ok = have->not_after > time(NULL) + 60 && acme_cert_covers(have, names, num_names);
   if (ok && replaces != NULL)
     ok = !acme_cert_same(have, replaces) && have->not_after > replaces->not_after;
   acme_renewal_state_t st;

@@ -68,13 +68,7 @@ static void obtain(acme__site_t *ms) {
 }
 
 int acme__manager_covers(const acme_cert_t *cert, const conf_site_t *site) {
-  for (size_t i = 0; i < site->num_hosts; i++) {
-    int found = 0;
-    for (size_t j = 0; j < cert->num_sans && !found; j++)
-      found = strcmp(cert->sans[j], site->hosts[i]) == 0;
-    if (!found) return 0;
-  }
-  return 1;
+  return acme_cert_covers(cert, (const char *const *)site->hosts, site->num_hosts);
 }
 
 int acme__manager_stored_revoked(acme_manager_t *m, const char *name) {

@@ -5,27 +5,17 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "acme/manager_internal.h"
 #include "common/common.h"
 #include "common/log.h"
-
-/* meta_revoked reports whether a stored meta says the certificate was
- * revoked ("renewal": {"revoked": true}, acme/renewal.c). */
-static int meta_revoked(const char *meta) {
-  cJSON *root = cJSON_Parse(meta ? meta : "");
-  const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "renewal");
-  int revoked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "revoked"));
-  cJSON_Delete(root);
-  return revoked;
-}
 
 void acme_manager_fleet_cert(acme_manager_t *m, const char *name, acme_cert_t *cert,
                              const char *meta) {
   if (m->stopping) return;
   acme__site_t *site = acme__manager_site_of(m, name);
-  if (cert == NULL || meta_revoked(meta)) {
+  acme_renewal_state_t state;
+  acme_renewal_state_parse(&state, meta);
+  if (cert == NULL || state.revoked) {
     /* Deleted or revoked by another node: an on-demand name stops being
      * served (it is obtained again at its next handshake); a site keeps
      * its certificate until the node that revoked it has the new one

@@ -48,7 +48,7 @@ static uint64_t random_below(uint64_t n) {
 static time_t renewal_time(time_t nb, time_t na) {
   time_t life = na - nb;
   if (life <= 0) return na;
-  time_t left = life / 3;
+  time_t left = na - acme_renewal_nominal(nb, na);
   uint64_t spread = (uint64_t)left / 10;
   if (spread > 3600) spread = 3600;
   return na - left - (time_t)random_below(spread + 1);

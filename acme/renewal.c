@@ -5,31 +5,21 @@
  * the back-off and a restart loop cannot hammer the CA; a renewed bundle
  * has no "renewal" object, which is how a success clears it. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
-#include <openssl/bio.h>
 #include <openssl/mem.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "acme/engine_internal.h"
-#include "acme/jws.h"
 #include "acme/storage.h"
 #include "common/common.h"
 
 
-int acme_renewal_state_load(acme_storage_t *st, acme_renewal_state_t *out, const char *name) {
+void acme_renewal_state_parse(acme_renewal_state_t *out, const char *meta) {
   memset(out, 0, sizeof(*out));
-  acme_cert_t *cert = NULL;
-  char *meta = NULL, *err = NULL;
-  int rc = acme_storage_cert_load(st, &cert, &meta, &err, name);
-  gh_free(err);
-  acme_cert_unref(cert);
-  if (rc != 0) return rc;
-  cJSON *root = cJSON_Parse(meta);
-  gh_free(meta);
+  cJSON *root = cJSON_Parse(meta ? meta : "");
   const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "renewal");
   if (cJSON_IsObject(r)) {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(r, "failures");
@@ -43,28 +33,23 @@ int acme_renewal_state_load(acme_storage_t *st, acme_renewal_state_t *out, const
     out->revoked = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "revoked"));
   }
   cJSON_Delete(root);
-  return 0;
 }
 
-/* chain_pem returns |cert|'s chain as PEM (caller frees), or NULL. */
-static char *chain_pem(const acme_cert_t *cert) {
-  BIO *bio = BIO_new(BIO_s_mem());
-  int ok = bio != NULL;
-  for (size_t i = 0; ok && i < cert->num_chain; i++) {
-    X509 *x = X509_parse_from_buffer(cert->chain[i]);
-    ok = x != NULL && PEM_write_bio_X509(bio, x) == 1;
-    X509_free(x);
-  }
-  char *out = NULL;
-  const uint8_t *data;
-  size_t len;
-  if (ok && BIO_mem_contents(bio, &data, &len) == 1) {
-    out = gh_malloc(len + 1);
-    memcpy(out, data, len);
-    out[len] = '\0';
-  }
-  BIO_free(bio);
-  return out;
+int acme_renewal_state_load(acme_storage_t *st, acme_renewal_state_t *out, const char *name) {
+  memset(out, 0, sizeof(*out));
+  acme_cert_t *cert = NULL;
+  char *meta = NULL, *err = NULL;
+  int rc = acme_storage_cert_load(st, &cert, &meta, &err, name);
+  gh_free(err);
+  acme_cert_unref(cert);
+  if (rc == 0) acme_renewal_state_parse(out, meta);
+  gh_free(meta);
+  return rc;
+}
+
+time_t acme_renewal_nominal(time_t not_before, time_t not_after) {
+  time_t life = not_after - not_before;
+  return life <= 0 ? not_after : not_after - life / 3;
 }
 
 int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name,
@@ -90,9 +75,8 @@ int acme_renewal_state_save(acme_storage_t *st, char **out_err, const char *name
   if (state->revoked) cJSON_AddTrueToObject(r, "revoked");
   char *text = cJSON_PrintUnformatted(root);
   cJSON_Delete(root);
-  char *chain = chain_pem(cert);
-  char *key = cert->key ? acme__key_to_pem(cert->key) : NULL;
-  if (chain == NULL || key == NULL) {
+  char *chain = NULL, *key = NULL;
+  if (acme_cert_to_pem(cert, &chain, &key) != 0) {
     *out_err = gh_asprintf("%s: cannot re-encode the stored certificate", name);
     rc = -EINVAL;
   } else {

@@ -294,10 +294,8 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   } else if (strcmp(source, "static") == 0) {
     cJSON_AddNullToObject(o, "renewal_time");
   } else {
-    /* A third of the lifetime left (acme/manager_renew.c), before jitter. */
-    time_t life = cert->not_after - cert->not_before;
-    time_t left = life / 3;
-    gh_format_time(t, sizeof(t), cert->not_after - left);
+    /* As the scheduler computes it, before jitter. */
+    gh_format_time(t, sizeof(t), acme_renewal_nominal(cert->not_before, cert->not_after));
     cJSON_AddStringToObject(o, "renewal_time", t);
   }
   const char *last_error = meta_string(state, "last_error");
