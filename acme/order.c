@@ -156,18 +156,28 @@ static void unpublish(acme_job_t *job, acme_storage_challenge_t kind, const char
 }
 
 /* challenge_unpresent removes the answer of the current challenge. */
-static void challenge_unpresent(acme_job_t *job) {
+/* answer_remove takes the TLS-ALPN-01 (name |id|) or HTTP-01 (token |id|)
+ * answer out of the challenge table and the fleet's store. */
+static void answer_remove(acme_job_t *job, acme_chall_type_t type, const char *id) {
   acme_engine_t *e = job->engine;
+  if (type == ACME_CHALL_TLS_ALPN_01) {
+    acme_challenges_put_tlsalpn(e->challenges, id, NULL);
+    unpublish(job, ACME_STORAGE_TLSALPN01, id);
+  } else {
+    acme_challenges_put_http01(e->challenges, id, NULL);
+    unpublish(job, ACME_STORAGE_HTTP01, id);
+  }
+}
+
+static void challenge_unpresent(acme_job_t *job) {
   acme__order_dns_cancel(job);
   if (job->presented) {
     switch (job->chall_type) {
       case ACME_CHALL_TLS_ALPN_01:
-        acme_challenges_put_tlsalpn(e->challenges, job->chall_name, NULL);
-        unpublish(job, ACME_STORAGE_TLSALPN01, job->chall_name);
+        answer_remove(job, job->chall_type, job->chall_name);
         break;
       case ACME_CHALL_HTTP_01:
-        acme_challenges_put_http01(e->challenges, job->chall_token, NULL);
-        unpublish(job, ACME_STORAGE_HTTP01, job->chall_token);
+        answer_remove(job, job->chall_type, job->chall_token);
         break;
       case ACME_CHALL_DNS_01:
         acme__hook_run(job, "cleanup", job->dns_fqdn, job->dns_value);
@@ -188,14 +198,7 @@ static void challenge_unpresent(acme_job_t *job) {
 
 /* pend_unpresent removes the answer of the deferred challenge |p|. */
 static void pend_unpresent(acme_job_t *job, struct acme_pend *p) {
-  acme_engine_t *e = job->engine;
-  if (p->type == ACME_CHALL_TLS_ALPN_01) {
-    acme_challenges_put_tlsalpn(e->challenges, p->id, NULL);
-    unpublish(job, ACME_STORAGE_TLSALPN01, p->id);
-  } else {
-    acme_challenges_put_http01(e->challenges, p->id, NULL);
-    unpublish(job, ACME_STORAGE_HTTP01, p->id);
-  }
+  answer_remove(job, p->type, p->id);
   gh_free(p->id);
   p->id = NULL;
 }
@@ -337,16 +340,6 @@ static void poll_again(acme_job_t *job, const acme_httpc_resp_t *resp, const cha
   acme__job_wait(job, job->state, delay);
 }
 
-/* printable returns a copy of what the CA sent fit for a message (caller
- * frees): at most 80 bytes, anything but printable ASCII as '?'. */
-static char *printable(const char *s) {
-  size_t n = strnlen(s, 80);
-  char *out = gh_strndup(s, n);
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)out[i] < 0x20 || (unsigned char)out[i] > 0x7e) out[i] = '?';
-  return out;
-}
-
 /* authz_ours checks that the authorization |json| is for an identifier
  * this order asked for (a DNS name of job->names, "*." with "wildcard");
  * otherwise it fails the job and returns -1. */
@@ -365,7 +358,7 @@ static int authz_ours(acme_job_t *job, const cJSON *json) {
     if (wildcard && strncmp(n, "*.", 2) == 0 && strcasecmp(n + 2, value) == 0) return 0;
     if (!wildcard && strcasecmp(n, value) == 0) return 0;
   }
-  char *p = printable(value);
+  char *p = acme__storage_printable(value);
   acme__job_fail(job, UV_EPROTO, "%s: the authorization is for %s %s%s, which this order did not "
                  "ask for", job->url, strcmp(type, "dns") == 0 ? "the name" : type,
                  wildcard ? "*." : "", p);
@@ -645,7 +638,7 @@ char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *co
         ours = strlen(names[k]) == (size_t)len &&
                strncasecmp(names[k], (const char *)d, (size_t)len) == 0;
       if (!ours) {
-        char *p = gh_strndup((const char *)d, (size_t)len), *q = printable(p);
+        char *p = gh_strndup((const char *)d, (size_t)len), *q = acme__storage_printable(p);
         why = gh_asprintf("it names %s, which this order did not ask for", q);
         gh_free(p);
         gh_free(q);

@@ -242,6 +242,10 @@ int acme_storage_cert_delete(acme_storage_t *st, char **out_err, const char *nam
 
 /* ---- internal to acme/ ---- */
 
+/* acme__storage_printable returns a copy of |s| fit for a message (caller
+ * frees): at most 80 characters, anything but printable ASCII as '?'. */
+char *acme__storage_printable(const char *s);
+
 /* Results of acme__storage_lock besides negative errnos. */
 typedef enum {
   ACME_STORAGE_LOCK_ACQUIRED = 0,

@@ -57,9 +57,6 @@ int acme__dir_lock(acme_storage_t *st, acme_storage_lock_t **out_lock, char **ou
  * since the failing call. */
 int acme__storage_sys_err(char **out_err, const char *path, const char *what);
 
-/* acme__storage_printable returns a copy of |s| fit for a message (caller
- * frees): at most 80 characters, anything but printable ASCII as '?'. */
-char *acme__storage_printable(const char *s);
 
 /* acme__storage_account_id_check accepts 1-200 of [a-z0-9._@+-], starting
  * with a letter or digit: enough for an e-mail address or a key thumbprint,
