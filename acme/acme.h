@@ -222,10 +222,25 @@ time_t acme_renewal_nominal(time_t not_before, time_t not_after);
 int acme_renewal_state_save(struct acme_storage *st, char **out_err, const char *name,
                             const acme_renewal_state_t *state);
 
-/* acme_engine_order_stats fills |out| with the orders |engine| finished
- * (cancelled ones not counted), by the last challenge type used — [0]
- * tls-alpn-01, [1] http-01, [2] dns-01, [3] none (every authorization was
- * already valid) — and result ([0] ok, [1] failed). Any thread. */
-void acme_engine_order_stats(acme_engine_t *engine, uint64_t out[4][2]);
+/* acme_ca_stats_t is what acme_engine_ca_stats says of one CA: its name
+ * (acme.issuers[].name, else its directory's host) and directory URL
+ * (valid until acme_engine_free), the orders finished there (cancelled
+ * ones not counted) by the last challenge type used — [0] tls-alpn-01,
+ * [1] http-01, [2] dns-01, [3] none (every authorization was already
+ * valid) — and result ([0] ok, [1] failed), the orders handed on to the
+ * next CA after a failure of this one's, and until when orders skip it
+ * (0: they do not). */
+#define ACME_MAX_CAS 8 /* acme.issuers' entries at most */
+
+typedef struct {
+  const char *name, *directory;
+  uint64_t orders[4][2];
+  uint64_t fallbacks;
+  time_t backoff_until;
+} acme_ca_stats_t;
+
+/* acme_engine_ca_stats fills |out| with up to |max| CAs, in the order
+ * orders try them, and returns how many. Any thread. */
+size_t acme_engine_ca_stats(acme_engine_t *engine, acme_ca_stats_t *out, size_t max);
 
 #endif

@@ -161,6 +161,8 @@ static void job_free(acme_job_t *job) {
   gh_free(job->ari_explanation);
   acme_cert_unref(job->stored);
   gh_free(job->profile);
+  gh_free(job->ca_errors);
+  gh_free(job->issued_by);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -200,6 +202,7 @@ static void job_timer(acme_job_t *job, int action, uint64_t delay_ms) {
 static acme_job_t *job_new(acme_engine_t *e, const char *const *names, size_t num_names) {
   acme_job_t *job = gh_calloc(1, sizeof(*job));
   job->engine = e;
+  job->ca = &e->cas[0];
   job->chall_type = ACME_CHALL_NONE;
   job->used_chall = ACME_CHALL_NONE;
   job->started_ms = gh_now_ms();
@@ -225,38 +228,150 @@ static void job_unlink(acme_job_t *job) {
 }
 
 /* kick_account_waiters restarts the jobs parked while another one found or
- * created the account. */
-static void kick_account_waiters(acme_engine_t *e) {
-  for (acme_job_t *j = e->jobs; j != NULL; j = j->next) {
-    if (!j->done && j->state == ACME_JOB_ACCOUNT_WAIT) {
+ * created |ca|'s account. */
+static void kick_account_waiters(acme_ca_t *ca) {
+  for (acme_job_t *j = ca->engine->jobs; j != NULL; j = j->next) {
+    if (!j->done && j->ca == ca && j->state == ACME_JOB_ACCOUNT_WAIT) {
       j->state = ACME_JOB_ACCOUNT;
       job_timer(j, TIMER_PROCESS, 0);
     }
   }
 }
 
+/* account_release gives up a job's finding or creating of its CA's
+ * account, so that another job may try. */
+static void account_release(acme_job_t *job) {
+  acme_ca_t *ca = job->ca;
+  if (!job->account_owner) return;
+  job->account_owner = 0;
+  ca->account_busy = 0;
+  if (job->probe_key != NULL) {
+    /* An unfinished rollover is still unresolved: load and probe again. */
+    EVP_PKEY_free(ca->account_key);
+    ca->account_key = NULL;
+    gh_free(ca->thumbprint);
+    ca->thumbprint = NULL;
+    EVP_PKEY_free(job->probe_key);
+    job->probe_key = NULL;
+  }
+  kick_account_waiters(ca);
+}
+
+/* ca_usable reports whether orders may go to |ca| now: it is not backing
+ * off after failures of its own. */
+static int ca_usable(acme_ca_t *ca) {
+  if (ca->engine->num_cas < 2) return 1; /* a lone CA is always tried */
+  acme__ca_backoff_load(ca);
+  int64_t until = atomic_load(&ca->backoff_until);
+  return until == 0 || until <= (int64_t)time(NULL);
+}
+
+static acme_ca_t *ca_of(acme_engine_t *e, const char *directory);
+
+/* stored_meta returns the meta.json of |name|'s stored certificate,
+ * parsed (caller deletes), or NULL. */
+static cJSON *stored_meta(acme_engine_t *e, const char *name) {
+  acme_cert_t *cert = NULL;
+  char *meta = NULL, *err = NULL;
+  cJSON *m = NULL;
+  if (acme_storage_cert_load(e->storage, &cert, &meta, &err, name) == 0) m = cJSON_Parse(meta);
+  acme_cert_unref(cert);
+  gh_free(meta);
+  gh_free(err);
+  return m;
+}
+
+/* profile_for returns the ACME profile an order for |name| asks |ca| for
+ * (a new string, or NULL for the CA's default): its managed site's
+ * acme_profile, else the CA's profile (its own or acme.profile), else the
+ * profile its stored certificate was issued under, so a renewal keeps it
+ * (unless another of the configured CAs issued it). */
+static char *profile_for(acme_ca_t *ca, const char *name) {
+  acme_engine_t *e = ca->engine;
+  for (size_t i = 0; i < e->conf->num_sites; i++) {
+    const conf_site_t *s = &e->conf->sites[i];
+    if (s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0 && s->acme_profile != NULL)
+      return gh_strdup(s->acme_profile);
+  }
+  if (ca->conf.profile != NULL) return gh_strdup(ca->conf.profile);
+  cJSON *m = stored_meta(e, name);
+  const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "profile"));
+  /* Not a profile another of the configured CAs gave it: each CA names
+   * its own. */
+  acme_ca_t *from = ca_of(e, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "ca")));
+  char *out = NULL;
+  if (p != NULL && p[0] != '\0' && strlen(p) <= 64 && (from == NULL || from == ca))
+    out = gh_strdup(p);
+  cJSON_Delete(m);
+  return out;
+}
+
+/* job_use_ca makes |ca| the one |job| talks to. A renewal names the
+ * certificate it replaces (ARI "replaces") only to the CA that issued it. */
+static void job_use_ca(acme_job_t *job, acme_ca_t *ca) {
+  job->ca = ca;
+  if (job->kind != ACME_KIND_OBTAIN) return;
+  gh_free(job->profile);
+  job->profile = profile_for(ca, job->names[0]);
+  if (job->ari_cert_id != NULL && job->issued_by != NULL &&
+      strcmp(job->issued_by, ca->conf.directory) != 0) {
+    gh_free(job->ari_cert_id);
+    job->ari_cert_id = NULL;
+  }
+}
+
+/* job_fall_back moves an order that failed at its CA for a reason of the
+ * CA's to the next usable CA, starting over there. Returns 1 if it did;
+ * 0 when the failure is final (there is no such CA, or it is not the
+ * CA's). */
+static int job_fall_back(acme_job_t *job, int status, const char *err) {
+  acme_engine_t *e = job->engine;
+  acme_ca_t *from = job->ca;
+  int fault = job->ca_fault;
+  job->ca_fault = 0;
+  if (job->kind != ACME_KIND_OBTAIN || status == 0 || status == UV_ECANCELED || e->closing ||
+      !fault)
+    return 0;
+  acme__ca_failed(from, job->ca_retry_after_ms, err);
+  acme_ca_t *next = NULL;
+  for (size_t i = from->index + 1; i < e->num_cas && next == NULL; i++)
+    if (ca_usable(&e->cas[i])) next = &e->cas[i];
+  if (next == NULL) return 0;
+  atomic_fetch_add_explicit(&from->fallbacks, 1, memory_order_relaxed);
+  GH_WARN("acme", "order for %s: CA %s failed (%s); trying CA %s", job->names[0], from->name,
+          err ? err : "?", next->name);
+  char *errs = gh_asprintf("%s%sCA %s: %s", job->ca_errors ? job->ca_errors : "",
+                           job->ca_errors ? "; " : "", from->name, err ? err : "?");
+  gh_free(job->ca_errors);
+  job->ca_errors = errs;
+  account_release(job);
+  acme__order_cleanup(job);
+  acme__order_reset(job);
+  job_use_ca(job, next);
+  job->state = ACME_JOB_DIRECTORY;
+  job_timer(job, TIMER_PROCESS, 0);
+  return 1;
+}
+
 static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t *cert) {
   if (job->done) return;
+  if (job_fall_back(job, status, err)) return;
   acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   job->done = 1;
-  if (job->kind == ACME_KIND_OBTAIN && status != UV_ECANCELED) {
+  if (job->kind == ACME_KIND_OBTAIN && status != UV_ECANCELED && ca != NULL) {
     int chall = job->used_chall >= 0 && job->used_chall < 3 ? job->used_chall : 3;
-    atomic_fetch_add_explicit(&e->order_stats[chall][status == 0 ? 0 : 1], 1,
+    atomic_fetch_add_explicit(&ca->order_stats[chall][status == 0 ? 0 : 1], 1,
                               memory_order_relaxed);
+    if (status == 0) acme__ca_ok(ca);
   }
-  if (job->account_owner) {
-    /* This job was finding or creating the account: let another try. */
-    job->account_owner = 0;
-    e->account_busy = 0;
-    if (job->probe_key != NULL) {
-      /* An unfinished rollover is still unresolved: load and probe again. */
-      EVP_PKEY_free(e->account_key);
-      e->account_key = NULL;
-      gh_free(e->thumbprint);
-      e->thumbprint = NULL;
-    }
-    kick_account_waiters(e);
+  char *full = NULL;
+  if (status != 0 && job->ca_errors != NULL) {
+    /* The CAs left before this one say why they were. */
+    full = gh_asprintf("%s (before: %s)", err ? err : "unknown error", job->ca_errors);
+    err = full;
   }
+  account_release(job);
   job->state = ACME_JOB_DONE;
   if (job->hook != NULL) uv_process_kill(&((hook_t *)job->hook)->proc, SIGTERM);
   acme__order_cleanup(job);
@@ -266,8 +381,9 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   const char *what = whats[job->kind];
   const char *name = job->num_names ? job->names[0] : "?";
   if (status == 0) {
-    GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms", what, name, job->num_names,
-            (unsigned long long)ms);
+    GH_INFO("acme", "%s for %s (%zu names) finished in %llu ms%s%s", what, name, job->num_names,
+            (unsigned long long)ms, e->num_cas > 1 ? " at CA " : "",
+            e->num_cas > 1 ? ca->name : "");
   } else if ((job->kind == ACME_KIND_ARI && status == UV_ENOTSUP) ||
              (status == UV_EBUSY && acme_storage_shared(e->storage))) {
     /* No renewal information; or another node of the fleet orders it. */
@@ -284,6 +400,7 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   } else if (job->obtain_cb) {
     job->obtain_cb(job->arg, status, status ? err : NULL, status ? NULL : cert);
   }
+  gh_free(full);
   /* Released after the callback: in a fleet, what it records about the
    * name (a refusal others should not repeat) is in the store before
    * the nodes waiting on this lock see it go. */
@@ -293,15 +410,27 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   uv_close((uv_handle_t *)&job->timer, on_timer_close);
 }
 
-void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
+static void job_failv(acme_job_t *job, int status, const char *fmt, va_list ap) {
   char buf[4096];
   vsnprintf(buf, sizeof(buf), fmt, ap);
-  va_end(ap);
   char *msg = gh_asprintf("acme: %s", buf);
   job_finish(job, status, msg, NULL);
   gh_free(msg);
+}
+
+void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  job_failv(job, status, fmt, ap);
+  va_end(ap);
+}
+
+void acme__job_ca_fault(acme_job_t *job, int status, const char *fmt, ...) {
+  job->ca_fault = 1;
+  va_list ap;
+  va_start(ap, fmt);
+  job_failv(job, status, fmt, ap);
+  va_end(ap);
 }
 
 void acme__job_succeed(acme_job_t *job, acme_cert_t *cert) { job_finish(job, 0, NULL, cert); }
@@ -326,6 +455,7 @@ void acme__job_request(acme_job_t *job, const char *method, const char *url,
 }
 
 static void job_send(acme_job_t *job) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
   if (e->closing) {
     job_finish(job, UV_ECANCELED, "acme: the engine was stopped", NULL);
@@ -348,17 +478,17 @@ static void job_send(acme_job_t *job) {
     req.method = job->method;
     req.url = job->url;
   } else {
-    char *nonce = acme__nonce_pop(&e->nonces);
+    char *nonce = acme__nonce_pop(&ca->nonces);
     if (nonce == NULL) {
       job->fetching_nonce = 1;
       req.method = "HEAD";
-      req.url = e->url_new_nonce;
+      req.url = ca->url_new_nonce;
     } else {
       char *err = NULL;
       EVP_PKEY *key = job->sign_key    ? job->sign_key
                       : job->probe_key ? job->probe_key
-                                       : e->account_key;
-      body = acme__jws_sign(&err, key, job->use_jwk ? NULL : e->kid, nonce, job->url,
+                                       : ca->account_key;
+      body = acme__jws_sign(&err, key, job->use_jwk ? NULL : ca->kid, nonce, job->url,
                             job->payload);
       gh_free(nonce);
       if (body == NULL) {
@@ -376,7 +506,7 @@ static void job_send(acme_job_t *job) {
     }
   }
   if (req.max_body == 0) req.max_body = job->max_body ? job->max_body : JSON_MAX_BODY;
-  int rc = acme_httpc_request(e->httpc, &req, job_on_http, job);
+  int rc = acme_httpc_request(ca->httpc, &req, job_on_http, job);
   gh_free(body);
   if (rc != 0) {
     acme__job_fail(job, rc, "%s %s: %s", req.method, req.url, uv_strerror(rc));
@@ -411,19 +541,22 @@ static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp);
 /* paused_account says once, clearly, that the CA has paused this account
  * (Let's Encrypt does after too many failed validations for a name: every
  * order for it fails until someone visits the unpause URL in the error). */
-static void paused_account(acme_engine_t *e, const acme_problem_t *p) {
-  if (e->paused_logged || !acme__problem_is(p, "unauthorized")) return;
+static int paused_account(acme_ca_t *ca, const acme_problem_t *p) {
+  if (!acme__problem_is(p, "unauthorized")) return 0;
   const char *url = strstr(p->detail, "https://");
-  if (url == NULL || strstr(p->detail, "paus") == NULL) return;
+  if (url == NULL || strstr(p->detail, "paus") == NULL) return 0;
   size_t n = strcspn(url, " \t\r\n\"'<>");
-  e->paused_logged = 1;
+  if (ca->paused_logged) return 1;
+  ca->paused_logged = 1;
   GH_ERROR("acme", "the CA has PAUSED account %s at %s: orders fail until it is unpaused at "
-           "%.*s (%s)", e->account_id, e->acme->directory, (int)n, url, p->detail);
+           "%.*s (%s)", ca->account_id, ca->conf.directory, (int)n, url, p->detail);
+  return 1;
 }
 
 static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
   acme_job_t *job = arg;
   acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   job->in_flight--;
   if (job->done) {
     job_maybe_free(job);
@@ -435,16 +568,17 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
   }
   if (resp->error != 0) {
     if (transport_retryable(resp->error) && job_backoff(job, 0)) return;
-    acme__job_fail(job, resp->error, "%s", resp->error_msg ? resp->error_msg : "request failed");
+    acme__job_ca_fault(job, resp->error, "%s",
+                       resp->error_msg ? resp->error_msg : "request failed");
     return;
   }
-  acme__nonce_push(&e->nonces, acme_httpc_header(resp, "Replay-Nonce"));
+  acme__nonce_push(&ca->nonces, acme_httpc_header(resp, "Replay-Nonce"));
   if (job->fetching_nonce) {
     job->fetching_nonce = 0;
     if (resp->status >= 500 && job_backoff(job, 0)) return;
-    if (e->nonces.num_nonces == 0) {
-      acme__job_fail(job, UV_EPROTO, "HEAD %s: status %d and no usable Replay-Nonce header",
-                     e->url_new_nonce, resp->status);
+    if (ca->nonces.num_nonces == 0) {
+      acme__job_ca_fault(job, UV_EPROTO, "HEAD %s: status %d and no usable Replay-Nonce header",
+                         ca->url_new_nonce, resp->status);
       return;
     }
     job_send(job);
@@ -495,9 +629,9 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
        * carry on with this job. */
       acme__problem_cleanup(&p);
       GH_WARN("acme", "account %s at %s: the CA does not know it any more; registering again",
-              e->account_id, e->acme->directory);
-      gh_free(e->kid);
-      e->kid = NULL;
+              ca->account_id, ca->conf.directory);
+      gh_free(ca->kid);
+      ca->kid = NULL;
       job->account_lookup = 1;
       acme__job_goto(job, ACME_JOB_ACCOUNT);
       return;
@@ -514,8 +648,9 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
       char ra[64] = "";
       if (wait != UINT64_MAX) snprintf(ra, sizeof(ra), " (retry after %llu s)",
                                        (unsigned long long)(wait / 1000));
-      acme__job_fail(job, UV_EAGAIN, "%s %s: status %d: %s%s", job->method, job->url,
-                     resp->status, what, ra);
+      job->ca_retry_after_ms = wait != UINT64_MAX ? wait : 0;
+      acme__job_ca_fault(job, UV_EAGAIN, "%s %s: status %d: %s%s", job->method, job->url,
+                         resp->status, what, ra);
       acme__problem_cleanup(&p);
       return;
     }
@@ -524,7 +659,10 @@ static void job_on_http(const acme_httpc_resp_t *resp, void *arg) {
       acme__problem_cleanup(&p);
       return;
     }
-    if (have) paused_account(job->engine, &p);
+    /* The CA's own trouble: it fails, or it has paused the account. */
+    job->ca_fault = resp->status >= 500 || (have && (acme__problem_is(&p, "badNonce") ||
+                                                     acme__problem_is(&p, "serverInternal") ||
+                                                     paused_account(ca, &p)));
     acme__job_fail(job, UV_EPROTO, "%s %s: status %d: %s", job->method, job->url, resp->status,
                    what);
     if (have) acme__problem_cleanup(&p);
@@ -557,6 +695,7 @@ static acme_job_state_t after_directory(const acme_job_t *job) {
 }
 
 static void job_process(acme_job_t *job) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
   if (job->done) return;
   if (e->closing) {
@@ -565,11 +704,11 @@ static void job_process(acme_job_t *job) {
   }
   switch (job->state) {
     case ACME_JOB_DIRECTORY:
-      if (e->have_directory) {
+      if (ca->have_directory) {
         acme__job_goto(job, after_directory(job));
         return;
       }
-      acme__job_request(job, "GET", e->acme->directory, NULL, JSON_MAX_BODY);
+      acme__job_request(job, "GET", ca->conf.directory, NULL, JSON_MAX_BODY);
       return;
     case ACME_JOB_ACCOUNT:
       account_request(job);
@@ -581,7 +720,7 @@ static void job_process(acme_job_t *job) {
     case ACME_JOB_REVOKE: {
       char *payload = gh_asprintf("{\"certificate\":\"%s\",\"reason\":%d}", job->revoke_der_b64,
                                   job->reason);
-      acme__job_request(job, "POST", e->url_revoke, payload, JSON_MAX_BODY);
+      acme__job_request(job, "POST", ca->url_revoke, payload, JSON_MAX_BODY);
       gh_free(payload);
       return;
     }
@@ -589,16 +728,16 @@ static void job_process(acme_job_t *job) {
       key_change_request(job);
       return;
     case ACME_JOB_DEACTIVATE:
-      acme__job_request(job, "POST", e->kid, "{\"status\":\"deactivated\"}", JSON_MAX_BODY);
+      acme__job_request(job, "POST", ca->kid, "{\"status\":\"deactivated\"}", JSON_MAX_BODY);
       return;
     case ACME_JOB_RENEWAL_INFO: {
-      if (e->url_renewal_info == NULL) {
-        acme__job_fail(job, UV_ENOTSUP, "the directory %s has no renewalInfo", e->acme->directory);
+      if (ca->url_renewal_info == NULL) {
+        acme__job_fail(job, UV_ENOTSUP, "the directory %s has no renewalInfo", ca->conf.directory);
         return;
       }
-      size_t n = strlen(e->url_renewal_info);
-      int slash = n > 0 && e->url_renewal_info[n - 1] == '/';
-      char *url = gh_asprintf("%s%s%s", e->url_renewal_info, slash ? "" : "/", job->ari_cert_id);
+      size_t n = strlen(ca->url_renewal_info);
+      int slash = n > 0 && ca->url_renewal_info[n - 1] == '/';
+      char *url = gh_asprintf("%s%s%s", ca->url_renewal_info, slash ? "" : "/", job->ari_cert_id);
       acme__job_request(job, "GET", url, NULL, JSON_MAX_BODY);
       gh_free(url);
       return;
@@ -611,9 +750,9 @@ static void job_process(acme_job_t *job) {
 
 /* after_account moves a job past the account states. */
 static void after_account(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  if (e->thumbprint == NULL) e->thumbprint = acme__jwk_thumbprint(e->account_key);
-  if (e->thumbprint == NULL) {
+  acme_ca_t *ca = job->ca;
+  if (ca->thumbprint == NULL) ca->thumbprint = acme__jwk_thumbprint(ca->account_key);
+  if (ca->thumbprint == NULL) {
     acme__job_fail(job, UV_EINVAL, "cannot compute the account key's thumbprint");
     return;
   }
@@ -623,86 +762,90 @@ static void after_account(acme_job_t *job) {
   acme__job_goto(job, next[job->kind]);
 }
 
-char *acme__profile_problem(const acme_engine_t *e, const char *name) {
-  for (size_t i = 0; i < e->num_profiles; i++)
-    if (strcmp(e->profiles[i], name) == 0) return NULL;
-  if (e->num_profiles == 0)
+char *acme__profile_problem(const acme_ca_t *ca, const char *name) {
+  for (size_t i = 0; i < ca->num_profiles; i++)
+    if (strcmp(ca->profiles[i], name) == 0) return NULL;
+  if (ca->num_profiles == 0)
     return gh_asprintf("the CA at %s offers no profiles (its directory has no meta.profiles)",
-                       e->acme->directory);
+                       ca->conf.directory);
   size_t len = 0;
-  for (size_t i = 0; i < e->num_profiles; i++) len += strlen(e->profiles[i]) + 2;
+  for (size_t i = 0; i < ca->num_profiles; i++) len += strlen(ca->profiles[i]) + 2;
   char *list = gh_calloc(1, len + 1);
-  for (size_t i = 0; i < e->num_profiles; i++) {
+  for (size_t i = 0; i < ca->num_profiles; i++) {
     if (i) strcat(list, ", ");
-    strcat(list, e->profiles[i]);
+    strcat(list, ca->profiles[i]);
   }
   char *why = gh_asprintf("the CA at %s does not offer profile \"%s\"; it offers: %s",
-                          e->acme->directory, name, list);
+                          ca->conf.directory, name, list);
   gh_free(list);
   return why;
 }
 
-/* check_profiles logs, once the directory is known, each configured
- * profile the CA does not offer: orders for it will fail with the same
+/* check_profiles logs, once |ca|'s directory is known, each configured
+ * profile it does not offer: orders for it there will fail with the same
  * words. */
-static void check_profiles(acme_engine_t *e) {
-  const char *where[] = {"acme.profile"};
-  for (size_t i = 0; i <= e->conf->num_sites; i++) {
-    const char *name = i == 0 ? e->acme->profile : e->conf->sites[i - 1].acme_profile;
+static void check_profiles(acme_ca_t *ca) {
+  const conf_t *conf = ca->engine->conf;
+  for (size_t i = 0; i <= conf->num_sites; i++) {
+    const char *name = i == 0 ? ca->conf.profile : conf->sites[i - 1].acme_profile;
     if (name == NULL) continue;
-    char *why = acme__profile_problem(e, name);
-    if (why != NULL) {
-      GH_ERROR("acme", "%s%s%s: %s", i == 0 ? where[0] : "sites[",
-               i == 0 ? "" : e->conf->sites[i - 1].hosts[0], i == 0 ? "" : "].acme_profile", why);
-      gh_free(why);
-    }
+    char *why = acme__profile_problem(ca, name);
+    if (why == NULL) continue;
+    char *where = i > 0 ? gh_asprintf("sites[%s].acme_profile", conf->sites[i - 1].hosts[0])
+                  : conf->acme.num_issuers > 0 && conf->acme.issuers[ca->index].profile != NULL
+                      ? gh_asprintf("acme.issuers[%zu].profile", ca->index)
+                      : gh_strdup("acme.profile");
+    GH_ERROR("acme", "%s: %s", where, why);
+    gh_free(where);
+    gh_free(why);
   }
 }
 
 static int directory_response(acme_job_t *job, const cJSON *json) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   const char *nn, *na, *no, *rv;
   if ((nn = acme__json_url(job, json, "newNonce")) == NULL ||
       (na = acme__json_url(job, json, "newAccount")) == NULL ||
       (no = acme__json_url(job, json, "newOrder")) == NULL ||
       (rv = acme__json_url(job, json, "revokeCert")) == NULL)
     return -1;
-  if (!e->have_directory) {
-    e->url_new_nonce = gh_strdup(nn);
-    e->url_new_account = gh_strdup(na);
-    e->url_new_order = gh_strdup(no);
-    e->url_revoke = gh_strdup(rv);
+  if (!ca->have_directory) {
+    ca->url_new_nonce = gh_strdup(nn);
+    ca->url_new_account = gh_strdup(na);
+    ca->url_new_order = gh_strdup(no);
+    ca->url_revoke = gh_strdup(rv);
     /* Optional here: only a key rollover needs it, and says so. */
     const cJSON *kc = cJSON_GetObjectItemCaseSensitive(json, "keyChange");
     if (cJSON_IsString(kc) && acme__url_problem(kc->valuestring) == NULL)
-      e->url_key_change = gh_strdup(kc->valuestring);
+      ca->url_key_change = gh_strdup(kc->valuestring);
     const cJSON *ri = cJSON_GetObjectItemCaseSensitive(json, "renewalInfo");
     if (cJSON_IsString(ri) && acme__url_problem(ri->valuestring) == NULL)
-      e->url_renewal_info = gh_strdup(ri->valuestring);
+      ca->url_renewal_info = gh_strdup(ri->valuestring);
     /* meta.profiles: {"name": "description", ...}, a few short names. */
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(json, "meta");
     const cJSON *pr = cJSON_GetObjectItemCaseSensitive(meta, "profiles"), *it;
     if (cJSON_IsObject(pr)) {
-      e->profiles = gh_calloc(32, sizeof(char *));
+      ca->profiles = gh_calloc(32, sizeof(char *));
       cJSON_ArrayForEach(it, pr) {
-        if (e->num_profiles < 32 && it->string != NULL && strlen(it->string) <= 64)
-          e->profiles[e->num_profiles++] = gh_strdup(it->string);
+        if (ca->num_profiles < 32 && it->string != NULL && strlen(it->string) <= 64)
+          ca->profiles[ca->num_profiles++] = gh_strdup(it->string);
       }
     }
-    e->have_directory = 1;
-    check_profiles(e);
+    ca->have_directory = 1;
+    check_profiles(ca);
   }
   return 0;
 }
 
 /* account_store replaces the stored account with |obj| (deleted here). */
 static int account_store(acme_job_t *job, cJSON *obj) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
-  if (e->acme->email) cJSON_AddStringToObject(obj, "email", e->acme->email);
+  if (ca->conf.email) cJSON_AddStringToObject(obj, "email", ca->conf.email);
   char *text = cJSON_PrintUnformatted(obj);
   cJSON_Delete(obj);
   char *err = NULL;
-  int rc = acme_storage_account_save(e->storage, &err, e->acme->directory, e->account_id,
+  int rc = acme_storage_account_save(e->storage, &err, ca->conf.directory, ca->account_id,
                                      (gh_str_t){text, strlen(text)});
   OPENSSL_cleanse(text, strlen(text));
   free(text);
@@ -732,10 +875,10 @@ static int add_key(acme_job_t *job, cJSON *obj, const char *name, const EVP_PKEY
  * the process dies before it learns the outcome, the next load asks the
  * CA which of the two keys the account has (account_load). */
 static int account_save_next(acme_job_t *job, const EVP_PKEY *next_key) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   cJSON *obj = cJSON_CreateObject();
-  if (e->kid) cJSON_AddStringToObject(obj, "url", e->kid);
-  if (add_key(job, obj, "key", e->account_key) != 0 ||
+  if (ca->kid) cJSON_AddStringToObject(obj, "url", ca->kid);
+  if (add_key(job, obj, "key", ca->account_key) != 0 ||
       (next_key != NULL && add_key(job, obj, "next_key", next_key) != 0)) {
     cJSON_Delete(obj);
     return -1;
@@ -750,16 +893,16 @@ static int account_save(acme_job_t *job) { return account_save_next(job, NULL); 
  * the record, its key dropped) and forgets it in memory: the next order
  * creates a new account with a new key. */
 static int account_forget(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   cJSON *obj = cJSON_CreateObject();
-  cJSON_AddStringToObject(obj, "deactivated", e->kid);
+  cJSON_AddStringToObject(obj, "deactivated", ca->kid);
   int rc = account_store(job, obj);
-  EVP_PKEY_free(e->account_key);
-  e->account_key = NULL;
-  gh_free(e->kid);
-  e->kid = NULL;
-  gh_free(e->thumbprint);
-  e->thumbprint = NULL;
+  EVP_PKEY_free(ca->account_key);
+  ca->account_key = NULL;
+  gh_free(ca->kid);
+  ca->kid = NULL;
+  gh_free(ca->thumbprint);
+  ca->thumbprint = NULL;
   return rc;
 }
 
@@ -769,27 +912,28 @@ static int account_forget(acme_job_t *job) {
  * the new key is the account's; accountDoesNotExist, the stored key still
  * is (job_on_http). Returns 0, or -1 with the job failed. */
 static int account_load_next(acme_job_t *job, const cJSON *obj) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   const cJSON *next = cJSON_GetObjectItemCaseSensitive(obj, "next_key");
   if (!cJSON_IsString(next)) return 0;
   char *err = NULL;
   job->probe_key = acme__key_from_pem(&err, next->valuestring, strlen(next->valuestring));
   if (job->probe_key == NULL) {
-    acme__job_fail(job, UV_EINVAL, "the stored account %s: next_key: %s", e->account_id, err);
+    acme__job_fail(job, UV_EINVAL, "the stored account %s: next_key: %s", ca->account_id, err);
     gh_free(err);
     return -1;
   }
   GH_WARN("acme", "account %s at %s: a key rollover was interrupted; asking the CA which key "
-          "it has", e->account_id, e->acme->directory);
+          "it has", ca->account_id, ca->conf.directory);
   return 0;
 }
 
 /* account_load reads a stored account, if any. Returns 1 when the account
  * (key and URL) is ready, 0 when a request is needed, -1 on failure. */
 static int account_load(acme_job_t *job) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
   char *json = NULL, *err = NULL;
-  int rc = acme_storage_account_load(e->storage, &json, &err, e->acme->directory, e->account_id);
+  int rc = acme_storage_account_load(e->storage, &json, &err, ca->conf.directory, ca->account_id);
   cJSON *obj = NULL;
   if (rc == 0) {
     obj = cJSON_Parse(json);
@@ -805,11 +949,11 @@ static int account_load(acme_job_t *job) {
     cJSON_Delete(obj);
     if (job->kind == ACME_KIND_ROLLOVER || job->kind == ACME_KIND_DEACTIVATE) {
       acme__job_fail(job, UV_ENOENT, "there is no account %s for %s in the storage",
-                     e->account_id, e->acme->directory);
+                     ca->account_id, ca->conf.directory);
       return -1;
     }
-    e->account_key = acme__key_new(CONF_KEY_P256);
-    if (e->account_key == NULL) {
+    ca->account_key = acme__key_new(CONF_KEY_P256);
+    if (ca->account_key == NULL) {
       acme__job_fail(job, UV_ENOMEM, "cannot generate an account key");
       return -1;
     }
@@ -828,23 +972,23 @@ static int account_load(acme_job_t *job) {
   const cJSON *url = cJSON_GetObjectItemCaseSensitive(obj, "url");
   if (!cJSON_IsString(key)) {
     cJSON_Delete(obj);
-    acme__job_fail(job, UV_EINVAL, "the stored account %s has no \"key\"", e->account_id);
+    acme__job_fail(job, UV_EINVAL, "the stored account %s has no \"key\"", ca->account_id);
     return -1;
   }
-  e->account_key = acme__key_from_pem(&err, key->valuestring, strlen(key->valuestring));
-  if (e->account_key == NULL) {
+  ca->account_key = acme__key_from_pem(&err, key->valuestring, strlen(key->valuestring));
+  if (ca->account_key == NULL) {
     cJSON_Delete(obj);
-    acme__job_fail(job, UV_EINVAL, "the stored account %s: %s", e->account_id, err);
+    acme__job_fail(job, UV_EINVAL, "the stored account %s: %s", ca->account_id, err);
     gh_free(err);
     return -1;
   }
   int ready = 0;
   if (account_load_next(job, obj) != 0) {
-    EVP_PKEY_free(e->account_key); /* the next job reads the storage again */
-    e->account_key = NULL;
+    EVP_PKEY_free(ca->account_key); /* the next job reads the storage again */
+    ca->account_key = NULL;
     ready = -1;
   } else if (job->probe_key == NULL && cJSON_IsString(url) && url->valuestring[0] != '\0') {
-    e->kid = gh_strdup(url->valuestring);
+    ca->kid = gh_strdup(url->valuestring);
     ready = 1;
   }
   job->account_lookup = ready == 0;
@@ -853,25 +997,25 @@ static int account_load(acme_job_t *job) {
 }
 
 static void account_request(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  if (e->kid != NULL) {
+  acme_ca_t *ca = job->ca;
+  if (ca->kid != NULL) {
     after_account(job);
     return;
   }
   if (!job->account_owner) {
-    if (e->account_busy) {
+    if (ca->account_busy) {
       job->state = ACME_JOB_ACCOUNT_WAIT; /* kicked when the owner is done */
       return;
     }
-    e->account_busy = 1;
+    ca->account_busy = 1;
     job->account_owner = 1;
-    if (e->account_key == NULL) {
+    if (ca->account_key == NULL) {
       int rc = account_load(job);
       if (rc < 0) return;
       if (rc == 1) {
-        e->account_busy = 0;
+        ca->account_busy = 0;
         job->account_owner = 0;
-        kick_account_waiters(e);
+        kick_account_waiters(ca);
         after_account(job);
         return;
       }
@@ -879,22 +1023,22 @@ static void account_request(acme_job_t *job) {
       job->account_lookup = 1; /* a key but no URL: a previous attempt failed */
     }
   }
-  if (e->thumbprint == NULL) e->thumbprint = acme__jwk_thumbprint(e->account_key);
+  if (ca->thumbprint == NULL) ca->thumbprint = acme__jwk_thumbprint(ca->account_key);
   cJSON *p = cJSON_CreateObject();
   if (job->account_lookup) {
     cJSON_AddTrueToObject(p, "onlyReturnExisting");
   } else {
     cJSON_AddTrueToObject(p, "termsOfServiceAgreed");
-    if (e->acme->email != NULL && e->acme->email[0] != '\0') {
+    if (ca->conf.email != NULL && ca->conf.email[0] != '\0') {
       cJSON *contact = cJSON_AddArrayToObject(p, "contact");
-      char *mailto = gh_asprintf("mailto:%s", e->acme->email);
+      char *mailto = gh_asprintf("mailto:%s", ca->conf.email);
       cJSON_AddItemToArray(contact, cJSON_CreateString(mailto));
       gh_free(mailto);
     }
-    if (e->acme->eab_key_id != NULL) {
+    if (ca->conf.eab_key_id != NULL) {
       char *err = NULL;
-      cJSON *eab = acme__jws_eab(&err, e->acme->eab_key_id, e->acme->eab_hmac_key,
-                                 e->account_key, e->url_new_account);
+      cJSON *eab = acme__jws_eab(&err, ca->conf.eab_key_id, ca->conf.eab_hmac_key,
+                                 ca->account_key, ca->url_new_account);
       if (eab == NULL) {
         cJSON_Delete(p);
         acme__job_fail(job, UV_EINVAL, "external account binding: %s", err);
@@ -906,12 +1050,12 @@ static void account_request(acme_job_t *job) {
   }
   char *payload = cJSON_PrintUnformatted(p);
   cJSON_Delete(p);
-  acme__job_request(job, "POST", e->url_new_account, payload, JSON_MAX_BODY);
+  acme__job_request(job, "POST", ca->url_new_account, payload, JSON_MAX_BODY);
   free(payload);
 }
 
 static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   const char *loc = acme_httpc_header(resp, "Location");
   if (loc == NULL || loc[0] == '\0') {
     acme__job_fail(job, UV_EPROTO, "POST %s: status %d without a Location header (the account "
@@ -924,20 +1068,20 @@ static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
                    job->url, why);
     return;
   }
-  e->kid = gh_strdup(loc);
+  ca->kid = gh_strdup(loc);
   if (job->probe_key != NULL) {
     /* The interrupted rollover did reach the CA: the new key is the one. */
-    EVP_PKEY_free(e->account_key);
-    e->account_key = job->probe_key;
+    EVP_PKEY_free(ca->account_key);
+    ca->account_key = job->probe_key;
     job->probe_key = NULL;
-    gh_free(e->thumbprint);
-    e->thumbprint = NULL;
+    gh_free(ca->thumbprint);
+    ca->thumbprint = NULL;
   }
   if (account_save(job) != 0) return;
-  GH_INFO("acme", "account %s at %s: %s", e->account_id, e->acme->directory, e->kid);
-  e->account_busy = 0;
+  GH_INFO("acme", "account %s at %s: %s", ca->account_id, ca->conf.directory, ca->kid);
+  ca->account_busy = 0;
   job->account_owner = 0;
-  kick_account_waiters(e);
+  kick_account_waiters(ca);
   after_account(job);
 }
 
@@ -946,9 +1090,9 @@ static void account_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
  * every request is, carries the inner one, signed by the new key. The new
  * key is made once per job, so a retry sends the same inner JWS. */
 static void key_change_request(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  if (e->url_key_change == NULL) {
-    acme__job_fail(job, UV_ENOTSUP, "the directory %s has no keyChange URL", e->acme->directory);
+  acme_ca_t *ca = job->ca;
+  if (ca->url_key_change == NULL) {
+    acme__job_fail(job, UV_ENOTSUP, "the directory %s has no keyChange URL", ca->conf.directory);
     return;
   }
   if (job->new_key == NULL) {
@@ -962,14 +1106,14 @@ static void key_change_request(acme_job_t *job) {
     if (account_save_next(job, job->new_key) != 0) return;
   }
   char *err = NULL;
-  char *inner = acme__jws_key_change(&err, job->new_key, e->account_key, e->kid,
-                                     e->url_key_change);
+  char *inner = acme__jws_key_change(&err, job->new_key, ca->account_key, ca->kid,
+                                     ca->url_key_change);
   if (inner == NULL) {
-    acme__job_fail(job, UV_EINVAL, "POST %s: %s", e->url_key_change, err);
+    acme__job_fail(job, UV_EINVAL, "POST %s: %s", ca->url_key_change, err);
     gh_free(err);
     return;
   }
-  acme__job_request(job, "POST", e->url_key_change, inner, JSON_MAX_BODY);
+  acme__job_request(job, "POST", ca->url_key_change, inner, JSON_MAX_BODY);
   gh_free(inner);
 }
 
@@ -977,21 +1121,21 @@ static void key_change_request(acme_job_t *job) {
  * stored (atomically) before anything is signed with it, so a crash from
  * here on finds the key that works. */
 static void key_change_response(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  EVP_PKEY_free(e->account_key);
-  e->account_key = job->new_key;
+  acme_ca_t *ca = job->ca;
+  EVP_PKEY_free(ca->account_key);
+  ca->account_key = job->new_key;
   job->new_key = NULL;
-  gh_free(e->thumbprint);
-  e->thumbprint = acme__jwk_thumbprint(e->account_key);
+  gh_free(ca->thumbprint);
+  ca->thumbprint = acme__jwk_thumbprint(ca->account_key);
   if (account_save(job) != 0) return;
-  GH_INFO("acme", "account %s at %s: new key %s", e->account_id, e->acme->directory,
-          e->thumbprint ? e->thumbprint : "?");
+  GH_INFO("acme", "account %s at %s: new key %s", ca->account_id, ca->conf.directory,
+          ca->thumbprint ? ca->thumbprint : "?");
   acme__job_succeed(job, NULL);
 }
 
 static void deactivate_response(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
-  GH_INFO("acme", "account %s at %s deactivated: %s", e->account_id, e->acme->directory, e->kid);
+  acme_ca_t *ca = job->ca;
+  GH_INFO("acme", "account %s at %s deactivated: %s", ca->account_id, ca->conf.directory, ca->kid);
   if (account_forget(job) != 0) return;
   acme__job_succeed(job, NULL);
 }
@@ -1022,14 +1166,21 @@ static void renewal_info_response(acme_job_t *job, const acme_httpc_resp_t *resp
 static void job_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
   switch (job->state) {
     case ACME_JOB_DIRECTORY: {
+      /* A CA without a usable directory is down, as far as orders go. */
+      job->ca_fault = 1;
       cJSON *json = cJSON_ParseWithLength(resp->body, resp->body_len);
+      int ok = 0;
       if (!cJSON_IsObject(json)) {
         acme__job_fail(job, UV_EPROTO, "GET %s: status %d: the directory is not a JSON object",
                        job->url, resp->status);
-      } else if (directory_response(job, json) == 0) {
-        acme__job_goto(job, after_directory(job));
+      } else {
+        ok = directory_response(job, json) == 0;
       }
       cJSON_Delete(json);
+      if (ok) {
+        job->ca_fault = 0;
+        acme__job_goto(job, after_directory(job));
+      }
       return;
     }
     case ACME_JOB_ACCOUNT:
@@ -1113,10 +1264,12 @@ int acme__hook_run(acme_job_t *job, const char *action, const char *fqdn, const 
 acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *conf,
                                acme_challenges_t *challenges) {
   *out_err = NULL;
-  if (conf->acme.directory == NULL) {
+  size_t num_cas = conf_num_issuers(conf);
+  if (num_cas == 0) {
     *out_err = gh_strdup("acme: no ACME directory configured");
     return NULL;
   }
+  if (num_cas > ACME_MAX_CAS) num_cas = ACME_MAX_CAS; /* the schema allows no more */
   acme_engine_t *e = gh_calloc(1, sizeof(*e));
   e->loop = loop;
   e->conf = conf;
@@ -1127,42 +1280,94 @@ acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *co
     gh_free(e);
     return NULL;
   }
-  e->httpc = acme_httpc_new(out_err, loop, (const char *const *)conf->acme.ca_roots,
-                            conf->acme.num_ca_roots);
-  if (e->httpc == NULL) {
-    acme_storage_free(e->storage);
-    gh_free(e);
-    return NULL;
+  for (size_t i = 0; i < num_cas; i++) {
+    acme_ca_t *ca = &e->cas[i];
+    ca->engine = e;
+    ca->index = i;
+    conf_issuer(conf, i, &ca->conf);
+    char host[256];
+    char *err = NULL;
+    if (ca->conf.name != NULL) {
+      ca->name = gh_strdup(ca->conf.name);
+    } else if (acme__storage_ca_dir(host, sizeof(host), &err, ca->conf.directory) == 0) {
+      ca->name = gh_strdup(host);
+    } else {
+      ca->name = gh_strdup(ca->conf.directory);
+      gh_free(err);
+    }
+    ca->account_id = account_id_from_email(ca->conf.email);
+    e->num_cas++;
+    ca->httpc = acme_httpc_new(out_err, loop, (const char *const *)ca->conf.ca_roots,
+                               ca->conf.num_ca_roots);
+    if (ca->httpc == NULL) {
+      engine_destroy(e);
+      return NULL;
+    }
   }
-  e->account_id = account_id_from_email(conf->acme.email);
   return e;
 }
 
 static void engine_destroy(acme_engine_t *e) {
   acme_storage_free(e->storage);
-  acme__nonce_cleanup(&e->nonces);
-  gh_free(e->url_new_nonce);
-  gh_free(e->url_new_account);
-  gh_free(e->url_new_order);
-  gh_free(e->url_revoke);
-  gh_free(e->url_key_change);
-  gh_free(e->url_renewal_info);
-  for (size_t i = 0; i < e->num_profiles; i++) gh_free(e->profiles[i]);
-  gh_free(e->profiles);
-  EVP_PKEY_free(e->account_key);
-  gh_free(e->thumbprint);
-  gh_free(e->kid);
-  gh_free(e->account_id);
+  for (size_t i = 0; i < e->num_cas; i++) {
+    acme_ca_t *ca = &e->cas[i];
+    acme_httpc_free(ca->httpc);
+    acme__nonce_cleanup(&ca->nonces);
+    gh_free(ca->url_new_nonce);
+    gh_free(ca->url_new_account);
+    gh_free(ca->url_new_order);
+    gh_free(ca->url_revoke);
+    gh_free(ca->url_key_change);
+    gh_free(ca->url_renewal_info);
+    for (size_t j = 0; j < ca->num_profiles; j++) gh_free(ca->profiles[j]);
+    gh_free(ca->profiles);
+    EVP_PKEY_free(ca->account_key);
+    gh_free(ca->thumbprint);
+    gh_free(ca->kid);
+    gh_free(ca->account_id);
+    gh_free(ca->name);
+  }
   gh_free(e);
 }
 
 void acme_engine_free(acme_engine_t *engine) {
   if (engine == NULL) return;
   engine->closing = 1;
-  acme_httpc_free(engine->httpc); /* requests in flight call back with UV_ECANCELED */
-  engine->httpc = NULL;
+  for (size_t i = 0; i < engine->num_cas; i++) {
+    acme_httpc_free(engine->cas[i].httpc); /* requests in flight call back with UV_ECANCELED */
+    engine->cas[i].httpc = NULL;
+  }
   for (acme_job_t *j = engine->jobs; j != NULL; j = j->next) job_timer(j, TIMER_CANCEL, 0);
   if (engine->num_jobs == 0) engine_destroy(engine);
+}
+
+/* ca_of returns the CA whose directory is |directory|, or NULL. */
+static acme_ca_t *ca_of(acme_engine_t *e, const char *directory) {
+  for (size_t i = 0; directory != NULL && i < e->num_cas; i++)
+    if (strcmp(e->cas[i].conf.directory, directory) == 0) return &e->cas[i];
+  return NULL;
+}
+
+/* issued_by returns the directory URL of the CA that issued |name|'s stored
+ * certificate, as its meta.json says (a new string), or NULL. */
+static char *issued_by(acme_engine_t *e, const char *name) {
+  cJSON *m = stored_meta(e, name);
+  const char *by = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "ca"));
+  char *out = by != NULL ? gh_strdup(by) : NULL;
+  cJSON_Delete(m);
+  return out;
+}
+
+/* ca_for_cert is the CA to ask about |cert| (revocation, renewal
+ * information): the one that issued it, by its stored meta, else the
+ * first. */
+static acme_ca_t *ca_for_cert(acme_engine_t *e, const acme_cert_t *cert) {
+  const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn;
+  if (e->num_cas == 1 || name == NULL) return &e->cas[0];
+  char *by = issued_by(e, name);
+  acme_ca_t *ca = ca_of(e, by);
+  gh_free(by);
+  return ca != NULL ? ca : &e->cas[0];
 }
 
 /* job_start runs the first state from the loop, or delivers a failure
@@ -1181,11 +1386,21 @@ static void job_start(acme_job_t *job, int status, char *msg) {
 
 struct acme_storage *acme_engine_storage(acme_engine_t *engine) { return engine->storage; }
 
-void acme_engine_order_stats(acme_engine_t *engine, uint64_t out[4][2]) {
-  for (int c = 0; c < 4; c++) {
-    for (int r = 0; r < 2; r++)
-      out[c][r] = atomic_load_explicit(&engine->order_stats[c][r], memory_order_relaxed);
+size_t acme_engine_ca_stats(acme_engine_t *engine, acme_ca_stats_t *out, size_t max) {
+  size_t n = engine->num_cas < max ? engine->num_cas : max;
+  for (size_t i = 0; i < n; i++) {
+    acme_ca_t *ca = &engine->cas[i];
+    out[i].name = ca->name;
+    out[i].directory = ca->conf.directory;
+    for (int c = 0; c < 4; c++) {
+      for (int r = 0; r < 2; r++)
+        out[i].orders[c][r] = atomic_load_explicit(&ca->order_stats[c][r], memory_order_relaxed);
+    }
+    out[i].fallbacks = atomic_load_explicit(&ca->fallbacks, memory_order_relaxed);
+    int64_t until = atomic_load_explicit(&ca->backoff_until, memory_order_relaxed);
+    out[i].backoff_until = until > (int64_t)time(NULL) ? (time_t)until : 0;
   }
+  return n;
 }
 
 int acme_engine_obtain(acme_engine_t *engine, const char *const *names, size_t num_names,
@@ -1200,6 +1415,7 @@ int acme_engine_renewal_info(acme_engine_t *engine, const acme_cert_t *cert, acm
   if (id == NULL) return UV_EINVAL;
   const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn ? cert->subject_cn : "?";
   acme_job_t *job = job_new(engine, &name, 1);
+  job->ca = ca_for_cert(engine, cert);
   job->kind = ACME_KIND_ARI;
   job->ari_cb = cb;
   job->arg = arg;
@@ -1234,29 +1450,18 @@ static acme_cert_t *stored_meanwhile(acme_engine_t *engine, const char *const *n
   return have;
 }
 
-/* profile_for returns the ACME profile an order for |name| asks for (a
- * new string, or NULL for the CA's default): its managed site's
- * acme_profile, else acme.profile, else the profile its stored
- * certificate was issued under, so a renewal keeps it. */
-static char *profile_for(acme_engine_t *e, const char *name) {
-  for (size_t i = 0; i < e->conf->num_sites; i++) {
-    const conf_site_t *s = &e->conf->sites[i];
-    if (s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0 && s->acme_profile != NULL)
-      return gh_strdup(s->acme_profile);
+/* every_ca_backing_off says, for an order of |name| (a new string), that
+ * every CA is backing off, until when and why. */
+static char *every_ca_backing_off(acme_engine_t *e, const char *name) {
+  char *msg = gh_asprintf("acme: %s: every CA is backing off after failures of its own:", name);
+  time_t now = time(NULL);
+  for (size_t i = 0; i < e->num_cas; i++) {
+    char *m = gh_asprintf("%s%s CA %s for %lld s more", msg, i ? ";" : "", e->cas[i].name,
+                          (long long)(atomic_load(&e->cas[i].backoff_until) - now));
+    gh_free(msg);
+    msg = m;
   }
-  if (e->acme->profile != NULL) return gh_strdup(e->acme->profile);
-  acme_cert_t *cert = NULL;
-  char *meta = NULL, *err = NULL, *out = NULL;
-  if (acme_storage_cert_load(e->storage, &cert, &meta, &err, name) == 0) {
-    cJSON *m = cJSON_Parse(meta);
-    const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "profile"));
-    if (p != NULL && p[0] != '\0' && strlen(p) <= 64) out = gh_strdup(p);
-    cJSON_Delete(m);
-  }
-  acme_cert_unref(cert);
-  gh_free(meta);
-  gh_free(err);
-  return out;
+  return msg;
 }
 
 /* order_start is acme_engine_renew with an optional gate
@@ -1293,8 +1498,18 @@ static int order_start(acme_engine_t *engine, const char *const *names, size_t n
   acme_job_t *job = job_new(engine, names, num_names);
   job->obtain_cb = cb;
   job->arg = arg;
-  if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
-  job->profile = profile_for(engine, names[0]);
+  if (replaces != NULL) {
+    job->ari_cert_id = acme__ari_cert_id(replaces);
+    job->issued_by = issued_by(engine, names[0]);
+  }
+  acme_ca_t *ca = NULL;
+  for (size_t i = 0; i < engine->num_cas && ca == NULL; i++)
+    if (ca_usable(&engine->cas[i])) ca = &engine->cas[i];
+  job_use_ca(job, ca != NULL ? ca : &engine->cas[0]);
+  if (ca == NULL) {
+    job_start(job, UV_EAGAIN, every_ca_backing_off(engine, names[0]));
+    return 0;
+  }
   char *err = NULL;
   int rc = acme__storage_lock(engine->storage, &job->lock, &err, names[0], LOCK_TTL_S);
   if (rc == ACME_STORAGE_LOCK_ACQUIRED &&
@@ -1332,6 +1547,7 @@ static int revoke_start(acme_engine_t *engine, acme_cert_t *cert, int reason, in
   if (reason < 0 || reason > 10 || reason == 7) return UV_EINVAL;
   const char *name = cert->num_sans ? cert->sans[0] : cert->subject_cn ? cert->subject_cn : "?";
   acme_job_t *job = job_new(engine, &name, 1);
+  job->ca = ca_for_cert(engine, cert);
   job->kind = ACME_KIND_REVOKE;
   job->status_cb = cb;
   job->arg = arg;
@@ -1362,13 +1578,14 @@ int acme_engine_revoke_by_cert_key(acme_engine_t *engine, acme_cert_t *cert, int
 static int account_job_start(acme_engine_t *engine, acme_job_kind_t kind, acme_account_cb cb,
                              void *arg) {
   if (engine == NULL || engine->closing || cb == NULL) return UV_EINVAL;
-  acme_job_t *job = job_new(engine, (const char *const *)&engine->account_id, 1);
+  acme_ca_t *ca = &engine->cas[0]; /* the first CA's account */
+  acme_job_t *job = job_new(engine, (const char *const *)&ca->account_id, 1);
   job->kind = kind;
   job->status_cb = cb;
   job->arg = arg;
   GH_INFO("acme", "%s of account %s at %s started",
-          kind == ACME_KIND_ROLLOVER ? "key rollover" : "deactivation", engine->account_id,
-          engine->acme->directory);
+          kind == ACME_KIND_ROLLOVER ? "key rollover" : "deactivation", ca->account_id,
+          ca->conf.directory);
   job_start(job, 0, NULL);
   return 0;
 }

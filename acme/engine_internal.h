@@ -151,17 +151,17 @@ typedef enum {
 
 typedef struct acme_job acme_job_t;
 
-struct acme_engine {
-  /* Orders finished, by the last challenge type used (tls-alpn-01,
-   * http-01, dns-01, none) and result (ok, failed): read by any thread
-   * (acme_engine_order_stats). */
-  _Atomic uint64_t order_stats[4][2];
-  uv_loop_t *loop;
-  const conf_t *conf;
-  const conf_acme_t *acme;
-  acme_challenges_t *challenges;
+/* acme_ca_t is one CA the engine orders from (acme.issuers, in order of
+ * preference): its settings, HTTPS client, directory, nonces, account and
+ * back-off. A job talks to one CA at a time (job->ca); an order that fails
+ * there for a reason of the CA's (acme__job_ca_fault) moves on to the next
+ * one that is not backing off. */
+typedef struct acme_ca {
+  acme_engine_t *engine;
+  size_t index;
+  conf_issuer_t conf; /* conf_issuer: the configuration's strings, borrowed */
+  char *name;         /* conf.name, else the directory's host ("host" or "host_port") */
   acme_httpc_t *httpc;
-  acme_storage_t *storage;
   char *account_id;
   /* the directory, once fetched */
   int have_directory;
@@ -177,6 +177,27 @@ struct acme_engine {
   char *kid;
   int account_busy; /* a job is finding or creating the account */
   int paused_logged; /* the CA's "account paused" error was logged once */
+  /* Back-off after a CA-side failure, with several CAs only: orders skip
+   * the CA until then. Kept in the store (ca_state.c), so a restart or
+   * another node of a fleet does not try a CA that is down at once. */
+  _Atomic int64_t backoff_until; /* time_t; 0: none */
+  unsigned backoff_failures;     /* in a row */
+  int backoff_loaded;
+  /* Orders finished here, by the last challenge type used (tls-alpn-01,
+   * http-01, dns-01, none) and result (ok, failed); and those handed on to
+   * the next CA. Read by any thread (acme_engine_ca_stats). */
+  _Atomic uint64_t order_stats[4][2];
+  _Atomic uint64_t fallbacks;
+} acme_ca_t;
+
+struct acme_engine {
+  uv_loop_t *loop;
+  const conf_t *conf;
+  const conf_acme_t *acme; /* what every CA shares: challenges, keys, DNS */
+  acme_challenges_t *challenges;
+  acme_storage_t *storage;
+  acme_ca_t cas[ACME_MAX_CAS];
+  size_t num_cas;
   acme_job_t *jobs; /* not yet finished */
   size_t num_jobs;  /* not yet freed */
   int closing;
@@ -184,6 +205,11 @@ struct acme_engine {
 
 struct acme_job {
   acme_engine_t *engine;
+  acme_ca_t *ca;  /* the CA this job talks to now */
+  int ca_fault;   /* the failure being reported is the CA's (acme__job_ca_fault) */
+  uint64_t ca_retry_after_ms; /* with it: the CA's Retry-After, 0 when none */
+  char *ca_errors; /* an order's failures at the CAs it left, for the final message */
+  char *issued_by; /* a renewal: the directory of the CA that issued |replaces|, or NULL */
   acme_job_t *next;
   acme_job_state_t state;
   acme_job_kind_t kind;
@@ -272,6 +298,11 @@ void acme__job_wait(acme_job_t *job, acme_job_state_t state, uint64_t delay_ms);
 void acme__job_fail(acme_job_t *job, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void acme__job_succeed(acme_job_t *job, acme_cert_t *cert);
+/* acme__job_ca_fault is acme__job_fail for a failure that is the CA's
+ * (unreachable, 5xx, rate limited, account paused, a broken answer): an
+ * order moves on to the next CA, if there is one, instead of failing. */
+void acme__job_ca_fault(acme_job_t *job, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field);
 /* acme__url_problem says why |url|, given by the CA, is not to be
  * followed (NULL: it is fine): every URL must be https:// (so it gets the
@@ -281,9 +312,9 @@ const char *acme__json_str(acme_job_t *job, const cJSON *obj, const char *field)
  * the reason. */
 const char *acme__url_problem(const char *url);
 const char *acme__json_url(acme_job_t *job, const cJSON *obj, const char *field);
-/* acme__profile_problem says why |engine|'s CA will not take an order for
- * profile |name| (a new string: which profiles it offers), or NULL. */
-char *acme__profile_problem(const acme_engine_t *engine, const char *name);
+/* acme__profile_problem says why |ca| will not take an order for profile
+ * |name| (a new string: which profiles it offers), or NULL. */
+char *acme__profile_problem(const acme_ca_t *ca, const char *name);
 /* acme__cert_problem checks a certificate chain a CA returned (|chain_pem|,
  * |chain_len| bytes, leaf first) for an order of |names| whose CSR has
  * |key|: the leaf's key is |key|, its DNS names are exactly |names|, it is
@@ -299,6 +330,17 @@ void acme__order_request(acme_job_t *job);
 void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json);
 void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal);
 void acme__order_cleanup(acme_job_t *job);
+/* acme__order_reset forgets an order's state at its CA (its URLs, the
+ * challenge, the chain), so the job can order again from the start at
+ * another CA; the certificate key is kept. After acme__order_cleanup. */
+void acme__order_reset(acme_job_t *job);
+
+/* ca_state.c: a CA's back-off, in the store beside its accounts.
+ * acme__ca_backoff_load reads it once; acme__ca_failed lengthens it (the
+ * CA's Retry-After when longer) and stores it; acme__ca_ok clears it. */
+void acme__ca_backoff_load(acme_ca_t *ca);
+void acme__ca_failed(acme_ca_t *ca, uint64_t retry_after_ms, const char *why);
+void acme__ca_ok(acme_ca_t *ca);
 
 /* propagation.c: acme__order_dns_wait moves a job whose dns hook has
  * presented the record to ACME_JOB_PROPAGATE and, once a resolver has it,

@@ -177,8 +177,11 @@ acme_manager_t *acme_manager_new(uv_loop_t *loop, const conf_t *conf, acme_engin
   uv_timer_init(loop, start);
   start->data = m;
   uv_timer_start(start, on_start, 0, 0);
-  GH_INFO("acme", "control thread: %zu managed site(s), CA %s", m->num_sites,
-          conf->acme.directory);
+  conf_issuer_t first;
+  conf_issuer(conf, 0, &first);
+  size_t num_cas = conf_num_issuers(conf);
+  GH_INFO("acme", "control thread: %zu managed site(s), CA %s%s", m->num_sites, first.directory,
+          num_cas > 1 ? " (then the other acme.issuers in turn)" : "");
   return m;
 }
 

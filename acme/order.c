@@ -43,7 +43,7 @@ static int prepare_key(acme_job_t *job);
 /* ---- request halves ---- */
 
 void acme__order_request(acme_job_t *job) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   switch (job->state) {
     case ACME_JOB_NEW_ORDER: {
       cJSON *p = cJSON_CreateObject();
@@ -56,10 +56,10 @@ void acme__order_request(acme_job_t *job) {
       }
       /* RFC 9773 5: a renewal names the certificate it replaces, where
        * the CA speaks ARI. */
-      if (job->ari_cert_id != NULL && e->url_renewal_info != NULL)
+      if (job->ari_cert_id != NULL && ca->url_renewal_info != NULL)
         cJSON_AddStringToObject(p, "replaces", job->ari_cert_id);
       if (job->profile != NULL) {
-        char *why = acme__profile_problem(e, job->profile);
+        char *why = acme__profile_problem(ca, job->profile);
         if (why != NULL) {
           cJSON_Delete(p);
           acme__job_fail(job, UV_EINVAL, "%s", why);
@@ -70,7 +70,7 @@ void acme__order_request(acme_job_t *job) {
       }
       char *payload = cJSON_PrintUnformatted(p);
       cJSON_Delete(p);
-      acme__job_request(job, "POST", e->url_new_order, payload, 0);
+      acme__job_request(job, "POST", ca->url_new_order, payload, 0);
       free(payload);
       return;
     }
@@ -210,6 +210,26 @@ void acme__order_cleanup(acme_job_t *job) {
   gh_free(job->pend);
   job->pend = NULL;
   job->num_pend = 0;
+}
+
+void acme__order_reset(acme_job_t *job) {
+  char **strs[] = {&job->order_url, &job->finalize_url, &job->cert_url, &job->chall_url,
+                   &job->chall_token, &job->chall_name, &job->keyauth, &job->dns_fqdn,
+                   &job->dns_value, &job->chain_pem};
+  for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+    gh_free(*strs[i]);
+    *strs[i] = NULL;
+  }
+  for (size_t i = 0; i < job->num_authz; i++) gh_free(job->authz_urls[i]);
+  gh_free(job->authz_urls);
+  job->authz_urls = NULL;
+  job->num_authz = job->authz_i = job->pend_i = 0;
+  job->pend_polling = job->finalized = job->presented = 0;
+  job->chall_type = ACME_CHALL_NONE;
+  acme__links_free(job->alt_urls, job->num_alt);
+  job->alt_urls = NULL;
+  job->num_alt = job->alt_i = 0;
+  job->account_lookup = job->account_resets = 0;
 }
 
 /* authz_advance moves to the next authorization, or once all were
@@ -367,6 +387,7 @@ static int authz_ours(acme_job_t *job, const cJSON *json) {
 }
 
 static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const cJSON *json) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
   const char *status = acme__json_str(job, json, "status");
   if (status == NULL) return;
@@ -466,7 +487,7 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   if (url == NULL) return;
   const char *token = acme__json_str(job, chosen, "token");
   if (token == NULL) return;
-  char *keyauth = acme__key_authorization(token, e->thumbprint);
+  char *keyauth = acme__key_authorization(token, ca->thumbprint);
   if (keyauth == NULL) {
     acme__job_fail(job, UV_EPROTO, "%s: field \"token\" of the %s challenge is not a valid "
                    "token", job->url, chall_names[type]);
@@ -664,13 +685,15 @@ char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *co
 }
 
 static void store_cert(acme_job_t *job) {
+  acme_ca_t *ca = job->ca;
   acme_engine_t *e = job->engine;
   char *err = NULL;
   char *why = acme__cert_problem(job->chain_pem, strlen(job->chain_pem),
                                  (const char *const *)job->names, job->num_names, job->cert_key);
   if (why != NULL) {
-    acme__job_fail(job, UV_EPROTO, "%s: the certificate for %s is refused: %s", job->cert_url,
-                   job->names[0], why);
+    /* The CA's fault: another CA may issue a sound one. */
+    acme__job_ca_fault(job, UV_EPROTO, "%s: the certificate for %s is refused: %s",
+                       job->cert_url, job->names[0], why);
     gh_free(why);
     return;
   }
@@ -700,7 +723,7 @@ static void store_cert(acme_job_t *job) {
   cJSON_AddStringToObject(meta, "not_after", t);
   cJSON_AddStringToObject(meta, "order_url", job->order_url ? job->order_url : "");
   cJSON_AddStringToObject(meta, "certificate_url", job->cert_url ? job->cert_url : "");
-  cJSON_AddStringToObject(meta, "ca", e->acme->directory);
+  cJSON_AddStringToObject(meta, "ca", ca->conf.directory);
   if (job->profile != NULL) cJSON_AddStringToObject(meta, "profile", job->profile);
   cJSON_AddStringToObject(meta, "key_type", e->acme->key_type == CONF_KEY_P384 ? "p384"
                                             : e->acme->key_type == CONF_KEY_RSA2048 ? "rsa2048"
@@ -742,9 +765,9 @@ static int chain_ok(acme_job_t *job, const acme_httpc_resp_t *resp) {
 }
 
 static void cert_response(acme_job_t *job, const acme_httpc_resp_t *resp) {
-  acme_engine_t *e = job->engine;
+  acme_ca_t *ca = job->ca;
   if (!chain_ok(job, resp)) return;
-  const char *pref = e->acme->preferred_chain;
+  const char *pref = ca->conf.preferred_chain;
   if (job->state == ACME_JOB_CERT) {
     job->chain_pem = gh_strndup(resp->body, resp->body_len);
     if (pref != NULL) {

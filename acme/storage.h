@@ -4,6 +4,7 @@
  * Layout under the root (DESIGN.md "Storage layout"):
  *
  *   accounts/<ca-host>/<account-id>.json    0600, opaque JSON from the caller
+ *   accounts/<ca-host>/ca-state.json        the CA's back-off (engine's ca_state.c)
  *   certs/<name>/current -> v-<time>-<rand>  symlink, switched atomically
  *   certs/<name>/v-<time>-<rand>/cert.pem    0644, chain, leaf first
  *                                key.pem     0600

@@ -119,9 +119,56 @@ void conf__check_client_auth(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   conf__path_pop(ctx, mark);
 }
 
+void conf__check_issuer(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  const conf_issuer_t *is = (const conf_issuer_t *)(const void *)base;
+  if (obj == NULL) return;
+  check_profile(ctx, "profile", is->profile);
+  if (is->name != NULL && (strlen(is->name) > 64 || is->name[0] == '\0' ||
+                           strspn(is->name, "abcdefghijklmnopqrstuvwxyz0123456789._-") !=
+                               strlen(is->name))) {
+    size_t mark = conf__path_key(ctx, "name");
+    conf__error(ctx, "expected a short name for the CA (1-64 of a-z, 0-9, '.', '_', '-'), such "
+                     "as \"letsencrypt\"");
+    conf__path_pop(ctx, mark);
+  }
+}
+
+/* check_issuers: "directory" is one CA, "issuers" several in order; one
+ * of the two, and no CA twice. */
+static void check_issuers(conf__ctx_t *ctx, const cJSON *obj, const conf_acme_t *acme) {
+  int dir = has_key(obj, "directory"), list = has_key(obj, "issuers");
+  if (!dir && !list) {
+    conf__error(ctx, "missing \"directory\" (the CA's ACME directory URL) or \"issuers\" (CAs "
+                     "in order of preference)");
+    return;
+  }
+  if (!list) return;
+  if (dir) conf__error(ctx, "give either \"directory\" (one CA) or \"issuers\" (CAs in order), "
+                            "not both");
+  if (has_key(obj, "eab"))
+    conf__error(ctx, "\"eab\" belongs to the entry of \"issuers\" whose CA issued it");
+  for (size_t i = 0; i < acme->num_issuers; i++) {
+    const conf_issuer_t *a = &acme->issuers[i];
+    for (size_t j = 0; j < i; j++) {
+      const conf_issuer_t *b = &acme->issuers[j];
+      const char *key = NULL;
+      if (a->directory && b->directory && strcmp(a->directory, b->directory) == 0) key = "directory";
+      else if (a->name && b->name && strcmp(a->name, b->name) == 0) key = "name";
+      if (key == NULL) continue;
+      char *path = gh_asprintf("acme.issuers[%zu].%s", i, key);
+      conf__error_at(ctx, path, "is also that of acme.issuers[%zu]", j);
+      gh_free(path);
+      break;
+    }
+  }
+}
+
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_acme_t *acme = (const conf_acme_t *)(const void *)base;
-  if (obj != NULL) check_profile(ctx, "profile", acme->profile);
+  if (obj != NULL) {
+    check_profile(ctx, "profile", acme->profile);
+    check_issuers(ctx, obj, acme);
+  }
   if (obj == NULL || has_key(obj, "dns_hook")) return;
   for (size_t i = 0; i < acme->num_challenges; i++) {
     if (acme->challenges[i] == CONF_CHALLENGE_DNS_01) {
@@ -428,7 +475,7 @@ static void check_certificates(conf__ctx_t *ctx, const conf_t *conf, const cJSON
 void conf__check_root(conf__ctx_t *ctx, const cJSON *obj, char *base) {
   const conf_t *conf = (const conf_t *)(const void *)base;
   const cJSON *acme = cJSON_GetObjectItemCaseSensitive(obj, "acme");
-  int acme_on = cJSON_IsObject(acme) && has_key(acme, "directory");
+  int acme_on = cJSON_IsObject(acme) && (has_key(acme, "directory") || has_key(acme, "issuers"));
 
   size_t first_default = SIZE_MAX;
   for (size_t s = 0; s < conf->num_sites; s++) {

@@ -161,8 +161,28 @@ typedef enum {
   CONF_CHALLENGE_DNS_01 = 2,
 } conf_challenge_t;
 
+/* One CA of acme.issuers (issue 16): the keys "acme" takes for a single
+ * CA. Unset keys take acme's (email, ca_roots, profile, preferred_chain):
+ * conf_issuer resolves them. */
 typedef struct {
-  char *directory; /* ACME directory URL; NULL = ACME off */
+  char *name;      /* "name": for logs, /certs and metrics; default the directory's host */
+  char *directory; /* ACME directory URL */
+  char *email;
+  char **ca_roots; /* extra PEM files trusted for the directory's HTTPS */
+  size_t num_ca_roots;
+  char *eab_key_id; /* external account binding; both NULL or both set */
+  char *eab_hmac_key;
+  char *preferred_chain;
+  char *profile;
+} conf_issuer_t;
+
+typedef struct {
+  /* The CAs, in order: "issuers", or the one CA of "directory" and its
+   * keys below (conf_issuer). */
+  conf_issuer_t *issuers;
+  size_t num_issuers;
+  int present; /* the "acme" object was given */
+  char *directory; /* ACME directory URL of a single CA; NULL with "issuers" or ACME off */
   char *email;
   char **ca_roots; /* extra PEM files trusted for the directory's HTTPS */
   size_t num_ca_roots;
@@ -312,6 +332,18 @@ conf_t *conf_load(char **out_err, const char *path);
 /* conf_free frees |conf| and everything it owns. conf_free(NULL) does
  * nothing. */
 void conf_free(conf_t *conf);
+
+/* conf_acme_on reports (1 or 0) whether |conf| has a CA to obtain
+ * certificates from (acme.directory or acme.issuers). */
+int conf_acme_on(const conf_t *conf);
+
+/* conf_num_issuers is how many CAs |conf| orders from, in order of
+ * preference (acme.issuers, or the one of acme.directory); conf_issuer
+ * fills |out| with the |i|-th one's settings, the keys it leaves unset
+ * taken from acme's (email, ca_roots, profile, preferred_chain). The
+ * strings are |conf|'s, borrowed; |out->name| is NULL when not given. */
+size_t conf_num_issuers(const conf_t *conf);
+void conf_issuer(const conf_t *conf, size_t i, conf_issuer_t *out);
 
 /* conf_to_json returns the effective configuration, defaults included, as
  * a new cJSON object (caller frees with cJSON_Delete). Feeding its printed

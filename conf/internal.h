@@ -161,6 +161,7 @@ void conf__check_etcd(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base);
+void conf__check_issuer(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_admin(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_timeouts(conf__ctx_t *ctx, const cJSON *obj, char *base);

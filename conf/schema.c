@@ -153,8 +153,28 @@ static const conf__row_t eab_rows[] = {
 };
 static const conf__table_t eab_table = TABLE(eab_rows);
 
+static const conf__row_t issuer_eab_rows[] = {
+    {"key_id", &conf__t_string, FLD(conf_issuer_t, eab_key_id), .flags = REQUIRED},
+    {"hmac_key", &conf__t_base64url, FLD(conf_issuer_t, eab_hmac_key), .flags = REQUIRED},
+};
+static const conf__table_t issuer_eab_table = TABLE(issuer_eab_rows);
+
+/* One CA of acme.issuers: the keys of "acme" that are about one CA. */
+static const conf__row_t issuer_rows[] = {
+    {"name", &conf__t_string, FLD(conf_issuer_t, name)},
+    {"directory", &conf__t_url, FLD(conf_issuer_t, directory), .flags = REQUIRED},
+    {"email", &conf__t_email, FLD(conf_issuer_t, email)},
+    {"ca_roots", &conf__t_file_list, LIST(conf_issuer_t, ca_roots, num_ca_roots)},
+    {"eab", &conf__t_object, .off = 0, .arg = &issuer_eab_table},
+    {"preferred_chain", &conf__t_string, FLD(conf_issuer_t, preferred_chain)},
+    {"profile", &conf__t_string, FLD(conf_issuer_t, profile)},
+};
+static const conf__table_t issuer_table = TABLE(issuer_rows, .check = conf__check_issuer);
+
 static const conf__row_t acme_rows[] = {
-    {"directory", &conf__t_url, FLD(conf_acme_t, directory), .flags = REQUIRED},
+    {"directory", &conf__t_url, FLD(conf_acme_t, directory)},
+    {"issuers", &conf__t_object_list, LIST(conf_acme_t, issuers, num_issuers),
+     .size = sizeof(conf_issuer_t), .flags = CONF__NONEMPTY, .max = 8, .arg = &issuer_table},
     {"email", &conf__t_email, FLD(conf_acme_t, email)},
     {"ca_roots", &conf__t_file_list, LIST(conf_acme_t, ca_roots, num_ca_roots), .def = "[]"},
     {"eab", &conf__t_object, .off = 0, .arg = &eab_table},
@@ -171,7 +191,9 @@ static const conf__row_t acme_rows[] = {
     {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
     {"profile", &conf__t_string, FLD(conf_acme_t, profile)},
 };
-static const conf__table_t acme_table = TABLE(acme_rows, .check = conf__check_acme);
+static const conf__table_t acme_table =
+    TABLE(acme_rows, .has_present = 1, .present_off = offsetof(conf_acme_t, present),
+          .check = conf__check_acme);
 
 static const conf__row_t rate_rows[] = {
     {"global", &conf__t_rate, FLD(conf_on_demand_t, rate_global), .def = Q("300/3h")},

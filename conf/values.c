@@ -611,3 +611,22 @@ const char *conf__closest(const char *word, const char *const *cands, size_t num
   }
   return best_d <= limit ? best : NULL;
 }
+
+int conf_acme_on(const conf_t *conf) { return conf_num_issuers(conf) > 0; }
+
+size_t conf_num_issuers(const conf_t *conf) {
+  if (conf->acme.num_issuers > 0) return conf->acme.num_issuers;
+  return conf->acme.directory != NULL ? 1 : 0;
+}
+
+void conf_issuer(const conf_t *conf, size_t i, conf_issuer_t *out) {
+  const conf_acme_t *a = &conf->acme;
+  memset(out, 0, sizeof(*out));
+  if (i < a->num_issuers) *out = a->issuers[i];
+  else out->directory = a->directory, out->eab_key_id = a->eab_key_id,
+       out->eab_hmac_key = a->eab_hmac_key;
+  if (out->email == NULL) out->email = a->email;
+  if (out->num_ca_roots == 0) out->ca_roots = a->ca_roots, out->num_ca_roots = a->num_ca_roots;
+  if (out->profile == NULL) out->profile = a->profile;
+  if (out->preferred_chain == NULL) out->preferred_chain = a->preferred_chain;
+}

@@ -356,7 +356,7 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
     }
     entries_add(out, s->hosts[0], cert, NULL, "static");
   }
-  if (conf->acme.directory == NULL) return 0;
+  if (!conf_acme_on(conf)) return 0;
   /* The storage directory: in a fleet, the local copy the watch keeps
    * current, so the admin API costs etcd nothing and answers while it is
    * away. */
@@ -538,7 +538,7 @@ static admin_job_t *job_new(px_admin_t *a, job_kind_t kind) {
 static px_control_t *control(admin_conn_t *c) {
   px_control_t *ctl = c->admin->env.control ? *c->admin->env.control : NULL;
   if (ctl == NULL || c->admin->stopping) {
-    respond_error(c, 409, c->admin->stopping ? "stopping" : "ACME is off (no acme.directory)");
+    respond_error(c, 409, c->admin->stopping ? "stopping" : "ACME is off (no acme.directory or acme.issuers)");
     return NULL;
   }
   return ctl;
@@ -714,9 +714,10 @@ static void get_metrics(admin_conn_t *c) {
   }
   px_control_t *ctl = a->env.control ? *a->env.control : NULL;
   acme_engine_t *engine = ctl ? px_control_engine(ctl) : NULL;
+  acme_ca_stats_t cas[ACME_MAX_CAS];
   if (engine != NULL) {
-    src.ca = src.gen->conf->acme.directory;
-    acme_engine_order_stats(engine, src.orders);
+    src.num_cas = acme_engine_ca_stats(engine, cas, ACME_MAX_CAS);
+    src.cas = cas;
   }
   acme_fleet_stats_t fleet_stats;
   acme_storage_fleet_stats(&fleet_stats);

@@ -185,8 +185,8 @@ static int cert_revoke(const args_t *a) {
   }
   conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
-  if (conf->acme.directory == NULL) {
-    fprintf(stderr, "gatehouse cert revoke: %s has no acme.directory\n", a->config);
+  if (!conf_acme_on(conf)) {
+    fprintf(stderr, "gatehouse cert revoke: %s has no acme.directory or acme.issuers\n", a->config);
     conf_free(conf);
     return 2;
   }
@@ -241,8 +241,8 @@ static int cert_obtain(const args_t *a) {
   }
   conf_t *conf = px_load_conf(a->config);
   if (conf == NULL) return 2;
-  if (conf->acme.directory == NULL) {
-    fprintf(stderr, "gatehouse cert obtain: %s has no acme.directory\n", a->config);
+  if (!conf_acme_on(conf)) {
+    fprintf(stderr, "gatehouse cert obtain: %s has no acme.directory or acme.issuers\n", a->config);
     conf_free(conf);
     return 2;
   }

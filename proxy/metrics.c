@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "proxy/worker.h"
 #include "proxy/metrics.h"
@@ -276,7 +277,8 @@ static void ondemand(px_buf_t *b, const px_metrics_src_t *src) {
   sample_u(b, "gatehouse_ondemand_ask_latency_seconds_count", NULL, p->ask_latency_count);
 }
 
-/* orders renders the ACME orders finished, by challenge type and result. */
+/* orders renders the ACME orders finished, by CA, challenge type and
+ * result, and each CA's fallbacks and back-off. */
 static void orders(px_buf_t *b, const px_metrics_src_t *src) {
   static const char *const challs[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
   static const char *const results[2] = {"ok", "failed"};
@@ -284,11 +286,31 @@ static void orders(px_buf_t *b, const px_metrics_src_t *src) {
   family(b, name, "counter",
          "ACME orders (issuance and renewal) finished, by CA, the challenge type last used "
          "and result.");
-  for (int c = 0; c < 4; c++) {
-    for (int r = 0; r < 2; r++) {
-      const char *labels[] = {"ca", src->ca, "challenge", challs[c], "result", results[r], NULL};
-      sample_u(b, name, labels, src->orders[c][r]);
+  for (size_t i = 0; i < src->num_cas; i++) {
+    for (int c = 0; c < 4; c++) {
+      for (int r = 0; r < 2; r++) {
+        const char *labels[] = {"ca", src->cas[i].directory, "challenge", challs[c], "result",
+                                results[r], NULL};
+        sample_u(b, name, labels, src->cas[i].orders[c][r]);
+      }
     }
+  }
+  name = "gatehouse_acme_ca_fallbacks_total";
+  family(b, name, "counter",
+         "Orders handed on to the next CA of acme.issuers after a failure of this CA's "
+         "(unreachable, 5xx, rate limited, account paused).");
+  for (size_t i = 0; i < src->num_cas; i++) {
+    const char *labels[] = {"ca", src->cas[i].directory, NULL};
+    sample_u(b, name, labels, src->cas[i].fallbacks);
+  }
+  name = "gatehouse_acme_ca_backoff_seconds";
+  family(b, name, "gauge",
+         "Seconds until orders try this CA again after failures of its own; 0 when they do.");
+  time_t now = time(NULL);
+  for (size_t i = 0; i < src->num_cas; i++) {
+    const char *labels[] = {"ca", src->cas[i].directory, NULL};
+    time_t until = src->cas[i].backoff_until;
+    sample_u(b, name, labels, until > now ? (uint64_t)(until - now) : 0);
   }
 }
 
@@ -342,7 +364,7 @@ char *px_metrics_render(size_t *out_len, const px_metrics_src_t *src) {
     sample_u(&b, "gatehouse_certificate_renewal_failures", labels, src->certs[i].renewal_failures);
   }
   if (src->ondemand != NULL) ondemand(&b, src);
-  if (src->ca != NULL) orders(&b, src);
+  if (src->num_cas > 0) orders(&b, src);
   if (src->fleet != NULL) fleet(&b, src->fleet);
   family(&b, "gatehouse_log_dropped_total", "counter",
          "Log lines dropped because the log destination did not keep up.");

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "acme/acme.h"
 #include "acme/policy.h"
 #include "acme/storage.h"
 
@@ -105,8 +106,8 @@ typedef struct {
   const px_metrics_cert_t *certs; /* expiry per certificate name */
   size_t num_certs;
   const px_metrics_ondemand_t *ondemand; /* NULL without on-demand */
-  const char *ca;                 /* the ACME directory URL; NULL without ACME */
-  uint64_t orders[4][2];          /* acme_engine_order_stats */
+  const acme_ca_stats_t *cas;     /* acme_engine_ca_stats: the CAs, in order; none without ACME */
+  size_t num_cas;
   uint64_t log_dropped;           /* gh_log_dropped */
   const acme_fleet_stats_t *fleet; /* NULL without a fleet store */
 } px_metrics_src_t;

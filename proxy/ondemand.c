@@ -100,7 +100,7 @@ static void sweep(px_ondemand_t *od, uint64_t now) {
 }
 
 static int conf_enabled(const conf_t *conf) {
-  return conf->on_demand.enabled && conf->acme.directory != NULL;
+  return conf->on_demand.enabled && conf_acme_on(conf);
 }
 
 px_ondemand_t *px_ondemand_new(px_gen_t *gen, px_worker_t **workers, unsigned num_workers) {

@@ -327,7 +327,7 @@ static char *control_key(const conf_t *conf) {
 static int start_control(px_server_t *s) {
   gh_free(s->control_key);
   s->control_key = control_key(s->gen->conf);
-  if (s->gen->conf->acme.directory == NULL) {
+  if (!conf_acme_on(s->gen->conf)) {
     px_ondemand_set_control(s->ondemand, NULL);
     return 0;
   }
@@ -401,7 +401,7 @@ static int reload(px_server_t *s, char **out_err) {
   char *key = control_key(conf);
   int restart = s->control_key == NULL || strcmp(key, s->control_key) != 0;
   gh_free(key);
-  if (restart && conf->acme.directory != NULL &&
+  if (restart && conf_acme_on(conf) &&
       (strcmp(conf->storage, s->gen->conf->storage) != 0 || conf->etcd.enabled)) {
     /* A storage the new thread could not open (a directory, a fleet's
      * encryption key file) is refused now, while the old thread still

@@ -933,6 +933,151 @@ def test_paused_account_said_clearly():
                         r"at (\S+) ", err)
     harness.eq(logged, [url], "logged once, with the unpause URL")
 
+def issuers_config(p, st, issuers, challenges=("http-01",), extra=None):
+    """config() with acme.issuers (each entry's ca_roots defaulting to
+    Pebble's and the fake CAs') instead of one directory."""
+    path = config(p, st, list(challenges), extra=extra)
+    with open(path) as f:
+        cfg = json.load(f)
+    acme = cfg["acme"]
+    del acme["directory"]
+    acme["ca_roots"] = [p.ca_file, harness.ca().cert]
+    acme["issuers"] = issuers
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def ca_state(st, directory):
+    """The CA's stored back-off (accounts/<ca-host>/ca-state.json), or None."""
+    host = re.match(r"https://([^/]+)/", directory).group(1).replace(":", "_")
+    path = os.path.join(st, "accounts", host, "ca-state.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_fallback_when_first_ca_is_down():
+    """acme.issuers: an order the first CA cannot take (nothing listens)
+    goes to the next; the first one's back-off is stored, so the next
+    process skips it at once; a revocation goes to the CA that issued."""
+    p = pb()
+    st = storage_dir()
+    down = "https://localhost:%d/dir" % harness.free_port()
+    cfg = issuers_config(p, st, [{"name": "down", "directory": down},
+                                 {"name": "pebble", "directory": p.directory_url}])
+    rc, out, err = obtain(cfg, "fallback1.example.com", p=p)
+    harness.eq(rc, 0, "exit (%s; %s)" % (out, err[-3000:]))
+    harness.contains(err, "order for fallback1.example.com: CA down failed (", "log")
+    harness.contains(err, "; trying CA pebble", "log")
+    harness.contains(err, "CA down: backing off for 60 s (failure 1 in a row)", "log")
+    verify_chain(p, st, "fallback1.example.com")
+    with open(os.path.join(st, "certs", "fallback1.example.com", "meta.json")) as f:
+        harness.eq(json.load(f)["ca"], p.directory_url, "meta.json names the CA that issued")
+    state = ca_state(st, down)
+    harness.check(state and state["backoff_until"] > time.time() + 30, "stored back-off %r" % state)
+    harness.eq(ca_state(st, p.directory_url), None, "no back-off for the CA that worked")
+    # A new process reads the back-off and goes straight to Pebble.
+    rc, out, err = obtain(cfg, "fallback2.example.com", p=p)
+    harness.eq(rc, 0, "second exit (%s; %s)" % (out, err[-3000:]))
+    harness.contains(err, "CA down is backing off for", "the stored back-off is read")
+    harness.not_contains(err, "trying CA pebble", "no new attempt at the CA that is down")
+    harness.eq(err.count(down), 1, "the CA that is down named once, in its stored back-off; "
+               "no request to it")
+    # The revocation is asked of the issuer, not of the first CA.
+    rc, out, err = obtain(cfg, "--revoke", "fallback1.example.com", "--reason", "4", p=p)
+    harness.eq(rc, 0, "revoke exit (%s; %s)" % (out, err[-3000:]))
+
+
+def test_fallback_on_the_cas_own_failures():
+    """A rate limit (its Retry-After becomes the back-off), a paused account
+    and a CA answering 503 each move the order on to the next CA; a failure
+    of ours (the dns hook) does not, and once every CA is backing off an
+    order fails at once, saying so."""
+    p = pb()
+    rate = json.dumps({"type": "urn:ietf:params:acme:error:rateLimited",
+                       "detail": "too many certificates for this name"})
+    paused = json.dumps({"type": "urn:ietf:params:acme:error:unauthorized",
+                         "detail": "Your account is temporarily prevented from requesting "
+                                   "certificates. Please visit: https://unpause.test/x?jwt=1"})
+    pem = {"Content-Type": "application/pem-certificate-chain"}
+    cases = [
+        ("rate limited", "POST /order", [(429, dict(PROBLEM, **{"Retry-After": "7200"}), rate)],
+         "backing off for 7200 s"),
+        ("paused", "POST /order", [(403, PROBLEM, paused)], "the CA has PAUSED account"),
+        ("503", "GET /dir", [(503, {}, "busy")], "status 503"),
+    ]
+    for what, key, answers, logged in cases:
+        name = "fb-%s.example.com" % what.replace(" ", "-")
+        script = _order_script(name, lambda b: (500, {}, ""))
+        script[key] = answers
+        srv, seen = _fake_ca(script)
+        try:
+            url = "https://localhost:%d/dir" % srv.server_address[1]
+            st = storage_dir()
+            cfg = issuers_config(p, st, [{"name": "fake", "directory": url},
+                                         {"name": "pebble", "directory": p.directory_url}])
+            rc, out, err = obtain(cfg, name, p=p)
+            harness.eq(rc, 0, "%s: exit (%s; %s)" % (what, out, err[-3000:]))
+            harness.contains(err, "trying CA pebble", what)
+            harness.contains(err, logged, what)
+            harness.check(ca_state(st, url)["backoff_until"] > time.time() + 30,
+                          "%s: the back-off is stored" % what)
+            if what == "rate limited":
+                harness.check(ca_state(st, url)["backoff_until"] > time.time() + 7000,
+                              "the CA's Retry-After is the back-off")
+            before = len(seen)
+            rc, out, err = obtain(cfg, name.replace("fb-", "fb2-"), p=p)
+            harness.eq(rc, 0, "%s: second exit (%s)" % (what, out))
+            harness.eq(len(seen), before, "%s: the CA backing off is not asked again" % what)
+        finally:
+            srv.shutdown()
+            srv.server_close()
+
+    # Our own failure: the second CA is never asked.
+    srv, seen = _fake_ca(_order_script("x", lambda b: (200, pem, "")))
+    try:
+        url = "https://localhost:%d/dir" % srv.server_address[1]
+        st = storage_dir()
+        cfg = issuers_config(p, st, [{"name": "pebble", "directory": p.directory_url},
+                                     {"name": "fake", "directory": url}],
+                             challenges=["dns-01"], extra={"dns_hook": "/bin/false"})
+        rc, out, err = obtain(cfg, "ourfault.example.com", p=p)
+        harness.eq(rc, 1, "exit when the dns hook fails")
+        harness.contains(out["error"], "dns hook /bin/false present", "error")
+        harness.eq(seen, [], "the next CA is not asked for a failure of ours")
+        harness.eq(ca_state(st, p.directory_url), None, "no back-off for a failure of ours")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+    # Every CA backing off: the order fails at once, naming each.
+    script = _order_script("x", lambda b: (500, {}, ""))
+    script["POST /order"] = [(429, dict(PROBLEM, **{"Retry-After": "7200"}), rate)]
+    srv, seen = _fake_ca(script)
+    try:
+        url = "https://localhost:%d/dir" % srv.server_address[1]
+        down = "https://localhost:%d/dir" % harness.free_port()
+        st = storage_dir()
+        cfg = issuers_config(p, st, [{"name": "fake", "directory": url},
+                                     {"name": "down", "directory": down}])
+        rc, out, err = obtain(cfg, "nowhere.example.com", p=p)
+        harness.eq(rc, 1, "exit when both CAs fail")
+        harness.contains(out["error"], "(before: CA fake: ", "the first CA's failure is said")
+        harness.contains(out["error"], "rateLimited", "the first CA's failure is said")
+        before = len(seen)
+        rc, out, err = obtain(cfg, "nowhere2.example.com", p=p)
+        harness.eq(rc, 1, "exit while both back off")
+        harness.contains(out["error"], "every CA is backing off after failures of its own: CA "
+                         "fake for ", "error")
+        harness.contains(out["error"], "; CA down for ", "error")
+        harness.eq(len(seen), before, "no request while every CA backs off")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def test_preferred_chain():
     p = pebble.start(env={"PEBBLE_ALTERNATE_ROOTS": "1"})
     try:

@@ -651,6 +651,10 @@ def test_pebble_certs_renew_revoke_delete():
         h.eq(sample(m, "gatehouse_acme_orders_total", ca=p.directory_url,
                     challenge="tls-alpn-01", result="ok"), 2, "orders by challenge and result")
         h.eq(sample(m, "gatehouse_acme_orders_total", result="failed"), 0, "failed orders")
+        h.eq(sample(m, "gatehouse_acme_ca_fallbacks_total", ca=p.directory_url), 0,
+             "orders handed on to another CA")
+        h.eq(sample(m, "gatehouse_acme_ca_backoff_seconds", ca=p.directory_url), 0,
+             "the CA is not backing off")
         h.eq(sample(m, "gatehouse_ondemand_policy_decisions_total", result="allowed",
                     reason="policy"), 1, "policy decisions")
         fam = m.get("gatehouse_ondemand_ask_latency_seconds")

@@ -1038,7 +1038,32 @@ static const bad_case_t bad_cases[] = {
      "sites[0].hosts[0]: \"*\" without a static certificate (\"tls\") needs \"on_demand\"", NULL},
     /* ACME. */
     {"{'acme': {'email': 'a@b.test'}, " ONE_SITE("") "}",
-     "t.json: acme: missing required key \"directory\"", NULL},
+     "t.json: acme: missing \"directory\" (the CA's ACME directory URL) or \"issuers\"", NULL},
+    {"{'acme': {'directory': 'https://a.test/', 'issuers': [{'directory': 'https://b.test/'}]}, "
+     ONE_SITE("") "}",
+     "acme: give either \"directory\" (one CA) or \"issuers\" (CAs in order), not both", NULL},
+    {"{'acme': {'issuers': []}, " ONE_SITE("") "}",
+     "acme.issuers: expected a list of objects, got an empty list", NULL},
+    {"{'acme': {'issuers': [{'email': 'a@b.test'}]}, " ONE_SITE("") "}",
+     "acme.issuers[0]: missing required key \"directory\"", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/'}, {'directory': 'https://a.test/'}]}, "
+     ONE_SITE("") "}",
+     "acme.issuers[1].directory: is also that of acme.issuers[0]", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/', 'name': 'x'}, "
+     "{'directory': 'https://b.test/', 'name': 'x'}]}, " ONE_SITE("") "}",
+     "acme.issuers[1].name: is also that of acme.issuers[0]", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/', 'name': 'Big CA'}]}, " ONE_SITE("") "}",
+     "acme.issuers[0].name: expected a short name for the CA", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/', 'profile': 'a b'}]}, " ONE_SITE("") "}",
+     "acme.issuers[0].profile: expected a profile name the CA offers", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/', 'eab': {'key_id': 'k'}}]}, "
+     ONE_SITE("") "}",
+     "acme.issuers[0].eab: missing required key \"hmac_key\"", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/'}], 'eab': {'key_id': 'k', "
+     "'hmac_key': 'abc'}}, " ONE_SITE("") "}",
+     "acme: \"eab\" belongs to the entry of \"issuers\" whose CA issued it", NULL},
+    {"{'acme': {'issuers': [{'directory': 'https://a.test/', 'extra': 1}]}, " ONE_SITE("") "}",
+     "acme.issuers[0]: unknown key \"extra\"", NULL},
     {"{'acme': {'directory': 'ftp://ca.test/'}, " ONE_SITE("") "}",
      "acme.directory: expected an http:// or https:// URL, got \"ftp://ca.test/\"",
      "(the scheme must be http:// or https://)"},
@@ -1490,6 +1515,61 @@ static void test_quick_acme(void) {
   conf_free(c);
 }
 
+/* acme.issuers: CAs in order, each taking acme's keys it leaves unset;
+ * a single "directory" is a list of one. */
+static void test_issuers(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'acme': {'email': 'ops@a.test', 'profile': 'classic', 'issuers': ["
+                          "{'directory': 'https://one.test/dir', 'name': 'one', "
+                          "'eab': {'key_id': 'k', 'hmac_key': 'abc'}}, "
+                          "{'directory': 'https://two.test:8443/dir', 'email': 'b@a.test', "
+                          "'profile': 'shortlived', 'preferred_chain': 'Root X'}]}, "
+                          ONE_SITE("") "}");
+  if (c == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_TRUE(conf_acme_on(c));
+  ASSERT_EQ(conf_num_issuers(c), 2);
+  conf_issuer_t is;
+  conf_issuer(c, 0, &is);
+  ASSERT_STR_EQ(is.name, "one");
+  ASSERT_STR_EQ(is.directory, "https://one.test/dir");
+  ASSERT_STR_EQ(is.email, "ops@a.test");
+  ASSERT_STR_EQ(is.profile, "classic");
+  ASSERT_STR_EQ(is.eab_key_id, "k");
+  conf_issuer(c, 1, &is);
+  ASSERT_NULL(is.name);
+  ASSERT_STR_EQ(is.email, "b@a.test");
+  ASSERT_STR_EQ(is.profile, "shortlived");
+  ASSERT_STR_EQ(is.preferred_chain, "Root X");
+  ASSERT_NULL(is.eab_key_id);
+  /* It prints and reads back the same. */
+  cJSON *j = conf_to_json(c);
+  char *text = cJSON_PrintUnformatted(j);
+  cJSON_Delete(j);
+  conf_t *again = conf_parse(&err, "printed.json", text, strlen(text));
+  if (again == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(again);
+  ASSERT_EQ(conf_num_issuers(again), 2);
+  conf_free(again);
+  free(text);
+  conf_free(c);
+
+  c = parse(&err, "{'acme': {'directory': 'https://ca.test/dir', 'email': 'x@a.test'}, "
+                  ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_EQ(conf_num_issuers(c), 1);
+  conf_issuer(c, 0, &is);
+  ASSERT_STR_EQ(is.directory, "https://ca.test/dir");
+  ASSERT_STR_EQ(is.email, "x@a.test");
+  conf_free(c);
+  c = parse(&err, "{" ONE_SITE("") "}");
+  if (c == NULL) fprintf(stderr, "%s\n", err);
+  ASSERT_NOT_NULL(c);
+  ASSERT_FALSE(conf_acme_on(c));
+  ASSERT_EQ(conf_num_issuers(c), 0);
+  conf_free(c);
+}
+
 static void test_quick_errors(void) {
   static const struct {
     const char *args[6];
@@ -1708,6 +1788,7 @@ int main(void) {
   RUN(test_host_match);
   RUN(test_quick_full);
   RUN(test_quick_defaults);
+  RUN(test_issuers);
   RUN(test_quick_errors);
   RUN(test_quick_env);
   RUN(test_quick_env_warnings);
