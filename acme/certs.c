@@ -9,6 +9,7 @@
  * write-preferring rwlock. The read path (every handshake) hashes the name
  * with a per-table SipHash key, walks one bucket and increments a refcount:
  * no allocation, and the wildcard key is built in a stack buffer. */
+#include <arpa/inet.h>
 #include "acme/certs.h"
 
 #include <errno.h>
@@ -136,6 +137,17 @@ static void read_sans(acme_cert_t *cert, const X509 *leaf) {
   cert->sans = gh_calloc(n, sizeof(char *));
   for (size_t i = 0; i < n; i++) {
     const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type == GEN_IPADD) {
+      /* An IP certificate (RFC 8738): the address as text, the key it is
+       * found by when a client connects to it without SNI. */
+      char text[INET6_ADDRSTRLEN];
+      int len = ASN1_STRING_length(gn->d.iPAddress);
+      if ((len == 4 || len == 16) &&
+          inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress), text,
+                    sizeof(text)) != NULL)
+        cert->sans[cert->num_sans++] = gh_strdup(text);
+      continue;
+    }
     if (gn->type != GEN_DNS) continue;
     const char *p = (const char *)ASN1_STRING_get0_data(gn->d.dNSName);
     size_t len = (size_t)ASN1_STRING_length(gn->d.dNSName);

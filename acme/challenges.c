@@ -11,8 +11,11 @@
  * read lock, the control thread changes it under the write lock. Lookups
  * happen only for ClientHellos that offer acme-tls/1 and for requests under
  * /.well-known/acme-challenge/, never on the ordinary hot path. */
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <strings.h>
 
 #include "acme/acme.h"
 #include "acme/csr.h"
@@ -179,8 +182,52 @@ static acme_cert_t *lookup_tlsalpn(acme_challenges_t *t, const char *name, size_
   return cert;
 }
 
+/* reverse_ip reads a reverse-mapping name ("4.3.2.1.in-addr.arpa", or 32
+ * nibbles then ".ip6.arpa") as the address it stands for, in text, into
+ * |out|: a TLS-ALPN-01 validator for an IP address sends it as the SNI
+ * (RFC 8738 6). Returns its length, or 0 when |name| is not one. */
+static size_t reverse_ip(char out[INET6_ADDRSTRLEN], const char *name, size_t len) {
+  static const char v4[] = ".in-addr.arpa", v6[] = ".ip6.arpa";
+  uint8_t addr[16];
+  int family;
+  if (len > sizeof(v4) - 1 && strncasecmp(name + len - (sizeof(v4) - 1), v4, sizeof(v4) - 1) == 0) {
+    family = AF_INET;
+    size_t end = len - (sizeof(v4) - 1), pos = 0;
+    for (int i = 3; i >= 0; i--) { /* the first label is the last octet */
+      unsigned v = 0;
+      size_t digits = 0;
+      while (pos < end && name[pos] >= '0' && name[pos] <= '9' && digits < 3)
+        v = v * 10 + (unsigned)(name[pos++] - '0'), digits++;
+      if (digits == 0 || v > 255 || (digits > 1 && name[pos - digits] == '0')) return 0;
+      addr[i] = (uint8_t)v;
+      if (i > 0 && (pos >= end || name[pos++] != '.')) return 0;
+    }
+    if (pos != end) return 0;
+  } else if (len == 64 + sizeof(v6) - 1 - 1 &&
+             strncasecmp(name + len - (sizeof(v6) - 1), v6, sizeof(v6) - 1) == 0) {
+    family = AF_INET6;
+    memset(addr, 0, sizeof(addr));
+    for (size_t i = 0; i < 32; i++) { /* nibble i from the end of the address */
+      char c = name[2 * i];
+      int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (v < 0 || (i < 31 && name[2 * i + 1] != '.')) return 0;
+      addr[15 - i / 2] |= (uint8_t)(i % 2 ? v << 4 : v);
+    }
+  } else {
+    return 0;
+  }
+  return inet_ntop(family, addr, out, INET6_ADDRSTRLEN) != NULL ? strlen(out) : 0;
+}
+
 acme_cert_t *acme_challenges_get_tlsalpn(acme_challenges_t *t, const char *name,
                                          size_t name_len) {
+  char ip[INET6_ADDRSTRLEN];
+  size_t ip_len = reverse_ip(ip, name, name_len);
+  if (ip_len != 0) {
+    name = ip;
+    name_len = ip_len;
+  }
   acme_cert_t *cert = lookup_tlsalpn(t, name, name_len);
   if (cert == NULL) {
     char *keyauth = fetch(t, 0, name, name_len);

@@ -6,6 +6,7 @@
  * Polling starts fast (POLL_FIRST_MS, doubling up to POLL_CAP_MS) because
  * on-demand issuance keeps a client's handshake waiting; a Retry-After from
  * the CA is honoured up to the same cap. */
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -50,7 +51,8 @@ void acme__order_request(acme_job_t *job) {
       cJSON *ids = cJSON_AddArrayToObject(p, "identifiers");
       for (size_t i = 0; i < job->num_names; i++) {
         cJSON *id = cJSON_CreateObject();
-        cJSON_AddStringToObject(id, "type", "dns");
+        cJSON_AddStringToObject(id, "type", acme__ip_literal(job->names[i], NULL, NULL) ? "ip"
+                                                                                         : "dns");
         cJSON_AddStringToObject(id, "value", job->names[i]);
         cJSON_AddItemToArray(ids, id);
       }
@@ -373,8 +375,10 @@ static int authz_ours(acme_job_t *job, const cJSON *json) {
   const char *type = value ? acme__json_str(job, id, "type") : NULL;
   if (type == NULL) return -1;
   int wildcard = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "wildcard"));
-  for (size_t i = 0; strcmp(type, "dns") == 0 && i < job->num_names; i++) {
+  int ip = strcmp(type, "ip") == 0;
+  for (size_t i = 0; (ip || strcmp(type, "dns") == 0) && i < job->num_names; i++) {
     const char *n = job->names[i];
+    if (ip != acme__ip_literal(n, NULL, NULL)) continue;
     if (wildcard && strncmp(n, "*.", 2) == 0 && strcasecmp(n + 2, value) == 0) return 0;
     if (!wildcard && strcasecmp(n, value) == 0) return 0;
   }
@@ -458,6 +462,8 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   for (size_t i = 0; i < e->acme->num_challenges && chosen == NULL; i++) {
     acme_chall_type_t want = (acme_chall_type_t)e->acme->challenges[i];
     if (wildcard && want != ACME_CHALL_DNS_01) continue; /* RFC 8555 7.1.3 */
+    if (want == ACME_CHALL_DNS_01 && acme__ip_literal(value, NULL, NULL))
+      continue; /* RFC 8738 7: no dns-01 for an IP address */
     const cJSON *ch;
     cJSON_ArrayForEach(ch, chs) {
       const cJSON *t = cJSON_GetObjectItemCaseSensitive(ch, "type");
@@ -648,12 +654,26 @@ char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *co
     size_t found = 0, count = 0;
     for (size_t i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && why == NULL; i++) {
       const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-      if (g->type != GEN_DNS) {
-        why = gh_strdup("it names something other than DNS names");
+      char ip[INET6_ADDRSTRLEN];
+      const unsigned char *d;
+      int len;
+      if (g->type == GEN_IPADD) { /* RFC 8738: compared in its text form */
+        int n = ASN1_STRING_length(g->d.iPAddress);
+        if ((n != 4 && n != 16) || inet_ntop(n == 4 ? AF_INET : AF_INET6,
+                                             ASN1_STRING_get0_data(g->d.iPAddress), ip,
+                                             sizeof(ip)) == NULL) {
+          why = gh_strdup("it names a malformed IP address");
+          break;
+        }
+        d = (const unsigned char *)ip;
+        len = (int)strlen(ip);
+      } else if (g->type == GEN_DNS) {
+        d = ASN1_STRING_get0_data(g->d.dNSName);
+        len = ASN1_STRING_length(g->d.dNSName);
+      } else {
+        why = gh_strdup("it names something other than DNS names and IP addresses");
         break;
       }
-      const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
-      int len = ASN1_STRING_length(g->d.dNSName);
       int ours = 0;
       for (size_t k = 0; k < num_names && !ours; k++)
         ours = strlen(names[k]) == (size_t)len &&

@@ -4,11 +4,13 @@
  * are in storage.h). */
 #include "acme/storage_internal.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "acme/csr.h"
 #include "common/common.h"
 
 #define MAX_DNS_NAME 253
@@ -50,7 +52,18 @@ static const char *ldh_reason(const char *s, size_t len) {
   return NULL;
 }
 
+/* An IPv6 certificate name (RFC 8738) is stored with '_' for ':', which
+ * neither an LDH name nor a path minds; '_' is otherwise only in the
+ * wildcard prefix, so the mapping is reversible. */
+static int ipv6_file(char *out, size_t out_size, const char *name, char from, char to) {
+  size_t len = strlen(name);
+  if (len >= out_size || len >= INET6_ADDRSTRLEN || strchr(name, from) == NULL) return 0;
+  for (size_t i = 0; i <= len; i++) out[i] = name[i] == from ? to : name[i];
+  return acme__ip_literal(to == ':' ? out : name, NULL, NULL);
+}
+
 int acme__storage_name_encode(char *out, size_t out_size, char **out_err, const char *name) {
+  if (ipv6_file(out, out_size, name, ':', '_')) return 0;
   size_t len = strlen(name);
   int wild = len >= 2 && name[0] == '*' && name[1] == '.';
   const char *base = wild ? name + 2 : name;
@@ -72,6 +85,7 @@ int acme__storage_name_encode(char *out, size_t out_size, char **out_err, const 
 }
 
 int acme__storage_name_decode(char *out, size_t out_size, const char *file) {
+  if (ipv6_file(out, out_size, file, '_', ':')) return 0;
   size_t len = strlen(file), prefix_len = strlen(WILDCARD_FILE_PREFIX);
   int wild = strncmp(file, WILDCARD_FILE_PREFIX, prefix_len) == 0;
   const char *base = wild ? file + prefix_len : file;

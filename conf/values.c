@@ -435,6 +435,13 @@ const char *conf__host_check(const char *s, unsigned flags) {
     if (is_upper(s[i])) return "use lower case";
   }
   if (len > 253) return "longer than 253 bytes";
+  if (strchr(s, ':') != NULL) { /* an IPv6 address, for an IP certificate (RFC 8738) */
+    uint8_t a[16];
+    char text[INET6_ADDRSTRLEN];
+    if (inet_pton(AF_INET6, s, a) != 1) return "neither a DNS name nor an IPv6 address";
+    inet_ntop(AF_INET6, a, text, sizeof(text));
+    return strcmp(text, s) == 0 ? NULL : "an IPv6 address must be written as RFC 5952 does";
+  }
   const char *p = s;
   if (s[0] == '*' && s[1] == '.') {
     if (flags & CONF__NO_WILDCARD) return "wildcards are not allowed here";

@@ -428,17 +428,26 @@ static void start_session(px_conn_t *c);
 /* set_client makes |addr| (of |family|) the connection's client address:
  * c->client_ip, which logs, X-Forwarded-For, on-demand and its per-IP
  * limits use. An IPv4-mapped IPv6 address reads as IPv4. */
-static void set_client(px_conn_t *c, int family, const uint8_t *addr, uint16_t port) {
+/* ip_text writes |addr| of |family| as text, an IPv4-mapped IPv6 address
+ * as the IPv4 one; returns the family written. */
+static int ip_text(char *out, size_t out_size, int family, const uint8_t **addr) {
   static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (family == AF_INET6 && memcmp(addr, mapped, 12) == 0) {
+  if (family == AF_INET6 && memcmp(*addr, mapped, 12) == 0) {
     family = AF_INET;
-    addr += 12;
+    *addr += 12;
   }
+  if (inet_ntop(family, *addr, out, (socklen_t)out_size) == NULL) out[0] = '\0';
+  return family;
+}
+
+static void set_client(px_conn_t *c, int family, const uint8_t *addr, uint16_t port) {
+  char text[INET6_ADDRSTRLEN];
+  family = ip_text(text, sizeof(text), family, &addr);
   memset(c->client_addr, 0, sizeof(c->client_addr));
   memcpy(c->client_addr, addr, family == AF_INET ? 4 : 16);
   c->client_family = family;
   c->client_port = port;
-  inet_ntop(family, c->client_addr, c->client_ip, sizeof(c->client_ip));
+  memcpy(c->client_ip, text, sizeof(text));
 }
 
 int px_conn_trusted_proxy(const px_conn_t *c) {
@@ -471,7 +480,12 @@ static void proxy_read(px_conn_t *c, const char *data, size_t len) {
     if (c->held.len == 0) px_buf_append(&c->held, data, len);
     return;
   }
-  if (!pp.local) set_client(c, pp.family, pp.src, pp.src_port);
+  if (!pp.local) {
+    set_client(c, pp.family, pp.src, pp.src_port);
+    /* The address the client asked for is the balancer's, not ours. */
+    const uint8_t *dst = pp.dst;
+    ip_text(c->local_ip, sizeof(c->local_ip), pp.family, &dst);
+  }
   /* The rest may be fed from the held copy: take it out of c->held,
    * which a paused handshake fills again. */
   px_buf_t held = c->held;
@@ -594,6 +608,17 @@ static void start_session(px_conn_t *c) {
     SSL_set_bio(c->ssl, bio, bio);
     SSL_set_accept_state(c->ssl);
     if (l->http2) px_tls_allow_h2(c->ssl);
+    if (c->local_ip[0] == '\0') {
+      struct sockaddr_storage ss;
+      int sl = sizeof(ss);
+      if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &sl) == 0) {
+        const uint8_t *a = ss.ss_family == AF_INET6
+                               ? ((const struct sockaddr_in6 *)&ss)->sin6_addr.s6_addr
+                               : (const uint8_t *)&((const struct sockaddr_in *)&ss)->sin_addr;
+        ip_text(c->local_ip, sizeof(c->local_ip), ss.ss_family, &a);
+      }
+    }
+    px_tls_set_local_ip(c->ssl, c->local_ip);
     /* After the handshake, drop what only the handshake needed. */
     SSL_set_shed_handshake_config(c->ssl, 1);
     c->state = PX_CONN_HANDSHAKE;

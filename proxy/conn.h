@@ -44,6 +44,7 @@ struct px_conn {
   int client_family;       /* of client_ip: AF_INET, AF_INET6, or 0 when unknown */
   uint8_t client_addr[16]; /* client_ip in binary (4 bytes for AF_INET) */
   uint16_t client_port;
+  char local_ip[INET6_ADDRSTRLEN]; /* the address the client connected to; "" unknown */
   px_buf_t held; /* ciphertext held while the handshake is paused */
   const uint8_t *in_ptr; /* ciphertext being fed to SSL (custom BIO) */
   size_t in_len;

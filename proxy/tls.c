@@ -72,12 +72,14 @@ typedef struct {
   void *on_miss_arg;
   acme_challenges_t *challenges; /* not owned; NULL: no TLS-ALPN-01 */
   px_ccert_t *ccert; /* client certificates, per site (ccert.c) */
+  int ip_on_demand;  /* on_demand.allow_ip: a client without SNI may get one for our address */
 } tls_state_t;
 
 static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 static int ctx_index = -1;       /* SSL_CTX -> tls_state_t */
 static int challenge_index = -1; /* SSL -> non-NULL when a challenge cert was served */
 static int h2_index = -1;        /* SSL -> non-NULL when "h2" may be chosen */
+static int local_ip_index = -1;  /* SSL -> the address the client connected to (text) */
 
 static void state_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int index, long argl,
                        void *argp) {
@@ -92,7 +94,8 @@ static void index_init(void) {
   ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, state_free);
   challenge_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
   h2_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-  if (ctx_index < 0 || challenge_index < 0 || h2_index < 0) abort();
+  local_ip_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  if (ctx_index < 0 || challenge_index < 0 || h2_index < 0 || local_ip_index < 0) abort();
 }
 
 static tls_state_t *state_of(const SSL *ssl) {
@@ -114,6 +117,11 @@ void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges) {
 void px_tls_allow_h2(SSL *ssl) {
   pthread_once(&index_once, index_init);
   SSL_set_ex_data(ssl, h2_index, (void *)1);
+}
+
+void px_tls_set_local_ip(SSL *ssl, const char *ip) {
+  pthread_once(&index_once, index_init);
+  SSL_set_ex_data(ssl, local_ip_index, (void *)ip);
 }
 
 int px_tls_is_challenge(const SSL *ssl) { return SSL_get_ex_data(ssl, challenge_index) != NULL; }
@@ -209,6 +217,20 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
     if (sni_host(&host, ext, ext_len) != 0) return reject(ssl, SSL_AD_DECODE_ERROR);
     name_len = sni_name(name, &host);
   }
+  /* No SNI (a client connecting to an IP address sends none, RFC 6066 3):
+   * the certificate for the address it connected to, if there is one or
+   * on-demand may get one (RFC 8738); else the default, as before. */
+  const char *local_ip = name_len == 0 ? SSL_get_ex_data(ssl, local_ip_index) : NULL;
+  int by_ip = 0;
+  if (local_ip != NULL && local_ip[0] != '\0' && strlen(local_ip) < sizeof(name)) {
+    acme_cert_t *have = acme_cert_table_get(st->table, local_ip, strlen(local_ip));
+    if (have != NULL || st->ip_on_demand) {
+      name_len = strlen(local_ip);
+      memcpy(name, local_ip, name_len + 1);
+      by_ip = 1;
+    }
+    acme_cert_unref(have);
+  }
 
   /* TLS-ALPN-01 (RFC 8737, DESIGN.md flow 3): a ClientHello that offers
    * "acme-tls/1" for a name with a pending challenge gets the challenge
@@ -216,7 +238,7 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
    * ClientHello for the same name is unaffected. */
   acme_cert_t *cert = NULL;
   const int validator = offers_acme_tls(hello);
-  if (name_len != 0 && st->challenges != NULL && validator) {
+  if (name_len != 0 && !by_ip && st->challenges != NULL && validator) {
     cert = acme_challenges_get_tlsalpn(st->challenges, name, name_len);
     if (cert != NULL) {
       SSL_set_ex_data(ssl, challenge_index, (void *)1);
@@ -506,6 +528,7 @@ SSL_CTX *px_tls_ctx_new(char **out_err, const conf_t *conf) {
   st->ticket_rotate_ms = conf->tls.ticket_rotate_ms ? conf->tls.ticket_rotate_ms
                                                     : DEFAULT_ROTATE_MS;
   if (st->ticket_rotate_ms > MAX_ROTATE_MS) st->ticket_rotate_ms = MAX_ROTATE_MS;
+  st->ip_on_demand = conf->on_demand.enabled && conf->on_demand.allow_ip;
   /* From here on SSL_CTX_free frees |st| too. */
   if (!SSL_CTX_set_ex_data(ctx, ctx_index, st)) abort();
   if (configure(out_err, ctx, conf, st->ticket_rotate_ms) != 0 ||

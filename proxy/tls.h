@@ -59,6 +59,13 @@ void px_tls_ctx_set_challenges(SSL_CTX *ctx, acme_challenges_t *challenges);
  * connection is closed once the handshake is done (RFC 8737 3). */
 int px_tls_is_challenge(const SSL *ssl);
 
+/* px_tls_set_local_ip gives the handshake on |ssl| the address (text,
+ * borrowed: it must outlive |ssl|) the client connected to: a ClientHello
+ * without SNI is served the certificate of that IP address, when there is
+ * one or on_demand.allow_ip may obtain one (RFC 8738). Before the
+ * handshake. */
+void px_tls_set_local_ip(SSL *ssl, const char *ip);
+
 /* px_tls_allow_h2 lets the handshake on |ssl| choose "h2" (RFC 9113) when
  * the client offers it; without it, ALPN offers only "http/1.1". Call
  * before the handshake. */

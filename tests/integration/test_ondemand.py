@@ -146,6 +146,30 @@ def test_first_request_gets_a_certificate_for_exactly_that_name():
     h.eq(g.stop(), 0, "exit status")
 
 
+def test_ip_address_without_sni_gets_an_ip_certificate():
+    """RFC 8738 with on_demand.allow_ip: a client connecting to the address
+    sends no SNI; it gets a certificate for the address it connected to,
+    obtained then (TLS-ALPN-01, SNI the reverse-mapping name) and verified
+    by the client against the address."""
+    g = start(os.path.join(h.tmpdir(), "st-ip"), allow=["*.od.test", "127.0.0.1"],
+              allow_ip=True)
+    for attempt in range(2):
+        c = h.Conn.tls(HTTPS_PORT, "127.0.0.1", ctx=pb().client_context(), timeout=WAIT)
+        try:
+            peer = c.sock.getpeercert()
+            r = c.request("GET", "/od", "127.0.0.1")
+        finally:
+            c.close()
+        h.eq(r.status, 200, "status (%d)" % attempt)
+        h.eq([v for k, v in peer.get("subjectAltName", ())], ["127.0.0.1"], "the SAN")
+        h.eq([k for k, v in peer.get("subjectAltName", ())], ["IP Address"], "its type")
+    h.eq(orders(g, "127.0.0.1", 1), 1, "one order")
+    # Another name still gets its own.
+    peer, r = get("new-ip.od.test")
+    h.eq(sans(peer), ["new-ip.od.test"], "an SNI name is unaffected")
+    h.eq(g.stop(), 0, "exit status")
+
+
 def test_concurrent_first_handshakes_make_one_order():
     g = start(os.path.join(h.tmpdir(), "st-conc"))
     results = []

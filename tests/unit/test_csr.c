@@ -10,7 +10,9 @@
 #include <openssl/obj.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
+#include "acme/acme.h"
 #include "acme/csr.h"
 #include "acme/jws.h"
 #include "common/common.h"
@@ -300,6 +302,70 @@ static void test_tlsalpn_cert(void) {
   acme_cert_unref(cert);
 }
 
+/* RFC 8738: IP addresses go into the CSR and the TLS-ALPN-01 certificate
+ * as iPAddress names (and no CN); the challenge table finds the latter by
+ * the reverse-mapping name a validator sends as SNI. */
+static void test_ip_identifiers(void) {
+  ASSERT_TRUE(acme__ip_literal("127.0.0.1", NULL, NULL));
+  ASSERT_TRUE(acme__ip_literal("2001:db8::1", NULL, NULL));
+  ASSERT_FALSE(acme__ip_literal("2001:DB8::1", NULL, NULL)); /* not RFC 5952 */
+  ASSERT_FALSE(acme__ip_literal("2001:db8:0:0::1", NULL, NULL));
+  ASSERT_FALSE(acme__ip_literal("127.0.0.01", NULL, NULL));
+  ASSERT_FALSE(acme__ip_literal("a.example.com", NULL, NULL));
+  char *err = NULL;
+  const char *names[] = {"192.0.2.7", "2001:db8::1", "a.example.com"};
+  EVP_PKEY *key = acme__key_new(CONF_KEY_P256);
+  uint8_t *der = NULL;
+  size_t len = 0;
+  ASSERT_EQ(acme__csr_der(&err, &der, &len, key, names, 3), 0);
+  const uint8_t *p = der;
+  X509_REQ *req = d2i_X509_REQ(NULL, &p, (long)len);
+  ASSERT_NOT_NULL(req);
+  ASSERT_EQ(X509_NAME_entry_count(X509_REQ_get_subject_name(req)), 0); /* no CN for an IP */
+  STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+  GENERAL_NAMES *gens = X509V3_get_d2i(exts, NID_subject_alt_name, NULL, NULL);
+  ASSERT_EQ(sk_GENERAL_NAME_num(gens), 3);
+  const GENERAL_NAME *g0 = sk_GENERAL_NAME_value(gens, 0), *g1 = sk_GENERAL_NAME_value(gens, 1);
+  ASSERT_EQ(g0->type, GEN_IPADD);
+  ASSERT_EQ(ASN1_STRING_length(g0->d.iPAddress), 4);
+  ASSERT_EQ(memcmp(ASN1_STRING_get0_data(g0->d.iPAddress), "\xc0\x00\x02\x07", 4), 0);
+  ASSERT_EQ(g1->type, GEN_IPADD);
+  ASSERT_EQ(ASN1_STRING_length(g1->d.iPAddress), 16);
+  ASSERT_EQ(sk_GENERAL_NAME_value(gens, 2)->type, GEN_DNS);
+  GENERAL_NAMES_free(gens);
+  sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+  X509_REQ_free(req);
+  OPENSSL_free(der);
+  EVP_PKEY_free(key);
+
+  acme_challenges_t *table = acme_challenges_new();
+  static const struct {
+    const char *ip, *sni;
+  } cases[] = {
+      {"192.0.2.7", "7.2.0.192.in-addr.arpa"},
+      {"2001:db8::1", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"},
+  };
+  for (size_t i = 0; i < 2; i++) {
+    acme_cert_t *cert = acme__tlsalpn_cert(&err, cases[i].ip, "t.k");
+    ASSERT_NOT_NULL(cert);
+    ASSERT_EQ(cert->num_sans, 1);
+    ASSERT_STR_EQ(cert->sans[0], cases[i].ip); /* read back from the iPAddress */
+    acme_challenges_put_tlsalpn(table, cases[i].ip, cert);
+    acme_cert_t *got = acme_challenges_get_tlsalpn(table, cases[i].sni, strlen(cases[i].sni));
+    ASSERT_TRUE(got == cert);
+    acme_cert_unref(got);
+    acme_cert_unref(cert);
+  }
+  static const char *const not_reverse[] = {
+      "07.2.0.192.in-addr.arpa", "7.2.0.256.in-addr.arpa", "2.0.192.in-addr.arpa",
+      "1.7.2.0.192.in-addr.arpa", "x.2.0.192.in-addr.arpa", "7.2.0.192.in-addr.arpa.x",
+      "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.g.ip6.arpa",
+      "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"};
+  for (size_t i = 0; i < sizeof(not_reverse) / sizeof(not_reverse[0]); i++)
+    ASSERT_NULL(acme_challenges_get_tlsalpn(table, not_reverse[i], strlen(not_reverse[i])));
+  acme_challenges_free(table);
+}
+
 static void test_tlsalpn_rejects(void) {
   static const struct {
     const char *name, *keyauth, *why;
@@ -339,5 +405,6 @@ int main(void) {
   RUN(test_csr_rejects_names);
   RUN(test_tlsalpn_cert);
   RUN(test_tlsalpn_rejects);
+  RUN(test_ip_identifiers);
   TEST_EXIT();
 }

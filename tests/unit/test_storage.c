@@ -180,11 +180,18 @@ static void test_name_encode(void) {
   ASSERT_STR_EQ(out, "_wildcard.example.com");
   ASSERT_EQ(acme__storage_name_decode(back, sizeof(back), out), 0);
   ASSERT_STR_EQ(back, "*.example.com");
+  /* An IPv6 address (RFC 8738) with '_' for ':'. */
+  ASSERT_EQ(acme__storage_name_encode(out, sizeof(out), &err, "2001:db8::1"), 0);
+  ASSERT_STR_EQ(out, "2001_db8__1");
+  ASSERT_EQ(acme__storage_name_decode(back, sizeof(back), out), 0);
+  ASSERT_STR_EQ(back, "2001:db8::1");
+  ASSERT_EQ(acme__storage_name_decode(back, sizeof(back), "2001_db8_0__1"), -EINVAL);
 
   static const char *const invalid[] = {
       "../x", "a/b", "", ".", "..", "A.example", "*.*.x", "*", "*.", "x.*.com", "-a.com",
       "a-.com", "a..b", "example.com.", ".example.com", "/etc/passwd", "a b", "a\x01z",
-      "_wildcard.example.com", "a_b.com", "ex\xc3\xa4mple.com"};
+      "_wildcard.example.com", "a_b.com", "ex\xc3\xa4mple.com", "2001:DB8::1",
+      "2001:db8:0::1", "::g", "2001_db8__1"};
   for (size_t i = 0; i < GH_ARRAY_LEN(invalid); i++) {
     err = NULL;
     if (acme__storage_name_encode(out, sizeof(out), &err, invalid[i]) != -EINVAL) {
