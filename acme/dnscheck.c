@@ -27,7 +27,7 @@
 #define DNS_FLAG_RD 0x0100u
 #define DNS_OPCODE(f) (((f) >> 11) & 0xfu)
 #define DNS_RCODE(f) ((f)&0xfu)
-#define DNS_NAME_MAX 255
+#define DNS_NAME_MAX ACME_DNS_NAME_MAX
 #define MAX_JUMPS 64
 #define MAX_CNAMES 8
 
@@ -38,9 +38,9 @@
 
 /* ---- names ---- */
 
-/* name_to_wire writes |name| as lower-case wire labels. Returns the length
+/* acme__dns_name_to_wire writes |name| as lower-case wire labels. Returns the length
  * or 0 if |name| is not a DNS name. */
-static size_t name_to_wire(uint8_t out[DNS_NAME_MAX], const char *name) {
+size_t acme__dns_name_to_wire(uint8_t out[DNS_NAME_MAX], const char *name) {
   size_t n = 0, len = strlen(name);
   if (len > 0 && name[len - 1] == '.') len--;
   if (len == 0) return 0;
@@ -58,10 +58,10 @@ static size_t name_to_wire(uint8_t out[DNS_NAME_MAX], const char *name) {
   return n;
 }
 
-/* read_name reads the (possibly compressed) name at |cur| in the message
+/* acme__dns_read_name reads the (possibly compressed) name at |cur| in the message
  * |msg| into |out| as lower-case wire labels, and advances |cur| past it.
  * Returns the length, or 0 if the name is malformed. */
-static size_t read_name(const CBS *msg, CBS *cur, uint8_t out[DNS_NAME_MAX]) {
+size_t acme__dns_read_name(const CBS *msg, CBS *cur, uint8_t out[DNS_NAME_MAX]) {
   CBS at = *cur;
   int jumped = 0;
   size_t n = 0, jumps = 0;
@@ -110,7 +110,7 @@ static int name_eq(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_le
 int acme__dns_query(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t id,
                     const char *name) {
   uint8_t wire[DNS_NAME_MAX];
-  size_t wire_len = name_to_wire(wire, name);
+  size_t wire_len = acme__dns_name_to_wire(wire, name);
   if (wire_len == 0) return UV_EINVAL;
   CBB cbb;
   size_t len;
@@ -161,7 +161,7 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
                                       size_t msg_len, uint16_t id, const char *name) {
   memset(out, 0, sizeof(*out));
   uint8_t qname[DNS_NAME_MAX];
-  size_t qname_len = name_to_wire(qname, name);
+  size_t qname_len = acme__dns_name_to_wire(qname, name);
   if (qname_len == 0) return ACME_DNS_MISMATCH;
   CBS all, cur;
   CBS_init(&all, msg, msg_len);
@@ -181,7 +181,7 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
     return out->rcode != 0 && qdcount == 0 ? ACME_DNS_RCODE : ACME_DNS_MISMATCH;
   }
   uint8_t nm[DNS_NAME_MAX];
-  size_t nm_len = read_name(&all, &cur, nm);
+  size_t nm_len = acme__dns_read_name(&all, &cur, nm);
   uint16_t qtype, qclass;
   if (nm_len == 0 || !CBS_get_u16(&cur, &qtype) || !CBS_get_u16(&cur, &qclass)) {
     return ACME_DNS_MALFORMED;
@@ -204,7 +204,7 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
     uint16_t type, class;
     uint32_t ttl;
     CBS rdata;
-    nm_len = read_name(&all, &cur, nm);
+    nm_len = acme__dns_read_name(&all, &cur, nm);
     if (nm_len == 0 || !CBS_get_u16(&cur, &type) || !CBS_get_u16(&cur, &class) ||
         !CBS_get_u32(&cur, &ttl) || !CBS_get_u16_length_prefixed(&cur, &rdata)) {
       acme__dns_answer_cleanup(out);
@@ -223,7 +223,7 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
         acme__dns_answer_cleanup(out);
         return ACME_DNS_MALFORMED;
       }
-      size_t t_len = read_name(&all, &target, nm);
+      size_t t_len = acme__dns_read_name(&all, &target, nm);
       if (t_len == 0) {
         acme__dns_answer_cleanup(out);
         return ACME_DNS_MALFORMED;
@@ -248,7 +248,7 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
 
 /* ---- the resolvers ---- */
 
-static int server_from(acme_dns_server_t *s, const char *host, uint16_t port) {
+int acme__dns_server_from(acme_dns_server_t *s, const char *host, uint16_t port) {
   memset(s, 0, sizeof(*s));
   if (strchr(host, ':') != NULL) {
     if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&s->addr) != 0) return -1;
@@ -270,7 +270,7 @@ int acme__dns_servers(char **out_err, acme_dns_server_t **out, size_t *out_num,
   if (acme->num_dns_resolvers > 0) {
     for (size_t i = 0; i < acme->num_dns_resolvers && n < MAX_SERVERS; i++) {
       const conf_addr_t *a = &acme->dns_resolvers[i];
-      if (server_from(&list[n], a->host, a->port) != 0) {
+      if (acme__dns_server_from(&list[n], a->host, a->port) != 0) {
         *out_err = gh_asprintf("acme.dns_resolvers[%zu]: \"%s\" is not an IP address and port",
                                i, a->text);
         gh_free(list);
@@ -295,7 +295,7 @@ int acme__dns_servers(char **out_err, acme_dns_server_t **out, size_t *out_num,
       if (sscanf(line, " %15s %127s", word, addr) != 2 || strcmp(word, "nameserver") != 0) {
         continue;
       }
-      if (server_from(&list[n], addr, 53) == 0) n++;
+      if (acme__dns_server_from(&list[n], addr, 53) == 0) n++;
     }
     fclose(f);
     if (n == 0) {
@@ -432,10 +432,14 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)p->buf, sizeof(p->buf));
 }
 
-static const char *rcode_name(int rcode) {
-  static const char *const names[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
-                                      "NOTIMP",  "REFUSED"};
-  return rcode >= 0 && (size_t)rcode < GH_ARRAY_LEN(names) ? names[rcode] : "an error";
+const char *acme__dns_rcode_name(int rcode) {
+  /* RFC 1035, 2136 (6-10) and 8945 (TSIG errors 16-18, 22). */
+  static const char *const names[] = {
+      "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
+      "NXRRSET", "NOTAUTH", "NOTZONE",  NULL,       NULL,      NULL,      NULL,       NULL,
+      "BADSIG",  "BADKEY",  "BADTIME",  NULL,       NULL,      NULL,      "BADTRUNC"};
+  return rcode >= 0 && (size_t)rcode < GH_ARRAY_LEN(names) && names[rcode] ? names[rcode]
+                                                                             : "an error";
 }
 
 static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
@@ -484,7 +488,7 @@ static void on_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
       snprintf(p->last, sizeof(p->last), "a truncated answer (no TCP fallback)");
       break;
     case ACME_DNS_RCODE:
-      snprintf(p->last, sizeof(p->last), "%s (rcode %d)", rcode_name(ans.rcode), ans.rcode);
+      snprintf(p->last, sizeof(p->last), "%s (rcode %d)", acme__dns_rcode_name(ans.rcode), ans.rcode);
       break;
     default:
       snprintf(p->last, sizeof(p->last), "a malformed response");
@@ -531,7 +535,7 @@ int acme__dnscheck_start(acme_dnscheck_t **out, uv_loop_t *loop,
                          const char *value, uint64_t timeout_ms, acme_dnscheck_cb cb, void *arg) {
   *out = NULL;
   uint8_t wire[DNS_NAME_MAX];
-  if (num_servers == 0 || cb == NULL || name_to_wire(wire, fqdn) == 0) return UV_EINVAL;
+  if (num_servers == 0 || cb == NULL || acme__dns_name_to_wire(wire, fqdn) == 0) return UV_EINVAL;
   acme_dnscheck_t *c = gh_calloc(1, sizeof(*c));
   c->loop = loop;
   c->fqdn = gh_strdup(fqdn);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include <openssl/bytestring.h>
 #include <uv.h>
 
 #include "conf/conf.h"
@@ -21,6 +22,23 @@
 #define ACME_DNS_MAX_TXTS 64  /* TXT records kept from one answer; more are skipped */
 
 /* ---- the wire (pure functions, for the unit tests and the fuzzer) ---- */
+
+#define ACME_DNS_NAME_MAX 255 /* a name in wire form, root label included */
+
+/* acme__dns_name_to_wire writes the dotted |name| (trailing dot optional)
+ * as lower-case wire labels. Returns the length, or 0 if |name| is not a
+ * DNS name (empty label, a label over 63 bytes, over 255 bytes in all). */
+size_t acme__dns_name_to_wire(uint8_t out[ACME_DNS_NAME_MAX], const char *name);
+
+/* acme__dns_read_name reads the (possibly compressed) name at |cur| in the
+ * message |msg| into |out| as lower-case wire labels and advances |cur|
+ * past it. Pointers may only point backwards, at most 64 times. Returns
+ * the length, or 0 if the name is malformed. */
+size_t acme__dns_read_name(const CBS *msg, CBS *cur, uint8_t out[ACME_DNS_NAME_MAX]);
+
+/* acme__dns_rcode_name names an RCODE or TSIG error ("NOTAUTH", "BADSIG"),
+ * or returns "an error". */
+const char *acme__dns_rcode_name(int rcode);
 
 /* acme__dns_query writes a DNS query for the TXT records of |name| (a
  * dotted name, the trailing dot optional) with id |id|, RD set, QCLASS IN,
@@ -72,6 +90,10 @@ typedef struct {
   struct sockaddr_storage addr;
   char text[64]; /* "IP:port" or "[IPv6]:port", for messages */
 } acme_dns_server_t;
+
+/* acme__dns_server_from fills |s| from the IP address |host| and |port|.
+ * Returns 0 or -1 (not an IP address). */
+int acme__dns_server_from(acme_dns_server_t *s, const char *host, uint16_t port);
 
 /* acme__dns_servers returns the resolvers to ask: acme.dns_resolvers from
  * |acme|, or when that is empty the "nameserver" lines of |resolv_conf|
