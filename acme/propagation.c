@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "acme/dnscheck.h"
+#include "acme/dnsupdate.h"
 #include "acme/engine_internal.h"
 #include "common/common.h"
 #include "common/log.h"
@@ -29,10 +30,13 @@ static void on_checked(void *arg, int status, const acme_dns_server_t *server,
   if (job->done || job->state != ACME_JOB_PROPAGATE) return;
   uint64_t t = job->engine->acme->dns_propagation_timeout_ms;
   if (status != 0) {
+    const conf_acme_t *acme = job->engine->acme;
     acme__job_fail(job, status, "dns-01: the TXT record %.*s is not visible after %" PRIu64
-                   "%s (acme.dns_propagation_timeout) at %s; did the dns hook %s publish it?",
+                   "%s (acme.dns_propagation_timeout) at %s; did %s %s publish it?",
                    fqdn_len(job->dns_fqdn), job->dns_fqdn, t % 1000 ? t : t / 1000,
-                   t % 1000 ? " ms" : " s", why, job->engine->acme->dns_hook);
+                   t % 1000 ? " ms" : " s", why,
+                   acme->dns_rfc2136.enabled ? "the update at" : "the dns hook",
+                   acme->dns_rfc2136.enabled ? acme->dns_rfc2136.server : acme->dns_hook);
     return;
   }
   GH_INFO("acme", "dns-01: %.*s visible at %s after %" PRIu64 " ms", fqdn_len(job->dns_fqdn),
@@ -68,4 +72,55 @@ void acme__order_dns_wait(acme_job_t *job) {
 void acme__order_dns_cancel(acme_job_t *job) {
   acme__dnscheck_cancel(job->dnscheck);
   job->dnscheck = NULL;
+  acme__dnsupdate_cancel(job->dnsupdate);
+  job->dnsupdate = NULL;
+}
+
+/* ---- RFC 2136 updates (acme.dns.rfc2136) ---- */
+
+static void on_added(void *arg, int status, const char *why) {
+  acme_job_t *job = arg;
+  job->dnsupdate = NULL; /* it frees itself after this call */
+  if (job->done || job->state != ACME_JOB_PRESENT) return;
+  if (status != 0) {
+    acme__job_fail(job, status, "dns-01: %s", why);
+    return;
+  }
+  GH_INFO("acme", "dns-01: %.*s TXT added at %s (zone %s)", fqdn_len(job->dns_fqdn),
+          job->dns_fqdn, job->engine->acme->dns_rfc2136.server,
+          job->engine->acme->dns_rfc2136.zone);
+  acme__order_dns_wait(job); /* then ACME_JOB_RESPOND, once the record is visible */
+}
+
+/* A removal outlives its job: what it says goes to the log only. */
+static void on_removed(void *arg, int status, const char *why) {
+  char *fqdn = arg;
+  if (status != 0) {
+    GH_WARN("acme", "dns-01 cleanup: %s", why);
+  } else {
+    GH_INFO("acme", "dns-01: %.*s TXT removed", fqdn_len(fqdn), fqdn);
+  }
+  gh_free(fqdn);
+}
+
+int acme__order_dns_update(acme_job_t *job, int add) {
+  acme_engine_t *e = job->engine;
+  acme_dnsupdate_t *u = NULL;
+  char *err = NULL;
+  char *fqdn = add ? NULL : gh_strdup(job->dns_fqdn);
+  int rc = acme__dnsupdate_start(&u, &err, e->loop, &e->acme->dns_rfc2136, add, job->dns_fqdn,
+                                 job->dns_value, add ? on_added : on_removed,
+                                 add ? (void *)job : (void *)fqdn);
+  if (rc != 0) {
+    if (add) {
+      acme__job_fail(job, rc, "dns-01: %s", err);
+    } else {
+      GH_WARN("acme", "dns-01 cleanup: %s", err);
+      gh_free(fqdn);
+    }
+    gh_free(err);
+    return rc;
+  }
+  if (add) job->dnsupdate = u;
+  return 0;
 }

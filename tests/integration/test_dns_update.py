@@ -1,0 +1,131 @@
+"""test_dns_update.py: dns-01 through RFC 2136 dynamic updates signed with
+TSIG (acme.dns.rfc2136, acme/dnsupdate.c) against a real authoritative
+server, Knot (knot.py), which is also the DNS server Pebble validates
+with. The ACME engine is driven by gh_obtain, as in test_acme_engine.py."""
+
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import knot     # noqa: E402
+import pebble   # noqa: E402
+from test_acme_engine import OBTAIN_BIN, obtain, storage_dir, verify_chain  # noqa: E402,F401
+
+ZONE = "dnsupdate.test"
+OTHER = "refused.test"
+
+_knot = None
+_pebble = None
+
+
+def kn():
+    global _knot
+    if _knot is None:
+        _knot = knot.start(ZONE, extra_zones=[OTHER])
+    return _knot
+
+
+def pb():
+    global _pebble
+    if _pebble is None:
+        k = kn()
+        _pebble = pebble.start(validity_seconds=3600, dns_server="%s:%d" % (k.addr, k.port))
+    return _pebble
+
+
+def config(p, k, zone=ZONE, secret=None, extra=None):
+    acme = {
+        "directory": p.directory_url,
+        "email": "ops@example.com",
+        "ca_roots": [p.ca_file],
+        "challenges": ["dns-01"],
+        "dns_resolvers": ["%s:%d" % (k.addr, k.port)],
+        "dns_propagation_timeout": "10s",
+        "dns": {"rfc2136": {
+            "server": "%s:%d" % (k.addr, k.port),
+            "zone": zone,
+            "key_name": k.tsig["name"],
+            "key_algorithm": k.tsig["algorithm"],
+            "key_secret": secret or k.tsig["secret"],
+        }},
+    }
+    acme.update(extra or {})
+    cfg = {
+        "listen": {"https": ["127.0.0.1:%d" % p.tls_port], "http": ["127.0.0.1:%d" % p.http_port]},
+        "sites": [{"hosts": ["placeholder.test"], "upstreams": ["127.0.0.1:9"]}],
+        "acme": acme,
+        "storage": storage_dir(),
+        "log": {"level": "debug"},
+    }
+    path = os.path.join(harness.tmpdir(), "dnsupdate-%d.json" % harness.free_port())
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path, cfg["storage"]
+
+
+def test_obtain_with_rfc2136():
+    k, p = kn(), pb()
+    name = "www." + ZONE
+    fqdn = "_acme-challenge.%s." % name
+    path, st = config(p, k)
+    rc, out, err = obtain(path, name)
+    harness.eq(rc, 0, "gh_obtain exit (%s; %s)" % (out, err[-3000:]))
+    harness.eq(out["sans"], [name], "SANs")
+    verify_chain(p, st, name)
+    server = "%s:%d" % (k.addr, k.port)
+    harness.contains(err, "dns-01: %s TXT added at %s (zone %s)" % (fqdn[:-1], server, ZONE),
+                     "the update's log line")
+    harness.check(re.search(r"dns-01: %s visible at %s after \d+ ms"
+                            % (re.escape(fqdn[:-1]), re.escape(server)), err),
+                  "the propagation check saw the record at knotd:\n%s" % err[-3000:])
+    harness.contains(err, "dns-01: %s TXT removed" % fqdn[:-1], "the cleanup's log line")
+    # gh_obtain exits once the cleanup's update has been answered: the
+    # record is gone from the zone.
+    harness.eq(k.query(fqdn, "TXT"), [], "TXT records left at %s" % fqdn)
+    harness.contains(open(k.proc.log_path).read(), "DDNS", "knotd's log of the updates")
+
+
+def test_wrong_secret_fails_with_badsig():
+    k, p = kn(), pb()
+    name = "badsig." + ZONE
+    path, _ = config(p, k, secret="d3Jvbmcgc2VjcmV0IHdyb25nIHNlY3JldCB3cm9uZyE=")
+    start = len(p.proc.stdout())
+    rc, out, err = obtain(path, name, timeout=60)
+    harness.eq(rc, 1, "exit (%s; %s)" % (out, err[-3000:]))
+    for want in ("_acme-challenge.%s." % name, "%s:%d" % (k.addr, k.port), "zone %s" % ZONE,
+                 "key %s" % k.tsig["name"], "BADSIG", "key_secret"):
+        harness.contains(out["error"], want, "error")
+    harness.not_contains(p.proc.stdout()[start:], "POST /chalZ/",
+                         "Pebble's log: the challenge was never answered")
+    harness.eq(k.query("_acme-challenge.%s." % name, "TXT"), [], "TXT records")
+
+
+def test_zone_the_key_may_not_update():
+    # The server is authoritative for refused.test, but its ACL gives the
+    # key no update right there (Knot says NOTAUTH with TSIG error BADKEY).
+    k, p = kn(), pb()
+    name = "www." + OTHER
+    path, _ = config(p, k, zone=OTHER)
+    rc, out, err = obtain(path, name, timeout=60)
+    harness.eq(rc, 1, "exit (%s; %s)" % (out, err[-3000:]))
+    for want in ("_acme-challenge.%s." % name, "%s:%d" % (k.addr, k.port), "zone %s" % OTHER,
+                 "key %s" % k.tsig["name"]):
+        harness.contains(out["error"], want, "error")
+    harness.check(re.search(r": (NOTAUTH|REFUSED)[ ,]", out["error"]),
+                  "the error names NOTAUTH or REFUSED: %s" % out["error"])
+
+
+def test_name_outside_the_zone():
+    k, p = kn(), pb()
+    path, _ = config(p, k)
+    rc, out, _ = obtain(path, "www.elsewhere.test", timeout=60)
+    harness.eq(rc, 1, "exit (%s)" % (out,))
+    harness.contains(out["error"], "is the name in the zone?", "error")
+    harness.contains(out["error"], "zone %s" % ZONE, "error")
+
+
+if __name__ == "__main__":
+    harness.main()
