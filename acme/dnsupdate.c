@@ -14,6 +14,7 @@
 #include <openssl/rand.h>
 
 #include "acme/dnsupdate.h"
+#include "acme/dnsx.h"
 #include "common/common.h"
 #include "common/log.h"
 
@@ -27,7 +28,6 @@
 #define DNS_FLAG_QR 0x8000u
 #define DNS_FLAG_TC 0x0200u
 #define DNS_HEADER_LEN 12
-#define UDP_MAX 512
 
 #define ATTEMPT_TIMEOUT_MS 3000u
 #define MAX_ATTEMPTS 3
@@ -315,15 +315,8 @@ char *acme__dnsupdate_why(const acme_dnsupdate_reply_t *r, const char *server, c
 /* ---- one update ---- */
 
 struct acme_dnsupdate {
-  uv_loop_t *loop;
-  uv_timer_t timer;
-  uv_udp_t udp;
-  uv_tcp_t tcp;
-  uv_connect_t connect;
-  uv_write_t write;
-  int udp_open, tcp_open, done, use_tcp, attempt;
-  unsigned num_open;
-  acme_dns_server_t server;
+  acme_dnsx_t *x;
+  char server[64];
   char *zone, *key_name, *fqdn, *value;
   conf_tsig_alg_t alg;
   uint8_t *secret;
@@ -332,12 +325,6 @@ struct acme_dnsupdate {
   uint16_t id;
   uint8_t req_mac[ACME_TSIG_MAC_MAX];
   size_t req_mac_len;
-  uint8_t req[2 + ACME_DNS_MAX_MSG]; /* 2 bytes for TCP's length, then the message */
-  size_t req_len;
-  uint8_t resp[2 + ACME_DNS_MAX_MSG];
-  size_t resp_len;
-  char last[160]; /* why the last attempt failed */
-  uint64_t started_ms;
   acme_dnsupdate_cb cb;
   void *arg;
 };
@@ -352,221 +339,56 @@ static void update_free(acme_dnsupdate_t *u) {
   gh_free(u);
 }
 
-static void on_close(uv_handle_t *h) {
-  acme_dnsupdate_t *u = h->data;
-  if (--u->num_open == 0) update_free(u);
-}
-
-static void update_close(acme_dnsupdate_t *u) {
-  u->done = 1;
-  u->cb = NULL;
-  uv_timer_stop(&u->timer);
-  uv_close((uv_handle_t *)&u->timer, on_close);
-  if (u->udp_open) uv_close((uv_handle_t *)&u->udp, on_close);
-  if (u->tcp_open) uv_close((uv_handle_t *)&u->tcp, on_close);
-  u->udp_open = u->tcp_open = 0;
-}
-
-static void update_finish(acme_dnsupdate_t *u, int status, const char *why) {
-  acme_dnsupdate_cb cb = u->cb;
-  void *arg = u->arg;
-  char *msg = why ? gh_strdup(why) : NULL;
-  update_close(u);
-  if (cb != NULL) cb(arg, status, msg);
-  gh_free(msg);
-}
-
-static void attempt_start(acme_dnsupdate_t *u);
-
-/* attempt_failed records why this attempt failed and starts the next. */
-static void attempt_failed(acme_dnsupdate_t *u, int status) {
-  if (u->attempt >= MAX_ATTEMPTS || status != UV_ETIMEDOUT) {
-    char *why = gh_asprintf("updating %s at %s (zone %s, key %s): %s", u->fqdn, u->server.text,
-                            u->zone, u->key_name, u->last);
-    update_finish(u, status, why);
-    gh_free(why);
-    return;
-  }
-  attempt_start(u);
-}
-
-static void on_timeout(uv_timer_t *t) {
-  acme_dnsupdate_t *u = t->data;
-  if (u->done) return;
-  snprintf(u->last, sizeof(u->last), "no answer within %u ms%s (%d attempts)",
-           ATTEMPT_TIMEOUT_MS, u->use_tcp ? " over TCP" : "", u->attempt);
-  if (u->tcp_open) {
-    uv_close((uv_handle_t *)&u->tcp, on_close);
-    u->tcp_open = 0;
-  }
-  attempt_failed(u, UV_ETIMEDOUT);
-}
-
-/* handle_response judges a whole response. */
-static void handle_response(acme_dnsupdate_t *u, const uint8_t *msg, size_t len) {
+static acme_tsig_key_t update_key(const acme_dnsupdate_t *u) {
   acme_tsig_key_t key = {u->key_name, u->alg, u->secret, u->secret_len};
-  acme_dnsupdate_reply_t r;
-  acme_dns_result_t res = acme__dnsupdate_parse(&r, msg, len, u->id, &key, u->req_mac,
-                                                u->req_mac_len, (uint64_t)time(NULL));
-  switch (res) {
-    case ACME_DNS_MISMATCH:
-      GH_DEBUG("acme", "dns-01 update: %s: ignoring a response that is not for our update",
-               u->server.text);
-      return;
-    case ACME_DNS_TRUNCATED:
-      if (u->use_tcp) break;
-      uv_timer_stop(&u->timer);
-      u->use_tcp = 1;
-      attempt_start(u);
-      return;
-    case ACME_DNS_ANSWER: {
-      char *why = acme__dnsupdate_why(&r, u->server.text, u->zone, u->key_name, u->fqdn);
-      update_finish(u, why == NULL ? 0 : UV_EPROTO, why);
-      gh_free(why);
-      return;
-    }
-    default:
-      break;
-  }
-  snprintf(u->last, sizeof(u->last), "a malformed answer");
-  uv_timer_stop(&u->timer);
-  attempt_failed(u, UV_EPROTO);
+  return key;
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  acme_dnsupdate_t *u = h->data;
-  (void)suggested;
-  if (h->type == UV_UDP) {
-    *buf = uv_buf_init((char *)u->resp, sizeof(u->resp));
-  } else {
-    *buf = uv_buf_init((char *)u->resp + u->resp_len, (unsigned)(sizeof(u->resp) - u->resp_len));
-  }
-}
-
-static void on_udp_recv(uv_udp_t *udp, ssize_t nread, const uv_buf_t *buf,
-                        const struct sockaddr *from, unsigned flags) {
-  acme_dnsupdate_t *u = udp->data;
-  if (u->done || u->use_tcp || (nread == 0 && from == NULL)) return;
-  if (nread < 0) {
-    snprintf(u->last, sizeof(u->last), "%s", uv_strerror((int)nread));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, (int)nread);
-    return;
-  }
-  if (flags & UV_UDP_PARTIAL) {
-    uv_timer_stop(&u->timer);
-    u->use_tcp = 1;
-    attempt_start(u);
-    return;
-  }
-  handle_response(u, (const uint8_t *)buf->base, (size_t)nread);
-}
-
-static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  acme_dnsupdate_t *u = s->data;
-  (void)buf;
-  if (u->done) return;
-  if (nread < 0) {
-    snprintf(u->last, sizeof(u->last), "over TCP: %s", nread == UV_EOF ? "the server closed the connection" : uv_strerror((int)nread));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, nread == UV_EOF ? UV_EPROTO : (int)nread);
-    return;
-  }
-  u->resp_len += (size_t)nread;
-  if (u->resp_len < 2) return;
-  size_t want = (size_t)u->resp[0] << 8 | u->resp[1];
-  if (want > sizeof(u->resp) - 2) {
-    snprintf(u->last, sizeof(u->last), "over TCP: an answer of %zu bytes, over our limit", want);
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, UV_EPROTO);
-    return;
-  }
-  if (u->resp_len < 2 + want) return;
-  handle_response(u, u->resp + 2, want);
-}
-
-static void on_write(uv_write_t *w, int status) {
-  acme_dnsupdate_t *u = w->data;
-  if (u->done || status == 0) return;
-  snprintf(u->last, sizeof(u->last), "sending over TCP: %s", uv_strerror(status));
-  uv_timer_stop(&u->timer);
-  attempt_failed(u, status);
-}
-
-static void on_connect(uv_connect_t *c, int status) {
-  acme_dnsupdate_t *u = c->data;
-  if (u->done || status == UV_ECANCELED) return;
-  if (status != 0) {
-    snprintf(u->last, sizeof(u->last), "connecting over TCP: %s", uv_strerror(status));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, status);
-    return;
-  }
-  u->resp_len = 0;
-  uv_buf_t b = uv_buf_init((char *)u->req, (unsigned)(2 + u->req_len));
-  u->write.data = u;
-  int rc = uv_write(&u->write, (uv_stream_t *)&u->tcp, &b, 1, on_write);
-  if (rc == 0) rc = uv_read_start((uv_stream_t *)&u->tcp, on_alloc, on_tcp_read);
-  if (rc != 0) {
-    snprintf(u->last, sizeof(u->last), "over TCP: %s", uv_strerror(rc));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, rc);
-  }
-}
-
-/* attempt_start signs a fresh message (a new id, the time now) and sends
- * it: over UDP, or over TCP once needed and for the last attempt. */
-static void attempt_start(acme_dnsupdate_t *u) {
-  u->attempt++;
-  acme_tsig_key_t key = {u->key_name, u->alg, u->secret, u->secret_len};
+/* Each attempt is signed afresh: a new id, the time now. */
+static int update_build(void *arg, uint8_t *out, size_t cap, size_t *out_len) {
+  acme_dnsupdate_t *u = arg;
+  acme_tsig_key_t key = update_key(u);
   RAND_bytes((uint8_t *)&u->id, sizeof(u->id));
-  int rc = acme__dnsupdate_build(u->req + 2, sizeof(u->req) - 2, &u->req_len, u->req_mac,
-                                 &u->req_mac_len, u->id, &key, (uint64_t)time(NULL), u->zone,
-                                 u->add, u->fqdn, u->value);
-  if (rc != 0) {
-    snprintf(u->last, sizeof(u->last), "cannot build the update (is the name in the zone?)");
-    attempt_failed(u, rc);
-    return;
-  }
-  u->req[0] = (uint8_t)(u->req_len >> 8);
-  u->req[1] = (uint8_t)u->req_len;
-  if (u->req_len > UDP_MAX || u->attempt == MAX_ATTEMPTS) u->use_tcp = 1;
-  uv_timer_start(&u->timer, on_timeout, ATTEMPT_TIMEOUT_MS, 0);
-  if (!u->use_tcp) {
-    uv_buf_t b = uv_buf_init((char *)u->req + 2, (unsigned)u->req_len);
-    rc = uv_udp_try_send(&u->udp, &b, 1, NULL);
-    if (rc < 0) {
-      snprintf(u->last, sizeof(u->last), "sending: %s", uv_strerror(rc));
-      uv_timer_stop(&u->timer);
-      attempt_failed(u, rc);
-    }
-    return;
-  }
-  if (u->tcp_open) return; /* one TCP attempt: it is the last */
-  rc = uv_tcp_init(u->loop, &u->tcp);
-  if (rc != 0) {
-    snprintf(u->last, sizeof(u->last), "TCP socket: %s", uv_strerror(rc));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, rc);
-    return;
-  }
-  u->tcp.data = u;
-  u->tcp_open = 1;
-  u->num_open++;
-  u->connect.data = u;
-  u->attempt = MAX_ATTEMPTS;
-  rc = uv_tcp_connect(&u->connect, &u->tcp, (const struct sockaddr *)&u->server.addr, on_connect);
-  if (rc != 0) {
-    snprintf(u->last, sizeof(u->last), "connecting over TCP: %s", uv_strerror(rc));
-    uv_timer_stop(&u->timer);
-    attempt_failed(u, rc);
+  return acme__dnsupdate_build(out, cap, out_len, u->req_mac, &u->req_mac_len, u->id, &key,
+                               (uint64_t)time(NULL), u->zone, u->add, u->fqdn, u->value);
+}
+
+static acme_dnsx_judgement_t update_judge(void *arg, const uint8_t *msg, size_t len) {
+  acme_dnsupdate_t *u = arg;
+  acme_tsig_key_t key = update_key(u);
+  acme_dnsupdate_reply_t r;
+  switch (acme__dnsupdate_parse(&r, msg, len, u->id, &key, u->req_mac, u->req_mac_len,
+                                (uint64_t)time(NULL))) {
+    case ACME_DNS_ANSWER: return ACME_DNSX_TAKE;
+    case ACME_DNS_MISMATCH: return ACME_DNSX_IGNORE;
+    case ACME_DNS_TRUNCATED: return ACME_DNSX_TCP;
+    default: return ACME_DNSX_BAD;
   }
 }
 
-static void on_first(uv_timer_t *t) {
-  acme_dnsupdate_t *u = t->data;
-  if (!u->done) attempt_start(u);
+static void update_done(void *arg, int status, const uint8_t *msg, size_t len, const char *why) {
+  acme_dnsupdate_t *u = arg;
+  char *text;
+  if (status == 0) {
+    acme_tsig_key_t key = update_key(u);
+    acme_dnsupdate_reply_t r;
+    acme__dnsupdate_parse(&r, msg, len, u->id, &key, u->req_mac, u->req_mac_len,
+                          (uint64_t)time(NULL));
+    text = acme__dnsupdate_why(&r, u->server, u->zone, u->key_name, u->fqdn);
+    if (text != NULL) status = UV_EPROTO;
+  } else if (status == UV_EINVAL) {
+    text = gh_asprintf("updating %s at %s (zone %s, key %s): cannot build the update (is the "
+                       "name in the zone?)", u->fqdn, u->server, u->zone, u->key_name);
+  } else {
+    text = gh_asprintf("updating %s at %s (zone %s, key %s): %s", u->fqdn, u->server, u->zone,
+                       u->key_name, why);
+  }
+  u->cb(u->arg, status, text);
+  gh_free(text);
+  update_free(u);
 }
+
+static const acme_dnsx_ops_t update_ops = {update_build, update_judge, update_done};
 
 int acme__dnsupdate_start(acme_dnsupdate_t **out, char **out_err, uv_loop_t *loop,
                           const conf_rfc2136_t *conf, int add, const char *fqdn,
@@ -589,8 +411,7 @@ int acme__dnsupdate_start(acme_dnsupdate_t **out, char **out_err, uv_loop_t *loo
     return UV_EINVAL;
   }
   acme_dnsupdate_t *u = gh_calloc(1, sizeof(*u));
-  u->loop = loop;
-  u->server = server;
+  snprintf(u->server, sizeof(u->server), "%s", server.text);
   u->zone = gh_strdup(conf->zone);
   u->key_name = gh_strdup(conf->key_name);
   u->alg = conf->key_algorithm;
@@ -601,34 +422,18 @@ int acme__dnsupdate_start(acme_dnsupdate_t **out, char **out_err, uv_loop_t *loo
   u->add = add;
   u->cb = cb;
   u->arg = arg;
-  u->started_ms = gh_now_ms();
-  snprintf(u->last, sizeof(u->last), "no answer");
-  uv_timer_init(loop, &u->timer);
-  u->timer.data = u;
-  u->num_open = 1;
-  int rc = uv_udp_init_ex(loop, &u->udp, server.addr.ss_family);
-  if (rc == 0) {
-    u->udp.data = u;
-    u->udp_open = 1;
-    u->num_open++;
-    /* Connected: datagrams from anyone else are dropped, a closed port
-     * comes back as ECONNREFUSED. */
-    rc = uv_udp_connect(&u->udp, (const struct sockaddr *)&server.addr);
-    if (rc == 0) rc = uv_udp_recv_start(&u->udp, on_alloc, on_udp_recv);
-  }
+  int rc = acme__dnsx_start(&u->x, loop, &server, MAX_ATTEMPTS, ATTEMPT_TIMEOUT_MS, &update_ops, u);
   if (rc != 0) {
     *out_err = gh_asprintf("updating %s at %s: %s", fqdn, server.text, uv_strerror(rc));
-    update_close(u);
+    update_free(u);
     return rc;
   }
-  /* The first attempt starts from the loop: the callback never runs
-   * before this function has returned. */
-  uv_timer_start(&u->timer, on_first, 0, 0);
   *out = u;
   return 0;
 }
 
 void acme__dnsupdate_cancel(acme_dnsupdate_t *u) {
-  if (u == NULL || u->done) return;
-  update_close(u);
+  if (u == NULL) return;
+  acme__dnsx_cancel(u->x);
+  update_free(u);
 }
