@@ -109,15 +109,20 @@ static int name_eq(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_le
 
 int acme__dns_query(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t id,
                     const char *name) {
+  return acme__dns_query_type(out, out_cap, out_len, id, name, DNS_TYPE_TXT, 1);
+}
+
+int acme__dns_query_type(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t id,
+                         const char *name, uint16_t qtype, int rd) {
   uint8_t wire[DNS_NAME_MAX];
   size_t wire_len = acme__dns_name_to_wire(wire, name);
   if (wire_len == 0) return UV_EINVAL;
   CBB cbb;
   size_t len;
   if (!CBB_init_fixed(&cbb, out, out_cap) || !CBB_add_u16(&cbb, id) ||
-      !CBB_add_u16(&cbb, DNS_FLAG_RD) || !CBB_add_u16(&cbb, 1) || !CBB_add_u16(&cbb, 0) ||
+      !CBB_add_u16(&cbb, rd ? DNS_FLAG_RD : 0) || !CBB_add_u16(&cbb, 1) || !CBB_add_u16(&cbb, 0) ||
       !CBB_add_u16(&cbb, 0) || !CBB_add_u16(&cbb, 0) || !CBB_add_bytes(&cbb, wire, wire_len) ||
-      !CBB_add_u16(&cbb, DNS_TYPE_TXT) || !CBB_add_u16(&cbb, DNS_CLASS_IN) ||
+      !CBB_add_u16(&cbb, qtype) || !CBB_add_u16(&cbb, DNS_CLASS_IN) ||
       !CBB_finish(&cbb, NULL, &len)) {
     CBB_cleanup(&cbb);
     return UV_EINVAL;
@@ -157,9 +162,10 @@ static int txt_add(acme_dns_answer_t *out, CBS rdata) {
   return 0;
 }
 
-acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg,
-                                      size_t msg_len, uint16_t id, const char *name) {
-  memset(out, 0, sizeof(*out));
+acme_dns_result_t acme__dns_parse_rrset(int *out_rcode, const uint8_t *msg, size_t msg_len,
+                                        uint16_t id, const char *name, uint16_t qtype,
+                                        int (*add)(void *arg, CBS rdata), void *arg) {
+  *out_rcode = 0;
   uint8_t qname[DNS_NAME_MAX];
   size_t qname_len = acme__dns_name_to_wire(qname, name);
   if (qname_len == 0) return ACME_DNS_MISMATCH;
@@ -173,26 +179,26 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
     return ACME_DNS_MALFORMED;
   }
   if (rid != id || !(flags & DNS_FLAG_QR) || DNS_OPCODE(flags) != 0) return ACME_DNS_MISMATCH;
-  out->rcode = (int)DNS_RCODE(flags);
+  *out_rcode = (int)DNS_RCODE(flags);
   /* A truncated message may end anywhere: nothing after the header counts. */
   if (flags & DNS_FLAG_TC) return ACME_DNS_TRUNCATED;
   if (qdcount != 1) {
     /* FORMERR and friends may come without the question. */
-    return out->rcode != 0 && qdcount == 0 ? ACME_DNS_RCODE : ACME_DNS_MISMATCH;
+    return *out_rcode != 0 && qdcount == 0 ? ACME_DNS_RCODE : ACME_DNS_MISMATCH;
   }
   uint8_t nm[DNS_NAME_MAX];
   size_t nm_len = acme__dns_read_name(&all, &cur, nm);
-  uint16_t qtype, qclass;
-  if (nm_len == 0 || !CBS_get_u16(&cur, &qtype) || !CBS_get_u16(&cur, &qclass)) {
+  uint16_t q_type, qclass;
+  if (nm_len == 0 || !CBS_get_u16(&cur, &q_type) || !CBS_get_u16(&cur, &qclass)) {
     return ACME_DNS_MALFORMED;
   }
-  if (!name_eq(nm, nm_len, qname, qname_len) || qtype != DNS_TYPE_TXT || qclass != DNS_CLASS_IN) {
+  if (!name_eq(nm, nm_len, qname, qname_len) || q_type != qtype || qclass != DNS_CLASS_IN) {
     return ACME_DNS_MISMATCH;
   }
-  if (out->rcode == 3) return ACME_DNS_NXDOMAIN;
-  if (out->rcode != 0) return ACME_DNS_RCODE;
+  if (*out_rcode == 3) return ACME_DNS_NXDOMAIN;
+  if (*out_rcode != 0) return ACME_DNS_RCODE;
 
-  /* The owners whose TXT records are ours: the name and, when it is an
+  /* The owners whose records are ours: the name and, when it is an
    * alias (a delegated _acme-challenge, say), the CNAME chain from it. */
   uint8_t owners[1 + MAX_CNAMES][DNS_NAME_MAX];
   size_t owner_lens[1 + MAX_CNAMES], num_owners = 1;
@@ -207,10 +213,9 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
     nm_len = acme__dns_read_name(&all, &cur, nm);
     if (nm_len == 0 || !CBS_get_u16(&cur, &type) || !CBS_get_u16(&cur, &class) ||
         !CBS_get_u32(&cur, &ttl) || !CBS_get_u16_length_prefixed(&cur, &rdata)) {
-      acme__dns_answer_cleanup(out);
       return ACME_DNS_MALFORMED;
     }
-    if (class != DNS_CLASS_IN || (type != DNS_TYPE_TXT && type != DNS_TYPE_CNAME)) continue;
+    if (class != DNS_CLASS_IN || (type != qtype && type != DNS_TYPE_CNAME)) continue;
     int ours = 0;
     for (size_t k = 0; k < num_owners && !ours; k++) {
       ours = name_eq(nm, nm_len, owners[k], owner_lens[k]);
@@ -220,12 +225,10 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
       /* The target may be compressed: read it in the whole message. */
       CBS target = all;
       if (!CBS_skip(&target, (size_t)(CBS_data(&rdata) - msg))) {
-        acme__dns_answer_cleanup(out);
         return ACME_DNS_MALFORMED;
       }
       size_t t_len = acme__dns_read_name(&all, &target, nm);
       if (t_len == 0) {
-        acme__dns_answer_cleanup(out);
         return ACME_DNS_MALFORMED;
       }
       if (num_owners < GH_ARRAY_LEN(owners)) {
@@ -234,16 +237,25 @@ acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg
       }
       continue;
     }
-    if (txt_add(out, rdata) != 0) {
-      acme__dns_answer_cleanup(out);
-      return ACME_DNS_MALFORMED;
-    }
+    if (add(arg, rdata) != 0) return ACME_DNS_MALFORMED;
   }
   /* The authority and additional sections tell us nothing we need. */
   (void)nscount;
   (void)arcount;
-  out->rcode = 0;
   return ACME_DNS_ANSWER;
+}
+
+static int txt_add_cb(void *arg, CBS rdata) { return txt_add(arg, rdata); }
+
+acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg,
+                                      size_t msg_len, uint16_t id, const char *name) {
+  memset(out, 0, sizeof(*out));
+  int rcode;
+  acme_dns_result_t r =
+      acme__dns_parse_rrset(&rcode, msg, msg_len, id, name, DNS_TYPE_TXT, txt_add_cb, out);
+  if (r != ACME_DNS_ANSWER) acme__dns_answer_cleanup(out);
+  out->rcode = r == ACME_DNS_ANSWER ? 0 : rcode;
+  return r;
 }
 
 /* ---- the resolvers ---- */

@@ -48,6 +48,11 @@ const char *acme__dns_rcode_name(int rcode);
 int acme__dns_query(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t id,
                     const char *name);
 
+/* acme__dns_query_type is acme__dns_query for any |qtype| (16 TXT, 257
+ * CAA, 6 SOA, 2 NS, 1 A, 28 AAAA), with RD set when |rd| is not 0. */
+int acme__dns_query_type(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t id,
+                         const char *name, uint16_t qtype, int rd);
+
 typedef enum {
   ACME_DNS_ANSWER = 0, /* NOERROR: the TXT records (perhaps none) are in the answer */
   ACME_DNS_NXDOMAIN,   /* the name does not exist */
@@ -80,6 +85,16 @@ typedef struct {
  * but |rcode| (cleanup is still safe). */
 acme_dns_result_t acme__dns_parse_txt(acme_dns_answer_t *out, const uint8_t *msg,
                                       size_t msg_len, uint16_t id, const char *name);
+
+/* acme__dns_parse_rrset is the parser under acme__dns_parse_txt for any
+ * |qtype|: it checks the response to the query for |qtype| at |name| as
+ * that does and calls |add| with the rdata of each answer record of
+ * |qtype| owned by |name| or by the target of a CNAME chain from it (|add|
+ * returns 0, or -1 to call the message malformed). |*out_rcode| is the
+ * response's RCODE. */
+acme_dns_result_t acme__dns_parse_rrset(int *out_rcode, const uint8_t *msg, size_t msg_len,
+                                        uint16_t id, const char *name, uint16_t qtype,
+                                        int (*add)(void *arg, CBS rdata), void *arg);
 
 /* acme__dns_answer_cleanup frees the records in |a| and zeroes it. */
 void acme__dns_answer_cleanup(acme_dns_answer_t *a);
@@ -130,5 +145,87 @@ int acme__dnscheck_start(acme_dnscheck_t **out, uv_loop_t *loop,
  * memory is freed once its handles have closed. Must not be called once
  * the callback has run. acme__dnscheck_cancel(NULL) does nothing. */
 void acme__dnscheck_cancel(acme_dnscheck_t *check);
+
+/* ---- CAA (RFC 8659, RFC 8657): who may issue for a name (caa.c) ---- */
+
+/* acme_caa_rr_t is one CAA record. */
+typedef struct {
+  uint8_t flags;    /* 128: issuer critical */
+  char *tag;        /* "issue", "issuewild", "iodef", ... as on the wire, NUL-terminated */
+  char *value;      /* NUL-terminated for convenience; may hold NULs: use value_len */
+  size_t value_len;
+} acme_caa_rr_t;
+
+/* acme__caa_parse_rdata parses the CAA rdata |rdata| (flags, tag length,
+ * tag, value; RFC 8659 section 4.1) into |out| (free with
+ * acme__caa_rrs_free). Returns 0, or -1 if it is malformed (an empty tag,
+ * a tag longer than the rdata or not letters and digits). */
+int acme__caa_parse_rdata(acme_caa_rr_t *out, CBS rdata);
+
+/* acme__caa_parse parses a response to the CAA query with id |id| for
+ * |name| as acme__dns_parse_rrset does (CNAME chains followed). On
+ * ACME_DNS_ANSWER, |*out| holds |*out_num| records (perhaps none; caller
+ * frees with acme__caa_rrs_free; at most ACME_DNS_MAX_TXTS kept); on any
+ * other result nothing, and |*out_rcode| says the RCODE. */
+acme_dns_result_t acme__caa_parse(acme_caa_rr_t **out, size_t *out_num, int *out_rcode,
+                                  const uint8_t *msg, size_t msg_len, uint16_t id,
+                                  const char *name);
+
+/* acme__caa_rrs_free frees |num| records at |rrs| and the array. NULL is fine. */
+void acme__caa_rrs_free(acme_caa_rr_t *rrs, size_t num);
+
+/* acme__caa_permits decides whether the CAA records |rrs| (|n| of them:
+ * the relevant RRset, as acme__caa_lookup_start finds it) let a CA whose
+ * issuer domain names are |ca_domains| (|num_ca_domains|, e.g.
+ * "letsencrypt.org") issue for a name, for the account |account_uri| (may
+ * be NULL: then a record with an accounturi parameter does not match),
+ * validated by |method| ("http-01", "dns-01", "tls-alpn-01"), |wildcard|
+ * not 0 for a "*." name. RFC 8659 section 4: no records, or none that
+ * restricts issuance (only iodef, only unknown non-critical tags, or only
+ * issuewild for a non-wildcard name), permit; a record with the critical
+ * flag and a tag other than issue, issuewild and iodef forbids; for a
+ * wildcard the issuewild records decide when there are any, else the
+ * issue records; they permit when one of them names one of |ca_domains|
+ * (case-insensitively) and its parameters allow: accounturi must equal
+ * |account_uri| exactly and validationmethods (a comma-separated list)
+ * must contain |method| when given (RFC 8657); other parameters are
+ * ignored. An empty issuer (";") or a value that breaks the RFC 8659
+ * grammar names no CA. Returns 0 (permitted, |*out_why| NULL) or
+ * UV_EPERM with |*out_why| saying which records forbid it (caller frees). */
+int acme__caa_permits(char **out_why, const acme_caa_rr_t *rrs, size_t n,
+                      const char *const *ca_domains, size_t num_ca_domains,
+                      const char *account_uri, const char *method, int wildcard);
+
+typedef struct acme_caa_lookup acme_caa_lookup_t;
+
+/* acme_caa_cb receives the relevant CAA RRset: |status| 0 with |rrs|
+ * (|num_rrs|, perhaps 0: no CAA anywhere up to the TLD, anyone may issue)
+ * and |found_at| the name that holds them (NULL when none); or a negative
+ * error (UV_EIO for SERVFAIL, REFUSED and the like; UV_ETIMEDOUT,
+ * UV_EPROTO for a malformed answer, UV_ECONNREFUSED...: the last
+ * resolver's) with |why| naming the name asked and what each
+ * resolver said, never to be read as "no CAA". Everything is valid during
+ * the call only; the lookup frees itself after it. */
+typedef void (*acme_caa_cb)(void *arg, int status, const acme_caa_rr_t *rrs, size_t num_rrs,
+                            const char *found_at, const char *why);
+
+/* acme__caa_lookup_start finds the relevant CAA RRset of |name| (RFC 8659
+ * section 3; "*.example.com" is looked up as example.com) through the
+ * recursive resolvers |servers| (copied; see acme__dns_servers): the CAA
+ * records at the name, else at its parent, and so on up to the top-level
+ * domain, the resolver following CNAMEs. NXDOMAIN or an empty answer at a
+ * level means "go up"; any other RCODE or no answer makes the next
+ * resolver be asked (each query: UDP, again after 2 s, then TCP), and when
+ * none answers, the lookup fails. Past |timeout_ms| in all it fails with
+ * UV_ETIMEDOUT. Returns 0 and sets |*out| (the callback will be called
+ * exactly once, from the loop, unless acme__caa_lookup_cancel is called
+ * first) or UV_EINVAL (a bad name, no servers; it will not be called). */
+int acme__caa_lookup_start(acme_caa_lookup_t **out, uv_loop_t *loop,
+                           const acme_dns_server_t *servers, size_t num_servers,
+                           const char *name, uint64_t timeout_ms, acme_caa_cb cb, void *arg);
+
+/* acme__caa_lookup_cancel stops |l| without calling its callback. Must
+ * not be called once the callback has run. NULL does nothing. */
+void acme__caa_lookup_cancel(acme_caa_lookup_t *l);
 
 #endif

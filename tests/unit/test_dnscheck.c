@@ -426,7 +426,7 @@ typedef struct {
   struct sockaddr_in addr;
   int queries;
   int visible_after; /* the value appears in answers from this query on; 0 = never */
-  int mode;          /* 0: NXDOMAIN until visible; 1: silent */
+  int mode;          /* 0: NXDOMAIN until visible; 1: silent; 2: CAA (caa_answer) */
   uint8_t buf[1024];
   /* the outcome */
   int called, status;
@@ -439,12 +439,18 @@ static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)fx->buf, sizeof(fx->buf));
 }
 
+static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
+
 static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
                      unsigned flags) {
   fx_t *fx = u->data;
   if (nread <= 0 || from == NULL) return;
   fx->queries++;
   if (fx->mode == 1) return;
+  if (fx->mode == 2) {
+    caa_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
+    return;
+  }
   /* The query is 12 + question bytes; answer with the same id and question. */
   static pkt_t p;
   p.n = 0;
@@ -584,6 +590,274 @@ static void test_check_cancel(void) {
   ASSERT_NULL(c);
 }
 
+/* ---- CAA ---- */
+
+static void caa_rr(pkt_t *p, unsigned flags, const char *tag, const char *value) {
+  put16(p, 0xc00c);
+  size_t t = strlen(tag), v = strlen(value);
+  rr_head(p, 257, (unsigned)(2 + t + v));
+  put8(p, flags);
+  put8(p, (unsigned)t);
+  put_bytes(p, tag, t);
+  put_bytes(p, value, v);
+}
+
+/* The CAA zone of the server in the loop: "ca.test" holds records,
+ * "nxdomain" levels do not exist, "fail.test" answers SERVFAIL, anything
+ * else answers NOERROR with no records. */
+static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
+  static pkt_t p;
+  char name[256];
+  size_t n = 0, i = 12;
+  while (i < len && q[i] != 0 && n + q[i] + 1 < sizeof(name)) {
+    if (n) name[n++] = '.';
+    memcpy(name + n, q + i + 1, q[i]);
+    n += q[i];
+    i += 1 + (size_t)q[i];
+  }
+  name[n] = '\0';
+  p.n = 0;
+  put_bytes(&p, q, len);
+  p.b[2] = 0x81;
+  p.b[3] = 0x80;
+  if (strcmp(name, "ca.test") == 0) {
+    p.b[7] = 3;
+    caa_rr(&p, 0, "issue", "other.example");
+    caa_rr(&p, 0, "issue", "ca.example; accounturi=https://ca.example/acct/1");
+    caa_rr(&p, 0, "iodef", "mailto:x@ca.test");
+  } else if (strstr(name, "nxdomain") != NULL) {
+    p.b[3] = 0x83;
+  } else if (strcmp(name, "fail.test") == 0) {
+    p.b[3] = 0x82;
+  }
+  uv_buf_t b = uv_buf_init((char *)p.b, (unsigned)p.n);
+  uv_udp_try_send(u, &b, 1, from);
+}
+
+static void test_caa_parse(void) {
+  pkt_t p;
+  header(&p, 7, 0x8180, 1, 2);
+  put_name(&p, "a.test");
+  put16(&p, 257);
+  put16(&p, 1);
+  caa_rr(&p, 128, "issue", "ca.example");
+  caa_rr(&p, 0, "tbs", "");
+  acme_caa_rr_t *rrs;
+  size_t num;
+  int rcode;
+  ASSERT_EQ(acme__caa_parse(&rrs, &num, &rcode, p.b, p.n, 7, "a.test"), ACME_DNS_ANSWER);
+  ASSERT_EQ(num, 2);
+  ASSERT_EQ(rrs[0].flags, 128);
+  ASSERT_STR_EQ(rrs[0].tag, "issue");
+  ASSERT_STR_EQ(rrs[0].value, "ca.example");
+  ASSERT_EQ(rrs[1].value_len, 0);
+  acme__caa_rrs_free(rrs, num);
+  /* A TXT question is not ours; a bad tag is malformed; every cut fails. */
+  ASSERT_EQ(acme__caa_parse(&rrs, &num, &rcode, p.b, p.n, 7, "b.test"), ACME_DNS_MISMATCH);
+  for (size_t cut = 0; cut < p.n; cut++) {
+    ASSERT_NE(acme__caa_parse(&rrs, &num, &rcode, p.b, cut, 7, "a.test"), ACME_DNS_ANSWER);
+    ASSERT_NULL(rrs);
+  }
+  static const struct {
+    const char *rdata;
+    size_t len;
+    int ok;
+  } rd[] = {
+      {"\x00\x05issueca.example", 16, 1}, {"\x00\x00", 2, 0},        {"\x00\x06issue", 7, 0},
+      {"\x00\x05iss-eca", 8, 0},          {"\x80\x03tbs", 5, 1},      {"\x00", 1, 0},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(rd); i++) {
+    acme_caa_rr_t rr;
+    CBS c;
+    CBS_init(&c, (const uint8_t *)rd[i].rdata, rd[i].len);
+    int rc = acme__caa_parse_rdata(&rr, c);
+    if (rd[i].ok != (rc == 0)) fprintf(stderr, "rdata case %zu\n", i);
+    ASSERT_EQ(rc == 0, rd[i].ok);
+    if (rc == 0) {
+      gh_free(rr.tag);
+      gh_free(rr.value);
+    }
+  }
+}
+
+/* permits runs acme__caa_permits on records given as "flags tag value". */
+static int permits(const char *const *recs, size_t n, const char *account, const char *method,
+                   int wildcard, char **why) {
+  acme_caa_rr_t rrs[16];
+  char tags[16][32];
+  for (size_t i = 0; i < n; i++) {
+    unsigned flags;
+    int used = 0;
+    sscanf(recs[i], "%u %31s %n", &flags, tags[i], &used);
+    rrs[i].flags = (uint8_t)flags;
+    rrs[i].tag = tags[i];
+    rrs[i].value = (char *)recs[i] + used;
+    rrs[i].value_len = strlen(recs[i] + used);
+  }
+  static const char *const mine[] = {"ca.example", "ca2.example"};
+  return acme__caa_permits(why, rrs, n, mine, 2, account, method, wildcard);
+}
+
+static void test_caa_permits(void) {
+  static const char acct[] = "https://ca.example/acct/1";
+  static const struct {
+    const char *recs[6];
+    size_t n;
+    int wildcard;
+    const char *method;
+    int want; /* 1 permitted */
+    const char *why;
+  } cases[] = {
+      {{0}, 0, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue CA.Example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 ISSUE ca.example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue other.example"}, 1, 0, "http-01", 0, "CAA issue records allow only \"other.example\""},
+      {{"0 issue other.example", "0 issue ca2.example"}, 2, 0, "dns-01", 1, NULL},
+      {{"0 issue ;"}, 1, 0, "http-01", 0, "allow only \";\""},
+      {{"0 issue ;", "0 issue ca.example"}, 2, 0, "http-01", 1, NULL},
+      {{"0 issue   ca.example  ;  "}, 1, 0, "http-01", 1, NULL},
+      {{"0 iodef mailto:a@b.c"}, 1, 0, "http-01", 1, NULL},
+      {{"0 tbs anything"}, 1, 0, "http-01", 1, NULL},
+      {{"128 tbs anything", "0 issue ca.example"}, 2, 0, "http-01", 0,
+       "CAA has a critical \"tbs\" property"},
+      {{"128 iodef mailto:a@b.c"}, 1, 0, "http-01", 1, NULL},
+      {{"128 issue ca.example"}, 1, 0, "http-01", 1, NULL},
+      /* issuewild: only for wildcards, and then it wins over issue. */
+      {{"0 issuewild ;"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issuewild ;", "0 issue ca.example"}, 2, 0, "http-01", 1, NULL},
+      {{"0 issuewild ;", "0 issue ca.example"}, 2, 1, "dns-01", 0, "CAA issuewild records"},
+      {{"0 issuewild ca.example", "0 issue ;"}, 2, 1, "dns-01", 1, NULL},
+      {{"0 issue ca.example"}, 1, 1, "dns-01", 1, NULL},
+      {{"0 issue ;"}, 1, 1, "dns-01", 0, "CAA issue records"},
+      /* RFC 8657 parameters. */
+      {{"0 issue ca.example; accounturi=https://ca.example/acct/1"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; accounturi=https://ca.example/acct/2"}, 1, 0, "http-01", 0,
+       "(account https://ca.example/acct/1) by http-01"},
+      {{"0 issue ca.example; validationmethods=dns-01,http-01"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; validationmethods=dns-01"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; validationmethods=dns-01 ; accounturi=https://ca.example/acct/1"}, 1,
+       0, "dns-01", 1, NULL},
+      {{"0 issue ca.example;validationmethods=tls-alpn-01;accounturi=https://ca.example/acct/1"},
+       1, 0, "dns-01", 0, NULL},
+      {{"0 issue ca.example; policy=ev"}, 1, 0, "http-01", 1, NULL},
+      /* Values that break the grammar name no CA. */
+      {{"0 issue ca.example;"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; accounturi"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; a=b;"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca..example"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue -ca.example"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example extra"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example.evil"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.exampl"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; a=b c"}, 1, 0, "http-01", 0, NULL},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+    char *why = NULL;
+    int rc = permits(cases[i].recs, cases[i].n, acct, cases[i].method, cases[i].wildcard, &why);
+    if ((rc == 0) != cases[i].want) fprintf(stderr, "permits case %zu: %d %s\n", i, rc, why ? why : "");
+    ASSERT_EQ(rc == 0, cases[i].want);
+    if (rc == 0) {
+      ASSERT_NULL(why);
+    } else {
+      ASSERT_EQ(rc, UV_EPERM);
+      ASSERT_NOT_NULL(why);
+      if (cases[i].why != NULL) ASSERT_CONTAINS(why, cases[i].why);
+    }
+    gh_free(why);
+  }
+  /* Without an account URL, a record that names one does not match. */
+  char *why = NULL;
+  const char *rec[] = {"0 issue ca.example; accounturi=https://ca.example/acct/1"};
+  ASSERT_EQ(permits(rec, 1, NULL, "http-01", 0, &why), UV_EPERM);
+  gh_free(why);
+}
+
+typedef struct {
+  fx_t fx;
+  int called, status;
+  size_t num;
+  char found_at[64], second[128], why[1024];
+} caa_fx_t;
+
+static void on_caa(void *arg, int status, const acme_caa_rr_t *rrs, size_t num,
+                   const char *found_at, const char *why) {
+  caa_fx_t *c = arg;
+  c->called++;
+  c->status = status;
+  c->num = num;
+  snprintf(c->found_at, sizeof(c->found_at), "%s", found_at ? found_at : "");
+  snprintf(c->second, sizeof(c->second), "%s", num > 1 ? rrs[1].value : "");
+  snprintf(c->why, sizeof(c->why), "%s", why ? why : "");
+  uv_udp_recv_stop(&c->fx.srv);
+}
+
+/* caa_run looks |name| up at the server in the loop (mode 2, or 1:
+ * silent), with |timeout_ms| in all. */
+static void caa_run(caa_fx_t *c, const char *name, int mode, uint64_t timeout_ms) {
+  memset(c, 0, sizeof(*c));
+  fx_init(&c->fx, 0, mode);
+  acme_dns_server_t s;
+  fx_server(&c->fx, &s);
+  acme_caa_lookup_t *l = NULL;
+  ASSERT_EQ(acme__caa_lookup_start(&l, &c->fx.loop, &s, 1, name, timeout_ms, on_caa, c), 0);
+  ASSERT_EQ(c->called, 0);
+  while (c->called == 0) uv_run(&c->fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx_close(&c->fx), 0);
+  ASSERT_EQ(c->called, 1);
+}
+
+static void test_caa_lookup(void) {
+  static caa_fx_t c;
+  /* Up from a name that does not exist, past an empty level, to ca.test. */
+  caa_run(&c, "a.nxdomain.empty.ca.test", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_EQ(c.num, 3);
+  ASSERT_STR_EQ(c.found_at, "ca.test");
+  ASSERT_STR_EQ(c.second, "ca.example; accounturi=https://ca.example/acct/1");
+  ASSERT_EQ(c.fx.queries, 4);
+  /* A wildcard starts at its base name; the records are at it. */
+  caa_run(&c, "*.ca.test.", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_STR_EQ(c.found_at, "ca.test");
+  ASSERT_EQ(c.fx.queries, 1);
+  /* No CAA up to the TLD: anyone may issue. */
+  caa_run(&c, "www.free.test", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_EQ(c.num, 0);
+  ASSERT_STR_EQ(c.found_at, "");
+  ASSERT_EQ(c.fx.queries, 3);
+  /* SERVFAIL is an error, not "no CAA". */
+  caa_run(&c, "www.fail.test", 2, 20000);
+  ASSERT_EQ(c.status, UV_EIO);
+  ASSERT_CONTAINS(c.why, "no resolver answered the CAA query for fail.test: 127.0.0.1:");
+  ASSERT_CONTAINS(c.why, ": SERVFAIL");
+  /* Silence: UDP twice, then TCP (refused), within the bound. */
+  uint64_t t0 = gh_now_ms();
+  caa_run(&c, "www.ca.test", 1, 20000);
+  ASSERT_EQ(c.status, UV_ECONNREFUSED);
+  ASSERT_CONTAINS(c.why, "connecting over TCP");
+  ASSERT_TRUE(gh_now_ms() - t0 < 6000);
+  ASSERT_EQ(acme__caa_lookup_start(&(acme_caa_lookup_t *){NULL}, &c.fx.loop, NULL, 0, "a.test",
+                                   1000, on_caa, &c),
+            UV_EINVAL);
+}
+
+static void test_caa_lookup_cancel(void) {
+  static caa_fx_t c;
+  memset(&c, 0, sizeof(c));
+  fx_init(&c.fx, 0, 1);
+  acme_dns_server_t s;
+  fx_server(&c.fx, &s);
+  acme_caa_lookup_t *l = NULL;
+  ASSERT_EQ(acme__caa_lookup_start(&l, &c.fx.loop, &s, 1, "a.test", 1000, on_caa, &c), 0);
+  uv_run(&c.fx.loop, UV_RUN_NOWAIT);
+  acme__caa_lookup_cancel(l);
+  acme__caa_lookup_cancel(NULL);
+  ASSERT_EQ(fx_close(&c.fx), 0);
+  ASSERT_EQ(c.called, 0);
+}
+
 int main(void) {
   RUN(test_query);
   RUN(test_good_answer);
@@ -599,5 +873,9 @@ int main(void) {
   RUN(test_check_times_out);
   RUN(test_check_silent_server);
   RUN(test_check_cancel);
+  RUN(test_caa_parse);
+  RUN(test_caa_permits);
+  RUN(test_caa_lookup);
+  RUN(test_caa_lookup_cancel);
   TEST_EXIT();
 }
