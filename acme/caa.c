@@ -8,16 +8,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/rand.h>
-
 #include "acme/dnscheck.h"
 #include "acme/dnsx.h"
 #include "common/common.h"
 
 #define DNS_TYPE_CAA 257
 #define CAA_FLAG_CRITICAL 0x80
-#define QUERY_ATTEMPTS 3 /* UDP, UDP, TCP */
-#define QUERY_MS 2000u
 
 /* ---- records ---- */
 
@@ -251,13 +247,11 @@ int acme__caa_permits(char **out_why, const acme_caa_rr_t *rrs, size_t n,
 struct acme_caa_lookup {
   uv_loop_t *loop;
   acme_dns_server_t *servers;
-  size_t num_servers, server_i;
+  size_t num_servers;
   char *name;        /* the whole name, without "*." or a root dot */
   const char *level; /* the name being asked: |name| or a parent of it */
-  acme_dnsx_t *x;
-  uint16_t id;
+  acme_dnsq_t *q;
   uint64_t deadline_ms, timeout_ms;
-  char why[1024]; /* what each resolver said at this level */
   acme_caa_cb cb;
   void *arg;
 };
@@ -274,101 +268,63 @@ static void lookup_finish(acme_caa_lookup_t *l, int status, const acme_caa_rr_t 
   lookup_free(l);
 }
 
-static void note(acme_caa_lookup_t *l, const char *fmt, const char *what) {
-  size_t used = strlen(l->why);
-  snprintf(l->why + used, sizeof(l->why) - used, fmt, used ? "; " : "",
-           l->servers[l->server_i].text, what);
-}
+static void on_answer(void *arg, int status, const uint8_t *msg, size_t len, uint16_t id,
+                      const char *why);
 
-static int caa_build(void *arg, uint8_t *out, size_t cap, size_t *out_len) {
-  acme_caa_lookup_t *l = arg;
-  RAND_bytes((uint8_t *)&l->id, sizeof(l->id));
-  return acme__dns_query_type(out, cap, out_len, l->id, l->level, DNS_TYPE_CAA, 1);
-}
-
-static acme_dnsx_judgement_t caa_judge(void *arg, const uint8_t *msg, size_t len) {
-  acme_caa_lookup_t *l = arg;
-  acme_caa_rr_t *rrs;
-  size_t num;
-  int rcode;
-  acme_dns_result_t r = acme__caa_parse(&rrs, &num, &rcode, msg, len, l->id, l->level);
-  acme__caa_rrs_free(rrs, num);
-  switch (r) {
-    case ACME_DNS_MISMATCH: return ACME_DNSX_IGNORE;
-    case ACME_DNS_TRUNCATED: return ACME_DNSX_TCP;
-    case ACME_DNS_MALFORMED: return ACME_DNSX_BAD;
-    default: return ACME_DNSX_TAKE;
+/* ask asks the resolvers about the current level; returns 0 or an error
+ * (the lookup has then been finished, unless |first|). */
+static int ask(acme_caa_lookup_t *l, int first) {
+  int rc;
+  if (gh_now_ms() >= l->deadline_ms) {
+    rc = UV_ETIMEDOUT;
+  } else {
+    rc = acme__dnsq_start(&l->q, l->loop, l->servers, l->num_servers, l->level, DNS_TYPE_CAA, 1,
+                          on_answer, l);
   }
-}
-
-static void ask(acme_caa_lookup_t *l);
-
-/* next_server asks the next resolver at this level, or fails. */
-static void next_server(acme_caa_lookup_t *l, int status) {
-  if (++l->server_i < l->num_servers) {
-    ask(l);
-    return;
+  if (rc != 0 && !first) {
+    char *why = gh_asprintf("the CAA lookup of %s stopped at %s: %s", l->name, l->level,
+                            rc == UV_ETIMEDOUT ? "out of time" : uv_strerror(rc));
+    lookup_finish(l, rc, NULL, 0, NULL, why);
+    gh_free(why);
   }
-  char *why = gh_asprintf("no resolver answered the CAA query for %s: %s", l->level, l->why);
-  lookup_finish(l, status, NULL, 0, NULL, why);
-  gh_free(why);
+  return rc;
 }
 
-static const acme_dnsx_ops_t caa_ops;
-
-static void caa_done(void *arg, int status, const uint8_t *msg, size_t len, const char *why) {
+static void on_answer(void *arg, int status, const uint8_t *msg, size_t len, uint16_t id,
+                      const char *why) {
   acme_caa_lookup_t *l = arg;
-  l->x = NULL;
+  l->q = NULL;
   if (status != 0) {
-    note(l, "%s%s: %s", why);
-    next_server(l, status);
+    char *text = gh_asprintf("no resolver answered the CAA query for %s: %s", l->level, why);
+    lookup_finish(l, status, NULL, 0, NULL, text);
+    gh_free(text);
     return;
   }
   acme_caa_rr_t *rrs;
   size_t num;
   int rcode;
-  acme_dns_result_t r = acme__caa_parse(&rrs, &num, &rcode, msg, len, l->id, l->level);
+  acme_dns_result_t r = acme__caa_parse(&rrs, &num, &rcode, msg, len, id, l->level);
   if (r == ACME_DNS_ANSWER && num > 0) {
     lookup_finish(l, 0, rrs, num, l->level, NULL);
     acme__caa_rrs_free(rrs, num);
     return;
   }
   acme__caa_rrs_free(rrs, num);
-  if (r == ACME_DNS_ANSWER || r == ACME_DNS_NXDOMAIN) {
-    /* Nothing here: the parent's records are the relevant ones. */
-    const char *dot = strchr(l->level, '.');
-    if (dot == NULL) {
-      lookup_finish(l, 0, NULL, 0, NULL, NULL);
-      return;
-    }
-    l->level = dot + 1;
-    l->server_i = 0;
-    l->why[0] = '\0';
-    ask(l);
+  if (r != ACME_DNS_ANSWER && r != ACME_DNS_NXDOMAIN) {
+    char *text = gh_asprintf("the CAA answer for %s is malformed", l->level);
+    lookup_finish(l, UV_EPROTO, NULL, 0, NULL, text);
+    gh_free(text);
     return;
   }
-  note(l, "%s%s: %s", acme__dns_rcode_name(rcode));
-  next_server(l, UV_EIO);
-}
-
-static const acme_dnsx_ops_t caa_ops = {caa_build, caa_judge, caa_done};
-
-static void ask(acme_caa_lookup_t *l) {
-  if (gh_now_ms() >= l->deadline_ms) {
-    char *why = gh_asprintf("the CAA lookup of %s took over %llu ms (at %s%s%s)", l->name,
-                            (unsigned long long)l->timeout_ms, l->level, l->why[0] ? ": " : "",
-                            l->why);
-    lookup_finish(l, UV_ETIMEDOUT, NULL, 0, NULL, why);
-    gh_free(why);
+  /* Nothing here: the parent's records are the relevant ones, up to the
+   * top-level domain. */
+  const char *dot = strchr(l->level, '.');
+  if (dot == NULL) {
+    lookup_finish(l, 0, NULL, 0, NULL, NULL);
     return;
   }
-  int rc = acme__dnsx_start(&l->x, l->loop, &l->servers[l->server_i], QUERY_ATTEMPTS, QUERY_MS,
-                            &caa_ops, l);
-  if (rc != 0) {
-    /* No socket for this one (done will not be called): the next. */
-    note(l, "%s%s: %s", uv_strerror(rc));
-    next_server(l, rc);
-  }
+  l->level = dot + 1;
+  ask(l, 0);
 }
 
 int acme__caa_lookup_start(acme_caa_lookup_t **out, uv_loop_t *loop,
@@ -391,10 +347,7 @@ int acme__caa_lookup_start(acme_caa_lookup_t **out, uv_loop_t *loop,
   l->deadline_ms = gh_now_ms() + timeout_ms;
   l->cb = cb;
   l->arg = arg;
-  /* The first resolver's exchange starts from the loop, so the callback
-   * never runs before this returns; a socket that cannot be made is the
-   * one case that fails here. */
-  int rc = acme__dnsx_start(&l->x, loop, &l->servers[0], QUERY_ATTEMPTS, QUERY_MS, &caa_ops, l);
+  int rc = ask(l, 1);
   if (rc != 0) {
     lookup_free(l);
     return rc;
@@ -405,6 +358,6 @@ int acme__caa_lookup_start(acme_caa_lookup_t **out, uv_loop_t *loop,
 
 void acme__caa_lookup_cancel(acme_caa_lookup_t *l) {
   if (l == NULL) return;
-  acme__dnsx_cancel(l->x);
+  acme__dnsq_cancel(l->q);
   lookup_free(l);
 }

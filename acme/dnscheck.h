@@ -1,11 +1,10 @@
 /* dnscheck.h: is a DNS-01 TXT record visible yet? A small, asynchronous
- * DNS client (UDP, libuv) that asks recursive resolvers for the TXT records
- * of one name until one of them returns the expected value, and the
- * bounds-checked parser of their answers. Internal to acme/.
+ * DNS client (libuv) that asks servers (the zone's authoritative ones, or
+ * recursive resolvers) for the TXT records of one name until they return
+ * the expected value, the bounds-checked parser of their answers, and the
+ * CAA lookup (caa.c). Internal to acme/.
  *
- * Only UDP: a truncated answer (TC bit) counts as "not yet", with no retry
- * over TCP. A DNS-01 name holds a few short TXT records, which fit in 512
- * bytes unless someone left hundreds of stale ones behind. */
+ * A truncated answer (TC bit) is asked again over TCP (dnsx.c). */
 #ifndef GH_ACME_DNSCHECK_H
 #define GH_ACME_DNSCHECK_H
 
@@ -56,7 +55,7 @@ int acme__dns_query_type(uint8_t *out, size_t out_cap, size_t *out_len, uint16_t
 typedef enum {
   ACME_DNS_ANSWER = 0, /* NOERROR: the TXT records (perhaps none) are in the answer */
   ACME_DNS_NXDOMAIN,   /* the name does not exist */
-  ACME_DNS_TRUNCATED,  /* TC set: counts as "not yet" (no TCP fallback) */
+  ACME_DNS_TRUNCATED,  /* TC set: ask again over TCP */
   ACME_DNS_RCODE,      /* another error: SERVFAIL, REFUSED, ... (in rcode) */
   ACME_DNS_MISMATCH,   /* not an answer to our query: wrong id, not a response,
                           another question; ignored, the real answer may follow */
@@ -122,29 +121,71 @@ int acme__dns_servers(char **out_err, acme_dns_server_t **out, size_t *out_num,
 
 typedef struct acme_dnscheck acme_dnscheck_t;
 
-/* acme_dnscheck_cb receives the outcome: |status| 0 when |server| answered
- * with the value, |elapsed_ms| after the start; or UV_ETIMEDOUT when no
- * resolver did before the deadline, |server| NULL and |why| the last
- * outcome at each resolver ("127.0.0.1:53: NXDOMAIN"). Both pointers are
- * valid during the call only. The check frees itself after the call. */
+/* acme_dnscheck_cb receives the outcome: |status| 0 when the servers
+ * answered with the value (|server| the last of them, |why| the list of
+ * those that did: "127.0.0.1:53, 127.0.53.1:53"), |elapsed_ms| after the
+ * start; or UV_ETIMEDOUT when they did not before the deadline, |server|
+ * NULL and |why| the last outcome at each server ("127.0.0.1:53:
+ * NXDOMAIN"). Both pointers are valid during the call only. The check
+ * frees itself after the call. */
 typedef void (*acme_dnscheck_cb)(void *arg, int status, const acme_dns_server_t *server,
                                  uint64_t elapsed_ms, const char *why);
 
+enum {
+  ACME_DNSCHECK_ALL = 1,       /* every server must return the value, not just one */
+  ACME_DNSCHECK_NORECURSE = 2, /* RD clear: the servers are the zone's authoritative ones */
+};
+
 /* acme__dnscheck_start asks every server in |servers| (copied) for the
- * TXT records of |fqdn| until one returns a record equal to |value|: a
- * round of queries (each answered within 2 s, or given up), then a pause
- * that starts at 100 ms and doubles up to 2 s, until |timeout_ms| has
- * passed. Returns 0 and sets |*out| (the callback will be called exactly
- * once, unless acme__dnscheck_cancel is called first) or a negative error
- * (it will not be called). */
+ * TXT records of |fqdn| until one (with ACME_DNSCHECK_ALL in |flags|:
+ * each; a server that has answered with the value is not asked again)
+ * returns a record equal to |value|: a round of queries (each answered
+ * within 2 s, or given up; a truncated answer is asked again over TCP),
+ * then a pause that starts at 100 ms and doubles up to 2 s, until
+ * |timeout_ms| has passed. Returns 0 and sets |*out| (the callback will
+ * be called exactly once, unless acme__dnscheck_cancel is called first) or
+ * a negative error (it will not be called). */
 int acme__dnscheck_start(acme_dnscheck_t **out, uv_loop_t *loop,
                          const acme_dns_server_t *servers, size_t num_servers, const char *fqdn,
-                         const char *value, uint64_t timeout_ms, acme_dnscheck_cb cb, void *arg);
+                         const char *value, uint64_t timeout_ms, unsigned flags,
+                         acme_dnscheck_cb cb, void *arg);
 
 /* acme__dnscheck_cancel stops |check| without calling its callback; its
  * memory is freed once its handles have closed. Must not be called once
  * the callback has run. acme__dnscheck_cancel(NULL) does nothing. */
 void acme__dnscheck_cancel(acme_dnscheck_t *check);
+
+/* ---- the zone's authoritative servers (authns.c) ---- */
+
+/* acme__dns_soa_owner finds the first SOA record in the answer or the
+ * authority section of the response |msg| and writes its owner (the
+ * zone's apex) as dotted text without a root dot. Returns 0, or -1 when
+ * there is none or the message is malformed. */
+int acme__dns_soa_owner(char out[ACME_DNS_NAME_MAX + 1], const uint8_t *msg, size_t msg_len);
+
+typedef struct acme_authns acme_authns_t;
+
+/* acme_authns_cb receives the authoritative servers: |status| 0 with
+ * |servers| (|num|, at most 8, port 53) of the zone |zone|; or UV_ENOENT
+ * with |why| saying why none was found (no SOA up to the TLD, no NS, no
+ * address, a failed query). Valid during the call only; the search frees
+ * itself after it. */
+typedef void (*acme_authns_cb)(void *arg, int status, const acme_dns_server_t *servers,
+                               size_t num, const char *zone, const char *why);
+
+/* acme__authns_start finds, through the recursive resolvers |resolvers|
+ * (copied), the zone that holds |name| (the owner of the SOA record in the
+ * answer to an SOA query, walking up the name while there is none), its
+ * NS records and their A and AAAA records; each query as acme__dnsq_start
+ * asks it, none started after |timeout_ms|. Returns 0 and sets |*out| (cb
+ * is called exactly once, from the loop, unless acme__authns_cancel is
+ * called first) or UV_EINVAL (it will not be). */
+int acme__authns_start(acme_authns_t **out, uv_loop_t *loop, const acme_dns_server_t *resolvers,
+                       size_t num_resolvers, const char *name, uint64_t timeout_ms,
+                       acme_authns_cb cb, void *arg);
+
+/* acme__authns_cancel stops |a| without calling cb. NULL does nothing. */
+void acme__authns_cancel(acme_authns_t *a);
 
 /* ---- CAA (RFC 8659, RFC 8657): who may issue for a name (caa.c) ---- */
 

@@ -7,6 +7,7 @@
 
 #include "acme/dnsx.h"
 #include "common/common.h"
+#include "common/log.h"
 
 #define UDP_MAX 512
 
@@ -83,6 +84,7 @@ static void handle_answer(acme_dnsx_t *x, const uint8_t *msg, size_t len) {
       return;
     case ACME_DNSX_TCP:
       if (!x->use_tcp) {
+        GH_DEBUG("acme", "dns: %s: a truncated answer, asking again over TCP", x->server.text);
         uv_timer_stop(&x->timer);
         x->use_tcp = 1;
         attempt_start(x);
@@ -187,7 +189,9 @@ static void attempt_start(acme_dnsx_t *x) {
   }
   x->req[0] = (uint8_t)(x->req_len >> 8);
   x->req[1] = (uint8_t)x->req_len;
-  if (x->req_len > UDP_MAX || x->attempt >= x->max_attempts) x->use_tcp = 1;
+  if (x->req_len > UDP_MAX || (x->max_attempts > 1 && x->attempt >= x->max_attempts)) {
+    x->use_tcp = 1;
+  }
   uv_timer_start(&x->timer, on_timeout, x->attempt_ms, 0);
   if (!x->use_tcp) {
     uv_buf_t b = uv_buf_init((char *)x->req + 2, (unsigned)x->req_len);

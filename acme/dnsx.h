@@ -1,7 +1,7 @@
 /* dnsx.h: one DNS exchange with one server — a message sent over UDP,
  * again on silence, and over TCP (two-byte length prefix) once an answer
  * is truncated, the message is too big for a datagram, or for the last
- * attempt — for the dynamic updates (dnsupdate.c) and the lookups
+ * of several attempts — for the dynamic updates (dnsupdate.c) and the lookups
  * (caa.c). The caller builds each attempt's message and judges each
  * answer. Internal to acme/. */
 #ifndef GH_ACME_DNSX_H
@@ -49,5 +49,33 @@ int acme__dnsx_start(acme_dnsx_t **out, uv_loop_t *loop, const acme_dns_server_t
 /* acme__dnsx_cancel stops |x| without calling done; its memory goes once
  * its handles have closed. acme__dnsx_cancel(NULL) does nothing. */
 void acme__dnsx_cancel(acme_dnsx_t *x);
+
+/* ---- one question to the recursive resolvers (dnsq.c) ---- */
+
+typedef struct acme_dnsq acme_dnsq_t;
+
+/* acme_dnsq_cb receives the answer to the question: |status| 0 with the
+ * message (|msg|, |len|, a response to |id| with RCODE NOERROR or
+ * NXDOMAIN: parse it with acme__dns_parse_rrset and friends); or a
+ * negative error (the last resolver's: UV_EIO for SERVFAIL, REFUSED and
+ * other RCODEs, UV_ETIMEDOUT, UV_ECONNREFUSED...) with |why| saying what
+ * each resolver said ("127.0.0.1:53: SERVFAIL; ..."). Valid during the
+ * call only; the query frees itself after it. */
+typedef void (*acme_dnsq_cb)(void *arg, int status, const uint8_t *msg, size_t len, uint16_t id,
+                             const char *why);
+
+/* acme__dnsq_start asks |servers| (copied) in turn, each as acme__dnsx_start
+ * does (UDP, again after 2 s, then TCP), for the records of |qtype| at
+ * |name|, RD set if |rd|, until one answers NOERROR or NXDOMAIN. Returns 0
+ * and sets |*out| (cb is called exactly once, from the loop, unless
+ * acme__dnsq_cancel is called first) or UV_EINVAL (a bad name, no servers:
+ * it will not be). */
+int acme__dnsq_start(acme_dnsq_t **out, uv_loop_t *loop, const acme_dns_server_t *servers,
+                     size_t num_servers, const char *name, uint16_t qtype, int rd,
+                     acme_dnsq_cb cb, void *arg);
+
+/* acme__dnsq_cancel stops |q| without calling cb. Must not be called once
+ * cb has run. NULL does nothing. */
+void acme__dnsq_cancel(acme_dnsq_t *q);
 
 #endif

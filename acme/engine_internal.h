@@ -232,6 +232,8 @@ struct acme_job {
   void *hook; /* the dns hook's "present" while it runs (engine.c) */
   struct acme_dnscheck *dnscheck; /* ACME_JOB_PROPAGATE (propagation.c) */
   struct acme_dnsupdate *dnsupdate; /* ACME_JOB_PRESENT by RFC 2136 (propagation.c) */
+  struct acme_authns *authns;       /* ACME_JOB_PROPAGATE: finding the zone's servers */
+  char *dns_zone;                   /* ACME_JOB_PROPAGATE: the zone they serve */
   /* the certificate */
   EVP_PKEY *cert_key;
   char *chain_pem;

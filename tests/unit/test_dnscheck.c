@@ -425,6 +425,7 @@ typedef struct {
   uv_udp_t srv;
   struct sockaddr_in addr;
   int queries;
+  int rd; /* the RD bit of the last query */
   int visible_after; /* the value appears in answers from this query on; 0 = never */
   int mode;          /* 0: NXDOMAIN until visible; 1: silent; 2: CAA (caa_answer) */
   uint8_t buf[1024];
@@ -446,6 +447,7 @@ static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const stru
   fx_t *fx = u->data;
   if (nread <= 0 || from == NULL) return;
   fx->queries++;
+  fx->rd = nread > 2 && (buf->base[2] & 1);
   if (fx->mode == 1) return;
   if (fx->mode == 2) {
     caa_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
@@ -520,7 +522,7 @@ static void test_check_visible(void) {
   uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&s[0].addr);
   snprintf(s[0].text, sizeof(s[0].text), "127.0.0.1:1");
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000, 0, on_checked, &fx), 0);
   ASSERT_NOT_NULL(c);
   ASSERT_EQ(fx.called, 0); /* never from within start */
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
@@ -542,7 +544,7 @@ static void test_check_times_out(void) {
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
   uint64_t t0 = uv_hrtime() / 1000000;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 500, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 500, 0, on_checked, &fx), 0);
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
   uint64_t took = uv_hrtime() / 1000000 - t0;
   ASSERT_EQ(fx.status, UV_ETIMEDOUT);
@@ -563,7 +565,7 @@ static void test_check_silent_server(void) {
   acme_dns_server_t s;
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 300, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 300, 0, on_checked, &fx), 0);
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
   ASSERT_EQ(fx.status, UV_ETIMEDOUT);
   ASSERT_CONTAINS(fx.why, "no answer within");
@@ -576,18 +578,95 @@ static void test_check_cancel(void) {
   acme_dns_server_t s;
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 10000, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 10000, 0, on_checked, &fx), 0);
   uv_run(&fx.loop, UV_RUN_NOWAIT);
   acme__dnscheck_cancel(c);
   acme__dnscheck_cancel(NULL);
   ASSERT_EQ(fx_close(&fx), 0);
   ASSERT_EQ(fx.called, 0);
   /* Bad arguments: no callback, ever. */
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 0, NAME, VALUE, 100, on_checked, &fx),
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 0, NAME, VALUE, 100, 0, on_checked, &fx),
             UV_EINVAL);
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, "a..b", VALUE, 100, on_checked, &fx),
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, "a..b", VALUE, 100, 0, on_checked, &fx),
             UV_EINVAL);
   ASSERT_NULL(c);
+}
+
+static void test_check_all_authoritative(void) {
+  /* Every server must have the record; RD is clear; the success lists
+   * them. The same server twice stands for two. */
+  fx_t fx;
+  fx_init(&fx, 2, 0);
+  acme_dns_server_t s[2];
+  fx_server(&fx, &s[0]);
+  s[1] = s[0];
+  acme_dnscheck_t *c = NULL;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000,
+                                 ACME_DNSCHECK_ALL | ACME_DNSCHECK_NORECURSE, on_checked, &fx),
+            0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.status, 0);
+  ASSERT_EQ(fx.rd, 0);
+  /* Round one: an NXDOMAIN, then the record; round two asks only the
+   * server that did not have it yet. */
+  ASSERT_EQ(fx.queries, 3);
+  char want[160];
+  snprintf(want, sizeof(want), "%s, %s", s[0].text, s[1].text);
+  ASSERT_STR_EQ(fx.why, want);
+  ASSERT_EQ(fx_close(&fx), 0);
+  /* One that never has it: a timeout naming what each said. */
+  fx_init(&fx, 0, 0);
+  fx_server(&fx, &s[0]);
+  uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&s[1].addr);
+  snprintf(s[1].text, sizeof(s[1].text), "127.0.0.1:1");
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 400, ACME_DNSCHECK_ALL,
+                                 on_checked, &fx),
+            0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.status, UV_ETIMEDOUT);
+  ASSERT_EQ(fx.rd, 1);
+  snprintf(want, sizeof(want), "%s: NXDOMAIN; 127.0.0.1:1: connection refused", s[0].text);
+  ASSERT_STR_EQ(fx.why, want);
+  ASSERT_EQ(fx_close(&fx), 0);
+}
+
+static void test_soa_owner(void) {
+  char zone[ACME_DNS_NAME_MAX + 1];
+  pkt_t p;
+  /* NXDOMAIN, the zone's SOA in the authority section (nscount 1). */
+  header(&p, 1, 0x8183, 1, 0);
+  p.b[9] = 1;
+  put_name(&p, NAME);
+  put16(&p, 6);
+  put16(&p, 1);
+  put_name(&p, "A.Test");
+  rr_head(&p, 6, 4);
+  put32(&p, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), 0);
+  ASSERT_STR_EQ(zone, "a.test");
+  /* In the answer, compressed to the question's name. */
+  header(&p, 1, 0x8180, 1, 1);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  put16(&p, 0xc00c);
+  rr_head(&p, 6, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), 0);
+  ASSERT_STR_EQ(zone, "b.test");
+  for (size_t cut = 0; cut < p.n; cut++) ASSERT_EQ(acme__dns_soa_owner(zone, p.b, cut), -1);
+  /* None, or an owner that is no host name. */
+  header(&p, 1, 0x8180, 1, 0);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), -1);
+  header(&p, 1, 0x8180, 1, 1);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  put_name(&p, "a b.test");
+  rr_head(&p, 6, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), -1);
 }
 
 /* ---- CAA ---- */
@@ -873,6 +952,8 @@ int main(void) {
   RUN(test_check_times_out);
   RUN(test_check_silent_server);
   RUN(test_check_cancel);
+  RUN(test_check_all_authoritative);
+  RUN(test_soa_owner);
   RUN(test_caa_parse);
   RUN(test_caa_permits);
   RUN(test_caa_lookup);
