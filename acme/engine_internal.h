@@ -303,9 +303,11 @@ void acme__order_response(acme_job_t *job, const acme_httpc_resp_t *resp, const 
 void acme__order_hook_done(acme_job_t *job, int64_t exit_status, int term_signal);
 void acme__order_cleanup(acme_job_t *job);
 
-/* propagation.c: acme__order_dns_wait moves a job whose dns hook has
- * presented the record to ACME_JOB_PROPAGATE and, once a resolver has it,
- * to ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait. */
+/* propagation.c: acme__order_dns_wait moves a job whose dns hook (or
+ * update) has presented the record to ACME_JOB_PROPAGATE and, once the
+ * zone's authoritative servers (else a resolver) have it, to
+ * ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait
+ * and a present update in flight. */
 void acme__order_dns_wait(acme_job_t *job);
 void acme__order_dns_cancel(acme_job_t *job);
 
