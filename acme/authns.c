@@ -2,7 +2,8 @@
  * through the recursive resolvers (see dnscheck.h): the SOA of the name
  * (its owner, in the answer or the authority section, is the zone's apex;
  * without one, the parent is asked, and so on up to the top-level domain),
- * the apex's NS records, and their A and AAAA records. Every answer goes
+ * the apex's NS records, and their addresses (A; AAAA for a name server
+ * without one). Every answer goes
  * through the bounds-checked parsers; a server name with bytes that are
  * not letters, digits, "-" or "_" is skipped. */
 #include <stdio.h>
@@ -158,13 +159,16 @@ static void ask(acme_authns_t *a, step_t step, const char *name, uint16_t qtype)
   if (rc != 0) finish(a, "cannot ask about %s", name);
 }
 
-/* next_address asks for the next address record of the servers named,
- * A then AAAA, or finishes. */
-static void next_address(acme_authns_t *a) {
-  if (a->step == STEP_A) {
+/* next_address asks for the next address of the servers named: A, and
+ * AAAA only for a name without one (one address a name server: a host
+ * without IPv6 routes must not wait on servers it cannot reach), or
+ * finishes. */
+static void next_address(acme_authns_t *a, size_t num_before) {
+  if (a->step == STEP_A && a->num_found == num_before) {
     ask(a, STEP_AAAA, a->ns[a->ns_i], DNS_TYPE_AAAA);
     return;
   }
+  a->step = STEP_AAAA;
   if (a->step == STEP_AAAA) a->ns_i++;
   if (a->ns_i < a->num_ns && a->num_found < MAX_AUTH) {
     ask(a, STEP_A, a->ns[a->ns_i], DNS_TYPE_A);
@@ -216,15 +220,17 @@ static void on_answer(void *arg, int status, const uint8_t *msg, size_t len, uin
       ask(a, STEP_A, a->ns[0], DNS_TYPE_A);
       return;
     }
-    default:
+    default: {
       /* A server name without addresses, or whose lookup fails, is one
        * server less; the others may do. */
+      size_t before = a->num_found;
       if (status == 0) {
         acme__dns_parse_rrset(&rcode, msg, len, id, a->ns[a->ns_i],
                               a->step == STEP_A ? DNS_TYPE_A : DNS_TYPE_AAAA, add_addr, a);
       }
-      next_address(a);
+      next_address(a, before);
       return;
+    }
   }
 }
 

@@ -176,7 +176,8 @@ typedef void (*acme_authns_cb)(void *arg, int status, const acme_dns_server_t *s
 /* acme__authns_start finds, through the recursive resolvers |resolvers|
  * (copied), the zone that holds |name| (the owner of the SOA record in the
  * answer to an SOA query, walking up the name while there is none), its
- * NS records and their A and AAAA records; each query as acme__dnsq_start
+ * NS records and their A records (AAAA for a server without one), port
+ * 53; each query as acme__dnsq_start
  * asks it, none started after |timeout_ms|. Returns 0 and sets |*out| (cb
  * is called exactly once, from the loop, unless acme__authns_cancel is
  * called first) or UV_EINVAL (it will not be). */

@@ -441,6 +441,7 @@ static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 }
 
 static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
+static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
 
 static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
                      unsigned flags) {
@@ -451,6 +452,10 @@ static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const stru
   if (fx->mode == 1) return;
   if (fx->mode == 2) {
     caa_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
+    return;
+  }
+  if (fx->mode == 3) {
+    auth_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
     return;
   }
   /* The query is 12 + question bytes; answer with the same id and question. */
@@ -628,6 +633,106 @@ static void test_check_all_authoritative(void) {
   snprintf(want, sizeof(want), "%s: NXDOMAIN; 127.0.0.1:1: connection refused", s[0].text);
   ASSERT_STR_EQ(fx.why, want);
   ASSERT_EQ(fx_close(&fx), 0);
+}
+
+/* The zone auth.test, as a resolver would tell of it: SOA in the
+ * authority section of every NXDOMAIN below it, NS ns1 and ns2, ns1 with
+ * an A record, ns2 with only an AAAA one. */
+static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
+  static pkt_t p;
+  char name[256];
+  size_t n = 0, i = 12;
+  while (i < len && q[i] != 0 && n + q[i] + 1 < sizeof(name)) {
+    if (n) name[n++] = '.';
+    memcpy(name + n, q + i + 1, q[i]);
+    n += q[i];
+    i += 1 + (size_t)q[i];
+  }
+  name[n] = '\0';
+  unsigned qtype = i + 2 < len ? (unsigned)(q[i + 1] << 8 | q[i + 2]) : 0;
+  p.n = 0;
+  put_bytes(&p, q, len);
+  p.b[2] = 0x81;
+  p.b[3] = 0x80;
+  if (strcmp(name, "auth.test") == 0 && qtype == 2) {
+    p.b[7] = 2;
+    put16(&p, 0xc00c);
+    rr_head(&p, 2, 6);
+    put8(&p, 3);
+    put_bytes(&p, "ns1", 3);
+    put16(&p, 0xc00c);
+    put16(&p, 0xc00c);
+    rr_head(&p, 2, 6);
+    put8(&p, 3);
+    put_bytes(&p, "ns2", 3);
+    put16(&p, 0xc00c);
+  } else if (strcmp(name, "ns1.auth.test") == 0 && qtype == 1) {
+    p.b[7] = 1;
+    put16(&p, 0xc00c);
+    rr_head(&p, 1, 4);
+    put_bytes(&p, "\x7f\x00\x00\x35", 4);
+  } else if (strcmp(name, "ns2.auth.test") == 0 && qtype == 28) {
+    p.b[7] = 1;
+    put16(&p, 0xc00c);
+    rr_head(&p, 28, 16);
+    put_bytes(&p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+  } else if (strcmp(name, "auth.test") != 0 && strstr(name, "auth.test") != NULL &&
+             strncmp(name, "ns", 2) != 0) {
+    p.b[3] = 0x83;
+    p.b[9] = 1;
+    put_name(&p, "auth.test");
+    rr_head(&p, 6, 0);
+  }
+  uv_buf_t b = uv_buf_init((char *)p.b, (unsigned)p.n);
+  uv_udp_try_send(u, &b, 1, from);
+}
+
+typedef struct {
+  fx_t fx;
+  int called, status;
+  char servers[256], zone[64], why[512];
+} auth_fx_t;
+
+static void on_authns(void *arg, int status, const acme_dns_server_t *servers, size_t num,
+                      const char *zone, const char *why) {
+  auth_fx_t *a = arg;
+  a->called++;
+  a->status = status;
+  for (size_t i = 0; i < num; i++) {
+    size_t used = strlen(a->servers);
+    snprintf(a->servers + used, sizeof(a->servers) - used, "%s%s", i ? " " : "", servers[i].text);
+  }
+  snprintf(a->zone, sizeof(a->zone), "%s", zone ? zone : "");
+  snprintf(a->why, sizeof(a->why), "%s", why ? why : "");
+  uv_udp_recv_stop(&a->fx.srv);
+}
+
+static void authns_run(auth_fx_t *a, const char *name) {
+  memset(a, 0, sizeof(*a));
+  fx_init(&a->fx, 0, 3);
+  acme_dns_server_t s;
+  fx_server(&a->fx, &s);
+  acme_authns_t *l = NULL;
+  ASSERT_EQ(acme__authns_start(&l, &a->fx.loop, &s, 1, name, 10000, on_authns, a), 0);
+  while (a->called == 0) uv_run(&a->fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx_close(&a->fx), 0);
+  ASSERT_EQ(a->called, 1);
+}
+
+static void test_authns(void) {
+  static auth_fx_t a;
+  authns_run(&a, "_acme-challenge.www.auth.test.");
+  ASSERT_EQ(a.status, 0);
+  ASSERT_STR_EQ(a.zone, "auth.test");
+  /* ns1 by its A record; ns2 has none, so by its AAAA record. */
+  ASSERT_STR_EQ(a.servers, "127.0.0.53:53 [::1]:53");
+  /* SOA, NS, A ns1, A ns2, AAAA ns2. */
+  ASSERT_EQ(a.fx.queries, 5);
+  /* No SOA anywhere up the name: none, and why. */
+  authns_run(&a, "_acme-challenge.www.other.test");
+  ASSERT_EQ(a.status, UV_ENOENT);
+  ASSERT_CONTAINS(a.why, "no SOA record for _acme-challenge.www.other.test or any parent");
+  ASSERT_EQ(a.fx.queries, 4);
 }
 
 static void test_soa_owner(void) {
@@ -954,6 +1059,7 @@ int main(void) {
   RUN(test_check_cancel);
   RUN(test_check_all_authoritative);
   RUN(test_soa_owner);
+  RUN(test_authns);
   RUN(test_caa_parse);
   RUN(test_caa_permits);
   RUN(test_caa_lookup);
