@@ -442,6 +442,7 @@ static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
 
 static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
 static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
+static unsigned query_question(char name[256], const uint8_t *q, size_t len);
 
 static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
                      unsigned flags) {
@@ -641,15 +642,7 @@ static void test_check_all_authoritative(void) {
 static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
   static pkt_t p;
   char name[256];
-  size_t n = 0, i = 12;
-  while (i < len && q[i] != 0 && n + q[i] + 1 < sizeof(name)) {
-    if (n) name[n++] = '.';
-    memcpy(name + n, q + i + 1, q[i]);
-    n += q[i];
-    i += 1 + (size_t)q[i];
-  }
-  name[n] = '\0';
-  unsigned qtype = i + 2 < len ? (unsigned)(q[i + 1] << 8 | q[i + 2]) : 0;
+  unsigned qtype = query_question(name, q, len);
   p.n = 0;
   put_bytes(&p, q, len);
   p.b[2] = 0x81;
@@ -776,6 +769,20 @@ static void test_soa_owner(void) {
 
 /* ---- CAA ---- */
 
+/* query_question reads the question of the query |q| (our own, well
+ * formed): its name, dotted, into |name|; returns its type. */
+static unsigned query_question(char name[256], const uint8_t *q, size_t len) {
+  size_t n = 0, i = 12;
+  while (i < len && q[i] != 0 && n + q[i] + 1 < 256) {
+    if (n) name[n++] = '.';
+    memcpy(name + n, q + i + 1, q[i]);
+    n += q[i];
+    i += 1 + (size_t)q[i];
+  }
+  name[n] = '\0';
+  return i + 2 < len ? (unsigned)(q[i + 1] << 8 | q[i + 2]) : 0;
+}
+
 static void caa_rr(pkt_t *p, unsigned flags, const char *tag, const char *value) {
   put16(p, 0xc00c);
   size_t t = strlen(tag), v = strlen(value);
@@ -792,14 +799,7 @@ static void caa_rr(pkt_t *p, unsigned flags, const char *tag, const char *value)
 static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
   static pkt_t p;
   char name[256];
-  size_t n = 0, i = 12;
-  while (i < len && q[i] != 0 && n + q[i] + 1 < sizeof(name)) {
-    if (n) name[n++] = '.';
-    memcpy(name + n, q + i + 1, q[i]);
-    n += q[i];
-    i += 1 + (size_t)q[i];
-  }
-  name[n] = '\0';
+  query_question(name, q, len);
   p.n = 0;
   put_bytes(&p, q, len);
   p.b[2] = 0x81;
