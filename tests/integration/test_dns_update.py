@@ -6,6 +6,7 @@ with. The ACME engine is driven by gh_obtain, as in test_acme_engine.py."""
 import json
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -14,6 +15,7 @@ import knot     # noqa: E402
 import pebble   # noqa: E402
 from test_acme_engine import OBTAIN_BIN, obtain, storage_dir, verify_chain  # noqa: E402,F401
 
+CAA_BIN = harness._find_bin("GH_CAA_BIN", os.path.join("tests", "acme", "gh_caa"))
 ZONE = "dnsupdate.test"
 OTHER = "refused.test"
 
@@ -154,6 +156,44 @@ def test_name_outside_the_zone():
     harness.eq(rc, 1, "exit (%s)" % (out,))
     harness.contains(out["error"], "is the name in the zone?", "error")
     harness.contains(out["error"], "zone %s" % ZONE, "error")
+
+
+def caa(k, name, ca, method="http-01", account=None):
+    r = subprocess.run([CAA_BIN, "%s:%d" % (k.addr, k.port), name, ca, method] +
+                       ([account] if account else []), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    err = r.stderr.decode(errors="replace")
+    for m in harness.SANITIZER_MARKERS:
+        harness.not_contains(err, m, "gh_caa stderr")
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def test_caa_lookup():
+    # The knot fixture serves CAA records as a resolver would pass them on:
+    # the relevant RRset is found at the closest name that has one.
+    k = kn()
+    k.add("@", "CAA", '0 issue "ca.example; accounturi=https://ca.example/acct/1"')
+    k.add("@", "CAA", '0 issuewild ";"')
+    k.add("sub", "CAA", '0 issue "other.example"')
+    k.add("crit", "CAA", '128 tbs "x"')
+    out = caa(k, "www.deep.%s" % ZONE, "ca.example", account="https://ca.example/acct/1")
+    harness.eq((out["status"], out["found_at"], out["permitted"]), (0, ZONE, True), repr(out))
+    harness.eq(sorted(r["tag"] for r in out["records"]), ["issue", "issuewild"], "tags")
+    out = caa(k, "www.deep.%s" % ZONE, "ca.example", account="https://ca.example/acct/2")
+    harness.eq(out["permitted"], False, repr(out))
+    harness.contains(out["why"], "accounturi=https://ca.example/acct/1", "why")
+    out = caa(k, "*.%s" % ZONE, "ca.example", "dns-01", "https://ca.example/acct/1")
+    harness.eq(out["permitted"], False, "issuewild \";\" forbids a wildcard: %r" % out)
+    out = caa(k, "x.sub.%s" % ZONE, "ca.example")
+    harness.eq((out["found_at"], out["permitted"]), ("sub." + ZONE, False), repr(out))
+    out = caa(k, "crit.%s" % ZONE, "ca.example")
+    harness.eq(out["permitted"], False, repr(out))
+    harness.contains(out["why"], "critical \"tbs\"", "why")
+    # Knot is no recursive resolver: above its zone it refuses, which is an
+    # error, never "no CAA".
+    out = caa(k, "www.nozone.test", "ca.example")
+    harness.eq(out["status_name"], "EIO", repr(out))
+    harness.contains(out["why"], "REFUSED", "why")
 
 
 if __name__ == "__main__":
