@@ -257,6 +257,9 @@ struct acme_job {
   char *chall_url, *chall_token, *chall_name, *keyauth, *dns_fqdn, *dns_value;
   void *hook; /* the dns hook's "present" while it runs (engine.c) */
   struct acme_dnscheck *dnscheck; /* ACME_JOB_PROPAGATE (propagation.c) */
+  struct acme_dnsupdate *dnsupdate; /* ACME_JOB_PRESENT by RFC 2136 (propagation.c) */
+  struct acme_authns *authns;       /* ACME_JOB_PROPAGATE: finding the zone's servers */
+  char *dns_zone;                   /* ACME_JOB_PROPAGATE: the zone they serve */
   /* the certificate */
   EVP_PKEY *cert_key;
   char *chain_pem;
@@ -342,10 +345,20 @@ void acme__ca_backoff_load(acme_ca_t *ca);
 void acme__ca_failed(acme_ca_t *ca, uint64_t retry_after_ms, const char *why);
 void acme__ca_ok(acme_ca_t *ca);
 
-/* propagation.c: acme__order_dns_wait moves a job whose dns hook has
- * presented the record to ACME_JOB_PROPAGATE and, once a resolver has it,
- * to ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait. */
+/* propagation.c: acme__order_dns_wait moves a job whose dns hook (or
+ * update) has presented the record to ACME_JOB_PROPAGATE and, once the
+ * zone's authoritative servers (else a resolver) have it, to
+ * ACME_JOB_RESPOND (or fails it); acme__order_dns_cancel stops the wait
+ * and a present update in flight. */
 void acme__order_dns_wait(acme_job_t *job);
 void acme__order_dns_cancel(acme_job_t *job);
+
+/* propagation.c: acme__order_dns_update publishes (|add| 1) the job's TXT
+ * record by an RFC 2136 update (acme.dns.rfc2136) and, once the server has
+ * confirmed it, calls acme__order_dns_wait; or removes it (|add| 0), best
+ * effort, logging the outcome, detached from the job. Returns 0, or a
+ * negative error once the job has been failed (|add| 1) or the failure
+ * logged (|add| 0). */
+int acme__order_dns_update(acme_job_t *job, int add);
 
 #endif

@@ -182,7 +182,11 @@ static void challenge_unpresent(acme_job_t *job) {
         answer_remove(job, job->chall_type, job->chall_token);
         break;
       case ACME_CHALL_DNS_01:
-        acme__hook_run(job, "cleanup", job->dns_fqdn, job->dns_value);
+        if (job->engine->acme->dns_rfc2136.enabled) {
+          acme__order_dns_update(job, 0);
+        } else {
+          acme__hook_run(job, "cleanup", job->dns_fqdn, job->dns_value);
+        }
         break;
       default:
         break;
@@ -292,13 +296,19 @@ static int challenge_present(acme_job_t *job) {
       acme__job_goto(job, ACME_JOB_RESPOND);
       return 0;
     case ACME_CHALL_DNS_01: {
-      if (e->acme->dns_hook == NULL) {
-        acme__job_fail(job, UV_EINVAL, "%s: dns-01 needs acme.dns_hook", job->chall_url);
+      if (e->acme->dns_hook == NULL && !e->acme->dns_rfc2136.enabled) {
+        acme__job_fail(job, UV_EINVAL, "%s: dns-01 needs acme.dns_hook or acme.dns.rfc2136",
+                       job->chall_url);
         return -1;
       }
       job->dns_fqdn = gh_asprintf("_acme-challenge.%s.", job->chall_name);
       job->dns_value = acme__dns01_value(job->keyauth);
       job->state = ACME_JOB_PRESENT;
+      if (e->acme->dns_rfc2136.enabled) {
+        if (acme__order_dns_update(job, 1) != 0) return -1;
+        job->presented = 1; /* the delete runs even if the add fails half-way */
+        return 0;
+      }
       int rc = acme__hook_run(job, "present", job->dns_fqdn, job->dns_value);
       if (rc != 0) {
         acme__job_fail(job, rc, "dns hook %s: %s", e->acme->dns_hook, uv_strerror(rc));

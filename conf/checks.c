@@ -3,6 +3,7 @@
  * to repeat a problem that a key's own check already reported: where a key
  * was given but is invalid, its field is empty, so the rules look at
  * whether the key is present in the JSON rather than at the field. */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <arpa/inet.h>
@@ -169,13 +170,67 @@ void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base) {
     check_profile(ctx, "profile", acme->profile);
     check_issuers(ctx, obj, acme);
   }
-  if (obj == NULL || has_key(obj, "dns_hook")) return;
+  if (obj == NULL) return;
+  int hook = has_key(obj, "dns_hook"), rfc2136 = acme->dns_rfc2136.enabled;
+  if (hook && rfc2136) {
+    conf__error(ctx, "both \"dns_hook\" and \"dns.rfc2136\" publish dns-01 TXT records; give "
+                     "one of them");
+    return;
+  }
+  if (hook || rfc2136) return;
   for (size_t i = 0; i < acme->num_challenges; i++) {
     if (acme->challenges[i] == CONF_CHALLENGE_DNS_01) {
-      conf__error(ctx, "missing \"dns_hook\", which \"dns-01\" in \"challenges\" needs to publish "
-                       "its TXT records");
+      conf__error(ctx, "missing \"dns_hook\" or \"dns.rfc2136\", one of which \"dns-01\" in "
+                       "\"challenges\" needs to publish its TXT records");
       return;
     }
+  }
+}
+
+/* acme.dns.rfc2136: the server is an IP address with an optional port
+ * (53), the zone and key name are DNS names (which names the zone covers
+ * is only known per order). */
+void conf__check_rfc2136(conf__ctx_t *ctx, const cJSON *obj, char *base) {
+  conf_rfc2136_t *r = (conf_rfc2136_t *)(void *)base;
+  if (obj == NULL || r->server == NULL || r->zone == NULL || r->key_name == NULL) return;
+  conf_addr_t a;
+  const unsigned flags = CONF__ADDR_IP_ONLY | CONF__ADDR_NEED_HOST;
+  const char *why = conf__addr_parse(&a, r->server, flags);
+  if (why != NULL && strcmp(why, "missing port") == 0) {
+    conf_addr_cleanup(&a);
+    int v6 = strchr(r->server, ':') != NULL && r->server[0] != '[';
+    char *with_port = gh_asprintf(v6 ? "[%s]:53" : "%s:53", r->server);
+    why = conf__addr_parse(&a, with_port, flags);
+    gh_free(with_port);
+  }
+  if (why == NULL && strlen(a.host) >= sizeof(r->host)) why = "not an IP address";
+  if (why != NULL) {
+    size_t mark = conf__path_key(ctx, "server");
+    char *q = conf__quote(r->server);
+    conf__error(ctx, "expected an address \"IP\", \"IP:port\" or \"[IPv6]:port\", got %s (%s)", q,
+                why);
+    gh_free(q);
+    conf__path_pop(ctx, mark);
+  } else {
+    snprintf(r->host, sizeof(r->host), "%s", a.host);
+    r->port = a.port;
+  }
+  conf_addr_cleanup(&a);
+  const char *const keys[] = {"zone", "key_name"};
+  const char *const vals[] = {r->zone, r->key_name};
+  for (size_t i = 0; i < 2; i++) {
+    size_t len = strlen(vals[i]);
+    char *name = gh_strdup(vals[i]);
+    if (len > 1 && name[len - 1] == '.') name[len - 1] = '\0'; /* a root dot is fine */
+    for (char *p = name; *p; p++) *p = (char)tolower((unsigned char)*p);
+    why = conf__host_check(name, CONF__NO_WILDCARD);
+    gh_free(name);
+    if (why == NULL) continue;
+    size_t mark = conf__path_key(ctx, keys[i]);
+    char *q = conf__quote(vals[i]);
+    conf__error(ctx, "expected a DNS name, got %s (%s)", q, why);
+    gh_free(q);
+    conf__path_pop(ctx, mark);
   }
 }
 

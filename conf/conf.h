@@ -161,6 +161,24 @@ typedef enum {
   CONF_CHALLENGE_DNS_01 = 2,
 } conf_challenge_t;
 
+typedef enum {
+  CONF_TSIG_HMAC_SHA256 = 0,
+  CONF_TSIG_HMAC_SHA512 = 1,
+} conf_tsig_alg_t;
+
+/* acme.dns.rfc2136: dns-01 TXT records published by RFC 2136 dynamic
+ * updates signed with TSIG (RFC 8945), instead of a dns hook. */
+typedef struct {
+  int enabled;        /* set when the "rfc2136" object is given */
+  char *server;       /* "IP[:port]" as written */
+  char host[48];      /* its IP address (set by the check) */
+  uint16_t port;      /* its port, default 53 (set by the check) */
+  char *zone;         /* the zone updated, "example.com" */
+  char *key_name;     /* the TSIG key's name */
+  conf_tsig_alg_t key_algorithm; /* default hmac-sha256 */
+  char *key_secret;   /* base64 (RFC 4648 section 4, padded) */
+} conf_rfc2136_t;
+
 /* One CA of acme.issuers (issue 16): the keys "acme" takes for a single
  * CA. Unset keys take acme's (email, ca_roots, profile, preferred_chain):
  * conf_issuer resolves them. */
@@ -197,6 +215,8 @@ typedef struct {
   conf_addr_t *dns_resolvers; /* asked whether a TXT record is visible; "IP:port" */
   size_t num_dns_resolvers;   /* default 0: the nameservers of /etc/resolv.conf, read
                                  by the engine when it checks */
+  int dns_given;              /* the "dns" object is given */
+  conf_rfc2136_t dns_rfc2136; /* acme.dns.rfc2136; enabled = 0 when absent */
   char *preferred_chain; /* issuer common name of the preferred alternate chain */
   char *profile; /* ACME profile (draft-aaron-acme-profiles) for orders; NULL: the CA's default */
 } conf_acme_t;

@@ -130,7 +130,7 @@ typedef struct {
 extern const conf__table_t conf__root_table;
 
 extern const conf__type_t conf__t_string, conf__t_url, conf__t_email, conf__t_url_path,
-    conf__t_file, conf__t_path, conf__t_file_list, conf__t_base64url, conf__t_bool, conf__t_duration,
+    conf__t_file, conf__t_path, conf__t_file_list, conf__t_base64url, conf__t_base64, conf__t_bool, conf__t_duration,
     conf__t_size, conf__t_count, conf__t_rate, conf__t_enum, conf__t_enum_list,
     conf__t_addr_list, conf__t_addr, conf__t_addr_here, conf__t_cidr_list, conf__t_host_list, conf__t_workers,
     conf__t_object, conf__t_object_list, conf__t_hsts, conf__t_field_name, conf__t_storage;
@@ -162,6 +162,7 @@ void conf__check_site(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_health(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_acme(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_issuer(conf__ctx_t *ctx, const cJSON *obj, char *base);
+void conf__check_rfc2136(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_on_demand(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_admin(conf__ctx_t *ctx, const cJSON *obj, char *base);
 void conf__check_timeouts(conf__ctx_t *ctx, const cJSON *obj, char *base);

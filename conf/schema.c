@@ -170,6 +170,27 @@ static const conf__row_t issuer_rows[] = {
     {"profile", &conf__t_string, FLD(conf_issuer_t, profile)},
 };
 static const conf__table_t issuer_table = TABLE(issuer_rows, .check = conf__check_issuer);
+static const char *const tsig_alg_names[] = {"hmac-sha256", "hmac-sha512"};
+static const conf__enum_t tsig_alg_enum = {tsig_alg_names, 2};
+_Static_assert(CONF_TSIG_HMAC_SHA512 == 1, "TSIG algorithm names");
+
+static const conf__row_t rfc2136_rows[] = {
+    {"server", &conf__t_string, FLD(conf_rfc2136_t, server), .flags = REQUIRED},
+    {"zone", &conf__t_string, FLD(conf_rfc2136_t, zone), .flags = REQUIRED},
+    {"key_name", &conf__t_string, FLD(conf_rfc2136_t, key_name), .flags = REQUIRED},
+    {"key_algorithm", &conf__t_enum, FLD(conf_rfc2136_t, key_algorithm), .def = Q("hmac-sha256"),
+     .arg = &tsig_alg_enum},
+    {"key_secret", &conf__t_base64, FLD(conf_rfc2136_t, key_secret), .flags = REQUIRED},
+};
+static const conf__table_t rfc2136_table =
+    TABLE(rfc2136_rows, .has_present = 1, .present_off = offsetof(conf_rfc2136_t, enabled),
+          .check = conf__check_rfc2136);
+
+static const conf__row_t acme_dns_rows[] = {
+    {"rfc2136", &conf__t_object, .off = offsetof(conf_acme_t, dns_rfc2136), .arg = &rfc2136_table},
+};
+static const conf__table_t acme_dns_table =
+    TABLE(acme_dns_rows, .has_present = 1, .present_off = offsetof(conf_acme_t, dns_given));
 
 static const conf__row_t acme_rows[] = {
     {"directory", &conf__t_url, FLD(conf_acme_t, directory)},
@@ -188,6 +209,7 @@ static const conf__row_t acme_rows[] = {
      .def = Q("2m"), .flags = POSITIVE},
     {"dns_resolvers", &conf__t_addr_list, LIST(conf_acme_t, dns_resolvers, num_dns_resolvers),
      .def = "[]", .flags = CONF__IP_HOST, .max = 8},
+    {"dns", &conf__t_object, .off = 0, .arg = &acme_dns_table},
     {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
     {"profile", &conf__t_string, FLD(conf_acme_t, profile)},
 };

@@ -130,6 +130,17 @@ static const char *check_base64url(const char *s) {
   return NULL;
 }
 
+/* Standard base64 (RFC 4648 section 4) with its padding, as TSIG secrets
+ * are written in BIND's and Knot's key files. */
+static const char *check_base64(const char *s) {
+  size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/");
+  size_t pad = strspn(s + n, "=");
+  if (n == 0) return "no base64 characters";
+  if (s[n + pad] != '\0' || pad > 2) return "only letters, digits, \"+\", \"/\" and final \"=\"";
+  if ((n + pad) % 4 != 0) return "its length is not a multiple of 4 (missing \"=\" padding?)";
+  return NULL;
+}
+
 /* A request field name that Gatehouse writes itself (client_auth's): a
  * token (RFC 9110 5.1), and not one of the fields the proxy already
  * decides, whose meaning the upstream relies on. */
@@ -159,6 +170,7 @@ TEXT_TYPE(url, "an http:// or https:// URL", conf__url_check);
 TEXT_TYPE(email, "an e-mail address", conf__email_check);
 TEXT_TYPE(url_path, "a path such as \"/api/\"", check_url_path);
 TEXT_TYPE(base64url, "a base64url string", check_base64url);
+TEXT_TYPE(base64, "a base64 string", check_base64);
 
 /* --- files --- */
 

@@ -14,7 +14,9 @@ What start() does (Pebble 2.4 as packaged in Debian 12):
   * Starts pebble-challtestsrv as Pebble's DNS server only (its HTTP-01,
     HTTPS and TLS-ALPN-01 responders off): every A query is answered with
     127.0.0.1 (AAAA with nothing) unless a test adds records; TXT records
-    for DNS-01 are set through its management API.
+    for DNS-01 are set through its management API. With dns_server="IP:port"
+    (a real authoritative server, such as knot.py's), Pebble asks that
+    server instead; challtestsrv still runs, but Pebble does not ask it.
   * Writes a Pebble config on free loopback ports and starts
     `pebble -config FILE -dnsserver 127.0.0.1:D` with PEBBLE_VA_NOSLEEP=1
     and PEBBLE_WFE_NONCEREJECT=0 (tests that exercise badNonce ask for a
@@ -59,7 +61,7 @@ class Pebble:
 
     def __init__(self, http_port=None, tls_port=None, nonce_reject=0, always_valid=False,
                  eab_keys=None, validity_seconds=None, domain_blocklist=(), authz_reuse=None,
-                 chain_length=None, env=None):
+                 chain_length=None, env=None, dns_server=None):
         self.name = harness._next_name("pebble")
         self.dir = harness.subdir(self.name)
         self.port = harness.free_port()
@@ -116,7 +118,7 @@ class Pebble:
         pebble_env.update(env or {})
         self.proc = harness.Proc(self.name, [
             PEBBLE_BIN, "-config", self.config_path,
-            "-dnsserver", "127.0.0.1:%d" % self.dns_port,
+            "-dnsserver", dns_server or "127.0.0.1:%d" % self.dns_port,
         ], cwd=self.dir, env=pebble_env)
         self._ctx_lock = threading.Lock()
         self._wait_ready()

@@ -17,6 +17,8 @@
 #define SITE(extra) "{'hosts': ['a.test'], 'upstreams': ['127.0.0.1:8080'], " TLS extra "}"
 #define ONE_SITE(extra) "'sites': [" SITE(extra) "]"
 #define ACME "'acme': {'directory': 'https://ca.test/dir'}"
+#define RFC2136(extra) "'dns': {'rfc2136': {'server': '127.0.0.1', 'zone': 'a.test', "     \
+                       "'key_name': 'k', 'key_secret': 'c2VjcmV0'" extra "}}"
 
 /* json turns a document written with single quotes (readable in C) into
  * JSON. The result is a static buffer, valid until the next call. */
@@ -137,6 +139,14 @@ static int acme_eq(const conf_acme_t *a, const conf_acme_t *b) {
          a->dns_propagation_timeout_ms == b->dns_propagation_timeout_ms &&
          addrs_eq(a->dns_resolvers, a->num_dns_resolvers, b->dns_resolvers,
                   b->num_dns_resolvers) &&
+         a->dns_given == b->dns_given && a->dns_rfc2136.enabled == b->dns_rfc2136.enabled &&
+         str_eq(a->dns_rfc2136.server, b->dns_rfc2136.server) &&
+         strcmp(a->dns_rfc2136.host, b->dns_rfc2136.host) == 0 &&
+         a->dns_rfc2136.port == b->dns_rfc2136.port &&
+         str_eq(a->dns_rfc2136.zone, b->dns_rfc2136.zone) &&
+         str_eq(a->dns_rfc2136.key_name, b->dns_rfc2136.key_name) &&
+         a->dns_rfc2136.key_algorithm == b->dns_rfc2136.key_algorithm &&
+         str_eq(a->dns_rfc2136.key_secret, b->dns_rfc2136.key_secret) &&
          str_eq(a->preferred_chain, b->preferred_chain);
 }
 
@@ -765,6 +775,14 @@ static void test_valid_variants(void) {
       "'dns_resolvers': ['127.0.0.1:5353', '[::1]:53'], 'dns_propagation_timeout': '2s'}}",
       "{'sites': [{'hosts': ['*'], 'upstreams': ['b.test:80']}], " ACME ", 'on_demand': "
       "{'allow': ['*']}}",
+      /* dns-01 by RFC 2136 updates instead of a hook, in each server form. */
+      "{'sites': [{'hosts': ['*.a.test'], 'upstreams': ['b.test:80']}], 'acme': {'directory': "
+      "'https://ca.test/dir', 'challenges': ['dns-01'], 'dns': {'rfc2136': {'server': "
+      "'127.0.0.1', 'zone': 'a.test', 'key_name': 'gh-key', 'key_secret': 'c2VjcmV0'}}}}",
+      "{'sites': [{'hosts': ['*.a.test'], 'upstreams': ['b.test:80']}], 'acme': {'directory': "
+      "'https://ca.test/dir', 'challenges': ['dns-01'], 'dns': {'rfc2136': {'server': "
+      "'[::1]:5353', 'zone': 'A.Test.', 'key_name': 'k.a.test.', 'key_algorithm': 'hmac-sha512', "
+      "'key_secret': 'c2VjcmV0MQ=='}}}}",
       /* Loopback admin without a token, asked for; IPv6 listeners; zero
        * durations where zero means "none". */
       "{'admin': {'listen': '[::1]:2019', 'insecure_no_token': true}, 'listen': {'https': ['[::]:8443'], 'http': []}, "
@@ -795,6 +813,27 @@ static void test_valid_variants(void) {
     ASSERT_NOT_NULL(c);
     ASSERT_TRUE(round_trip(c, json(docs[i])));
   }
+}
+
+static void test_rfc2136(void) {
+  char *err = NULL;
+  conf_t *c = parse(&err, "{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01'], "
+                          "'dns': {'rfc2136': {'server': '[::1]', 'zone': 'a.test', "
+                          "'key_name': 'k', 'key_secret': 'c2VjcmV0'}}}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_TRUE(c->acme.dns_rfc2136.enabled);
+  ASSERT_STR_EQ(c->acme.dns_rfc2136.host, "::1");
+  ASSERT_EQ(c->acme.dns_rfc2136.port, 53);
+  ASSERT_EQ(c->acme.dns_rfc2136.key_algorithm, CONF_TSIG_HMAC_SHA256);
+  conf_free(c);
+  c = parse(&err, "{'acme': {'directory': 'https://ca.test/', " RFC2136("") "}, " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_STR_EQ(c->acme.dns_rfc2136.host, "127.0.0.1");
+  conf_free(c);
+  c = parse(&err, "{" ACME ", " ONE_SITE("") "}");
+  ASSERT_NOT_NULL(c);
+  ASSERT_FALSE(c->acme.dns_rfc2136.enabled);
+  conf_free(c);
 }
 
 /* --- invalid documents: each names the path and the reason --- */
@@ -999,7 +1038,43 @@ static const bad_case_t bad_cases[] = {
     {"{'acme': {'directory': 'https://ca.test/', 'dns_resolvers': [':53']}, " ONE_SITE("") "}",
      "acme.dns_resolvers[0]:", "missing host"},
     {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01']}, " ONE_SITE("") "}",
-     "t.json: acme: missing \"dns_hook\", which \"dns-01\" in \"challenges\" needs", NULL},
+     "t.json: acme: missing \"dns_hook\" or \"dns.rfc2136\", one of which \"dns-01\" in "
+     "\"challenges\" needs to publish its TXT records", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01'], 'dns': {}}, "
+     ONE_SITE("") "}", "t.json: acme: missing \"dns_hook\" or \"dns.rfc2136\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'challenges': ['dns-01'], 'dns_hook': '"
+     EXAMPLES "dns-hook.sh', " RFC2136("") "}, " ONE_SITE("") "}",
+     "t.json: acme: both \"dns_hook\" and \"dns.rfc2136\" publish dns-01 TXT records; give one "
+     "of them", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136: missing required key \"server\"", "missing required key \"key_secret\""},
+    {"{'acme': {'directory': 'https://ca.test/', " RFC2136(", 'port': 53") "}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136: unknown key \"port\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': 'ns1.a.test', "
+     "'zone': 'a.test', 'key_name': 'k', 'key_secret': 'c2VjcmV0'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.server: expected an address \"IP\", \"IP:port\" or \"[IPv6]:port\", got "
+     "\"ns1.a.test\" (an IP address is needed here, not a name)", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': '127.0.0.1:99999', "
+     "'zone': 'a.test', 'key_name': 'k', 'key_secret': 'c2VjcmV0'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.server: expected an address \"IP\", \"IP:port\" or \"[IPv6]:port\", got "
+     "\"127.0.0.1:99999\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': '127.0.0.1', "
+     "'zone': 'a..test', 'key_name': 'k', 'key_secret': 'c2VjcmV0'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.zone: expected a DNS name, got \"a..test\" (empty label)", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': '127.0.0.1', "
+     "'zone': 'a.test', 'key_name': 'my key', 'key_secret': 'c2VjcmV0'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.key_name: expected a DNS name, got \"my key\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': '127.0.0.1', "
+     "'zone': 'a.test', 'key_name': 'k', 'key_secret': 'c2VjcmV0MQ'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.key_secret: expected a base64 string, got \"c2VjcmV0MQ\"",
+     "its length is not a multiple of 4 (missing \"=\" padding?)"},
+    {"{'acme': {'directory': 'https://ca.test/', 'dns': {'rfc2136': {'server': '127.0.0.1', "
+     "'zone': 'a.test', 'key_name': 'k', 'key_secret': 'c2Vj-mV0'}}}, " ONE_SITE("") "}",
+     "acme.dns.rfc2136.key_secret: expected a base64 string, got \"c2Vj-mV0\"", NULL},
+    {"{'acme': {'directory': 'https://ca.test/', " RFC2136(", 'key_algorithm': 'hmac-md5'") "}, "
+     ONE_SITE("") "}",
+     "acme.dns.rfc2136.key_algorithm: expected one of \"hmac-sha256\", \"hmac-sha512\", got "
+     "\"hmac-md5\"", NULL},
     /* Sites across the document. */
     {"{'sites': [" SITE(", 'default': true") ", {'hosts': ['b.test'], 'upstreams': "
      "['127.0.0.1:1'], " TLS ", 'default': true}]}",
@@ -1782,6 +1857,7 @@ int main(void) {
   RUN(test_upstream_read_old_name);
   RUN(test_log_files);
   RUN(test_valid_variants);
+  RUN(test_rfc2136);
   RUN(test_invalid_documents);
   RUN(test_every_error_is_reported);
   RUN(test_syntax_errors);

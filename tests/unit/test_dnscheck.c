@@ -425,8 +425,9 @@ typedef struct {
   uv_udp_t srv;
   struct sockaddr_in addr;
   int queries;
+  int rd; /* the RD bit of the last query */
   int visible_after; /* the value appears in answers from this query on; 0 = never */
-  int mode;          /* 0: NXDOMAIN until visible; 1: silent */
+  int mode;          /* 0: NXDOMAIN until visible; 1: silent; 2: CAA (caa_answer) */
   uint8_t buf[1024];
   /* the outcome */
   int called, status;
@@ -439,12 +440,25 @@ static void srv_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
   *buf = uv_buf_init((char *)fx->buf, sizeof(fx->buf));
 }
 
+static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
+static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from);
+static unsigned query_question(char name[256], const uint8_t *q, size_t len);
+
 static void srv_recv(uv_udp_t *u, ssize_t nread, const uv_buf_t *buf, const struct sockaddr *from,
                      unsigned flags) {
   fx_t *fx = u->data;
   if (nread <= 0 || from == NULL) return;
   fx->queries++;
+  fx->rd = nread > 2 && (buf->base[2] & 1);
   if (fx->mode == 1) return;
+  if (fx->mode == 2) {
+    caa_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
+    return;
+  }
+  if (fx->mode == 3) {
+    auth_answer(u, (const uint8_t *)buf->base, (size_t)nread, from);
+    return;
+  }
   /* The query is 12 + question bytes; answer with the same id and question. */
   static pkt_t p;
   p.n = 0;
@@ -514,7 +528,7 @@ static void test_check_visible(void) {
   uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&s[0].addr);
   snprintf(s[0].text, sizeof(s[0].text), "127.0.0.1:1");
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000, 0, on_checked, &fx), 0);
   ASSERT_NOT_NULL(c);
   ASSERT_EQ(fx.called, 0); /* never from within start */
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
@@ -536,7 +550,7 @@ static void test_check_times_out(void) {
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
   uint64_t t0 = uv_hrtime() / 1000000;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 500, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 500, 0, on_checked, &fx), 0);
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
   uint64_t took = uv_hrtime() / 1000000 - t0;
   ASSERT_EQ(fx.status, UV_ETIMEDOUT);
@@ -557,7 +571,7 @@ static void test_check_silent_server(void) {
   acme_dns_server_t s;
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 300, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 300, 0, on_checked, &fx), 0);
   while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
   ASSERT_EQ(fx.status, UV_ETIMEDOUT);
   ASSERT_CONTAINS(fx.why, "no answer within");
@@ -570,18 +584,462 @@ static void test_check_cancel(void) {
   acme_dns_server_t s;
   fx_server(&fx, &s);
   acme_dnscheck_t *c = NULL;
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 10000, on_checked, &fx), 0);
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, NAME, VALUE, 10000, 0, on_checked, &fx), 0);
   uv_run(&fx.loop, UV_RUN_NOWAIT);
   acme__dnscheck_cancel(c);
   acme__dnscheck_cancel(NULL);
   ASSERT_EQ(fx_close(&fx), 0);
   ASSERT_EQ(fx.called, 0);
   /* Bad arguments: no callback, ever. */
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 0, NAME, VALUE, 100, on_checked, &fx),
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 0, NAME, VALUE, 100, 0, on_checked, &fx),
             UV_EINVAL);
-  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, "a..b", VALUE, 100, on_checked, &fx),
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, &s, 1, "a..b", VALUE, 100, 0, on_checked, &fx),
             UV_EINVAL);
   ASSERT_NULL(c);
+}
+
+static void test_check_all_authoritative(void) {
+  /* Every server must have the record; RD is clear; the success lists
+   * them. The same server twice stands for two. */
+  fx_t fx;
+  fx_init(&fx, 2, 0);
+  acme_dns_server_t s[2];
+  fx_server(&fx, &s[0]);
+  s[1] = s[0];
+  acme_dnscheck_t *c = NULL;
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 10000,
+                                 ACME_DNSCHECK_ALL | ACME_DNSCHECK_NORECURSE, on_checked, &fx),
+            0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.status, 0);
+  ASSERT_EQ(fx.rd, 0);
+  /* Round one: an NXDOMAIN, then the record; round two asks only the
+   * server that did not have it yet. */
+  ASSERT_EQ(fx.queries, 3);
+  char want[160];
+  snprintf(want, sizeof(want), "%s, %s", s[0].text, s[1].text);
+  ASSERT_STR_EQ(fx.why, want);
+  ASSERT_EQ(fx_close(&fx), 0);
+  /* One that never has it: a timeout naming what each said. */
+  fx_init(&fx, 0, 0);
+  fx_server(&fx, &s[0]);
+  uv_ip4_addr("127.0.0.1", 1, (struct sockaddr_in *)&s[1].addr);
+  snprintf(s[1].text, sizeof(s[1].text), "127.0.0.1:1");
+  ASSERT_EQ(acme__dnscheck_start(&c, &fx.loop, s, 2, NAME, VALUE, 400, ACME_DNSCHECK_ALL,
+                                 on_checked, &fx),
+            0);
+  while (!fx.called) uv_run(&fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx.status, UV_ETIMEDOUT);
+  ASSERT_EQ(fx.rd, 1);
+  snprintf(want, sizeof(want), "%s: NXDOMAIN; 127.0.0.1:1: connection refused", s[0].text);
+  ASSERT_STR_EQ(fx.why, want);
+  ASSERT_EQ(fx_close(&fx), 0);
+}
+
+/* The zone auth.test, as a resolver would tell of it: SOA in the
+ * authority section of every NXDOMAIN below it, NS ns1 and ns2, ns1 with
+ * an A record, ns2 with only an AAAA one. */
+static void auth_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
+  static pkt_t p;
+  char name[256];
+  unsigned qtype = query_question(name, q, len);
+  p.n = 0;
+  put_bytes(&p, q, len);
+  p.b[2] = 0x81;
+  p.b[3] = 0x80;
+  if (strcmp(name, "auth.test") == 0 && qtype == 2) {
+    p.b[7] = 2;
+    put16(&p, 0xc00c);
+    rr_head(&p, 2, 6);
+    put8(&p, 3);
+    put_bytes(&p, "ns1", 3);
+    put16(&p, 0xc00c);
+    put16(&p, 0xc00c);
+    rr_head(&p, 2, 6);
+    put8(&p, 3);
+    put_bytes(&p, "ns2", 3);
+    put16(&p, 0xc00c);
+  } else if (strcmp(name, "ns1.auth.test") == 0 && qtype == 1) {
+    p.b[7] = 1;
+    put16(&p, 0xc00c);
+    rr_head(&p, 1, 4);
+    put_bytes(&p, "\x7f\x00\x00\x35", 4);
+  } else if (strcmp(name, "ns2.auth.test") == 0 && qtype == 28) {
+    p.b[7] = 1;
+    put16(&p, 0xc00c);
+    rr_head(&p, 28, 16);
+    put_bytes(&p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x01", 16);
+  } else if (strcmp(name, "auth.test") != 0 && strstr(name, "auth.test") != NULL &&
+             strncmp(name, "ns", 2) != 0) {
+    p.b[3] = 0x83;
+    p.b[9] = 1;
+    put_name(&p, "auth.test");
+    rr_head(&p, 6, 0);
+  }
+  uv_buf_t b = uv_buf_init((char *)p.b, (unsigned)p.n);
+  uv_udp_try_send(u, &b, 1, from);
+}
+
+typedef struct {
+  fx_t fx;
+  int called, status;
+  char servers[256], zone[64], why[512];
+} auth_fx_t;
+
+static void on_authns(void *arg, int status, const acme_dns_server_t *servers, size_t num,
+                      const char *zone, const char *why) {
+  auth_fx_t *a = arg;
+  a->called++;
+  a->status = status;
+  for (size_t i = 0; i < num; i++) {
+    size_t used = strlen(a->servers);
+    snprintf(a->servers + used, sizeof(a->servers) - used, "%s%s", i ? " " : "", servers[i].text);
+  }
+  snprintf(a->zone, sizeof(a->zone), "%s", zone ? zone : "");
+  snprintf(a->why, sizeof(a->why), "%s", why ? why : "");
+  uv_udp_recv_stop(&a->fx.srv);
+}
+
+static void authns_run(auth_fx_t *a, const char *name) {
+  memset(a, 0, sizeof(*a));
+  fx_init(&a->fx, 0, 3);
+  acme_dns_server_t s;
+  fx_server(&a->fx, &s);
+  acme_authns_t *l = NULL;
+  ASSERT_EQ(acme__authns_start(&l, &a->fx.loop, &s, 1, name, 10000, on_authns, a), 0);
+  while (a->called == 0) uv_run(&a->fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx_close(&a->fx), 0);
+  ASSERT_EQ(a->called, 1);
+}
+
+static void test_authns(void) {
+  static auth_fx_t a;
+  authns_run(&a, "_acme-challenge.www.auth.test.");
+  ASSERT_EQ(a.status, 0);
+  ASSERT_STR_EQ(a.zone, "auth.test");
+  /* ns1 by its A record; ns2 has none, so by its AAAA record. */
+  ASSERT_STR_EQ(a.servers, "127.0.0.53:53 [::1]:53");
+  /* SOA, NS, A ns1, A ns2, AAAA ns2. */
+  ASSERT_EQ(a.fx.queries, 5);
+  /* No SOA anywhere up the name: none, and why. */
+  authns_run(&a, "_acme-challenge.www.other.test");
+  ASSERT_EQ(a.status, UV_ENOENT);
+  ASSERT_CONTAINS(a.why, "no SOA record for _acme-challenge.www.other.test or any parent");
+  ASSERT_EQ(a.fx.queries, 4);
+}
+
+static void test_soa_owner(void) {
+  char zone[ACME_DNS_NAME_MAX + 1];
+  pkt_t p;
+  /* NXDOMAIN, the zone's SOA in the authority section (nscount 1). */
+  header(&p, 1, 0x8183, 1, 0);
+  p.b[9] = 1;
+  put_name(&p, NAME);
+  put16(&p, 6);
+  put16(&p, 1);
+  put_name(&p, "A.Test");
+  rr_head(&p, 6, 4);
+  put32(&p, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), 0);
+  ASSERT_STR_EQ(zone, "a.test");
+  /* In the answer, compressed to the question's name. */
+  header(&p, 1, 0x8180, 1, 1);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  put16(&p, 0xc00c);
+  rr_head(&p, 6, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), 0);
+  ASSERT_STR_EQ(zone, "b.test");
+  for (size_t cut = 0; cut < p.n; cut++) ASSERT_EQ(acme__dns_soa_owner(zone, p.b, cut), -1);
+  /* None, or an owner that is no host name. */
+  header(&p, 1, 0x8180, 1, 0);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), -1);
+  header(&p, 1, 0x8180, 1, 1);
+  put_name(&p, "b.test");
+  put16(&p, 6);
+  put16(&p, 1);
+  put_name(&p, "a b.test");
+  rr_head(&p, 6, 0);
+  ASSERT_EQ(acme__dns_soa_owner(zone, p.b, p.n), -1);
+}
+
+/* ---- CAA ---- */
+
+/* query_question reads the question of the query |q| (our own, well
+ * formed): its name, dotted, into |name|; returns its type. */
+static unsigned query_question(char name[256], const uint8_t *q, size_t len) {
+  size_t n = 0, i = 12;
+  while (i < len && q[i] != 0 && n + q[i] + 1 < 256) {
+    if (n) name[n++] = '.';
+    memcpy(name + n, q + i + 1, q[i]);
+    n += q[i];
+    i += 1 + (size_t)q[i];
+  }
+  name[n] = '\0';
+  return i + 2 < len ? (unsigned)(q[i + 1] << 8 | q[i + 2]) : 0;
+}
+
+static void caa_rr(pkt_t *p, unsigned flags, const char *tag, const char *value) {
+  put16(p, 0xc00c);
+  size_t t = strlen(tag), v = strlen(value);
+  rr_head(p, 257, (unsigned)(2 + t + v));
+  put8(p, flags);
+  put8(p, (unsigned)t);
+  put_bytes(p, tag, t);
+  put_bytes(p, value, v);
+}
+
+/* The CAA zone of the server in the loop: "ca.test" holds records,
+ * "nxdomain" levels do not exist, "fail.test" answers SERVFAIL, anything
+ * else answers NOERROR with no records. */
+static void caa_answer(uv_udp_t *u, const uint8_t *q, size_t len, const struct sockaddr *from) {
+  static pkt_t p;
+  char name[256];
+  query_question(name, q, len);
+  p.n = 0;
+  put_bytes(&p, q, len);
+  p.b[2] = 0x81;
+  p.b[3] = 0x80;
+  if (strcmp(name, "ca.test") == 0) {
+    p.b[7] = 3;
+    caa_rr(&p, 0, "issue", "other.example");
+    caa_rr(&p, 0, "issue", "ca.example; accounturi=https://ca.example/acct/1");
+    caa_rr(&p, 0, "iodef", "mailto:x@ca.test");
+  } else if (strstr(name, "nxdomain") != NULL) {
+    p.b[3] = 0x83;
+  } else if (strcmp(name, "fail.test") == 0) {
+    p.b[3] = 0x82;
+  }
+  uv_buf_t b = uv_buf_init((char *)p.b, (unsigned)p.n);
+  uv_udp_try_send(u, &b, 1, from);
+}
+
+static void test_caa_parse(void) {
+  pkt_t p;
+  header(&p, 7, 0x8180, 1, 2);
+  put_name(&p, "a.test");
+  put16(&p, 257);
+  put16(&p, 1);
+  caa_rr(&p, 128, "issue", "ca.example");
+  caa_rr(&p, 0, "tbs", "");
+  acme_caa_rr_t *rrs;
+  size_t num;
+  int rcode;
+  ASSERT_EQ(acme__caa_parse(&rrs, &num, &rcode, p.b, p.n, 7, "a.test"), ACME_DNS_ANSWER);
+  ASSERT_EQ(num, 2);
+  ASSERT_EQ(rrs[0].flags, 128);
+  ASSERT_STR_EQ(rrs[0].tag, "issue");
+  ASSERT_STR_EQ(rrs[0].value, "ca.example");
+  ASSERT_EQ(rrs[1].value_len, 0);
+  acme__caa_rrs_free(rrs, num);
+  /* A TXT question is not ours; a bad tag is malformed; every cut fails. */
+  ASSERT_EQ(acme__caa_parse(&rrs, &num, &rcode, p.b, p.n, 7, "b.test"), ACME_DNS_MISMATCH);
+  for (size_t cut = 0; cut < p.n; cut++) {
+    ASSERT_NE(acme__caa_parse(&rrs, &num, &rcode, p.b, cut, 7, "a.test"), ACME_DNS_ANSWER);
+    ASSERT_NULL(rrs);
+  }
+  static const struct {
+    const char *rdata;
+    size_t len;
+    int ok;
+  } rd[] = {
+      {"\x00\x05issueca.example", 16, 1}, {"\x00\x00", 2, 0},        {"\x00\x06issue", 7, 0},
+      {"\x00\x05iss-eca", 8, 0},          {"\x80\x03tbs", 5, 1},      {"\x00", 1, 0},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(rd); i++) {
+    acme_caa_rr_t rr;
+    CBS c;
+    CBS_init(&c, (const uint8_t *)rd[i].rdata, rd[i].len);
+    int rc = acme__caa_parse_rdata(&rr, c);
+    if (rd[i].ok != (rc == 0)) fprintf(stderr, "rdata case %zu\n", i);
+    ASSERT_EQ(rc == 0, rd[i].ok);
+    if (rc == 0) {
+      gh_free(rr.tag);
+      gh_free(rr.value);
+    }
+  }
+}
+
+/* permits runs acme__caa_permits on records given as "flags tag value". */
+static int permits(const char *const *recs, size_t n, const char *account, const char *method,
+                   int wildcard, char **why) {
+  acme_caa_rr_t rrs[16];
+  char tags[16][32];
+  for (size_t i = 0; i < n; i++) {
+    unsigned flags;
+    int used = 0;
+    sscanf(recs[i], "%u %31s %n", &flags, tags[i], &used);
+    rrs[i].flags = (uint8_t)flags;
+    rrs[i].tag = tags[i];
+    rrs[i].value = (char *)recs[i] + used;
+    rrs[i].value_len = strlen(recs[i] + used);
+  }
+  static const char *const mine[] = {"ca.example", "ca2.example"};
+  return acme__caa_permits(why, rrs, n, mine, 2, account, method, wildcard);
+}
+
+static void test_caa_permits(void) {
+  static const char acct[] = "https://ca.example/acct/1";
+  static const struct {
+    const char *recs[6];
+    size_t n;
+    int wildcard;
+    const char *method;
+    int want; /* 1 permitted */
+    const char *why;
+  } cases[] = {
+      {{0}, 0, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue CA.Example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 ISSUE ca.example"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue other.example"}, 1, 0, "http-01", 0, "CAA issue records allow only \"other.example\""},
+      {{"0 issue other.example", "0 issue ca2.example"}, 2, 0, "dns-01", 1, NULL},
+      {{"0 issue ;"}, 1, 0, "http-01", 0, "allow only \";\""},
+      {{"0 issue ;", "0 issue ca.example"}, 2, 0, "http-01", 1, NULL},
+      {{"0 issue   ca.example  ;  "}, 1, 0, "http-01", 1, NULL},
+      {{"0 iodef mailto:a@b.c"}, 1, 0, "http-01", 1, NULL},
+      {{"0 tbs anything"}, 1, 0, "http-01", 1, NULL},
+      {{"128 tbs anything", "0 issue ca.example"}, 2, 0, "http-01", 0,
+       "CAA has a critical \"tbs\" property"},
+      {{"128 iodef mailto:a@b.c"}, 1, 0, "http-01", 1, NULL},
+      {{"128 issue ca.example"}, 1, 0, "http-01", 1, NULL},
+      /* issuewild: only for wildcards, and then it wins over issue. */
+      {{"0 issuewild ;"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issuewild ;", "0 issue ca.example"}, 2, 0, "http-01", 1, NULL},
+      {{"0 issuewild ;", "0 issue ca.example"}, 2, 1, "dns-01", 0, "CAA issuewild records"},
+      {{"0 issuewild ca.example", "0 issue ;"}, 2, 1, "dns-01", 1, NULL},
+      {{"0 issue ca.example"}, 1, 1, "dns-01", 1, NULL},
+      {{"0 issue ;"}, 1, 1, "dns-01", 0, "CAA issue records"},
+      /* RFC 8657 parameters. */
+      {{"0 issue ca.example; accounturi=https://ca.example/acct/1"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; accounturi=https://ca.example/acct/2"}, 1, 0, "http-01", 0,
+       "(account https://ca.example/acct/1) by http-01"},
+      {{"0 issue ca.example; validationmethods=dns-01,http-01"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; validationmethods=dns-01"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; validationmethods=dns-01 ; accounturi=https://ca.example/acct/1"}, 1,
+       0, "dns-01", 1, NULL},
+      {{"0 issue ca.example;validationmethods=tls-alpn-01;accounturi=https://ca.example/acct/1"},
+       1, 0, "dns-01", 0, NULL},
+      {{"0 issue ca.example; policy=ev"}, 1, 0, "http-01", 1, NULL},
+      /* Values that break the grammar name no CA. */
+      {{"0 issue ca.example;"}, 1, 0, "http-01", 1, NULL},
+      {{"0 issue ca.example; accounturi"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; a=b;"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca..example"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue -ca.example"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example extra"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example.evil"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.exampl"}, 1, 0, "http-01", 0, NULL},
+      {{"0 issue ca.example; a=b c"}, 1, 0, "http-01", 0, NULL},
+  };
+  for (size_t i = 0; i < GH_ARRAY_LEN(cases); i++) {
+    char *why = NULL;
+    int rc = permits(cases[i].recs, cases[i].n, acct, cases[i].method, cases[i].wildcard, &why);
+    if ((rc == 0) != cases[i].want) fprintf(stderr, "permits case %zu: %d %s\n", i, rc, why ? why : "");
+    ASSERT_EQ(rc == 0, cases[i].want);
+    if (rc == 0) {
+      ASSERT_NULL(why);
+    } else {
+      ASSERT_EQ(rc, UV_EPERM);
+      ASSERT_NOT_NULL(why);
+      if (cases[i].why != NULL) ASSERT_CONTAINS(why, cases[i].why);
+    }
+    gh_free(why);
+  }
+  /* Without an account URL, a record that names one does not match. */
+  char *why = NULL;
+  const char *rec[] = {"0 issue ca.example; accounturi=https://ca.example/acct/1"};
+  ASSERT_EQ(permits(rec, 1, NULL, "http-01", 0, &why), UV_EPERM);
+  gh_free(why);
+}
+
+typedef struct {
+  fx_t fx;
+  int called, status;
+  size_t num;
+  char found_at[64], second[128], why[1024];
+} caa_fx_t;
+
+static void on_caa(void *arg, int status, const acme_caa_rr_t *rrs, size_t num,
+                   const char *found_at, const char *why) {
+  caa_fx_t *c = arg;
+  c->called++;
+  c->status = status;
+  c->num = num;
+  snprintf(c->found_at, sizeof(c->found_at), "%s", found_at ? found_at : "");
+  snprintf(c->second, sizeof(c->second), "%s", num > 1 ? rrs[1].value : "");
+  snprintf(c->why, sizeof(c->why), "%s", why ? why : "");
+  uv_udp_recv_stop(&c->fx.srv);
+}
+
+/* caa_run looks |name| up at the server in the loop (mode 2, or 1:
+ * silent), with |timeout_ms| in all. */
+static void caa_run(caa_fx_t *c, const char *name, int mode, uint64_t timeout_ms) {
+  memset(c, 0, sizeof(*c));
+  fx_init(&c->fx, 0, mode);
+  acme_dns_server_t s;
+  fx_server(&c->fx, &s);
+  acme_caa_lookup_t *l = NULL;
+  ASSERT_EQ(acme__caa_lookup_start(&l, &c->fx.loop, &s, 1, name, timeout_ms, on_caa, c), 0);
+  ASSERT_EQ(c->called, 0);
+  while (c->called == 0) uv_run(&c->fx.loop, UV_RUN_ONCE);
+  ASSERT_EQ(fx_close(&c->fx), 0);
+  ASSERT_EQ(c->called, 1);
+}
+
+static void test_caa_lookup(void) {
+  static caa_fx_t c;
+  /* Up from a name that does not exist, past an empty level, to ca.test. */
+  caa_run(&c, "a.nxdomain.empty.ca.test", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_EQ(c.num, 3);
+  ASSERT_STR_EQ(c.found_at, "ca.test");
+  ASSERT_STR_EQ(c.second, "ca.example; accounturi=https://ca.example/acct/1");
+  ASSERT_EQ(c.fx.queries, 4);
+  /* A wildcard starts at its base name; the records are at it. */
+  caa_run(&c, "*.ca.test.", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_STR_EQ(c.found_at, "ca.test");
+  ASSERT_EQ(c.fx.queries, 1);
+  /* No CAA up to the TLD: anyone may issue. */
+  caa_run(&c, "www.free.test", 2, 20000);
+  ASSERT_EQ(c.status, 0);
+  ASSERT_EQ(c.num, 0);
+  ASSERT_STR_EQ(c.found_at, "");
+  ASSERT_EQ(c.fx.queries, 3);
+  /* SERVFAIL is an error, not "no CAA". */
+  caa_run(&c, "www.fail.test", 2, 20000);
+  ASSERT_EQ(c.status, UV_EIO);
+  ASSERT_CONTAINS(c.why, "no resolver answered the CAA query for fail.test: 127.0.0.1:");
+  ASSERT_CONTAINS(c.why, ": SERVFAIL");
+  /* Silence: UDP twice, then TCP (refused), within the bound. */
+  uint64_t t0 = gh_now_ms();
+  caa_run(&c, "www.ca.test", 1, 20000);
+  ASSERT_EQ(c.status, UV_ECONNREFUSED);
+  ASSERT_CONTAINS(c.why, "connecting over TCP");
+  ASSERT_TRUE(gh_now_ms() - t0 < 6000);
+  ASSERT_EQ(acme__caa_lookup_start(&(acme_caa_lookup_t *){NULL}, &c.fx.loop, NULL, 0, "a.test",
+                                   1000, on_caa, &c),
+            UV_EINVAL);
+}
+
+static void test_caa_lookup_cancel(void) {
+  static caa_fx_t c;
+  memset(&c, 0, sizeof(c));
+  fx_init(&c.fx, 0, 1);
+  acme_dns_server_t s;
+  fx_server(&c.fx, &s);
+  acme_caa_lookup_t *l = NULL;
+  ASSERT_EQ(acme__caa_lookup_start(&l, &c.fx.loop, &s, 1, "a.test", 1000, on_caa, &c), 0);
+  uv_run(&c.fx.loop, UV_RUN_NOWAIT);
+  acme__caa_lookup_cancel(l);
+  acme__caa_lookup_cancel(NULL);
+  ASSERT_EQ(fx_close(&c.fx), 0);
+  ASSERT_EQ(c.called, 0);
 }
 
 int main(void) {
@@ -599,5 +1057,12 @@ int main(void) {
   RUN(test_check_times_out);
   RUN(test_check_silent_server);
   RUN(test_check_cancel);
+  RUN(test_check_all_authoritative);
+  RUN(test_soa_owner);
+  RUN(test_authns);
+  RUN(test_caa_parse);
+  RUN(test_caa_permits);
+  RUN(test_caa_lookup);
+  RUN(test_caa_lookup_cancel);
   TEST_EXIT();
 }
