@@ -163,6 +163,7 @@ static void job_free(acme_job_t *job) {
   gh_free(job->profile);
   gh_free(job->ca_errors);
   gh_free(job->issued_by);
+  acme__caa_stop(job);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -327,12 +328,12 @@ static void job_use_ca(acme_job_t *job, acme_ca_t *ca) {
 static int job_fall_back(acme_job_t *job, int status, const char *err) {
   acme_engine_t *e = job->engine;
   acme_ca_t *from = job->ca;
-  int fault = job->ca_fault;
-  job->ca_fault = 0;
+  int fault = job->ca_fault, skip = job->ca_skip;
+  job->ca_fault = job->ca_skip = 0;
   if (job->kind != ACME_KIND_OBTAIN || status == 0 || status == UV_ECANCELED || e->closing ||
-      !fault)
+      (!fault && !skip))
     return 0;
-  acme__ca_failed(from, job->ca_retry_after_ms, err);
+  if (fault) acme__ca_failed(from, job->ca_retry_after_ms, err);
   acme_ca_t *next = NULL;
   for (size_t i = from->index + 1; i < e->num_cas && next == NULL; i++)
     if (ca_usable(&e->cas[i])) next = &e->cas[i];
@@ -372,6 +373,7 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
     err = full;
   }
   account_release(job);
+  acme__caa_stop(job);
   job->state = ACME_JOB_DONE;
   if (job->hook != NULL) uv_process_kill(&((hook_t *)job->hook)->proc, SIGTERM);
   acme__order_cleanup(job);
@@ -714,6 +716,7 @@ static void job_process(acme_job_t *job) {
       account_request(job);
       return;
     case ACME_JOB_ACCOUNT_WAIT:
+    case ACME_JOB_CAA_WAIT:
     case ACME_JOB_PRESENT:
     case ACME_JOB_DONE:
       return; /* woken by someone else */
@@ -830,6 +833,19 @@ static int directory_response(acme_job_t *job, const cJSON *json) {
         if (ca->num_profiles < 32 && it->string != NULL && strlen(it->string) <= 64)
           ca->profiles[ca->num_profiles++] = gh_strdup(it->string);
       }
+    }
+    /* meta.caaIdentities: the issuer domains its CAA records name. */
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(meta, "caaIdentities");
+    if (cJSON_IsArray(ids) && cJSON_GetArraySize(ids) > 0) {
+      ca->caa_ids = gh_calloc(8, sizeof(char *));
+      ca->own_caa_ids = 1;
+      cJSON_ArrayForEach(it, ids) {
+        if (ca->num_caa_ids < 8 && cJSON_IsString(it) && conf_host_pattern_valid(it->valuestring))
+          ca->caa_ids[ca->num_caa_ids++] = gh_strdup(it->valuestring);
+      }
+    } else {
+      ca->caa_ids = ca->conf.caa_identities;
+      ca->num_caa_ids = ca->conf.num_caa_identities;
     }
     ca->have_directory = 1;
     check_profiles(ca);
@@ -1321,6 +1337,8 @@ static void engine_destroy(acme_engine_t *e) {
     gh_free(ca->url_renewal_info);
     for (size_t j = 0; j < ca->num_profiles; j++) gh_free(ca->profiles[j]);
     gh_free(ca->profiles);
+    for (size_t j = 0; ca->own_caa_ids && j < ca->num_caa_ids; j++) gh_free(ca->caa_ids[j]);
+    if (ca->own_caa_ids) gh_free(ca->caa_ids);
     EVP_PKEY_free(ca->account_key);
     gh_free(ca->thumbprint);
     gh_free(ca->kid);
@@ -1381,6 +1399,7 @@ static void job_start(acme_job_t *job, int status, char *msg) {
   } else {
     job->state = ACME_JOB_DIRECTORY;
     job_timer(job, TIMER_PROCESS, 0);
+    acme__caa_start(job); /* meanwhile */
   }
 }
 

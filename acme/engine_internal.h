@@ -115,6 +115,7 @@ typedef enum {
   ACME_JOB_DIRECTORY = 0, /* GET the directory, unless cached */
   ACME_JOB_ACCOUNT,       /* POST newAccount: find (onlyReturnExisting) or create */
   ACME_JOB_ACCOUNT_WAIT,  /* another job is creating the account: no request */
+  ACME_JOB_CAA_WAIT,      /* the CAA lookups (caa_check.c) are not done: no request */
   ACME_JOB_NEW_ORDER,     /* POST newOrder */
   ACME_JOB_AUTHZ,         /* POST-as-GET authorizations[authz_i], choose a challenge */
   ACME_JOB_PRESENT,       /* dns-01: the hook's "present" runs: no request */
@@ -170,6 +171,9 @@ typedef struct acme_ca {
   char *url_renewal_info; /* NULL when the CA's directory has none (RFC 9773) */
   char **profiles;        /* meta.profiles' names (draft-aaron-acme-profiles) */
   size_t num_profiles;
+  char **caa_ids;         /* meta.caaIdentities, else conf.caa_identities (borrowed then) */
+  size_t num_caa_ids;
+  int own_caa_ids;        /* caa_ids is ours to free */
   acme_nonce_pool_t nonces;
   /* the account, once found or created */
   EVP_PKEY *account_key;
@@ -207,6 +211,7 @@ struct acme_job {
   acme_engine_t *engine;
   acme_ca_t *ca;  /* the CA this job talks to now */
   int ca_fault;   /* the failure being reported is the CA's (acme__job_ca_fault) */
+  int ca_skip;    /* the failure is this CA's only (CAA forbids it): next CA, no back-off */
   uint64_t ca_retry_after_ms; /* with it: the CA's Retry-After, 0 when none */
   char *ca_errors; /* an order's failures at the CAs it left, for the final message */
   char *issued_by; /* a renewal: the directory of the CA that issued |replaces|, or NULL */
@@ -274,6 +279,19 @@ struct acme_job {
   EVP_PKEY *new_key;
 
   char *profile; /* the ACME profile this order asks for, or NULL */
+  /* CAA, looked up while the order starts (caa_check.c): per name, the
+   * relevant records and which challenge types may be used at job->ca */
+  struct acme_caa_name {
+    void *rrs;                     /* acme_caa_rr_t[] (dnscheck.h), or NULL */
+    size_t num_rrs;
+    char *found_at;
+    int looked_up;                 /* the lookup answered (else: not checked) */
+    unsigned allowed;              /* bit per acme_chall_type_t; all when unchecked */
+  } *caa;
+  struct acme_caa_lookup *caa_lookup;
+  size_t caa_next;
+  uint64_t caa_deadline_ms;
+  int caa_done;
   /* Authorizations validated in parallel (issue 16): an HTTP-01 or
    * TLS-ALPN-01 challenge is answered and left to the CA while the next
    * authorization is fetched; once all are, each is polled in turn. */
@@ -344,6 +362,18 @@ void acme__order_reset(acme_job_t *job);
 void acme__ca_backoff_load(acme_ca_t *ca);
 void acme__ca_failed(acme_ca_t *ca, uint64_t retry_after_ms, const char *why);
 void acme__ca_ok(acme_ca_t *ca);
+
+/* caa_check.c: the CAA pre-check (RFC 8659, RFC 8657). acme__caa_start
+ * looks up every name's CAA records in the background when an order
+ * starts; acme__caa_gate, before newOrder at a CA, returns 0 to go on,
+ * 1 when the job now waits for the lookups (ACME_JOB_CAA_WAIT), -1 when
+ * it failed or moved on because the records forbid this CA;
+ * acme__caa_allows says whether a challenge type may prove |name| there;
+ * acme__caa_stop cancels and frees. */
+void acme__caa_start(acme_job_t *job);
+int acme__caa_gate(acme_job_t *job);
+int acme__caa_allows(const acme_job_t *job, const char *name, acme_chall_type_t type);
+void acme__caa_stop(acme_job_t *job);
 
 /* propagation.c: acme__order_dns_wait moves a job whose dns hook (or
  * update) has presented the record to ACME_JOB_PROPAGATE and, once the

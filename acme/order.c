@@ -47,6 +47,7 @@ void acme__order_request(acme_job_t *job) {
   acme_ca_t *ca = job->ca;
   switch (job->state) {
     case ACME_JOB_NEW_ORDER: {
+      if (acme__caa_gate(job) != 0) return; /* waiting for CAA, or forbidden here */
       cJSON *p = cJSON_CreateObject();
       cJSON *ids = cJSON_AddArrayToObject(p, "identifiers");
       for (size_t i = 0; i < job->num_names; i++) {
@@ -474,6 +475,7 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
     if (wildcard && want != ACME_CHALL_DNS_01) continue; /* RFC 8555 7.1.3 */
     if (want == ACME_CHALL_DNS_01 && acme__ip_literal(value, NULL, NULL))
       continue; /* RFC 8738 7: no dns-01 for an IP address */
+    if (!acme__caa_allows(job, value, want)) continue; /* CAA validationmethods */
     const cJSON *ch;
     cJSON_ArrayForEach(ch, chs) {
       const cJSON *t = cJSON_GetObjectItemCaseSensitive(ch, "type");

@@ -192,6 +192,8 @@ typedef struct {
   char *eab_hmac_key;
   char *preferred_chain;
   char *profile;
+  char **caa_identities; /* the CA's CAA issuer domains, when its directory names none */
+  size_t num_caa_identities;
 } conf_issuer_t;
 
 typedef struct {
@@ -219,6 +221,9 @@ typedef struct {
   conf_rfc2136_t dns_rfc2136; /* acme.dns.rfc2136; enabled = 0 when absent */
   char *preferred_chain; /* issuer common name of the preferred alternate chain */
   char *profile; /* ACME profile (draft-aaron-acme-profiles) for orders; NULL: the CA's default */
+  char **caa_identities; /* CAA issuer domains of the CA(s) whose directory names none */
+  size_t num_caa_identities;
+  int caa_check; /* look up CAA before ordering (default on) */
 } conf_acme_t;
 
 /* A token bucket: |count| events per |per_ms|; count 0 = unlimited. */

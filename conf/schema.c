@@ -168,6 +168,8 @@ static const conf__row_t issuer_rows[] = {
     {"eab", &conf__t_object, .off = 0, .arg = &issuer_eab_table},
     {"preferred_chain", &conf__t_string, FLD(conf_issuer_t, preferred_chain)},
     {"profile", &conf__t_string, FLD(conf_issuer_t, profile)},
+    {"caa_identities", &conf__t_host_list, LIST(conf_issuer_t, caa_identities, num_caa_identities),
+     .flags = CONF__NO_WILDCARD},
 };
 static const conf__table_t issuer_table = TABLE(issuer_rows, .check = conf__check_issuer);
 static const char *const tsig_alg_names[] = {"hmac-sha256", "hmac-sha512"};
@@ -212,6 +214,9 @@ static const conf__row_t acme_rows[] = {
     {"dns", &conf__t_object, .off = 0, .arg = &acme_dns_table},
     {"preferred_chain", &conf__t_string, FLD(conf_acme_t, preferred_chain)},
     {"profile", &conf__t_string, FLD(conf_acme_t, profile)},
+    {"caa_identities", &conf__t_host_list, LIST(conf_acme_t, caa_identities, num_caa_identities),
+     .def = "[]", .flags = CONF__NO_WILDCARD},
+    {"caa_check", &conf__t_bool, FLD(conf_acme_t, caa_check), .def = "true"},
 };
 static const conf__table_t acme_table =
     TABLE(acme_rows, .has_present = 1, .present_off = offsetof(conf_acme_t, present),

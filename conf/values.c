@@ -636,4 +636,6 @@ void conf_issuer(const conf_t *conf, size_t i, conf_issuer_t *out) {
   if (out->num_ca_roots == 0) out->ca_roots = a->ca_roots, out->num_ca_roots = a->num_ca_roots;
   if (out->profile == NULL) out->profile = a->profile;
   if (out->preferred_chain == NULL) out->preferred_chain = a->preferred_chain;
+  if (out->num_caa_identities == 0)
+    out->caa_identities = a->caa_identities, out->num_caa_identities = a->num_caa_identities;
 }

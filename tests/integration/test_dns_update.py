@@ -196,5 +196,68 @@ def test_caa_lookup():
     harness.contains(out["why"], "REFUSED", "why")
 
 
+def test_caa_precheck_refuses_before_ordering():
+    """acme.caa_check (on by default): CAA records that forbid this CA (by
+    its issuer domains, RFC 8659), this account or these challenge types
+    (RFC 8657) refuse the name before newOrder, so no authorization is
+    spent; records that allow it let the order through. Pebble names no
+    caaIdentities and checks no CAA itself: caa_identities names it here,
+    and with the check off the forbidden name is issued."""
+    k, p = kn(), pb()
+    ids = {"caa_identities": ["pebble.test"]}
+    cases = [
+        ("caa-other", '0 issue "other-ca.example"', "forbid CA localhost"),
+        ("caa-acct", '0 issue "pebble.test; accounturi=https://localhost/my-account/none"',
+         "accounturi"),
+        ("caa-method", '0 issue "pebble.test; validationmethods=http-01"', "validationmethods"),
+        ("caa-crit", '128 tbs "unknown"', "critical"),
+    ]
+    for label, record, why in cases:
+        k.add(label, "CAA", record)
+        name = "%s.%s" % (label, ZONE)
+        path, st = config(p, k, extra=ids)
+        rc, out, err = obtain(path, name)
+        harness.eq(rc, 1, "%s: exit" % label)
+        harness.check(re.search(r"%s: not ordered: the CAA records at %s\.? forbid CA " % (
+            re.escape(name), re.escape(name)), out["error"]), "%s: error %r" % (label, out))
+        harness.contains(out["error"], why, "%s: the reason" % label)
+        harness.not_contains(err, "_acme-challenge." + name, "%s: no challenge published" % label)
+    k.add("caa-ok", "CAA", '0 issue "pebble.test; validationmethods=dns-01"')
+    path, st = config(p, k, extra=ids)
+    rc, out, err = obtain(path, "caa-ok." + ZONE)
+    harness.eq(rc, 0, "allowed by CAA: exit (%s; %s)" % (out, err[-3000:]))
+    path, st = config(p, k, extra=dict(ids, caa_check=False))
+    rc, out, err = obtain(path, "caa-other." + ZONE)
+    harness.eq(rc, 0, "with caa_check off the CA decides (Pebble checks none): %s" % out)
+
+    # With acme.issuers, a CA the records forbid is passed over before its
+    # newOrder, without a back-off (it did nothing wrong).
+    import test_acme_engine as eng
+    srv, seen = eng._fake_ca(eng._order_script("x", lambda b: (500, {}, "")))
+    try:
+        url = "https://localhost:%d/dir" % srv.server_address[1]
+        path, st = config(p, k)
+        with open(path) as f:
+            cfg = json.load(f)
+        acme = cfg["acme"]
+        del acme["directory"]
+        acme["ca_roots"] = [p.ca_file, harness.ca().cert]
+        acme["issuers"] = [{"name": "other", "directory": url, "caa_identities": ["other.test"]},
+                           {"name": "pebble", "directory": p.directory_url,
+                            "caa_identities": ["pebble.test"]}]
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        rc, out, err = obtain(path, "caa-ok." + ZONE)
+        harness.eq(rc, 0, "issued by the CA the records allow (%s; %s)" % (out, err[-3000:]))
+        harness.contains(err, "forbid CA other", "the forbidden CA is said")
+        harness.contains(err, "trying CA pebble", "the next CA is tried")
+        harness.check("POST /acct" in seen and "POST /order" not in seen,
+                      "no newOrder at the CA the records forbid: %r" % seen)
+        harness.eq(eng.ca_state(st, url), None, "no back-off for it")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 if __name__ == "__main__":
     harness.main()
