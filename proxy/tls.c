@@ -221,22 +221,22 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
    * the certificate for the address it connected to, if there is one or
    * on-demand may get one (RFC 8738); else the default, as before. */
   const char *local_ip = name_len == 0 ? SSL_get_ex_data(ssl, local_ip_index) : NULL;
-  int by_ip = 0;
+  acme_cert_t *cert = NULL;
+  int by_ip = 0; /* |name| is the address; |cert| its certificate, if the table has one */
   if (local_ip != NULL && local_ip[0] != '\0' && strlen(local_ip) < sizeof(name)) {
-    acme_cert_t *have = acme_cert_table_get(st->table, local_ip, strlen(local_ip));
-    if (have != NULL || st->ip_on_demand) {
-      name_len = strlen(local_ip);
-      memcpy(name, local_ip, name_len + 1);
+    size_t ip_len = strlen(local_ip);
+    cert = acme_cert_table_get(st->table, local_ip, ip_len);
+    if (cert != NULL || st->ip_on_demand) {
+      name_len = ip_len;
+      memcpy(name, local_ip, ip_len + 1);
       by_ip = 1;
     }
-    acme_cert_unref(have);
   }
 
   /* TLS-ALPN-01 (RFC 8737, DESIGN.md flow 3): a ClientHello that offers
    * "acme-tls/1" for a name with a pending challenge gets the challenge
    * certificate, and alpn_select then picks "acme-tls/1". Any other
    * ClientHello for the same name is unaffected. */
-  acme_cert_t *cert = NULL;
   const int validator = offers_acme_tls(hello);
   if (name_len != 0 && !by_ip && st->challenges != NULL && validator) {
     cert = acme_challenges_get_tlsalpn(st->challenges, name, name_len);
@@ -250,7 +250,7 @@ static enum ssl_select_cert_result_t select_cert(const SSL_CLIENT_HELLO *hello) 
     }
   }
   if (name_len != 0) {
-    cert = acme_cert_table_get(st->table, name, name_len);
+    if (!by_ip) cert = acme_cert_table_get(st->table, name, name_len);
     /* On demand (DESIGN.md flow 2): see px_tls_miss_fn. */
     /* Never pause a validator's handshake for an on-demand order: it is
      * the CA checking a challenge (one we no longer have), and pausing it
