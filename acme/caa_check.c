@@ -60,7 +60,7 @@ static void lookup_next(acme_job_t *job) {
   acme_engine_t *e = job->engine;
   while (job->caa_next < job->num_names) {
     /* CAA is about names, not addresses (RFC 8738 gives it no part). */
-    if (acme__ip_literal(job->names[job->caa_next], NULL, NULL)) {
+    if (conf_ip_literal(job->names[job->caa_next], NULL, NULL)) {
       job->caa_next++;
       continue;
     }
@@ -129,7 +129,7 @@ int acme__caa_gate(acme_job_t *job) {
       continue;
     }
     const char *name = job->names[i];
-    int wildcard = strncmp(name, "*.", 2) == 0, ip = acme__ip_literal(name, NULL, NULL);
+    int wildcard = strncmp(name, "*.", 2) == 0, ip = conf_ip_literal(name, NULL, NULL);
     char *why = NULL;
     c->allowed = 0;
     for (size_t k = 0; k < acme->num_challenges; k++) {

@@ -127,6 +127,11 @@ static int asn1_time_posix(const ASN1_TIME *t, time_t *out) {
   return 0;
 }
 
+int acme_cert_ip_text(char *out, const uint8_t *addr, size_t len) {
+  if (len != 4 && len != 16) return -1;
+  return inet_ntop(len == 4 ? AF_INET : AF_INET6, addr, out, INET6_ADDRSTRLEN) != NULL ? 0 : -1;
+}
+
 static void read_sans(acme_cert_t *cert, const X509 *leaf) {
   GENERAL_NAMES *names = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
   if (names == NULL) {
@@ -141,10 +146,8 @@ static void read_sans(acme_cert_t *cert, const X509 *leaf) {
       /* An IP certificate (RFC 8738): the address as text, the key it is
        * found by when a client connects to it without SNI. */
       char text[INET6_ADDRSTRLEN];
-      int len = ASN1_STRING_length(gn->d.iPAddress);
-      if ((len == 4 || len == 16) &&
-          inet_ntop(len == 4 ? AF_INET : AF_INET6, ASN1_STRING_get0_data(gn->d.iPAddress), text,
-                    sizeof(text)) != NULL)
+      if (acme_cert_ip_text(text, ASN1_STRING_get0_data(gn->d.iPAddress),
+                            (size_t)ASN1_STRING_length(gn->d.iPAddress)) == 0)
         cert->sans[cert->num_sans++] = gh_strdup(text);
       continue;
     }

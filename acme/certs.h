@@ -35,6 +35,12 @@ typedef struct acme_cert {
   _Atomic int refs_;
 } acme_cert_t;
 
+/* acme_cert_ip_text writes the address of an iPAddress SAN (|len| bytes
+ * at |addr|: 4 or 16) as text into |out| (at least 46 bytes, as
+ * INET6_ADDRSTRLEN): the form a certificate's |sans| and an "ip" identifier
+ * (RFC 8738) use. Returns 0, or -1 for any other length. */
+int acme_cert_ip_text(char *out, const uint8_t *addr, size_t len);
+
 /* acme_cert_from_pem parses a PEM chain (leaf first) and a PEM private key
  * and checks that the key matches the leaf. Returns a new certificate with
  * one reference, or NULL with |*out_err| set (caller frees) naming what is

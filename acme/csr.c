@@ -1,7 +1,6 @@
 /* csr.c: the PKCS#10 certificate signing request for finalizing an ACME
  * order (RFC 8555 section 7.4, RFC 2986, RFC 2985 extensionRequest), and
  * the name checks and X.509 pieces it shares with tlsalpn.c. */
-#include <arpa/inet.h>
 #include "acme/csr.h"
 
 #include <openssl/err.h>
@@ -37,27 +36,12 @@ static char *shown(const char *name) {
   return s;
 }
 
-int acme__ip_literal(const char *name, uint8_t *out, size_t *out_len) {
-  uint8_t buf[16];
-  char text[INET6_ADDRSTRLEN];
-  int family = strchr(name, ':') != NULL ? AF_INET6 : AF_INET;
-  if (inet_pton(family, name, buf) != 1 || inet_ntop(family, buf, text, sizeof(text)) == NULL ||
-      strcmp(text, name) != 0)
-    return 0;
-  if (out != NULL) {
-    size_t n = family == AF_INET ? 4 : 16;
-    memcpy(out, buf, n);
-    *out_len = n;
-  }
-  return 1;
-}
-
 int acme__name_check(char **out_err, const char *what, const char *name, int allow_wildcard) {
   if (name == NULL) {
     *out_err = gh_asprintf("%s: missing name", what);
     return -1;
   }
-  if (acme__ip_literal(name, NULL, NULL)) return 0;
+  if (conf_ip_literal(name, NULL, NULL)) return 0;
   int wildcard = name[0] == '*' && name[1] == '.';
   if (conf_host_pattern_valid(name) && (allow_wildcard || !wildcard)) return 0;
   const char *why = "not a DNS name (labels of a-z, 0-9 and \"-\", 1-63 bytes each)";
@@ -85,7 +69,7 @@ int acme__name_check(char **out_err, const char *what, const char *name, int all
 X509_NAME *acme__subject_name(const char *name) {
   X509_NAME *subject = X509_NAME_new();
   if (subject == NULL) return NULL;
-  if (strlen(name) <= MAX_CN_LEN && !acme__ip_literal(name, NULL, NULL) &&
+  if (strlen(name) <= MAX_CN_LEN && !conf_ip_literal(name, NULL, NULL) &&
       !X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8, (const uint8_t *)name,
                                   -1, -1, 0)) {
     X509_NAME_free(subject);
@@ -101,7 +85,7 @@ X509_EXTENSION *acme__san_ext(const char *const *names, size_t num_names) {
   for (size_t i = 0; i < num_names; i++) {
     uint8_t ip[16];
     size_t ip_len = 0;
-    int is_ip = acme__ip_literal(names[i], ip, &ip_len);
+    int is_ip = conf_ip_literal(names[i], ip, &ip_len);
     ASN1_STRING *s = is_ip ? ASN1_OCTET_STRING_new() : ASN1_IA5STRING_new();
     GENERAL_NAME *gn = GENERAL_NAME_new();
     if (s == NULL || gn == NULL ||

@@ -36,15 +36,8 @@ int acme__csr_der(char **out_err, uint8_t **out_der, size_t *out_len, EVP_PKEY *
  * done), or NULL with |*out_err| set (caller frees). */
 acme_cert_t *acme__tlsalpn_cert(char **out_err, const char *name, const char *keyauth);
 
-/* acme__ip_literal reports (1 or 0) whether |name| is an IP address in the
- * one text form an "ip" identifier (RFC 8738 3) has: IPv4 dotted decimal,
- * IPv6 as RFC 5952 writes it (lower case, the longest run of zeros as
- * "::"). With |out| (16 bytes) it also gives the address's |*out_len| (4
- * or 16) octets. */
-int acme__ip_literal(const char *name, uint8_t *out, size_t *out_len);
-
 /* acme__name_check returns 0 if |name| is a valid lower-case DNS name, an
- * IP address (acme__ip_literal) or, with |allow_wildcard|, a "*.name"
+ * IP address (conf_ip_literal) or, with |allow_wildcard|, a "*.name"
  * pattern; otherwise -1 with |*out_err|
  * set (caller frees) saying which name is wrong. |what| prefixes the
  * message ("CSR", "TLS-ALPN-01 certificate"). */

@@ -52,7 +52,7 @@ void acme__order_request(acme_job_t *job) {
       cJSON *ids = cJSON_AddArrayToObject(p, "identifiers");
       for (size_t i = 0; i < job->num_names; i++) {
         cJSON *id = cJSON_CreateObject();
-        cJSON_AddStringToObject(id, "type", acme__ip_literal(job->names[i], NULL, NULL) ? "ip"
+        cJSON_AddStringToObject(id, "type", conf_ip_literal(job->names[i], NULL, NULL) ? "ip"
                                                                                          : "dns");
         cJSON_AddStringToObject(id, "value", job->names[i]);
         cJSON_AddItemToArray(ids, id);
@@ -389,7 +389,7 @@ static int authz_ours(acme_job_t *job, const cJSON *json) {
   int ip = strcmp(type, "ip") == 0;
   for (size_t i = 0; (ip || strcmp(type, "dns") == 0) && i < job->num_names; i++) {
     const char *n = job->names[i];
-    if (ip != acme__ip_literal(n, NULL, NULL)) continue;
+    if (ip != conf_ip_literal(n, NULL, NULL)) continue;
     if (wildcard && strncmp(n, "*.", 2) == 0 && strcasecmp(n + 2, value) == 0) return 0;
     if (!wildcard && strcasecmp(n, value) == 0) return 0;
   }
@@ -473,7 +473,7 @@ static void authz_response(acme_job_t *job, const acme_httpc_resp_t *resp, const
   for (size_t i = 0; i < e->acme->num_challenges && chosen == NULL; i++) {
     acme_chall_type_t want = (acme_chall_type_t)e->acme->challenges[i];
     if (wildcard && want != ACME_CHALL_DNS_01) continue; /* RFC 8555 7.1.3 */
-    if (want == ACME_CHALL_DNS_01 && acme__ip_literal(value, NULL, NULL))
+    if (want == ACME_CHALL_DNS_01 && conf_ip_literal(value, NULL, NULL))
       continue; /* RFC 8738 7: no dns-01 for an IP address */
     if (!acme__caa_allows(job, value, want)) continue; /* CAA validationmethods */
     const cJSON *ch;
@@ -670,10 +670,8 @@ char *acme__cert_problem(const char *chain_pem, size_t chain_len, const char *co
       const unsigned char *d;
       int len;
       if (g->type == GEN_IPADD) { /* RFC 8738: compared in its text form */
-        int n = ASN1_STRING_length(g->d.iPAddress);
-        if ((n != 4 && n != 16) || inet_ntop(n == 4 ? AF_INET : AF_INET6,
-                                             ASN1_STRING_get0_data(g->d.iPAddress), ip,
-                                             sizeof(ip)) == NULL) {
+        if (acme_cert_ip_text(ip, ASN1_STRING_get0_data(g->d.iPAddress),
+                              (size_t)ASN1_STRING_length(g->d.iPAddress)) != 0) {
           why = gh_strdup("it names a malformed IP address");
           break;
         }

@@ -59,7 +59,7 @@ static int ipv6_file(char *out, size_t out_size, const char *name, char from, ch
   size_t len = strlen(name);
   if (len >= out_size || len >= INET6_ADDRSTRLEN || strchr(name, from) == NULL) return 0;
   for (size_t i = 0; i <= len; i++) out[i] = name[i] == from ? to : name[i];
-  return acme__ip_literal(to == ':' ? out : name, NULL, NULL);
+  return conf_ip_literal(to == ':' ? out : name, NULL, NULL);
 }
 
 int acme__storage_name_encode(char *out, size_t out_size, char **out_err, const char *name) {

@@ -396,6 +396,13 @@ int conf_cidr_match(const conf_cidr_t *list, size_t num, int family, const uint8
  * Returns 1 or 0. */
 int conf_host_pattern_valid(const char *s);
 
+/* conf_ip_literal reports (1 or 0) whether |s| is an IP address in the
+ * one text form an "ip" identifier (RFC 8738 3) has: IPv4 dotted decimal,
+ * IPv6 as RFC 5952 writes it (lower case, the longest run of zeros as
+ * "::"). With |out| (16 bytes) it also gives the address's |*out_len| (4
+ * or 16) octets. */
+int conf_ip_literal(const char *s, uint8_t *out, size_t *out_len);
+
 /* conf_host_match reports whether host |name| (lower-case) matches
  * |pattern|: exact, "*.example.com" (exactly one label in place of '*'), or
  * "*" (anything). Returns 1 or 0. */

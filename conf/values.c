@@ -425,6 +425,21 @@ int conf__is_loopback(const char *host) {
   return inet_pton(AF_INET, host, bin) == 1 && bin[0] == 127;
 }
 
+int conf_ip_literal(const char *s, uint8_t *out, size_t *out_len) {
+  uint8_t buf[16];
+  char text[INET6_ADDRSTRLEN];
+  int family = strchr(s, ':') != NULL ? AF_INET6 : AF_INET;
+  if (inet_pton(family, s, buf) != 1 || inet_ntop(family, buf, text, sizeof(text)) == NULL ||
+      strcmp(text, s) != 0)
+    return 0;
+  if (out != NULL) {
+    size_t n = family == AF_INET ? 4 : 16;
+    memcpy(out, buf, n);
+    *out_len = n;
+  }
+  return 1;
+}
+
 const char *conf__host_check(const char *s, unsigned flags) {
   size_t len = strlen(s);
   if (len == 0) return "empty name";
@@ -437,10 +452,9 @@ const char *conf__host_check(const char *s, unsigned flags) {
   if (len > 253) return "longer than 253 bytes";
   if (strchr(s, ':') != NULL) { /* an IPv6 address, for an IP certificate (RFC 8738) */
     uint8_t a[16];
-    char text[INET6_ADDRSTRLEN];
-    if (inet_pton(AF_INET6, s, a) != 1) return "neither a DNS name nor an IPv6 address";
-    inet_ntop(AF_INET6, a, text, sizeof(text));
-    return strcmp(text, s) == 0 ? NULL : "an IPv6 address must be written as RFC 5952 does";
+    if (conf_ip_literal(s, NULL, NULL)) return NULL;
+    return inet_pton(AF_INET6, s, a) == 1 ? "an IPv6 address must be written as RFC 5952 does"
+                                          : "neither a DNS name nor an IPv6 address";
   }
   const char *p = s;
   if (s[0] == '*' && s[1] == '.') {

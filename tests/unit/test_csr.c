@@ -306,12 +306,12 @@ static void test_tlsalpn_cert(void) {
  * as iPAddress names (and no CN); the challenge table finds the latter by
  * the reverse-mapping name a validator sends as SNI. */
 static void test_ip_identifiers(void) {
-  ASSERT_TRUE(acme__ip_literal("127.0.0.1", NULL, NULL));
-  ASSERT_TRUE(acme__ip_literal("2001:db8::1", NULL, NULL));
-  ASSERT_FALSE(acme__ip_literal("2001:DB8::1", NULL, NULL)); /* not RFC 5952 */
-  ASSERT_FALSE(acme__ip_literal("2001:db8:0:0::1", NULL, NULL));
-  ASSERT_FALSE(acme__ip_literal("127.0.0.01", NULL, NULL));
-  ASSERT_FALSE(acme__ip_literal("a.example.com", NULL, NULL));
+  ASSERT_TRUE(conf_ip_literal("127.0.0.1", NULL, NULL));
+  ASSERT_TRUE(conf_ip_literal("2001:db8::1", NULL, NULL));
+  ASSERT_FALSE(conf_ip_literal("2001:DB8::1", NULL, NULL)); /* not RFC 5952 */
+  ASSERT_FALSE(conf_ip_literal("2001:db8:0:0::1", NULL, NULL));
+  ASSERT_FALSE(conf_ip_literal("127.0.0.01", NULL, NULL));
+  ASSERT_FALSE(conf_ip_literal("a.example.com", NULL, NULL));
   char *err = NULL;
   const char *names[] = {"192.0.2.7", "2001:db8::1", "a.example.com"};
   EVP_PKEY *key = acme__key_new(CONF_KEY_P256);
