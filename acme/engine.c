@@ -163,7 +163,7 @@ static void job_free(acme_job_t *job) {
   gh_free(job->profile);
   gh_free(job->ca_errors);
   gh_free(job->issued_by);
-  acme__caa_stop(job);
+  gh_free(job->stored_profile);
   gh_free(job);
   if (--e->num_jobs == 0 && e->closing) engine_destroy(e);
 }
@@ -282,29 +282,27 @@ static cJSON *stored_meta(acme_engine_t *e, const char *name) {
   return m;
 }
 
-/* profile_for returns the ACME profile an order for |name| asks |ca| for
+/* profile_for returns the ACME profile |job| (an order) asks |ca| for
  * (a new string, or NULL for the CA's default): its managed site's
  * acme_profile, else the CA's profile (its own or acme.profile), else the
  * profile its stored certificate was issued under, so a renewal keeps it
  * (unless another of the configured CAs issued it). */
-static char *profile_for(acme_ca_t *ca, const char *name) {
+static char *profile_for(acme_ca_t *ca, const acme_job_t *job) {
   acme_engine_t *e = ca->engine;
+  const char *name = job->names[0];
   for (size_t i = 0; i < e->conf->num_sites; i++) {
     const conf_site_t *s = &e->conf->sites[i];
     if (s->num_hosts > 0 && strcmp(s->hosts[0], name) == 0 && s->acme_profile != NULL)
       return gh_strdup(s->acme_profile);
   }
   if (ca->conf.profile != NULL) return gh_strdup(ca->conf.profile);
-  cJSON *m = stored_meta(e, name);
-  const char *p = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "profile"));
   /* Not a profile another of the configured CAs gave it: each CA names
    * its own. */
-  acme_ca_t *from = ca_of(e, cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(m, "ca")));
-  char *out = NULL;
+  acme_ca_t *from = ca_of(e, job->issued_by);
+  const char *p = job->stored_profile;
   if (p != NULL && p[0] != '\0' && strlen(p) <= 64 && (from == NULL || from == ca))
-    out = gh_strdup(p);
-  cJSON_Delete(m);
-  return out;
+    return gh_strdup(p);
+  return NULL;
 }
 
 /* job_use_ca makes |ca| the one |job| talks to. A renewal names the
@@ -313,7 +311,7 @@ static void job_use_ca(acme_job_t *job, acme_ca_t *ca) {
   job->ca = ca;
   if (job->kind != ACME_KIND_OBTAIN) return;
   gh_free(job->profile);
-  job->profile = profile_for(ca, job->names[0]);
+  job->profile = profile_for(ca, job);
   if (job->ari_cert_id != NULL && job->issued_by != NULL &&
       strcmp(job->issued_by, ca->conf.directory) != 0) {
     gh_free(job->ari_cert_id);
@@ -1517,10 +1515,15 @@ static int order_start(acme_engine_t *engine, const char *const *names, size_t n
   acme_job_t *job = job_new(engine, names, num_names);
   job->obtain_cb = cb;
   job->arg = arg;
-  if (replaces != NULL) {
-    job->ari_cert_id = acme__ari_cert_id(replaces);
-    job->issued_by = issued_by(engine, names[0]);
-  }
+  /* What the stored certificate's meta says, read once: which CA issued
+   * it (a renewal names it to that CA only) and under which profile. */
+  cJSON *meta = stored_meta(engine, names[0]);
+  const char *by = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "ca"));
+  const char *prof = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "profile"));
+  job->issued_by = by != NULL ? gh_strdup(by) : NULL;
+  job->stored_profile = prof != NULL ? gh_strdup(prof) : NULL;
+  cJSON_Delete(meta);
+  if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
   acme_ca_t *ca = NULL;
   for (size_t i = 0; i < engine->num_cas && ca == NULL; i++)
     if (ca_usable(&engine->cas[i])) ca = &engine->cas[i];

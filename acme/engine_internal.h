@@ -214,7 +214,8 @@ struct acme_job {
   int ca_skip;    /* the failure is this CA's only (CAA forbids it): next CA, no back-off */
   uint64_t ca_retry_after_ms; /* with it: the CA's Retry-After, 0 when none */
   char *ca_errors; /* an order's failures at the CAs it left, for the final message */
-  char *issued_by; /* a renewal: the directory of the CA that issued |replaces|, or NULL */
+  char *issued_by;      /* an order: the CA (directory) of the stored certificate, or NULL */
+  char *stored_profile; /* and its profile, or NULL */
   acme_job_t *next;
   acme_job_state_t state;
   acme_job_kind_t kind;
