@@ -78,3 +78,37 @@ const char *gh_format_time(char *buf, size_t size, time_t t) {
   strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
+
+/* utf8_len is the length of the valid UTF-8 sequence at |p| (RFC 3629:
+ * shortest form, no surrogates, at most U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  if (c < 0x80) return 1;
+  size_t n;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (c >= 0xc2 && c <= 0xdf) n = 2;
+  else if (c == 0xe0) n = 3, lo = 0xa0;
+  else if (c == 0xed) n = 3, hi = 0x9f;
+  else if (c >= 0xe1 && c <= 0xef) n = 3;
+  else if (c == 0xf0) n = 4, lo = 0x90;
+  else if (c == 0xf4) n = 4, hi = 0x8f;
+  else if (c >= 0xf1 && c <= 0xf3) n = 4;
+  else return 0;
+  if (p[1] < lo || p[1] > hi) return 0; /* a NUL ends here too */
+  for (size_t i = 2; i < n; i++)
+    if (p[i] < 0x80 || p[i] > 0xbf) return 0;
+  return n;
+}
+
+char *gh_text_clean(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p != '\0') {
+    size_t n = utf8_len(p);
+    if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f))) {
+      *p++ = '?';
+    } else {
+      p += n;
+    }
+  }
+  return s;
+}

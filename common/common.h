@@ -52,4 +52,11 @@ uint64_t gh_wall_ms(void);
  * |buf| (21 bytes suffice) and returns |buf|. */
 const char *gh_format_time(char *buf, size_t size, time_t t);
 
+/* gh_text_clean makes the NUL-terminated |s| safe to show: every byte
+ * that is not part of valid UTF-8, and every control character (below
+ * 0x20, and 0x7f), becomes '?', in place; the length does not change.
+ * For text from peers (a CA's error, an upstream's answer, a client's SNI)
+ * that the admin API hands to JSON and a browser. Returns |s|. */
+char *gh_text_clean(char *s);
+
 #endif
