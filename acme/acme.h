@@ -243,4 +243,30 @@ typedef struct {
  * orders try them, and returns how many. Any thread. */
 size_t acme_engine_ca_stats(acme_engine_t *engine, acme_ca_stats_t *out, size_t max);
 
+/* acme_order_event_t is one finished order, as acme_engine_recent_orders
+ * tells it: when it finished, its names, the CA it ended at (its name),
+ * whether it renewed a certificate, the last challenge type used (as in
+ * acme_ca_stats_t), whether it succeeded, why not, and how long it took.
+ * Orders another node of a fleet took over, and cancelled ones, are not
+ * listed. */
+#define ACME_ORDER_LOG 100 /* orders remembered */
+
+typedef struct {
+  time_t at;
+  char **names;
+  size_t num_names;
+  char *ca;
+  int renewal;
+  int challenge;
+  int ok;
+  char *error; /* NULL when it succeeded */
+  uint64_t duration_ms;
+} acme_order_event_t;
+
+/* acme_engine_recent_orders copies up to |max| of the last orders to
+ * finish into |out|, newest first, and returns how many; free them with
+ * acme_order_events_free. Any thread. */
+size_t acme_engine_recent_orders(acme_engine_t *engine, acme_order_event_t *out, size_t max);
+void acme_order_events_free(acme_order_event_t *events, size_t num);
+
 #endif

@@ -370,6 +370,9 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
     full = gh_asprintf("%s (before: %s)", err ? err : "unknown error", job->ca_errors);
     err = full;
   }
+  if (job->kind == ACME_KIND_OBTAIN && status != UV_ECANCELED &&
+      !(status == UV_EBUSY && acme_storage_shared(e->storage)))
+    acme__order_log_add(e, job, status, err);
   account_release(job);
   acme__caa_stop(job);
   job->state = ACME_JOB_DONE;
@@ -1285,13 +1288,14 @@ acme_engine_t *acme_engine_new(char **out_err, uv_loop_t *loop, const conf_t *co
   }
   if (num_cas > ACME_MAX_CAS) num_cas = ACME_MAX_CAS; /* the schema allows no more */
   acme_engine_t *e = gh_calloc(1, sizeof(*e));
+  pthread_mutex_init(&e->log_mu, NULL);
   e->loop = loop;
   e->conf = conf;
   e->acme = &conf->acme;
   e->challenges = challenges;
   e->storage = acme_storage_open_conf(out_err, conf);
   if (e->storage == NULL) {
-    gh_free(e);
+    engine_destroy(e);
     return NULL;
   }
   for (size_t i = 0; i < num_cas; i++) {
@@ -1343,6 +1347,7 @@ static void engine_destroy(acme_engine_t *e) {
     gh_free(ca->account_id);
     gh_free(ca->name);
   }
+  acme__order_log_free(e);
   gh_free(e);
 }
 
@@ -1522,6 +1527,7 @@ static int order_start(acme_engine_t *engine, const char *const *names, size_t n
   const char *prof = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "profile"));
   job->issued_by = by != NULL ? gh_strdup(by) : NULL;
   job->stored_profile = prof != NULL ? gh_strdup(prof) : NULL;
+  job->renewal = replaces != NULL || meta != NULL; /* a certificate is stored for it */
   cJSON_Delete(meta);
   if (replaces != NULL) job->ari_cert_id = acme__ari_cert_id(replaces);
   acme_ca_t *ca = NULL;

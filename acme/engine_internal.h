@@ -98,6 +98,7 @@ void acme__nonce_cleanup(acme_nonce_pool_t *pool);
 /* ---- the engine's jobs (engine.c drives them, order.c holds the order
  * states' halves) ---- */
 
+#include <pthread.h>
 #include <uv.h>
 #include <openssl/base.h>
 
@@ -205,6 +206,11 @@ struct acme_engine {
   acme_job_t *jobs; /* not yet finished */
   size_t num_jobs;  /* not yet freed */
   int closing;
+  /* The last orders to finish (order_log.c): a ring, written by the
+   * control thread and read by the admin API's, under log_mu. */
+  pthread_mutex_t log_mu;
+  acme_order_event_t log[ACME_ORDER_LOG];
+  size_t log_next, log_num;
 };
 
 struct acme_job {
@@ -225,6 +231,7 @@ struct acme_job {
   char **names;
   size_t num_names;
   uint64_t started_ms;
+  int renewal;    /* an order replacing a certificate (acme_engine_renew) */
   acme_storage_lock_t *lock;
   acme_cert_t *stored; /* a fleet's certificate that made the order needless */
   uv_timer_t timer;
@@ -311,6 +318,12 @@ struct acme_job {
   acme_ari_t ari;
   char *ari_explanation;
 };
+
+/* order_log.c: acme__order_log_add records |job|, an order that just
+ * finished with |status| (and |err|); acme__order_log_free empties the
+ * ring when the engine goes. */
+void acme__order_log_add(acme_engine_t *e, const acme_job_t *job, int status, const char *err);
+void acme__order_log_free(acme_engine_t *e);
 
 /* engine.c, for order.c */
 void acme__job_request(acme_job_t *job, const char *method, const char *url,

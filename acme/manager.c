@@ -144,6 +144,7 @@ acme_manager_t *acme_manager_new(uv_loop_t *loop, const conf_t *conf, acme_engin
                                  acme_storage_t *storage, acme_cache_t *cache,
                                  const acme_manager_hooks_t *ondemand) {
   acme_manager_t *m = gh_calloc(1, sizeof(*m));
+  pthread_mutex_init(&m->sched_mu, NULL);
   m->loop = loop;
   m->conf = conf;
   m->engine = engine;
@@ -198,6 +199,7 @@ void acme_manager_stop(acme_manager_t *m) {
 void acme_manager_free(acme_manager_t *m) {
   if (m == NULL) return;
   acme__manager_renewals_free(m);
+  pthread_mutex_destroy(&m->sched_mu);
   gh_free(m->sites);
   gh_free(m);
 }

@@ -117,6 +117,27 @@ void acme_manager_cert_renewed(acme_manager_t *m, const char *name, const acme_c
  * after a restart it is never installed. */
 void acme_manager_cert_revoked(acme_manager_t *m, const char *name);
 
+/* Why a certificate is renewed when it is (acme_manager_renewal_view). */
+typedef enum {
+  ACME_RENEW_LIFETIME = 0, /* with a third of its lifetime left (acme_renewal_nominal) */
+  ACME_RENEW_ARI,          /* inside the window the CA's renewal information suggests */
+  ACME_RENEW_RETRY,        /* after failed renewals, backing off */
+  ACME_RENEW_REVOKED,      /* it was revoked: now */
+  ACME_RENEW_FLEET,        /* another node of the fleet renews it: look again then */
+} acme_renew_source_t;
+
+typedef struct {
+  time_t due;                 /* the next attempt */
+  acme_renew_source_t source;
+  time_t ari_start, ari_end;  /* the CA's suggested window, when it gave one */
+  int ordering;               /* an order for it is running now */
+} acme_renewal_view_t;
+
+/* acme_manager_renewal_view copies |name|'s renewal as scheduled now into
+ * |out|. Returns 0, or -1 when the manager follows no certificate of that
+ * storage name. Any thread, until acme_manager_free. */
+int acme_manager_renewal_view(acme_manager_t *m, const char *name, acme_renewal_view_t *out);
+
 /* Fleets (issue 15): the control thread passes on what the store's watch
  * reports. acme_manager_fleet_cert: |name|'s certificate as any node
  * stored it (|cert| a reference for the call, |meta| its JSON), or NULL

@@ -5,6 +5,8 @@
 #ifndef GH_ACME_MANAGER_INTERNAL_H
 #define GH_ACME_MANAGER_INTERNAL_H
 
+#include <pthread.h>
+
 #include "acme/manager.h"
 
 /* A managed site (see manager.h). */
@@ -39,6 +41,9 @@ struct acme_manager {
   struct acme__renewal *renewals;
   int ari_unsupported; /* the CA's directory has no renewalInfo */
   uv_timer_t renew_timer; /* for the earliest renewal or expiry log */
+  /* Other threads read the schedule (acme_manager_renewal_view): the
+   * list's links and each entry's |pub| change under it. */
+  pthread_mutex_t sched_mu;
 };
 
 /* acme__manager_covers reports whether |cert| names every host of

@@ -32,6 +32,9 @@ typedef struct acme__renewal {
   time_t ari_next;    /* when to ask for renewal information, 0: never */
   int ari_inflight;   /* a renewalInfo request is out */
   int ari_stale;      /* |cert| changed while it was out */
+  acme_renew_source_t source; /* why |due| is when it is */
+  time_t ari_start, ari_end;  /* the CA's last suggested window */
+  acme_renewal_view_t pub;    /* what other threads see; under m->sched_mu */
 } renewal_t;
 
 static uint64_t random_below(uint64_t n) {
@@ -66,9 +69,17 @@ static time_t next_event(const renewal_t *e) {
   return t;
 }
 
-/* renew_arm starts the one timer for the earliest event of any renewal. */
+/* renew_arm starts the one timer for the earliest event of any renewal.
+ * Every change to a schedule ends here, so it also publishes them. */
 static void renew_arm(acme_manager_t *m) {
   if (m->stopping) return;
+  pthread_mutex_lock(&m->sched_mu);
+  for (renewal_t *e = m->renewals; e != NULL; e = e->next) {
+    int ari = e->source == ACME_RENEW_ARI;
+    e->pub = (acme_renewal_view_t){e->due, e->source, ari ? e->ari_start : 0,
+                                   ari ? e->ari_end : 0, e->ordering};
+  }
+  pthread_mutex_unlock(&m->sched_mu);
   time_t now = time(NULL), next = 0;
   for (renewal_t *e = m->renewals; e != NULL; e = e->next) {
     time_t t = next_event(e);
@@ -92,8 +103,11 @@ void acme__manager_track(acme_manager_t *m, const char *name, acme__site_t *ms,
     e = gh_calloc(1, sizeof(*e));
     e->m = m;
     e->name = gh_strdup(name);
+    e->due = time(NULL);
+    pthread_mutex_lock(&m->sched_mu);
     e->next = m->renewals;
     m->renewals = e;
+    pthread_mutex_unlock(&m->sched_mu);
   }
   e->ms = ms;
   acme_cert_unref(e->cert);
@@ -104,13 +118,16 @@ void acme__manager_track(acme_manager_t *m, const char *name, acme__site_t *ms,
   e->not_after = cert->not_after;
   e->expired_logged = 0;
   e->due = renewal_time(cert->not_before, cert->not_after);
+  e->source = ACME_RENEW_LIFETIME;
   acme_renewal_state_load(m->storage, &e->state, name);
   char t1[32], t2[32];
   if (e->state.revoked && e->state.failures == 0) {
     e->due = time(NULL);
+    e->source = ACME_RENEW_REVOKED;
     GH_WARN("acme", "%s: the certificate was revoked: renewing now", name);
   } else if (e->state.failures > 0 && e->state.next_retry != 0) {
     e->due = e->state.next_retry;
+    e->source = ACME_RENEW_RETRY;
     GH_WARN("acme", "%s: %u renewal(s) failed (last: %s); next attempt at %s", name,
             e->state.failures, e->state.last_error, gh_format_time(t1, sizeof(t1), e->due));
   } else {
@@ -153,6 +170,7 @@ static void renew_failed(renewal_t *e, int status, const char *err) {
   snprintf(e->state.last_error, sizeof(e->state.last_error), "%s",
            err ? err : uv_strerror(status));
   e->due = e->state.next_retry;
+  e->source = ACME_RENEW_RETRY;
   char t[32];
   GH_ERROR("acme", "%s: renewal failed (%u in a row): %s; next attempt at %s (in %llus)", e->name,
            e->state.failures, e->state.last_error, gh_format_time(t, sizeof(t), e->due),
@@ -189,6 +207,7 @@ static void renewed(void *arg, int status, const char *err, acme_cert_t *cert) {
      * case it fails. */
     GH_INFO("fleet", "%s: renewed by another node; waiting for its certificate", e->name);
     e->due = time(NULL) + RENEW_BACKOFF_MIN_S * 5 + (time_t)random_below(RENEW_BACKOFF_MIN_S);
+    e->source = ACME_RENEW_FLEET;
     renew_arm(m);
     return;
   }
@@ -269,7 +288,12 @@ static void ari_done(void *arg, int status, const char *err, const acme_ari_t *i
   } else {
     e->ari_next = now + (time_t)info->retry_after_s;
     char t1[32], t2[32], t3[32];
-    if (e->state.failures == 0) e->due = info->renew_at;
+    e->ari_start = info->start;
+    e->ari_end = info->end;
+    if (e->state.failures == 0) {
+      e->due = info->renew_at;
+      e->source = ACME_RENEW_ARI;
+    }
     GH_INFO("acme", "%s: ARI suggests renewal between %s and %s: renewal at %s (in %llds)%s%s",
             e->name, gh_format_time(t1, sizeof(t1), info->start),
             gh_format_time(t2, sizeof(t2), info->end),
@@ -371,14 +395,33 @@ void acme_manager_cert_revoked(acme_manager_t *m, const char *name) {
   e->state.revoked = 1;
   e->state.failures = 0;
   e->due = time(NULL);
+  e->source = ACME_RENEW_REVOKED;
   GH_WARN("acme", "%s: the certificate was revoked: renewing now", name);
   renew_arm(m);
 }
 
+int acme_manager_renewal_view(acme_manager_t *m, const char *name, acme_renewal_view_t *out) {
+  if (m == NULL) return -1;
+  int rc = -1;
+  pthread_mutex_lock(&m->sched_mu);
+  for (renewal_t *e = m->renewals; e != NULL && rc != 0; e = e->next) {
+    if (strcmp(e->name, name) == 0 && e->pub.due != 0) {
+      *out = e->pub;
+      rc = 0;
+    }
+  }
+  pthread_mutex_unlock(&m->sched_mu);
+  return rc;
+}
+
 void acme__manager_renewals_free(acme_manager_t *m) {
-  while (m->renewals != NULL) {
-    renewal_t *e = m->renewals;
-    m->renewals = e->next;
+  pthread_mutex_lock(&m->sched_mu);
+  renewal_t *list = m->renewals;
+  m->renewals = NULL;
+  pthread_mutex_unlock(&m->sched_mu);
+  while (list != NULL) {
+    renewal_t *e = list;
+    list = e->next;
     gh_free(e->name);
     acme_cert_unref(e->cert);
     gh_free(e);

@@ -38,6 +38,8 @@
 #include "proxy/admin.h"
 #include "proxy/metrics.h"
 #include "proxy/tls.h"
+#include "proxy/ui.h"
+#include "proxy/upstream.h"
 
 #define MAX_HEAD (8 * 1024)
 #define MAX_BODY (64 * 1024)
@@ -200,14 +202,20 @@ static void finish_request(admin_conn_t *c) {
   pump(c);
 }
 
-static void respond(admin_conn_t *c, int status, const char *type, const char *body, size_t len) {
+/* respond_with answers with |body|, its |type| and the header lines
+ * |extra| ("" or lines each ending in CRLF). */
+static void respond_with(admin_conn_t *c, int status, const char *type, const char *extra,
+                         const char *body, size_t len) {
   if (c->closing) return;
   int close = !c->keep_alive || c->admin->stopping;
-  char head[256];
+  char head[1024];
   int n = snprintf(head, sizeof(head),
                    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                   "Cache-Control: no-store\r\nConnection: %s\r\n\r\n",
-                   status, reason_phrase(status), type, len, close ? "close" : "keep-alive");
+                   "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n%s"
+                   "Connection: %s\r\n\r\n",
+                   status, reason_phrase(status), type, len, extra,
+                   close ? "close" : "keep-alive");
+  if (n < 0 || (size_t)n >= sizeof(head)) n = 0; /* |extra| is ours: never */
   admin_write_t *wr = gh_malloc(sizeof(*wr) + (size_t)n + len);
   wr->conn = c;
   wr->close = close;
@@ -221,6 +229,10 @@ static void respond(admin_conn_t *c, int status, const char *type, const char *b
     return;
   }
   if (!close) finish_request(c);
+}
+
+static void respond(admin_conn_t *c, int status, const char *type, const char *body, size_t len) {
+  respond_with(c, status, type, "", body, len);
 }
 
 /* respond_json answers with |json| (taking it). */
@@ -257,14 +269,31 @@ static const conf_site_t *managed_site(const conf_t *conf, const char *name) {
   return NULL;
 }
 
+/* clean_text returns |s| as text a browser can show (gh_text_clean): it
+ * may come from a CA, a certificate, a client or an upstream. */
+static cJSON *clean_text(const char *s) {
+  char *t = gh_text_clean(gh_strdup(s));
+  cJSON *v = cJSON_CreateString(t);
+  gh_free(t);
+  return v;
+}
+
+static void add_text(cJSON *o, const char *key, const char *s) {
+  cJSON_AddItemToObject(o, key, clean_text(s));
+}
+
 static const char *meta_string(const cJSON *meta, const char *key) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(meta, key);
   return cJSON_IsString(v) && v->valuestring != NULL ? v->valuestring : NULL;
 }
 
-/* cert_json describes |cert| stored (or configured) as |name|. */
+static const char *const renew_sources[] = {"lifetime", "ari", "retry", "revoked", "fleet"};
+
+/* cert_json describes |cert| stored (or configured) as |name|; |view| is
+ * its renewal as the control thread schedules it (NULL: it follows none),
+ * |renewing| says an order the admin API started for it is running. */
 static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *meta_text,
-                        const char *source) {
+                        const char *source, const acme_renewal_view_t *view, int renewing) {
   cJSON *meta = meta_text ? cJSON_Parse(meta_text) : NULL;
   if (meta != NULL && !cJSON_IsObject(meta)) {
     cJSON_Delete(meta);
@@ -273,7 +302,7 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   cJSON *o = cJSON_CreateObject();
   char t[32];
   cJSON_AddStringToObject(o, "name", name);
-  cJSON_AddStringToObject(o, "issuer", cert->issuer_cn ? cert->issuer_cn : "");
+  add_text(o, "issuer", cert->issuer_cn ? cert->issuer_cn : "");
   char *serial = acme_cert_serial_hex(cert);
   cJSON_AddStringToObject(o, "serial", serial ? serial : "");
   gh_free(serial);
@@ -286,22 +315,42 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
   const cJSON *state = cJSON_GetObjectItemCaseSensitive(meta, "renewal");
   if (!cJSON_IsObject(state)) state = NULL;
   const char *renew = meta_string(state, "next_retry");
-  static const char *const renew_keys[] = {"renewal_time", "renew_at", "renewal_at"};
-  for (size_t i = 0; i < GH_ARRAY_LEN(renew_keys) && renew == NULL; i++)
-    renew = meta_string(meta, renew_keys[i]);
-  if (renew != NULL) {
-    cJSON_AddStringToObject(o, "renewal_time", renew);
+  const cJSON *revoked = cJSON_GetObjectItemCaseSensitive(state, "revoked");
+  if (view != NULL && strcmp(source, "static") != 0) {
+    /* The schedule itself: ARI's window, the lifetime, a back-off. */
+    cJSON_AddStringToObject(o, "renewal_time", gh_format_time(t, sizeof(t), view->due));
+    cJSON_AddStringToObject(o, "renewal_source", renew_sources[view->source]);
+    if (view->ari_start != 0) {
+      cJSON *w = cJSON_AddObjectToObject(o, "ari_window");
+      cJSON_AddStringToObject(w, "start", gh_format_time(t, sizeof(t), view->ari_start));
+      cJSON_AddStringToObject(w, "end", gh_format_time(t, sizeof(t), view->ari_end));
+    } else {
+      cJSON_AddNullToObject(o, "ari_window");
+    }
+    renewing = renewing || view->ordering;
   } else if (strcmp(source, "static") == 0) {
     cJSON_AddNullToObject(o, "renewal_time");
+    cJSON_AddNullToObject(o, "renewal_source");
+    cJSON_AddNullToObject(o, "ari_window");
   } else {
-    /* As the scheduler computes it, before jitter. */
-    gh_format_time(t, sizeof(t), acme_renewal_nominal(cert->not_before, cert->not_after));
-    cJSON_AddStringToObject(o, "renewal_time", t);
+    /* Not followed by this process (an on-demand name not asked for
+     * since the start, or no control thread): what the stored state
+     * says, else the time the scheduler computes, before jitter. */
+    if (renew != NULL) {
+      cJSON_AddStringToObject(o, "renewal_time", renew);
+    } else {
+      gh_format_time(t, sizeof(t), acme_renewal_nominal(cert->not_before, cert->not_after));
+      cJSON_AddStringToObject(o, "renewal_time", t);
+    }
+    cJSON_AddStringToObject(o, "renewal_source",
+                            renew != NULL ? "retry" : cJSON_IsTrue(revoked) ? "revoked" : "lifetime");
+    cJSON_AddNullToObject(o, "ari_window");
   }
+  cJSON_AddBoolToObject(o, "renewing", renewing);
   const char *last_error = meta_string(state, "last_error");
   if (last_error == NULL || last_error[0] == '\0') last_error = meta_string(meta, "last_error");
   if (last_error != NULL && last_error[0] != '\0') {
-    cJSON_AddStringToObject(o, "last_error", last_error);
+    add_text(o, "last_error", last_error);
   } else {
     cJSON_AddNullToObject(o, "last_error");
   }
@@ -310,7 +359,7 @@ static cJSON *cert_json(const char *name, const acme_cert_t *cert, const char *m
                           cJSON_IsNumber(failures) ? failures->valuedouble : 0);
   cJSON *sans = cJSON_AddArrayToObject(o, "sans");
   for (size_t k = 0; k < cert->num_sans; k++)
-    cJSON_AddItemToArray(sans, cJSON_CreateString(cert->sans[k]));
+    cJSON_AddItemToArray(sans, clean_text(cert->sans[k]));
   cJSON_AddStringToObject(o, "source", source);
   /* Which CA issued it, and under which profile (meta.json, acme/order.c). */
   const char *ca = meta_string(meta, "ca"), *profile = meta_string(meta, "profile");
@@ -390,6 +439,19 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
 
 static const conf_t *conf_now(px_admin_t *a) { return (*a->env.gen)->conf; }
 
+static int renewing_now(px_admin_t *a, const char *name);
+
+/* entry_json describes |e| with its renewal schedule, if the control
+ * thread follows it. */
+static cJSON *entry_json(px_admin_t *a, const entry_t *e) {
+  px_control_t *ctl = a->env.control ? *a->env.control : NULL;
+  acme_manager_t *m = ctl != NULL && px_control_engine(ctl) != NULL ? px_control_manager(ctl) : NULL;
+  acme_renewal_view_t view;
+  int have = m != NULL && acme_manager_renewal_view(m, e->name, &view) == 0;
+  return cert_json(e->name, e->cert, e->meta, e->source, have ? &view : NULL,
+                   renewing_now(a, e->name));
+}
+
 static void get_certs(admin_conn_t *c, const char *only) {
   entries_t es = {0};
   char *err = NULL;
@@ -402,14 +464,13 @@ static void get_certs(admin_conn_t *c, const char *only) {
     if (es.num == 0) {
       respond_error(c, 404, "no such certificate");
     } else {
-      respond_json(c, 200, cert_json(es.v[0].name, es.v[0].cert, es.v[0].meta, es.v[0].source));
+      respond_json(c, 200, entry_json(c->admin, &es.v[0]));
     }
     entries_free(&es);
     return;
   }
   cJSON *arr = cJSON_CreateArray();
-  for (size_t i = 0; i < es.num; i++)
-    cJSON_AddItemToArray(arr, cert_json(es.v[i].name, es.v[i].cert, es.v[i].meta, es.v[i].source));
+  for (size_t i = 0; i < es.num; i++) cJSON_AddItemToArray(arr, entry_json(c->admin, &es.v[i]));
   entries_free(&es);
   respond_json(c, 200, arr);
 }
@@ -858,6 +919,20 @@ static void get_ondemand(admin_conn_t *c) {
   cJSON_AddNumberToObject(o, "paused_handshakes", (double)paused);
   cJSON_AddNumberToObject(o, "allowed", (double)allowed);
   cJSON_AddNumberToObject(o, "refused", (double)refused);
+  /* The ask endpoint's side of the decisions. */
+  acme_policy_stats_t ps = {0};
+  if (od != NULL) px_ondemand_policy_stats(od, &ps);
+  cJSON *ask = cJSON_AddObjectToObject(o, "ask");
+  cJSON_AddNumberToObject(ask, "requests", (double)ps.ask_requests);
+  cJSON_AddNumberToObject(ask, "cache_hits", (double)ps.ask_cache_hits);
+  cJSON_AddNumberToObject(ask, "coalesced", (double)ps.ask_coalesced);
+  cJSON_AddNumberToObject(ask, "unreachable", (double)ps.ask_unreachable);
+  if (ps.ask_latency_count > 0) {
+    cJSON_AddNumberToObject(ask, "latency_ms_avg",
+                            (double)ps.ask_latency_ms_sum / (double)ps.ask_latency_count);
+  } else {
+    cJSON_AddNullToObject(ask, "latency_ms_avg");
+  }
   cJSON *list = cJSON_AddArrayToObject(o, "recent_refusals");
   if (od != NULL) {
     enum { MAX = 64 };
@@ -867,8 +942,8 @@ static void get_ondemand(admin_conn_t *c) {
     time_t now = time(NULL);
     for (size_t i = 0; i < n; i++) {
       cJSON *e = cJSON_CreateObject();
-      cJSON_AddStringToObject(e, "name", rs[i].name);
-      cJSON_AddStringToObject(e, "reason", rs[i].reason);
+      add_text(e, "name", rs[i].name);
+      add_text(e, "reason", rs[i].reason);
       cJSON_AddStringToObject(e, "client_ip", rs[i].client_ip);
       char t[32];
       time_t at = now - (time_t)((now_ms - rs[i].at_ms) / 1000);
@@ -879,6 +954,210 @@ static void get_ondemand(admin_conn_t *c) {
     gh_free(rs);
   }
   respond_json(c, 200, o);
+}
+
+/* renewing_now reports whether a renewal the admin API started for
+ * |name| is still running. */
+static int renewing_now(px_admin_t *a, const char *name) {
+  for (gh_link_t *l = a->jobs.next; l != &a->jobs; l = l->next) {
+    const admin_job_t *j = GH_CONTAINER_OF(l, admin_job_t, link);
+    if (j->kind == JOB_RENEW && j->num_names > 0 && strcmp(j->names[0], name) == 0) return 1;
+  }
+  return 0;
+}
+
+static void add_time_or_null(cJSON *o, const char *key, time_t at) {
+  char t[32];
+  if (at != 0) cJSON_AddStringToObject(o, key, gh_format_time(t, sizeof(t), at));
+  else cJSON_AddNullToObject(o, key);
+}
+
+static const char *const challenge_names[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
+
+/* get_acme answers the CAs with their order counters (by challenge type
+ * and result, since the start: a page computes rates between looks),
+ * fallbacks and back-off, and the last orders to finish, newest first. */
+static void get_acme(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  px_control_t *ctl = a->env.control ? *a->env.control : NULL;
+  acme_engine_t *engine = ctl ? px_control_engine(ctl) : NULL;
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddBoolToObject(o, "enabled", engine != NULL);
+  cJSON *cas = cJSON_AddArrayToObject(o, "cas");
+  cJSON *recent = cJSON_AddArrayToObject(o, "recent_orders");
+  if (engine == NULL) {
+    respond_json(c, 200, o);
+    return;
+  }
+  acme_ca_stats_t st[ACME_MAX_CAS];
+  size_t n = acme_engine_ca_stats(engine, st, ACME_MAX_CAS);
+  for (size_t i = 0; i < n; i++) {
+    cJSON *ca = cJSON_CreateObject();
+    cJSON_AddStringToObject(ca, "name", st[i].name);
+    cJSON_AddStringToObject(ca, "directory", st[i].directory);
+    cJSON_AddNumberToObject(ca, "fallbacks", (double)st[i].fallbacks);
+    add_time_or_null(ca, "backoff_until", st[i].backoff_until);
+    cJSON *orders = cJSON_AddArrayToObject(ca, "orders");
+    for (int ch = 0; ch < 4; ch++) {
+      for (int r = 0; r < 2; r++) {
+        cJSON *row = cJSON_CreateObject();
+        cJSON_AddStringToObject(row, "challenge", challenge_names[ch]);
+        cJSON_AddStringToObject(row, "result", r == 0 ? "ok" : "failed");
+        cJSON_AddNumberToObject(row, "count", (double)st[i].orders[ch][r]);
+        cJSON_AddItemToArray(orders, row);
+      }
+    }
+    cJSON_AddItemToArray(cas, ca);
+  }
+  acme_order_event_t *evs = gh_calloc(ACME_ORDER_LOG, sizeof(*evs));
+  size_t ne = acme_engine_recent_orders(engine, evs, ACME_ORDER_LOG);
+  for (size_t i = 0; i < ne; i++) {
+    const acme_order_event_t *ev = &evs[i];
+    cJSON *e = cJSON_CreateObject();
+    add_time_or_null(e, "at", ev->at);
+    cJSON *names = cJSON_AddArrayToObject(e, "names");
+    for (size_t k = 0; k < ev->num_names; k++)
+      cJSON_AddItemToArray(names, clean_text(ev->names[k]));
+    if (ev->ca != NULL) cJSON_AddStringToObject(e, "ca", ev->ca);
+    else cJSON_AddNullToObject(e, "ca");
+    cJSON_AddStringToObject(e, "kind", ev->renewal ? "renew" : "issue");
+    cJSON_AddStringToObject(e, "challenge", challenge_names[ev->challenge & 3]);
+    cJSON_AddStringToObject(e, "result", ev->ok ? "ok" : "failed");
+    if (ev->error != NULL) add_text(e, "error", ev->error);
+    else cJSON_AddNullToObject(e, "error");
+    cJSON_AddNumberToObject(e, "duration_ms", (double)ev->duration_ms);
+    cJSON_AddItemToArray(recent, e);
+  }
+  acme_order_events_free(evs, ne);
+  gh_free(evs);
+  respond_json(c, 200, o);
+}
+
+/* endpoint_state names what choosing would make of endpoint |ep| now. */
+static const char *endpoint_state(px_addr_t *ep, uint64_t now_ms) {
+  if (!atomic_load(&ep->live)) return "gone";
+  if (atomic_load(&ep->unhealthy)) return "check_failed";
+  if (atomic_load(&ep->down_until_ms) > now_ms) return "backing_off";
+  return "up";
+}
+
+static cJSON *target_json(px_target_t *t, px_worker_t *const *workers, unsigned num_workers) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddStringToObject(o, "address", t->conf->text);
+  uint64_t now = gh_now_ms();
+  cJSON *eps = cJSON_CreateArray();
+  double in_flight = 0;
+  unsigned slot = 0;
+  size_t n = atomic_load(&t->num_used);
+  for (size_t k = 0; k < n; k++) {
+    px_addr_t *ep = &t->eps[k];
+    if (slot == 0) slot = atomic_load(&ep->stat_slot);
+    char text[INET6_ADDRSTRLEN + 8], why[sizeof(ep->last_fail)];
+    px_addr_text(ep, text, sizeof(text));
+    pthread_mutex_lock(&t->sa_lock);
+    uint64_t fail_ms = ep->last_fail_ms;
+    memcpy(why, ep->last_fail, sizeof(why));
+    pthread_mutex_unlock(&t->sa_lock);
+    why[sizeof(why) - 1] = '\0';
+    int active = atomic_load(&ep->active);
+    in_flight += active > 0 ? active : 0;
+    cJSON *e = cJSON_CreateObject();
+    cJSON_AddStringToObject(e, "address", text);
+    cJSON_AddStringToObject(e, "state", endpoint_state(ep, now));
+    cJSON_AddNumberToObject(e, "in_flight", active > 0 ? active : 0);
+    if (fail_ms != 0) {
+      cJSON *f = cJSON_AddObjectToObject(e, "last_failure");
+      add_time_or_null(f, "at", (time_t)(fail_ms / 1000));
+      add_text(f, "reason", why);
+    } else {
+      cJSON_AddNullToObject(e, "last_failure");
+    }
+    cJSON_AddItemToArray(eps, e);
+  }
+  cJSON_AddNumberToObject(o, "in_flight", in_flight);
+  /* Requests are counted per configured address (px_metrics_upstream_slot). */
+  static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  uint64_t req[6] = {0};
+  if (slot != 0) {
+    for (unsigned w = 0; w < num_workers; w++)
+      for (int cl = 0; cl < 6; cl++) req[cl] += PX_STAT_GET(workers[w]->stats.requests[slot][cl]);
+  }
+  cJSON *r = cJSON_AddObjectToObject(o, "requests");
+  for (int cl = 1; cl < 6; cl++) cJSON_AddNumberToObject(r, classes[cl], (double)req[cl]);
+  cJSON_AddNumberToObject(r, "other", (double)req[0]);
+  cJSON_AddItemToObject(o, "endpoints", eps);
+  return o;
+}
+
+static cJSON *group_json(const px_site_t *site, const char *route, px_group_t *g,
+                         px_worker_t *const *workers, unsigned num_workers) {
+  static const char *const protos[] = {"http/1.1", "h2", "h2c"};
+  cJSON *o = cJSON_CreateObject();
+  const conf_site_t *cs = site->conf;
+  cJSON_AddStringToObject(o, "site", cs->num_hosts > 0 ? cs->hosts[0] : "*");
+  if (route != NULL) cJSON_AddStringToObject(o, "route", route);
+  else cJSON_AddNullToObject(o, "route");
+  cJSON_AddStringToObject(o, "balance",
+                          g->conf->balance == CONF_BALANCE_LEAST_CONN ? "least_conn" : "round_robin");
+  int proto = g->conf->num_addrs > 0 ? (int)g->conf->addrs[0].protocol : 0;
+  cJSON_AddStringToObject(o, "protocol", protos[proto >= 0 && proto < 3 ? proto : 0]);
+  if (g->conf->health.path != NULL) cJSON_AddStringToObject(o, "health_check", g->conf->health.path);
+  else cJSON_AddNullToObject(o, "health_check");
+  cJSON *ts = cJSON_AddArrayToObject(o, "targets");
+  for (size_t k = 0; k < g->num_targets; k++)
+    cJSON_AddItemToArray(ts, target_json(g->targets[k], workers, num_workers));
+  return o;
+}
+
+/* get_upstreams answers every site's and route's upstream addresses with
+ * their endpoints: state, requests in flight, the last failure, and the
+ * requests answered by status class. */
+static void get_upstreams(admin_conn_t *c) {
+  px_admin_t *a = c->admin;
+  px_gen_t *gen = *a->env.gen;
+  cJSON *o = cJSON_CreateObject();
+  cJSON *list = cJSON_AddArrayToObject(o, "upstreams");
+  for (size_t i = 0; i < gen->num_sites; i++) {
+    const px_site_t *site = &gen->sites[i];
+    if (site->group != NULL && site->group->num_targets > 0)
+      cJSON_AddItemToArray(list, group_json(site, NULL, site->group, a->env.workers,
+                                            a->env.num_workers));
+    for (size_t r = 0; r < site->num_routes; r++) {
+      const px_route_t *rt = &site->routes[r];
+      if (rt->group != NULL && rt->group->num_targets > 0)
+        cJSON_AddItemToArray(list, group_json(site, rt->prefix, rt->group, a->env.workers,
+                                              a->env.num_workers));
+    }
+  }
+  respond_json(c, 200, o);
+}
+
+/* The dashboard's page may run only its own script and style, talk only
+ * to this origin, and never be framed: certificate names and ACME errors
+ * it shows come from whoever can make a client send a name, so even a
+ * slip that inserted one as HTML could not run anything or send data
+ * elsewhere. */
+#define UI_HEADERS                                                                             \
+  "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "        \
+  "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "                 \
+  "frame-ancestors 'none'\r\n"                                                                \
+  "X-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n"                                \
+  "Cross-Origin-Resource-Policy: same-origin\r\nCross-Origin-Opener-Policy: same-origin\r\n"
+
+/* ui_asset returns the embedded dashboard file served at |path|, or NULL. */
+static const px_ui_asset_t *ui_asset(const char *path) {
+  for (const px_ui_asset_t *f = px_ui_assets; f->path != NULL; f++)
+    if (strcmp(f->path, path) == 0) return f;
+  return NULL;
+}
+
+static void get_ui(admin_conn_t *c, const px_ui_asset_t *f) {
+  const char *dot = strrchr(f->path, '.');
+  const char *type = "text/html; charset=utf-8";
+  if (dot != NULL && strcmp(dot, ".js") == 0) type = "text/javascript; charset=utf-8";
+  else if (dot != NULL && strcmp(dot, ".css") == 0) type = "text/css; charset=utf-8";
+  else if (dot != NULL && strcmp(dot, ".svg") == 0) type = "image/svg+xml";
+  respond_with(c, 200, type, UI_HEADERS, (const char *)f->data, f->len);
 }
 
 static void dispatch(admin_conn_t *c) {
@@ -892,10 +1171,6 @@ static void dispatch(admin_conn_t *c) {
     respond_error(c, 421, "the Host header does not name the admin address");
     return;
   }
-  if (!token_ok(conf_now(a)->admin_token, c->auth)) {
-    respond_error(c, 401, "missing or wrong bearer token");
-    return;
-  }
   px_buf_append(&c->url, "", 1);
   c->url.len--;
   const char *path = c->url.p;
@@ -903,6 +1178,20 @@ static void dispatch(admin_conn_t *c) {
   if (q) *q = '\0';
   int method = llhttp_get_method(&c->parser);
   int get = method == HTTP_GET;
+  /* The dashboard's files hold no data, and a browser cannot send the
+   * bearer header when it opens a page: they need no token (the Host
+   * check above still applies). The page then asks for the token and
+   * sends it with every API request. */
+  const px_ui_asset_t *ui = ui_asset(path);
+  if (ui != NULL) {
+    if (!get) goto not_allowed;
+    get_ui(c, ui);
+    return;
+  }
+  if (!token_ok(conf_now(a)->admin_token, c->auth)) {
+    respond_error(c, 401, "missing or wrong bearer token");
+    return;
+  }
   if (strcmp(path, "/health") == 0) {
     if (!get) goto not_allowed;
     get_health(c);
@@ -926,6 +1215,16 @@ static void dispatch(admin_conn_t *c) {
   if (strcmp(path, "/ondemand") == 0) {
     if (!get) goto not_allowed;
     get_ondemand(c);
+    return;
+  }
+  if (strcmp(path, "/acme") == 0) {
+    if (!get) goto not_allowed;
+    get_acme(c);
+    return;
+  }
+  if (strcmp(path, "/upstreams") == 0) {
+    if (!get) goto not_allowed;
+    get_upstreams(c);
     return;
   }
   if (strncmp(path, "/certs/", 7) == 0) {

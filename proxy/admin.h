@@ -9,7 +9,14 @@
  *   POST   /certs/NAME/revoke   {"reason": N | "keyCompromise" ...}
  *   DELETE /certs/NAME          evict an on-demand certificate from memory
  *   POST   /reload              re-read the config file, as SIGHUP does
+ *   GET    /ondemand            on-demand state and the last refused names
+ *   GET    /acme                the CAs' order counters and the last orders
+ *   GET    /upstreams           every upstream address: endpoints, state,
+ *                               in flight, requests by status, last failure
  *   GET    /metrics             Prometheus text (metrics.h)
+ *   GET    /, /ui/...           the dashboard (ui/, embedded): no token, as
+ *                               a browser opening a page sends none; the
+ *                               page sends it with its API requests
  *
  * It listens on a TCP address or a unix socket ("unix:PATH", mode 0600,
  * removed at exit). On TCP, requests whose Host is not the admin address

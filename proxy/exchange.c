@@ -150,7 +150,7 @@ static void up_timer(px_exchange_t *ex) {
 static void fail(px_exchange_t *ex, int status, const char *why, int up_fault) {
   const char *name = ex->up && ex->up->addr ? ex->up->addr->conf->text : "-";
   GH_DEBUG("proxy", "%s: upstream %s: %s", ex->client_ip, name, why);
-  if (up_fault && ex->up) px_upstream_mark_failed(ex->up->addr);
+  if (up_fault && ex->up) px_upstream_mark_failed(ex->up->addr, why);
   detach(ex, 0);
   if (finished(ex)) return;
   if (ex->client_gone) {
@@ -180,9 +180,9 @@ static void send_head(px_exchange_t *ex) {
  * another one; when none is usable and |a| came from a DNS name, look the
  * name up again first and wait for the answer (once per request): the
  * backend may have moved. */
-static void connect_failed(px_exchange_t *ex, px_addr_t *a) {
+static void connect_failed(px_exchange_t *ex, px_addr_t *a, const char *why) {
   px_worker_t *w = ex->w;
-  px_upstream_mark_failed(a);
+  px_upstream_mark_failed(a, why);
   px_target_t *t = a->target;
   if (t->is_name && !ex->re_resolved && !px_upstream_usable(ex->group, a)) {
     ex->re_resolved = 1;
@@ -222,11 +222,13 @@ void px_ex__up_connected(px_upconn_t *u, int status, const char *why) {
   if (status < 0) {
     char ep[INET6_ADDRSTRLEN + 8];
     px_addr_text(u->addr, ep, sizeof(ep));
-    GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep,
-            why ? why : uv_strerror(status));
+    if (why == NULL) why = uv_strerror(status);
+    GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep, why);
     px_addr_t *a = u->addr;
+    char what[128];
+    snprintf(what, sizeof(what), "connect: %s", why);
     detach(ex, 0);
-    connect_failed(ex, a);
+    connect_failed(ex, a, what);
     settle(ex);
     return;
   }
@@ -253,7 +255,7 @@ static void dial_failed(px_exchange_t *ex, px_addr_t *a) {
   atomic_fetch_sub(&a->active, 1);
   ex->addr = NULL;
   set_state(ex, PX_EX_CONNECT);
-  connect_failed(ex, a);
+  connect_failed(ex, a, "connect: cannot start");
 }
 
 /* connect_h2 puts |ex| on an HTTP/2 connection to |a| as a new stream. A
@@ -504,7 +506,7 @@ void px_upconn_on_timer(uv_timer_t *t) {
     GH_WARN("proxy", "upstream %s (%s): connect timeout", u->addr->conf->text, ep);
     px_addr_t *a = u->addr;
     detach(ex, 0);
-    connect_failed(ex, a);
+    connect_failed(ex, a, "connect timeout");
   } else {
     /* Armed only while the upstream owed bytes (up_timer): its silence. */
     fail(ex, 504, "upstream read timeout", 1);
@@ -669,7 +671,7 @@ void px_ex__h2_ready(px_exchange_t *ex) {
 void px_ex__h2_connect_failed(px_exchange_t *ex) {
   px_addr_t *a = ex->up->addr;
   detach(ex, 0);
-  connect_failed(ex, a);
+  connect_failed(ex, a, NULL); /* uph2.c recorded why */
   settle(ex);
 }
 

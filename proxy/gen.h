@@ -47,6 +47,11 @@ typedef struct {
   atomic_int active;                  /* requests in flight, all workers */
   size_t index;                       /* into gen->addrs and worker pools */
   atomic_uint stat_slot;              /* px_metrics_upstream_slot, 0 until known */
+  /* The last failure counted against it (px_upstream_mark_failed, or the
+   * active check), for the admin API: when (wall clock, ms; 0: none) and
+   * why. Under target->sa_lock. */
+  uint64_t last_fail_ms;
+  char last_fail[128];
 } px_addr_t;
 
 /* One configured upstream address ("backend:8080"), and the endpoints it

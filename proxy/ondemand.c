@@ -205,9 +205,17 @@ void px_ondemand_stop(px_ondemand_t *od) {
 /* record keeps |name|'s refusal for px_ondemand_refusals: a name already
  * there for the same reason is counted again, not added twice. Under
  * od->mu. */
-static void record(px_ondemand_t *od, const char *name, size_t len, const char *client_ip,
+static void record(px_ondemand_t *od, const char *raw, size_t len, const char *client_ip,
                    const char *why) {
   if (len >= sizeof(od->recent[0].name)) len = sizeof(od->recent[0].name) - 1;
+  /* The SNI as a client sent it, which may be any bytes: kept printable
+   * ASCII ('?' for the rest), so that what the admin API and the
+   * dashboard show is valid UTF-8 and cannot break a line. */
+  char name[sizeof(od->recent[0].name)];
+  for (size_t i = 0; i < len; i++) {
+    unsigned char ch = (unsigned char)raw[i];
+    name[i] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+  }
   uint64_t now = gh_now_ms();
   for (size_t i = 0; i < od->num_recent; i++) {
     px_od_refused_t *r = &od->recent[i];

@@ -664,9 +664,11 @@ void px_uph2_connected(px_upconn_t *u, int status, const char *why) {
   }
   if (status < 0 || gh_list_empty(&h->streams)) {
     if (status < 0) {
-      GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep,
-              why ? why : uv_strerror(status));
-      px_upstream_mark_failed(u->addr);
+      if (why == NULL) why = uv_strerror(status);
+      GH_WARN("proxy", "upstream %s (%s): connect: %s", u->addr->conf->text, ep, why);
+      char what[160];
+      snprintf(what, sizeof(what), "connect: %s", why);
+      px_upstream_mark_failed(u->addr, what);
     }
     retire(u);
     gh_link_t list;
@@ -708,7 +710,7 @@ static int terminated(px_upconn_t *u) {
   if (h->num_streams == 0 || nghttp2_session_want_read(h->session) ||
       nghttp2_session_want_write(h->session))
     return 0;
-  px_upstream_mark_failed(u->addr);
+  px_upstream_mark_failed(u->addr, "invalid HTTP/2 (the session ended)");
   fail_all(u, "invalid HTTP/2 from upstream", 0);
   return 1;
 }
@@ -731,7 +733,9 @@ void px_uph2_read(px_upconn_t *u, ssize_t nread, const char *p) {
   h->in_recv = 0;
   if (rv < 0) {
     GH_WARN("proxy", "upstream %s: HTTP/2 error: %s", u->addr->conf->text, nghttp2_strerror((int)rv));
-    px_upstream_mark_failed(u->addr);
+    char what[128];
+    snprintf(what, sizeof(what), "invalid HTTP/2: %s", nghttp2_strerror((int)rv));
+    px_upstream_mark_failed(u->addr, what);
     fail_all(u, "invalid HTTP/2 from upstream", 0);
     return;
   }

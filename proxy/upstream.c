@@ -59,8 +59,16 @@ px_addr_t *px_upstream_pick(px_group_t *g, px_addr_t *avoid) {
   return best;
 }
 
-void px_upstream_mark_failed(px_addr_t *a) {
+void px_addr_note_failure(px_addr_t *a, const char *why) {
+  pthread_mutex_lock(&a->target->sa_lock);
+  a->last_fail_ms = gh_wall_ms();
+  snprintf(a->last_fail, sizeof(a->last_fail), "%s", why);
+  pthread_mutex_unlock(&a->target->sa_lock);
+}
+
+void px_upstream_mark_failed(px_addr_t *a, const char *why) {
   atomic_store(&a->down_until_ms, now_ms() + a->group->conf->fail_backoff_ms);
+  if (why != NULL) px_addr_note_failure(a, why);
 }
 
 /* ---- names looked up again ---- */
@@ -463,6 +471,11 @@ static void check_done(px_check_t *k, int healthy, const char *why) {
   k->done = 1;
   int was = !atomic_load(&k->addr->unhealthy);
   atomic_store(&k->addr->unhealthy, healthy ? 0 : 1);
+  if (!healthy) {
+    char what[128];
+    snprintf(what, sizeof(what), "health check: %s", why);
+    px_addr_note_failure(k->addr, what);
+  }
   if (was != healthy) {
     if (healthy) GH_INFO("health", "upstream %s (%s) is healthy again", k->addr->conf->text, k->text);
     else GH_WARN("health", "upstream %s (%s) is unhealthy: %s", k->addr->conf->text, k->text, why);

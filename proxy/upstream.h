@@ -116,8 +116,11 @@ size_t px_target_from_addrinfo(px_target_t *t, const struct addrinfo *res, int q
 
 /* px_upstream_mark_failed backs off from |a|: only for the upstream's own
  * failures (refused or failed connect, silence, reset, malformed answer),
- * never for anything a client does. */
-void px_upstream_mark_failed(px_addr_t *a);
+ * never for anything a client does. |why| (NULL: already recorded) is
+ * kept as its last failure. */
+void px_upstream_mark_failed(px_addr_t *a, const char *why);
+/* px_addr_note_failure records |why| as |a|'s last failure, now. */
+void px_addr_note_failure(px_addr_t *a, const char *why);
 /* px_upconn_get_idle takes an idle connection to |a| from |w|'s pool for
  * a request of |client| (only a connection opened with a PROXY header
  * for that client when the upstream sends one), or NULL. */

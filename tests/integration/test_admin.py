@@ -287,6 +287,103 @@ def test_token():
     h.eq(g.stop(), 0, "exit status")
 
 
+def test_dashboard_files():
+    """The dashboard's page and files: no token (a browser cannot send one
+    when it opens a page; they hold no data), the Host check still, and a
+    strict CSP. The API behind them still wants the token."""
+    g = start([h.site(["ui.admin.test"], [echo()])], admin={"token": "ui-token"})
+    port = g.admin_port
+    types = {"/": "text/html", "/ui/app.js": "text/javascript", "/ui/app.css": "text/css",
+             "/ui/favicon.svg": "image/svg+xml"}
+    for path, ctype in types.items():
+        status, body, hdrs = admin(port, "GET", path, token=None)
+        h.eq(status, 200, "GET %s without a token" % path)
+        h.check(hdrs.get("Content-Type", "").startswith(ctype), "%s type: %r" % (path, hdrs))
+        h.check(len(body) > 100, "%s has content" % path)
+        csp = hdrs.get("Content-Security-Policy", "")
+        for part in ("default-src 'none'", "script-src 'self'", "connect-src 'self'",
+                     "frame-ancestors 'none'"):
+            h.contains(csp, part, "%s CSP" % path)
+        h.not_contains(csp, "unsafe", "%s CSP allows nothing unsafe" % path)
+        h.eq(hdrs.get("X-Content-Type-Options"), "nosniff", "%s nosniff" % path)
+        h.eq(hdrs.get("X-Frame-Options"), "DENY", "%s not framed" % path)
+    # Embedded: nothing is fetched from elsewhere, no inline script or style.
+    page = admin(port, "GET", "/", token=None)[1].decode()
+    h.not_contains(page, "http://", "absolute URLs in the page")
+    h.not_contains(page, "https://", "absolute URLs in the page")
+    h.check(re.search(r"<script(?![^>]*\ssrc=)[^>]*>", page) is None, "no inline script")
+    h.check(re.search(r"\sstyle=|<style", page) is None, "no inline style")
+    js = admin(port, "GET", "/ui/app.js", token=None)[1].decode()
+    for bad in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        h.not_contains(js, bad, "app.js uses %s" % bad)
+    h.eq(admin(port, "GET", "/", token=None, host="evil.example:%d" % port)[0], 421,
+         "the page keeps the Host check")
+    h.eq(admin(port, "POST", "/", token=None)[0], 405, "POST /")
+    h.eq(admin(port, "GET", "/ui/nothing.js", token=None)[0], 401, "other paths want the token")
+    h.eq(admin(port, "GET", "/ui/nothing.js", token="ui-token")[0], 404, "unknown file")
+    h.eq(admin(port, "GET", "/certs", token=None)[0], 401, "the API wants the token")
+    h.eq(g.stop(), 0, "exit status")
+
+
+def test_upstreams_and_acme_json():
+    """/upstreams: each site's upstream addresses and their endpoints, with
+    state, in-flight requests, the requests answered by status class and the
+    last failure; /acme with ACME off."""
+    dead = "127.0.0.1:%d" % h.free_port()
+    g = start([h.site(["up.admin.test"], [echo(), dead],
+                      routes=[{"path": "/api/", "upstreams": [echo()]}])],
+              admin={"token": TOKEN})
+    port = g.admin_port
+    ctx = h.client_context(verify=False)
+    for i in range(4):  # round robin: the dead address is tried and backed off
+        c = h.Conn.tls(g.https_port, "up.admin.test", ctx=ctx)
+        try:
+            c.request("GET", "/x%d" % i, "up.admin.test")
+        finally:
+            c.close()
+    c = h.Conn.tls(g.https_port, "up.admin.test", ctx=ctx)
+    c.request("GET", "/api/y", "up.admin.test")
+    c.close()
+    # A request is counted when its exchange ends, which may be just after
+    # the client has read the answer.
+    def counted():
+        d = admin_json(port, "GET", "/upstreams")
+        n = sum(t["requests"]["2xx"] for t in d["upstreams"][0]["targets"]
+                if t["address"] == echo().addr)
+        return d if n >= 5 else None
+    doc = h.wait_until(counted, 10, "five requests counted")
+    ups = doc["upstreams"]
+    h.eq([(u["site"], u["route"]) for u in ups], [("up.admin.test", None),
+                                                  ("up.admin.test", "/api/")], "groups")
+    h.eq(ups[0]["balance"], "round_robin", "balance")
+    h.eq(ups[0]["protocol"], "http/1.1", "protocol")
+    h.eq(ups[0]["health_check"], None, "no health check")
+    by = {t["address"]: t for t in ups[0]["targets"]}
+    h.eq(sorted(by), sorted([echo().addr, dead]), "targets")
+    live, gone = by[echo().addr], by[dead]
+    h.eq(len(live["endpoints"]), 1, "an IP literal is one endpoint")
+    h.eq(live["endpoints"][0]["state"], "up", "the echo backend is up")
+    h.eq(live["endpoints"][0]["last_failure"], None, "it never failed")
+    h.eq(live["in_flight"], 0, "nothing in flight")
+    # The echo address serves the route too: requests are counted per address.
+    h.eq(live["requests"]["2xx"], 5, "2xx answered by the echo backend: %r" % live["requests"])
+    h.eq(gone["requests"]["2xx"], 0, "the dead one answered nothing")
+    ep = gone["endpoints"][0]
+    h.eq(ep["state"], "backing_off", "the dead address backs off")
+    h.check(ep["last_failure"] is not None and "connect" in ep["last_failure"]["reason"],
+            "why it failed: %r" % ep)
+    h.check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", ep["last_failure"]["at"]),
+            "when")
+    h.eq(admin_json(port, "GET", "/acme"), {"enabled": False, "cas": [], "recent_orders": []},
+         "/acme with ACME off")
+    od = admin_json(port, "GET", "/ondemand")
+    h.eq(od["ask"], {"requests": 0, "cache_hits": 0, "coalesced": 0, "unreachable": 0,
+                     "latency_ms_avg": None}, "ask stats without on-demand")
+    h.eq(admin(port, "POST", "/upstreams")[0], 405, "POST /upstreams")
+    h.eq(admin(port, "GET", "/acme", token=None)[0], 401, "/acme wants the token")
+    h.eq(g.stop(), 0, "exit status")
+
+
 def test_metrics_parse_and_move():
     g = _s["plain"]
     port = g.admin_port
@@ -639,6 +736,24 @@ def test_pebble_certs_renew_revoke_delete():
         h.eq(by[MANAGED]["ca"], pb().directory_url, "the CA that issued it (its directory)")
         h.eq(by[MANAGED]["profile"], None, "no ACME profile asked for")
         h.eq(by[MANAGED]["renewal_failures"], 0, "no renewal failures")
+        # Where the renewal time comes from: Debian's Pebble has no ARI,
+        # so a third of the lifetime (test_renewal has an ARI window).
+        h.eq((by[MANAGED]["renewal_source"], by[MANAGED]["ari_window"], by[MANAGED]["renewing"]),
+             ("lifetime", None, False), "renewal source, window, order running")
+        # /acme: the CA, its counters, and the two orders, newest first.
+        acme = admin_json(port, "GET", "/acme")
+        h.eq(acme["enabled"], True, "ACME on")
+        h.eq([ca["directory"] for ca in acme["cas"]], [p.directory_url], "the CA")
+        counts = {(o["challenge"], o["result"]): o["count"] for o in acme["cas"][0]["orders"]}
+        h.eq(counts[("tls-alpn-01", "ok")], 2, "orders ok over TLS-ALPN-01")
+        h.eq(sum(counts.values()), 2, "no other orders")
+        h.eq(acme["cas"][0]["backoff_until"], None, "no back-off")
+        recent = acme["recent_orders"]
+        h.eq([o["names"] for o in recent], [[ON_DEMAND], [MANAGED]], "recent orders, newest first")
+        for o in recent:
+            h.eq((o["result"], o["kind"], o["challenge"], o["error"], o["ca"]),
+                 ("ok", "issue", "tls-alpn-01", None, acme["cas"][0]["name"]), "order %r" % o)
+            h.check(o["duration_ms"] >= 0, "duration")
         m = scrape(port)
         h.check(sample(m, "gatehouse_certificate_expiry_timestamp_seconds", name=MANAGED) > 0,
                 "expiry of the managed name")
@@ -696,6 +811,9 @@ def test_pebble_certs_renew_revoke_delete():
         h.eq(doc["status"], "renewing", "renew answer")
         g.wait_log(r"%s: renewal done" % re.escape(MANAGED), since=size, timeout=60)
         renewed = admin_json(port, "GET", "/certs/" + MANAGED)
+        last = admin_json(port, "GET", "/acme")["recent_orders"][0]
+        h.eq((last["names"], last["kind"], last["result"]), ([MANAGED], "renew", "ok"),
+             "the renewal in /acme")
         h.check(renewed["serial"] != serial, "a new serial after renew")
         # The same from the command line, which finds the server through
         # the config file and waits for the new certificate.
@@ -753,4 +871,5 @@ def test_quick_mode_admin():
     h.eq(g.stop(), 0, "exit status")
 
 
-h.main()
+if __name__ == "__main__":
+    h.main()

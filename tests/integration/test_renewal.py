@@ -30,6 +30,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
+from test_admin import admin_json  # noqa: E402
 import pebble  # noqa: E402
 
 HTTPS_PORT = h.free_port()
@@ -58,7 +59,7 @@ def echo():
     return _s["echo"]
 
 
-def start(storage, directory=None, ca_roots=None, validity=VALIDITY):
+def start(storage, directory=None, ca_roots=None, validity=VALIDITY, **extra):
     prev = _s.pop("gatehouse", None)
     if prev is not None and prev.alive():
         prev.stop()
@@ -69,7 +70,7 @@ def start(storage, directory=None, ca_roots=None, validity=VALIDITY):
         acme={"directory": directory or p.directory_url, "email": "ops@example.com",
               "ca_roots": ca_roots or [p.ca_file], "challenges": ["tls-alpn-01"]},
         on_demand={"allow": ["*.od.test"], "wait_budget": "20s"},
-        timeouts={"idle": "300s"}, storage=storage)
+        timeouts={"idle": "300s"}, storage=storage, **extra)
     g = h.run_config(conf, HTTPS_PORT, HTTP_PORT)
     _s["gatehouse"] = g
     return g
@@ -254,8 +255,10 @@ def test_ari_window_moves_the_renewal():
     p = pb(3600)
     ari = AriDirectory(p, 5, 10)
     try:
+        admin_port = h.free_port()
         g = start(os.path.join(h.tmpdir(), "st-ari"), directory=ari.url + "/dir",
-                  ca_roots=[p.ca_file, ari.ca_file], validity=3600)
+                  ca_roots=[p.ca_file, ari.ca_file], validity=3600,
+                  admin={"listen": "127.0.0.1:%d" % admin_port, "token": "t0ken-ari"})
         first = served("renew.test")
         h.check(not_after(first) - time.time() > 3000, "a one-hour certificate")
         m = g.wait_log(r"renew\.test: ARI suggests renewal between (\S+) and (\S+): "
@@ -267,6 +270,10 @@ def test_ari_window_moves_the_renewal():
         when = calendar.timegm(time.strptime(m.group(3), "%Y-%m-%dT%H:%M:%SZ"))
         h.check(int(start_s) <= when <= int(end_s) + 1,
                 "renewal time %s in the window %s..%s" % (m.group(3), m.group(1), m.group(2)))
+        # The admin API (and the dashboard) say when and why.
+        doc = admin_json(admin_port, "GET", "/certs/renew.test", token="t0ken-ari")
+        h.eq((doc["renewal_source"], doc["renewal_time"], doc["ari_window"]),
+             ("ari", m.group(3), {"start": m.group(1), "end": m.group(2)}), "/certs says ARI")
         g.wait_log(r"renew\.test: renewed: certificate", timeout=end_s - time.time() + 20)
         h.check(time.time() < t0 + 60, "renewed within a minute, not at 2/3 of an hour")
         new = h.wait_until(lambda: (lambda c: c if c["serialNumber"] != first["serialNumber"]
