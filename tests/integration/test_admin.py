@@ -384,6 +384,54 @@ def test_upstreams_and_acme_json():
     h.eq(g.stop(), 0, "exit status")
 
 
+def test_upstream_failure_text_is_clean():
+    """A hostile upstream's bytes reach the last-failure text (the health
+    check quotes its status): /upstreams stays valid UTF-8 JSON without
+    control characters, for the dashboard that shows it."""
+    import socket
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            try:
+                c.settimeout(2)
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 \xff\x1b\x7f\r\n\r\n")
+            except OSError:
+                pass
+            finally:
+                c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    bad = "127.0.0.1:%d" % srv.getsockname()[1]
+    g = start([h.site(["hostile.admin.test"], [bad],
+                      health_check={"path": "/h", "interval": "1s", "timeout": "500ms"})])
+    try:
+        def failed():
+            status, body, _ = admin(g.admin_port, "GET", "/upstreams")
+            h.eq(status, 200, "/upstreams")
+            doc = json.loads(body.decode("utf-8"))  # strict: invalid UTF-8 raises
+            ep = doc["upstreams"][0]["targets"][0]["endpoints"][0]
+            return ep if ep["state"] == "check_failed" and ep["last_failure"] else None
+        ep = h.wait_until(failed, 15, "the health check fails")
+        reason = ep["last_failure"]["reason"]
+        h.eq(reason, "health check: status ???", "the reason, cleaned")
+    finally:
+        stop.set()
+        t.join(5)
+        srv.close()
+    h.eq(g.stop(), 0, "exit status")
+
+
 def test_metrics_parse_and_move():
     g = _s["plain"]
     port = g.admin_port
