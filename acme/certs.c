@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
@@ -253,8 +254,8 @@ static int read_leaf(acme_cert_t *cert, char **out_err, const char *chain_label,
       X509_free(x);
     }
   }
-  EVP_PKEY *pub = X509_get_pubkey(leaf);
-  int match = pub != NULL && EVP_PKEY_cmp(pub, cert->key) == 1;
+  EVP_PKEY *pub = cert->key != NULL ? X509_get_pubkey(leaf) : NULL;
+  int match = cert->key == NULL || (pub != NULL && EVP_PKEY_cmp(pub, cert->key) == 1);
   EVP_PKEY_free(pub);
   ERR_clear_error();
   if (!match) {
@@ -307,20 +308,45 @@ static char *read_file(char **out_err, const char *path, size_t *out_len) {
     *out_err = gh_asprintf("%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
-  char *buf = gh_malloc(MAX_PEM_FILE + 1);
-  size_t len = fread(buf, 1, MAX_PEM_FILE + 1, f);
+  /* Sized by the file, not by the limit: the admin API reads every
+   * certificate at each look, and a 1 MiB buffer per file was an mmap,
+   * page faults and an munmap each time. */
+  struct stat sb;
+  size_t cap = MAX_PEM_FILE;
+  if (fstat(fileno(f), &sb) == 0 && sb.st_size >= 0 && (uint64_t)sb.st_size < MAX_PEM_FILE)
+    cap = (size_t)sb.st_size;
+  char *buf = gh_malloc(cap + 1);
+  size_t len = fread(buf, 1, cap + 1, f);
   int failed = ferror(f);
   fclose(f);
   if (failed) {
     *out_err = gh_asprintf("%s: read error", path);
   } else if (len > MAX_PEM_FILE) {
     *out_err = gh_asprintf("%s: larger than %u bytes, not a PEM file", path, MAX_PEM_FILE);
+  } else if (len > cap) {
+    *out_err = gh_asprintf("%s: it changed while being read", path);
   } else {
     *out_len = len;
     return buf;
   }
   gh_free(buf);
   return NULL;
+}
+
+acme_cert_t *acme_cert_load_chain(char **out_err, const char *cert_file) {
+  size_t len = 0;
+  char *chain = read_file(out_err, cert_file, &len);
+  if (chain == NULL) return NULL;
+  pthread_once(&pool_once, pool_init);
+  acme_cert_t *cert = gh_calloc(1, sizeof(*cert));
+  atomic_init(&cert->refs_, 1);
+  if (read_chain(cert, out_err, cert_file, chain, len) != 0 ||
+      read_leaf(cert, out_err, cert_file, NULL) != 0) {
+    cert_free(cert);
+    cert = NULL;
+  }
+  gh_free(chain);
+  return cert;
 }
 
 acme_cert_t *acme_cert_load(char **out_err, const char *cert_file, const char *key_file) {

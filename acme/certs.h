@@ -52,6 +52,11 @@ acme_cert_t *acme_cert_from_pem(char **out_err, const char *chain_pem, size_t ch
  * acme_cert_from_pem; errors name the file. */
 acme_cert_t *acme_cert_load(char **out_err, const char *cert_file, const char *key_file);
 
+/* acme_cert_load_chain reads only |cert_file|: a certificate to describe
+ * (the admin API's listing), never to serve. Its |key| is NULL; the
+ * private key, the costly part to parse, is neither read nor checked. */
+acme_cert_t *acme_cert_load_chain(char **out_err, const char *cert_file);
+
 /* acme_cert_serial_hex returns the leaf's serial number in lower-case hex
  * without leading zeros, as CAs show it (caller frees), or NULL. */
 char *acme_cert_serial_hex(const acme_cert_t *cert);

@@ -617,15 +617,18 @@ static int dir_cert_save(acme_storage_t *st, char **out_err, const char *name,
   return ret;
 }
 
-/* load_version reads the bundle in the version directory |vdir|. */
-static int load_version(acme_cert_t **out_cert, char **out_meta, char **out_err, const char *vdir) {
+/* load_version reads the bundle in the version directory |vdir| (with
+ * |peek|, all but the private key). */
+static int load_version(acme_cert_t **out_cert, char **out_meta, char **out_err, const char *vdir,
+                        int peek) {
   char *cert_path = join(vdir, "cert.pem");
   char *key_path = join(vdir, "key.pem");
   char *meta_path = join(vdir, "meta.json");
   char *meta = NULL;
   int ret = 0;
   /* acme_cert_load names the file at fault, and checks the key matches. */
-  acme_cert_t *cert = acme_cert_load(out_err, cert_path, key_path);
+  acme_cert_t *cert = peek ? acme_cert_load_chain(out_err, cert_path)
+                          : acme_cert_load(out_err, cert_path, key_path);
   if (cert == NULL) ret = -EBADMSG;
   if (ret == 0) {
     ret = read_json(&meta, out_err, meta_path);
@@ -647,8 +650,8 @@ static int load_version(acme_cert_t **out_cert, char **out_meta, char **out_err,
   return ret;
 }
 
-static int dir_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
-                           char **out_err, const char *name) {
+static int dir_cert_read(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                         char **out_err, const char *name, int peek) {
   *out_cert = NULL;
   if (out_meta != NULL) *out_meta = NULL;
   char file_name[NAME_MAX + 1];
@@ -670,7 +673,7 @@ static int dir_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_
       break;
     }
     char *vdir = join(dir, version);
-    ret = load_version(out_cert, out_meta, out_err, vdir);
+    ret = load_version(out_cert, out_meta, out_err, vdir, peek);
     gh_free(vdir);
     char *now = ret != 0 ? read_current(dir) : NULL;
     int moved = ret != 0 && (now == NULL || strcmp(now, version) != 0);
@@ -684,6 +687,16 @@ static int dir_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_
   }
   gh_free(dir);
   return ret;
+}
+
+static int dir_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                         char **out_err, const char *name) {
+  return dir_cert_read(st, out_cert, out_meta, out_err, name, 0);
+}
+
+static int dir_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                         char **out_err, const char *name) {
+  return dir_cert_read(st, out_cert, out_meta, out_err, name, 1);
 }
 
 static int compare_names(const void *a, const void *b) {
@@ -772,6 +785,7 @@ static const acme_storage_ops_t dir_ops = {
     .account_load = dir_account_load,
     .cert_save = dir_cert_save,
     .cert_load = dir_cert_load,
+    .cert_peek = dir_cert_peek,
     .cert_list = dir_cert_list,
     .cert_delete = dir_cert_delete,
     .lock = acme__dir_lock,
@@ -797,6 +811,12 @@ int acme_storage_cert_save(acme_storage_t *st, char **out_err, const char *name,
 int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
                            char **out_err, const char *name) {
   return st->ops->cert_load(st, out_cert, out_meta, out_err, name);
+}
+
+int acme_storage_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                           char **out_err, const char *name) {
+  if (st->ops->cert_peek == NULL) return st->ops->cert_load(st, out_cert, out_meta, out_err, name);
+  return st->ops->cert_peek(st, out_cert, out_meta, out_err, name);
 }
 
 int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,

@@ -226,6 +226,12 @@ int acme_storage_cert_save_over(acme_storage_t *st, char **out_err, const char *
 int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
                            char **out_err, const char *name);
 
+/* acme_storage_cert_peek is acme_storage_cert_load for a certificate that
+ * is only described (the admin API's listing): its |key| may be NULL, as
+ * the private key is not read where that can be avoided. */
+int acme_storage_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
+                           char **out_err, const char *name);
+
 /* acme_storage_cert_list returns the names that have a stored bundle, in
  * their original form ("*.example.com"), sorted. On success |*out_names| is
  * a new array of |*out_num_names| strings (free with

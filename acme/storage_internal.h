@@ -22,6 +22,10 @@ typedef struct acme_storage_ops {
                         const acme_storage_bundle_t *bundle, const acme_cert_t *expected);
   int (*cert_load)(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta, char **out_err,
                    const char *name);
+  /* cert_load without the private key (acme_storage_cert_peek); NULL:
+   * cert_load. */
+  int (*cert_peek)(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta, char **out_err,
+                   const char *name);
   int (*cert_list)(acme_storage_t *st, char ***out_names, size_t *out_num_names, char **out_err);
   int (*cert_delete)(acme_storage_t *st, char **out_err, const char *name);
   int (*lock)(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,

@@ -397,7 +397,7 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
     if (s->cert_file == NULL || s->num_hosts == 0) continue;
     if (only != NULL && strcmp(s->hosts[0], only) != 0) continue;
     char *err = NULL;
-    acme_cert_t *cert = acme_cert_load(&err, s->cert_file, s->key_file);
+    acme_cert_t *cert = acme_cert_load_chain(&err, s->cert_file);
     if (cert == NULL) {
       GH_WARN("admin", "%s", err);
       gh_free(err);
@@ -424,7 +424,7 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
   for (size_t i = 0; i < num_names; i++) {
     acme_cert_t *cert = NULL;
     char *meta = NULL, *err = NULL;
-    int rc = acme_storage_cert_load(st, &cert, &meta, &err, names[i]);
+    int rc = acme_storage_cert_peek(st, &cert, &meta, &err, names[i]);
     if (rc != 0) {
       if (rc != -ENOENT && rc != -EINVAL) GH_WARN("admin", "%s", err);
       gh_free(err);
