@@ -138,6 +138,18 @@ typedef struct {
  * storage name. Any thread, until acme_manager_free. */
 int acme_manager_renewal_view(acme_manager_t *m, const char *name, acme_renewal_view_t *out);
 
+/* acme_manager_renewal_views copies every renewal the manager follows
+ * into |*out| (a new array of |*out_num|, sorted by storage name; free
+ * with acme_renewal_views_free): one lock for a whole listing. Any
+ * thread, until acme_manager_free. */
+typedef struct {
+  char *name;
+  acme_renewal_view_t view;
+} acme_renewal_named_t;
+
+void acme_manager_renewal_views(acme_manager_t *m, acme_renewal_named_t **out, size_t *out_num);
+void acme_renewal_views_free(acme_renewal_named_t *views, size_t num);
+
 /* Fleets (issue 15): the control thread passes on what the store's watch
  * reports. acme_manager_fleet_cert: |name|'s certificate as any node
  * stored it (|cert| a reference for the call, |meta| its JSON), or NULL

@@ -4,6 +4,7 @@
  * kept in its meta.json), and when to ask the CA about it next; one timer
  * fires for the earliest event of any entry. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -412,6 +413,35 @@ int acme_manager_renewal_view(acme_manager_t *m, const char *name, acme_renewal_
   }
   pthread_mutex_unlock(&m->sched_mu);
   return rc;
+}
+
+static int named_cmp(const void *a, const void *b) {
+  return strcmp(((const acme_renewal_named_t *)a)->name, ((const acme_renewal_named_t *)b)->name);
+}
+
+void acme_manager_renewal_views(acme_manager_t *m, acme_renewal_named_t **out, size_t *out_num) {
+  *out = NULL;
+  *out_num = 0;
+  if (m == NULL) return;
+  pthread_mutex_lock(&m->sched_mu);
+  size_t n = 0;
+  for (renewal_t *e = m->renewals; e != NULL; e = e->next) n++;
+  acme_renewal_named_t *v = gh_calloc(n ? n : 1, sizeof(*v));
+  size_t k = 0;
+  for (renewal_t *e = m->renewals; e != NULL; e = e->next) {
+    if (e->pub.due == 0) continue; /* not published yet */
+    v[k].name = gh_strdup(e->name);
+    v[k++].view = e->pub;
+  }
+  pthread_mutex_unlock(&m->sched_mu);
+  qsort(v, k, sizeof(*v), named_cmp);
+  *out = v;
+  *out_num = k;
+}
+
+void acme_renewal_views_free(acme_renewal_named_t *views, size_t num) {
+  for (size_t i = 0; i < num; i++) gh_free(views[i].name);
+  gh_free(views);
 }
 
 void acme__manager_renewals_free(acme_manager_t *m) {

@@ -699,6 +699,21 @@ static int dir_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **out_
   return dir_cert_read(st, out_cert, out_meta, out_err, name, 1);
 }
 
+static int dir_cert_version(acme_storage_t *st, char **out_version, const char *name) {
+  char file_name[NAME_MAX + 1], *err = NULL;
+  if (acme__storage_name_encode(file_name, sizeof(file_name), &err, name) != 0) {
+    gh_free(err);
+    return -EINVAL;
+  }
+  char *dir = cert_dir(st, file_name);
+  /* A version directory is written whole and never changed; a new one,
+   * with a new name, is published by moving the symlink. */
+  *out_version = read_current(dir);
+  int ret = *out_version != NULL ? 0 : errno == ENOENT || errno == ENOTDIR ? -ENOENT : -EIO;
+  gh_free(dir);
+  return ret;
+}
+
 static int compare_names(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -786,6 +801,7 @@ static const acme_storage_ops_t dir_ops = {
     .cert_save = dir_cert_save,
     .cert_load = dir_cert_load,
     .cert_peek = dir_cert_peek,
+    .cert_version = dir_cert_version,
     .cert_list = dir_cert_list,
     .cert_delete = dir_cert_delete,
     .lock = acme__dir_lock,
@@ -817,6 +833,12 @@ int acme_storage_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **ou
                            char **out_err, const char *name) {
   if (st->ops->cert_peek == NULL) return st->ops->cert_load(st, out_cert, out_meta, out_err, name);
   return st->ops->cert_peek(st, out_cert, out_meta, out_err, name);
+}
+
+int acme_storage_cert_version(acme_storage_t *st, char **out_version, const char *name) {
+  *out_version = NULL;
+  if (st->ops->cert_version == NULL) return -ENOTSUP;
+  return st->ops->cert_version(st, out_version, name);
 }
 
 int acme_storage_cert_list(acme_storage_t *st, char ***out_names, size_t *out_num_names,

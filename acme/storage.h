@@ -232,6 +232,14 @@ int acme_storage_cert_load(acme_storage_t *st, acme_cert_t **out_cert, char **ou
 int acme_storage_cert_peek(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta,
                            char **out_err, const char *name);
 
+/* acme_storage_cert_version tells which version of |name|'s bundle is
+ * stored now: a new string (caller frees) that changes whenever anything
+ * in the bundle does (the certificate, its key or its meta), without
+ * reading the bundle; a reader that kept what it parsed at that version
+ * can reuse it. Returns 0, or a negative errno (-ENOTSUP: this store does
+ * not tell; -ENOENT: nothing stored). */
+int acme_storage_cert_version(acme_storage_t *st, char **out_version, const char *name);
+
 /* acme_storage_cert_list returns the names that have a stored bundle, in
  * their original form ("*.example.com"), sorted. On success |*out_names| is
  * a new array of |*out_num_names| strings (free with

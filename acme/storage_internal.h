@@ -26,6 +26,8 @@ typedef struct acme_storage_ops {
    * cert_load. */
   int (*cert_peek)(acme_storage_t *st, acme_cert_t **out_cert, char **out_meta, char **out_err,
                    const char *name);
+  /* NULL: versions are not told (acme_storage_cert_version). */
+  int (*cert_version)(acme_storage_t *st, char **out_version, const char *name);
   int (*cert_list)(acme_storage_t *st, char ***out_names, size_t *out_num_names, char **out_err);
   int (*cert_delete)(acme_storage_t *st, char **out_err, const char *name);
   int (*lock)(acme_storage_t *st, acme_storage_lock_t **out_lock, char **out_err,

@@ -25,6 +25,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -122,6 +123,7 @@ typedef struct {
   acme_cert_t *cert;
   char *meta;
   const char *source;
+  char *version; /* the stored bundle's (acme_storage_cert_version); NULL: static, or untold */
 } entry_t;
 
 typedef struct {
@@ -141,7 +143,7 @@ struct px_admin {
   pthread_mutex_t mu;
   admin_job_t *done; /* under mu */
   llhttp_settings_t settings;
-  entries_t certs; /* the certificates /metrics read last, at certs_at_ms */
+  entries_t certs; /* the certificates /certs or /metrics read last, at certs_at_ms */
   uint64_t certs_at_ms;
   int certs_valid;
 };
@@ -376,22 +378,42 @@ static void entries_free(entries_t *es) {
     gh_free(es->v[i].name);
     acme_cert_unref(es->v[i].cert);
     gh_free(es->v[i].meta);
+    gh_free(es->v[i].version);
   }
   gh_free(es->v);
   es->v = NULL;
   es->num = 0;
 }
 
+/* entries_add appends an entry taking |cert|, |meta| and |version|. */
 static void entries_add(entries_t *es, const char *name, acme_cert_t *cert, char *meta,
-                        const char *source) {
+                        const char *source, char *version) {
   es->v = gh_realloc(es->v, (es->num + 1) * sizeof(*es->v));
-  es->v[es->num++] = (entry_t){gh_strdup(name), cert, meta, source};
+  es->v[es->num++] = (entry_t){gh_strdup(name), cert, meta, source, version};
+}
+
+/* known_find returns |prev|'s entry for the stored |name| if it was read
+ * at |version|, else NULL. Names are asked for in sorted order, as the
+ * store lists them, and |*k| walks |prev| once for a whole listing. */
+static const entry_t *known_find(const entries_t *prev, size_t *k, const char *name,
+                                 const char *version) {
+  while (*k < prev->num &&
+         (prev->v[*k].version == NULL || strcmp(prev->v[*k].name, name) < 0))
+    (*k)++;
+  if (*k < prev->num && strcmp(prev->v[*k].name, name) == 0 &&
+      strcmp(prev->v[*k].version, version) == 0)
+    return &prev->v[*k];
+  return NULL;
 }
 
 /* collect gathers the static certificates of |conf| and what storage
  * holds (only with ACME on: opening storage creates its directory), or
- * only |only| when it is set. Returns 0, or -1 with |*out_err| set. */
-static int collect(entries_t *out, char **out_err, const conf_t *conf, const char *only) {
+ * only |only| when it is set. A stored certificate |prev| (the last
+ * listing, or NULL) holds at the version stored now is reused instead of
+ * read again: an on-demand server holds thousands, and a dashboard looks
+ * every few seconds. Returns 0, or -1 with |*out_err| set. */
+static int collect(entries_t *out, char **out_err, const conf_t *conf, const char *only,
+                   const entries_t *prev) {
   for (size_t i = 0; i < conf->num_sites; i++) {
     const conf_site_t *s = &conf->sites[i];
     if (s->cert_file == NULL || s->num_hosts == 0) continue;
@@ -403,7 +425,7 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
       gh_free(err);
       continue;
     }
-    entries_add(out, s->hosts[0], cert, NULL, "static");
+    entries_add(out, s->hosts[0], cert, NULL, "static", NULL);
   }
   if (!conf_acme_on(conf)) return 0;
   /* The storage directory: in a fleet, the local copy the watch keeps
@@ -421,16 +443,31 @@ static int collect(entries_t *out, char **out_err, const conf_t *conf, const cha
     acme_storage_free(st);
     return -1;
   }
+  size_t k = 0;
   for (size_t i = 0; i < num_names; i++) {
+    const char *source = managed_site(conf, names[i]) ? "managed" : "on-demand";
+    char *version = NULL;
+    const entry_t *known = NULL;
+    if (acme_storage_cert_version(st, &version, names[i]) == 0 && prev != NULL)
+      known = known_find(prev, &k, names[i], version);
+    if (known != NULL) {
+      entries_add(out, names[i], acme_cert_ref(known->cert),
+                  known->meta ? gh_strdup(known->meta) : NULL, source, version);
+      continue;
+    }
+    /* Read after the version: if a writer moves it in between, this
+     * entry is a newer bundle under an older version, read again next
+     * time. */
     acme_cert_t *cert = NULL;
     char *meta = NULL, *err = NULL;
     int rc = acme_storage_cert_peek(st, &cert, &meta, &err, names[i]);
     if (rc != 0) {
       if (rc != -ENOENT && rc != -EINVAL) GH_WARN("admin", "%s", err);
       gh_free(err);
+      gh_free(version);
       continue;
     }
-    entries_add(out, names[i], cert, meta, managed_site(conf, names[i]) ? "managed" : "on-demand");
+    entries_add(out, names[i], cert, meta, source, version);
   }
   acme_storage_names_free(names, num_names);
   acme_storage_free(st);
@@ -441,37 +478,61 @@ static const conf_t *conf_now(px_admin_t *a) { return (*a->env.gen)->conf; }
 
 static int renewing_now(px_admin_t *a, const char *name);
 
-/* entry_json describes |e| with its renewal schedule, if the control
- * thread follows it. */
-static cJSON *entry_json(px_admin_t *a, const entry_t *e) {
+/* manager returns the control thread's manager while it runs, or NULL. */
+static acme_manager_t *manager(px_admin_t *a) {
   px_control_t *ctl = a->env.control ? *a->env.control : NULL;
-  acme_manager_t *m = ctl != NULL && px_control_engine(ctl) != NULL ? px_control_manager(ctl) : NULL;
-  acme_renewal_view_t view;
-  int have = m != NULL && acme_manager_renewal_view(m, e->name, &view) == 0;
-  return cert_json(e->name, e->cert, e->meta, e->source, have ? &view : NULL,
-                   renewing_now(a, e->name));
+  return ctl != NULL && px_control_engine(ctl) != NULL ? px_control_manager(ctl) : NULL;
+}
+
+/* entry_json describes |e| with its renewal schedule |view| (NULL: the
+ * control thread follows none). */
+static cJSON *entry_json(px_admin_t *a, const entry_t *e, const acme_renewal_view_t *view) {
+  return cert_json(e->name, e->cert, e->meta, e->source, view, renewing_now(a, e->name));
+}
+
+static int named_find(const void *key, const void *elem) {
+  return strcmp(key, ((const acme_renewal_named_t *)elem)->name);
 }
 
 static void get_certs(admin_conn_t *c, const char *only) {
+  px_admin_t *a = c->admin;
   entries_t es = {0};
   char *err = NULL;
-  if (collect(&es, &err, conf_now(c->admin), only) != 0) {
+  if (collect(&es, &err, conf_now(a), only, only == NULL ? &a->certs : NULL) != 0) {
+    entries_free(&es); /* the static ones it had read */
     respond_error(c, 503, err);
     gh_free(err);
     return;
   }
   if (only != NULL) {
+    acme_renewal_view_t view;
+    acme_manager_t *m = manager(a);
     if (es.num == 0) {
       respond_error(c, 404, "no such certificate");
     } else {
-      respond_json(c, 200, entry_json(c->admin, &es.v[0]));
+      int have = m != NULL && acme_manager_renewal_view(m, es.v[0].name, &view) == 0;
+      respond_json(c, 200, entry_json(a, &es.v[0], have ? &view : NULL));
     }
     entries_free(&es);
     return;
   }
+  /* Every schedule at once, looked up by name: a listing of thousands
+   * takes the manager's lock once. */
+  acme_renewal_named_t *views = NULL;
+  size_t num_views = 0;
+  acme_manager_renewal_views(manager(a), &views, &num_views);
   cJSON *arr = cJSON_CreateArray();
-  for (size_t i = 0; i < es.num; i++) cJSON_AddItemToArray(arr, entry_json(c->admin, &es.v[i]));
-  entries_free(&es);
+  for (size_t i = 0; i < es.num; i++) {
+    const acme_renewal_named_t *v =
+        num_views > 0 ? bsearch(es.v[i].name, views, num_views, sizeof(*views), named_find) : NULL;
+    cJSON_AddItemToArray(arr, entry_json(a, &es.v[i], v ? &v->view : NULL));
+  }
+  acme_renewal_views_free(views, num_views);
+  /* The next look, and /metrics, start from this one. */
+  entries_free(&a->certs);
+  a->certs = es;
+  a->certs_at_ms = uv_now(a->loop);
+  a->certs_valid = 1;
   respond_json(c, 200, arr);
 }
 
@@ -787,12 +848,14 @@ static void get_metrics(admin_conn_t *c) {
    * scraper polling every second reuses the last look for a few seconds. */
   uint64_t now = uv_now(a->loop);
   if (!a->certs_valid || now - a->certs_at_ms >= CERTS_CACHE_MS) {
-    entries_free(&a->certs);
+    entries_t es = {0};
     char *err = NULL;
-    if (collect(&a->certs, &err, conf_now(a), NULL) != 0) {
+    if (collect(&es, &err, conf_now(a), NULL, &a->certs) != 0) {
       GH_WARN("admin", "metrics: %s", err);
       gh_free(err);
     }
+    entries_free(&a->certs);
+    a->certs = es;
     a->certs_valid = 1;
     a->certs_at_ms = now;
   }

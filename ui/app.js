@@ -14,6 +14,10 @@ const FETCH_TIMEOUT_MS = 4000;       // a hung admin API must not stall the chai
 const DAY = 86400000, HOUR = 3600000, MIN = 60000;
 const TL_DAYS = 90;
 const SAMPLE_MAX_AGE = 25 * HOUR, SAMPLE_CAP = 600;
+// An on-demand server may hold tens of thousands of certificates: the
+// table and the timeline draw the first ROW_CAP in the current order (by
+// default the soonest to expire) and say how many more the filter hides.
+const ROW_CAP = 500;
 
 const $ = (id) => document.getElementById(id);
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -470,11 +474,14 @@ function renderCerts(now) {
   st.certsPending = false;
   const all = Array.isArray(st.data.certs) ? st.data.certs : [];
   const shown = sortCerts(all.filter(certMatches));
+  const drawn = shown.slice(0, ROW_CAP);
   const tbody = $("certs-table").tBodies[0];
   if (!all.length) emptyRow(tbody, 8, "No certificates yet");
   else if (!shown.length) emptyRow(tbody, 8, "No certificate matches the filter");
-  else tbody.replaceChildren(...shown.map((c) => certRow(c, now || new Date())));
-  $("cert-count").textContent = all.length === shown.length ? `(${all.length})` : `(${shown.length} of ${all.length})`;
+  else tbody.replaceChildren(...drawn.map((c) => certRow(c, now || new Date())));
+  let count = all.length === shown.length ? `(${all.length})` : `(${shown.length} of ${all.length})`;
+  if (drawn.length < shown.length) count += ` · the first ${drawn.length} shown: filter to see others`;
+  $("cert-count").textContent = count;
   for (const th of document.querySelectorAll("#certs-table th[data-sort]")) {
     const on = th.dataset.sort === st.sort.key;
     th.querySelector(".sort-arrow").textContent = on ? (st.sort.dir > 0 ? "▲" : "▼") : "";
@@ -512,7 +519,8 @@ function renderTimeline(now) {
   nowMark.style.left = `${pos(now)}%`;
   axis.replaceChildren(...ticks, nowMark);
 
-  const certs = (Array.isArray(st.data.certs) ? st.data.certs : []).filter(certMatches);
+  const certs = sortCerts((Array.isArray(st.data.certs) ? st.data.certs : []).filter(certMatches))
+    .slice(0, ROW_CAP);
   const lane = (field, cls, verb) => certs.flatMap((c) => {
     const d = parseTime(c[field]);
     if (!d) return [];
