@@ -13,6 +13,7 @@ Both come from Debian (chromium, chromium-driver), installed by
 scripts/deps. The driver is a harness.Proc, so it is stopped with the
 rest at the end of the file."""
 
+import atexit
 import base64
 import json
 import os
@@ -98,10 +99,16 @@ class Browser:
         return h.wait_until(lambda: self.js(script, *args), timeout, what, interval=0.1)
 
     def quit(self):
+        """Ends the session: chromedriver closes the browser. Once only;
+        also run at exit, so a test that fails half-way leaves no browser
+        behind (stopping chromedriver alone would orphan it)."""
+        if self.session is None:
+            return
         try:
             self._call("DELETE", "", timeout=20)
         except Exception:
             pass
+        self.session = None
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
@@ -140,4 +147,8 @@ def start(width=1400, height=1800):
         v = _request("POST", "http://127.0.0.1:%d/session" % port, caps, START_TIMEOUT)
     except (WebDriverError, OSError) as e:
         raise h.Fail("cannot start a Chromium session: %s\n%s" % (e, driver.tail()))
-    return Browser(driver, port, v["sessionId"], profile)
+    b = Browser(driver, port, v["sessionId"], profile)
+    # Registered after harness's own cleanup, so it runs before the
+    # driver is stopped.
+    atexit.register(b.quit)
+    return b
