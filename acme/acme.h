@@ -243,6 +243,10 @@ typedef struct {
  * orders try them, and returns how many. Any thread. */
 size_t acme_engine_ca_stats(acme_engine_t *engine, acme_ca_stats_t *out, size_t max);
 
+/* The challenge types acme_ca_stats_t's orders (and acme_order_event_t)
+ * count by, in their order: "tls-alpn-01", "http-01", "dns-01", "none". */
+extern const char *const acme_stats_challenges[4];
+
 /* acme_order_event_t is one finished order, as acme_engine_recent_orders
  * tells it: when it finished, its names, the CA it ended at (its name),
  * whether it renewed a certificate, the last challenge type used (as in

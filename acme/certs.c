@@ -277,7 +277,8 @@ out:
   return ret;
 }
 
-/* cert_parse is acme_cert_from_pem with the names used in messages. */
+/* cert_parse is acme_cert_from_pem with the names used in messages; with
+ * |key_label| NULL, the chain alone (acme_cert_load_chain). */
 static acme_cert_t *cert_parse(char **out_err, const char *chain_label, const char *chain_pem,
                                size_t chain_len, const char *key_label, const char *key_pem,
                                size_t key_len) {
@@ -285,8 +286,8 @@ static acme_cert_t *cert_parse(char **out_err, const char *chain_label, const ch
   acme_cert_t *cert = gh_calloc(1, sizeof(*cert));
   atomic_init(&cert->refs_, 1);
   if (read_chain(cert, out_err, chain_label, chain_pem, chain_len) != 0) goto err;
-  cert->key = read_key(out_err, key_label, key_pem, key_len);
-  if (cert->key == NULL) goto err;
+  if (key_label != NULL && (cert->key = read_key(out_err, key_label, key_pem, key_len)) == NULL)
+    goto err;
   if (read_leaf(cert, out_err, chain_label, key_label) != 0) goto err;
   return cert;
 err:
@@ -337,14 +338,7 @@ acme_cert_t *acme_cert_load_chain(char **out_err, const char *cert_file) {
   size_t len = 0;
   char *chain = read_file(out_err, cert_file, &len);
   if (chain == NULL) return NULL;
-  pthread_once(&pool_once, pool_init);
-  acme_cert_t *cert = gh_calloc(1, sizeof(*cert));
-  atomic_init(&cert->refs_, 1);
-  if (read_chain(cert, out_err, cert_file, chain, len) != 0 ||
-      read_leaf(cert, out_err, cert_file, NULL) != 0) {
-    cert_free(cert);
-    cert = NULL;
-  }
+  acme_cert_t *cert = cert_parse(out_err, cert_file, chain, len, NULL, NULL, 0);
   gh_free(chain);
   return cert;
 }

@@ -363,8 +363,7 @@ static void job_finish(acme_job_t *job, int status, const char *err, acme_cert_t
   acme_ca_t *ca = job->ca;
   job->done = 1;
   if (job->kind == ACME_KIND_OBTAIN && status != UV_ECANCELED && ca != NULL) {
-    int chall = job->used_chall >= 0 && job->used_chall < 3 ? job->used_chall : 3;
-    atomic_fetch_add_explicit(&ca->order_stats[chall][status == 0 ? 0 : 1], 1,
+    atomic_fetch_add_explicit(&ca->order_stats[acme__job_stats_chall(job)][status == 0 ? 0 : 1], 1,
                               memory_order_relaxed);
     if (status == 0) acme__ca_ok(ca);
   }
@@ -1411,6 +1410,8 @@ static void job_start(acme_job_t *job, int status, char *msg) {
 }
 
 struct acme_storage *acme_engine_storage(acme_engine_t *engine) { return engine->storage; }
+
+const char *const acme_stats_challenges[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
 
 size_t acme_engine_ca_stats(acme_engine_t *engine, acme_ca_stats_t *out, size_t max) {
   size_t n = engine->num_cas < max ? engine->num_cas : max;

@@ -319,6 +319,12 @@ struct acme_job {
   char *ari_explanation;
 };
 
+/* acme__job_stats_chall is |job|'s challenge as the order statistics
+ * count it: an index into acme_stats_challenges. */
+static inline int acme__job_stats_chall(const acme_job_t *job) {
+  return job->used_chall >= 0 && job->used_chall < 3 ? job->used_chall : 3;
+}
+
 /* order_log.c: acme__order_log_add records |job|, an order that just
  * finished with |status| (and |err|); acme__order_log_free empties the
  * ring when the engine goes. */

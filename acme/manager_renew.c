@@ -104,7 +104,6 @@ void acme__manager_track(acme_manager_t *m, const char *name, acme__site_t *ms,
     e = gh_calloc(1, sizeof(*e));
     e->m = m;
     e->name = gh_strdup(name);
-    e->due = time(NULL);
     pthread_mutex_lock(&m->sched_mu);
     e->next = m->renewals;
     m->renewals = e;

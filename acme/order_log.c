@@ -32,7 +32,7 @@ void acme__order_log_add(acme_engine_t *e, const acme_job_t *job, int status, co
       .num_names = job->num_names,
       .ca = job->ca ? job->ca->name : NULL,
       .renewal = job->renewal,
-      .challenge = job->used_chall >= 0 && job->used_chall < 3 ? job->used_chall : 3,
+      .challenge = acme__job_stats_chall(job),
       .ok = status == 0,
       .error = status == 0 ? NULL : (char *)(err ? err : "unknown error"),
       .duration_ms = gh_now_ms() - job->started_ms,

@@ -478,10 +478,15 @@ static const conf_t *conf_now(px_admin_t *a) { return (*a->env.gen)->conf; }
 
 static int renewing_now(px_admin_t *a, const char *name);
 
-/* manager returns the control thread's manager while it runs, or NULL. */
-static acme_manager_t *manager(px_admin_t *a) {
+/* running_engine and manager return the control thread's, while it runs,
+ * or NULL. */
+static acme_engine_t *running_engine(px_admin_t *a) {
   px_control_t *ctl = a->env.control ? *a->env.control : NULL;
-  return ctl != NULL && px_control_engine(ctl) != NULL ? px_control_manager(ctl) : NULL;
+  return ctl != NULL ? px_control_engine(ctl) : NULL;
+}
+
+static acme_manager_t *manager(px_admin_t *a) {
+  return running_engine(a) != NULL ? px_control_manager(*a->env.control) : NULL;
 }
 
 /* entry_json describes |e| with its renewal schedule |view| (NULL: the
@@ -834,8 +839,7 @@ static void get_metrics(admin_conn_t *c) {
     src.num_paused = (long)paused;
     src.ondemand = &od;
   }
-  px_control_t *ctl = a->env.control ? *a->env.control : NULL;
-  acme_engine_t *engine = ctl ? px_control_engine(ctl) : NULL;
+  acme_engine_t *engine = running_engine(a);
   acme_ca_stats_t cas[ACME_MAX_CAS];
   if (engine != NULL) {
     src.num_cas = acme_engine_ca_stats(engine, cas, ACME_MAX_CAS);
@@ -1035,15 +1039,12 @@ static void add_time_or_null(cJSON *o, const char *key, time_t at) {
   else cJSON_AddNullToObject(o, key);
 }
 
-static const char *const challenge_names[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
-
 /* get_acme answers the CAs with their order counters (by challenge type
  * and result, since the start: a page computes rates between looks),
  * fallbacks and back-off, and the last orders to finish, newest first. */
 static void get_acme(admin_conn_t *c) {
   px_admin_t *a = c->admin;
-  px_control_t *ctl = a->env.control ? *a->env.control : NULL;
-  acme_engine_t *engine = ctl ? px_control_engine(ctl) : NULL;
+  acme_engine_t *engine = running_engine(a);
   cJSON *o = cJSON_CreateObject();
   cJSON_AddBoolToObject(o, "enabled", engine != NULL);
   cJSON *cas = cJSON_AddArrayToObject(o, "cas");
@@ -1064,7 +1065,7 @@ static void get_acme(admin_conn_t *c) {
     for (int ch = 0; ch < 4; ch++) {
       for (int r = 0; r < 2; r++) {
         cJSON *row = cJSON_CreateObject();
-        cJSON_AddStringToObject(row, "challenge", challenge_names[ch]);
+        cJSON_AddStringToObject(row, "challenge", acme_stats_challenges[ch]);
         cJSON_AddStringToObject(row, "result", r == 0 ? "ok" : "failed");
         cJSON_AddNumberToObject(row, "count", (double)st[i].orders[ch][r]);
         cJSON_AddItemToArray(orders, row);
@@ -1084,7 +1085,7 @@ static void get_acme(admin_conn_t *c) {
     if (ev->ca != NULL) cJSON_AddStringToObject(e, "ca", ev->ca);
     else cJSON_AddNullToObject(e, "ca");
     cJSON_AddStringToObject(e, "kind", ev->renewal ? "renew" : "issue");
-    cJSON_AddStringToObject(e, "challenge", challenge_names[ev->challenge & 3]);
+    cJSON_AddStringToObject(e, "challenge", acme_stats_challenges[ev->challenge & 3]);
     cJSON_AddStringToObject(e, "result", ev->ok ? "ok" : "failed");
     if (ev->error != NULL) add_text(e, "error", ev->error);
     else cJSON_AddNullToObject(e, "error");
@@ -1139,15 +1140,14 @@ static cJSON *target_json(px_target_t *t, px_worker_t *const *workers, unsigned 
   }
   cJSON_AddNumberToObject(o, "in_flight", in_flight);
   /* Requests are counted per configured address (px_metrics_upstream_slot). */
-  static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
   uint64_t req[6] = {0};
   if (slot != 0) {
     for (unsigned w = 0; w < num_workers; w++)
       for (int cl = 0; cl < 6; cl++) req[cl] += PX_STAT_GET(workers[w]->stats.requests[slot][cl]);
   }
   cJSON *r = cJSON_AddObjectToObject(o, "requests");
-  for (int cl = 1; cl < 6; cl++) cJSON_AddNumberToObject(r, classes[cl], (double)req[cl]);
-  cJSON_AddNumberToObject(r, "other", (double)req[0]);
+  for (int cl = 1; cl < 6; cl++) cJSON_AddNumberToObject(r, px_status_classes[cl], (double)req[cl]);
+  cJSON_AddNumberToObject(r, px_status_classes[0], (double)req[0]);
   cJSON_AddItemToObject(o, "endpoints", eps);
   return o;
 }

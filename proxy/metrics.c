@@ -82,7 +82,7 @@ static void sample_u(px_buf_t *b, const char *name, const char *const *labels, u
 
 static const char *const hs_reasons[PX_HS_NUM] = {"", "timeout", "closed", "alert",
                                                   "unknown_name", "protocol"};
-static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+const char *const px_status_classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 static void listeners(px_buf_t *b, const px_metrics_src_t *src) {
   if (src->num_workers == 0) return;
@@ -146,7 +146,7 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
     if (up == NULL) continue;
     for (int c = 0; c < 6; c++) {
       if (req[s][c] == 0) continue;
-      const char *labels[] = {"status_class", classes[c], "upstream", s ? up : "none", NULL};
+      const char *labels[] = {"status_class", px_status_classes[c], "upstream", s ? up : "none", NULL};
       sample_u(b, "gatehouse_requests_total", labels, req[s][c]);
     }
   }
@@ -155,7 +155,7 @@ static void worker_counters(px_buf_t *b, const px_metrics_src_t *src) {
   for (int p = 0; p < 2; p++) {
     for (int c = 0; c < 6; c++) {
       if (by_proto[p][c] == 0) continue;
-      const char *labels[] = {"protocol", p ? "h2" : "http/1.1", "status_class", classes[c], NULL};
+      const char *labels[] = {"protocol", p ? "h2" : "http/1.1", "status_class", px_status_classes[c], NULL};
       sample_u(b, "gatehouse_requests_by_protocol_total", labels, by_proto[p][c]);
     }
   }
@@ -280,7 +280,6 @@ static void ondemand(px_buf_t *b, const px_metrics_src_t *src) {
 /* orders renders the ACME orders finished, by CA, challenge type and
  * result, and each CA's fallbacks and back-off. */
 static void orders(px_buf_t *b, const px_metrics_src_t *src) {
-  static const char *const challs[4] = {"tls-alpn-01", "http-01", "dns-01", "none"};
   static const char *const results[2] = {"ok", "failed"};
   const char *name = "gatehouse_acme_orders_total";
   family(b, name, "counter",
@@ -289,7 +288,7 @@ static void orders(px_buf_t *b, const px_metrics_src_t *src) {
   for (size_t i = 0; i < src->num_cas; i++) {
     for (int c = 0; c < 4; c++) {
       for (int r = 0; r < 2; r++) {
-        const char *labels[] = {"ca", src->cas[i].directory, "challenge", challs[c], "result",
+        const char *labels[] = {"ca", src->cas[i].directory, "challenge", acme_stats_challenges[c], "result",
                                 results[r], NULL};
         sample_u(b, name, labels, src->cas[i].orders[c][r]);
       }

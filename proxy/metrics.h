@@ -61,13 +61,17 @@ typedef struct {
   uint64_t pp_refused[PX_PP_NUM];
   uint64_t od_refused[PX_OD_NUM];
   uint64_t bytes_in, bytes_out; /* on the client side, as on the wire */
-  /* Requests by upstream slot and status class (0: none/other, 1-5). */
+  /* Requests by upstream slot and status class (0: none/other, 1-5:
+   * px_status_classes). */
   uint64_t requests[PX_METRICS_NUM_SLOTS][6];
   /* The same requests by the client's protocol: [0] HTTP/1.x, [1] HTTP/2. */
   uint64_t requests_by_proto[2][6];
   uint64_t h2_conns; /* connections that negotiated h2 */
   uint64_t h2_calm;  /* HTTP/2 connections ended with ENHANCE_YOUR_CALM (floods) */
 } px_worker_stats_t;
+
+/* The status classes' names, as the requests counters index them. */
+extern const char *const px_status_classes[6];
 
 typedef struct {
   uint64_t accepted, closed; /* open = accepted - closed */

@@ -14,8 +14,10 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.dont_write_bytecode = True
@@ -388,8 +390,6 @@ def test_upstream_failure_text_is_clean():
     """A hostile upstream's bytes reach the last-failure text (the health
     check quotes its status): /upstreams stays valid UTF-8 JSON without
     control characters, for the dashboard that shows it."""
-    import socket
-    import threading
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(16)
